@@ -1,0 +1,115 @@
+//! The event envelope every jetsaga message travels in, and decoding with
+//! errors that name the field, what was expected and what arrived.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::Payload;
+
+/// Current envelope format version.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// NATS header that marks a message body as a full [`Envelope`]. Messages
+/// without it (for example a plain `nats pub orders.cmd.create '{...}'`)
+/// carry only the `data` part and the runtime wraps them.
+pub const ENVELOPE_HEADER: &str = "Jetsaga-Envelope";
+
+/// W3C trace context header carried on every message.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// One event or command with its saga metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct Envelope {
+    /// Unique id (UUIDv7). Outgoing ids are derived deterministically from
+    /// the input, so a replay produces the same ids and JetStream drops the copy.
+    pub id: String,
+    /// The subject this event is published on, e.g. `orders.evt.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The saga key, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    /// Id shared by every event of one saga (the id of the command that started it).
+    pub correlation_id: String,
+    /// Id of the event that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// When the event happened (RFC 3339).
+    pub occurred_at: DateTime<Utc>,
+    /// Envelope format version.
+    pub version: u32,
+    /// The payload; its shape is given by `type`.
+    pub data: serde_json::Value,
+}
+
+impl Envelope {
+    /// Decodes a full envelope from JSON bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let envelope: Envelope = decode_json("envelope", bytes)?;
+        if envelope.id.trim().is_empty() {
+            return Err(DecodeError::new("envelope", "id", "expected a non-empty id, got \"\""));
+        }
+        if envelope.event_type.trim().is_empty() {
+            return Err(DecodeError::new("envelope", "type", "expected a subject such as \"orders.evt.created\", got \"\""));
+        }
+        Ok(envelope)
+    }
+
+    /// Encodes the envelope as compact JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serializes")
+    }
+
+    /// Decodes `data` as the payload type `P`.
+    pub fn data_as<P: Payload>(&self) -> Result<P, DecodeError> {
+        decode_value(P::SUBJECT, self.data.clone())
+    }
+}
+
+/// Why a message could not be decoded: which part, which field, and what
+/// was wrong with it. Its `Display` is meant for a person reading a DLQ entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {}{message}", if path.is_empty() || path == "." { String::new() } else { format!("field `{path}`: ") })]
+pub struct DecodeError {
+    /// What was being decoded (`envelope`, or the subject of a payload).
+    pub what: String,
+    /// Path of the offending field (`items[0].quantity`), `.` for the whole value.
+    pub path: String,
+    /// What was expected and what arrived.
+    pub message: String,
+}
+
+impl DecodeError {
+    /// Builds an error for `what` at field `path`.
+    pub fn new(what: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { what: what.into(), path: path.into(), message: message.into() }
+    }
+}
+
+/// Decodes JSON bytes into `T`, reporting the path of the first bad field.
+pub fn decode_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, DecodeError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("not valid JSON ({inner})")
+        } else {
+            inner.to_string()
+        };
+        DecodeError::new(what, path, message)
+    })
+}
+
+/// Decodes a JSON value into `T`, reporting the path of the first bad field.
+pub fn decode_value<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| DecodeError::new(what, e.path().to_string(), e.into_inner().to_string()))
+}
+
+/// Decodes a payload of type `P` from JSON bytes.
+pub fn decode_payload<P: Payload>(bytes: &[u8]) -> Result<P, DecodeError> {
+    decode_json(P::SUBJECT, bytes)
+}

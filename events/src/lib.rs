@@ -1,0 +1,19 @@
+//! The jetsaga event catalog: the public wire contract.
+//!
+//! - [`envelope`]: the [`Envelope`] every event travels in, and decoding
+//!   with errors that name the bad field ([`DecodeError`]).
+//! - [`subjects`]: every subject name, `<context>.<kind>.<name>`.
+//! - [`payloads`]: one serde type per command, event and query.
+//! - [`catalog`]: the list of all of them, from which the checked-in JSON
+//!   Schemas (`events/schemas/`) and the AsyncAPI document
+//!   (`events/asyncapi.json`) are generated.
+//!
+//! Sample payloads for `nats pub` live in `events/samples/`.
+
+pub mod catalog;
+pub mod envelope;
+pub mod payloads;
+pub mod subjects;
+
+pub use envelope::{DecodeError, ENVELOPE_HEADER, ENVELOPE_VERSION, Envelope, TRACEPARENT_HEADER, decode_payload};
+pub use payloads::*;

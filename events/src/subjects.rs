@@ -1,0 +1,99 @@
+//! Subject names: `<context>.<kind>.<name>`.
+//!
+//! `cmd` subjects carry requests from outside (plain JSON payloads are
+//! accepted, so `nats pub` works), `evt` subjects carry facts published by
+//! the runtime (always full envelopes), `query` subjects are request/reply
+//! and never stored in a stream.
+
+/// Saga contexts, one per owning function.
+pub const CONTEXTS: [&str; 5] = ["orders", "inventory", "customers", "payments", "shipping"];
+
+/// The kind part of a subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    /// A request from outside (or from the orchestrator).
+    Command,
+    /// A fact published by the runtime.
+    Event,
+    /// Read-only request/reply.
+    Query,
+}
+
+impl SubjectKind {
+    /// The middle token of the subject.
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Command => "cmd",
+            Self::Event => "evt",
+            Self::Query => "query",
+        }
+    }
+}
+
+/// Splits a subject into context and kind, if it follows the naming rule.
+pub fn parse(subject: &str) -> Option<(&str, SubjectKind)> {
+    let mut parts = subject.splitn(3, '.');
+    let context = parts.next()?;
+    let kind = match parts.next()? {
+        "cmd" => SubjectKind::Command,
+        "evt" => SubjectKind::Event,
+        "query" => SubjectKind::Query,
+        _ => return None,
+    };
+    parts.next()?;
+    Some((context, kind))
+}
+
+pub const ORDERS_CMD_CREATE: &str = "orders.cmd.create";
+pub const ORDERS_CMD_CANCEL: &str = "orders.cmd.cancel";
+pub const INVENTORY_CMD_UPSERT_PRODUCT: &str = "inventory.cmd.upsert_product";
+pub const CUSTOMERS_CMD_CREATE: &str = "customers.cmd.create";
+
+pub const INVENTORY_CMD_RESERVE: &str = "inventory.cmd.reserve";
+pub const INVENTORY_CMD_RELEASE: &str = "inventory.cmd.release";
+pub const INVENTORY_CMD_CONSUME: &str = "inventory.cmd.consume";
+pub const CUSTOMERS_CMD_RESERVE_CREDIT: &str = "customers.cmd.reserve_credit";
+pub const CUSTOMERS_CMD_RELEASE_CREDIT: &str = "customers.cmd.release_credit";
+pub const PAYMENTS_CMD_EXECUTE: &str = "payments.cmd.execute";
+pub const PAYMENTS_CMD_REFUND: &str = "payments.cmd.refund";
+pub const SHIPPING_CMD_SCHEDULE: &str = "shipping.cmd.schedule";
+
+pub const ORDERS_EVT_CREATED: &str = "orders.evt.created";
+pub const ORDERS_EVT_COMPLETED: &str = "orders.evt.completed";
+pub const ORDERS_EVT_FAILED: &str = "orders.evt.failed";
+pub const ORDERS_EVT_CANCEL_REQUESTED: &str = "orders.evt.cancel_requested";
+pub const ORDERS_EVT_CANCELED: &str = "orders.evt.canceled";
+pub const ORDERS_EVT_CANCEL_REFUSED: &str = "orders.evt.cancel_refused";
+pub const INVENTORY_EVT_PRODUCT_UPSERTED: &str = "inventory.evt.product_upserted";
+pub const INVENTORY_EVT_RESERVED: &str = "inventory.evt.reserved";
+pub const INVENTORY_EVT_RESERVATION_FAILED: &str = "inventory.evt.reservation_failed";
+pub const INVENTORY_EVT_RELEASED: &str = "inventory.evt.released";
+pub const INVENTORY_EVT_CONSUMED: &str = "inventory.evt.consumed";
+pub const CUSTOMERS_EVT_CREATED: &str = "customers.evt.created";
+pub const CUSTOMERS_EVT_CREDIT_RESERVED: &str = "customers.evt.credit_reserved";
+pub const CUSTOMERS_EVT_CREDIT_REJECTED: &str = "customers.evt.credit_rejected";
+pub const CUSTOMERS_EVT_CREDIT_RELEASED: &str = "customers.evt.credit_released";
+pub const PAYMENTS_EVT_EXECUTED: &str = "payments.evt.executed";
+pub const PAYMENTS_EVT_FAILED: &str = "payments.evt.failed";
+pub const PAYMENTS_EVT_REFUNDED: &str = "payments.evt.refunded";
+pub const SHIPPING_EVT_SCHEDULED: &str = "shipping.evt.scheduled";
+pub const SHIPPING_EVT_INFORMED: &str = "shipping.evt.informed";
+pub const SHIPPING_EVT_FAILED: &str = "shipping.evt.failed";
+
+pub const ORDERS_QUERY_GET: &str = "orders.query.get";
+pub const INVENTORY_QUERY_PRODUCTS: &str = "inventory.query.products";
+pub const CUSTOMERS_QUERY_GET: &str = "customers.query.get";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_context_and_kind() {
+        assert_eq!(parse("orders.cmd.create"), Some(("orders", SubjectKind::Command)));
+        assert_eq!(parse("inventory.evt.reserved"), Some(("inventory", SubjectKind::Event)));
+        assert_eq!(parse("orders.query.get"), Some(("orders", SubjectKind::Query)));
+        assert_eq!(parse("orders.other.get"), None);
+        assert_eq!(parse("orders.cmd"), None);
+    }
+}

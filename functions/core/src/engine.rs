@@ -1,0 +1,275 @@
+//! The transport-agnostic processing engine: inbox check, handler run,
+//! one commit for a whole batch, outbox. Every adapter (JetStream, Lambda,
+//! the unit-test harness) processes events through it, so the
+//! effectively-once rules live in exactly one place.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use jetsaga_events::{DecodeError, ENVELOPE_VERSION, Envelope};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::error::{HandlerError, PendingEvent, QueryError};
+use crate::function::{Ctx, Function, Overlay, QueryCtx};
+use crate::ids::{TraceParent, derived_id};
+use crate::store::{Commit, CommitError, OutboxRecord, Store, StoreError};
+
+/// How many times one event is re-run after losing a write race before it
+/// is handed back to the transport for a delayed retry.
+const MAX_CONFLICT_RETRIES: usize = 16;
+
+/// One input event and its transport metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incoming {
+    /// The event.
+    pub envelope: Envelope,
+    /// W3C trace context from the transport headers.
+    pub traceparent: Option<String>,
+}
+
+impl Incoming {
+    /// An input without trace context.
+    pub fn new(envelope: Envelope) -> Self {
+        Self { envelope, traceparent: None }
+    }
+}
+
+/// What the transport must do with an input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Processed (now or earlier): publish these records, then acknowledge.
+    Publish(Vec<OutboxRecord>),
+    /// Not processed; deliver again later.
+    Retry(String),
+    /// Never processable: dead-letter with this reason and acknowledge.
+    DeadLetter(String),
+}
+
+/// Wraps a bare command payload (as sent by `nats pub`) in an envelope.
+///
+/// `id` is the client's idempotency id (`Nats-Msg-Id`) when given;
+/// otherwise one is derived from `seed`, which must identify the stored
+/// message (for example stream name and sequence), so a redelivery gets the same id.
+pub fn command_envelope(
+    subject: &str,
+    body: &[u8],
+    id: Option<&str>,
+    seed: &str,
+    at: DateTime<Utc>,
+) -> Result<Envelope, DecodeError> {
+    let data: serde_json::Value = jetsaga_events::envelope::decode_json(subject, body)?;
+    if !data.is_object() {
+        return Err(DecodeError::new(subject, ".", format!("expected a JSON object, got {data}")));
+    }
+    let id = match id {
+        Some(id) if !id.trim().is_empty() => id.to_string(),
+        _ => derived_id(at, seed),
+    };
+    Ok(Envelope {
+        order_id: data.get("order_id").and_then(|v| v.as_str()).map(str::to_string),
+        correlation_id: id.clone(),
+        causation_id: None,
+        id,
+        event_type: subject.to_string(),
+        occurred_at: at,
+        version: ENVELOPE_VERSION,
+        data,
+    })
+}
+
+/// Runs one function over its store.
+#[derive(Clone)]
+pub struct Engine {
+    function: Arc<dyn Function>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("function", &self.function.spec().name).field("store", &self.store).finish()
+    }
+}
+
+impl Engine {
+    /// Pairs a function with its store.
+    pub fn new(function: Arc<dyn Function>, store: Arc<dyn Store>) -> Self {
+        Self { function, store }
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &'static str {
+        self.function.spec().name
+    }
+
+    /// The function.
+    pub fn function(&self) -> &Arc<dyn Function> {
+        &self.function
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Processes a batch, committing every successful handler run in one
+    /// store transaction. Returns one outcome per input, in order.
+    pub async fn handle_batch(&self, batch: &[Incoming]) -> Vec<Outcome> {
+        if batch.len() == 1 {
+            return vec![self.handle_one(&batch[0]).await];
+        }
+        let mut overlay = Overlay::default();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
+        let mut commits = Vec::with_capacity(batch.len());
+        let mut committed = Vec::with_capacity(batch.len());
+        for (i, incoming) in batch.iter().enumerate() {
+            match self.run_handler(incoming, &mut overlay).await {
+                Ok(commit) => {
+                    commits.push(commit);
+                    committed.push(i);
+                }
+                Err(outcome) => outcomes[i] = Some(outcome),
+            }
+        }
+        match self.store.commit(&commits).await {
+            Ok(()) => {
+                for (i, commit) in committed.into_iter().zip(commits) {
+                    outcomes[i] = Some(Outcome::Publish(commit.outbox));
+                }
+            }
+            Err(CommitError::Store(e)) => {
+                warn!(function = self.name(), error = %e, "batch commit failed; the batch will be retried");
+                for i in committed {
+                    outcomes[i] = Some(Outcome::Retry(e.to_string()));
+                }
+            }
+            Err(e) => {
+                // A redelivery or a write race somewhere in the batch: fall
+                // back to one transaction per event, which sorts it out.
+                debug!(function = self.name(), reason = %e, size = committed.len(), "batch commit refused; committing one by one");
+                for i in committed {
+                    outcomes[i] = Some(self.handle_one(&batch[i]).await);
+                }
+            }
+        }
+        outcomes.into_iter().map(|o| o.expect("every input has an outcome")).collect()
+    }
+
+    /// Processes one event in its own transaction, re-running the handler
+    /// when it loses a write race.
+    pub async fn handle_one(&self, incoming: &Incoming) -> Outcome {
+        let event_id = &incoming.envelope.id;
+        let mut last_conflict = String::new();
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            match self.store.processed(event_id).await {
+                Ok(Some(pending)) => {
+                    debug!(function = self.name(), event_id, "already processed; re-publishing its outbox");
+                    return Outcome::Publish(pending);
+                }
+                Ok(None) => {}
+                Err(e) => return Outcome::Retry(e.to_string()),
+            }
+            let commit = match self.run_handler(incoming, &mut Overlay::default()).await {
+                Ok(commit) => commit,
+                Err(outcome) => return outcome,
+            };
+            match self.store.commit(std::slice::from_ref(&commit)).await {
+                Ok(()) => return Outcome::Publish(commit.outbox),
+                Err(CommitError::Conflict { key }) => {
+                    debug!(function = self.name(), event_id, key, "write conflict; re-running the handler");
+                    last_conflict = key;
+                }
+                Err(CommitError::Duplicate { .. }) => {}
+                Err(CommitError::Store(e)) => return Outcome::Retry(e.to_string()),
+            }
+        }
+        Outcome::Retry(format!("lost {MAX_CONFLICT_RETRIES} write races in a row on key {last_conflict:?}"))
+    }
+
+    async fn run_handler(&self, incoming: &Incoming, overlay: &mut Overlay) -> Result<Commit, Outcome> {
+        let envelope = &incoming.envelope;
+        let span = info_span!(
+            "handle",
+            function = self.name(),
+            event_id = %envelope.id,
+            event_type = %envelope.event_type,
+            order_id = envelope.order_id.as_deref().unwrap_or(""),
+            traceparent = incoming.traceparent.as_deref().unwrap_or(""),
+        );
+        let now = Utc::now();
+        let mut ctx = Ctx::new(self.store.as_ref(), overlay, now);
+        let result = self.function.handle(&mut ctx, envelope).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match result {
+            Ok(()) => {
+                let (writes, emitted) = ctx.finish();
+                overlay.apply(&writes);
+                let outbox = self.outbox(incoming, emitted, now);
+                debug!(writes = writes.len(), emitted = outbox.len(), "handled");
+                Ok(Commit { event_id: envelope.id.clone(), writes, outbox })
+            }
+            Err(HandlerError::Rejected { reason, events }) => {
+                drop(ctx);
+                debug!(%reason, "rejected");
+                let outbox = self.outbox(incoming, events, now);
+                Ok(Commit { event_id: envelope.id.clone(), writes: Vec::new(), outbox })
+            }
+            Err(HandlerError::Retryable(reason)) => {
+                warn!(%reason, "retryable failure");
+                Err(Outcome::Retry(reason))
+            }
+            Err(HandlerError::Malformed(reason)) => {
+                warn!(%reason, "malformed input");
+                Err(Outcome::DeadLetter(reason))
+            }
+        }
+    }
+
+    /// Turns emitted payloads into envelopes with deterministic ids.
+    fn outbox(&self, incoming: &Incoming, emitted: Vec<PendingEvent>, now: DateTime<Utc>) -> Vec<OutboxRecord> {
+        let input = &incoming.envelope;
+        let trace = incoming
+            .traceparent
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .unwrap_or_else(|| TraceParent::root(&input.correlation_id));
+        emitted
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let id = derived_id(input.occurred_at, &format!("{}/{}/{index}", self.name(), input.id));
+                let envelope = Envelope {
+                    id: id.clone(),
+                    event_type: event.subject.clone(),
+                    order_id: event.order_id.or_else(|| input.order_id.clone()),
+                    correlation_id: input.correlation_id.clone(),
+                    causation_id: Some(input.id.clone()),
+                    occurred_at: now,
+                    version: ENVELOPE_VERSION,
+                    data: event.data,
+                };
+                OutboxRecord {
+                    traceparent: Some(trace.child(&id).to_string()),
+                    id,
+                    subject: event.subject,
+                    payload: envelope.encode(),
+                }
+            })
+            .collect()
+    }
+
+    /// Answers a query from the store.
+    pub async fn query(&self, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
+        let ctx = QueryCtx::new(self.store.as_ref());
+        self.function.query(&ctx, subject, request).await
+    }
+
+    /// Outbox records left unpublished (for example by a crash after commit).
+    pub async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.store.unpublished(limit).await
+    }
+
+    /// Marks outbox records as published.
+    pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.store.mark_published(ids).await
+    }
+}

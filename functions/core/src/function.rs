@@ -1,0 +1,211 @@
+//! The handler contract: what a saga function declares and implements,
+//! and the context it works through.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jetsaga_events::{Envelope, Payload};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::{HandlerError, PendingEvent, QueryError};
+use crate::store::{Expect, Item, Store, StoreError, Write};
+
+/// What a function is: its name and the subjects it touches. The runtime
+/// derives consumers, streams, services and permissions from this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// Unique name: durable consumer, store and service name (`inventory`).
+    pub name: &'static str,
+    /// One line for `--help` and service discovery.
+    pub description: &'static str,
+    /// Subjects consumed (NATS wildcards allowed).
+    pub subscribes: &'static [&'static str],
+    /// Subjects it may emit.
+    pub emits: &'static [&'static str],
+    /// Query subjects served (request/reply).
+    pub queries: &'static [&'static str],
+}
+
+/// A saga step: stateless code over its own store.
+///
+/// `handle` reads and writes only through `ctx` and never publishes: the
+/// runtime commits the writes, the inbox record and the emitted events in
+/// one store transaction, then publishes. It may run more than once for
+/// the same event (redelivery, write conflicts), so it must not have side
+/// effects outside `ctx`.
+#[async_trait]
+pub trait Function: Send + Sync + 'static {
+    /// The function's declaration.
+    fn spec(&self) -> &'static FunctionSpec;
+
+    /// Handles one event.
+    async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError>;
+
+    /// Answers a read-only query on one of `spec().queries`.
+    async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
+        let _ = (ctx, request);
+        Err(QueryError::NotFound(format!("{} serves no query {subject}", self.spec().name)))
+    }
+}
+
+/// The state a batch has written so far, seen by the next handler in the
+/// same batch before anything is committed.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    entries: BTreeMap<String, (Option<Vec<u8>>, Expect)>,
+}
+
+impl Overlay {
+    /// Records the writes of a handler that succeeded: later handlers see
+    /// the new values and expect the versions these writes will create.
+    pub(crate) fn apply(&mut self, writes: &[Write]) {
+        for write in writes {
+            let next = match (&write.value, write.expect) {
+                (None, _) => Expect::Absent,
+                (Some(_), Expect::Absent) => Expect::Version(1),
+                (Some(_), Expect::Version(v)) => Expect::Version(v + 1),
+                (Some(_), Expect::Any) => Expect::Any,
+            };
+            self.entries.insert(write.key.clone(), (write.value.clone(), next));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Touched {
+    value: Option<Vec<u8>>,
+    expect: Expect,
+    written: bool,
+}
+
+/// What a handler works through: its store (reads are tracked so writes
+/// are conditional on what was read) and the events it emits.
+pub struct Ctx<'a> {
+    store: &'a dyn Store,
+    overlay: &'a Overlay,
+    touched: BTreeMap<String, Touched>,
+    emitted: Vec<PendingEvent>,
+    now: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("touched", &self.touched.keys()).field("emitted", &self.emitted).finish()
+    }
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(store: &'a dyn Store, overlay: &'a Overlay, now: DateTime<Utc>) -> Self {
+        Self { store, overlay, touched: BTreeMap::new(), emitted: Vec::new(), now }
+    }
+
+    /// Processing time of this event.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    async fn load(&mut self, key: &str) -> Result<&Touched, StoreError> {
+        if !self.touched.contains_key(key) {
+            let touched = match self.overlay.entries.get(key) {
+                Some((value, expect)) => Touched { value: value.clone(), expect: *expect, written: false },
+                None => match self.store.get(key).await? {
+                    Some(Item { value, version }) => {
+                        Touched { value: Some(value), expect: Expect::Version(version), written: false }
+                    }
+                    None => Touched { value: None, expect: Expect::Absent, written: false },
+                },
+            };
+            self.touched.insert(key.to_string(), touched);
+        }
+        Ok(&self.touched[key])
+    }
+
+    /// Reads and decodes a value. A later write of the same key only
+    /// commits if nobody else changed it in between.
+    pub async fn get<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, HandlerError> {
+        let touched = self.load(key).await?;
+        match &touched.value {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map(Some)
+                .map_err(|e| HandlerError::retryable(format!("stored value of {key:?} does not decode: {e}"))),
+        }
+    }
+
+    /// Writes a value. Conditional on the version read by `get` (or on the
+    /// key being absent if `get` found nothing); unconditional without a `get`.
+    pub fn put<T: Serialize>(&mut self, key: &str, value: &T) {
+        let bytes = serde_json::to_vec(value).expect("state values serialize");
+        self.set(key, Some(bytes));
+    }
+
+    /// Deletes a key (conditional like [`Ctx::put`]).
+    pub fn delete(&mut self, key: &str) {
+        self.set(key, None);
+    }
+
+    fn set(&mut self, key: &str, value: Option<Vec<u8>>) {
+        let overlay_expect = self.overlay.entries.get(key).map(|(_, e)| *e);
+        let entry = self.touched.entry(key.to_string()).or_insert_with(|| Touched {
+            value: None,
+            expect: overlay_expect.unwrap_or(Expect::Any),
+            written: true,
+        });
+        entry.value = value;
+        entry.written = true;
+    }
+
+    /// Emits an event; it is published after this handler's changes are durable.
+    pub fn emit<P: Payload>(&mut self, payload: P) {
+        self.emitted.push(PendingEvent::new(&payload));
+    }
+
+    /// The writes and events this handler produced.
+    pub(crate) fn finish(self) -> (Vec<Write>, Vec<PendingEvent>) {
+        let writes = self
+            .touched
+            .into_iter()
+            .filter(|(_, t)| t.written)
+            .filter(|(_, t)| !(t.value.is_none() && t.expect == Expect::Absent))
+            .map(|(key, t)| Write { key, value: t.value, expect: t.expect })
+            .collect();
+        (writes, self.emitted)
+    }
+}
+
+/// Read-only access to a function's store, for queries.
+#[derive(Debug)]
+pub struct QueryCtx<'a> {
+    store: &'a dyn Store,
+}
+
+impl<'a> QueryCtx<'a> {
+    pub(crate) fn new(store: &'a dyn Store) -> Self {
+        Self { store }
+    }
+
+    /// Reads and decodes a value.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, QueryError> {
+        match self.store.get(key).await? {
+            None => Ok(None),
+            Some(item) => serde_json::from_slice(&item.value)
+                .map(Some)
+                .map_err(|e| QueryError::Internal(format!("stored value of {key:?} does not decode: {e}"))),
+        }
+    }
+
+    /// Reads and decodes every value under a key prefix, in key order.
+    pub async fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>, QueryError> {
+        self.store
+            .scan(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, item)| {
+                serde_json::from_slice(&item.value)
+                    .map(|v| (key.clone(), v))
+                    .map_err(|e| QueryError::Internal(format!("stored value of {key:?} does not decode: {e}")))
+            })
+            .collect()
+    }
+}

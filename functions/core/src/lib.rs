@@ -1,0 +1,31 @@
+//! The jetsaga handler contract, free of any transport or database.
+//!
+//! - [`Function`]: a saga step. It declares its subscriptions in a
+//!   [`FunctionSpec`], handles one [`Envelope`](jetsaga_events::Envelope)
+//!   at a time through a [`Ctx`], and answers read-only queries.
+//! - [`HandlerError`]: retryable, rejected or malformed; the kind decides
+//!   whether the runtime naks, publishes a failure event or dead-letters.
+//! - [`Store`]: the function's private store (conditional key/value +
+//!   inbox + outbox, committed all-or-nothing), with an in-memory
+//!   [`MemoryStore`] and a [`conformance`] suite every backend passes.
+//! - [`Engine`]: the effectively-once processing loop that every adapter
+//!   (JetStream, Lambda, the test harness) drives.
+//! - [`testing`]: given state and an input, assert events and state.
+
+pub mod conformance;
+pub mod engine;
+pub mod error;
+pub mod function;
+pub mod ids;
+pub mod memory;
+pub mod store;
+pub mod testing;
+
+pub use engine::{Engine, Incoming, Outcome, command_envelope};
+pub use error::{HandlerError, PendingEvent, QueryError};
+pub use function::{Ctx, Function, FunctionSpec, QueryCtx};
+pub use memory::MemoryStore;
+pub use store::{Commit, CommitError, Expect, Item, OutboxRecord, Store, StoreError, Write};
+
+pub use async_trait::async_trait;
+pub use jetsaga_events as events;

@@ -1,0 +1,143 @@
+//! Engine semantics through the unit-test harness, with a tiny stock-keeping
+//! function: redelivery is a no-op, rejection discards writes, batches see
+//! their own writes, malformed input is dead-lettered.
+
+use jetsaga_core::testing::{TestFunction, envelope_for};
+use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, Outcome, async_trait};
+use jetsaga_events::{CreateCustomer, Envelope, InventoryReleased, ReservationFailed, UpsertProduct};
+
+/// Treats `inventory.cmd.upsert_product` as "take `stock` units of a
+/// product" and `customers.cmd.create` as a retryable failure.
+struct Taker;
+
+static SPEC: FunctionSpec = FunctionSpec {
+    name: "taker",
+    description: "test function",
+    subscribes: &["inventory.cmd.upsert_product", "customers.cmd.create"],
+    emits: &["inventory.evt.released", "inventory.evt.reservation_failed"],
+    queries: &[],
+};
+
+#[async_trait]
+impl Function for Taker {
+    fn spec(&self) -> &'static FunctionSpec {
+        &SPEC
+    }
+
+    async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        if event.event_type == "customers.cmd.create" {
+            let _: CreateCustomer = event.data_as()?;
+            return Err(HandlerError::retryable("the bank is down"));
+        }
+        let take: UpsertProduct = event.data_as()?;
+        let key = format!("left/{}", take.product_id);
+        let left: u32 = ctx.get(&key).await?.unwrap_or(10);
+        // Write first, so the test can see that a rejection discards it.
+        ctx.put(&key, &left.saturating_sub(take.stock));
+        if take.stock > left {
+            let reason = format!("want {}, have {left}", take.stock);
+            return Err(HandlerError::rejected(reason.clone(), &ReservationFailed { order_id: take.name, reason }));
+        }
+        ctx.emit(InventoryReleased { order_id: take.name });
+        Ok(())
+    }
+}
+
+fn take(product: &str, n: u32, order: &str) -> UpsertProduct {
+    UpsertProduct { product_id: product.into(), name: order.into(), price_cents: 0, stock: n }
+}
+
+#[tokio::test]
+async fn redelivering_the_same_event_changes_nothing() {
+    let t = TestFunction::new(Taker);
+    let event = envelope_for(&take("p", 3, "o-1"));
+    let first = t.deliver(event.clone()).await;
+    let again = t.deliver(event).await;
+    assert_eq!(first.single::<InventoryReleased>().order_id, "o-1");
+    assert_eq!(t.state::<u32>("left/p").await, Some(7));
+    // Already published, so nothing is left to re-publish, and stock is untouched.
+    again.assert_nothing_emitted();
+    assert_eq!(t.state::<u32>("left/p").await, Some(7));
+}
+
+#[tokio::test]
+async fn an_unpublished_outbox_is_handed_out_again_on_redelivery() {
+    let t = TestFunction::new(Taker);
+    let event = envelope_for(&take("p", 3, "o-1"));
+    let incoming = jetsaga_core::Incoming::new(event.clone());
+    // First delivery commits, but the runtime "crashes" before publishing.
+    let Outcome::Publish(first) = t.engine().handle_one(&incoming).await else { panic!("not processed") };
+    let Outcome::Publish(second) = t.engine().handle_one(&incoming).await else { panic!("not processed") };
+    assert_eq!(first, second, "the same events, with the same ids, are published again");
+    assert_eq!(t.state::<u32>("left/p").await, Some(7));
+}
+
+#[tokio::test]
+async fn a_rejection_publishes_its_failure_event_and_discards_writes() {
+    let t = TestFunction::new(Taker);
+    let run = t.when(&take("p", 11, "o-big")).await;
+    let failed: ReservationFailed = run.single();
+    assert_eq!(failed.reason, "want 11, have 10");
+    assert_eq!(t.state::<u32>("left/p").await, None, "the rejected handler's write must not be committed");
+}
+
+#[tokio::test]
+async fn malformed_input_is_dead_lettered_with_the_field_named() {
+    let t = TestFunction::new(Taker);
+    let mut event = envelope_for(&take("p", 1, "o"));
+    event.data = serde_json::json!({"product_id": "p", "name": "o", "price_cents": 1, "stock": -1});
+    let run = t.deliver(event).await;
+    let reason = run.dead_letter_reason();
+    assert!(reason.contains("field `stock`") && reason.contains("-1"), "{reason}");
+}
+
+#[tokio::test]
+async fn retryable_failures_ask_for_a_retry_and_store_nothing() {
+    let t = TestFunction::new(Taker);
+    let run = t.when(&CreateCustomer { customer_id: "c".into(), name: "n".into(), credit_limit_cents: 1 }).await;
+    assert_eq!(run.outcome, Outcome::Retry("the bank is down".into()));
+}
+
+#[tokio::test]
+async fn a_batch_sees_its_own_writes_and_never_oversells() {
+    let t = TestFunction::new(Taker);
+    let events: Vec<Envelope> = (0..5).map(|i| envelope_for(&take("p", 3, &format!("o-{i}")))).collect();
+    let runs = t.deliver_batch(events).await;
+    let types: Vec<Vec<&str>> = runs.iter().map(|r| r.emitted_types()).collect();
+    assert_eq!(
+        types,
+        vec![
+            vec!["inventory.evt.released"],
+            vec!["inventory.evt.released"],
+            vec!["inventory.evt.released"],
+            vec!["inventory.evt.reservation_failed"],
+            vec!["inventory.evt.reservation_failed"],
+        ]
+    );
+    assert_eq!(t.state::<u32>("left/p").await, Some(1));
+}
+
+#[tokio::test]
+async fn a_batch_with_a_redelivered_event_still_processes_everything_once() {
+    let t = TestFunction::new(Taker);
+    let first = envelope_for(&take("p", 2, "o-1"));
+    t.deliver(first.clone()).await;
+    let batch = vec![envelope_for(&take("p", 1, "o-2")), first, envelope_for(&take("p", 1, "o-3"))];
+    let runs = t.deliver_batch(batch).await;
+    assert_eq!(runs[0].single::<InventoryReleased>().order_id, "o-2");
+    runs[1].assert_nothing_emitted();
+    assert_eq!(runs[2].single::<InventoryReleased>().order_id, "o-3");
+    assert_eq!(t.state::<u32>("left/p").await, Some(6));
+}
+
+#[tokio::test]
+async fn emitted_events_carry_saga_metadata_and_trace_context() {
+    let t = TestFunction::new(Taker);
+    let input = envelope_for(&take("p", 1, "o-1"));
+    let run = t.deliver(input.clone()).await;
+    let out = &run.emitted[0];
+    assert_eq!(out.causation_id.as_deref(), Some(input.id.as_str()));
+    assert_eq!(out.correlation_id, input.correlation_id);
+    assert_eq!(out.order_id.as_deref(), Some("o-1"));
+    assert_ne!(out.id, input.id);
+}
