@@ -1,1 +1,18 @@
-//! stub
+//! End-to-end test support for jetsaga.
+//!
+//! - [`nats`]: a real nats-server per test (random port, temporary store,
+//!   killed on drop), restartable, and a 3-node cluster.
+//! - [`ledger`]: a tiny function used to test the runtime itself.
+//! - [`stream`]: reading what landed in a stream, waiting for conditions.
+
+pub mod ledger;
+pub mod nats;
+pub mod stream;
+
+/// Starts a `tracing` subscriber once, honouring `RUST_LOG` (quiet by default).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}

@@ -161,6 +161,16 @@ impl<'a> Ctx<'a> {
         self.emitted.push(PendingEvent::new(&payload));
     }
 
+    /// Emits an event that is not in the jetsaga catalog (frameworks users'
+    /// own subjects). `order_id: None` inherits the input's saga key.
+    pub fn emit_raw<T: Serialize>(&mut self, subject: &str, order_id: Option<&str>, data: &T) {
+        self.emitted.push(PendingEvent {
+            subject: subject.to_string(),
+            order_id: order_id.map(str::to_string),
+            data: serde_json::to_value(data).expect("event payloads serialize"),
+        });
+    }
+
     /// The writes and events this handler produced.
     pub(crate) fn finish(self) -> (Vec<Write>, Vec<PendingEvent>) {
         let writes = self

@@ -1,1 +1,188 @@
-//! stub
+//! Runs jetsaga functions as durable JetStream pull consumers.
+//!
+//! For each function the runtime:
+//!
+//! 1. provisions the saga stream, the `DLQ` stream and one durable pull
+//!    consumer whose filter subjects are the function's subscriptions
+//!    ([`provision`]);
+//! 2. pulls in batches, decodes each message into an envelope (bare
+//!    command payloads from `nats pub` are wrapped), and hands the batch to
+//!    the [`Engine`](jetsaga_core::Engine), which commits inbox + state +
+//!    outbox in one store transaction ([`worker`]);
+//! 3. publishes the outbox with `Nats-Msg-Id` set to each event id (so
+//!    JetStream drops copies), and only then acks the inputs; retryable
+//!    failures are nak'd with backoff, malformed or exhausted messages go
+//!    to the `DLQ` stream with the reason ([`dlq`]);
+//! 4. serves the function's queries as a NATS micro service ([`service`]).
+//!
+//! It knows no business rule: everything specific lives in the functions.
+
+pub mod dlq;
+pub mod provision;
+pub mod service;
+pub mod worker;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use jetsaga_core::Engine;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use dlq::DeadLetter;
+pub use provision::{MIN_SERVER_VERSION, check_server_version};
+
+/// Errors that stop the runtime from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The server is too old or has JetStream disabled.
+    #[error("{0}")]
+    Server(String),
+    /// A stream or consumer could not be created.
+    #[error("cannot provision {what}: {message}")]
+    Provision {
+        /// What was being created.
+        what: String,
+        /// The server's answer.
+        message: String,
+    },
+    /// The service for queries could not be started.
+    #[error("cannot start the query service of {function}: {message}")]
+    Service {
+        /// The function.
+        function: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// How the runtime uses JetStream. `Default` is right for local development.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The stream holding every command and event (`SAGA`).
+    pub stream: String,
+    /// The dead-letter stream (`DLQ`), subjects `dlq.<function>`.
+    pub dlq_stream: String,
+    /// Deliveries before a retryable failure is dead-lettered.
+    pub max_deliver: i64,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Unacknowledged messages a consumer may have outstanding.
+    pub max_ack_pending: i64,
+    /// Largest batch handed to the engine (one store transaction).
+    pub batch_size: usize,
+    /// Delay before the n-th redelivery after a retryable failure (the last
+    /// entry repeats).
+    pub backoff: Vec<Duration>,
+    /// JetStream de-duplication window of the saga stream.
+    pub duplicate_window: Duration,
+    /// Stream replicas (3 on a cluster).
+    pub replicas: usize,
+    /// How long events are kept in the saga stream (`None`: forever).
+    pub max_age: Option<Duration>,
+    /// Test hook: abort the process right after this function commits a
+    /// batch and before it publishes, to prove crash recovery.
+    pub crash_after_commit: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            stream: "SAGA".into(),
+            dlq_stream: "DLQ".into(),
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 4096,
+            batch_size: 256,
+            backoff: vec![
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+            ],
+            duplicate_window: Duration::from_secs(10 * 60),
+            replicas: 1,
+            max_age: None,
+            crash_after_commit: None,
+        }
+    }
+}
+
+impl Config {
+    /// The delay before redelivery after the given delivery attempt (1-based).
+    pub fn backoff_for(&self, delivered: i64) -> Duration {
+        let index = usize::try_from(delivered.max(1) - 1).unwrap_or(0);
+        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// Hosts functions on one NATS connection.
+#[derive(Debug)]
+pub struct Runtime {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: Config,
+    engines: Vec<Engine>,
+}
+
+impl Runtime {
+    /// A runtime on `client` with `config`.
+    pub fn new(client: async_nats::Client, config: Config) -> Self {
+        let js = jetstream::new(client.clone());
+        Self { client, js, config, engines: Vec::new() }
+    }
+
+    /// Adds a function with its store.
+    pub fn with(mut self, engine: Engine) -> Self {
+        self.engines.push(engine);
+        self
+    }
+
+    /// The hosted functions.
+    pub fn engines(&self) -> &[Engine] {
+        &self.engines
+    }
+
+    /// Creates or updates streams and consumers. Idempotent; safe to run
+    /// from several processes at once.
+    pub async fn provision(&self) -> Result<(), RuntimeError> {
+        provision::provision(&self.client, &self.js, &self.config, &self.engines).await
+    }
+
+    /// Provisions, then processes until `shutdown` resolves; in-flight
+    /// batches are finished (committed, published, acked) before it returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+        self.provision().await?;
+        let cancel = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut services = Vec::new();
+        for engine in &self.engines {
+            if !engine.function().spec().queries.is_empty() {
+                services.push(service::serve(&self.client, engine.clone(), cancel.clone()).await?);
+            }
+            let consumer = provision::consumer(&self.js, &self.config, engine).await?;
+            let worker = worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());
+            tasks.spawn(worker.run(consumer, cancel.clone()));
+        }
+        info!(functions = self.engines.len(), stream = %self.config.stream, "runtime started");
+        tokio::select! {
+            () = shutdown => info!("shutting down: finishing in-flight batches"),
+            Some(result) = tasks.join_next() => warn!(?result, "a function worker stopped unexpectedly; shutting down"),
+        }
+        cancel.cancel();
+        while let Some(result) = tasks.join_next().await {
+            if let Err(e) = result {
+                warn!(error = %e, "a function worker panicked");
+            }
+        }
+        for service in services {
+            let _ = service.await;
+        }
+        if let Err(e) = self.client.flush().await {
+            warn!(error = %e, "could not flush the connection on shutdown");
+        }
+        info!("runtime stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! The dead-letter format: the original payload and headers, plus headers
+//! saying which function gave up, why, and after how many attempts. The
+//! CLI's `dlq list|show|redrive` reads exactly these.
+
+use async_nats::HeaderMap;
+use chrono::{DateTime, Utc};
+
+/// Function that dead-lettered the message.
+pub const FUNCTION: &str = "Jetsaga-Dlq-Function";
+/// Why, for a person.
+pub const REASON: &str = "Jetsaga-Dlq-Reason";
+/// Deliveries made before giving up.
+pub const ATTEMPTS: &str = "Jetsaga-Dlq-Attempts";
+/// The subject the message was originally published on (redrive target).
+pub const SUBJECT: &str = "Jetsaga-Dlq-Subject";
+/// Stream and sequence of the original.
+pub const ORIGIN: &str = "Jetsaga-Dlq-Origin";
+/// When it was dead-lettered (RFC 3339).
+pub const AT: &str = "Jetsaga-Dlq-At";
+
+/// `dlq.<function>`: where a function's dead letters go.
+pub fn subject_for(function: &str) -> String {
+    format!("dlq.{function}")
+}
+
+/// A dead letter as read back from the `DLQ` stream.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// Sequence in the DLQ stream.
+    pub dlq_sequence: u64,
+    /// Function that gave up.
+    pub function: String,
+    /// Why.
+    pub reason: String,
+    /// Deliveries made.
+    pub attempts: u64,
+    /// Original subject.
+    pub subject: String,
+    /// Original stream and sequence (`SAGA/42`).
+    pub origin: String,
+    /// When.
+    pub at: Option<DateTime<Utc>>,
+    /// Original payload, as text.
+    pub payload: String,
+}
+
+/// Builds the headers of a dead letter, keeping the original headers
+/// (trace context, envelope marker) except the de-duplication id.
+pub fn headers(
+    original: Option<&HeaderMap>,
+    function: &str,
+    reason: &str,
+    attempts: i64,
+    subject: &str,
+    origin: &str,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(original) = original {
+        for (name, values) in original.iter() {
+            let name: &str = name.as_ref();
+            if name != "Nats-Msg-Id" {
+                for value in values {
+                    headers.append(name, value.as_str());
+                }
+            }
+        }
+    }
+    // Header values are single-line.
+    let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    headers.insert(FUNCTION, function);
+    headers.insert(REASON, reason.as_str());
+    headers.insert(ATTEMPTS, attempts.to_string().as_str());
+    headers.insert(SUBJECT, subject);
+    headers.insert(ORIGIN, origin);
+    headers.insert(AT, Utc::now().to_rfc3339().as_str());
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("dlq/{function}/{origin}").as_str());
+    headers
+}
+
+impl DeadLetter {
+    /// Reads a dead letter from a DLQ stream message.
+    pub fn from_message(dlq_sequence: u64, headers: &HeaderMap, payload: &[u8]) -> Self {
+        let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
+        Self {
+            dlq_sequence,
+            function: get(FUNCTION),
+            reason: get(REASON),
+            attempts: get(ATTEMPTS).parse().unwrap_or(0),
+            subject: get(SUBJECT),
+            origin: get(ORIGIN),
+            at: DateTime::parse_from_rfc3339(&get(AT)).ok().map(|t| t.with_timezone(&Utc)),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+        }
+    }
+}

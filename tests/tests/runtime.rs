@@ -1,0 +1,363 @@
+//! The JetStream runtime against a real nats-server: effectively-once under
+//! redelivery, crashes and server restarts; dead letters; retries; queries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use jetsaga_core::Engine;
+use jetsaga_jetstream::{Config, Runtime};
+use jetsaga_sql::{Durability, SqliteStore};
+use jetsaga_tests::ledger::{Deposited, Ledger};
+use jetsaga_tests::nats::NatsServer;
+use jetsaga_tests::stream::{messages, wait_drained, wait_until};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const DEPOSIT: &str = "ledger.cmd.deposit";
+const DEPOSITED: &str = "ledger.evt.deposited";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn fast_config() -> Config {
+    Config {
+        backoff: vec![Duration::from_millis(50), Duration::from_millis(100)],
+        ack_wait: Duration::from_secs(2),
+        max_deliver: 4,
+        ..Config::default()
+    }
+}
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    store: SqliteStore,
+}
+
+impl Running {
+    async fn start(url: &str, dir: &std::path::Path, config: Config) -> Self {
+        let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url).await.unwrap();
+        let store = SqliteStore::open(dir.join("ledger.db"), Durability::Normal).await.unwrap();
+        let runtime = Runtime::new(client, config).with(Engine::new(Arc::new(Ledger::default()), Arc::new(store.clone())));
+        runtime.provision().await.unwrap();
+        let cancel = CancellationToken::new();
+        let shutdown = cancel.clone();
+        let task = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await.unwrap() });
+        Self { cancel, task, store }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(WAIT, self.task).await.expect("runtime stops").unwrap();
+    }
+
+    async fn balance(&self, account: &str) -> Option<u64> {
+        use jetsaga_core::Store;
+        let item = self.store.get(&format!("balance/{account}")).await.unwrap()?;
+        Some(serde_json::from_slice(&item.value).unwrap())
+    }
+}
+
+async fn publish(js: &jetstream::Context, payload: serde_json::Value) {
+    js.publish(DEPOSIT, payload.to_string().into()).await.unwrap().await.unwrap();
+}
+
+async fn deposited(js: &jetstream::Context) -> Vec<Deposited> {
+    messages(js, "SAGA", Some(DEPOSITED)).await.iter().map(|m| m.envelope().data_as_value()).collect()
+}
+
+trait DataAs {
+    fn data_as_value(&self) -> Deposited;
+}
+impl DataAs for jetsaga_events::Envelope {
+    fn data_as_value(&self) -> Deposited {
+        serde_json::from_value(self.data.clone()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn redelivering_the_same_event_id_changes_nothing() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let js = jetstream::new(server.connect().await);
+
+    // The same envelope twice, without a de-duplication id, so JetStream stores
+    // both and the function's inbox must catch the second.
+    let envelope = json!({
+        "id": "0193b1a2-7c4e-7d10-9f3b-2a6c1d0e4f51", "type": DEPOSIT, "correlation_id": "c-1",
+        "occurred_at": "2026-11-22T01:00:00Z", "version": 1,
+        "data": {"account": "acc", "amount": 5}
+    });
+    for _ in 0..2 {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Jetsaga-Envelope", "1");
+        js.publish_with_headers(DEPOSIT, headers, envelope.to_string().into()).await.unwrap().await.unwrap();
+    }
+    publish(&js, json!({"account": "acc", "amount": 1})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+
+    assert_eq!(running.balance("acc").await, Some(6), "the duplicate must not be applied twice");
+    let events = deposited(&js).await;
+    assert_eq!(events.iter().map(|d| d.amount).collect::<Vec<_>>(), vec![5, 1]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_publish_loses_and_doubles_nothing() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_fixture-runner");
+    let js = jetstream::new(server.connect().await);
+
+    // First process: aborts right after committing the deposit.
+    let mut crashing = std::process::Command::new(bin)
+        .env("NATS_URL", server.url())
+        .env("JETSAGA_DATA_DIR", dir.path())
+        .env("JETSAGA_CRASH_AFTER_COMMIT", "ledger")
+        .env("JETSAGA_ACK_WAIT_MS", "1500")
+        .spawn()
+        .unwrap();
+    wait_until(WAIT, "the SAGA stream to exist", || async { js.get_stream("SAGA").await.is_ok() }).await;
+    publish(&js, json!({"account": "acc", "amount": 7})).await;
+    let status = tokio::task::spawn_blocking(move || crashing.wait()).await.unwrap().unwrap();
+    assert!(!status.success(), "the runner should have aborted after the commit");
+    assert!(deposited(&js).await.is_empty(), "nothing may be published before the crash");
+
+    // Second process: re-publishes the outbox, then sees the redelivered input as done.
+    let mut recovering = std::process::Command::new(bin)
+        .env("NATS_URL", server.url())
+        .env("JETSAGA_DATA_DIR", dir.path())
+        .env("JETSAGA_ACK_WAIT_MS", "1500")
+        .spawn()
+        .unwrap();
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    publish(&js, json!({"account": "acc", "amount": 1})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    recovering.kill().unwrap();
+    recovering.wait().unwrap();
+
+    let events = deposited(&js).await;
+    assert_eq!(
+        events,
+        vec![
+            Deposited { account: "acc".into(), amount: 7, balance: 7 },
+            Deposited { account: "acc".into(), amount: 1, balance: 8 },
+        ],
+        "each event exactly once, in order"
+    );
+}
+
+#[tokio::test]
+async fn malformed_messages_go_to_the_dlq_and_processing_continues() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let js = jetstream::new(server.connect().await);
+
+    js.publish(DEPOSIT, "this is not json".into()).await.unwrap().await.unwrap();
+    publish(&js, json!({"account": "acc", "amount": "ten"})).await;
+    publish(&js, json!({"account": "acc", "amount": 10})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    assert_eq!(running.balance("acc").await, Some(10));
+
+    let dead = messages(&js, "DLQ", None).await;
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|m| m.subject == "dlq.ledger"));
+    assert_eq!(dead[0].header("Jetsaga-Dlq-Function").as_deref(), Some("ledger"));
+    assert_eq!(dead[0].header("Jetsaga-Dlq-Subject").as_deref(), Some(DEPOSIT));
+    assert_eq!(dead[0].header("Jetsaga-Dlq-Attempts").as_deref(), Some("1"));
+    assert!(dead[0].header("Jetsaga-Dlq-Reason").unwrap().contains("not valid JSON"), "{:?}", dead[0].headers);
+    assert_eq!(&dead[0].payload[..], b"this is not json", "the original payload is kept for redrive");
+    let reason = dead[1].header("Jetsaga-Dlq-Reason").unwrap();
+    assert!(reason.contains("field `amount`") && reason.contains("\"ten\""), "{reason}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn retryable_failures_back_off_then_succeed_or_are_dead_lettered() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let js = jetstream::new(server.connect().await);
+
+    publish(&js, json!({"account": "flaky", "amount": 3, "fail_first": 2})).await;
+    publish(&js, json!({"account": "doomed", "amount": 4, "fail_first": 100})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+
+    assert_eq!(running.balance("flaky").await, Some(3), "succeeds on the third attempt");
+    assert_eq!(running.balance("doomed").await, None);
+    let dead = messages(&js, "DLQ", None).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("Jetsaga-Dlq-Attempts").as_deref(), Some("4"));
+    let reason = dead[0].header("Jetsaga-Dlq-Reason").unwrap();
+    assert!(reason.contains("gave up after 4 attempts") && reason.contains("simulated outage"), "{reason}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
+    jetsaga_tests::init_tracing();
+    let mut server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let client = server.connect().await;
+    let js = jetstream::new(client.clone());
+
+    for i in 0..200u64 {
+        publish(&js, json!({"account": "acc", "amount": 1, "n": i})).await;
+    }
+    server.restart();
+    wait_until(WAIT, "the client to reconnect", || async {
+        client.connection_state() == async_nats::connection::State::Connected
+    })
+    .await;
+    for _ in 0..200u64 {
+        // Publishing right after a restart can time out while JetStream recovers: retry like a client would.
+        let mut attempt = 0;
+        loop {
+            let payload = json!({"account": "acc", "amount": 1}).to_string();
+            let stored = match js.publish(DEPOSIT, payload.into()).await {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            match stored {
+                true => break,
+                false if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => panic!("cannot publish after the restart"),
+            }
+        }
+    }
+    wait_drained(&js, "SAGA", "ledger", Duration::from_secs(60)).await;
+    assert_eq!(running.balance("acc").await, Some(400));
+    let events = deposited(&js).await;
+    assert_eq!(events.len(), 400, "one event per deposit");
+    let mut balances: Vec<u64> = events.iter().map(|d| d.balance).collect();
+    // Events of a batch that was being published when the server went away
+    // are re-published afterwards, so only their order may differ.
+    balances.sort_unstable();
+    assert_eq!(balances, (1..=400).collect::<Vec<_>>(), "every balance exactly once");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn queries_are_served_as_a_micro_service() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let client = server.connect().await;
+    let js = jetstream::new(client.clone());
+    publish(&js, json!({"account": "acc", "amount": 12})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+
+    let reply = client.request("ledger.query.balance", r#"{"account":"acc"}"#.into()).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body, json!({"account": "acc", "balance": 12}));
+
+    let reply = client.request("ledger.query.balance", r#"{"account":"nobody"}"#.into()).await.unwrap();
+    let headers = reply.headers.unwrap();
+    assert_eq!(headers.get("Nats-Service-Error-Code").unwrap().as_str(), "404");
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"], "no account \"nobody\"");
+
+    let reply = client.request("ledger.query.balance", r#"{"acct":1}"#.into()).await.unwrap();
+    assert_eq!(reply.headers.unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+
+    // Discoverable like any NATS micro service.
+    let ping = client.request("$SRV.PING.ledger", "".into()).await.unwrap();
+    let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["name"], "ledger");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn trace_context_flows_from_the_command_to_the_events_it_causes() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let js = jetstream::new(server.connect().await);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    headers.insert("Nats-Msg-Id", "client-chosen-id");
+    let body = json!({"account": "acc", "amount": 2}).to_string();
+    js.publish_with_headers(DEPOSIT, headers, body.into()).await.unwrap().await.unwrap();
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+
+    let out = &messages(&js, "SAGA", Some(DEPOSITED)).await[0];
+    let tp = out.header("traceparent").unwrap();
+    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "a new span id per hop: {tp}");
+    let envelope = out.envelope();
+    assert_eq!(envelope.causation_id.as_deref(), Some("client-chosen-id"), "Nats-Msg-Id is the command's event id");
+    assert_eq!(envelope.correlation_id, "client-chosen-id");
+    assert_eq!(out.header("Nats-Msg-Id").unwrap(), envelope.id);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn provisioning_is_idempotent_and_keeps_other_functions_subjects() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let client = server.connect().await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(jetstream::stream::Config {
+        name: "SAGA".into(),
+        subjects: vec!["orders.evt.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+        running.stop().await;
+    }
+    let mut stream = js.get_stream("SAGA").await.unwrap();
+    let mut subjects = stream.info().await.unwrap().config.subjects.clone();
+    subjects.sort();
+    assert_eq!(subjects, ["ledger.cmd.>", "ledger.evt.>", "orders.evt.>"]);
+    let consumer = stream.get_consumer::<jetstream::consumer::pull::Config>("ledger").await.unwrap();
+    assert_eq!(consumer.cached_info().config.filter_subjects, vec![DEPOSIT.to_string()]);
+}
+
+#[tokio::test]
+async fn the_runtime_runs_on_a_three_node_cluster_with_replicated_streams() {
+    jetsaga_tests::init_tracing();
+    let cluster = jetsaga_tests::nats::run_cluster(3);
+    let client = cluster.connect().await;
+    let js = jetstream::new(client.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { replicas: 3, ..fast_config() };
+    // The cluster elects its JetStream leader shortly after the nodes are up.
+    let store = SqliteStore::open(dir.path().join("ledger.db"), Durability::Normal).await.unwrap();
+    let runtime = Runtime::new(client.clone(), config).with(Engine::new(Arc::new(Ledger::default()), Arc::new(store)));
+    let mut provisioned = false;
+    for _ in 0..100 {
+        if runtime.provision().await.is_ok() {
+            provisioned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(provisioned, "provisioning never succeeded on the cluster");
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(runtime.run(cancel.clone().cancelled_owned()));
+    for _ in 0..20 {
+        publish(&js, json!({"account": "acc", "amount": 1})).await;
+    }
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    let mut stream = js.get_stream("SAGA").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
+    assert_eq!(deposited(&js).await.len(), 20);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
