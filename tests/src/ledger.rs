@@ -3,6 +3,7 @@
 //! `ledger.cmd.deposit {"account", "amount", "fail_first"?}` adds to a
 //! balance and emits `ledger.evt.deposited`. `fail_first: n` makes the
 //! first n attempts of that event fail as retryable (counted in memory).
+//! `ledger.cmd.open {"account"}` (request/reply) opens an account once.
 //! `ledger.query.balance {"account"}` answers the balance.
 
 use std::collections::HashMap;
@@ -46,7 +47,8 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     name: "ledger",
     description: "test ledger: deposits and balances",
     subscribes: &["ledger.cmd.deposit"],
-    emits: &["ledger.evt.deposited"],
+    accepts: &["ledger.cmd.open"],
+    emits: &["ledger.evt.deposited", "ledger.evt.opened"],
     queries: &["ledger.query.balance"],
 };
 
@@ -57,6 +59,20 @@ impl Function for Ledger {
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        if event.event_type == "ledger.cmd.open" {
+            #[derive(Deserialize)]
+            struct Open {
+                account: String,
+            }
+            let open: Open = jetsaga_events::envelope::decode_value("ledger.cmd.open", event.data.clone())?;
+            let key = format!("balance/{}", open.account);
+            if ctx.get::<u64>(&key).await?.is_some() {
+                return Err(HandlerError::Rejected { reason: format!("account {:?} is already open", open.account), events: vec![] });
+            }
+            ctx.put(&key, &0u64);
+            ctx.emit_raw("ledger.evt.opened", None, &serde_json::json!({"account": open.account}));
+            return Ok(());
+        }
         let deposit: Deposit = jetsaga_events::envelope::decode_value("ledger.cmd.deposit", event.data.clone())?;
         if deposit.fail_first > 0 {
             let mut attempts = self.attempts.lock().unwrap();

@@ -43,6 +43,12 @@ impl Running {
         let cancel = CancellationToken::new();
         let shutdown = cancel.clone();
         let task = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await.unwrap() });
+        // Ready once its micro service answers.
+        let probe = async_nats::connect(url).await.unwrap();
+        wait_until(WAIT, "the ledger service to answer", || async {
+            probe.request("$SRV.PING.ledger", "".into()).await.is_ok()
+        })
+        .await;
         Self { cancel, task, store }
     }
 
@@ -324,7 +330,7 @@ async fn provisioning_is_idempotent_and_keeps_other_functions_subjects() {
     let mut stream = js.get_stream("SAGA").await.unwrap();
     let mut subjects = stream.info().await.unwrap().config.subjects.clone();
     subjects.sort();
-    assert_eq!(subjects, ["ledger.cmd.>", "ledger.evt.>", "orders.evt.>"]);
+    assert_eq!(subjects, ["ledger.cmd.deposit", "ledger.evt.>", "orders.evt.>"], "ledger.cmd.open is request/reply only");
     let consumer = stream.get_consumer::<jetstream::consumer::pull::Config>("ledger").await.unwrap();
     assert_eq!(consumer.cached_info().config.filter_subjects, vec![DEPOSIT.to_string()]);
 }
@@ -360,4 +366,41 @@ async fn the_runtime_runs_on_a_three_node_cluster_with_replicated_streams() {
     assert_eq!(deposited(&js).await.len(), 20);
     cancel.cancel();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn accepted_commands_are_answered_and_never_stored_as_commands() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let client = server.connect().await;
+    let js = jetstream::new(client.clone());
+
+    let reply = client.request("ledger.cmd.open", r#"{"account":"new"}"#.into()).await.unwrap();
+    assert!(reply.headers.is_none(), "no error headers");
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["events"], json!(["ledger.evt.opened"]));
+    assert!(body["event_id"].as_str().is_some_and(|id| !id.is_empty()));
+
+    let reply = client.request("ledger.cmd.open", r#"{"account":"new"}"#.into()).await.unwrap();
+    assert_eq!(reply.headers.as_ref().unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "422");
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"], "account \"new\" is already open");
+
+    let reply = client.request("ledger.cmd.open", "{".into()).await.unwrap();
+    assert_eq!(reply.headers.as_ref().unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+
+    // A plain publish (no reply subject) is processed too.
+    client.publish("ledger.cmd.open", r#"{"account":"quiet"}"#.into()).await.unwrap();
+    client.flush().await.unwrap();
+    wait_until(WAIT, "the published open to be processed", || async { running.balance("quiet").await == Some(0) }).await;
+
+    let opened = messages(&js, "SAGA", Some("ledger.evt.opened")).await;
+    assert_eq!(opened.len(), 2);
+    assert!(messages(&js, "SAGA", Some("ledger.cmd.open")).await.is_empty(), "commands answered by request/reply are not stored");
+    let dead = messages(&js, "DLQ", None).await;
+    assert_eq!(dead.len(), 1, "the malformed request is kept for inspection");
+    assert_eq!(dead[0].header("Jetsaga-Dlq-Origin").as_deref(), Some("request"));
+    running.stop().await;
 }

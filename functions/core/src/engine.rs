@@ -27,6 +27,31 @@ pub struct Incoming {
     pub traceparent: Option<String>,
 }
 
+impl Outcome {
+    /// The records to publish, if the input counts as processed.
+    pub fn outbox(&self) -> Option<&[OutboxRecord]> {
+        match self {
+            Self::Publish(outbox) | Self::Rejected { outbox, .. } => Some(outbox),
+            Self::Retry(_) | Self::DeadLetter(_) => None,
+        }
+    }
+}
+
+/// A handler run that can be committed; `rejected` holds the reason of a business rejection.
+struct Ran {
+    commit: Commit,
+    rejected: Option<String>,
+}
+
+impl Ran {
+    fn into_outcome(self) -> Outcome {
+        match self.rejected {
+            None => Outcome::Publish(self.commit.outbox),
+            Some(reason) => Outcome::Rejected { reason, outbox: self.commit.outbox },
+        }
+    }
+}
+
 impl Incoming {
     /// An input without trace context.
     pub fn new(envelope: Envelope) -> Self {
@@ -39,6 +64,14 @@ impl Incoming {
 pub enum Outcome {
     /// Processed (now or earlier): publish these records, then acknowledge.
     Publish(Vec<OutboxRecord>),
+    /// Processed as a business rejection: publish the failure events, then
+    /// acknowledge. Request/reply callers get the reason as an error.
+    Rejected {
+        /// Why, for a person.
+        reason: String,
+        /// The failure events.
+        outbox: Vec<OutboxRecord>,
+    },
     /// Not processed; deliver again later.
     Retry(String),
     /// Never processable: dead-letter with this reason and acknowledge.
@@ -119,21 +152,22 @@ impl Engine {
         }
         let mut overlay = Overlay::default();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
-        let mut commits = Vec::with_capacity(batch.len());
+        let mut runs = Vec::with_capacity(batch.len());
         let mut committed = Vec::with_capacity(batch.len());
         for (i, incoming) in batch.iter().enumerate() {
             match self.run_handler(incoming, &mut overlay).await {
-                Ok(commit) => {
-                    commits.push(commit);
+                Ok(ran) => {
+                    runs.push(ran);
                     committed.push(i);
                 }
                 Err(outcome) => outcomes[i] = Some(outcome),
             }
         }
+        let commits: Vec<Commit> = runs.iter().map(|r| r.commit.clone()).collect();
         match self.store.commit(&commits).await {
             Ok(()) => {
-                for (i, commit) in committed.into_iter().zip(commits) {
-                    outcomes[i] = Some(Outcome::Publish(commit.outbox));
+                for (i, ran) in committed.into_iter().zip(runs) {
+                    outcomes[i] = Some(ran.into_outcome());
                 }
             }
             Err(CommitError::Store(e)) => {
@@ -168,12 +202,12 @@ impl Engine {
                 Ok(None) => {}
                 Err(e) => return Outcome::Retry(e.to_string()),
             }
-            let commit = match self.run_handler(incoming, &mut Overlay::default()).await {
-                Ok(commit) => commit,
+            let ran = match self.run_handler(incoming, &mut Overlay::default()).await {
+                Ok(ran) => ran,
                 Err(outcome) => return outcome,
             };
-            match self.store.commit(std::slice::from_ref(&commit)).await {
-                Ok(()) => return Outcome::Publish(commit.outbox),
+            match self.store.commit(std::slice::from_ref(&ran.commit)).await {
+                Ok(()) => return ran.into_outcome(),
                 Err(CommitError::Conflict { key }) => {
                     debug!(function = self.name(), event_id, key, "write conflict; re-running the handler");
                     last_conflict = key;
@@ -185,7 +219,7 @@ impl Engine {
         Outcome::Retry(format!("lost {MAX_CONFLICT_RETRIES} write races in a row on key {last_conflict:?}"))
     }
 
-    async fn run_handler(&self, incoming: &Incoming, overlay: &mut Overlay) -> Result<Commit, Outcome> {
+    async fn run_handler(&self, incoming: &Incoming, overlay: &mut Overlay) -> Result<Ran, Outcome> {
         let envelope = &incoming.envelope;
         let span = info_span!(
             "handle",
@@ -205,13 +239,13 @@ impl Engine {
                 overlay.apply(&writes);
                 let outbox = self.outbox(incoming, emitted, now);
                 debug!(writes = writes.len(), emitted = outbox.len(), "handled");
-                Ok(Commit { event_id: envelope.id.clone(), writes, outbox })
+                Ok(Ran { commit: Commit { event_id: envelope.id.clone(), writes, outbox }, rejected: None })
             }
             Err(HandlerError::Rejected { reason, events }) => {
                 drop(ctx);
-                debug!(%reason, "rejected");
+                debug!(reason = %reason, "rejected");
                 let outbox = self.outbox(incoming, events, now);
-                Ok(Commit { event_id: envelope.id.clone(), writes: Vec::new(), outbox })
+                Ok(Ran { commit: Commit { event_id: envelope.id.clone(), writes: Vec::new(), outbox }, rejected: Some(reason) })
             }
             Err(HandlerError::Retryable(reason)) => {
                 warn!(%reason, "retryable failure");

@@ -19,8 +19,12 @@ pub struct FunctionSpec {
     pub name: &'static str,
     /// One line for `--help` and service discovery.
     pub description: &'static str,
-    /// Subjects consumed (NATS wildcards allowed).
+    /// Subjects consumed from the saga stream by the durable consumer (NATS wildcards allowed).
     pub subscribes: &'static [&'static str],
+    /// Commands accepted over request/reply (`nats req`, or a plain `nats pub`):
+    /// processed at once through the same handler, answered with what happened.
+    /// Never stored in the stream, so the stream's own publish ack cannot race the answer.
+    pub accepts: &'static [&'static str],
     /// Subjects it may emit.
     pub emits: &'static [&'static str],
     /// Query subjects served (request/reply).

@@ -96,13 +96,13 @@ impl TestFunction {
     }
 
     async fn finish(&self, input: Envelope, outcome: Outcome) -> Run {
-        let emitted = match &outcome {
-            Outcome::Publish(records) => {
+        let emitted = match outcome.outbox() {
+            Some(records) => {
                 let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
                 self.store.mark_published(&ids).await.unwrap();
                 records.iter().map(|r| Envelope::decode(&r.payload).expect("outbox holds envelopes")).collect()
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         Run { input, outcome, emitted }
     }
@@ -135,7 +135,7 @@ impl Run {
     /// The only emitted event, decoded as `P`; panics with the list otherwise.
     pub fn single<P: Payload>(&self) -> P {
         assert!(
-            matches!(self.outcome, Outcome::Publish(_)),
+            self.outcome.outbox().is_some(),
             "expected {} to be emitted, but the outcome was {:?}",
             P::SUBJECT,
             self.outcome
@@ -151,8 +151,16 @@ impl Run {
 
     /// Asserts the input was processed and emitted nothing.
     pub fn assert_nothing_emitted(&self) {
-        assert!(matches!(self.outcome, Outcome::Publish(_)), "expected processing, got {:?}", self.outcome);
+        assert!(self.outcome.outbox().is_some(), "expected processing, got {:?}", self.outcome);
         assert!(self.emitted.is_empty(), "expected no events, got {:?}", self.emitted_types());
+    }
+
+    /// The rejection reason; panics if the input was not rejected.
+    pub fn rejection_reason(&self) -> &str {
+        match &self.outcome {
+            Outcome::Rejected { reason, .. } => reason,
+            other => panic!("expected a business rejection, got {other:?}"),
+        }
     }
 
     /// The dead-letter reason; panics if the input was not dead-lettered.

@@ -14,6 +14,7 @@ static SPEC: FunctionSpec = FunctionSpec {
     name: "taker",
     description: "test function",
     subscribes: &["inventory.cmd.upsert_product", "customers.cmd.create"],
+    accepts: &[],
     emits: &["inventory.evt.released", "inventory.evt.reservation_failed"],
     queries: &[],
 };
@@ -78,6 +79,7 @@ async fn a_rejection_publishes_its_failure_event_and_discards_writes() {
     let run = t.when(&take("p", 11, "o-big")).await;
     let failed: ReservationFailed = run.single();
     assert_eq!(failed.reason, "want 11, have 10");
+    assert_eq!(run.rejection_reason(), "want 11, have 10");
     assert_eq!(t.state::<u32>("left/p").await, None, "the rejected handler's write must not be committed");
 }
 

@@ -13,12 +13,14 @@
 //!    JetStream drops copies), and only then acks the inputs; retryable
 //!    failures are nak'd with backoff, malformed or exhausted messages go
 //!    to the `DLQ` stream with the reason ([`dlq`]);
-//! 4. serves the function's queries as a NATS micro service ([`service`]).
+//! 4. serves the function's queries and request/reply commands as a NATS
+//!    micro service ([`service`]).
 //!
 //! It knows no business rule: everything specific lives in the functions.
 
 pub mod dlq;
 pub mod provision;
+mod publisher;
 pub mod service;
 pub mod worker;
 
@@ -158,12 +160,15 @@ impl Runtime {
         let mut tasks = tokio::task::JoinSet::new();
         let mut services = Vec::new();
         for engine in &self.engines {
-            if !engine.function().spec().queries.is_empty() {
-                services.push(service::serve(&self.client, engine.clone(), cancel.clone()).await?);
+            let spec = engine.function().spec();
+            if !spec.queries.is_empty() || !spec.accepts.is_empty() {
+                services.push(service::serve(&self.client, self.js.clone(), engine.clone(), cancel.clone()).await?);
             }
-            let consumer = provision::consumer(&self.js, &self.config, engine).await?;
-            let worker = worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());
-            tasks.spawn(worker.run(consumer, cancel.clone()));
+            if !spec.subscribes.is_empty() {
+                let consumer = provision::consumer(&self.js, &self.config, engine).await?;
+                let worker = worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());
+                tasks.spawn(worker.run(consumer, cancel.clone()));
+            }
         }
         info!(functions = self.engines.len(), stream = %self.config.stream, "runtime started");
         tokio::select! {

@@ -48,14 +48,15 @@ async fn connected_server_info(client: &async_nats::Client) -> Result<async_nats
     }
 }
 
-/// The stream subjects covering a subscription or emitted subject:
-/// `<context>.cmd.>` / `<context>.evt.>` for saga subjects, the subject
-/// itself otherwise. Query subjects are never stored.
+/// The stream subject covering a subscription or emitted subject:
+/// `<context>.evt.>` for events, the subject itself otherwise (commands
+/// are listed one by one so request/reply commands, which a function
+/// `accepts` outside the stream, are never captured). Queries are never stored.
 fn stream_subject(subject: &str) -> Option<String> {
     let mut tokens = subject.split('.');
     let (context, kind) = (tokens.next()?, tokens.next()?);
     match kind {
-        "cmd" | "evt" if !context.contains(['*', '>']) => Some(format!("{context}.{kind}.>")),
+        "evt" if !context.contains(['*', '>']) => Some(format!("{context}.evt.>")),
         "query" => None,
         _ => Some(subject.to_string()),
     }
@@ -63,12 +64,14 @@ fn stream_subject(subject: &str) -> Option<String> {
 
 /// Every subject the saga stream must capture for these functions.
 pub fn stream_subjects(engines: &[Engine]) -> BTreeSet<String> {
+    let accepted: BTreeSet<&str> = engines.iter().flat_map(|e| e.function().spec().accepts.iter().copied()).collect();
     engines
         .iter()
         .flat_map(|e| {
             let spec = e.function().spec();
             spec.subscribes.iter().chain(spec.emits.iter())
         })
+        .filter(|s| !accepted.contains(**s))
         .filter_map(|s| stream_subject(s))
         .collect()
 }
@@ -153,8 +156,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn saga_subjects_are_stored_by_context_and_kind_and_queries_never() {
-        assert_eq!(stream_subject("orders.cmd.create").as_deref(), Some("orders.cmd.>"));
+    fn events_are_stored_by_context_commands_one_by_one_and_queries_never() {
+        assert_eq!(stream_subject("inventory.cmd.reserve").as_deref(), Some("inventory.cmd.reserve"));
         assert_eq!(stream_subject("inventory.evt.reserved").as_deref(), Some("inventory.evt.>"));
         assert_eq!(stream_subject("orders.query.get"), None);
         assert_eq!(stream_subject("demo.other").as_deref(), Some("demo.other"));

@@ -1,19 +1,38 @@
-//! Queries as a NATS micro service: one service per function (discoverable
-//! with `$SRV.PING` / `nats micro ls`), one endpoint per query subject,
-//! load-balanced over every running copy through the service queue group.
+//! Each function's NATS micro service (discoverable with `$SRV.PING` /
+//! `nats micro ls`), load-balanced over every running copy through the
+//! service queue group:
+//!
+//! - one endpoint per query subject: read-only, answered from the store;
+//! - one endpoint per accepted command (`nats req orders.cmd.create`, or a
+//!   plain `nats pub`): processed at once through the engine (commit, then
+//!   publish the outbox), answered with the event id, the saga key and the
+//!   events it caused, or with an error saying why.
 
-use async_nats::service::{ServiceExt, error::Error as ServiceError};
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use async_nats::service::{Request, ServiceExt};
+use chrono::Utc;
 use futures::StreamExt;
-use jetsaga_core::Engine;
+use jetsaga_core::{Engine, Incoming, Outcome, command_envelope, ids};
+use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::RuntimeError;
+use crate::publisher::Publisher;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Query,
+    Command,
+}
 
 /// Starts the service; the returned task ends when `cancel` fires.
 pub(crate) async fn serve(
     client: &async_nats::Client,
+    js: jetstream::Context,
     engine: Engine,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
@@ -26,14 +45,16 @@ pub(crate) async fn serve(
         .await
         .map_err(err)?;
     let mut endpoints = Vec::new();
-    for subject in spec.queries {
-        let name = subject.rsplit('.').next().unwrap_or(subject);
-        endpoints.push((*subject, service.endpoint_builder().name(name).add(*subject).await.map_err(err)?));
+    let subjects = spec.queries.iter().map(|s| (*s, Kind::Query)).chain(spec.accepts.iter().map(|s| (*s, Kind::Command)));
+    for (subject, kind) in subjects {
+        let name = subject.replace('.', "_");
+        endpoints.push((subject, kind, service.endpoint_builder().name(name).add(subject).await.map_err(err)?));
     }
+    let publisher = Publisher { engine, js };
     Ok(tokio::spawn(async move {
         let mut handlers = tokio::task::JoinSet::new();
-        for (subject, mut endpoint) in endpoints {
-            let engine = engine.clone();
+        for (subject, kind, mut endpoint) in endpoints {
+            let publisher = publisher.clone();
             let cancel = cancel.clone();
             handlers.spawn(async move {
                 loop {
@@ -41,30 +62,14 @@ pub(crate) async fn serve(
                         () = cancel.cancelled() => break,
                         request = endpoint.next() => match request { Some(r) => r, None => break },
                     };
-                    let engine = engine.clone();
+                    let publisher = publisher.clone();
                     // Each request on its own task: a slow scan never blocks a point lookup.
                     tokio::spawn(async move {
-                        let reply = match engine.query(subject, &request.message.payload).await {
-                            Ok(value) => Ok(serde_json::to_vec(&value).expect("query replies serialize").into()),
-                            Err(e) => {
-                                debug!(subject, error = %e, "query refused");
-                                Err(ServiceError { status: e.to_string(), code: e.code().into() })
-                            }
+                        let reply = match kind {
+                            Kind::Query => publisher.engine.query(subject, &request.message.payload).await.map_err(|e| (e.code(), e.to_string())),
+                            Kind::Command => accept(&publisher, subject, &request).await,
                         };
-                        // The error body repeats the headers as JSON, for clients that ignore headers.
-                        let reply = match reply {
-                            Err(e) => {
-                                let body = serde_json::json!({"code": e.code, "error": e.status});
-                                let mut headers = async_nats::HeaderMap::new();
-                                headers.insert("Nats-Service-Error", e.status.as_str());
-                                headers.insert("Nats-Service-Error-Code", e.code.to_string().as_str());
-                                request.respond_with_headers(Ok(body.to_string().into()), headers).await
-                            }
-                            Ok(bytes) => request.respond(Ok(bytes)).await,
-                        };
-                        if let Err(e) = reply {
-                            warn!(subject, error = %e, "could not send query reply");
-                        }
+                        respond(&request, subject, reply).await;
                     });
                 }
             });
@@ -74,4 +79,82 @@ pub(crate) async fn serve(
             debug!(error = %e, "service stop");
         }
     }))
+}
+
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers?.get(name).map(|v| v.as_str())
+}
+
+/// Processes one command through the engine and publishes what it caused.
+async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Result<Value, (u16, String)> {
+    let message = &request.message;
+    let headers = message.headers.as_ref();
+    let decoded = if header(headers, ENVELOPE_HEADER).is_some() {
+        Envelope::decode(&message.payload)
+    } else {
+        // No stream sequence to derive an id from: the client's Nats-Msg-Id
+        // is the idempotency key when it sends one, otherwise a fresh id.
+        command_envelope(subject, &message.payload, header(headers, "Nats-Msg-Id"), &ids::new_id(), Utc::now())
+    };
+    let envelope = match decoded {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            let reason = e.to_string();
+            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, "request").await;
+            return Err((400, reason));
+        }
+    };
+    let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
+    let incoming = Incoming { envelope, traceparent };
+    let outcome = publisher.engine.handle_one(&incoming).await;
+    if let Some(records) = outcome.outbox() {
+        // Committed: even if a publish fails now, the relay publishes it later.
+        publisher.publish(records).await;
+    }
+    let envelope = &incoming.envelope;
+    match outcome {
+        Outcome::Publish(records) => {
+            let events: Vec<Envelope> = records.iter().filter_map(|r| Envelope::decode(&r.payload).ok()).collect();
+            let order_id = events.iter().find_map(|e| e.order_id.clone()).or_else(|| envelope.order_id.clone());
+            let mut reply = json!({
+                "event_id": envelope.id,
+                "events": events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+            });
+            if let Some(order_id) = order_id {
+                reply["order_id"] = json!(order_id);
+            }
+            Ok(reply)
+        }
+        Outcome::Rejected { reason, .. } => Err((422, reason)),
+        Outcome::Retry(reason) => Err((503, format!("temporarily unavailable, retry: {reason}"))),
+        Outcome::DeadLetter(reason) => {
+            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, "request").await;
+            Err((400, reason))
+        }
+    }
+}
+
+/// Answers a request (a plain publish has nobody to answer). Errors set the
+/// `Nats-Service-Error` headers and repeat them as a JSON body, for clients
+/// that ignore headers.
+async fn respond(request: &Request, subject: &str, reply: Result<Value, (u16, String)>) {
+    if request.message.reply.is_none() {
+        if let Err((code, error)) = &reply {
+            debug!(subject, code, %error, "published command refused");
+        }
+        return;
+    }
+    let sent = match reply {
+        Ok(value) => request.respond(Ok(value.to_string().into())).await,
+        Err((code, error)) => {
+            let body = json!({"code": code, "error": error});
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Service-Error", error.as_str());
+            headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
+            request.respond_with_headers(Ok(body.to_string().into()), headers).await
+        }
+    };
+    if let Err(e) = sent {
+        warn!(subject, error = %e, "could not send the reply");
+    }
 }

@@ -3,16 +3,15 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
-use bytes::Bytes;
 use futures::{FutureExt, StreamExt, future::join_all};
 use jetsaga_core::{Engine, Incoming, OutboxRecord, Outcome, command_envelope};
 use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::{Config, dlq};
+use crate::Config;
+use crate::publisher::Publisher;
 
 /// What happened to one input, decided before acking.
 enum Disposition {
@@ -24,9 +23,12 @@ enum Disposition {
 /// Consumes for one function.
 pub(crate) struct Worker {
     engine: Engine,
-    js: jetstream::Context,
+    publisher: Publisher,
     config: Config,
 }
+
+/// How often the outbox is checked for events whose publish failed.
+const RELAY_INTERVAL: Duration = Duration::from_secs(2);
 
 fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
     message.headers.as_ref()?.get(name).map(|v| v.as_str())
@@ -34,14 +36,15 @@ fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 
 impl Worker {
     pub(crate) fn new(engine: Engine, js: jetstream::Context, config: Config) -> Self {
-        Self { engine, js, config }
+        Self { publisher: Publisher { engine: engine.clone(), js }, engine, config }
     }
 
     pub(crate) async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
         let name = self.engine.name();
         let span = info_span!("function", function = name);
         async move {
-            self.flush_outbox(&cancel).await;
+            self.publisher.drain_outbox(&cancel).await;
+            let mut relay = tokio::time::interval(RELAY_INTERVAL);
             while !cancel.is_cancelled() {
                 let mut messages = match consumer
                     .stream()
@@ -61,6 +64,11 @@ impl Worker {
                 loop {
                     let first = tokio::select! {
                         () = cancel.cancelled() => break,
+                        _ = relay.tick() => {
+                            // Events whose publish failed (server down) go out as soon as it is back.
+                            self.publisher.drain_outbox(&cancel).await;
+                            continue;
+                        }
                         next = messages.next() => next,
                     };
                     let mut batch = match first {
@@ -88,27 +96,6 @@ impl Worker {
         }
         .instrument(span)
         .await
-    }
-
-    /// Publishes what a crash left in the outbox (committed, not yet published).
-    async fn flush_outbox(&self, cancel: &CancellationToken) {
-        loop {
-            let pending = match self.engine.unpublished(1024).await {
-                Ok(pending) => pending,
-                Err(e) => {
-                    warn!(error = %e, "cannot read the outbox; retrying");
-                    tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
-                }
-            };
-            if pending.is_empty() {
-                return;
-            }
-            info!(count = pending.len(), "re-publishing events left in the outbox");
-            let published = self.publish(&pending).await;
-            if !published.iter().all(|ok| *ok) {
-                tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
-            }
-        }
     }
 
     fn decode(&self, message: &Message) -> Result<Incoming, String> {
@@ -141,21 +128,18 @@ impl Worker {
         let outcomes = self.engine.handle_batch(&incoming).await;
         if let Some(function) = &self.config.crash_after_commit
             && function == self.engine.name()
-            && outcomes.iter().any(|o| matches!(o, Outcome::Publish(r) if !r.is_empty()))
+            && outcomes.iter().any(|o| o.outbox().is_some_and(|r| !r.is_empty()))
         {
             error!("crash_after_commit is set: aborting after the commit, before publishing");
             std::process::abort();
         }
-        let records: Vec<&OutboxRecord> =
-            outcomes.iter().flat_map(|o| if let Outcome::Publish(r) = o { r.iter().collect() } else { Vec::new() }).collect();
-        let owned: Vec<OutboxRecord> = records.into_iter().cloned().collect();
-        let published = self.publish(&owned).await;
-        let mut published = published.into_iter();
+        let records: Vec<OutboxRecord> = outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
+        let mut published = self.publisher.publish(&records).await.into_iter();
         for (i, outcome) in positions.into_iter().zip(outcomes) {
             let message = &batch[i];
             let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
             dispositions[i] = Some(match outcome {
-                Outcome::Publish(records) => {
+                Outcome::Publish(records) | Outcome::Rejected { outbox: records, .. } => {
                     let all_out = records.iter().map(|_| published.next().unwrap_or(false)).fold(true, |a, b| a && b);
                     if all_out { Disposition::Ack } else { Disposition::Nak(self.config.backoff_for(delivered)) }
                 }
@@ -189,61 +173,11 @@ impl Worker {
         join_all(acks).await;
     }
 
-    /// Publishes outbox records concurrently, waiting for every ack.
-    /// Returns, per record, whether JetStream stored it (or had it already).
-    async fn publish(&self, records: &[OutboxRecord]) -> Vec<bool> {
-        if records.is_empty() {
-            return Vec::new();
-        }
-        let sends = records.iter().map(|record| async move {
-            let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, record.id.as_str());
-            headers.insert(ENVELOPE_HEADER, "1");
-            if let Some(tp) = &record.traceparent {
-                headers.insert(TRACEPARENT_HEADER, tp.as_str());
-            }
-            let payload = Bytes::copy_from_slice(&record.payload);
-            match self.js.publish_with_headers(record.subject.clone(), headers, payload).await {
-                Ok(ack) => match ack.await {
-                    Ok(_) => true,
-                    Err(e) => {
-                        warn!(subject = %record.subject, error = %e, "publish not acknowledged");
-                        false
-                    }
-                },
-                Err(e) => {
-                    warn!(subject = %record.subject, error = %e, "publish failed");
-                    false
-                }
-            }
-        });
-        let results = join_all(sends).await;
-        let done: Vec<String> =
-            records.iter().zip(&results).filter(|(_, ok)| **ok).map(|(r, _)| r.id.clone()).collect();
-        if let Err(e) = self.engine.mark_published(&done).await {
-            // Harmless: they will be published again and de-duplicated.
-            warn!(error = %e, "cannot mark outbox records published");
-        }
-        results
-    }
-
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), String> {
         let info = message.info().map_err(|e| e.to_string())?;
         let origin = format!("{}/{}", info.stream, info.stream_sequence);
-        warn!(subject = %message.subject, %origin, attempts = info.delivered, %reason, "dead-lettered");
-        let headers = dlq::headers(
-            message.headers.as_ref(),
-            self.engine.name(),
-            reason,
-            info.delivered,
-            &message.subject,
-            &origin,
-        );
-        let ack = self
-            .js
-            .publish_with_headers(dlq::subject_for(self.engine.name()), headers, message.payload.clone())
+        self.publisher
+            .dead_letter(&message.subject, message.headers.as_ref(), message.payload.clone(), reason, info.delivered, &origin)
             .await
-            .map_err(|e| e.to_string())?;
-        ack.await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
