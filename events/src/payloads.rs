@@ -11,7 +11,15 @@ use crate::subjects;
 
 /// A message body with a fixed subject.
 pub trait Payload:
-    Serialize + serde::de::DeserializeOwned + JsonSchema + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static
+    Serialize
+    + serde::de::DeserializeOwned
+    + JsonSchema
+    + Clone
+    + std::fmt::Debug
+    + PartialEq
+    + Send
+    + Sync
+    + 'static
 {
     /// The subject this payload is published on.
     const SUBJECT: &'static str;
@@ -436,6 +444,15 @@ pub struct ShipmentFailed {
     pub reason: String,
 }
 
+/// `shipping.evt.canceled`: answer to a cancel request that arrived before
+/// dispatch; this order will never ship, so the cancel can go ahead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct ShipmentCanceled {
+    /// The order.
+    pub order_id: String,
+}
+
 // ----------------------------------------------------------------- queries
 
 /// `orders.query.get` request.
@@ -609,6 +626,7 @@ payloads! {
     ShipmentScheduled => subjects::SHIPPING_EVT_SCHEDULED, order_id = required;
     ShipmentInformed => subjects::SHIPPING_EVT_INFORMED, order_id = required;
     ShipmentFailed => subjects::SHIPPING_EVT_FAILED, order_id = required;
+    ShipmentCanceled => subjects::SHIPPING_EVT_CANCELED, order_id = required;
     GetOrder => subjects::ORDERS_QUERY_GET, order_id = required;
     ListProducts => subjects::INVENTORY_QUERY_PRODUCTS;
     GetCustomer => subjects::CUSTOMERS_QUERY_GET;

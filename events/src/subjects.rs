@@ -79,6 +79,7 @@ pub const PAYMENTS_EVT_REFUNDED: &str = "payments.evt.refunded";
 pub const SHIPPING_EVT_SCHEDULED: &str = "shipping.evt.scheduled";
 pub const SHIPPING_EVT_INFORMED: &str = "shipping.evt.informed";
 pub const SHIPPING_EVT_FAILED: &str = "shipping.evt.failed";
+pub const SHIPPING_EVT_CANCELED: &str = "shipping.evt.canceled";
 
 pub const ORDERS_QUERY_GET: &str = "orders.query.get";
 pub const INVENTORY_QUERY_PRODUCTS: &str = "inventory.query.products";
@@ -90,9 +91,18 @@ mod tests {
 
     #[test]
     fn parses_context_and_kind() {
-        assert_eq!(parse("orders.cmd.create"), Some(("orders", SubjectKind::Command)));
-        assert_eq!(parse("inventory.evt.reserved"), Some(("inventory", SubjectKind::Event)));
-        assert_eq!(parse("orders.query.get"), Some(("orders", SubjectKind::Query)));
+        assert_eq!(
+            parse("orders.cmd.create"),
+            Some(("orders", SubjectKind::Command))
+        );
+        assert_eq!(
+            parse("inventory.evt.reserved"),
+            Some(("inventory", SubjectKind::Event))
+        );
+        assert_eq!(
+            parse("orders.query.get"),
+            Some(("orders", SubjectKind::Query))
+        );
         assert_eq!(parse("orders.other.get"), None);
         assert_eq!(parse("orders.cmd"), None);
     }

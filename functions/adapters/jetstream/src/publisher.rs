@@ -47,8 +47,12 @@ impl Publisher {
             result.is_ok()
         });
         let results = join_all(sends).await;
-        let done: Vec<String> =
-            records.iter().zip(&results).filter(|(_, ok)| **ok).map(|(r, _)| r.id.clone()).collect();
+        let done: Vec<String> = records
+            .iter()
+            .zip(&results)
+            .filter(|(_, ok)| **ok)
+            .map(|(r, _)| r.id.clone())
+            .collect();
         if let Err(e) = self.engine.mark_published(&done).await {
             // Harmless: they will be published again and de-duplicated.
             warn!(error = %e, "cannot mark outbox records published");
@@ -70,7 +74,10 @@ impl Publisher {
             if pending.is_empty() {
                 return;
             }
-            info!(count = pending.len(), "publishing events left in the outbox");
+            info!(
+                count = pending.len(),
+                "publishing events left in the outbox"
+            );
             if !self.publish(&pending).await.iter().all(|ok| *ok) {
                 tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
             }

@@ -37,7 +37,10 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
     let spec = engine.function().spec();
-    let err = |e: async_nats::Error| RuntimeError::Service { function: spec.name.into(), message: e.to_string() };
+    let err = |e: async_nats::Error| RuntimeError::Service {
+        function: spec.name.into(),
+        message: e.to_string(),
+    };
     let service = client
         .service_builder()
         .description(spec.description)
@@ -45,10 +48,23 @@ pub(crate) async fn serve(
         .await
         .map_err(err)?;
     let mut endpoints = Vec::new();
-    let subjects = spec.queries.iter().map(|s| (*s, Kind::Query)).chain(spec.accepts.iter().map(|s| (*s, Kind::Command)));
+    let subjects = spec
+        .queries
+        .iter()
+        .map(|s| (*s, Kind::Query))
+        .chain(spec.accepts.iter().map(|s| (*s, Kind::Command)));
     for (subject, kind) in subjects {
         let name = subject.replace('.', "_");
-        endpoints.push((subject, kind, service.endpoint_builder().name(name).add(subject).await.map_err(err)?));
+        endpoints.push((
+            subject,
+            kind,
+            service
+                .endpoint_builder()
+                .name(name)
+                .add(subject)
+                .await
+                .map_err(err)?,
+        ));
     }
     let publisher = Publisher { engine, js };
     Ok(tokio::spawn(async move {
@@ -66,7 +82,11 @@ pub(crate) async fn serve(
                     // Each request on its own task: a slow scan never blocks a point lookup.
                     tokio::spawn(async move {
                         let reply = match kind {
-                            Kind::Query => publisher.engine.query(subject, &request.message.payload).await.map_err(|e| (e.code(), e.to_string())),
+                            Kind::Query => publisher
+                                .engine
+                                .query(subject, &request.message.payload)
+                                .await
+                                .map_err(|e| (e.code(), e.to_string())),
                             Kind::Command => accept(&publisher, subject, &request).await,
                         };
                         respond(&request, subject, reply).await;
@@ -86,7 +106,11 @@ fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 }
 
 /// Processes one command through the engine and publishes what it caused.
-async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Result<Value, (u16, String)> {
+async fn accept(
+    publisher: &Publisher,
+    subject: &str,
+    request: &Request,
+) -> Result<Value, (u16, String)> {
     let message = &request.message;
     let headers = message.headers.as_ref();
     let decoded = if header(headers, ENVELOPE_HEADER).is_some() {
@@ -94,18 +118,36 @@ async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Resu
     } else {
         // No stream sequence to derive an id from: the client's Nats-Msg-Id
         // is the idempotency key when it sends one, otherwise a fresh id.
-        command_envelope(subject, &message.payload, header(headers, "Nats-Msg-Id"), &ids::new_id(), Utc::now())
+        command_envelope(
+            subject,
+            &message.payload,
+            header(headers, "Nats-Msg-Id"),
+            &ids::new_id(),
+            Utc::now(),
+        )
     };
     let envelope = match decoded {
         Ok(envelope) => envelope,
         Err(e) => {
             let reason = e.to_string();
-            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, "request").await;
+            let _ = publisher
+                .dead_letter(
+                    subject,
+                    headers,
+                    message.payload.clone(),
+                    &reason,
+                    1,
+                    "request",
+                )
+                .await;
             return Err((400, reason));
         }
     };
     let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
-    let incoming = Incoming { envelope, traceparent };
+    let incoming = Incoming {
+        envelope,
+        traceparent,
+    };
     let outcome = publisher.engine.handle_one(&incoming).await;
     if let Some(records) = outcome.outbox() {
         // Committed: even if a publish fails now, the relay publishes it later.
@@ -114,8 +156,14 @@ async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Resu
     let envelope = &incoming.envelope;
     match outcome {
         Outcome::Publish(records) => {
-            let events: Vec<Envelope> = records.iter().filter_map(|r| Envelope::decode(&r.payload).ok()).collect();
-            let order_id = events.iter().find_map(|e| e.order_id.clone()).or_else(|| envelope.order_id.clone());
+            let events: Vec<Envelope> = records
+                .iter()
+                .filter_map(|r| Envelope::decode(&r.payload).ok())
+                .collect();
+            let order_id = events
+                .iter()
+                .find_map(|e| e.order_id.clone())
+                .or_else(|| envelope.order_id.clone());
             let mut reply = json!({
                 "event_id": envelope.id,
                 "events": events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
@@ -128,7 +176,16 @@ async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Resu
         Outcome::Rejected { reason, .. } => Err((422, reason)),
         Outcome::Retry(reason) => Err((503, format!("temporarily unavailable, retry: {reason}"))),
         Outcome::DeadLetter(reason) => {
-            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, "request").await;
+            let _ = publisher
+                .dead_letter(
+                    subject,
+                    headers,
+                    message.payload.clone(),
+                    &reason,
+                    1,
+                    "request",
+                )
+                .await;
             Err((400, reason))
         }
     }
@@ -151,7 +208,9 @@ async fn respond(request: &Request, subject: &str, reply: Result<Value, (u16, St
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Service-Error", error.as_str());
             headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
-            request.respond_with_headers(Ok(body.to_string().into()), headers).await
+            request
+                .respond_with_headers(Ok(body.to_string().into()), headers)
+                .await
         }
     };
     if let Err(e) = sent {

@@ -1,0 +1,669 @@
+//! The order step: accepts orders and cancels, and follows each saga to
+//! exactly one terminal event.
+//!
+//! `orders.cmd.create` is validated (customer id present, at least one
+//! item, quantities above zero); its optional `order_id` is the
+//! idempotency key, so the same create twice makes one order. The order
+//! then follows the other steps' events:
+//!
+//! ```text
+//! created → inventory.reserved → customers.credit_reserved → payments.executed
+//!         → shipping.scheduled (shipped) → shipping.informed → orders.completed
+//! ```
+//!
+//! Any failure event ends it with `orders.evt.failed` and a reason a person
+//! can read; the other steps release what they hold when they see it. A
+//! cancel is accepted until the order has shipped: `orders.evt.cancel_requested`
+//! goes out, shipping confirms that nothing was dispatched
+//! (`shipping.evt.canceled`) and the order ends `orders.evt.canceled`, upon
+//! which stock and credit are released and the payment refunded. If the
+//! shipment was dispatched first, the cancel is refused and the order
+//! completes. Late or duplicate events never change a terminal order.
+//!
+//! State: `order/<id>` ([`Order`]).
+
+use chrono::{DateTime, Utc};
+use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, QueryCtx, QueryError, async_trait};
+use jetsaga_events::subjects::*;
+use jetsaga_events::*;
+use serde::{Deserialize, Serialize};
+
+/// An order and its saga history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The order.
+    pub order_id: String,
+    /// The customer.
+    pub customer_id: String,
+    /// Lines as ordered.
+    pub items: Vec<OrderItem>,
+    /// Where the saga is.
+    pub status: OrderStatus,
+    /// Total once priced by inventory.
+    pub total_cents: Option<u64>,
+    /// Why it failed or was canceled.
+    pub reason: Option<String>,
+    /// Events seen and emitted, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Order {
+    fn record(&mut self, event: &str, at: DateTime<Utc>, note: Option<String>) {
+        self.timeline.push(TimelineEntry {
+            event: event.into(),
+            at,
+            note,
+        });
+    }
+
+    fn view(self) -> OrderView {
+        OrderView {
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+            status: self.status,
+            items: self.items,
+            total_cents: self.total_cents,
+            reason: self.reason,
+            timeline: self.timeline,
+        }
+    }
+}
+
+fn key(order_id: &str) -> String {
+    format!("order/{order_id}")
+}
+
+/// The order function.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Orders;
+
+/// Declaration in the choreographed saga.
+pub static SPEC: FunctionSpec = FunctionSpec {
+    name: "order",
+    description: "Orders: accepts creates and cancels, follows each saga to exactly one terminal event",
+    subscribes: &[
+        INVENTORY_EVT_RESERVED,
+        INVENTORY_EVT_RESERVATION_FAILED,
+        CUSTOMERS_EVT_CREDIT_RESERVED,
+        CUSTOMERS_EVT_CREDIT_REJECTED,
+        PAYMENTS_EVT_EXECUTED,
+        PAYMENTS_EVT_FAILED,
+        SHIPPING_EVT_SCHEDULED,
+        SHIPPING_EVT_INFORMED,
+        SHIPPING_EVT_FAILED,
+        SHIPPING_EVT_CANCELED,
+    ],
+    accepts: &[ORDERS_CMD_CREATE, ORDERS_CMD_CANCEL],
+    emits: &[
+        ORDERS_EVT_CREATED,
+        ORDERS_EVT_COMPLETED,
+        ORDERS_EVT_FAILED,
+        ORDERS_EVT_CANCEL_REQUESTED,
+        ORDERS_EVT_CANCELED,
+        ORDERS_EVT_CANCEL_REFUSED,
+    ],
+    queries: &[ORDERS_QUERY_GET],
+};
+
+/// Checks a create command; every problem is named.
+pub fn validate(cmd: &CreateOrder) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if cmd
+        .order_id
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        problems.push("order_id must not be empty when given".to_string());
+    }
+    if cmd.customer_id.trim().is_empty() {
+        problems.push("customer_id must not be empty".to_string());
+    }
+    if cmd.items.is_empty() {
+        problems.push("items must list at least one product".to_string());
+    }
+    for (i, item) in cmd.items.iter().enumerate() {
+        if item.product_id.trim().is_empty() {
+            problems.push(format!("items[{i}].product_id must not be empty"));
+        }
+        if item.quantity == 0 {
+            problems.push(format!("items[{i}].quantity must be at least 1, got 0"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("invalid order: {}", problems.join("; ")))
+    }
+}
+
+impl Orders {
+    async fn create(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let cmd: CreateOrder = event.data_as()?;
+        // Without a client-chosen id, the command's event id names the order.
+        let order_id = cmd.order_id.clone().unwrap_or_else(|| event.id.clone());
+        if let Err(reason) = validate(&cmd) {
+            let failed = OrderFailed {
+                order_id,
+                reason: reason.clone(),
+                step: Some("order".into()),
+            };
+            return Err(HandlerError::rejected(reason, &failed));
+        }
+        if ctx.get::<Order>(&key(&order_id)).await?.is_some() {
+            return Ok(()); // the same create again: one order
+        }
+        let mut order = Order {
+            order_id: order_id.clone(),
+            customer_id: cmd.customer_id.clone(),
+            items: cmd.items.clone(),
+            status: OrderStatus::Pending,
+            total_cents: None,
+            reason: None,
+            timeline: Vec::new(),
+        };
+        order.record(ORDERS_EVT_CREATED, ctx.now(), None);
+        ctx.put(&key(&order_id), &order);
+        ctx.emit(OrderCreated {
+            order_id,
+            customer_id: cmd.customer_id,
+            items: cmd.items,
+        });
+        Ok(())
+    }
+
+    async fn cancel(&self, ctx: &mut Ctx<'_>, cmd: CancelOrder) -> Result<(), HandlerError> {
+        let Some(mut order) = ctx.get::<Order>(&key(&cmd.order_id)).await? else {
+            return Err(HandlerError::Rejected {
+                reason: format!("no order {}", cmd.order_id),
+                events: vec![],
+            });
+        };
+        let refuse = |reason: String| {
+            let event = OrderCancelRefused {
+                order_id: cmd.order_id.clone(),
+                reason: reason.clone(),
+            };
+            Err(HandlerError::rejected(reason, &event))
+        };
+        match order.status {
+            OrderStatus::Canceling | OrderStatus::Canceled => Ok(()), // already on its way
+            OrderStatus::Shipped => refuse(format!("order {} has already shipped", cmd.order_id)),
+            OrderStatus::Completed => {
+                refuse(format!("order {} is already completed", cmd.order_id))
+            }
+            OrderStatus::Failed => refuse(format!("order {} has already failed", cmd.order_id)),
+            OrderStatus::Pending
+            | OrderStatus::StockReserved
+            | OrderStatus::CreditReserved
+            | OrderStatus::Paid => {
+                order.status = OrderStatus::Canceling;
+                order.reason = Some(
+                    cmd.reason
+                        .clone()
+                        .unwrap_or_else(|| "canceled by the customer".into()),
+                );
+                order.record(ORDERS_EVT_CANCEL_REQUESTED, ctx.now(), cmd.reason.clone());
+                ctx.put(&key(&cmd.order_id), &order);
+                ctx.emit(OrderCancelRequested {
+                    order_id: cmd.order_id,
+                    customer_id: order.customer_id,
+                    reason: cmd.reason,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn fail(ctx: &mut Ctx<'_>, order: &mut Order, step: &str, reason: String) {
+        order.status = OrderStatus::Failed;
+        order.reason = Some(reason.clone());
+        order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
+        ctx.emit(OrderFailed {
+            order_id: order.order_id.clone(),
+            reason,
+            step: Some(step.into()),
+        });
+    }
+
+    /// Moves the order along on another step's event.
+    async fn follow(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let Some(order_id) = event
+            .order_id
+            .clone()
+            .or_else(|| event.data["order_id"].as_str().map(str::to_string))
+        else {
+            return Err(HandlerError::malformed(format!(
+                "{} without an order_id",
+                event.event_type
+            )));
+        };
+        let Some(mut order) = ctx.get::<Order>(&key(&order_id)).await? else {
+            return Ok(()); // not one of ours (an invalid create was never stored)
+        };
+        if order.status.is_terminal() {
+            return Ok(()); // late or duplicate: a terminal order never changes
+        }
+        let canceling = order.status == OrderStatus::Canceling;
+        let note = event.data["reason"].as_str().map(str::to_string);
+        order.record(&event.event_type, event.occurred_at, note);
+        match event.event_type.as_str() {
+            INVENTORY_EVT_RESERVED => {
+                let reserved: InventoryReserved = event.data_as()?;
+                order.total_cents = Some(reserved.total_cents);
+                if !canceling {
+                    order.status = OrderStatus::StockReserved;
+                }
+            }
+            CUSTOMERS_EVT_CREDIT_RESERVED if !canceling => {
+                order.status = OrderStatus::CreditReserved
+            }
+            PAYMENTS_EVT_EXECUTED if !canceling => order.status = OrderStatus::Paid,
+            SHIPPING_EVT_SCHEDULED => {
+                if canceling {
+                    // Dispatched before shipping saw the cancel: too late.
+                    let reason = format!("order {order_id} has already shipped");
+                    order.reason = None;
+                    order.record(ORDERS_EVT_CANCEL_REFUSED, ctx.now(), Some(reason.clone()));
+                    ctx.emit(OrderCancelRefused {
+                        order_id: order_id.clone(),
+                        reason,
+                    });
+                }
+                order.status = OrderStatus::Shipped;
+            }
+            SHIPPING_EVT_INFORMED => {
+                order.status = OrderStatus::Completed;
+                order.record(ORDERS_EVT_COMPLETED, ctx.now(), None);
+                ctx.emit(OrderCompleted {
+                    order_id: order_id.clone(),
+                    total_cents: order.total_cents.unwrap_or(0),
+                });
+            }
+            SHIPPING_EVT_CANCELED if canceling => {
+                order.status = OrderStatus::Canceled;
+                order.record(ORDERS_EVT_CANCELED, ctx.now(), order.reason.clone());
+                ctx.emit(OrderCanceled {
+                    order_id: order_id.clone(),
+                    reason: order.reason.clone(),
+                });
+            }
+            // While canceling, shipping's answer decides; failures change nothing.
+            INVENTORY_EVT_RESERVATION_FAILED
+            | CUSTOMERS_EVT_CREDIT_REJECTED
+            | PAYMENTS_EVT_FAILED
+            | SHIPPING_EVT_FAILED
+                if !canceling =>
+            {
+                let step = match event.event_type.as_str() {
+                    INVENTORY_EVT_RESERVATION_FAILED => "inventory",
+                    CUSTOMERS_EVT_CREDIT_REJECTED => "customer",
+                    PAYMENTS_EVT_FAILED => "payment",
+                    _ => "shipping",
+                };
+                let reason = event.data["reason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string();
+                Self::fail(ctx, &mut order, step, reason);
+            }
+            _ => {}
+        }
+        ctx.put(&key(&order_id), &order);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Function for Orders {
+    fn spec(&self) -> &'static FunctionSpec {
+        &SPEC
+    }
+
+    async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        match event.event_type.as_str() {
+            ORDERS_CMD_CREATE => self.create(ctx, event).await,
+            ORDERS_CMD_CANCEL => self.cancel(ctx, event.data_as()?).await,
+            _ => self.follow(ctx, event).await,
+        }
+    }
+
+    async fn query(
+        &self,
+        ctx: &QueryCtx<'_>,
+        subject: &str,
+        request: &[u8],
+    ) -> Result<serde_json::Value, QueryError> {
+        if subject != ORDERS_QUERY_GET {
+            return Err(QueryError::NotFound(format!(
+                "order serves no query {subject}"
+            )));
+        }
+        let request: GetOrder = jetsaga_events::envelope::decode_json(subject, request)?;
+        let order = ctx
+            .get::<Order>(&key(&request.order_id))
+            .await?
+            .ok_or_else(|| QueryError::NotFound(format!("no order {}", request.order_id)))?;
+        Ok(serde_json::to_value(order.view()).expect("views serialize"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetsaga_core::testing::TestFunction;
+
+    fn create(order_id: Option<&str>, items: &[(&str, u32)]) -> CreateOrder {
+        CreateOrder {
+            order_id: order_id.map(str::to_string),
+            customer_id: "c-1".into(),
+            items: items
+                .iter()
+                .map(|(p, q)| OrderItem {
+                    product_id: p.to_string(),
+                    quantity: *q,
+                })
+                .collect(),
+        }
+    }
+
+    async fn status(t: &TestFunction, id: &str) -> OrderStatus {
+        t.query::<_, OrderView>(&GetOrder {
+            order_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .status
+    }
+
+    async fn placed(t: &TestFunction, id: &str) {
+        t.when(&create(Some(id), &[("p", 1)]))
+            .await
+            .single::<OrderCreated>();
+    }
+
+    fn reserved(id: &str) -> InventoryReserved {
+        InventoryReserved {
+            order_id: id.into(),
+            customer_id: "c-1".into(),
+            lines: vec![],
+            total_cents: 250,
+        }
+    }
+
+    fn scheduled(id: &str) -> ShipmentScheduled {
+        ShipmentScheduled {
+            order_id: id.into(),
+            shipment_id: "s".into(),
+            worker: "w".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_emits_created_and_the_same_create_twice_makes_one_order() {
+        let t = TestFunction::new(Orders);
+        let created: OrderCreated = t.when(&create(Some("o-1"), &[("p", 2)])).await.single();
+        assert_eq!(created.order_id, "o-1");
+        t.when(&create(Some("o-1"), &[("p", 2)]))
+            .await
+            .assert_nothing_emitted();
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Pending);
+    }
+
+    #[tokio::test]
+    async fn without_an_order_id_the_command_id_names_the_order() {
+        let t = TestFunction::new(Orders);
+        let run = t.when(&create(None, &[("p", 1)])).await;
+        let created: OrderCreated = run.single();
+        assert_eq!(created.order_id, run.input.id);
+    }
+
+    #[tokio::test]
+    async fn invalid_creates_fail_with_every_problem_named_and_store_nothing() {
+        let t = TestFunction::new(Orders);
+        let mut bad = create(Some("o-1"), &[("p", 0), ("", 1)]);
+        bad.customer_id = " ".into();
+        let run = t.when(&bad).await;
+        let failed: OrderFailed = run.single();
+        assert_eq!(
+            failed.reason,
+            "invalid order: customer_id must not be empty; items[0].quantity must be at least 1, got 0; items[1].product_id must not be empty"
+        );
+        assert_eq!(failed.step.as_deref(), Some("order"));
+        assert!(t.state::<Order>("order/o-1").await.is_none());
+        let run = t.when(&create(Some("o-2"), &[])).await;
+        assert_eq!(
+            run.rejection_reason(),
+            "invalid order: items must list at least one product"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_happy_path_ends_completed_with_the_total_and_a_timeline() {
+        let t = TestFunction::new(Orders);
+        placed(&t, "o-1").await;
+        t.when(&reserved("o-1")).await.assert_nothing_emitted();
+        t.when(&CreditReserved {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            amount_cents: 250,
+        })
+        .await;
+        t.when(&PaymentExecuted {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            amount_cents: 250,
+            payment_id: "p".into(),
+        })
+        .await;
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Paid);
+        t.when(&scheduled("o-1")).await;
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Shipped);
+        let run = t
+            .when(&ShipmentInformed {
+                order_id: "o-1".into(),
+                shipment_id: "s".into(),
+                worker: "w".into(),
+            })
+            .await;
+        assert_eq!(run.single::<OrderCompleted>().total_cents, 250);
+        let view: OrderView = t
+            .query(&GetOrder {
+                order_id: "o-1".into(),
+            })
+            .await
+            .unwrap();
+        let events: Vec<&str> = view.timeline.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            events,
+            [
+                ORDERS_EVT_CREATED,
+                INVENTORY_EVT_RESERVED,
+                CUSTOMERS_EVT_CREDIT_RESERVED,
+                PAYMENTS_EVT_EXECUTED,
+                SHIPPING_EVT_SCHEDULED,
+                SHIPPING_EVT_INFORMED,
+                ORDERS_EVT_COMPLETED
+            ]
+        );
+        assert_eq!(view.total_cents, Some(250));
+    }
+
+    #[tokio::test]
+    async fn each_failure_ends_the_order_failed_with_its_step_and_reason() {
+        let cases: Vec<(Envelope, &str)> = vec![
+            (
+                jetsaga_core::testing::envelope_for(&ReservationFailed {
+                    order_id: "o".into(),
+                    reason: "out of stock".into(),
+                }),
+                "inventory",
+            ),
+            (
+                jetsaga_core::testing::envelope_for(&CreditRejected {
+                    order_id: "o".into(),
+                    customer_id: "c".into(),
+                    reason: "no credit".into(),
+                }),
+                "customer",
+            ),
+            (
+                jetsaga_core::testing::envelope_for(&PaymentFailed {
+                    order_id: "o".into(),
+                    reason: "declined".into(),
+                }),
+                "payment",
+            ),
+            (
+                jetsaga_core::testing::envelope_for(&ShipmentFailed {
+                    order_id: "o".into(),
+                    reason: "no worker".into(),
+                }),
+                "shipping",
+            ),
+        ];
+        for (event, step) in cases {
+            let t = TestFunction::new(Orders);
+            placed(&t, "o").await;
+            let reason = event.data["reason"].as_str().unwrap().to_string();
+            let failed: OrderFailed = t.deliver(event).await.single();
+            assert_eq!(
+                (failed.step.as_deref(), failed.reason),
+                (Some(step), reason)
+            );
+            assert_eq!(status(&t, "o").await, OrderStatus::Failed);
+        }
+    }
+
+    #[tokio::test]
+    async fn late_or_duplicate_events_never_change_a_terminal_order() {
+        let t = TestFunction::new(Orders);
+        placed(&t, "o-1").await;
+        t.when(&PaymentFailed {
+            order_id: "o-1".into(),
+            reason: "declined".into(),
+        })
+        .await
+        .single::<OrderFailed>();
+        t.when(&PaymentFailed {
+            order_id: "o-1".into(),
+            reason: "again".into(),
+        })
+        .await
+        .assert_nothing_emitted();
+        t.when(&ShipmentInformed {
+            order_id: "o-1".into(),
+            shipment_id: "s".into(),
+            worker: "w".into(),
+        })
+        .await
+        .assert_nothing_emitted();
+        let view: OrderView = t
+            .query(&GetOrder {
+                order_id: "o-1".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (view.status, view.reason.as_deref()),
+            (OrderStatus::Failed, Some("declined"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancel_before_shipping_waits_for_shippings_confirmation() {
+        let t = TestFunction::new(Orders);
+        placed(&t, "o-1").await;
+        t.when(&reserved("o-1")).await;
+        let cancel = CancelOrder {
+            order_id: "o-1".into(),
+            reason: Some("changed my mind".into()),
+        };
+        t.when(&cancel).await.single::<OrderCancelRequested>();
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Canceling);
+        t.when(&cancel).await.assert_nothing_emitted();
+        // A failure racing the cancel changes nothing; shipping's answer decides.
+        t.when(&PaymentFailed {
+            order_id: "o-1".into(),
+            reason: "x".into(),
+        })
+        .await
+        .assert_nothing_emitted();
+        let canceled: OrderCanceled = t
+            .when(&ShipmentCanceled {
+                order_id: "o-1".into(),
+            })
+            .await
+            .single();
+        assert_eq!(canceled.reason.as_deref(), Some("changed my mind"));
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Canceled);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_after_shipping_or_completion_is_refused_and_changes_nothing() {
+        let t = TestFunction::new(Orders);
+        placed(&t, "o-1").await;
+        t.when(&scheduled("o-1")).await;
+        let run = t
+            .when(&CancelOrder {
+                order_id: "o-1".into(),
+                reason: None,
+            })
+            .await;
+        assert_eq!(
+            run.single::<OrderCancelRefused>().reason,
+            "order o-1 has already shipped"
+        );
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Shipped);
+        t.when(&ShipmentInformed {
+            order_id: "o-1".into(),
+            shipment_id: "s".into(),
+            worker: "w".into(),
+        })
+        .await;
+        let run = t
+            .when(&CancelOrder {
+                order_id: "o-1".into(),
+                reason: None,
+            })
+            .await;
+        assert_eq!(run.rejection_reason(), "order o-1 is already completed");
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Completed);
+        let run = t
+            .when(&CancelOrder {
+                order_id: "nope".into(),
+                reason: None,
+            })
+            .await;
+        assert_eq!(run.rejection_reason(), "no order nope");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_that_loses_the_race_to_dispatch_is_refused_and_the_order_completes() {
+        let t = TestFunction::new(Orders);
+        placed(&t, "o-1").await;
+        t.when(&CancelOrder {
+            order_id: "o-1".into(),
+            reason: None,
+        })
+        .await
+        .single::<OrderCancelRequested>();
+        t.when(&scheduled("o-1"))
+            .await
+            .single::<OrderCancelRefused>();
+        let run = t
+            .when(&ShipmentInformed {
+                order_id: "o-1".into(),
+                shipment_id: "s".into(),
+                worker: "w".into(),
+            })
+            .await;
+        run.single::<OrderCompleted>();
+        let view: OrderView = t
+            .query(&GetOrder {
+                order_id: "o-1".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!((view.status, view.reason), (OrderStatus::Completed, None));
+    }
+}
