@@ -40,16 +40,12 @@ pub struct Reply {
 impl Entry {
     /// Command, event or query.
     pub fn kind(&self) -> SubjectKind {
-        subjects::parse(self.subject)
-            .expect("catalog subjects follow the naming rule")
-            .1
+        subjects::parse(self.subject).expect("catalog subjects follow the naming rule").1
     }
 
     /// The owning context (`orders`, `inventory`, ...).
     pub fn context(&self) -> &'static str {
-        subjects::parse(self.subject)
-            .expect("catalog subjects follow the naming rule")
-            .0
+        subjects::parse(self.subject).expect("catalog subjects follow the naming rule").0
     }
 }
 
@@ -84,11 +80,7 @@ fn entry<P: Payload>() -> Entry {
 
 fn query<P: Payload, R: JsonSchema>() -> Entry {
     Entry {
-        reply: Some(Reply {
-            type_name: short_name::<R>(),
-            schema: schema_of::<R>,
-            reference: reference_of::<R>,
-        }),
+        reply: Some(Reply { type_name: short_name::<R>(), schema: schema_of::<R>, reference: reference_of::<R> }),
         ..entry::<P>()
     }
 }
@@ -133,6 +125,7 @@ pub fn entries() -> Vec<Entry> {
         query::<GetOrder, OrderView>(),
         query::<ListProducts, ProductList>(),
         query::<GetCustomer, CustomerView>(),
+        query::<ListCustomers, CustomerList>(),
     ]
 }
 
@@ -149,17 +142,11 @@ fn pretty(value: &impl serde::Serialize) -> String {
 
 /// The checked-in JSON Schema files: `(file name, contents)`.
 pub fn json_schema_files() -> Vec<(String, String)> {
-    let mut files = vec![(
-        "envelope.json".to_string(),
-        pretty(&schema_of::<Envelope>()),
-    )];
+    let mut files = vec![("envelope.json".to_string(), pretty(&schema_of::<Envelope>()))];
     for e in entries() {
         files.push((format!("{}.json", e.subject), pretty(&(e.schema)())));
         if let Some(reply) = e.reply {
-            files.push((
-                format!("{}.reply.json", e.subject),
-                pretty(&(reply.schema)()),
-            ));
+            files.push((format!("{}.reply.json", e.subject), pretty(&(reply.schema)())));
         }
     }
     files
@@ -171,9 +158,8 @@ fn channel_id(subject: &str) -> String {
 
 /// The AsyncAPI 3.0 document for every subject, message and query.
 pub fn asyncapi_document() -> String {
-    let mut generator = SchemaSettings::draft07()
-        .with(|s| s.definitions_path = "/components/schemas/".into())
-        .into_generator();
+    let mut generator =
+        SchemaSettings::draft07().with(|s| s.definitions_path = "/components/schemas/".into()).into_generator();
     let envelope_ref = generator.subschema_for::<Envelope>();
 
     let headers = json!({
@@ -208,11 +194,7 @@ pub fn asyncapi_document() -> String {
                 "receive",
             ),
         };
-        let summary = (e.schema)()
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let summary = (e.schema)().get("description").and_then(Value::as_str).unwrap_or_default().to_string();
         messages.insert(
             e.type_name.to_string(),
             json!({"name": e.type_name, "title": e.subject, "summary": summary, "contentType": "application/json", "headers": headers, "payload": payload}),

@@ -49,11 +49,7 @@ impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let envelope: Envelope = decode_json("envelope", bytes)?;
         if envelope.id.trim().is_empty() {
-            return Err(DecodeError::new(
-                "envelope",
-                "id",
-                "expected a non-empty id, got \"\"",
-            ));
+            return Err(DecodeError::new("envelope", "id", "expected a non-empty id, got \"\""));
         }
         if envelope.event_type.trim().is_empty() {
             return Err(DecodeError::new(
@@ -91,16 +87,8 @@ pub struct DecodeError {
 
 impl DecodeError {
     /// Builds an error for `what` at field `path`.
-    pub fn new(
-        what: impl Into<String>,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            what: what.into(),
-            path: path.into(),
-            message: message.into(),
-        }
+    pub fn new(what: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { what: what.into(), path: path.into(), message: message.into() }
     }
 }
 
@@ -110,20 +98,14 @@ pub fn decode_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, D
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("not valid JSON ({inner})")
-        } else {
-            inner.to_string()
-        };
+        let message =
+            if inner.is_syntax() || inner.is_eof() { format!("not valid JSON ({inner})") } else { inner.to_string() };
         DecodeError::new(what, path, message)
     })
 }
 
 /// Decodes a JSON value into `T`, reporting the path of the first bad field.
-pub fn decode_value<T: DeserializeOwned>(
-    what: &str,
-    value: serde_json::Value,
-) -> Result<T, DecodeError> {
+pub fn decode_value<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T, DecodeError> {
     serde_path_to_error::deserialize(value)
         .map_err(|e| DecodeError::new(what, e.path().to_string(), e.into_inner().to_string()))
 }

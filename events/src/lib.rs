@@ -15,7 +15,5 @@ pub mod envelope;
 pub mod payloads;
 pub mod subjects;
 
-pub use envelope::{
-    DecodeError, ENVELOPE_HEADER, ENVELOPE_VERSION, Envelope, TRACEPARENT_HEADER, decode_payload,
-};
+pub use envelope::{DecodeError, ENVELOPE_HEADER, ENVELOPE_VERSION, Envelope, TRACEPARENT_HEADER, decode_payload};
 pub use payloads::*;

@@ -11,15 +11,7 @@ use crate::subjects;
 
 /// A message body with a fixed subject.
 pub trait Payload:
-    Serialize
-    + serde::de::DeserializeOwned
-    + JsonSchema
-    + Clone
-    + std::fmt::Debug
-    + PartialEq
-    + Send
-    + Sync
-    + 'static
+    Serialize + serde::de::DeserializeOwned + JsonSchema + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static
 {
     /// The subject this payload is published on.
     const SUBJECT: &'static str;
@@ -582,6 +574,19 @@ pub struct CustomerView {
     pub available_cents: u64,
 }
 
+/// `customers.query.list` request (empty object).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct ListCustomers {}
+
+/// `customers.query.list` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct CustomerList {
+    /// Every customer, by id.
+    pub customers: Vec<CustomerView>,
+}
+
 /// Error reply of any query (also signalled by the `Nats-Service-Error` headers).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -630,4 +635,5 @@ payloads! {
     GetOrder => subjects::ORDERS_QUERY_GET, order_id = required;
     ListProducts => subjects::INVENTORY_QUERY_PRODUCTS;
     GetCustomer => subjects::CUSTOMERS_QUERY_GET;
+    ListCustomers => subjects::CUSTOMERS_QUERY_LIST;
 }

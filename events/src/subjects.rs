@@ -84,6 +84,7 @@ pub const SHIPPING_EVT_CANCELED: &str = "shipping.evt.canceled";
 pub const ORDERS_QUERY_GET: &str = "orders.query.get";
 pub const INVENTORY_QUERY_PRODUCTS: &str = "inventory.query.products";
 pub const CUSTOMERS_QUERY_GET: &str = "customers.query.get";
+pub const CUSTOMERS_QUERY_LIST: &str = "customers.query.list";
 
 #[cfg(test)]
 mod tests {
@@ -91,18 +92,9 @@ mod tests {
 
     #[test]
     fn parses_context_and_kind() {
-        assert_eq!(
-            parse("orders.cmd.create"),
-            Some(("orders", SubjectKind::Command))
-        );
-        assert_eq!(
-            parse("inventory.evt.reserved"),
-            Some(("inventory", SubjectKind::Event))
-        );
-        assert_eq!(
-            parse("orders.query.get"),
-            Some(("orders", SubjectKind::Query))
-        );
+        assert_eq!(parse("orders.cmd.create"), Some(("orders", SubjectKind::Command)));
+        assert_eq!(parse("inventory.evt.reserved"), Some(("inventory", SubjectKind::Event)));
+        assert_eq!(parse("orders.query.get"), Some(("orders", SubjectKind::Query)));
         assert_eq!(parse("orders.other.get"), None);
         assert_eq!(parse("orders.cmd"), None);
     }

@@ -31,19 +31,12 @@ fn check_generated(path: &Path, generated: &str) -> Result<(), String> {
 #[test]
 fn every_fixture_round_trips_through_its_type() {
     for entry in catalog::entries() {
-        let path = events_dir()
-            .join("fixtures")
-            .join(format!("{}.json", entry.subject));
+        let path = events_dir().join("fixtures").join(format!("{}.json", entry.subject));
         let text = read(&path);
         let original: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let decoded = (entry.roundtrip)(text.as_bytes())
-            .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
-        assert_eq!(
-            decoded,
-            original,
-            "{} changes when decoded and encoded again",
-            path.display()
-        );
+        let decoded =
+            (entry.roundtrip)(text.as_bytes()).unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
+        assert_eq!(decoded, original, "{} changes when decoded and encoded again", path.display());
     }
 }
 
@@ -65,21 +58,12 @@ fn every_sample_decodes_as_the_subject_it_is_for() {
         ("create-order.json", subjects::ORDERS_CMD_CREATE),
         ("create-order-with-id.json", subjects::ORDERS_CMD_CREATE),
         ("cancel-order.json", subjects::ORDERS_CMD_CANCEL),
-        (
-            "upsert-product.json",
-            subjects::INVENTORY_CMD_UPSERT_PRODUCT,
-        ),
+        ("upsert-product.json", subjects::INVENTORY_CMD_UPSERT_PRODUCT),
         ("create-customer.json", subjects::CUSTOMERS_CMD_CREATE),
         ("get-order.json", subjects::ORDERS_QUERY_GET),
     ];
-    let on_disk = std::fs::read_dir(events_dir().join("samples"))
-        .unwrap()
-        .count();
-    assert_eq!(
-        on_disk,
-        samples.len(),
-        "every file in events/samples/ needs a line in this test"
-    );
+    let on_disk = std::fs::read_dir(events_dir().join("samples")).unwrap().count();
+    assert_eq!(on_disk, samples.len(), "every file in events/samples/ needs a line in this test");
     for (file, subject) in samples {
         let entry = catalog::find(subject).unwrap();
         let text = read(&events_dir().join("samples").join(file));
@@ -99,10 +83,7 @@ fn checked_in_json_schemas_match_the_rust_types() {
     }
     let on_disk = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
     if on_disk != files.len() {
-        problems.push(format!(
-            "events/schemas has {on_disk} files, the catalog generates {}",
-            files.len()
-        ));
+        problems.push(format!("events/schemas has {on_disk} files, the catalog generates {}", files.len()));
     }
     assert!(
         problems.is_empty(),
@@ -132,20 +113,11 @@ fn a_bad_field_is_named_with_what_was_expected_and_what_arrived() {
     .unwrap_err();
     assert_eq!(err.path, "items[0].quantity");
     let text = err.to_string();
-    assert!(
-        text.starts_with("invalid orders.cmd.create: field `items[0].quantity`: "),
-        "{text}"
-    );
-    assert!(
-        text.contains("string \"two\"") && text.contains("expected u32"),
-        "{text}"
-    );
+    assert!(text.starts_with("invalid orders.cmd.create: field `items[0].quantity`: "), "{text}");
+    assert!(text.contains("string \"two\"") && text.contains("expected u32"), "{text}");
 
     let err = jetsaga_events::decode_payload::<CreateOrder>(br#"{"items":[]}"#).unwrap_err();
-    assert!(
-        err.to_string().contains("missing field `customer_id`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("missing field `customer_id`"), "{err}");
 
     let err = jetsaga_events::decode_payload::<CreateOrder>(b"hello").unwrap_err();
     assert!(err.to_string().contains("not valid JSON"), "{err}");

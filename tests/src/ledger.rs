@@ -64,8 +64,7 @@ impl Function for Ledger {
             struct Open {
                 account: String,
             }
-            let open: Open =
-                jetsaga_events::envelope::decode_value("ledger.cmd.open", event.data.clone())?;
+            let open: Open = jetsaga_events::envelope::decode_value("ledger.cmd.open", event.data.clone())?;
             let key = format!("balance/{}", open.account);
             if ctx.get::<u64>(&key).await?.is_some() {
                 return Err(HandlerError::Rejected {
@@ -74,23 +73,16 @@ impl Function for Ledger {
                 });
             }
             ctx.put(&key, &0u64);
-            ctx.emit_raw(
-                "ledger.evt.opened",
-                None,
-                &serde_json::json!({"account": open.account}),
-            );
+            ctx.emit_raw("ledger.evt.opened", None, &serde_json::json!({"account": open.account}));
             return Ok(());
         }
-        let deposit: Deposit =
-            jetsaga_events::envelope::decode_value("ledger.cmd.deposit", event.data.clone())?;
+        let deposit: Deposit = jetsaga_events::envelope::decode_value("ledger.cmd.deposit", event.data.clone())?;
         if deposit.fail_first > 0 {
             let mut attempts = self.attempts.lock().unwrap();
             let n = attempts.entry(event.id.clone()).or_default();
             *n += 1;
             if *n <= deposit.fail_first {
-                return Err(HandlerError::retryable(format!(
-                    "simulated outage, attempt {n}"
-                )));
+                return Err(HandlerError::retryable(format!("simulated outage, attempt {n}")));
             }
         }
         let key = format!("balance/{}", deposit.account);
@@ -99,38 +91,20 @@ impl Function for Ledger {
         ctx.emit_raw(
             "ledger.evt.deposited",
             None,
-            &Deposited {
-                account: deposit.account,
-                amount: deposit.amount,
-                balance,
-            },
+            &Deposited { account: deposit.account, amount: deposit.amount, balance },
         );
         Ok(())
     }
 
-    async fn query(
-        &self,
-        ctx: &QueryCtx<'_>,
-        _subject: &str,
-        request: &[u8],
-    ) -> Result<serde_json::Value, QueryError> {
+    async fn query(&self, ctx: &QueryCtx<'_>, _subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         #[derive(Deserialize)]
         struct Request {
             account: String,
         }
-        let request: Request =
-            jetsaga_events::envelope::decode_json("ledger.query.balance", request)?;
-        match ctx
-            .get::<u64>(&format!("balance/{}", request.account))
-            .await?
-        {
-            Some(balance) => {
-                Ok(serde_json::json!({"account": request.account, "balance": balance}))
-            }
-            None => Err(QueryError::NotFound(format!(
-                "no account {:?}",
-                request.account
-            ))),
+        let request: Request = jetsaga_events::envelope::decode_json("ledger.query.balance", request)?;
+        match ctx.get::<u64>(&format!("balance/{}", request.account)).await? {
+            Some(balance) => Ok(serde_json::json!({"account": request.account, "balance": balance})),
+            None => Err(QueryError::NotFound(format!("no account {:?}", request.account))),
         }
     }
 }

@@ -29,10 +29,7 @@ pub fn server_binary() -> PathBuf {
         let bin = PathBuf::from(bin);
         match version_of(&bin) {
             Some(v) if v >= (2, 10) => return bin,
-            found => panic!(
-                "NATS_SERVER_BIN={} is {found:?}, not a nats-server 2.10+; {HOW_TO_GET}",
-                bin.display()
-            ),
+            found => panic!("NATS_SERVER_BIN={} is {found:?}, not a nats-server 2.10+; {HOW_TO_GET}", bin.display()),
         }
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -66,17 +63,8 @@ impl NatsServer {
     }
 
     fn start_with(extra_args: Vec<String>) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("jetsaga-nats-")
-            .tempdir()
-            .unwrap();
-        let mut server = Self {
-            bin: server_binary(),
-            dir,
-            port: 0,
-            extra_args,
-            child: None,
-        };
+        let dir = tempfile::Builder::new().prefix("jetsaga-nats-").tempdir().unwrap();
+        let mut server = Self { bin: server_binary(), dir, port: 0, extra_args, child: None };
         server.spawn();
         server
     }
@@ -90,11 +78,7 @@ impl NatsServer {
         let ports_dir = self.dir.path().join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).unwrap();
-        let port = if self.port == 0 {
-            "-1".to_string()
-        } else {
-            self.port.to_string()
-        };
+        let port = if self.port == 0 { "-1".to_string() } else { self.port.to_string() };
         let child = Command::new(&self.bin)
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(self.dir.path().join("store"))
@@ -121,14 +105,10 @@ impl NatsServer {
                 break;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let log = std::fs::read_to_string(self.dir.path().join("nats-server.log"))
-                    .unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
                 panic!("nats-server exited with {status} before listening:\n{log}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start within 20s"
-            );
+            assert!(Instant::now() < deadline, "nats-server did not start within 20s");
             std::thread::sleep(Duration::from_millis(20));
         }
         // The ports file is written before JetStream has recovered its store;
@@ -139,8 +119,7 @@ impl NatsServer {
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let log = std::fs::read_to_string(self.dir.path().join("nats-server.log"))
-                .unwrap_or_default();
+            let log = std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
             if log.contains("Server is ready") {
                 return;
             }
@@ -192,11 +171,7 @@ impl Drop for NatsServer {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A 3-node JetStream cluster on loopback.
@@ -209,10 +184,7 @@ pub struct Cluster {
 /// Starts `size` servers routed into one JetStream cluster.
 pub fn run_cluster(size: usize) -> Cluster {
     let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-    let routes: Vec<String> = cluster_ports
-        .iter()
-        .map(|p| format!("nats-route://127.0.0.1:{p}"))
-        .collect();
+    let routes: Vec<String> = cluster_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
     let mut servers = Vec::new();
     // Start them in parallel: each waits for a quorum before it is ready.
     let handles: Vec<_> = cluster_ports
@@ -241,24 +213,12 @@ pub fn run_cluster(size: usize) -> Cluster {
 impl Cluster {
     /// A URL list naming every node.
     pub fn urls(&self) -> String {
-        self.servers
-            .iter()
-            .map(NatsServer::url)
-            .collect::<Vec<_>>()
-            .join(",")
+        self.servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
     }
 
     /// Connects to all nodes.
     pub async fn connect(&self) -> async_nats::Client {
-        let urls: Vec<async_nats::ServerAddr> = self
-            .servers
-            .iter()
-            .map(|s| s.url().parse().unwrap())
-            .collect();
-        async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(urls)
-            .await
-            .unwrap()
+        let urls: Vec<async_nats::ServerAddr> = self.servers.iter().map(|s| s.url().parse().unwrap()).collect();
+        async_nats::ConnectOptions::new().retry_on_initial_connect().connect(urls).await.unwrap()
     }
 }

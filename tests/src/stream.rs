@@ -68,43 +68,24 @@ where
         if condition().await {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Waits until a durable consumer has nothing pending and nothing unacknowledged.
-pub async fn wait_drained(
-    js: &jetstream::Context,
-    stream: &str,
-    consumer: &str,
-    timeout: Duration,
-) {
-    wait_until(
-        timeout,
-        &format!("consumer {consumer} to drain"),
-        || async {
-            let Ok(stream) = js.get_stream(stream).await else {
-                return false;
-            };
-            let Ok(mut consumer) = stream
-                .get_consumer::<jetstream::consumer::pull::Config>(consumer)
-                .await
-            else {
-                return false;
-            };
-            match consumer.info().await {
-                Ok(info) => {
-                    info.num_pending == 0
-                        && info.num_ack_pending == 0
-                        && info.delivered.stream_sequence > 0
-                }
-                Err(_) => false,
-            }
-        },
-    )
+pub async fn wait_drained(js: &jetstream::Context, stream: &str, consumer: &str, timeout: Duration) {
+    wait_until(timeout, &format!("consumer {consumer} to drain"), || async {
+        let Ok(stream) = js.get_stream(stream).await else {
+            return false;
+        };
+        let Ok(mut consumer) = stream.get_consumer::<jetstream::consumer::pull::Config>(consumer).await else {
+            return false;
+        };
+        match consumer.info().await {
+            Ok(info) => info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence > 0,
+            Err(_) => false,
+        }
+    })
     .await;
 }

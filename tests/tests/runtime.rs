@@ -36,69 +36,41 @@ struct Running {
 
 impl Running {
     async fn start(url: &str, dir: &std::path::Path, config: Config) -> Self {
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(url)
-            .await
-            .unwrap();
-        let store = SqliteStore::open(dir.join("ledger.db"), Durability::Normal)
-            .await
-            .unwrap();
-        let runtime = Runtime::new(client, config).with(Engine::new(
-            Arc::new(Ledger::default()),
-            Arc::new(store.clone()),
-        ));
+        let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url).await.unwrap();
+        let store = SqliteStore::open(dir.join("ledger.db"), Durability::Normal).await.unwrap();
+        let runtime =
+            Runtime::new(client, config).with(Engine::new(Arc::new(Ledger::default()), Arc::new(store.clone())));
         runtime.provision().await.unwrap();
         let cancel = CancellationToken::new();
         let shutdown = cancel.clone();
-        let task =
-            tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await.unwrap() });
+        let task = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await.unwrap() });
         // Ready once its micro service answers.
         let probe = async_nats::connect(url).await.unwrap();
         wait_until(WAIT, "the ledger service to answer", || async {
             probe.request("$SRV.PING.ledger", "".into()).await.is_ok()
         })
         .await;
-        Self {
-            cancel,
-            task,
-            store,
-        }
+        Self { cancel, task, store }
     }
 
     async fn stop(self) {
         self.cancel.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("runtime stops")
-            .unwrap();
+        tokio::time::timeout(WAIT, self.task).await.expect("runtime stops").unwrap();
     }
 
     async fn balance(&self, account: &str) -> Option<u64> {
         use jetsaga_core::Store;
-        let item = self
-            .store
-            .get(&format!("balance/{account}"))
-            .await
-            .unwrap()?;
+        let item = self.store.get(&format!("balance/{account}")).await.unwrap()?;
         Some(serde_json::from_slice(&item.value).unwrap())
     }
 }
 
 async fn publish(js: &jetstream::Context, payload: serde_json::Value) {
-    js.publish(DEPOSIT, payload.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js.publish(DEPOSIT, payload.to_string().into()).await.unwrap().await.unwrap();
 }
 
 async fn deposited(js: &jetstream::Context) -> Vec<Deposited> {
-    messages(js, "SAGA", Some(DEPOSITED))
-        .await
-        .iter()
-        .map(|m| m.envelope().data_as_value())
-        .collect()
+    messages(js, "SAGA", Some(DEPOSITED)).await.iter().map(|m| m.envelope().data_as_value()).collect()
 }
 
 trait DataAs {
@@ -128,25 +100,14 @@ async fn redelivering_the_same_event_id_changes_nothing() {
     for _ in 0..2 {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Jetsaga-Envelope", "1");
-        js.publish_with_headers(DEPOSIT, headers, envelope.to_string().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js.publish_with_headers(DEPOSIT, headers, envelope.to_string().into()).await.unwrap().await.unwrap();
     }
     publish(&js, json!({"account": "acc", "amount": 1})).await;
     wait_drained(&js, "SAGA", "ledger", WAIT).await;
 
-    assert_eq!(
-        running.balance("acc").await,
-        Some(6),
-        "the duplicate must not be applied twice"
-    );
+    assert_eq!(running.balance("acc").await, Some(6), "the duplicate must not be applied twice");
     let events = deposited(&js).await;
-    assert_eq!(
-        events.iter().map(|d| d.amount).collect::<Vec<_>>(),
-        vec![5, 1]
-    );
+    assert_eq!(events.iter().map(|d| d.amount).collect::<Vec<_>>(), vec![5, 1]);
     running.stop().await;
 }
 
@@ -166,23 +127,11 @@ async fn a_crash_between_commit_and_publish_loses_and_doubles_nothing() {
         .env("JETSAGA_ACK_WAIT_MS", "1500")
         .spawn()
         .unwrap();
-    wait_until(WAIT, "the SAGA stream to exist", || async {
-        js.get_stream("SAGA").await.is_ok()
-    })
-    .await;
+    wait_until(WAIT, "the SAGA stream to exist", || async { js.get_stream("SAGA").await.is_ok() }).await;
     publish(&js, json!({"account": "acc", "amount": 7})).await;
-    let status = tokio::task::spawn_blocking(move || crashing.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        !status.success(),
-        "the runner should have aborted after the commit"
-    );
-    assert!(
-        deposited(&js).await.is_empty(),
-        "nothing may be published before the crash"
-    );
+    let status = tokio::task::spawn_blocking(move || crashing.wait()).await.unwrap().unwrap();
+    assert!(!status.success(), "the runner should have aborted after the commit");
+    assert!(deposited(&js).await.is_empty(), "nothing may be published before the crash");
 
     // Second process: re-publishes the outbox, then sees the redelivered input as done.
     let mut recovering = std::process::Command::new(bin)
@@ -201,16 +150,8 @@ async fn a_crash_between_commit_and_publish_loses_and_doubles_nothing() {
     assert_eq!(
         events,
         vec![
-            Deposited {
-                account: "acc".into(),
-                amount: 7,
-                balance: 7
-            },
-            Deposited {
-                account: "acc".into(),
-                amount: 1,
-                balance: 8
-            },
+            Deposited { account: "acc".into(), amount: 7, balance: 7 },
+            Deposited { account: "acc".into(), amount: 1, balance: 8 },
         ],
         "each event exactly once, in order"
     );
@@ -224,11 +165,7 @@ async fn malformed_messages_go_to_the_dlq_and_processing_continues() {
     let running = Running::start(&server.url(), dir.path(), fast_config()).await;
     let js = jetstream::new(server.connect().await);
 
-    js.publish(DEPOSIT, "this is not json".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js.publish(DEPOSIT, "this is not json".into()).await.unwrap().await.unwrap();
     publish(&js, json!({"account": "acc", "amount": "ten"})).await;
     publish(&js, json!({"account": "acc", "amount": 10})).await;
     wait_drained(&js, "SAGA", "ledger", WAIT).await;
@@ -237,33 +174,13 @@ async fn malformed_messages_go_to_the_dlq_and_processing_continues() {
     let dead = messages(&js, "DLQ", None).await;
     assert_eq!(dead.len(), 2);
     assert!(dead.iter().all(|m| m.subject == "dlq.ledger"));
-    assert_eq!(
-        dead[0].header("Jetsaga-Dlq-Function").as_deref(),
-        Some("ledger")
-    );
-    assert_eq!(
-        dead[0].header("Jetsaga-Dlq-Subject").as_deref(),
-        Some(DEPOSIT)
-    );
+    assert_eq!(dead[0].header("Jetsaga-Dlq-Function").as_deref(), Some("ledger"));
+    assert_eq!(dead[0].header("Jetsaga-Dlq-Subject").as_deref(), Some(DEPOSIT));
     assert_eq!(dead[0].header("Jetsaga-Dlq-Attempts").as_deref(), Some("1"));
-    assert!(
-        dead[0]
-            .header("Jetsaga-Dlq-Reason")
-            .unwrap()
-            .contains("not valid JSON"),
-        "{:?}",
-        dead[0].headers
-    );
-    assert_eq!(
-        &dead[0].payload[..],
-        b"this is not json",
-        "the original payload is kept for redrive"
-    );
+    assert!(dead[0].header("Jetsaga-Dlq-Reason").unwrap().contains("not valid JSON"), "{:?}", dead[0].headers);
+    assert_eq!(&dead[0].payload[..], b"this is not json", "the original payload is kept for redrive");
     let reason = dead[1].header("Jetsaga-Dlq-Reason").unwrap();
-    assert!(
-        reason.contains("field `amount`") && reason.contains("\"ten\""),
-        "{reason}"
-    );
+    assert!(reason.contains("field `amount`") && reason.contains("\"ten\""), "{reason}");
     running.stop().await;
 }
 
@@ -275,32 +192,17 @@ async fn retryable_failures_back_off_then_succeed_or_are_dead_lettered() {
     let running = Running::start(&server.url(), dir.path(), fast_config()).await;
     let js = jetstream::new(server.connect().await);
 
-    publish(
-        &js,
-        json!({"account": "flaky", "amount": 3, "fail_first": 2}),
-    )
-    .await;
-    publish(
-        &js,
-        json!({"account": "doomed", "amount": 4, "fail_first": 100}),
-    )
-    .await;
+    publish(&js, json!({"account": "flaky", "amount": 3, "fail_first": 2})).await;
+    publish(&js, json!({"account": "doomed", "amount": 4, "fail_first": 100})).await;
     wait_drained(&js, "SAGA", "ledger", WAIT).await;
 
-    assert_eq!(
-        running.balance("flaky").await,
-        Some(3),
-        "succeeds on the third attempt"
-    );
+    assert_eq!(running.balance("flaky").await, Some(3), "succeeds on the third attempt");
     assert_eq!(running.balance("doomed").await, None);
     let dead = messages(&js, "DLQ", None).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].header("Jetsaga-Dlq-Attempts").as_deref(), Some("4"));
     let reason = dead[0].header("Jetsaga-Dlq-Reason").unwrap();
-    assert!(
-        reason.contains("gave up after 4 attempts") && reason.contains("simulated outage"),
-        "{reason}"
-    );
+    assert!(reason.contains("gave up after 4 attempts") && reason.contains("simulated outage"), "{reason}");
     running.stop().await;
 }
 
@@ -348,11 +250,7 @@ async fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
     // Events of a batch that was being published when the server went away
     // are re-published afterwards, so only their order may differ.
     balances.sort_unstable();
-    assert_eq!(
-        balances,
-        (1..=400).collect::<Vec<_>>(),
-        "every balance exactly once"
-    );
+    assert_eq!(balances, (1..=400).collect::<Vec<_>>(), "every balance exactly once");
     running.stop().await;
 }
 
@@ -367,38 +265,18 @@ async fn queries_are_served_as_a_micro_service() {
     publish(&js, json!({"account": "acc", "amount": 12})).await;
     wait_drained(&js, "SAGA", "ledger", WAIT).await;
 
-    let reply = client
-        .request("ledger.query.balance", r#"{"account":"acc"}"#.into())
-        .await
-        .unwrap();
+    let reply = client.request("ledger.query.balance", r#"{"account":"acc"}"#.into()).await.unwrap();
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body, json!({"account": "acc", "balance": 12}));
 
-    let reply = client
-        .request("ledger.query.balance", r#"{"account":"nobody"}"#.into())
-        .await
-        .unwrap();
+    let reply = client.request("ledger.query.balance", r#"{"account":"nobody"}"#.into()).await.unwrap();
     let headers = reply.headers.unwrap();
-    assert_eq!(
-        headers.get("Nats-Service-Error-Code").unwrap().as_str(),
-        "404"
-    );
+    assert_eq!(headers.get("Nats-Service-Error-Code").unwrap().as_str(), "404");
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["error"], "no account \"nobody\"");
 
-    let reply = client
-        .request("ledger.query.balance", r#"{"acct":1}"#.into())
-        .await
-        .unwrap();
-    assert_eq!(
-        reply
-            .headers
-            .unwrap()
-            .get("Nats-Service-Error-Code")
-            .unwrap()
-            .as_str(),
-        "400"
-    );
+    let reply = client.request("ledger.query.balance", r#"{"acct":1}"#.into()).await.unwrap();
+    assert_eq!(reply.headers.unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
 
     // Discoverable like any NATS micro service.
     let ping = client.request("$SRV.PING.ledger", "".into()).await.unwrap();
@@ -415,35 +293,18 @@ async fn trace_context_flows_from_the_command_to_the_events_it_causes() {
     let running = Running::start(&server.url(), dir.path(), fast_config()).await;
     let js = jetstream::new(server.connect().await);
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        "traceparent",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-    );
+    headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     headers.insert("Nats-Msg-Id", "client-chosen-id");
     let body = json!({"account": "acc", "amount": 2}).to_string();
-    js.publish_with_headers(DEPOSIT, headers, body.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js.publish_with_headers(DEPOSIT, headers, body.into()).await.unwrap().await.unwrap();
     wait_drained(&js, "SAGA", "ledger", WAIT).await;
 
     let out = &messages(&js, "SAGA", Some(DEPOSITED)).await[0];
     let tp = out.header("traceparent").unwrap();
-    assert!(
-        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-        "{tp}"
-    );
-    assert!(
-        !tp.contains("00f067aa0ba902b7"),
-        "a new span id per hop: {tp}"
-    );
+    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "a new span id per hop: {tp}");
     let envelope = out.envelope();
-    assert_eq!(
-        envelope.causation_id.as_deref(),
-        Some("client-chosen-id"),
-        "Nats-Msg-Id is the command's event id"
-    );
+    assert_eq!(envelope.causation_id.as_deref(), Some("client-chosen-id"), "Nats-Msg-Id is the command's event id");
     assert_eq!(envelope.correlation_id, "client-chosen-id");
     assert_eq!(out.header("Nats-Msg-Id").unwrap(), envelope.id);
     running.stop().await;
@@ -475,14 +336,8 @@ async fn provisioning_is_idempotent_and_keeps_other_functions_subjects() {
         ["ledger.cmd.deposit", "ledger.evt.>", "orders.evt.>"],
         "ledger.cmd.open is request/reply only"
     );
-    let consumer = stream
-        .get_consumer::<jetstream::consumer::pull::Config>("ledger")
-        .await
-        .unwrap();
-    assert_eq!(
-        consumer.cached_info().config.filter_subjects,
-        vec![DEPOSIT.to_string()]
-    );
+    let consumer = stream.get_consumer::<jetstream::consumer::pull::Config>("ledger").await.unwrap();
+    assert_eq!(consumer.cached_info().config.filter_subjects, vec![DEPOSIT.to_string()]);
 }
 
 #[tokio::test]
@@ -492,16 +347,10 @@ async fn the_runtime_runs_on_a_three_node_cluster_with_replicated_streams() {
     let client = cluster.connect().await;
     let js = jetstream::new(client.clone());
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        replicas: 3,
-        ..fast_config()
-    };
+    let config = Config { replicas: 3, ..fast_config() };
     // The cluster elects its JetStream leader shortly after the nodes are up.
-    let store = SqliteStore::open(dir.path().join("ledger.db"), Durability::Normal)
-        .await
-        .unwrap();
-    let runtime = Runtime::new(client.clone(), config)
-        .with(Engine::new(Arc::new(Ledger::default()), Arc::new(store)));
+    let store = SqliteStore::open(dir.path().join("ledger.db"), Durability::Normal).await.unwrap();
+    let runtime = Runtime::new(client.clone(), config).with(Engine::new(Arc::new(Ledger::default()), Arc::new(store)));
     let mut provisioned = false;
     for _ in 0..100 {
         if runtime.provision().await.is_ok() {
@@ -533,72 +382,34 @@ async fn accepted_commands_are_answered_and_never_stored_as_commands() {
     let client = server.connect().await;
     let js = jetstream::new(client.clone());
 
-    let reply = client
-        .request("ledger.cmd.open", r#"{"account":"new"}"#.into())
-        .await
-        .unwrap();
+    let reply = client.request("ledger.cmd.open", r#"{"account":"new"}"#.into()).await.unwrap();
     assert!(reply.headers.is_none(), "no error headers");
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["events"], json!(["ledger.evt.opened"]));
     assert!(body["event_id"].as_str().is_some_and(|id| !id.is_empty()));
 
-    let reply = client
-        .request("ledger.cmd.open", r#"{"account":"new"}"#.into())
-        .await
-        .unwrap();
-    assert_eq!(
-        reply
-            .headers
-            .as_ref()
-            .unwrap()
-            .get("Nats-Service-Error-Code")
-            .unwrap()
-            .as_str(),
-        "422"
-    );
+    let reply = client.request("ledger.cmd.open", r#"{"account":"new"}"#.into()).await.unwrap();
+    assert_eq!(reply.headers.as_ref().unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "422");
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["error"], "account \"new\" is already open");
 
     let reply = client.request("ledger.cmd.open", "{".into()).await.unwrap();
-    assert_eq!(
-        reply
-            .headers
-            .as_ref()
-            .unwrap()
-            .get("Nats-Service-Error-Code")
-            .unwrap()
-            .as_str(),
-        "400"
-    );
+    assert_eq!(reply.headers.as_ref().unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
 
     // A plain publish (no reply subject) is processed too.
-    client
-        .publish("ledger.cmd.open", r#"{"account":"quiet"}"#.into())
-        .await
-        .unwrap();
+    client.publish("ledger.cmd.open", r#"{"account":"quiet"}"#.into()).await.unwrap();
     client.flush().await.unwrap();
-    wait_until(WAIT, "the published open to be processed", || async {
-        running.balance("quiet").await == Some(0)
-    })
-    .await;
+    wait_until(WAIT, "the published open to be processed", || async { running.balance("quiet").await == Some(0) })
+        .await;
 
     let opened = messages(&js, "SAGA", Some("ledger.evt.opened")).await;
     assert_eq!(opened.len(), 2);
     assert!(
-        messages(&js, "SAGA", Some("ledger.cmd.open"))
-            .await
-            .is_empty(),
+        messages(&js, "SAGA", Some("ledger.cmd.open")).await.is_empty(),
         "commands answered by request/reply are not stored"
     );
     let dead = messages(&js, "DLQ", None).await;
-    assert_eq!(
-        dead.len(),
-        1,
-        "the malformed request is kept for inspection"
-    );
-    assert_eq!(
-        dead[0].header("Jetsaga-Dlq-Origin").as_deref(),
-        Some("request")
-    );
+    assert_eq!(dead.len(), 1, "the malformed request is kept for inspection");
+    assert_eq!(dead[0].header("Jetsaga-Dlq-Origin").as_deref(), Some("request"));
     running.stop().await;
 }

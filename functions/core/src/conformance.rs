@@ -7,11 +7,7 @@ use std::sync::Arc;
 use crate::store::{Commit, CommitError, Expect, Item, OutboxRecord, Store, Write};
 
 fn put(key: &str, value: &str, expect: Expect) -> Write {
-    Write {
-        key: key.into(),
-        value: Some(value.as_bytes().to_vec()),
-        expect,
-    }
+    Write { key: key.into(), value: Some(value.as_bytes().to_vec()), expect }
 }
 
 fn record(id: &str) -> OutboxRecord {
@@ -24,62 +20,29 @@ fn record(id: &str) -> OutboxRecord {
 }
 
 fn commit(event_id: &str, writes: Vec<Write>, outbox: Vec<OutboxRecord>) -> Commit {
-    Commit {
-        event_id: event_id.into(),
-        writes,
-        outbox,
-    }
+    Commit { event_id: event_id.into(), writes, outbox }
 }
 
 async fn value(store: &dyn Store, key: &str) -> Option<(String, u64)> {
-    store
-        .get(key)
-        .await
-        .unwrap()
-        .map(|Item { value, version }| (String::from_utf8(value).unwrap(), version))
+    store.get(key).await.unwrap().map(|Item { value, version }| (String::from_utf8(value).unwrap(), version))
 }
 
 /// Insert, read, update by version, delete, re-insert.
 pub async fn versions_count_writes(store: Arc<dyn Store>) {
     assert_eq!(value(&*store, "k").await, None);
-    store
-        .commit(&[commit("e1", vec![put("k", "a", Expect::Absent)], vec![])])
-        .await
-        .unwrap();
+    store.commit(&[commit("e1", vec![put("k", "a", Expect::Absent)], vec![])]).await.unwrap();
     assert_eq!(value(&*store, "k").await, Some(("a".into(), 1)));
-    store
-        .commit(&[commit(
-            "e2",
-            vec![put("k", "b", Expect::Version(1))],
-            vec![],
-        )])
-        .await
-        .unwrap();
+    store.commit(&[commit("e2", vec![put("k", "b", Expect::Version(1))], vec![])]).await.unwrap();
     assert_eq!(value(&*store, "k").await, Some(("b".into(), 2)));
     store
-        .commit(&[commit(
-            "e3",
-            vec![Write {
-                key: "k".into(),
-                value: None,
-                expect: Expect::Version(2),
-            }],
-            vec![],
-        )])
+        .commit(&[commit("e3", vec![Write { key: "k".into(), value: None, expect: Expect::Version(2) }], vec![])])
         .await
         .unwrap();
     assert_eq!(value(&*store, "k").await, None);
-    store
-        .commit(&[commit("e4", vec![put("k", "c", Expect::Absent)], vec![])])
-        .await
-        .unwrap();
+    store.commit(&[commit("e4", vec![put("k", "c", Expect::Absent)], vec![])]).await.unwrap();
     assert_eq!(value(&*store, "k").await, Some(("c".into(), 1)));
     store
-        .commit(&[commit(
-            "e5",
-            vec![put("k", "d", Expect::Any), put("fresh", "x", Expect::Any)],
-            vec![],
-        )])
+        .commit(&[commit("e5", vec![put("k", "d", Expect::Any), put("fresh", "x", Expect::Any)], vec![])])
         .await
         .unwrap();
     assert_eq!(value(&*store, "k").await, Some(("d".into(), 2)));
@@ -88,178 +51,72 @@ pub async fn versions_count_writes(store: Arc<dyn Store>) {
 
 /// A failed condition is reported with its key and changes nothing.
 pub async fn failed_conditions_change_nothing(store: Arc<dyn Store>) {
-    store
-        .commit(&[commit("e1", vec![put("k", "a", Expect::Absent)], vec![])])
-        .await
-        .unwrap();
-    let stale = store
-        .commit(&[commit(
-            "e2",
-            vec![put("k", "b", Expect::Version(7))],
-            vec![],
-        )])
-        .await;
+    store.commit(&[commit("e1", vec![put("k", "a", Expect::Absent)], vec![])]).await.unwrap();
+    let stale = store.commit(&[commit("e2", vec![put("k", "b", Expect::Version(7))], vec![])]).await;
     assert_eq!(stale, Err(CommitError::Conflict { key: "k".into() }));
-    let exists = store
-        .commit(&[commit("e3", vec![put("k", "b", Expect::Absent)], vec![])])
-        .await;
+    let exists = store.commit(&[commit("e3", vec![put("k", "b", Expect::Absent)], vec![])]).await;
     assert_eq!(exists, Err(CommitError::Conflict { key: "k".into() }));
-    let missing = store
-        .commit(&[commit(
-            "e4",
-            vec![put("nope", "b", Expect::Version(1))],
-            vec![],
-        )])
-        .await;
+    let missing = store.commit(&[commit("e4", vec![put("nope", "b", Expect::Version(1))], vec![])]).await;
     assert_eq!(missing, Err(CommitError::Conflict { key: "nope".into() }));
-    let delete = Write {
-        key: "k".into(),
-        value: None,
-        expect: Expect::Version(9),
-    };
-    assert!(matches!(
-        store.commit(&[commit("e5", vec![delete], vec![])]).await,
-        Err(CommitError::Conflict { .. })
-    ));
+    let delete = Write { key: "k".into(), value: None, expect: Expect::Version(9) };
+    assert!(matches!(store.commit(&[commit("e5", vec![delete], vec![])]).await, Err(CommitError::Conflict { .. })));
     assert_eq!(value(&*store, "k").await, Some(("a".into(), 1)));
     assert_eq!(value(&*store, "nope").await, None);
     for refused in ["e2", "e3", "e4", "e5"] {
-        assert_eq!(
-            store.processed(refused).await.unwrap(),
-            None,
-            "{refused} must not be in the inbox"
-        );
+        assert_eq!(store.processed(refused).await.unwrap(), None, "{refused} must not be in the inbox");
     }
 }
 
 /// State, inbox and outbox of one commit are written together or not at all.
 pub async fn commits_are_all_or_nothing(store: Arc<dyn Store>) {
-    store
-        .commit(&[commit("seed", vec![put("b", "1", Expect::Absent)], vec![])])
-        .await
-        .unwrap();
-    let writes = vec![
-        put("a", "new", Expect::Absent),
-        put("b", "2", Expect::Version(5)),
-    ];
-    let refused = store
-        .commit(&[commit("e1", writes, vec![record("out-1")])])
-        .await;
+    store.commit(&[commit("seed", vec![put("b", "1", Expect::Absent)], vec![])]).await.unwrap();
+    let writes = vec![put("a", "new", Expect::Absent), put("b", "2", Expect::Version(5))];
+    let refused = store.commit(&[commit("e1", writes, vec![record("out-1")])]).await;
     assert_eq!(refused, Err(CommitError::Conflict { key: "b".into() }));
-    assert_eq!(
-        value(&*store, "a").await,
-        None,
-        "the first write must be rolled back"
-    );
+    assert_eq!(value(&*store, "a").await, None, "the first write must be rolled back");
     assert_eq!(store.processed("e1").await.unwrap(), None);
     assert!(store.unpublished(10).await.unwrap().is_empty());
 
-    let writes = vec![
-        put("a", "new", Expect::Absent),
-        put("b", "2", Expect::Version(1)),
-    ];
-    store
-        .commit(&[commit("e1", writes, vec![record("out-1"), record("out-2")])])
-        .await
-        .unwrap();
+    let writes = vec![put("a", "new", Expect::Absent), put("b", "2", Expect::Version(1))];
+    store.commit(&[commit("e1", writes, vec![record("out-1"), record("out-2")])]).await.unwrap();
     assert_eq!(value(&*store, "a").await, Some(("new".into(), 1)));
     assert_eq!(value(&*store, "b").await, Some(("2".into(), 2)));
-    assert_eq!(
-        store.processed("e1").await.unwrap(),
-        Some(vec![record("out-1"), record("out-2")])
-    );
+    assert_eq!(store.processed("e1").await.unwrap(), Some(vec![record("out-1"), record("out-2")]));
 }
 
 /// A batch of commits is one transaction: one bad commit refuses them all.
 pub async fn batches_are_all_or_nothing(store: Arc<dyn Store>) {
     let batch = [
-        commit(
-            "e1",
-            vec![put("x", "1", Expect::Absent)],
-            vec![record("o1")],
-        ),
-        commit(
-            "e2",
-            vec![put("x", "2", Expect::Version(1))],
-            vec![record("o2")],
-        ),
-        commit(
-            "e3",
-            vec![put("y", "1", Expect::Version(3))],
-            vec![record("o3")],
-        ),
+        commit("e1", vec![put("x", "1", Expect::Absent)], vec![record("o1")]),
+        commit("e2", vec![put("x", "2", Expect::Version(1))], vec![record("o2")]),
+        commit("e3", vec![put("y", "1", Expect::Version(3))], vec![record("o3")]),
     ];
-    assert_eq!(
-        store.commit(&batch).await,
-        Err(CommitError::Conflict { key: "y".into() })
-    );
+    assert_eq!(store.commit(&batch).await, Err(CommitError::Conflict { key: "y".into() }));
     assert_eq!(value(&*store, "x").await, None);
     assert_eq!(store.processed("e1").await.unwrap(), None);
     assert!(store.unpublished(10).await.unwrap().is_empty());
 
     let batch = [
-        commit(
-            "e1",
-            vec![put("x", "1", Expect::Absent)],
-            vec![record("o1")],
-        ),
-        commit(
-            "e2",
-            vec![put("x", "2", Expect::Version(1))],
-            vec![record("o2")],
-        ),
+        commit("e1", vec![put("x", "1", Expect::Absent)], vec![record("o1")]),
+        commit("e2", vec![put("x", "2", Expect::Version(1))], vec![record("o2")]),
         commit("e3", vec![], vec![]),
     ];
     store.commit(&batch).await.unwrap();
     assert_eq!(value(&*store, "x").await, Some(("2".into(), 2)));
     assert_eq!(store.processed("e3").await.unwrap(), Some(vec![]));
-    let ids: Vec<String> = store
-        .unpublished(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids: Vec<String> = store.unpublished(10).await.unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(ids, ["o1", "o2"]);
 }
 
 /// The inbox refuses an event id seen before, leaving state as after one delivery.
 pub async fn the_inbox_refuses_duplicates(store: Arc<dyn Store>) {
-    store
-        .commit(&[commit(
-            "e1",
-            vec![put("n", "1", Expect::Absent)],
-            vec![record("o1")],
-        )])
-        .await
-        .unwrap();
-    let again = store
-        .commit(&[commit(
-            "e1",
-            vec![put("n", "2", Expect::Version(1))],
-            vec![record("o1-b")],
-        )])
-        .await;
-    assert_eq!(
-        again,
-        Err(CommitError::Duplicate {
-            event_id: "e1".into()
-        })
-    );
+    store.commit(&[commit("e1", vec![put("n", "1", Expect::Absent)], vec![record("o1")])]).await.unwrap();
+    let again = store.commit(&[commit("e1", vec![put("n", "2", Expect::Version(1))], vec![record("o1-b")])]).await;
+    assert_eq!(again, Err(CommitError::Duplicate { event_id: "e1".into() }));
     assert_eq!(value(&*store, "n").await, Some(("1".into(), 1)));
-    assert_eq!(
-        store.processed("e1").await.unwrap(),
-        Some(vec![record("o1")])
-    );
-    let twice_in_one_batch = store
-        .commit(&[commit("e2", vec![], vec![]), commit("e2", vec![], vec![])])
-        .await;
-    assert_eq!(
-        twice_in_one_batch,
-        Err(CommitError::Duplicate {
-            event_id: "e2".into()
-        })
-    );
+    assert_eq!(store.processed("e1").await.unwrap(), Some(vec![record("o1")]));
+    let twice_in_one_batch = store.commit(&[commit("e2", vec![], vec![]), commit("e2", vec![], vec![])]).await;
+    assert_eq!(twice_in_one_batch, Err(CommitError::Duplicate { event_id: "e2".into() }));
     assert_eq!(store.processed("e2").await.unwrap(), None);
 }
 
@@ -267,103 +124,41 @@ pub async fn the_inbox_refuses_duplicates(store: Arc<dyn Store>) {
 pub async fn the_outbox_drains(store: Arc<dyn Store>) {
     for i in 0..5 {
         let out = vec![record(&format!("o{i}a")), record(&format!("o{i}b"))];
-        store
-            .commit(&[commit(&format!("e{i}"), vec![], out)])
-            .await
-            .unwrap();
+        store.commit(&[commit(&format!("e{i}"), vec![], out)]).await.unwrap();
     }
-    let all: Vec<String> = store
-        .unpublished(100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(
-        all,
-        [
-            "o0a", "o0b", "o1a", "o1b", "o2a", "o2b", "o3a", "o3b", "o4a", "o4b"
-        ]
-    );
+    let all: Vec<String> = store.unpublished(100).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(all, ["o0a", "o0b", "o1a", "o1b", "o2a", "o2b", "o3a", "o3b", "o4a", "o4b"]);
     assert_eq!(store.unpublished(3).await.unwrap().len(), 3);
     assert_eq!(store.unpublished(1).await.unwrap()[0], record("o0a"));
-    store
-        .mark_published(&["o0a".into(), "o0b".into(), "o1a".into()])
-        .await
-        .unwrap();
-    let left: Vec<String> = store
-        .unpublished(100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    store.mark_published(&["o0a".into(), "o0b".into(), "o1a".into()]).await.unwrap();
+    let left: Vec<String> = store.unpublished(100).await.unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(left, ["o1b", "o2a", "o2b", "o3a", "o3b", "o4a", "o4b"]);
     assert_eq!(store.processed("e0").await.unwrap(), Some(vec![]));
-    assert_eq!(
-        store.processed("e1").await.unwrap(),
-        Some(vec![record("o1b")])
-    );
+    assert_eq!(store.processed("e1").await.unwrap(), Some(vec![record("o1b")]));
     store.mark_published(&[]).await.unwrap();
 }
 
 /// Scans return exactly the keys under a prefix, in order; SQL wildcards are literal.
 pub async fn scans_match_prefixes_literally(store: Arc<dyn Store>) {
-    let keys = [
-        "product/b",
-        "product/a",
-        "product_x",
-        "products",
-        "customer/a",
-        "product/%",
-        "product/a/1",
-    ];
+    let keys = ["product/b", "product/a", "product_x", "products", "customer/a", "product/%", "product/a/1"];
     let writes = keys.iter().map(|k| put(k, k, Expect::Absent)).collect();
     store.commit(&[commit("e1", writes, vec![])]).await.unwrap();
-    let found: Vec<String> = store
-        .scan("product/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    assert_eq!(
-        found,
-        ["product/%", "product/a", "product/a/1", "product/b"]
-    );
-    let found: Vec<String> = store
-        .scan("product_")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let found: Vec<String> = store.scan("product/").await.unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(found, ["product/%", "product/a", "product/a/1", "product/b"]);
+    let found: Vec<String> = store.scan("product_").await.unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(found, ["product_x"]);
     assert!(store.scan("zzz").await.unwrap().is_empty());
 }
 
 /// Many writers race on one key from the same version: exactly one wins.
 pub async fn concurrent_writers_on_one_key_have_one_winner(store: Arc<dyn Store>) {
-    store
-        .commit(&[commit(
-            "seed",
-            vec![put("stock", "10", Expect::Absent)],
-            vec![],
-        )])
-        .await
-        .unwrap();
+    store.commit(&[commit("seed", vec![put("stock", "10", Expect::Absent)], vec![])]).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let writes = vec![put("stock", &format!("taken-by-{i}"), Expect::Version(1))];
-            store
-                .commit(&[commit(
-                    &format!("racer-{i}"),
-                    writes,
-                    vec![record(&format!("out-{i}"))],
-                )])
-                .await
+            store.commit(&[commit(&format!("racer-{i}"), writes, vec![record(&format!("out-{i}"))])]).await
         }));
     }
     let mut winners = Vec::new();
@@ -374,19 +169,11 @@ pub async fn concurrent_writers_on_one_key_have_one_winner(store: Arc<dyn Store>
             Err(other) => panic!("racer {i}: unexpected {other}"),
         }
     }
-    assert_eq!(
-        winners.len(),
-        1,
-        "exactly one writer must win, got {winners:?}"
-    );
+    assert_eq!(winners.len(), 1, "exactly one writer must win, got {winners:?}");
     let (stored, version) = value(&*store, "stock").await.unwrap();
     assert_eq!(stored, format!("taken-by-{}", winners[0]));
     assert_eq!(version, 2);
-    assert_eq!(
-        store.unpublished(100).await.unwrap().len(),
-        1,
-        "only the winner's outbox is stored"
-    );
+    assert_eq!(store.unpublished(100).await.unwrap().len(), 1, "only the winner's outbox is stored");
 }
 
 /// Generates one `#[tokio::test]` per conformance case for a backend.

@@ -47,10 +47,7 @@ impl Ran {
     fn into_outcome(self) -> Outcome {
         match self.rejected {
             None => Outcome::Publish(self.commit.outbox),
-            Some(reason) => Outcome::Rejected {
-                reason,
-                outbox: self.commit.outbox,
-            },
+            Some(reason) => Outcome::Rejected { reason, outbox: self.commit.outbox },
         }
     }
 }
@@ -58,10 +55,7 @@ impl Ran {
 impl Incoming {
     /// An input without trace context.
     pub fn new(envelope: Envelope) -> Self {
-        Self {
-            envelope,
-            traceparent: None,
-        }
+        Self { envelope, traceparent: None }
     }
 }
 
@@ -98,21 +92,14 @@ pub fn command_envelope(
 ) -> Result<Envelope, DecodeError> {
     let data: serde_json::Value = jetsaga_events::envelope::decode_json(subject, body)?;
     if !data.is_object() {
-        return Err(DecodeError::new(
-            subject,
-            ".",
-            format!("expected a JSON object, got {data}"),
-        ));
+        return Err(DecodeError::new(subject, ".", format!("expected a JSON object, got {data}")));
     }
     let id = match id {
         Some(id) if !id.trim().is_empty() => id.to_string(),
         _ => derived_id(at, seed),
     };
     Ok(Envelope {
-        order_id: data
-            .get("order_id")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
+        order_id: data.get("order_id").and_then(|v| v.as_str()).map(str::to_string),
         correlation_id: id.clone(),
         causation_id: None,
         id,
@@ -132,10 +119,7 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("function", &self.function.spec().name)
-            .field("store", &self.store)
-            .finish()
+        f.debug_struct("Engine").field("function", &self.function.spec().name).field("store", &self.store).finish()
     }
 }
 
@@ -201,10 +185,7 @@ impl Engine {
                 }
             }
         }
-        outcomes
-            .into_iter()
-            .map(|o| o.expect("every input has an outcome"))
-            .collect()
+        outcomes.into_iter().map(|o| o.expect("every input has an outcome")).collect()
     }
 
     /// Processes one event in its own transaction, re-running the handler
@@ -215,10 +196,7 @@ impl Engine {
         for _ in 0..MAX_CONFLICT_RETRIES {
             match self.store.processed(event_id).await {
                 Ok(Some(pending)) => {
-                    debug!(
-                        function = self.name(),
-                        event_id, "already processed; re-publishing its outbox"
-                    );
+                    debug!(function = self.name(), event_id, "already processed; re-publishing its outbox");
                     return Outcome::Publish(pending);
                 }
                 Ok(None) => {}
@@ -231,26 +209,17 @@ impl Engine {
             match self.store.commit(std::slice::from_ref(&ran.commit)).await {
                 Ok(()) => return ran.into_outcome(),
                 Err(CommitError::Conflict { key }) => {
-                    debug!(
-                        function = self.name(),
-                        event_id, key, "write conflict; re-running the handler"
-                    );
+                    debug!(function = self.name(), event_id, key, "write conflict; re-running the handler");
                     last_conflict = key;
                 }
                 Err(CommitError::Duplicate { .. }) => {}
                 Err(CommitError::Store(e)) => return Outcome::Retry(e.to_string()),
             }
         }
-        Outcome::Retry(format!(
-            "lost {MAX_CONFLICT_RETRIES} write races in a row on key {last_conflict:?}"
-        ))
+        Outcome::Retry(format!("lost {MAX_CONFLICT_RETRIES} write races in a row on key {last_conflict:?}"))
     }
 
-    async fn run_handler(
-        &self,
-        incoming: &Incoming,
-        overlay: &mut Overlay,
-    ) -> Result<Ran, Outcome> {
+    async fn run_handler(&self, incoming: &Incoming, overlay: &mut Overlay) -> Result<Ran, Outcome> {
         let envelope = &incoming.envelope;
         let span = info_span!(
             "handle",
@@ -262,11 +231,7 @@ impl Engine {
         );
         let now = Utc::now();
         let mut ctx = Ctx::new(self.store.as_ref(), overlay, now);
-        let result = self
-            .function
-            .handle(&mut ctx, envelope)
-            .instrument(span.clone())
-            .await;
+        let result = self.function.handle(&mut ctx, envelope).instrument(span.clone()).await;
         let _entered = span.enter();
         match result {
             Ok(()) => {
@@ -274,25 +239,14 @@ impl Engine {
                 overlay.apply(&writes);
                 let outbox = self.outbox(incoming, emitted, now);
                 debug!(writes = writes.len(), emitted = outbox.len(), "handled");
-                Ok(Ran {
-                    commit: Commit {
-                        event_id: envelope.id.clone(),
-                        writes,
-                        outbox,
-                    },
-                    rejected: None,
-                })
+                Ok(Ran { commit: Commit { event_id: envelope.id.clone(), writes, outbox }, rejected: None })
             }
             Err(HandlerError::Rejected { reason, events }) => {
                 drop(ctx);
                 debug!(reason = %reason, "rejected");
                 let outbox = self.outbox(incoming, events, now);
                 Ok(Ran {
-                    commit: Commit {
-                        event_id: envelope.id.clone(),
-                        writes: Vec::new(),
-                        outbox,
-                    },
+                    commit: Commit { event_id: envelope.id.clone(), writes: Vec::new(), outbox },
                     rejected: Some(reason),
                 })
             }
@@ -308,12 +262,7 @@ impl Engine {
     }
 
     /// Turns emitted payloads into envelopes with deterministic ids.
-    fn outbox(
-        &self,
-        incoming: &Incoming,
-        emitted: Vec<PendingEvent>,
-        now: DateTime<Utc>,
-    ) -> Vec<OutboxRecord> {
+    fn outbox(&self, incoming: &Incoming, emitted: Vec<PendingEvent>, now: DateTime<Utc>) -> Vec<OutboxRecord> {
         let input = &incoming.envelope;
         let trace = incoming
             .traceparent
@@ -324,10 +273,7 @@ impl Engine {
             .into_iter()
             .enumerate()
             .map(|(index, event)| {
-                let id = derived_id(
-                    input.occurred_at,
-                    &format!("{}/{}/{index}", self.name(), input.id),
-                );
+                let id = derived_id(input.occurred_at, &format!("{}/{}/{index}", self.name(), input.id));
                 let envelope = Envelope {
                     id: id.clone(),
                     event_type: event.subject.clone(),
@@ -349,11 +295,7 @@ impl Engine {
     }
 
     /// Answers a query from the store.
-    pub async fn query(
-        &self,
-        subject: &str,
-        request: &[u8],
-    ) -> Result<serde_json::Value, QueryError> {
+    pub async fn query(&self, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         let ctx = QueryCtx::new(self.store.as_ref());
         self.function.query(&ctx, subject, request).await
     }

@@ -53,10 +53,7 @@ pub enum HandlerError {
 impl HandlerError {
     /// A business rejection announced by one failure event.
     pub fn rejected<P: Payload>(reason: impl Into<String>, event: &P) -> Self {
-        Self::Rejected {
-            reason: reason.into(),
-            events: vec![PendingEvent::new(event)],
-        }
+        Self::Rejected { reason: reason.into(), events: vec![PendingEvent::new(event)] }
     }
 
     /// A malformed input.

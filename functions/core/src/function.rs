@@ -47,17 +47,9 @@ pub trait Function: Send + Sync + 'static {
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError>;
 
     /// Answers a read-only query on one of `spec().queries`.
-    async fn query(
-        &self,
-        ctx: &QueryCtx<'_>,
-        subject: &str,
-        request: &[u8],
-    ) -> Result<serde_json::Value, QueryError> {
+    async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         let _ = (ctx, request);
-        Err(QueryError::NotFound(format!(
-            "{} serves no query {subject}",
-            self.spec().name
-        )))
+        Err(QueryError::NotFound(format!("{} serves no query {subject}", self.spec().name)))
     }
 }
 
@@ -79,8 +71,7 @@ impl Overlay {
                 (Some(_), Expect::Version(v)) => Expect::Version(v + 1),
                 (Some(_), Expect::Any) => Expect::Any,
             };
-            self.entries
-                .insert(write.key.clone(), (write.value.clone(), next));
+            self.entries.insert(write.key.clone(), (write.value.clone(), next));
         }
     }
 }
@@ -104,22 +95,13 @@ pub struct Ctx<'a> {
 
 impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx")
-            .field("touched", &self.touched.keys())
-            .field("emitted", &self.emitted)
-            .finish()
+        f.debug_struct("Ctx").field("touched", &self.touched.keys()).field("emitted", &self.emitted).finish()
     }
 }
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(store: &'a dyn Store, overlay: &'a Overlay, now: DateTime<Utc>) -> Self {
-        Self {
-            store,
-            overlay,
-            touched: BTreeMap::new(),
-            emitted: Vec::new(),
-            now,
-        }
+        Self { store, overlay, touched: BTreeMap::new(), emitted: Vec::new(), now }
     }
 
     /// Processing time of this event.
@@ -130,22 +112,12 @@ impl<'a> Ctx<'a> {
     async fn load(&mut self, key: &str) -> Result<&Touched, StoreError> {
         if !self.touched.contains_key(key) {
             let touched = match self.overlay.entries.get(key) {
-                Some((value, expect)) => Touched {
-                    value: value.clone(),
-                    expect: *expect,
-                    written: false,
-                },
+                Some((value, expect)) => Touched { value: value.clone(), expect: *expect, written: false },
                 None => match self.store.get(key).await? {
-                    Some(Item { value, version }) => Touched {
-                        value: Some(value),
-                        expect: Expect::Version(version),
-                        written: false,
-                    },
-                    None => Touched {
-                        value: None,
-                        expect: Expect::Absent,
-                        written: false,
-                    },
+                    Some(Item { value, version }) => {
+                        Touched { value: Some(value), expect: Expect::Version(version), written: false }
+                    }
+                    None => Touched { value: None, expect: Expect::Absent, written: false },
                 },
             };
             self.touched.insert(key.to_string(), touched);
@@ -159,9 +131,9 @@ impl<'a> Ctx<'a> {
         let touched = self.load(key).await?;
         match &touched.value {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(bytes).map(Some).map_err(|e| {
-                HandlerError::retryable(format!("stored value of {key:?} does not decode: {e}"))
-            }),
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map(Some)
+                .map_err(|e| HandlerError::retryable(format!("stored value of {key:?} does not decode: {e}"))),
         }
     }
 
@@ -179,14 +151,11 @@ impl<'a> Ctx<'a> {
 
     fn set(&mut self, key: &str, value: Option<Vec<u8>>) {
         let overlay_expect = self.overlay.entries.get(key).map(|(_, e)| *e);
-        let entry = self
-            .touched
-            .entry(key.to_string())
-            .or_insert_with(|| Touched {
-                value: None,
-                expect: overlay_expect.unwrap_or(Expect::Any),
-                written: true,
-            });
+        let entry = self.touched.entry(key.to_string()).or_insert_with(|| Touched {
+            value: None,
+            expect: overlay_expect.unwrap_or(Expect::Any),
+            written: true,
+        });
         entry.value = value;
         entry.written = true;
     }
@@ -213,11 +182,7 @@ impl<'a> Ctx<'a> {
             .into_iter()
             .filter(|(_, t)| t.written)
             .filter(|(_, t)| !(t.value.is_none() && t.expect == Expect::Absent))
-            .map(|(key, t)| Write {
-                key,
-                value: t.value,
-                expect: t.expect,
-            })
+            .map(|(key, t)| Write { key, value: t.value, expect: t.expect })
             .collect();
         (writes, self.emitted)
     }
@@ -238,17 +203,14 @@ impl<'a> QueryCtx<'a> {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, QueryError> {
         match self.store.get(key).await? {
             None => Ok(None),
-            Some(item) => serde_json::from_slice(&item.value).map(Some).map_err(|e| {
-                QueryError::Internal(format!("stored value of {key:?} does not decode: {e}"))
-            }),
+            Some(item) => serde_json::from_slice(&item.value)
+                .map(Some)
+                .map_err(|e| QueryError::Internal(format!("stored value of {key:?} does not decode: {e}"))),
         }
     }
 
     /// Reads and decodes every value under a key prefix, in key order.
-    pub async fn scan<T: DeserializeOwned>(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, T)>, QueryError> {
+    pub async fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>, QueryError> {
         self.store
             .scan(prefix)
             .await?
@@ -256,11 +218,7 @@ impl<'a> QueryCtx<'a> {
             .map(|(key, item)| {
                 serde_json::from_slice(&item.value)
                     .map(|v| (key.clone(), v))
-                    .map_err(|e| {
-                        QueryError::Internal(format!(
-                            "stored value of {key:?} does not decode: {e}"
-                        ))
-                    })
+                    .map_err(|e| QueryError::Internal(format!("stored value of {key:?} does not decode: {e}")))
             })
             .collect()
     }

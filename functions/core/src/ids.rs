@@ -51,10 +51,7 @@ impl TraceParent {
         let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
         match parts.as_slice() {
             [version, trace, parent, flags]
-                if is_hex(version, 2)
-                    && is_hex(trace, 32)
-                    && is_hex(parent, 16)
-                    && is_hex(flags, 2) =>
+                if is_hex(version, 2) && is_hex(trace, 32) && is_hex(parent, 16) && is_hex(flags, 2) =>
             {
                 Some(Self {
                     trace_id: trace.to_lowercase(),
@@ -70,20 +67,13 @@ impl TraceParent {
     /// correlation id so every hop agrees on the trace id.
     pub fn root(correlation_id: &str) -> Self {
         let h = hash16(&format!("trace/{correlation_id}"));
-        Self {
-            trace_id: hex(&h),
-            parent_id: hex(&h[..8]),
-            flags: "01".into(),
-        }
+        Self { trace_id: hex(&h), parent_id: hex(&h[..8]), flags: "01".into() }
     }
 
     /// The context for a message emitted while handling this one: same
     /// trace, a new span id derived from the emitted event id.
     pub fn child(&self, event_id: &str) -> Self {
-        Self {
-            parent_id: hex(&hash16(&format!("span/{event_id}"))[..8]),
-            ..self.clone()
-        }
+        Self { parent_id: hex(&hash16(&format!("span/{event_id}"))[..8]), ..self.clone() }
     }
 }
 
@@ -99,9 +89,7 @@ mod tests {
 
     #[test]
     fn derived_ids_are_stable_uuid_v7() {
-        let at = DateTime::parse_from_rfc3339("2026-11-22T01:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-11-22T01:00:00Z").unwrap().with_timezone(&Utc);
         let a = derived_id(at, "inventory/abc/0");
         assert_eq!(a, derived_id(at, "inventory/abc/0"));
         assert_ne!(a, derived_id(at, "inventory/abc/1"));
@@ -113,12 +101,8 @@ mod tests {
 
     #[test]
     fn traceparent_round_trips_and_children_keep_the_trace() {
-        let tp =
-            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(
-            tp.to_string(),
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        );
+        let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(tp.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let child = tp.child("e1");
         assert_eq!(child.trace_id, tp.trace_id);
         assert_ne!(child.parent_id, tp.parent_id);

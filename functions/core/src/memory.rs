@@ -68,26 +68,16 @@ impl Store for MemoryStore {
         let mut seen = std::collections::HashSet::new();
         for commit in commits {
             if guard.inbox.contains_key(&commit.event_id) || !seen.insert(commit.event_id.clone()) {
-                return Err(CommitError::Duplicate {
-                    event_id: commit.event_id.clone(),
-                });
+                return Err(CommitError::Duplicate { event_id: commit.event_id.clone() });
             }
             for write in &commit.writes {
                 if !condition_holds(kv.get(&write.key), write.expect) {
-                    return Err(CommitError::Conflict {
-                        key: write.key.clone(),
-                    });
+                    return Err(CommitError::Conflict { key: write.key.clone() });
                 }
                 match &write.value {
                     Some(value) => {
                         let version = kv.get(&write.key).map_or(1, |item| item.version + 1);
-                        kv.insert(
-                            write.key.clone(),
-                            Item {
-                                value: value.clone(),
-                                version,
-                            },
-                        );
+                        kv.insert(write.key.clone(), Item { value: value.clone(), version });
                     }
                     None => {
                         kv.remove(&write.key);
@@ -110,34 +100,18 @@ impl Store for MemoryStore {
 
     async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
         let inner = self.inner.lock().unwrap();
-        Ok(inner.inbox.get(event_id).map(|ids| {
-            inner
-                .outbox
-                .values()
-                .filter(|r| ids.contains(&r.id))
-                .cloned()
-                .collect()
-        }))
+        Ok(inner
+            .inbox
+            .get(event_id)
+            .map(|ids| inner.outbox.values().filter(|r| ids.contains(&r.id)).cloned().collect()))
     }
 
     async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        Ok(self
-            .inner
-            .lock()
-            .unwrap()
-            .outbox
-            .values()
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(self.inner.lock().unwrap().outbox.values().take(limit).cloned().collect())
     }
 
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.inner
-            .lock()
-            .unwrap()
-            .outbox
-            .retain(|_, r| !ids.contains(&r.id));
+        self.inner.lock().unwrap().outbox.retain(|_, r| !ids.contains(&r.id));
         Ok(())
     }
 }

@@ -78,10 +78,7 @@ pub struct StoreError {
 impl StoreError {
     /// Builds an error.
     pub fn new(backend: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            backend,
-            message: message.into(),
-        }
+        Self { backend, message: message.into() }
     }
 }
 

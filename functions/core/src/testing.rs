@@ -62,28 +62,14 @@ impl TestFunction {
     /// Wraps a function with an empty in-memory store.
     pub fn new(function: impl Function) -> Self {
         let store = Arc::new(MemoryStore::new());
-        Self {
-            engine: Engine::new(Arc::new(function), store.clone()),
-            store,
-        }
+        Self { engine: Engine::new(Arc::new(function), store.clone()), store }
     }
 
     /// Stores a value directly, as if an earlier event had written it.
     pub async fn given<T: Serialize>(&self, key: &str, value: &T) -> &Self {
-        let write = Write {
-            key: key.into(),
-            value: Some(serde_json::to_vec(value).unwrap()),
-            expect: Expect::Any,
-        };
-        let commit = Commit {
-            event_id: format!("given/{}", new_id()),
-            writes: vec![write],
-            outbox: vec![],
-        };
-        self.store
-            .commit(&[commit])
-            .await
-            .expect("memory store commits");
+        let write = Write { key: key.into(), value: Some(serde_json::to_vec(value).unwrap()), expect: Expect::Any };
+        let commit = Commit { event_id: format!("given/{}", new_id()), writes: vec![write], outbox: vec![] };
+        self.store.commit(&[commit]).await.expect("memory store commits");
         self
     }
 
@@ -94,10 +80,7 @@ impl TestFunction {
 
     /// Delivers a prepared envelope (for example the same one twice).
     pub async fn deliver(&self, envelope: Envelope) -> Run {
-        let outcome = self
-            .engine
-            .handle_one(&Incoming::new(envelope.clone()))
-            .await;
+        let outcome = self.engine.handle_one(&Incoming::new(envelope.clone())).await;
         self.finish(envelope, outcome).await
     }
 
@@ -117,18 +100,11 @@ impl TestFunction {
             Some(records) => {
                 let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
                 self.store.mark_published(&ids).await.unwrap();
-                records
-                    .iter()
-                    .map(|r| Envelope::decode(&r.payload).expect("outbox holds envelopes"))
-                    .collect()
+                records.iter().map(|r| Envelope::decode(&r.payload).expect("outbox holds envelopes")).collect()
             }
             None => Vec::new(),
         };
-        Run {
-            input,
-            outcome,
-            emitted,
-        }
+        Run { input, outcome, emitted }
     }
 
     /// Reads a stored value.
@@ -138,10 +114,7 @@ impl TestFunction {
     }
 
     /// Asks a query and decodes the reply.
-    pub async fn query<Q: Payload, R: DeserializeOwned>(
-        &self,
-        request: &Q,
-    ) -> Result<R, QueryError> {
+    pub async fn query<Q: Payload, R: DeserializeOwned>(&self, request: &Q) -> Result<R, QueryError> {
         let body = serde_json::to_vec(request).unwrap();
         let value = self.engine.query(Q::SUBJECT, &body).await?;
         Ok(serde_json::from_value(value).expect("query reply decodes"))
@@ -167,36 +140,19 @@ impl Run {
             P::SUBJECT,
             self.outcome
         );
-        assert_eq!(
-            self.emitted_types(),
-            vec![P::SUBJECT],
-            "expected exactly one {} event",
-            P::SUBJECT
-        );
+        assert_eq!(self.emitted_types(), vec![P::SUBJECT], "expected exactly one {} event", P::SUBJECT);
         self.emitted[0].data_as().expect("emitted payload decodes")
     }
 
     /// Every emitted event of type `P`.
     pub fn all<P: Payload>(&self) -> Vec<P> {
-        self.emitted
-            .iter()
-            .filter(|e| e.event_type == P::SUBJECT)
-            .map(|e| e.data_as().unwrap())
-            .collect()
+        self.emitted.iter().filter(|e| e.event_type == P::SUBJECT).map(|e| e.data_as().unwrap()).collect()
     }
 
     /// Asserts the input was processed and emitted nothing.
     pub fn assert_nothing_emitted(&self) {
-        assert!(
-            self.outcome.outbox().is_some(),
-            "expected processing, got {:?}",
-            self.outcome
-        );
-        assert!(
-            self.emitted.is_empty(),
-            "expected no events, got {:?}",
-            self.emitted_types()
-        );
+        assert!(self.outcome.outbox().is_some(), "expected processing, got {:?}", self.outcome);
+        assert!(self.emitted.is_empty(), "expected no events, got {:?}", self.emitted_types());
     }
 
     /// The rejection reason; panics if the input was not rejected.

@@ -4,9 +4,7 @@
 
 use jetsaga_core::testing::{TestFunction, envelope_for};
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, Outcome, async_trait};
-use jetsaga_events::{
-    CreateCustomer, Envelope, InventoryReleased, ReservationFailed, UpsertProduct,
-};
+use jetsaga_events::{CreateCustomer, Envelope, InventoryReleased, ReservationFailed, UpsertProduct};
 
 /// Treats `inventory.cmd.upsert_product` as "take `stock` units of a
 /// product" and `customers.cmd.create` as a retryable failure.
@@ -39,28 +37,15 @@ impl Function for Taker {
         ctx.put(&key, &left.saturating_sub(take.stock));
         if take.stock > left {
             let reason = format!("want {}, have {left}", take.stock);
-            return Err(HandlerError::rejected(
-                reason.clone(),
-                &ReservationFailed {
-                    order_id: take.name,
-                    reason,
-                },
-            ));
+            return Err(HandlerError::rejected(reason.clone(), &ReservationFailed { order_id: take.name, reason }));
         }
-        ctx.emit(InventoryReleased {
-            order_id: take.name,
-        });
+        ctx.emit(InventoryReleased { order_id: take.name });
         Ok(())
     }
 }
 
 fn take(product: &str, n: u32, order: &str) -> UpsertProduct {
-    UpsertProduct {
-        product_id: product.into(),
-        name: order.into(),
-        price_cents: 0,
-        stock: n,
-    }
+    UpsertProduct { product_id: product.into(), name: order.into(), price_cents: 0, stock: n }
 }
 
 #[tokio::test]
@@ -82,16 +67,9 @@ async fn an_unpublished_outbox_is_handed_out_again_on_redelivery() {
     let event = envelope_for(&take("p", 3, "o-1"));
     let incoming = jetsaga_core::Incoming::new(event.clone());
     // First delivery commits, but the runtime "crashes" before publishing.
-    let Outcome::Publish(first) = t.engine().handle_one(&incoming).await else {
-        panic!("not processed")
-    };
-    let Outcome::Publish(second) = t.engine().handle_one(&incoming).await else {
-        panic!("not processed")
-    };
-    assert_eq!(
-        first, second,
-        "the same events, with the same ids, are published again"
-    );
+    let Outcome::Publish(first) = t.engine().handle_one(&incoming).await else { panic!("not processed") };
+    let Outcome::Publish(second) = t.engine().handle_one(&incoming).await else { panic!("not processed") };
+    assert_eq!(first, second, "the same events, with the same ids, are published again");
     assert_eq!(t.state::<u32>("left/p").await, Some(7));
 }
 
@@ -102,11 +80,7 @@ async fn a_rejection_publishes_its_failure_event_and_discards_writes() {
     let failed: ReservationFailed = run.single();
     assert_eq!(failed.reason, "want 11, have 10");
     assert_eq!(run.rejection_reason(), "want 11, have 10");
-    assert_eq!(
-        t.state::<u32>("left/p").await,
-        None,
-        "the rejected handler's write must not be committed"
-    );
+    assert_eq!(t.state::<u32>("left/p").await, None, "the rejected handler's write must not be committed");
 }
 
 #[tokio::test]
@@ -116,31 +90,20 @@ async fn malformed_input_is_dead_lettered_with_the_field_named() {
     event.data = serde_json::json!({"product_id": "p", "name": "o", "price_cents": 1, "stock": -1});
     let run = t.deliver(event).await;
     let reason = run.dead_letter_reason();
-    assert!(
-        reason.contains("field `stock`") && reason.contains("-1"),
-        "{reason}"
-    );
+    assert!(reason.contains("field `stock`") && reason.contains("-1"), "{reason}");
 }
 
 #[tokio::test]
 async fn retryable_failures_ask_for_a_retry_and_store_nothing() {
     let t = TestFunction::new(Taker);
-    let run = t
-        .when(&CreateCustomer {
-            customer_id: "c".into(),
-            name: "n".into(),
-            credit_limit_cents: 1,
-        })
-        .await;
+    let run = t.when(&CreateCustomer { customer_id: "c".into(), name: "n".into(), credit_limit_cents: 1 }).await;
     assert_eq!(run.outcome, Outcome::Retry("the bank is down".into()));
 }
 
 #[tokio::test]
 async fn a_batch_sees_its_own_writes_and_never_oversells() {
     let t = TestFunction::new(Taker);
-    let events: Vec<Envelope> = (0..5)
-        .map(|i| envelope_for(&take("p", 3, &format!("o-{i}"))))
-        .collect();
+    let events: Vec<Envelope> = (0..5).map(|i| envelope_for(&take("p", 3, &format!("o-{i}")))).collect();
     let runs = t.deliver_batch(events).await;
     let types: Vec<Vec<&str>> = runs.iter().map(|r| r.emitted_types()).collect();
     assert_eq!(
@@ -161,11 +124,7 @@ async fn a_batch_with_a_redelivered_event_still_processes_everything_once() {
     let t = TestFunction::new(Taker);
     let first = envelope_for(&take("p", 2, "o-1"));
     t.deliver(first.clone()).await;
-    let batch = vec![
-        envelope_for(&take("p", 1, "o-2")),
-        first,
-        envelope_for(&take("p", 1, "o-3")),
-    ];
+    let batch = vec![envelope_for(&take("p", 1, "o-2")), first, envelope_for(&take("p", 1, "o-3"))];
     let runs = t.deliver_batch(batch).await;
     assert_eq!(runs[0].single::<InventoryReleased>().order_id, "o-2");
     runs[1].assert_nothing_emitted();

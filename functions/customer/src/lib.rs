@@ -74,11 +74,7 @@ pub struct CustomerCredit;
 pub static SPEC: FunctionSpec = FunctionSpec {
     name: "customer",
     description: "Customers and credit: reserves the order total, rejects what exceeds the credit, releases it",
-    subscribes: &[
-        INVENTORY_EVT_RESERVED,
-        ORDERS_EVT_FAILED,
-        ORDERS_EVT_CANCELED,
-    ],
+    subscribes: &[INVENTORY_EVT_RESERVED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED],
     accepts: &[CUSTOMERS_CMD_CREATE],
     emits: &[
         CUSTOMERS_EVT_CREATED,
@@ -86,7 +82,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         CUSTOMERS_EVT_CREDIT_REJECTED,
         CUSTOMERS_EVT_CREDIT_RELEASED,
     ],
-    queries: &[CUSTOMERS_QUERY_GET],
+    queries: &[CUSTOMERS_QUERY_GET, CUSTOMERS_QUERY_LIST],
 };
 
 impl CustomerCredit {
@@ -135,11 +131,8 @@ impl CustomerCredit {
             return Ok(());
         }
         let reject = |reason: String| {
-            let event = CreditRejected {
-                order_id: order_id.into(),
-                customer_id: customer_id.into(),
-                reason: reason.clone(),
-            };
+            let event =
+                CreditRejected { order_id: order_id.into(), customer_id: customer_id.into(), reason: reason.clone() };
             Err(HandlerError::rejected(reason, &event))
         };
         let ckey = customer_key(customer_id);
@@ -148,9 +141,7 @@ impl CustomerCredit {
         };
         let available = customer.available_cents();
         if amount_cents > available {
-            return reject(format!(
-                "order total {amount_cents} cents exceeds available credit {available} cents"
-            ));
+            return reject(format!("order total {amount_cents} cents exceeds available credit {available} cents"));
         }
         customer.used_cents += amount_cents;
         ctx.put(&ckey, &customer);
@@ -161,11 +152,7 @@ impl CustomerCredit {
             status: HoldStatus::Held,
         };
         ctx.put(&key, &hold);
-        ctx.emit(CreditReserved {
-            order_id: order_id.into(),
-            customer_id: customer_id.into(),
-            amount_cents,
-        });
+        ctx.emit(CreditReserved { order_id: order_id.into(), customer_id: customer_id.into(), amount_cents });
         Ok(())
     }
 
@@ -202,6 +189,16 @@ impl CustomerCredit {
     }
 }
 
+fn view(customer: Customer) -> CustomerView {
+    CustomerView {
+        available_cents: customer.available_cents(),
+        customer_id: customer.customer_id,
+        name: customer.name,
+        credit_limit_cents: customer.credit_limit_cents,
+        used_cents: customer.used_cents,
+    }
+}
+
 #[async_trait]
 impl Function for CustomerCredit {
     fn spec(&self) -> &'static FunctionSpec {
@@ -213,61 +210,36 @@ impl Function for CustomerCredit {
             CUSTOMERS_CMD_CREATE => self.create(ctx, event.data_as()?).await,
             INVENTORY_EVT_RESERVED => {
                 let reserved: InventoryReserved = event.data_as()?;
-                self.reserve(
-                    ctx,
-                    &reserved.order_id,
-                    &reserved.customer_id,
-                    reserved.total_cents,
-                )
-                .await
+                self.reserve(ctx, &reserved.order_id, &reserved.customer_id, reserved.total_cents).await
             }
             CUSTOMERS_CMD_RESERVE_CREDIT => {
                 let cmd: ReserveCredit = event.data_as()?;
-                self.reserve(ctx, &cmd.order_id, &cmd.customer_id, cmd.amount_cents)
-                    .await
+                self.reserve(ctx, &cmd.order_id, &cmd.customer_id, cmd.amount_cents).await
             }
-            ORDERS_EVT_FAILED => {
-                self.release(ctx, &event.data_as::<OrderFailed>()?.order_id)
-                    .await
-            }
-            ORDERS_EVT_CANCELED => {
-                self.release(ctx, &event.data_as::<OrderCanceled>()?.order_id)
-                    .await
-            }
-            CUSTOMERS_CMD_RELEASE_CREDIT => {
-                self.release(ctx, &event.data_as::<ReleaseCredit>()?.order_id)
-                    .await
-            }
-            other => Err(HandlerError::malformed(format!(
-                "customer does not handle {other}"
-            ))),
+            ORDERS_EVT_FAILED => self.release(ctx, &event.data_as::<OrderFailed>()?.order_id).await,
+            ORDERS_EVT_CANCELED => self.release(ctx, &event.data_as::<OrderCanceled>()?.order_id).await,
+            CUSTOMERS_CMD_RELEASE_CREDIT => self.release(ctx, &event.data_as::<ReleaseCredit>()?.order_id).await,
+            other => Err(HandlerError::malformed(format!("customer does not handle {other}"))),
         }
     }
 
-    async fn query(
-        &self,
-        ctx: &QueryCtx<'_>,
-        subject: &str,
-        request: &[u8],
-    ) -> Result<serde_json::Value, QueryError> {
-        if subject != CUSTOMERS_QUERY_GET {
-            return Err(QueryError::NotFound(format!(
-                "customer serves no query {subject}"
-            )));
-        }
-        let request: GetCustomer = jetsaga_events::envelope::decode_json(subject, request)?;
-        let customer = ctx
-            .get::<Customer>(&customer_key(&request.customer_id))
-            .await?
-            .ok_or_else(|| QueryError::NotFound(format!("no customer {}", request.customer_id)))?;
-        let view = CustomerView {
-            available_cents: customer.available_cents(),
-            customer_id: customer.customer_id,
-            name: customer.name,
-            credit_limit_cents: customer.credit_limit_cents,
-            used_cents: customer.used_cents,
+    async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
+        let reply = match subject {
+            CUSTOMERS_QUERY_GET => {
+                let request: GetCustomer = jetsaga_events::envelope::decode_json(subject, request)?;
+                let customer = ctx
+                    .get::<Customer>(&customer_key(&request.customer_id))
+                    .await?
+                    .ok_or_else(|| QueryError::NotFound(format!("no customer {}", request.customer_id)))?;
+                serde_json::to_value(view(customer))
+            }
+            CUSTOMERS_QUERY_LIST => {
+                let customers = ctx.scan::<Customer>("customer/").await?.into_iter().map(|(_, c)| view(c)).collect();
+                serde_json::to_value(CustomerList { customers })
+            }
+            other => return Err(QueryError::NotFound(format!("customer serves no query {other}"))),
         };
-        Ok(serde_json::to_value(view).expect("views serialize"))
+        Ok(reply.expect("views serialize"))
     }
 }
 
@@ -278,30 +250,16 @@ mod tests {
 
     async fn with_customer(limit: u64) -> TestFunction {
         let t = TestFunction::new(CustomerCredit);
-        t.when(&CreateCustomer {
-            customer_id: "c-1".into(),
-            name: "Ada".into(),
-            credit_limit_cents: limit,
-        })
-        .await;
+        t.when(&CreateCustomer { customer_id: "c-1".into(), name: "Ada".into(), credit_limit_cents: limit }).await;
         t
     }
 
     fn reserved(order: &str, customer: &str, total: u64) -> InventoryReserved {
-        InventoryReserved {
-            order_id: order.into(),
-            customer_id: customer.into(),
-            lines: vec![],
-            total_cents: total,
-        }
+        InventoryReserved { order_id: order.into(), customer_id: customer.into(), lines: vec![], total_cents: total }
     }
 
     async fn view(t: &TestFunction) -> CustomerView {
-        t.query(&GetCustomer {
-            customer_id: "c-1".into(),
-        })
-        .await
-        .unwrap()
+        t.query(&GetCustomer { customer_id: "c-1".into() }).await.unwrap()
     }
 
     #[tokio::test]
@@ -319,15 +277,10 @@ mod tests {
         t.when(&reserved("o-1", "c-1", 6_000)).await;
         let run = t.when(&reserved("o-2", "c-1", 4_001)).await;
         let rejected: CreditRejected = run.single();
-        assert_eq!(
-            rejected.reason,
-            "order total 4001 cents exceeds available credit 4000 cents"
-        );
+        assert_eq!(rejected.reason, "order total 4001 cents exceeds available credit 4000 cents");
         assert_eq!(view(&t).await.used_cents, 6_000);
         // Exactly the available credit is fine.
-        t.when(&reserved("o-3", "c-1", 4_000))
-            .await
-            .single::<CreditReserved>();
+        t.when(&reserved("o-3", "c-1", 4_000)).await.single::<CreditReserved>();
     }
 
     #[tokio::test]
@@ -341,69 +294,38 @@ mod tests {
     async fn failure_or_cancel_releases_the_credit_once_and_blocks_late_holds() {
         let t = with_customer(10_000).await;
         t.when(&reserved("o-1", "c-1", 6_000)).await;
-        let released: CreditReleased = t
-            .when(&OrderCanceled {
-                order_id: "o-1".into(),
-                reason: None,
-            })
-            .await
-            .single();
+        let released: CreditReleased = t.when(&OrderCanceled { order_id: "o-1".into(), reason: None }).await.single();
         assert_eq!(released.amount_cents, 6_000);
-        t.when(&OrderFailed {
-            order_id: "o-1".into(),
-            reason: "x".into(),
-            step: None,
-        })
-        .await
-        .assert_nothing_emitted();
+        t.when(&OrderFailed { order_id: "o-1".into(), reason: "x".into(), step: None }).await.assert_nothing_emitted();
         assert_eq!(view(&t).await.used_cents, 0);
 
-        t.when(&OrderFailed {
-            order_id: "o-2".into(),
-            reason: "x".into(),
-            step: None,
-        })
-        .await
-        .assert_nothing_emitted();
-        t.when(&reserved("o-2", "c-1", 100))
-            .await
-            .assert_nothing_emitted();
-        assert_eq!(
-            view(&t).await.used_cents,
-            0,
-            "an ended order never holds credit"
-        );
+        t.when(&OrderFailed { order_id: "o-2".into(), reason: "x".into(), step: None }).await.assert_nothing_emitted();
+        t.when(&reserved("o-2", "c-1", 100)).await.assert_nothing_emitted();
+        assert_eq!(view(&t).await.used_cents, 0, "an ended order never holds credit");
     }
 
     #[tokio::test]
     async fn updating_a_customer_keeps_credit_in_use() {
         let t = with_customer(10_000).await;
         t.when(&reserved("o-1", "c-1", 6_000)).await;
-        t.when(&CreateCustomer {
-            customer_id: "c-1".into(),
-            name: "Ada L.".into(),
-            credit_limit_cents: 5_000,
-        })
-        .await;
+        t.when(&CreateCustomer { customer_id: "c-1".into(), name: "Ada L.".into(), credit_limit_cents: 5_000 }).await;
         let v = view(&t).await;
-        assert_eq!(
-            (v.name.as_str(), v.used_cents, v.available_cents),
-            ("Ada L.", 6_000, 0)
-        );
+        assert_eq!((v.name.as_str(), v.used_cents, v.available_cents), ("Ada L.", 6_000, 0));
+    }
+
+    #[tokio::test]
+    async fn customers_are_listed_by_id() {
+        let t = with_customer(1).await;
+        t.when(&CreateCustomer { customer_id: "a-0".into(), name: "Zed".into(), credit_limit_cents: 5 }).await;
+        let list: CustomerList = t.query(&ListCustomers {}).await.unwrap();
+        let ids: Vec<&str> = list.customers.iter().map(|c| c.customer_id.as_str()).collect();
+        assert_eq!(ids, ["a-0", "c-1"]);
     }
 
     #[tokio::test]
     async fn unknown_customers_are_a_404_query() {
         let t = with_customer(1).await;
-        let err = t
-            .query::<_, CustomerView>(&GetCustomer {
-                customer_id: "nobody".into(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(
-            (err.code(), err.to_string()),
-            (404, "no customer nobody".into())
-        );
+        let err = t.query::<_, CustomerView>(&GetCustomer { customer_id: "nobody".into() }).await.unwrap_err();
+        assert_eq!((err.code(), err.to_string()), (404, "no customer nobody".into()));
     }
 }

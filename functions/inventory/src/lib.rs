@@ -74,12 +74,7 @@ pub struct Inventory;
 pub static SPEC: FunctionSpec = FunctionSpec {
     name: "inventory",
     description: "Catalog and stock: reserves all order lines or none, releases and consumes them",
-    subscribes: &[
-        ORDERS_EVT_CREATED,
-        ORDERS_EVT_FAILED,
-        ORDERS_EVT_CANCELED,
-        ORDERS_EVT_COMPLETED,
-    ],
+    subscribes: &[ORDERS_EVT_CREATED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED, ORDERS_EVT_COMPLETED],
     accepts: &[INVENTORY_CMD_UPSERT_PRODUCT],
     emits: &[
         INVENTORY_EVT_PRODUCT_UPSERTED,
@@ -140,13 +135,7 @@ impl Inventory {
             return Ok(()); // decided before (or the order already ended)
         }
         let fail = |reason: String| {
-            Err(HandlerError::rejected(
-                reason.clone(),
-                &ReservationFailed {
-                    order_id: order_id.to_string(),
-                    reason,
-                },
-            ))
+            Err(HandlerError::rejected(reason.clone(), &ReservationFailed { order_id: order_id.to_string(), reason }))
         };
         // Repeated lines of one product add up, in first-seen order.
         let mut wanted: Vec<(String, u32)> = Vec::new();
@@ -171,10 +160,8 @@ impl Inventory {
                     product.stock
                 ));
             }
-            let Some(line_total) = product
-                .price_cents
-                .checked_mul(u64::from(quantity))
-                .and_then(|t| t.checked_add(total))
+            let Some(line_total) =
+                product.price_cents.checked_mul(u64::from(quantity)).and_then(|t| t.checked_add(total))
             else {
                 return fail("order total is too large".into());
             };
@@ -182,11 +169,7 @@ impl Inventory {
             product.stock -= quantity;
             product.reserved += quantity;
             ctx.put(&product_key(&product_id), &product);
-            lines.push(PricedLine {
-                product_id,
-                quantity,
-                unit_price_cents: product.price_cents,
-            });
+            lines.push(PricedLine { product_id, quantity, unit_price_cents: product.price_cents });
         }
         let reservation = Reservation {
             order_id: order_id.into(),
@@ -228,9 +211,7 @@ impl Inventory {
                 }
                 reservation.status = HoldStatus::Released;
                 ctx.put(&key, &reservation);
-                ctx.emit(InventoryReleased {
-                    order_id: order_id.into(),
-                });
+                ctx.emit(InventoryReleased { order_id: order_id.into() });
             }
             Some(_) => {}
         }
@@ -255,9 +236,7 @@ impl Inventory {
         }
         reservation.status = HoldStatus::Consumed;
         ctx.put(&key, &reservation);
-        ctx.emit(InventoryConsumed {
-            order_id: order_id.into(),
-        });
+        ctx.emit(InventoryConsumed { order_id: order_id.into() });
         Ok(())
     }
 }
@@ -273,50 +252,24 @@ impl Function for Inventory {
             INVENTORY_CMD_UPSERT_PRODUCT => self.upsert(ctx, event.data_as()?).await,
             ORDERS_EVT_CREATED => {
                 let created: OrderCreated = event.data_as()?;
-                self.reserve(ctx, &created.order_id, &created.customer_id, &created.items)
-                    .await
+                self.reserve(ctx, &created.order_id, &created.customer_id, &created.items).await
             }
             INVENTORY_CMD_RESERVE => {
                 let cmd: ReserveInventory = event.data_as()?;
-                self.reserve(ctx, &cmd.order_id, &cmd.customer_id, &cmd.items)
-                    .await
+                self.reserve(ctx, &cmd.order_id, &cmd.customer_id, &cmd.items).await
             }
-            ORDERS_EVT_FAILED => {
-                self.release(ctx, &event.data_as::<OrderFailed>()?.order_id)
-                    .await
-            }
-            ORDERS_EVT_CANCELED => {
-                self.release(ctx, &event.data_as::<OrderCanceled>()?.order_id)
-                    .await
-            }
-            INVENTORY_CMD_RELEASE => {
-                self.release(ctx, &event.data_as::<ReleaseInventory>()?.order_id)
-                    .await
-            }
-            ORDERS_EVT_COMPLETED => {
-                self.consume(ctx, &event.data_as::<OrderCompleted>()?.order_id)
-                    .await
-            }
-            INVENTORY_CMD_CONSUME => {
-                self.consume(ctx, &event.data_as::<ConsumeInventory>()?.order_id)
-                    .await
-            }
-            other => Err(HandlerError::malformed(format!(
-                "inventory does not handle {other}"
-            ))),
+            ORDERS_EVT_FAILED => self.release(ctx, &event.data_as::<OrderFailed>()?.order_id).await,
+            ORDERS_EVT_CANCELED => self.release(ctx, &event.data_as::<OrderCanceled>()?.order_id).await,
+            INVENTORY_CMD_RELEASE => self.release(ctx, &event.data_as::<ReleaseInventory>()?.order_id).await,
+            ORDERS_EVT_COMPLETED => self.consume(ctx, &event.data_as::<OrderCompleted>()?.order_id).await,
+            INVENTORY_CMD_CONSUME => self.consume(ctx, &event.data_as::<ConsumeInventory>()?.order_id).await,
+            other => Err(HandlerError::malformed(format!("inventory does not handle {other}"))),
         }
     }
 
-    async fn query(
-        &self,
-        ctx: &QueryCtx<'_>,
-        subject: &str,
-        request: &[u8],
-    ) -> Result<serde_json::Value, QueryError> {
+    async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         if subject != INVENTORY_QUERY_PRODUCTS {
-            return Err(QueryError::NotFound(format!(
-                "inventory serves no query {subject}"
-            )));
+            return Err(QueryError::NotFound(format!("inventory serves no query {subject}")));
         }
         if !request.iter().all(u8::is_ascii_whitespace) {
             let _: ListProducts = jetsaga_events::envelope::decode_json(subject, request)?;
@@ -361,13 +314,7 @@ mod tests {
         OrderCreated {
             order_id: order.into(),
             customer_id: "c-1".into(),
-            items: items
-                .iter()
-                .map(|(p, q)| OrderItem {
-                    product_id: p.to_string(),
-                    quantity: *q,
-                })
-                .collect(),
+            items: items.iter().map(|(p, q)| OrderItem { product_id: p.to_string(), quantity: *q }).collect(),
         }
     }
 
@@ -379,19 +326,9 @@ mod tests {
     #[tokio::test]
     async fn reserves_and_prices_every_line_from_the_catalog() {
         let t = with_stock(&[("kbd", 4999, 5), ("mouse", 1999, 5)]).await;
-        let reserved: InventoryReserved = t
-            .when(&created("o-1", &[("kbd", 2), ("mouse", 1)]))
-            .await
-            .single();
+        let reserved: InventoryReserved = t.when(&created("o-1", &[("kbd", 2), ("mouse", 1)])).await.single();
         assert_eq!(reserved.total_cents, 2 * 4999 + 1999);
-        assert_eq!(
-            reserved.lines[0],
-            PricedLine {
-                product_id: "kbd".into(),
-                quantity: 2,
-                unit_price_cents: 4999
-            }
-        );
+        assert_eq!(reserved.lines[0], PricedLine { product_id: "kbd".into(), quantity: 2, unit_price_cents: 4999 });
         assert_eq!(product(&t, "kbd").await, (3, 2));
         assert_eq!(product(&t, "mouse").await, (4, 1));
     }
@@ -399,24 +336,11 @@ mod tests {
     #[tokio::test]
     async fn repeated_lines_of_one_product_add_up() {
         let t = with_stock(&[("kbd", 100, 5)]).await;
-        let reserved: InventoryReserved = t
-            .when(&created("o-1", &[("kbd", 2), ("kbd", 3)]))
-            .await
-            .single();
-        assert_eq!(
-            reserved.lines,
-            vec![PricedLine {
-                product_id: "kbd".into(),
-                quantity: 5,
-                unit_price_cents: 100
-            }]
-        );
+        let reserved: InventoryReserved = t.when(&created("o-1", &[("kbd", 2), ("kbd", 3)])).await.single();
+        assert_eq!(reserved.lines, vec![PricedLine { product_id: "kbd".into(), quantity: 5, unit_price_cents: 100 }]);
         assert_eq!(product(&t, "kbd").await, (0, 5));
         let run = t.when(&created("o-2", &[("kbd", 1), ("kbd", 1)])).await;
-        assert_eq!(
-            run.single::<ReservationFailed>().reason,
-            "insufficient stock for kbd: requested 2, available 0"
-        );
+        assert_eq!(run.single::<ReservationFailed>().reason, "insufficient stock for kbd: requested 2, available 0");
     }
 
     #[tokio::test]
@@ -424,15 +348,8 @@ mod tests {
         let t = with_stock(&[("kbd", 100, 5), ("mouse", 50, 1)]).await;
         let run = t.when(&created("o-1", &[("kbd", 2), ("mouse", 2)])).await;
         let failed: ReservationFailed = run.single();
-        assert_eq!(
-            failed.reason,
-            "insufficient stock for mouse: requested 2, available 1"
-        );
-        assert_eq!(
-            product(&t, "kbd").await,
-            (5, 0),
-            "the first line must not stay reserved"
-        );
+        assert_eq!(failed.reason, "insufficient stock for mouse: requested 2, available 1");
+        assert_eq!(product(&t, "kbd").await, (5, 0), "the first line must not stay reserved");
         assert!(t.state::<Reservation>("reservation/o-1").await.is_none());
     }
 
@@ -440,26 +357,17 @@ mod tests {
     async fn unknown_products_fail_the_reservation_with_their_id() {
         let t = with_stock(&[("kbd", 100, 5)]).await;
         let run = t.when(&created("o-1", &[("kbd", 1), ("ghost", 1)])).await;
-        assert_eq!(
-            run.single::<ReservationFailed>().reason,
-            "unknown product ghost"
-        );
+        assert_eq!(run.single::<ReservationFailed>().reason, "unknown product ghost");
         assert_eq!(product(&t, "kbd").await, (5, 0));
     }
 
     #[tokio::test]
     async fn the_last_unit_goes_to_exactly_one_order() {
         let t = with_stock(&[("last", 100, 1)]).await;
-        let events = (0..5)
-            .map(|i| {
-                jetsaga_core::testing::envelope_for(&created(&format!("o-{i}"), &[("last", 1)]))
-            })
-            .collect();
+        let events =
+            (0..5).map(|i| jetsaga_core::testing::envelope_for(&created(&format!("o-{i}"), &[("last", 1)]))).collect();
         let runs = t.deliver_batch(events).await;
-        let reserved = runs
-            .iter()
-            .filter(|r| r.emitted_types() == [INVENTORY_EVT_RESERVED])
-            .count();
+        let reserved = runs.iter().filter(|r| r.emitted_types() == [INVENTORY_EVT_RESERVED]).count();
         assert_eq!(reserved, 1);
         assert_eq!(product(&t, "last").await, (0, 1));
     }
@@ -468,34 +376,18 @@ mod tests {
     async fn failure_or_cancel_releases_the_stock_once() {
         let t = with_stock(&[("kbd", 100, 5)]).await;
         t.when(&created("o-1", &[("kbd", 2)])).await;
-        let failed = OrderFailed {
-            order_id: "o-1".into(),
-            reason: "payment declined".into(),
-            step: None,
-        };
+        let failed = OrderFailed { order_id: "o-1".into(), reason: "payment declined".into(), step: None };
         t.when(&failed).await.single::<InventoryReleased>();
         assert_eq!(product(&t, "kbd").await, (5, 0));
-        t.when(&OrderCanceled {
-            order_id: "o-1".into(),
-            reason: None,
-        })
-        .await
-        .assert_nothing_emitted();
+        t.when(&OrderCanceled { order_id: "o-1".into(), reason: None }).await.assert_nothing_emitted();
         assert_eq!(product(&t, "kbd").await, (5, 0), "released once only");
     }
 
     #[tokio::test]
     async fn a_late_reservation_for_an_ended_order_is_ignored() {
         let t = with_stock(&[("kbd", 100, 5)]).await;
-        t.when(&OrderCanceled {
-            order_id: "o-1".into(),
-            reason: None,
-        })
-        .await
-        .assert_nothing_emitted();
-        t.when(&created("o-1", &[("kbd", 2)]))
-            .await
-            .assert_nothing_emitted();
+        t.when(&OrderCanceled { order_id: "o-1".into(), reason: None }).await.assert_nothing_emitted();
+        t.when(&created("o-1", &[("kbd", 2)])).await.assert_nothing_emitted();
         assert_eq!(product(&t, "kbd").await, (5, 0));
     }
 
@@ -503,36 +395,18 @@ mod tests {
     async fn completion_consumes_the_reserved_units() {
         let t = with_stock(&[("kbd", 100, 5)]).await;
         t.when(&created("o-1", &[("kbd", 2)])).await;
-        t.when(&OrderCompleted {
-            order_id: "o-1".into(),
-            total_cents: 200,
-        })
-        .await
-        .single::<InventoryConsumed>();
+        t.when(&OrderCompleted { order_id: "o-1".into(), total_cents: 200 }).await.single::<InventoryConsumed>();
         assert_eq!(product(&t, "kbd").await, (3, 0));
-        let failed = OrderFailed {
-            order_id: "o-1".into(),
-            reason: "late".into(),
-            step: None,
-        };
+        let failed = OrderFailed { order_id: "o-1".into(), reason: "late".into(), step: None };
         t.when(&failed).await.assert_nothing_emitted();
-        assert_eq!(
-            product(&t, "kbd").await,
-            (3, 0),
-            "consumed stock is never released"
-        );
+        assert_eq!(product(&t, "kbd").await, (3, 0), "consumed stock is never released");
     }
 
     #[tokio::test]
     async fn upsert_replaces_stock_but_keeps_units_in_flight() {
         let t = with_stock(&[("kbd", 100, 5)]).await;
         t.when(&created("o-1", &[("kbd", 2)])).await;
-        let upsert = UpsertProduct {
-            product_id: "kbd".into(),
-            name: "Keyboard".into(),
-            price_cents: 120,
-            stock: 10,
-        };
+        let upsert = UpsertProduct { product_id: "kbd".into(), name: "Keyboard".into(), price_cents: 120, stock: 10 };
         t.when(&upsert).await.single::<ProductUpserted>();
         let list: ProductList = t.query(&ListProducts {}).await.unwrap();
         assert_eq!(
@@ -550,18 +424,8 @@ mod tests {
     #[tokio::test]
     async fn invalid_products_are_refused_with_every_problem_named() {
         let t = TestFunction::new(Inventory);
-        let run = t
-            .when(&UpsertProduct {
-                product_id: " ".into(),
-                name: "".into(),
-                price_cents: 1,
-                stock: 1,
-            })
-            .await;
-        assert_eq!(
-            run.rejection_reason(),
-            "invalid product: product_id must not be empty; name must not be empty"
-        );
+        let run = t.when(&UpsertProduct { product_id: " ".into(), name: "".into(), price_cents: 1, stock: 1 }).await;
+        assert_eq!(run.rejection_reason(), "invalid product: product_id must not be empty; name must not be empty");
         assert!(run.emitted.is_empty());
     }
 }

@@ -49,11 +49,7 @@ pub struct Order {
 
 impl Order {
     fn record(&mut self, event: &str, at: DateTime<Utc>, note: Option<String>) {
-        self.timeline.push(TimelineEntry {
-            event: event.into(),
-            at,
-            note,
-        });
+        self.timeline.push(TimelineEntry { event: event.into(), at, note });
     }
 
     fn view(self) -> OrderView {
@@ -108,11 +104,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
 /// Checks a create command; every problem is named.
 pub fn validate(cmd: &CreateOrder) -> Result<(), String> {
     let mut problems = Vec::new();
-    if cmd
-        .order_id
-        .as_deref()
-        .is_some_and(|id| id.trim().is_empty())
-    {
+    if cmd.order_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
         problems.push("order_id must not be empty when given".to_string());
     }
     if cmd.customer_id.trim().is_empty() {
@@ -129,11 +121,7 @@ pub fn validate(cmd: &CreateOrder) -> Result<(), String> {
             problems.push(format!("items[{i}].quantity must be at least 1, got 0"));
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("invalid order: {}", problems.join("; ")))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(format!("invalid order: {}", problems.join("; "))) }
 }
 
 impl Orders {
@@ -142,11 +130,7 @@ impl Orders {
         // Without a client-chosen id, the command's event id names the order.
         let order_id = cmd.order_id.clone().unwrap_or_else(|| event.id.clone());
         if let Err(reason) = validate(&cmd) {
-            let failed = OrderFailed {
-                order_id,
-                reason: reason.clone(),
-                step: Some("order".into()),
-            };
+            let failed = OrderFailed { order_id, reason: reason.clone(), step: Some("order".into()) };
             return Err(HandlerError::rejected(reason, &failed));
         }
         if ctx.get::<Order>(&key(&order_id)).await?.is_some() {
@@ -163,45 +147,26 @@ impl Orders {
         };
         order.record(ORDERS_EVT_CREATED, ctx.now(), None);
         ctx.put(&key(&order_id), &order);
-        ctx.emit(OrderCreated {
-            order_id,
-            customer_id: cmd.customer_id,
-            items: cmd.items,
-        });
+        ctx.emit(OrderCreated { order_id, customer_id: cmd.customer_id, items: cmd.items });
         Ok(())
     }
 
     async fn cancel(&self, ctx: &mut Ctx<'_>, cmd: CancelOrder) -> Result<(), HandlerError> {
         let Some(mut order) = ctx.get::<Order>(&key(&cmd.order_id)).await? else {
-            return Err(HandlerError::Rejected {
-                reason: format!("no order {}", cmd.order_id),
-                events: vec![],
-            });
+            return Err(HandlerError::Rejected { reason: format!("no order {}", cmd.order_id), events: vec![] });
         };
         let refuse = |reason: String| {
-            let event = OrderCancelRefused {
-                order_id: cmd.order_id.clone(),
-                reason: reason.clone(),
-            };
+            let event = OrderCancelRefused { order_id: cmd.order_id.clone(), reason: reason.clone() };
             Err(HandlerError::rejected(reason, &event))
         };
         match order.status {
             OrderStatus::Canceling | OrderStatus::Canceled => Ok(()), // already on its way
             OrderStatus::Shipped => refuse(format!("order {} has already shipped", cmd.order_id)),
-            OrderStatus::Completed => {
-                refuse(format!("order {} is already completed", cmd.order_id))
-            }
+            OrderStatus::Completed => refuse(format!("order {} is already completed", cmd.order_id)),
             OrderStatus::Failed => refuse(format!("order {} has already failed", cmd.order_id)),
-            OrderStatus::Pending
-            | OrderStatus::StockReserved
-            | OrderStatus::CreditReserved
-            | OrderStatus::Paid => {
+            OrderStatus::Pending | OrderStatus::StockReserved | OrderStatus::CreditReserved | OrderStatus::Paid => {
                 order.status = OrderStatus::Canceling;
-                order.reason = Some(
-                    cmd.reason
-                        .clone()
-                        .unwrap_or_else(|| "canceled by the customer".into()),
-                );
+                order.reason = Some(cmd.reason.clone().unwrap_or_else(|| "canceled by the customer".into()));
                 order.record(ORDERS_EVT_CANCEL_REQUESTED, ctx.now(), cmd.reason.clone());
                 ctx.put(&key(&cmd.order_id), &order);
                 ctx.emit(OrderCancelRequested {
@@ -218,24 +183,14 @@ impl Orders {
         order.status = OrderStatus::Failed;
         order.reason = Some(reason.clone());
         order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
-        ctx.emit(OrderFailed {
-            order_id: order.order_id.clone(),
-            reason,
-            step: Some(step.into()),
-        });
+        ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(step.into()) });
     }
 
     /// Moves the order along on another step's event.
     async fn follow(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let Some(order_id) = event
-            .order_id
-            .clone()
-            .or_else(|| event.data["order_id"].as_str().map(str::to_string))
+        let Some(order_id) = event.order_id.clone().or_else(|| event.data["order_id"].as_str().map(str::to_string))
         else {
-            return Err(HandlerError::malformed(format!(
-                "{} without an order_id",
-                event.event_type
-            )));
+            return Err(HandlerError::malformed(format!("{} without an order_id", event.event_type)));
         };
         let Some(mut order) = ctx.get::<Order>(&key(&order_id)).await? else {
             return Ok(()); // not one of ours (an invalid create was never stored)
@@ -254,9 +209,7 @@ impl Orders {
                     order.status = OrderStatus::StockReserved;
                 }
             }
-            CUSTOMERS_EVT_CREDIT_RESERVED if !canceling => {
-                order.status = OrderStatus::CreditReserved
-            }
+            CUSTOMERS_EVT_CREDIT_RESERVED if !canceling => order.status = OrderStatus::CreditReserved,
             PAYMENTS_EVT_EXECUTED if !canceling => order.status = OrderStatus::Paid,
             SHIPPING_EVT_SCHEDULED => {
                 if canceling {
@@ -264,28 +217,19 @@ impl Orders {
                     let reason = format!("order {order_id} has already shipped");
                     order.reason = None;
                     order.record(ORDERS_EVT_CANCEL_REFUSED, ctx.now(), Some(reason.clone()));
-                    ctx.emit(OrderCancelRefused {
-                        order_id: order_id.clone(),
-                        reason,
-                    });
+                    ctx.emit(OrderCancelRefused { order_id: order_id.clone(), reason });
                 }
                 order.status = OrderStatus::Shipped;
             }
             SHIPPING_EVT_INFORMED => {
                 order.status = OrderStatus::Completed;
                 order.record(ORDERS_EVT_COMPLETED, ctx.now(), None);
-                ctx.emit(OrderCompleted {
-                    order_id: order_id.clone(),
-                    total_cents: order.total_cents.unwrap_or(0),
-                });
+                ctx.emit(OrderCompleted { order_id: order_id.clone(), total_cents: order.total_cents.unwrap_or(0) });
             }
             SHIPPING_EVT_CANCELED if canceling => {
                 order.status = OrderStatus::Canceled;
                 order.record(ORDERS_EVT_CANCELED, ctx.now(), order.reason.clone());
-                ctx.emit(OrderCanceled {
-                    order_id: order_id.clone(),
-                    reason: order.reason.clone(),
-                });
+                ctx.emit(OrderCanceled { order_id: order_id.clone(), reason: order.reason.clone() });
             }
             // While canceling, shipping's answer decides; failures change nothing.
             INVENTORY_EVT_RESERVATION_FAILED
@@ -300,10 +244,7 @@ impl Orders {
                     PAYMENTS_EVT_FAILED => "payment",
                     _ => "shipping",
                 };
-                let reason = event.data["reason"]
-                    .as_str()
-                    .unwrap_or("no reason given")
-                    .to_string();
+                let reason = event.data["reason"].as_str().unwrap_or("no reason given").to_string();
                 Self::fail(ctx, &mut order, step, reason);
             }
             _ => {}
@@ -327,16 +268,9 @@ impl Function for Orders {
         }
     }
 
-    async fn query(
-        &self,
-        ctx: &QueryCtx<'_>,
-        subject: &str,
-        request: &[u8],
-    ) -> Result<serde_json::Value, QueryError> {
+    async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         if subject != ORDERS_QUERY_GET {
-            return Err(QueryError::NotFound(format!(
-                "order serves no query {subject}"
-            )));
+            return Err(QueryError::NotFound(format!("order serves no query {subject}")));
         }
         let request: GetOrder = jetsaga_events::envelope::decode_json(subject, request)?;
         let order = ctx
@@ -356,46 +290,24 @@ mod tests {
         CreateOrder {
             order_id: order_id.map(str::to_string),
             customer_id: "c-1".into(),
-            items: items
-                .iter()
-                .map(|(p, q)| OrderItem {
-                    product_id: p.to_string(),
-                    quantity: *q,
-                })
-                .collect(),
+            items: items.iter().map(|(p, q)| OrderItem { product_id: p.to_string(), quantity: *q }).collect(),
         }
     }
 
     async fn status(t: &TestFunction, id: &str) -> OrderStatus {
-        t.query::<_, OrderView>(&GetOrder {
-            order_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .status
+        t.query::<_, OrderView>(&GetOrder { order_id: id.into() }).await.unwrap().status
     }
 
     async fn placed(t: &TestFunction, id: &str) {
-        t.when(&create(Some(id), &[("p", 1)]))
-            .await
-            .single::<OrderCreated>();
+        t.when(&create(Some(id), &[("p", 1)])).await.single::<OrderCreated>();
     }
 
     fn reserved(id: &str) -> InventoryReserved {
-        InventoryReserved {
-            order_id: id.into(),
-            customer_id: "c-1".into(),
-            lines: vec![],
-            total_cents: 250,
-        }
+        InventoryReserved { order_id: id.into(), customer_id: "c-1".into(), lines: vec![], total_cents: 250 }
     }
 
     fn scheduled(id: &str) -> ShipmentScheduled {
-        ShipmentScheduled {
-            order_id: id.into(),
-            shipment_id: "s".into(),
-            worker: "w".into(),
-        }
+        ShipmentScheduled { order_id: id.into(), shipment_id: "s".into(), worker: "w".into() }
     }
 
     #[tokio::test]
@@ -403,9 +315,7 @@ mod tests {
         let t = TestFunction::new(Orders);
         let created: OrderCreated = t.when(&create(Some("o-1"), &[("p", 2)])).await.single();
         assert_eq!(created.order_id, "o-1");
-        t.when(&create(Some("o-1"), &[("p", 2)]))
-            .await
-            .assert_nothing_emitted();
+        t.when(&create(Some("o-1"), &[("p", 2)])).await.assert_nothing_emitted();
         assert_eq!(status(&t, "o-1").await, OrderStatus::Pending);
     }
 
@@ -431,10 +341,7 @@ mod tests {
         assert_eq!(failed.step.as_deref(), Some("order"));
         assert!(t.state::<Order>("order/o-1").await.is_none());
         let run = t.when(&create(Some("o-2"), &[])).await;
-        assert_eq!(
-            run.rejection_reason(),
-            "invalid order: items must list at least one product"
-        );
+        assert_eq!(run.rejection_reason(), "invalid order: items must list at least one product");
     }
 
     #[tokio::test]
@@ -442,12 +349,7 @@ mod tests {
         let t = TestFunction::new(Orders);
         placed(&t, "o-1").await;
         t.when(&reserved("o-1")).await.assert_nothing_emitted();
-        t.when(&CreditReserved {
-            order_id: "o-1".into(),
-            customer_id: "c-1".into(),
-            amount_cents: 250,
-        })
-        .await;
+        t.when(&CreditReserved { order_id: "o-1".into(), customer_id: "c-1".into(), amount_cents: 250 }).await;
         t.when(&PaymentExecuted {
             order_id: "o-1".into(),
             customer_id: "c-1".into(),
@@ -458,20 +360,10 @@ mod tests {
         assert_eq!(status(&t, "o-1").await, OrderStatus::Paid);
         t.when(&scheduled("o-1")).await;
         assert_eq!(status(&t, "o-1").await, OrderStatus::Shipped);
-        let run = t
-            .when(&ShipmentInformed {
-                order_id: "o-1".into(),
-                shipment_id: "s".into(),
-                worker: "w".into(),
-            })
-            .await;
+        let run =
+            t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() }).await;
         assert_eq!(run.single::<OrderCompleted>().total_cents, 250);
-        let view: OrderView = t
-            .query(&GetOrder {
-                order_id: "o-1".into(),
-            })
-            .await
-            .unwrap();
+        let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
         let events: Vec<&str> = view.timeline.iter().map(|e| e.event.as_str()).collect();
         assert_eq!(
             events,
@@ -507,10 +399,7 @@ mod tests {
                 "customer",
             ),
             (
-                jetsaga_core::testing::envelope_for(&PaymentFailed {
-                    order_id: "o".into(),
-                    reason: "declined".into(),
-                }),
+                jetsaga_core::testing::envelope_for(&PaymentFailed { order_id: "o".into(), reason: "declined".into() }),
                 "payment",
             ),
             (
@@ -526,10 +415,7 @@ mod tests {
             placed(&t, "o").await;
             let reason = event.data["reason"].as_str().unwrap().to_string();
             let failed: OrderFailed = t.deliver(event).await.single();
-            assert_eq!(
-                (failed.step.as_deref(), failed.reason),
-                (Some(step), reason)
-            );
+            assert_eq!((failed.step.as_deref(), failed.reason), (Some(step), reason));
             assert_eq!(status(&t, "o").await, OrderStatus::Failed);
         }
     }
@@ -538,35 +424,13 @@ mod tests {
     async fn late_or_duplicate_events_never_change_a_terminal_order() {
         let t = TestFunction::new(Orders);
         placed(&t, "o-1").await;
-        t.when(&PaymentFailed {
-            order_id: "o-1".into(),
-            reason: "declined".into(),
-        })
-        .await
-        .single::<OrderFailed>();
-        t.when(&PaymentFailed {
-            order_id: "o-1".into(),
-            reason: "again".into(),
-        })
-        .await
-        .assert_nothing_emitted();
-        t.when(&ShipmentInformed {
-            order_id: "o-1".into(),
-            shipment_id: "s".into(),
-            worker: "w".into(),
-        })
-        .await
-        .assert_nothing_emitted();
-        let view: OrderView = t
-            .query(&GetOrder {
-                order_id: "o-1".into(),
-            })
+        t.when(&PaymentFailed { order_id: "o-1".into(), reason: "declined".into() }).await.single::<OrderFailed>();
+        t.when(&PaymentFailed { order_id: "o-1".into(), reason: "again".into() }).await.assert_nothing_emitted();
+        t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() })
             .await
-            .unwrap();
-        assert_eq!(
-            (view.status, view.reason.as_deref()),
-            (OrderStatus::Failed, Some("declined"))
-        );
+            .assert_nothing_emitted();
+        let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
+        assert_eq!((view.status, view.reason.as_deref()), (OrderStatus::Failed, Some("declined")));
     }
 
     #[tokio::test]
@@ -574,26 +438,13 @@ mod tests {
         let t = TestFunction::new(Orders);
         placed(&t, "o-1").await;
         t.when(&reserved("o-1")).await;
-        let cancel = CancelOrder {
-            order_id: "o-1".into(),
-            reason: Some("changed my mind".into()),
-        };
+        let cancel = CancelOrder { order_id: "o-1".into(), reason: Some("changed my mind".into()) };
         t.when(&cancel).await.single::<OrderCancelRequested>();
         assert_eq!(status(&t, "o-1").await, OrderStatus::Canceling);
         t.when(&cancel).await.assert_nothing_emitted();
         // A failure racing the cancel changes nothing; shipping's answer decides.
-        t.when(&PaymentFailed {
-            order_id: "o-1".into(),
-            reason: "x".into(),
-        })
-        .await
-        .assert_nothing_emitted();
-        let canceled: OrderCanceled = t
-            .when(&ShipmentCanceled {
-                order_id: "o-1".into(),
-            })
-            .await
-            .single();
+        t.when(&PaymentFailed { order_id: "o-1".into(), reason: "x".into() }).await.assert_nothing_emitted();
+        let canceled: OrderCanceled = t.when(&ShipmentCanceled { order_id: "o-1".into() }).await.single();
         assert_eq!(canceled.reason.as_deref(), Some("changed my mind"));
         assert_eq!(status(&t, "o-1").await, OrderStatus::Canceled);
     }
@@ -603,37 +454,14 @@ mod tests {
         let t = TestFunction::new(Orders);
         placed(&t, "o-1").await;
         t.when(&scheduled("o-1")).await;
-        let run = t
-            .when(&CancelOrder {
-                order_id: "o-1".into(),
-                reason: None,
-            })
-            .await;
-        assert_eq!(
-            run.single::<OrderCancelRefused>().reason,
-            "order o-1 has already shipped"
-        );
+        let run = t.when(&CancelOrder { order_id: "o-1".into(), reason: None }).await;
+        assert_eq!(run.single::<OrderCancelRefused>().reason, "order o-1 has already shipped");
         assert_eq!(status(&t, "o-1").await, OrderStatus::Shipped);
-        t.when(&ShipmentInformed {
-            order_id: "o-1".into(),
-            shipment_id: "s".into(),
-            worker: "w".into(),
-        })
-        .await;
-        let run = t
-            .when(&CancelOrder {
-                order_id: "o-1".into(),
-                reason: None,
-            })
-            .await;
+        t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() }).await;
+        let run = t.when(&CancelOrder { order_id: "o-1".into(), reason: None }).await;
         assert_eq!(run.rejection_reason(), "order o-1 is already completed");
         assert_eq!(status(&t, "o-1").await, OrderStatus::Completed);
-        let run = t
-            .when(&CancelOrder {
-                order_id: "nope".into(),
-                reason: None,
-            })
-            .await;
+        let run = t.when(&CancelOrder { order_id: "nope".into(), reason: None }).await;
         assert_eq!(run.rejection_reason(), "no order nope");
     }
 
@@ -641,29 +469,12 @@ mod tests {
     async fn a_cancel_that_loses_the_race_to_dispatch_is_refused_and_the_order_completes() {
         let t = TestFunction::new(Orders);
         placed(&t, "o-1").await;
-        t.when(&CancelOrder {
-            order_id: "o-1".into(),
-            reason: None,
-        })
-        .await
-        .single::<OrderCancelRequested>();
-        t.when(&scheduled("o-1"))
-            .await
-            .single::<OrderCancelRefused>();
-        let run = t
-            .when(&ShipmentInformed {
-                order_id: "o-1".into(),
-                shipment_id: "s".into(),
-                worker: "w".into(),
-            })
-            .await;
+        t.when(&CancelOrder { order_id: "o-1".into(), reason: None }).await.single::<OrderCancelRequested>();
+        t.when(&scheduled("o-1")).await.single::<OrderCancelRefused>();
+        let run =
+            t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() }).await;
         run.single::<OrderCompleted>();
-        let view: OrderView = t
-            .query(&GetOrder {
-                order_id: "o-1".into(),
-            })
-            .await
-            .unwrap();
+        let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
         assert_eq!((view.status, view.reason), (OrderStatus::Completed, None));
     }
 }

@@ -53,17 +53,9 @@ pub struct Payments;
 pub static SPEC: FunctionSpec = FunctionSpec {
     name: "payment",
     description: "Payments: charges the order total (under 100 cents is declined), refunds it",
-    subscribes: &[
-        CUSTOMERS_EVT_CREDIT_RESERVED,
-        ORDERS_EVT_FAILED,
-        ORDERS_EVT_CANCELED,
-    ],
+    subscribes: &[CUSTOMERS_EVT_CREDIT_RESERVED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED],
     accepts: &[],
-    emits: &[
-        PAYMENTS_EVT_EXECUTED,
-        PAYMENTS_EVT_FAILED,
-        PAYMENTS_EVT_REFUNDED,
-    ],
+    emits: &[PAYMENTS_EVT_EXECUTED, PAYMENTS_EVT_FAILED, PAYMENTS_EVT_REFUNDED],
     queries: &[],
 };
 
@@ -80,16 +72,9 @@ impl Payments {
             return Ok(());
         }
         if amount_cents < MIN_CHARGE_CENTS {
-            let reason = format!(
-                "payment of {amount_cents} cents declined: the minimum charge is {MIN_CHARGE_CENTS} cents"
-            );
-            return Err(HandlerError::rejected(
-                reason.clone(),
-                &PaymentFailed {
-                    order_id: order_id.into(),
-                    reason,
-                },
-            ));
+            let reason =
+                format!("payment of {amount_cents} cents declined: the minimum charge is {MIN_CHARGE_CENTS} cents");
+            return Err(HandlerError::rejected(reason.clone(), &PaymentFailed { order_id: order_id.into(), reason }));
         }
         let payment = Payment {
             order_id: order_id.into(),
@@ -146,29 +131,16 @@ impl Function for Payments {
         match event.event_type.as_str() {
             CUSTOMERS_EVT_CREDIT_RESERVED => {
                 let held: CreditReserved = event.data_as()?;
-                self.execute(ctx, &held.order_id, &held.customer_id, held.amount_cents)
-                    .await
+                self.execute(ctx, &held.order_id, &held.customer_id, held.amount_cents).await
             }
             PAYMENTS_CMD_EXECUTE => {
                 let cmd: ExecutePayment = event.data_as()?;
-                self.execute(ctx, &cmd.order_id, &cmd.customer_id, cmd.amount_cents)
-                    .await
+                self.execute(ctx, &cmd.order_id, &cmd.customer_id, cmd.amount_cents).await
             }
-            ORDERS_EVT_FAILED => {
-                self.refund(ctx, &event.data_as::<OrderFailed>()?.order_id)
-                    .await
-            }
-            ORDERS_EVT_CANCELED => {
-                self.refund(ctx, &event.data_as::<OrderCanceled>()?.order_id)
-                    .await
-            }
-            PAYMENTS_CMD_REFUND => {
-                self.refund(ctx, &event.data_as::<RefundPayment>()?.order_id)
-                    .await
-            }
-            other => Err(HandlerError::malformed(format!(
-                "payment does not handle {other}"
-            ))),
+            ORDERS_EVT_FAILED => self.refund(ctx, &event.data_as::<OrderFailed>()?.order_id).await,
+            ORDERS_EVT_CANCELED => self.refund(ctx, &event.data_as::<OrderCanceled>()?.order_id).await,
+            PAYMENTS_CMD_REFUND => self.refund(ctx, &event.data_as::<RefundPayment>()?.order_id).await,
+            other => Err(HandlerError::malformed(format!("payment does not handle {other}"))),
         }
     }
 }
@@ -179,65 +151,33 @@ mod tests {
     use jetsaga_core::testing::TestFunction;
 
     fn credit(order: &str, amount: u64) -> CreditReserved {
-        CreditReserved {
-            order_id: order.into(),
-            customer_id: "c-1".into(),
-            amount_cents: amount,
-        }
+        CreditReserved { order_id: order.into(), customer_id: "c-1".into(), amount_cents: amount }
     }
 
     #[tokio::test]
     async fn ninety_nine_cents_is_declined_and_a_dollar_is_charged() {
         let t = TestFunction::new(Payments);
         let failed: PaymentFailed = t.when(&credit("o-1", 99)).await.single();
-        assert_eq!(
-            failed.reason,
-            "payment of 99 cents declined: the minimum charge is 100 cents"
-        );
+        assert_eq!(failed.reason, "payment of 99 cents declined: the minimum charge is 100 cents");
         let paid: PaymentExecuted = t.when(&credit("o-2", 100)).await.single();
-        assert_eq!(
-            (paid.amount_cents, paid.payment_id.as_str()),
-            (100, "pay-o-2")
-        );
+        assert_eq!((paid.amount_cents, paid.payment_id.as_str()), (100, "pay-o-2"));
     }
 
     #[tokio::test]
     async fn a_payment_is_charged_once_and_refunded_once() {
         let t = TestFunction::new(Payments);
-        t.when(&credit("o-1", 500))
-            .await
-            .single::<PaymentExecuted>();
+        t.when(&credit("o-1", 500)).await.single::<PaymentExecuted>();
         t.when(&credit("o-1", 500)).await.assert_nothing_emitted();
-        let refunded: PaymentRefunded = t
-            .when(&OrderCanceled {
-                order_id: "o-1".into(),
-                reason: None,
-            })
-            .await
-            .single();
+        let refunded: PaymentRefunded = t.when(&OrderCanceled { order_id: "o-1".into(), reason: None }).await.single();
         assert_eq!(refunded.amount_cents, 500);
-        t.when(&OrderFailed {
-            order_id: "o-1".into(),
-            reason: "x".into(),
-            step: None,
-        })
-        .await
-        .assert_nothing_emitted();
-        assert_eq!(
-            t.state::<Payment>("payment/o-1").await.unwrap().status,
-            PaymentStatus::Refunded
-        );
+        t.when(&OrderFailed { order_id: "o-1".into(), reason: "x".into(), step: None }).await.assert_nothing_emitted();
+        assert_eq!(t.state::<Payment>("payment/o-1").await.unwrap().status, PaymentStatus::Refunded);
     }
 
     #[tokio::test]
     async fn an_ended_order_is_never_charged() {
         let t = TestFunction::new(Payments);
-        t.when(&OrderCanceled {
-            order_id: "o-1".into(),
-            reason: None,
-        })
-        .await
-        .assert_nothing_emitted();
+        t.when(&OrderCanceled { order_id: "o-1".into(), reason: None }).await.assert_nothing_emitted();
         t.when(&credit("o-1", 500)).await.assert_nothing_emitted();
     }
 }

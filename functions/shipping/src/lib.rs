@@ -51,9 +51,7 @@ fn key(order_id: &str) -> String {
 
 /// FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
 fn stable_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The shipping function.
@@ -67,28 +65,16 @@ pub struct Shipping {
 pub static SPEC: FunctionSpec = FunctionSpec {
     name: "shipping",
     description: "Shipping: dispatches paid orders to a delivery worker; arbitrates cancel before dispatch",
-    subscribes: &[
-        PAYMENTS_EVT_EXECUTED,
-        SHIPPING_EVT_SCHEDULED,
-        ORDERS_EVT_CANCEL_REQUESTED,
-        ORDERS_EVT_FAILED,
-    ],
+    subscribes: &[PAYMENTS_EVT_EXECUTED, SHIPPING_EVT_SCHEDULED, ORDERS_EVT_CANCEL_REQUESTED, ORDERS_EVT_FAILED],
     accepts: &[],
-    emits: &[
-        SHIPPING_EVT_SCHEDULED,
-        SHIPPING_EVT_INFORMED,
-        SHIPPING_EVT_FAILED,
-        SHIPPING_EVT_CANCELED,
-    ],
+    emits: &[SHIPPING_EVT_SCHEDULED, SHIPPING_EVT_INFORMED, SHIPPING_EVT_FAILED, SHIPPING_EVT_CANCELED],
     queries: &[],
 };
 
 impl Shipping {
     /// A shipping function whose shipments fail for `failure_rate` of orders.
     pub fn with_failure_rate(failure_rate: f64) -> Self {
-        Self {
-            failure_rate: failure_rate.clamp(0.0, 1.0),
-        }
+        Self { failure_rate: failure_rate.clamp(0.0, 1.0) }
     }
 
     fn fails(&self, order_id: &str) -> bool {
@@ -103,13 +89,7 @@ impl Shipping {
         }
         if self.fails(order_id) {
             let reason = format!("no delivery worker accepted order {order_id}");
-            return Err(HandlerError::rejected(
-                reason.clone(),
-                &ShipmentFailed {
-                    order_id: order_id.into(),
-                    reason,
-                },
-            ));
+            return Err(HandlerError::rejected(reason.clone(), &ShipmentFailed { order_id: order_id.into(), reason }));
         }
         let worker = WORKERS[(stable_hash(order_id) % WORKERS.len() as u64) as usize].to_string();
         let shipment = Shipment {
@@ -164,14 +144,9 @@ impl Shipping {
     pub async fn cancel(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<(), HandlerError> {
         let blocked_now = self.block(ctx, order_id).await?;
         let already_blocked = !blocked_now
-            && ctx
-                .get::<Shipment>(&key(order_id))
-                .await?
-                .is_some_and(|s| s.status == ShipmentStatus::Blocked);
+            && ctx.get::<Shipment>(&key(order_id)).await?.is_some_and(|s| s.status == ShipmentStatus::Blocked);
         if blocked_now || already_blocked {
-            ctx.emit(ShipmentCanceled {
-                order_id: order_id.into(),
-            });
+            ctx.emit(ShipmentCanceled { order_id: order_id.into() });
         }
         Ok(())
     }
@@ -185,29 +160,12 @@ impl Function for Shipping {
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
-            PAYMENTS_EVT_EXECUTED => {
-                self.schedule(ctx, &event.data_as::<PaymentExecuted>()?.order_id)
-                    .await
-            }
-            SHIPPING_CMD_SCHEDULE => {
-                self.schedule(ctx, &event.data_as::<ScheduleShipment>()?.order_id)
-                    .await
-            }
-            SHIPPING_EVT_SCHEDULED => {
-                self.inform(ctx, &event.data_as::<ShipmentScheduled>()?.order_id)
-                    .await
-            }
-            ORDERS_EVT_CANCEL_REQUESTED => {
-                self.cancel(ctx, &event.data_as::<OrderCancelRequested>()?.order_id)
-                    .await
-            }
-            ORDERS_EVT_FAILED => self
-                .block(ctx, &event.data_as::<OrderFailed>()?.order_id)
-                .await
-                .map(|_| ()),
-            other => Err(HandlerError::malformed(format!(
-                "shipping does not handle {other}"
-            ))),
+            PAYMENTS_EVT_EXECUTED => self.schedule(ctx, &event.data_as::<PaymentExecuted>()?.order_id).await,
+            SHIPPING_CMD_SCHEDULE => self.schedule(ctx, &event.data_as::<ScheduleShipment>()?.order_id).await,
+            SHIPPING_EVT_SCHEDULED => self.inform(ctx, &event.data_as::<ShipmentScheduled>()?.order_id).await,
+            ORDERS_EVT_CANCEL_REQUESTED => self.cancel(ctx, &event.data_as::<OrderCancelRequested>()?.order_id).await,
+            ORDERS_EVT_FAILED => self.block(ctx, &event.data_as::<OrderFailed>()?.order_id).await.map(|_| ()),
+            other => Err(HandlerError::malformed(format!("shipping does not handle {other}"))),
         }
     }
 }
@@ -218,12 +176,7 @@ mod tests {
     use jetsaga_core::testing::TestFunction;
 
     fn paid(order: &str) -> PaymentExecuted {
-        PaymentExecuted {
-            order_id: order.into(),
-            customer_id: "c".into(),
-            amount_cents: 100,
-            payment_id: "p".into(),
-        }
+        PaymentExecuted { order_id: order.into(), customer_id: "c".into(), amount_cents: 100, payment_id: "p".into() }
     }
 
     #[tokio::test]
@@ -243,21 +196,14 @@ mod tests {
         assert_eq!(failed.reason, "no delivery worker accepted order o-1");
         let half = Shipping::with_failure_rate(0.5);
         let failing = (0..1000).filter(|i| half.fails(&format!("o-{i}"))).count();
-        assert!(
-            (400..600).contains(&failing),
-            "about half should fail, got {failing}"
-        );
+        assert!((400..600).contains(&failing), "about half should fail, got {failing}");
         assert_eq!(half.fails("o-7"), half.fails("o-7"));
     }
 
     #[tokio::test]
     async fn a_cancel_before_dispatch_is_confirmed_and_blocks_shipping() {
         let t = TestFunction::new(Shipping::default());
-        let cancel = OrderCancelRequested {
-            order_id: "o-1".into(),
-            customer_id: "c".into(),
-            reason: None,
-        };
+        let cancel = OrderCancelRequested { order_id: "o-1".into(), customer_id: "c".into(), reason: None };
         t.when(&cancel).await.single::<ShipmentCanceled>();
         t.when(&paid("o-1")).await.assert_nothing_emitted();
     }
@@ -266,11 +212,7 @@ mod tests {
     async fn a_cancel_after_dispatch_is_not_confirmed() {
         let t = TestFunction::new(Shipping::default());
         t.when(&paid("o-1")).await.single::<ShipmentScheduled>();
-        let cancel = OrderCancelRequested {
-            order_id: "o-1".into(),
-            customer_id: "c".into(),
-            reason: None,
-        };
+        let cancel = OrderCancelRequested { order_id: "o-1".into(), customer_id: "c".into(), reason: None };
         t.when(&cancel).await.assert_nothing_emitted();
     }
 }

@@ -16,19 +16,14 @@ async fn main() -> anyhow::Result<()> {
     jetsaga_tests::init_tracing();
     let url = std::env::var("NATS_URL")?;
     let dir = std::env::var("JETSAGA_DATA_DIR")?;
-    let mut config = Config {
-        crash_after_commit: std::env::var("JETSAGA_CRASH_AFTER_COMMIT").ok(),
-        ..Config::default()
-    };
+    let mut config =
+        Config { crash_after_commit: std::env::var("JETSAGA_CRASH_AFTER_COMMIT").ok(), ..Config::default() };
     if let Ok(ms) = std::env::var("JETSAGA_ACK_WAIT_MS") {
         config.ack_wait = Duration::from_millis(ms.parse()?);
     }
     let store = SqliteStore::open(format!("{dir}/ledger.db"), Durability::Normal).await?;
     let client = async_nats::connect(url).await?;
-    let runtime = Runtime::new(client, config)
-        .with(Engine::new(Arc::new(Ledger::default()), Arc::new(store)));
-    runtime
-        .run(async { tokio::signal::ctrl_c().await.unwrap() })
-        .await?;
+    let runtime = Runtime::new(client, config).with(Engine::new(Arc::new(Ledger::default()), Arc::new(store)));
+    runtime.run(async { tokio::signal::ctrl_c().await.unwrap() }).await?;
     Ok(())
 }

@@ -66,32 +66,21 @@ pub fn headers(
         }
     }
     // Header values are single-line.
-    let reason: String = reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     headers.insert(FUNCTION, function);
     headers.insert(REASON, reason.as_str());
     headers.insert(ATTEMPTS, attempts.to_string().as_str());
     headers.insert(SUBJECT, subject);
     headers.insert(ORIGIN, origin);
     headers.insert(AT, Utc::now().to_rfc3339().as_str());
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("dlq/{function}/{origin}").as_str(),
-    );
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("dlq/{function}/{origin}").as_str());
     headers
 }
 
 impl DeadLetter {
     /// Reads a dead letter from a DLQ stream message.
     pub fn from_message(dlq_sequence: u64, headers: &HeaderMap, payload: &[u8]) -> Self {
-        let get = |name: &str| {
-            headers
-                .get(name)
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_default()
-        };
+        let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
         Self {
             dlq_sequence,
             function: get(FUNCTION),
@@ -99,9 +88,7 @@ impl DeadLetter {
             attempts: get(ATTEMPTS).parse().unwrap_or(0),
             subject: get(SUBJECT),
             origin: get(ORIGIN),
-            at: DateTime::parse_from_rfc3339(&get(AT))
-                .ok()
-                .map(|t| t.with_timezone(&Utc)),
+            at: DateTime::parse_from_rfc3339(&get(AT)).ok().map(|t| t.with_timezone(&Utc)),
             payload: String::from_utf8_lossy(payload).into_owned(),
         }
     }

@@ -115,11 +115,7 @@ impl Config {
     /// The delay before redelivery after the given delivery attempt (1-based).
     pub fn backoff_for(&self, delivered: i64) -> Duration {
         let index = usize::try_from(delivered.max(1) - 1).unwrap_or(0);
-        self.backoff
-            .get(index)
-            .or(self.backoff.last())
-            .copied()
-            .unwrap_or(Duration::from_secs(1))
+        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
     }
 }
 
@@ -136,12 +132,7 @@ impl Runtime {
     /// A runtime on `client` with `config`.
     pub fn new(client: async_nats::Client, config: Config) -> Self {
         let js = jetstream::new(client.clone());
-        Self {
-            client,
-            js,
-            config,
-            engines: Vec::new(),
-        }
+        Self { client, js, config, engines: Vec::new() }
     }
 
     /// Adds a function with its store.
@@ -171,20 +162,11 @@ impl Runtime {
         for engine in &self.engines {
             let spec = engine.function().spec();
             if !spec.queries.is_empty() || !spec.accepts.is_empty() {
-                services.push(
-                    service::serve(
-                        &self.client,
-                        self.js.clone(),
-                        engine.clone(),
-                        cancel.clone(),
-                    )
-                    .await?,
-                );
+                services.push(service::serve(&self.client, self.js.clone(), engine.clone(), cancel.clone()).await?);
             }
             if !spec.subscribes.is_empty() {
                 let consumer = provision::consumer(&self.js, &self.config, engine).await?;
-                let worker =
-                    worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());
+                let worker = worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());
                 tasks.spawn(worker.run(consumer, cancel.clone()));
             }
         }

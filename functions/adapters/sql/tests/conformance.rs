@@ -14,11 +14,7 @@ mod sqlite {
     async fn make() -> Arc<dyn Store> {
         // The directory must outlive the store; leak it for the test's lifetime.
         let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
-        Arc::new(
-            SqliteStore::open(dir.path().join("fn.db"), Durability::Normal)
-                .await
-                .unwrap(),
-        )
+        Arc::new(SqliteStore::open(dir.path().join("fn.db"), Durability::Normal).await.unwrap())
     }
 
     jetsaga_core::store_conformance_tests!(make());
@@ -28,8 +24,7 @@ mod postgres {
     use super::*;
 
     pub fn database_url() -> String {
-        std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
     }
 
     async fn make() -> Arc<dyn Store> {
@@ -49,19 +44,9 @@ async fn sqlite_state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/fn.db");
     let store = SqliteStore::open(&path, Durability::Full).await.unwrap();
-    let write = jetsaga_core::Write {
-        key: "k".into(),
-        value: Some(b"1".to_vec()),
-        expect: jetsaga_core::Expect::Absent,
-    };
-    store
-        .commit(&[jetsaga_core::Commit {
-            event_id: "e".into(),
-            writes: vec![write],
-            outbox: vec![],
-        }])
-        .await
-        .unwrap();
+    let write =
+        jetsaga_core::Write { key: "k".into(), value: Some(b"1".to_vec()), expect: jetsaga_core::Expect::Absent };
+    store.commit(&[jetsaga_core::Commit { event_id: "e".into(), writes: vec![write], outbox: vec![] }]).await.unwrap();
     store.close().await;
     let reopened = SqliteStore::open(&path, Durability::Normal).await.unwrap();
     assert_eq!(reopened.get("k").await.unwrap().unwrap().version, 1);
@@ -70,28 +55,13 @@ async fn sqlite_state_survives_reopening() {
 
 #[tokio::test]
 async fn postgres_schemas_keep_functions_apart() {
-    let pool = jetsaga_sql::connect_postgres(&postgres::database_url(), 4)
-        .await
-        .unwrap();
+    let pool = jetsaga_sql::connect_postgres(&postgres::database_url(), 4).await.unwrap();
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let a = PostgresStore::open(pool.clone(), &format!("iso_a_{tag}"))
-        .await
-        .unwrap();
-    let b = PostgresStore::open(pool.clone(), &format!("iso_b_{tag}"))
-        .await
-        .unwrap();
-    let write = jetsaga_core::Write {
-        key: "k".into(),
-        value: Some(b"1".to_vec()),
-        expect: jetsaga_core::Expect::Absent,
-    };
-    a.commit(&[jetsaga_core::Commit {
-        event_id: "e".into(),
-        writes: vec![write],
-        outbox: vec![],
-    }])
-    .await
-    .unwrap();
+    let a = PostgresStore::open(pool.clone(), &format!("iso_a_{tag}")).await.unwrap();
+    let b = PostgresStore::open(pool.clone(), &format!("iso_b_{tag}")).await.unwrap();
+    let write =
+        jetsaga_core::Write { key: "k".into(), value: Some(b"1".to_vec()), expect: jetsaga_core::Expect::Absent };
+    a.commit(&[jetsaga_core::Commit { event_id: "e".into(), writes: vec![write], outbox: vec![] }]).await.unwrap();
     assert!(a.get("k").await.unwrap().is_some());
     assert!(b.get("k").await.unwrap().is_none());
     assert_eq!(b.processed("e").await.unwrap(), None);
