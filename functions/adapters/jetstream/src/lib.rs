@@ -161,9 +161,9 @@ impl Runtime {
         let mut services = Vec::new();
         for engine in &self.engines {
             let spec = engine.function().spec();
-            if !spec.queries.is_empty() || !spec.accepts.is_empty() {
-                services.push(service::serve(&self.client, self.js.clone(), engine.clone(), cancel.clone()).await?);
-            }
+            // Every function gets a service, even without endpoints, so
+            // `$SRV.PING` / `nats micro ls` shows what is running where.
+            services.push(service::serve(&self.client, self.js.clone(), engine.clone(), cancel.clone()).await?);
             if !spec.subscribes.is_empty() {
                 let consumer = provision::consumer(&self.js, &self.config, engine).await?;
                 let worker = worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());

@@ -79,6 +79,8 @@ pub(crate) async fn serve(
                 }
             });
         }
+        // A service without endpoints still answers PING/INFO until shutdown.
+        cancel.cancelled().await;
         while handlers.join_next().await.is_some() {}
         if let Err(e) = service.stop().await {
             debug!(error = %e, "service stop");

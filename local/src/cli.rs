@@ -1,0 +1,256 @@
+//! The `jetsaga` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use jetsaga_events::subjects::*;
+use jetsaga_events::{CancelOrder, CreateOrder, OrderItem, OrderView};
+
+use crate::client::Client;
+use crate::flow::dollars;
+use crate::{inspect, up};
+
+/// Run and inspect the jetsaga order saga on NATS JetStream.
+///
+/// `jetsaga up` starts everything locally (a nats-server of its own,
+/// SQLite stores under .jetsaga/, demo products and customers) and prints
+/// the saga flow live. The other commands talk to a running saga over NATS,
+/// exactly as any other NATS client can.
+#[derive(Debug, Parser)]
+#[command(name = "jetsaga", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// NATS server to talk to [default: $NATS_URL, else the one `jetsaga up`
+    /// started (.jetsaga/nats.url), else nats://127.0.0.1:4222]
+    #[arg(long, global = true, env = "NATS_URL")]
+    nats_url: Option<String>,
+    /// The saga stream.
+    #[arg(long, global = true, default_value = "SAGA", hide_default_value = false)]
+    stream: String,
+    /// Print JSON instead of text (read commands).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the saga locally: nats-server, streams, every function, demo data, live flow.
+    Up(up::UpArgs),
+    /// Create, inspect or cancel orders.
+    #[command(subcommand)]
+    Order(OrderCommand),
+    /// List the catalog with available and reserved stock.
+    Products,
+    /// List customers with their credit, or show one.
+    Customers {
+        /// Show only this customer.
+        customer_id: Option<String>,
+    },
+    /// Show an order's saga from the stream, with per-step latency.
+    Trace {
+        /// The order.
+        order_id: String,
+    },
+    /// Tail every event as it is published (never takes messages from the functions).
+    Watch,
+    /// Streams, consumers and dead letters at a glance.
+    Status,
+    /// Inspect and redrive dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OrderCommand {
+    /// Place an order (orders.cmd.create) and print its id.
+    Create {
+        /// The customer.
+        #[arg(long, short)]
+        customer: String,
+        /// A line as PRODUCT:QUANTITY (repeat for more lines).
+        #[arg(long = "item", short, value_name = "PRODUCT:QUANTITY", required = true, value_parser = parse_item)]
+        items: Vec<OrderItem>,
+        /// Idempotency key: the same id twice makes one order.
+        #[arg(long)]
+        order_id: Option<String>,
+        /// Wait for the order to finish and show how it ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show an order: status, items, total, reason, timeline.
+    Get {
+        /// The order.
+        order_id: String,
+    },
+    /// Cancel an order that has not shipped yet.
+    Cancel {
+        /// The order.
+        order_id: String,
+        /// Why (shown in the timeline).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait for the order to finish and show how it ended.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters.
+    List,
+    /// Show one dead letter with its payload.
+    Show {
+        /// Sequence number from `dlq list`.
+        sequence: u64,
+    },
+    /// Publish dead letters to their subject again and remove the ones that went through.
+    Redrive {
+        /// Sequence number from `dlq list`.
+        #[arg(required_unless_present = "all")]
+        sequence: Option<u64>,
+        /// Redrive every dead letter.
+        #[arg(long, conflicts_with = "sequence")]
+        all: bool,
+    },
+}
+
+fn parse_item(text: &str) -> Result<OrderItem, String> {
+    let (product, quantity) =
+        text.rsplit_once(':').ok_or_else(|| format!("expected PRODUCT:QUANTITY such as p-mouse:2, got {text:?}"))?;
+    if product.is_empty() {
+        return Err(format!("missing product before ':' in {text:?}"));
+    }
+    let quantity = quantity.parse().map_err(|_| format!("quantity must be a whole number ≥ 1, got {quantity:?}"))?;
+    Ok(OrderItem { product_id: product.to_string(), quantity })
+}
+
+fn nats_url(cli: &Cli) -> String {
+    if let Some(url) = &cli.nats_url {
+        return url.clone();
+    }
+    let file = PathBuf::from(".jetsaga/nats.url");
+    std::fs::read_to_string(file).map(|s| s.trim().to_string()).unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn print_order(view: &OrderView) {
+    println!("order {}  {:?}", view.order_id, view.status);
+    println!("  customer: {}", view.customer_id);
+    for item in &view.items {
+        println!("  item:     {} × {}", item.quantity, item.product_id);
+    }
+    if let Some(total) = view.total_cents {
+        println!("  total:    {}", dollars(total));
+    }
+    if let Some(reason) = &view.reason {
+        println!("  reason:   {reason}");
+    }
+    println!("  timeline:");
+    for entry in &view.timeline {
+        let note = entry.note.as_ref().map(|n| format!("  ({n})")).unwrap_or_default();
+        println!("    {}  {}{note}", entry.at.format("%H:%M:%S%.3f"), entry.event);
+    }
+}
+
+impl Cli {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<()> {
+        if let Command::Up(args) = self.command {
+            return up::run(args).await;
+        }
+        let client = Client::connect(&nats_url(&self)).await?;
+        let json = self.json;
+        let print = |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        match self.command {
+            Command::Up(_) => unreachable!("handled above"),
+            Command::Order(OrderCommand::Create { customer, items, order_id, wait }) => {
+                let create = CreateOrder { order_id, customer_id: customer, items };
+                let reply = client.command(ORDERS_CMD_CREATE, &create).await?;
+                let id = reply["order_id"].as_str().unwrap_or_default().to_string();
+                if !wait {
+                    if json { print(&reply) } else { println!("order {id} accepted") }
+                    return Ok(());
+                }
+                let view = client.wait_terminal(&id, Duration::from_secs(30)).await?;
+                if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
+            }
+            Command::Order(OrderCommand::Get { order_id }) => {
+                let view = client.order(&order_id).await?;
+                if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
+            }
+            Command::Order(OrderCommand::Cancel { order_id, reason, wait }) => {
+                let reply = client.command(ORDERS_CMD_CANCEL, &CancelOrder { order_id: order_id.clone(), reason }).await?;
+                if wait {
+                    let view = client.wait_terminal(&order_id, Duration::from_secs(30)).await?;
+                    if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
+                } else if json {
+                    print(&reply)
+                } else {
+                    println!("cancel of order {order_id} requested");
+                }
+            }
+            Command::Products => {
+                let list = client.products().await?;
+                if json {
+                    print(&serde_json::to_value(&list)?);
+                } else {
+                    println!("{:<14} {:<38} {:>10} {:>7} {:>9}", "product", "name", "price", "stock", "reserved");
+                    for p in list.products {
+                        println!("{:<14} {:<38} {:>10} {:>7} {:>9}", p.product_id, p.name, dollars(p.price_cents), p.stock, p.reserved);
+                    }
+                }
+            }
+            Command::Customers { customer_id } => {
+                let customers = match customer_id {
+                    Some(id) => vec![client.customer(&id).await?],
+                    None => client.customers().await?.customers,
+                };
+                if json {
+                    print(&serde_json::to_value(&customers)?);
+                } else {
+                    println!("{:<10} {:<20} {:>12} {:>12} {:>12}", "customer", "name", "limit", "used", "available");
+                    for c in customers {
+                        println!(
+                            "{:<10} {:<20} {:>12} {:>12} {:>12}",
+                            c.customer_id,
+                            c.name,
+                            dollars(c.credit_limit_cents),
+                            dollars(c.used_cents),
+                            dollars(c.available_cents)
+                        );
+                    }
+                }
+            }
+            Command::Trace { order_id } => inspect::trace(&client, &self.stream, &order_id, json).await?,
+            Command::Watch => inspect::watch(&client, json).await?,
+            Command::Status => inspect::status(&client, &self.stream, "DLQ", json).await?,
+            Command::Dlq(DlqCommand::List) => inspect::dlq_list(&client, "DLQ", json).await?,
+            Command::Dlq(DlqCommand::Show { sequence }) => inspect::dlq_show(&client, "DLQ", sequence, json).await?,
+            Command::Dlq(DlqCommand::Redrive { sequence, all }) => {
+                inspect::dlq_redrive(&client, "DLQ", if all { None } else { sequence }).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_parse_with_clear_errors() {
+        assert_eq!(parse_item("p-mouse:2").unwrap(), OrderItem { product_id: "p-mouse".into(), quantity: 2 });
+        assert!(parse_item("p-mouse").unwrap_err().contains("PRODUCT:QUANTITY"));
+        assert!(parse_item("p-mouse:two").unwrap_err().contains("whole number"));
+        assert!(parse_item(":2").unwrap_err().contains("missing product"));
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,17 @@
+//! The jetsaga local runner and CLI (`jetsaga`).
+//!
+//! - [`cli`]: the command line (`up`, `order`, `products`, `customers`,
+//!   `trace`, `watch`, `status`, `dlq`).
+//! - [`up`]: starts or finds nats-server, provisions, hosts functions, seeds demo data.
+//! - [`saga`]: the saga's functions and their stores.
+//! - [`server`]: finding and starting nats-server.
+//! - [`client`]: commands and queries over request/reply.
+//! - [`flow`]: readable event lines; [`inspect`]: trace, watch, status, DLQ.
+
+pub mod cli;
+pub mod client;
+pub mod flow;
+pub mod inspect;
+pub mod saga;
+pub mod server;
+pub mod up;

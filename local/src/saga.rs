@@ -1,0 +1,89 @@
+//! The order saga's functions and their stores: which functions exist,
+//! and how one is built for a given storage backend.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jetsaga_core::{Engine, Function, Store};
+use jetsaga_sql::{Durability, PostgresStore, SqliteStore};
+
+/// Every function of the saga, in flow order.
+pub const FUNCTIONS: [&str; 5] = ["order", "inventory", "customer", "payment", "shipping"];
+
+/// Knobs of the demo saga.
+#[derive(Clone, Debug, Default)]
+pub struct SagaOptions {
+    /// Share of shipments that fail (0.0–1.0).
+    pub shipping_failure_rate: f64,
+}
+
+/// Builds the function called `name`.
+pub fn function(name: &str, options: &SagaOptions) -> Result<Arc<dyn Function>, String> {
+    Ok(match name {
+        "order" => Arc::new(jetsaga_order::Orders),
+        "inventory" => Arc::new(jetsaga_inventory::Inventory),
+        "customer" => Arc::new(jetsaga_customer::CustomerCredit),
+        "payment" => Arc::new(jetsaga_payment::Payments),
+        "shipping" => Arc::new(jetsaga_shipping::Shipping::with_failure_rate(options.shipping_failure_rate)),
+        other => return Err(format!("unknown function {other:?}: choose from {}", FUNCTIONS.join(", "))),
+    })
+}
+
+/// Where functions keep their state.
+#[derive(Clone, Debug)]
+pub enum StoreConfig {
+    /// One SQLite file per function in this directory.
+    Sqlite {
+        /// Directory of the `<function>.db` files.
+        dir: PathBuf,
+        /// fsync policy.
+        durability: Durability,
+    },
+    /// One schema per function (`<prefix><function>`) in this database.
+    Postgres {
+        /// Connection URL.
+        url: String,
+        /// Schema name prefix.
+        schema_prefix: String,
+    },
+}
+
+impl StoreConfig {
+    /// SQLite files under `dir` with the default durability.
+    pub fn sqlite(dir: impl AsRef<Path>) -> Self {
+        Self::Sqlite { dir: dir.as_ref().to_path_buf(), durability: Durability::Normal }
+    }
+
+    /// A short description for the startup banner.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite { dir, durability } => format!("SQLite files in {} (synchronous={durability:?})", dir.display()),
+            Self::Postgres { schema_prefix, .. } => format!("PostgreSQL schemas {schema_prefix}<function>"),
+        }
+    }
+
+    /// Opens the stores of `names` and pairs each with its function.
+    pub async fn engines(&self, names: &[String], options: &SagaOptions) -> Result<Vec<Engine>, String> {
+        let pool = match self {
+            Self::Postgres { url, .. } => {
+                Some(jetsaga_sql::connect_postgres(url, 5 * names.len() as u32).await.map_err(|e| e.to_string())?)
+            }
+            Self::Sqlite { .. } => None,
+        };
+        let mut engines = Vec::new();
+        for name in names {
+            let function = function(name, options)?;
+            let store: Arc<dyn Store> = match self {
+                Self::Sqlite { dir, durability } => {
+                    Arc::new(SqliteStore::open(dir.join(format!("{name}.db")), *durability).await.map_err(|e| e.to_string())?)
+                }
+                Self::Postgres { schema_prefix, .. } => {
+                    let pool = pool.clone().expect("pool opened above");
+                    Arc::new(PostgresStore::open(pool, &format!("{schema_prefix}{name}")).await.map_err(|e| e.to_string())?)
+                }
+            };
+            engines.push(Engine::new(function, store));
+        }
+        Ok(engines)
+    }
+}

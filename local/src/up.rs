@@ -1,0 +1,212 @@
+//! `jetsaga up`: nats-server (found or started), streams and consumers,
+//! every function hosted in this process, demo data, the live saga flow.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jetsaga_events::Envelope;
+use jetsaga_jetstream::{Config, Runtime};
+use jetsaga_sql::Durability;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::client::Client;
+use crate::flow::FlowPrinter;
+use crate::saga::{FUNCTIONS, SagaOptions, StoreConfig};
+use crate::server::{self, NatsProcess};
+
+/// Which store backend `up` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// One SQLite file per function under --data-dir (no setup needed).
+    Sqlite,
+    /// One schema per function in the PostgreSQL database at --database-url.
+    Postgres,
+}
+
+/// Options of `jetsaga up`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct UpArgs {
+    /// Use this NATS server instead of starting one (must be 2.10+ with JetStream).
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Where SQLite stores and the started nats-server keep their data.
+    #[arg(long, default_value = ".jetsaga")]
+    pub data_dir: PathBuf,
+    /// Port for the nats-server `up` starts; a free one is chosen if it is taken.
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Host only this function (repeat for several). Run more copies to share the work.
+    #[arg(long = "function", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(FUNCTIONS))]
+    pub functions: Vec<String>,
+    /// Do not create the demo products and customers.
+    #[arg(long)]
+    pub no_seed: bool,
+    /// Storage backend for the functions' state.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+    /// PostgreSQL URL for --store postgres.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Schema name prefix for --store postgres (schemas are <prefix><function>).
+    #[arg(long, default_value = "jetsaga_")]
+    pub schema_prefix: String,
+    /// fsync every SQLite commit (synchronous=FULL) instead of WAL's NORMAL.
+    #[arg(long)]
+    pub sync_full: bool,
+    /// Share of shipments that fail, 0.0 to 1.0 (a knob for demos and tests).
+    #[arg(long, default_value_t = 0.0)]
+    pub shipping_failure_rate: f64,
+    /// Do not print the saga flow.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Demo catalog: id, name, price in cents, stock.
+pub const DEMO_PRODUCTS: [(&str, &str, u64, u32); 5] = [
+    ("p-keyboard", "Mechanical keyboard", 4999, 50),
+    ("p-mouse", "Wireless mouse", 1999, 100),
+    ("p-monitor", "27\" monitor", 19900, 10),
+    ("p-sticker", "Sticker (under $1: payment declined)", 50, 1000),
+    ("p-last", "Limited edition (1 in stock)", 2500, 1),
+];
+
+/// Demo customers: id, name, credit limit in cents.
+pub const DEMO_CUSTOMERS: [(&str, &str, u64); 3] =
+    [("c-ada", "Ada Lovelace", 100_000), ("c-grace", "Grace Hopper", 10_000), ("c-broke", "Penny Less", 500)];
+
+fn store_config(args: &UpArgs) -> anyhow::Result<StoreConfig> {
+    Ok(match args.store {
+        StoreKind::Sqlite => StoreConfig::Sqlite {
+            dir: args.data_dir.join("stores"),
+            durability: if args.sync_full { Durability::Full } else { Durability::Normal },
+        },
+        StoreKind::Postgres => StoreConfig::Postgres {
+            url: args.database_url.clone().ok_or_else(|| {
+                anyhow::anyhow!("--store postgres needs --database-url or DATABASE_URL (for example postgres://postgres@127.0.0.1:5432/jetsaga)")
+            })?,
+            schema_prefix: args.schema_prefix.clone(),
+        },
+    })
+}
+
+/// Runs until Ctrl-C.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.shipping_failure_rate) {
+        anyhow::bail!("--shipping-failure-rate must be between 0.0 and 1.0, got {}", args.shipping_failure_rate);
+    }
+    let stores = store_config(&args)?;
+    std::fs::create_dir_all(&args.data_dir)?;
+    let url_file = args.data_dir.join("nats.url");
+
+    let mut nats_process = None;
+    let url = match &args.nats_url {
+        Some(url) => url.clone(),
+        None => {
+            let binary = server::find_binary().map_err(anyhow::Error::msg)?;
+            let port = if server::port_in_use(args.nats_port) {
+                let port = server::free_port()?;
+                warn!("port {} is taken; starting nats-server on {port} instead", args.nats_port);
+                port
+            } else {
+                args.nats_port
+            };
+            let process = NatsProcess::start(binary, port, &args.data_dir.join("nats")).map_err(anyhow::Error::msg)?;
+            let url = process.url.clone();
+            info!(url = %url, binary = %process.binary.display(), "started nats-server");
+            nats_process = Some(process);
+            url
+        }
+    };
+    std::fs::write(&url_file, &url)?;
+
+    let names: Vec<String> =
+        if args.functions.is_empty() { FUNCTIONS.iter().map(|s| s.to_string()).collect() } else { args.functions.clone() };
+    let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate };
+    let engines = stores.engines(&names, &options).await.map_err(anyhow::Error::msg)?;
+    let nats = async_nats::ConnectOptions::new()
+        .name(format!("jetsaga up ({})", names.join(",")))
+        .retry_on_initial_connect()
+        .connect(&url)
+        .await?;
+    let mut runtime = Runtime::new(nats.clone(), Config::default());
+    for engine in engines {
+        runtime = runtime.with(engine);
+    }
+    let cancel = CancellationToken::new();
+    let shutdown = cancel.clone();
+    let mut runner = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await });
+
+    let client = Client::new(nats.clone(), url.clone());
+    client.wait_for_services(&names, Duration::from_secs(20)).await?;
+    println!("jetsaga is up: {} on {url}", names.join(", "));
+    println!("  state:  {}", stores.describe());
+    println!("  try:    nats --server {url} pub orders.cmd.create \"$(cat events/samples/create-order.json)\"");
+    println!("     or:  jetsaga order create --customer c-ada --item p-keyboard:1 --item p-mouse:2 --wait");
+    if url != "nats://127.0.0.1:4222" {
+        println!("  note:   other jetsaga commands find this server through {}; for other tools: export NATS_URL={url}", url_file.display());
+    }
+    println!("  stop:   Ctrl-C");
+
+    let mut flow = if args.quiet { None } else { Some(nats.subscribe("*.evt.>").await?) };
+    if !args.no_seed {
+        seed(&client, &names).await?;
+    }
+    let mut printer = FlowPrinter::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            result = &mut runner => {
+                result??;
+                anyhow::bail!("the runtime stopped unexpectedly");
+            }
+            Some(message) = async { match flow.as_mut() { Some(f) => f.next().await, None => std::future::pending().await } } => {
+                if let Ok(envelope) = Envelope::decode(&message.payload) {
+                    println!("{}", printer.line(&envelope));
+                }
+            }
+        }
+    }
+    println!("stopping: finishing in-flight work…");
+    cancel.cancel();
+    match tokio::time::timeout(Duration::from_secs(30), runner).await {
+        Ok(result) => result??,
+        Err(_) => warn!("in-flight work did not finish within 30s; it will be redelivered on the next start"),
+    }
+    drop(nats_process);
+    let _ = std::fs::remove_file(&url_file);
+    println!("stopped");
+    Ok(())
+}
+
+/// Creates the demo products and customers that do not exist yet.
+async fn seed(client: &Client, names: &[String]) -> anyhow::Result<()> {
+    if names.iter().any(|n| n == "inventory") {
+        let existing = client.products().await?;
+        for (id, name, price, stock) in DEMO_PRODUCTS {
+            if !existing.products.iter().any(|p| p.product_id == id) {
+                let upsert = jetsaga_events::UpsertProduct {
+                    product_id: id.into(),
+                    name: name.into(),
+                    price_cents: price,
+                    stock,
+                };
+                client.command(jetsaga_events::subjects::INVENTORY_CMD_UPSERT_PRODUCT, &upsert).await?;
+            }
+        }
+    }
+    if names.iter().any(|n| n == "customer") {
+        let existing = client.customers().await?;
+        for (id, name, limit) in DEMO_CUSTOMERS {
+            if !existing.customers.iter().any(|c| c.customer_id == id) {
+                let create =
+                    jetsaga_events::CreateCustomer { customer_id: id.into(), name: name.into(), credit_limit_cents: limit };
+                client.command(jetsaga_events::subjects::CUSTOMERS_CMD_CREATE, &create).await?;
+            }
+        }
+    }
+    Ok(())
+}
