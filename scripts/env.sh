@@ -5,7 +5,6 @@ JETSAGA_CACHE="${JETSAGA_CACHE:-$HOME/.cache/jetsaga}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JETSAGA_CACHE/target}"
 JETSAGA_TOOLS="${JETSAGA_TOOLS:-$JETSAGA_CACHE/tools}"
 export PATH="$JETSAGA_TOOLS/bin:$HOME/.cargo/bin:$PATH"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -170,7 +170,11 @@ impl Cli {
                 let reply = client.command(ORDERS_CMD_CREATE, &create).await?;
                 let id = reply["order_id"].as_str().unwrap_or_default().to_string();
                 if !wait {
-                    if json { print(&reply) } else { println!("order {id} accepted") }
+                    if json {
+                        print(&reply)
+                    } else {
+                        println!("order {id} accepted")
+                    }
                     return Ok(());
                 }
                 let view = client.wait_terminal(&id, Duration::from_secs(30)).await?;
@@ -181,7 +185,8 @@ impl Cli {
                 if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
             }
             Command::Order(OrderCommand::Cancel { order_id, reason, wait }) => {
-                let reply = client.command(ORDERS_CMD_CANCEL, &CancelOrder { order_id: order_id.clone(), reason }).await?;
+                let reply =
+                    client.command(ORDERS_CMD_CANCEL, &CancelOrder { order_id: order_id.clone(), reason }).await?;
                 if wait {
                     let view = client.wait_terminal(&order_id, Duration::from_secs(30)).await?;
                     if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
@@ -198,7 +203,14 @@ impl Cli {
                 } else {
                     println!("{:<14} {:<38} {:>10} {:>7} {:>9}", "product", "name", "price", "stock", "reserved");
                     for p in list.products {
-                        println!("{:<14} {:<38} {:>10} {:>7} {:>9}", p.product_id, p.name, dollars(p.price_cents), p.stock, p.reserved);
+                        println!(
+                            "{:<14} {:<38} {:>10} {:>7} {:>9}",
+                            p.product_id,
+                            p.name,
+                            dollars(p.price_cents),
+                            p.stock,
+                            p.reserved
+                        );
                     }
                 }
             }

@@ -72,11 +72,22 @@ impl FlowPrinter {
             "inventory.evt.reserved" => (Tone::Plain, format!("stock reserved, total {}", money("total_cents"))),
             "inventory.evt.product_upserted" => (
                 Tone::Plain,
-                format!("{} {} at {}, stock {}", d["product_id"].as_str().unwrap_or("?"), d["name"], money("price_cents"), d["stock"]),
+                format!(
+                    "{} {} at {}, stock {}",
+                    d["product_id"].as_str().unwrap_or("?"),
+                    d["name"],
+                    money("price_cents"),
+                    d["stock"]
+                ),
             ),
             "customers.evt.created" => (
                 Tone::Plain,
-                format!("{} {} with credit {}", d["customer_id"].as_str().unwrap_or("?"), d["name"], money("credit_limit_cents")),
+                format!(
+                    "{} {} with credit {}",
+                    d["customer_id"].as_str().unwrap_or("?"),
+                    d["name"],
+                    money("credit_limit_cents")
+                ),
             ),
             "customers.evt.credit_reserved" => (Tone::Plain, format!("{} credit held", money("amount_cents"))),
             "customers.evt.credit_released" => (Tone::Plain, format!("{} credit released", money("amount_cents"))),
@@ -150,10 +161,20 @@ mod tests {
     #[test]
     fn lines_say_what_happened_and_how_long_since_the_order_was_created() {
         let mut p = FlowPrinter::plain();
-        let created = event("orders.evt.created", "ord-1", "2026-11-22T01:00:00.000Z", serde_json::json!({"items": [1, 2], "customer_id": "c-ada"}));
+        let created = event(
+            "orders.evt.created",
+            "ord-1",
+            "2026-11-22T01:00:00.000Z",
+            serde_json::json!({"items": [1, 2], "customer_id": "c-ada"}),
+        );
         let line = p.line(&created);
         assert!(line.contains("ord-1") && line.contains("2 line(s) for c-ada"), "{line}");
-        let done = event("orders.evt.completed", "ord-1", "2026-11-22T01:00:00.0042Z", serde_json::json!({"total_cents": 11997}));
+        let done = event(
+            "orders.evt.completed",
+            "ord-1",
+            "2026-11-22T01:00:00.0042Z",
+            serde_json::json!({"total_cents": 11997}),
+        );
         let line = p.line(&done);
         assert!(line.contains("COMPLETED $119.97") && line.ends_with("+4.2 ms"), "{line}");
     }

@@ -85,7 +85,12 @@ pub async fn trace(client: &Client, stream: &str, order_id: &str, json: bool) ->
         println!("{}", serde_json::to_string_pretty(&steps)?);
         return Ok(());
     }
-    println!("order {} ({:?}){}", order.order_id, order.status, order.reason.map(|r| format!(": {r}")).unwrap_or_default());
+    println!(
+        "order {} ({:?}){}",
+        order.order_id,
+        order.status,
+        order.reason.map(|r| format!(": {r}")).unwrap_or_default()
+    );
     let mut printer = FlowPrinter::new();
     for step in &steps {
         println!("{:>8.1} ms  {}", step.step_ms, printer.line(&step.event));
@@ -201,7 +206,7 @@ pub async fn dlq_redrive(client: &Client, dlq_stream: &str, sequence: Option<u64
             }
         }
         let payload = raw.payload.clone();
-        let outcome = if letter.origin == "request" {
+        let outcome = if letter.origin.starts_with("request/") {
             // Commands a function accepts by request/reply are not stored: ask again.
             match client.nats.request_with_headers(letter.subject.clone(), headers, payload).await {
                 Ok(reply) => match reply.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")) {
@@ -212,7 +217,9 @@ pub async fn dlq_redrive(client: &Client, dlq_stream: &str, sequence: Option<u64
             }
         } else {
             match js.publish_with_headers(letter.subject.clone(), headers, payload).await {
-                Ok(ack) => ack.await.map(|a| format!("stored as {}/{}", a.stream, a.sequence)).map_err(|e| e.to_string()),
+                Ok(ack) => {
+                    ack.await.map(|a| format!("stored as {}/{}", a.stream, a.sequence)).map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -230,7 +237,10 @@ pub async fn dlq_redrive(client: &Client, dlq_stream: &str, sequence: Option<u64
 /// `jetsaga status`: streams, consumers and services at a glance.
 pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: bool) -> anyhow::Result<()> {
     let js = jetstream::new(client.nats.clone());
-    let mut stream = js.get_stream(stream_name).await.map_err(|e| anyhow::anyhow!("no stream {stream_name} (has `jetsaga up` run?): {e}"))?;
+    let mut stream = js
+        .get_stream(stream_name)
+        .await
+        .map_err(|e| anyhow::anyhow!("no stream {stream_name} (has `jetsaga up` run?): {e}"))?;
     let info = stream.info().await?.clone();
     let mut consumers = Vec::new();
     let mut names = stream.consumer_names();

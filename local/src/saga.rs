@@ -57,7 +57,9 @@ impl StoreConfig {
     /// A short description for the startup banner.
     pub fn describe(&self) -> String {
         match self {
-            Self::Sqlite { dir, durability } => format!("SQLite files in {} (synchronous={durability:?})", dir.display()),
+            Self::Sqlite { dir, durability } => {
+                format!("SQLite files in {} (synchronous={durability:?})", dir.display())
+            }
             Self::Postgres { schema_prefix, .. } => format!("PostgreSQL schemas {schema_prefix}<function>"),
         }
     }
@@ -74,12 +76,16 @@ impl StoreConfig {
         for name in names {
             let function = function(name, options)?;
             let store: Arc<dyn Store> = match self {
-                Self::Sqlite { dir, durability } => {
-                    Arc::new(SqliteStore::open(dir.join(format!("{name}.db")), *durability).await.map_err(|e| e.to_string())?)
-                }
+                Self::Sqlite { dir, durability } => Arc::new(
+                    SqliteStore::open(dir.join(format!("{name}.db")), *durability).await.map_err(|e| e.to_string())?,
+                ),
                 Self::Postgres { schema_prefix, .. } => {
                     let pool = pool.clone().expect("pool opened above");
-                    Arc::new(PostgresStore::open(pool, &format!("{schema_prefix}{name}")).await.map_err(|e| e.to_string())?)
+                    Arc::new(
+                        PostgresStore::open(pool, &format!("{schema_prefix}{name}"))
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )
                 }
             };
             engines.push(Engine::new(function, store));

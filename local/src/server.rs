@@ -27,9 +27,10 @@ pub fn find_binary() -> Result<PathBuf, String> {
         let bin = PathBuf::from(bin);
         return match version_of(&bin) {
             Some(v) if v >= MIN_VERSION => Ok(bin),
-            Some((major, minor)) => {
-                Err(format!("NATS_SERVER_BIN={} is nats-server {major}.{minor}, older than 2.10; {HOW_TO_GET}", bin.display()))
-            }
+            Some((major, minor)) => Err(format!(
+                "NATS_SERVER_BIN={} is nats-server {major}.{minor}, older than 2.10; {HOW_TO_GET}",
+                bin.display()
+            )),
             None => Err(format!("NATS_SERVER_BIN={} does not run as nats-server; {HOW_TO_GET}", bin.display())),
         };
     }

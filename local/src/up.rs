@@ -121,8 +121,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     std::fs::write(&url_file, &url)?;
 
-    let names: Vec<String> =
-        if args.functions.is_empty() { FUNCTIONS.iter().map(|s| s.to_string()).collect() } else { args.functions.clone() };
+    let names: Vec<String> = if args.functions.is_empty() {
+        FUNCTIONS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.functions.clone()
+    };
     let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate };
     let engines = stores.engines(&names, &options).await.map_err(anyhow::Error::msg)?;
     let nats = async_nats::ConnectOptions::new()
@@ -145,7 +148,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  try:    nats --server {url} pub orders.cmd.create \"$(cat events/samples/create-order.json)\"");
     println!("     or:  jetsaga order create --customer c-ada --item p-keyboard:1 --item p-mouse:2 --wait");
     if url != "nats://127.0.0.1:4222" {
-        println!("  note:   other jetsaga commands find this server through {}; for other tools: export NATS_URL={url}", url_file.display());
+        println!(
+            "  note:   other jetsaga commands find this server through {}; for other tools: export NATS_URL={url}",
+            url_file.display()
+        );
     }
     println!("  stop:   Ctrl-C");
 
@@ -202,8 +208,11 @@ async fn seed(client: &Client, names: &[String]) -> anyhow::Result<()> {
         let existing = client.customers().await?;
         for (id, name, limit) in DEMO_CUSTOMERS {
             if !existing.customers.iter().any(|c| c.customer_id == id) {
-                let create =
-                    jetsaga_events::CreateCustomer { customer_id: id.into(), name: name.into(), credit_limit_cents: limit };
+                let create = jetsaga_events::CreateCustomer {
+                    customer_id: id.into(),
+                    name: name.into(),
+                    credit_limit_cents: limit,
+                };
                 client.command(jetsaga_events::subjects::CUSTOMERS_CMD_CREATE, &create).await?;
             }
         }

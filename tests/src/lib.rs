@@ -3,10 +3,12 @@
 //! - [`nats`]: a real nats-server per test (random port, temporary store,
 //!   killed on drop), restartable, and a 3-node cluster.
 //! - [`ledger`]: a tiny function used to test the runtime itself.
+//! - [`saga`]: the whole order saga, hosted in-process, for scenario tests.
 //! - [`stream`]: reading what landed in a stream, waiting for conditions.
 
 pub mod ledger;
 pub mod nats;
+pub mod saga;
 pub mod stream;
 
 /// Starts a `tracing` subscriber once, honouring `RUST_LOG` (quiet by default).

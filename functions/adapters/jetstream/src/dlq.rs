@@ -13,7 +13,8 @@ pub const REASON: &str = "Jetsaga-Dlq-Reason";
 pub const ATTEMPTS: &str = "Jetsaga-Dlq-Attempts";
 /// The subject the message was originally published on (redrive target).
 pub const SUBJECT: &str = "Jetsaga-Dlq-Subject";
-/// Stream and sequence of the original.
+/// Stream and sequence of the original (`SAGA/42`), or `request/<id>` for
+/// a command that came by request/reply and was never stored.
 pub const ORIGIN: &str = "Jetsaga-Dlq-Origin";
 /// When it was dead-lettered (RFC 3339).
 pub const AT: &str = "Jetsaga-Dlq-At";

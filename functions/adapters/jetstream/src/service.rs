@@ -107,7 +107,8 @@ async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Resu
         Ok(envelope) => envelope,
         Err(e) => {
             let reason = e.to_string();
-            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, "request").await;
+            let origin = format!("request/{}", ids::new_id());
+            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, &origin).await;
             return Err((400, reason));
         }
     };
@@ -135,7 +136,8 @@ async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Resu
         Outcome::Rejected { reason, .. } => Err((422, reason)),
         Outcome::Retry(reason) => Err((503, format!("temporarily unavailable, retry: {reason}"))),
         Outcome::DeadLetter(reason) => {
-            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, "request").await;
+            let origin = format!("request/{}", envelope.id);
+            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, &origin).await;
             Err((400, reason))
         }
     }

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jetsaga_core::{Commit, CommitError, Expect, Item, OutboxRecord, Store, StoreError, async_trait};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+pub use sqlx::postgres::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row};
 

@@ -1,0 +1,191 @@
+//! The whole order saga against a real nats-server, for end-to-end tests:
+//! functions hosted by in-process runtimes (several, to host subsets and
+//! start steps late), stores on SQLite or PostgreSQL, and a client that
+//! speaks only the wire contract.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use jetsaga_events::{Envelope, OrderItem, OrderView};
+use jetsaga_jetstream::{Config, Runtime};
+use jetsaga_local::client::Client;
+use jetsaga_local::saga::{FUNCTIONS, SagaOptions, StoreConfig};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::nats::NatsServer;
+use crate::stream::{messages, wait_until};
+
+/// Which store backend the functions use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite files in a temporary directory.
+    Sqlite,
+    /// Schemas with a unique prefix in the PostgreSQL at `DATABASE_URL`
+    /// (default `postgres://postgres@127.0.0.1:5432/test`).
+    Postgres,
+}
+
+/// How long a saga may take in tests before we call it stuck.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// A running saga.
+#[derive(Debug)]
+pub struct Saga {
+    /// The server.
+    pub server: NatsServer,
+    /// A client speaking the wire contract.
+    pub client: Client,
+    /// JetStream on the same connection.
+    pub js: jetstream::Context,
+    stores: StoreConfig,
+    runtimes: Vec<(CancellationToken, JoinHandle<()>)>,
+    _dir: TempDir,
+}
+
+/// The PostgreSQL URL tests use.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl Saga {
+    /// Starts a server and every function.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &FUNCTIONS, SagaOptions::default()).await
+    }
+
+    /// Starts a server and only `functions`.
+    pub async fn start_with(backend: Backend, functions: &[&str], options: SagaOptions) -> Self {
+        crate::init_tracing();
+        let server = NatsServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let stores = match backend {
+            Backend::Sqlite => StoreConfig::sqlite(dir.path()),
+            Backend::Postgres => StoreConfig::Postgres {
+                url: database_url(),
+                schema_prefix: format!("t_{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            },
+        };
+        let nats = server.connect().await;
+        let client = Client::new(nats.clone(), server.url());
+        let js = jetstream::new(nats);
+        let mut saga = Self { server, client, js, stores, runtimes: Vec::new(), _dir: dir };
+        saga.host(functions, options).await;
+        saga
+    }
+
+    /// Starts another runtime (its own connection) hosting `functions`.
+    pub async fn host(&mut self, functions: &[&str], options: SagaOptions) {
+        let names: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
+        let engines = self.stores.engines(&names, &options).await.unwrap_or_else(|e| {
+            panic!("{e}\n(PostgreSQL tests need a server at DATABASE_URL or 127.0.0.1:5432; scripts/setup starts it)")
+        });
+        let mut runtime = Runtime::new(self.server.connect().await, Config::default());
+        for engine in engines {
+            runtime = runtime.with(engine);
+        }
+        let cancel = CancellationToken::new();
+        let shutdown = cancel.clone();
+        let task = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await.unwrap() });
+        self.client.wait_for_services(&names, SETTLE).await.unwrap();
+        self.runtimes.push((cancel, task));
+    }
+
+    /// Creates or replaces a product.
+    pub async fn product(&self, id: &str, price_cents: u64, stock: u32) {
+        let upsert = jetsaga_events::UpsertProduct { product_id: id.into(), name: id.into(), price_cents, stock };
+        self.client.command(jetsaga_events::subjects::INVENTORY_CMD_UPSERT_PRODUCT, &upsert).await.unwrap();
+    }
+
+    /// Creates a customer.
+    pub async fn customer(&self, id: &str, credit_limit_cents: u64) {
+        let create = jetsaga_events::CreateCustomer { customer_id: id.into(), name: id.into(), credit_limit_cents };
+        self.client.command(jetsaga_events::subjects::CUSTOMERS_CMD_CREATE, &create).await.unwrap();
+    }
+
+    /// Places an order and returns its id.
+    pub async fn order(&self, customer: &str, items: &[(&str, u32)]) -> String {
+        self.order_with_id(None, customer, items).await
+    }
+
+    /// Places an order with a client-chosen id (or none) and returns its id.
+    pub async fn order_with_id(&self, order_id: Option<&str>, customer: &str, items: &[(&str, u32)]) -> String {
+        let create = jetsaga_events::CreateOrder {
+            order_id: order_id.map(str::to_string),
+            customer_id: customer.into(),
+            items: items.iter().map(|(p, q)| OrderItem { product_id: p.to_string(), quantity: *q }).collect(),
+        };
+        let reply = self.client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await.unwrap();
+        reply["order_id"].as_str().expect("the reply names the order").to_string()
+    }
+
+    /// Waits for the order's terminal state.
+    pub async fn finish(&self, order_id: &str) -> OrderView {
+        self.client.wait_terminal(order_id, SETTLE).await.unwrap()
+    }
+
+    /// Available and reserved units of a product.
+    pub async fn stock(&self, product_id: &str) -> (u32, u32) {
+        let list = self.client.products().await.unwrap();
+        let p = list.products.iter().find(|p| p.product_id == product_id).expect("product exists");
+        (p.stock, p.reserved)
+    }
+
+    /// Credit in use by a customer.
+    pub async fn used_credit(&self, customer_id: &str) -> u64 {
+        self.client.customer(customer_id).await.unwrap().used_cents
+    }
+
+    /// Waits until a product shows these available and reserved units
+    /// (compensation runs after the terminal event).
+    pub async fn expect_stock(&self, product_id: &str, expected: (u32, u32)) {
+        wait_until(SETTLE, &format!("{product_id} to have (stock, reserved) = {expected:?}"), || async {
+            self.stock(product_id).await == expected
+        })
+        .await;
+    }
+
+    /// Waits until a customer's used credit is `expected`.
+    pub async fn expect_used_credit(&self, customer_id: &str, expected: u64) {
+        wait_until(SETTLE, &format!("{customer_id} to use {expected} cents"), || async {
+            self.used_credit(customer_id).await == expected
+        })
+        .await;
+    }
+
+    /// Every event on `subject` in the saga stream.
+    pub async fn events(&self, subject: &str) -> Vec<Envelope> {
+        messages(&self.js, "SAGA", Some(subject)).await.iter().map(|m| m.envelope()).collect()
+    }
+
+    /// Events on `subject` for one order.
+    pub async fn events_for(&self, subject: &str, order_id: &str) -> Vec<Envelope> {
+        self.events(subject).await.into_iter().filter(|e| e.order_id.as_deref() == Some(order_id)).collect()
+    }
+
+    /// Stops every runtime, finishing in-flight work.
+    pub async fn stop(self) {
+        for (cancel, task) in self.runtimes {
+            cancel.cancel();
+            tokio::time::timeout(SETTLE, task).await.expect("runtime stops").unwrap();
+        }
+        if let StoreConfig::Postgres { schema_prefix, url } = &self.stores
+            && let Ok(pool) = jetsaga_sql::connect_postgres(url, 1).await
+        {
+            for name in FUNCTIONS {
+                let schema = format!("{schema_prefix}{name}");
+                let _ = sqlx_drop_schema(&pool, &schema).await;
+            }
+        }
+    }
+}
+
+async fn sqlx_drop_schema(pool: &jetsaga_sql::PgPool, schema: &str) -> Result<(), String> {
+    jetsaga_sql::PostgresStore::open(pool.clone(), schema)
+        .await
+        .map_err(|e| e.to_string())?
+        .drop_schema()
+        .await
+        .map_err(|e| e.to_string())
+}
