@@ -141,7 +141,9 @@ impl Worker {
             let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
             dispositions[i] = Some(match outcome {
                 Outcome::Publish(records) | Outcome::Rejected { outbox: records, .. } => {
-                    let all_out = records.iter().map(|_| published.next().unwrap_or(false)).fold(true, |a, b| a && b);
+                    // Consume exactly this input's share of the publish results.
+                    let results: Vec<bool> = records.iter().map(|_| published.next().unwrap_or(false)).collect();
+                    let all_out = results.into_iter().all(|ok| ok);
                     if all_out { Disposition::Ack } else { Disposition::Nak(self.config.backoff_for(delivered)) }
                 }
                 Outcome::Retry(reason) if delivered >= self.config.max_deliver => {
