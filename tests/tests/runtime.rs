@@ -65,6 +65,15 @@ impl Running {
     }
 }
 
+/// A fresh server with the ledger running on it (the directory holds its store).
+async fn ledger_on_fresh_server() -> (NatsServer, tempfile::TempDir, Running) {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    (server, dir, running)
+}
+
 async fn publish(js: &jetstream::Context, payload: serde_json::Value) {
     js.publish(DEPOSIT, payload.to_string().into()).await.unwrap().await.unwrap();
 }
@@ -84,10 +93,7 @@ impl DataAs for jetsaga_events::Envelope {
 
 #[tokio::test]
 async fn redelivering_the_same_event_id_changes_nothing() {
-    jetsaga_tests::init_tracing();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let (server, _dir, running) = ledger_on_fresh_server().await;
     let js = jetstream::new(server.connect().await);
 
     // The same envelope twice, without a de-duplication id, so JetStream stores
@@ -159,10 +165,7 @@ async fn a_crash_between_commit_and_publish_loses_and_doubles_nothing() {
 
 #[tokio::test]
 async fn malformed_messages_go_to_the_dlq_and_processing_continues() {
-    jetsaga_tests::init_tracing();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let (server, _dir, running) = ledger_on_fresh_server().await;
     let js = jetstream::new(server.connect().await);
 
     js.publish(DEPOSIT, "this is not json".into()).await.unwrap().await.unwrap();
@@ -186,10 +189,7 @@ async fn malformed_messages_go_to_the_dlq_and_processing_continues() {
 
 #[tokio::test]
 async fn retryable_failures_back_off_then_succeed_or_are_dead_lettered() {
-    jetsaga_tests::init_tracing();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let (server, _dir, running) = ledger_on_fresh_server().await;
     let js = jetstream::new(server.connect().await);
 
     publish(&js, json!({"account": "flaky", "amount": 3, "fail_first": 2})).await;
@@ -256,10 +256,7 @@ async fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
 
 #[tokio::test]
 async fn queries_are_served_as_a_micro_service() {
-    jetsaga_tests::init_tracing();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let (server, _dir, running) = ledger_on_fresh_server().await;
     let client = server.connect().await;
     let js = jetstream::new(client.clone());
     publish(&js, json!({"account": "acc", "amount": 12})).await;
@@ -287,10 +284,7 @@ async fn queries_are_served_as_a_micro_service() {
 
 #[tokio::test]
 async fn trace_context_flows_from_the_command_to_the_events_it_causes() {
-    jetsaga_tests::init_tracing();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let (server, _dir, running) = ledger_on_fresh_server().await;
     let js = jetstream::new(server.connect().await);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
@@ -375,10 +369,7 @@ async fn the_runtime_runs_on_a_three_node_cluster_with_replicated_streams() {
 
 #[tokio::test]
 async fn accepted_commands_are_answered_and_never_stored_as_commands() {
-    jetsaga_tests::init_tracing();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    let (server, _dir, running) = ledger_on_fresh_server().await;
     let client = server.connect().await;
     let js = jetstream::new(client.clone());
 

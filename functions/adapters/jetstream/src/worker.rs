@@ -60,7 +60,7 @@ impl Worker {
                         tokio::select! { () = cancel.cancelled() => break, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
                     }
                 };
-                info!("consuming");
+                debug!("consuming");
                 loop {
                     let first = tokio::select! {
                         () = cancel.cancelled() => break,
