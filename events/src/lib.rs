@@ -17,3 +17,15 @@ pub mod subjects;
 
 pub use envelope::{DecodeError, ENVELOPE_HEADER, ENVELOPE_VERSION, Envelope, TRACEPARENT_HEADER, decode_payload};
 pub use payloads::*;
+
+/// How the saga's steps are driven.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SagaMode {
+    /// Each step reacts to the events of the others (`orders.evt.created` →
+    /// inventory, `inventory.evt.reserved` → customer, …).
+    #[default]
+    Choreographed,
+    /// One orchestrator sends each step a command (`inventory.cmd.reserve`,
+    /// `customers.cmd.reserve_credit`, …) and collects their replies.
+    Orchestrated,
+}

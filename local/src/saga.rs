@@ -5,27 +5,54 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jetsaga_core::{Engine, Function, Store};
+use jetsaga_events::SagaMode;
 use jetsaga_sql::{Durability, PostgresStore, SqliteStore};
 
-/// Every function of the saga, in flow order.
+/// Every function of the choreographed saga, in flow order.
 pub const FUNCTIONS: [&str; 5] = ["order", "inventory", "customer", "payment", "shipping"];
+
+/// Every function of the orchestrated saga: the orchestrator takes the order function's place.
+pub const ORCHESTRATED_FUNCTIONS: [&str; 5] = ["orchestrator", "inventory", "customer", "payment", "shipping"];
 
 /// Knobs of the demo saga.
 #[derive(Clone, Debug, Default)]
 pub struct SagaOptions {
     /// Share of shipments that fail (0.0–1.0).
     pub shipping_failure_rate: f64,
+    /// Choreographed (events) or orchestrated (commands from one orchestrator).
+    pub mode: SagaMode,
+}
+
+impl SagaOptions {
+    /// The functions of the saga in this mode.
+    pub fn functions(&self) -> [&'static str; 5] {
+        match self.mode {
+            SagaMode::Choreographed => FUNCTIONS,
+            SagaMode::Orchestrated => ORCHESTRATED_FUNCTIONS,
+        }
+    }
 }
 
 /// Builds the function called `name`.
 pub fn function(name: &str, options: &SagaOptions) -> Result<Arc<dyn Function>, String> {
-    Ok(match name {
-        "order" => Arc::new(jetsaga_order::Orders),
-        "inventory" => Arc::new(jetsaga_inventory::Inventory),
-        "customer" => Arc::new(jetsaga_customer::CustomerCredit),
-        "payment" => Arc::new(jetsaga_payment::Payments),
-        "shipping" => Arc::new(jetsaga_shipping::Shipping::with_failure_rate(options.shipping_failure_rate)),
-        other => return Err(format!("unknown function {other:?}: choose from {}", FUNCTIONS.join(", "))),
+    let mode = options.mode;
+    Ok(match (name, mode) {
+        ("order", SagaMode::Choreographed) | ("orchestrator", SagaMode::Orchestrated) => {
+            Arc::new(jetsaga_order::Orders { mode })
+        }
+        ("inventory", _) => Arc::new(jetsaga_inventory::Inventory { mode }),
+        ("customer", _) => Arc::new(jetsaga_customer::CustomerCredit { mode }),
+        ("payment", _) => Arc::new(jetsaga_payment::Payments { mode }),
+        ("shipping", _) => Arc::new(jetsaga_shipping::Shipping {
+            mode,
+            ..jetsaga_shipping::Shipping::with_failure_rate(options.shipping_failure_rate)
+        }),
+        (other, mode) => {
+            return Err(format!(
+                "no function {other:?} in the {mode:?} saga: choose from {}",
+                options.functions().join(", ")
+            ));
+        }
     })
 }
 

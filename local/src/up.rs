@@ -13,8 +13,9 @@ use tracing::{info, warn};
 
 use crate::client::Client;
 use crate::flow::FlowPrinter;
-use crate::saga::{FUNCTIONS, SagaOptions, StoreConfig};
+use crate::saga::{SagaOptions, StoreConfig};
 use crate::server::{self, NatsProcess};
+use jetsaga_events::SagaMode;
 
 /// Which store backend `up` uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -23,6 +24,15 @@ pub enum StoreKind {
     Sqlite,
     /// One schema per function in the PostgreSQL database at --database-url.
     Postgres,
+}
+
+/// How the saga is driven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SagaKind {
+    /// Each step reacts to the others' events.
+    Choreographed,
+    /// One orchestrator function sends each step a command.
+    Orchestrated,
 }
 
 /// Options of `jetsaga up`.
@@ -37,8 +47,12 @@ pub struct UpArgs {
     /// Port for the nats-server `up` starts; a free one is chosen if it is taken.
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
+    /// Choreographed (events) or orchestrated (an orchestrator sends commands).
+    #[arg(long, value_enum, default_value_t = SagaKind::Choreographed)]
+    pub saga: SagaKind,
     /// Host only this function (repeat for several). Run more copies to share the work.
-    #[arg(long = "function", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(FUNCTIONS))]
+    #[arg(long = "function", value_name = "NAME",
+          value_parser = clap::builder::PossibleValuesParser::new(["order", "orchestrator", "inventory", "customer", "payment", "shipping"]))]
     pub functions: Vec<String>,
     /// Do not create the demo products and customers.
     #[arg(long)]
@@ -121,12 +135,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     std::fs::write(&url_file, &url)?;
 
+    let mode = match args.saga {
+        SagaKind::Choreographed => SagaMode::Choreographed,
+        SagaKind::Orchestrated => SagaMode::Orchestrated,
+    };
+    let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate, mode };
     let names: Vec<String> = if args.functions.is_empty() {
-        FUNCTIONS.iter().map(|s| s.to_string()).collect()
+        options.functions().iter().map(|s| s.to_string()).collect()
     } else {
         args.functions.clone()
     };
-    let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate };
     let engines = stores.engines(&names, &options).await.map_err(anyhow::Error::msg)?;
     let nats = async_nats::ConnectOptions::new()
         .name(format!("jetsaga up ({})", names.join(",")))
@@ -143,7 +161,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let client = Client::new(nats.clone(), url.clone());
     client.wait_for_services(&names, Duration::from_secs(20)).await?;
-    println!("jetsaga is up: {} on {url}", names.join(", "));
+    println!("jetsaga is up ({:?} saga): {} on {url}", mode, names.join(", "));
     println!("  state:  {}", stores.describe());
     println!("  try:    nats --server {url} pub orders.cmd.create \"$(cat events/samples/create-order.json)\"");
     println!("     or:  jetsaga order create --customer c-ada --item p-keyboard:1 --item p-mouse:2 --wait");

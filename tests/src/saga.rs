@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use jetsaga_events::SagaMode;
 use jetsaga_events::{Envelope, OrderItem, OrderView};
 use jetsaga_jetstream::{Config, Runtime};
 use jetsaga_local::client::Client;
-use jetsaga_local::saga::{FUNCTIONS, SagaOptions, StoreConfig};
+use jetsaga_local::saga::{SagaOptions, StoreConfig};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,15 @@ pub enum Backend {
     Postgres,
 }
 
+/// What a scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// Store backend.
+    pub backend: Backend,
+    /// Choreographed or orchestrated.
+    pub mode: SagaMode,
+}
+
 /// How long a saga may take in tests before we call it stuck.
 pub const SETTLE: Duration = Duration::from_secs(30);
 
@@ -40,6 +50,7 @@ pub struct Saga {
     /// JetStream on the same connection.
     pub js: jetstream::Context,
     stores: StoreConfig,
+    options: SagaOptions,
     runtimes: Vec<(CancellationToken, JoinHandle<()>)>,
     _dir: TempDir,
 }
@@ -51,11 +62,12 @@ pub fn database_url() -> String {
 
 impl Saga {
     /// Starts a server and every function.
-    pub async fn start(backend: Backend) -> Self {
-        Self::start_with(backend, &FUNCTIONS, SagaOptions::default()).await
+    pub async fn start(setup: Setup) -> Self {
+        let options = SagaOptions { mode: setup.mode, ..SagaOptions::default() };
+        Self::start_with(setup.backend, &options.functions(), options).await
     }
 
-    /// Starts a server and only `functions`.
+    /// Starts a server and only `functions`, configured by `options`.
     pub async fn start_with(backend: Backend, functions: &[&str], options: SagaOptions) -> Self {
         crate::init_tracing();
         let server = NatsServer::start();
@@ -70,15 +82,20 @@ impl Saga {
         let nats = server.connect().await;
         let client = Client::new(nats.clone(), server.url());
         let js = jetstream::new(nats);
-        let mut saga = Self { server, client, js, stores, runtimes: Vec::new(), _dir: dir };
-        saga.host(functions, options).await;
+        let mut saga = Self { server, client, js, stores, options, runtimes: Vec::new(), _dir: dir };
+        saga.host(functions).await;
         saga
     }
 
+    /// The saga's functions in its mode.
+    pub fn functions(&self) -> [&'static str; 5] {
+        self.options.functions()
+    }
+
     /// Starts another runtime (its own connection) hosting `functions`.
-    pub async fn host(&mut self, functions: &[&str], options: SagaOptions) {
+    pub async fn host(&mut self, functions: &[&str]) {
         let names: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
-        let engines = self.stores.engines(&names, &options).await.unwrap_or_else(|e| {
+        let engines = self.stores.engines(&names, &self.options).await.unwrap_or_else(|e| {
             panic!("{e}\n(PostgreSQL tests need a server at DATABASE_URL or 127.0.0.1:5432; scripts/setup starts it)")
         });
         let mut runtime = Runtime::new(self.server.connect().await, Config::default());
@@ -173,7 +190,7 @@ impl Saga {
         if let StoreConfig::Postgres { schema_prefix, url } = &self.stores
             && let Ok(pool) = jetsaga_sql::connect_postgres(url, 1).await
         {
-            for name in FUNCTIONS {
+            for name in self.options.functions() {
                 let schema = format!("{schema_prefix}{name}");
                 let _ = sqlx_drop_schema(&pool, &schema).await;
             }

@@ -1,21 +1,21 @@
-//! The order saga end to end against a real nats-server, on SQLite and on
-//! PostgreSQL: every scenario runs once per backend.
+//! The order saga end to end against a real nats-server: every scenario
+//! runs choreographed and orchestrated, each on SQLite and on PostgreSQL.
 
-use jetsaga_events::OrderStatus;
-use jetsaga_local::saga::{FUNCTIONS, SagaOptions};
-use jetsaga_tests::saga::{Backend, Saga};
+use jetsaga_events::{OrderStatus, SagaMode};
+use jetsaga_local::saga::SagaOptions;
+use jetsaga_tests::saga::{Backend, Saga, Setup};
 use jetsaga_tests::stream::{messages, wait_until};
 
-async fn shop(backend: Backend) -> Saga {
-    let saga = Saga::start(backend).await;
+async fn shop(setup: Setup) -> Saga {
+    let saga = Saga::start(setup).await;
     saga.product("p-a", 1000, 10).await;
     saga.product("p-b", 250, 3).await;
     saga.customer("c-1", 100_000).await;
     saga
 }
 
-async fn happy_path(backend: Backend) {
-    let saga = shop(backend).await;
+async fn happy_path(setup: Setup) {
+    let saga = shop(setup).await;
     let id = saga.order("c-1", &[("p-a", 2), ("p-b", 1)]).await;
     let order = saga.finish(&id).await;
     assert_eq!(order.status, OrderStatus::Completed);
@@ -25,11 +25,18 @@ async fn happy_path(backend: Backend) {
     assert_eq!(saga.used_credit("c-1").await, 2250);
     assert_eq!(saga.events_for("orders.evt.completed", &id).await.len(), 1);
     assert_eq!(saga.events_for("inventory.evt.consumed", &id).await.len(), 1);
+    // Orchestrated, every step was told what to do; choreographed, nobody was.
+    let orchestrated = usize::from(setup.mode == SagaMode::Orchestrated);
+    for command in
+        ["inventory.cmd.reserve", "customers.cmd.reserve_credit", "payments.cmd.execute", "shipping.cmd.schedule"]
+    {
+        assert_eq!(saga.events_for(command, &id).await.len(), orchestrated, "{command}");
+    }
     saga.stop().await;
 }
 
-async fn out_of_stock(backend: Backend) {
-    let saga = shop(backend).await;
+async fn out_of_stock(setup: Setup) {
+    let saga = shop(setup).await;
     let id = saga.order("c-1", &[("p-a", 11)]).await;
     let order = saga.finish(&id).await;
     assert_eq!(order.status, OrderStatus::Failed);
@@ -39,8 +46,8 @@ async fn out_of_stock(backend: Backend) {
     saga.stop().await;
 }
 
-async fn unknown_product(backend: Backend) {
-    let saga = shop(backend).await;
+async fn unknown_product(setup: Setup) {
+    let saga = shop(setup).await;
     let id = saga.order("c-1", &[("p-a", 1), ("p-ghost", 1)]).await;
     let order = saga.finish(&id).await;
     assert_eq!(order.reason.as_deref(), Some("unknown product p-ghost"));
@@ -48,8 +55,8 @@ async fn unknown_product(backend: Backend) {
     saga.stop().await;
 }
 
-async fn payment_under_a_dollar_fails_and_a_dollar_succeeds(backend: Backend) {
-    let saga = shop(backend).await;
+async fn payment_under_a_dollar_fails_and_a_dollar_succeeds(setup: Setup) {
+    let saga = shop(setup).await;
     saga.product("p-99", 99, 5).await;
     saga.product("p-100", 100, 5).await;
     let cheap = saga.order("c-1", &[("p-99", 1)]).await;
@@ -64,8 +71,8 @@ async fn payment_under_a_dollar_fails_and_a_dollar_succeeds(backend: Backend) {
     saga.stop().await;
 }
 
-async fn insufficient_credit(backend: Backend) {
-    let saga = shop(backend).await;
+async fn insufficient_credit(setup: Setup) {
+    let saga = shop(setup).await;
     saga.customer("c-poor", 1500).await;
     let id = saga.order("c-poor", &[("p-a", 2)]).await;
     let order = saga.finish(&id).await;
@@ -75,8 +82,8 @@ async fn insufficient_credit(backend: Backend) {
     saga.stop().await;
 }
 
-async fn unknown_customer(backend: Backend) {
-    let saga = shop(backend).await;
+async fn unknown_customer(setup: Setup) {
+    let saga = shop(setup).await;
     let id = saga.order("c-ghost", &[("p-a", 1)]).await;
     let order = saga.finish(&id).await;
     assert_eq!(order.reason.as_deref(), Some("unknown customer c-ghost"));
@@ -87,8 +94,8 @@ async fn unknown_customer(backend: Backend) {
     saga.stop().await;
 }
 
-async fn multi_item_orders_are_all_or_nothing(backend: Backend) {
-    let saga = shop(backend).await;
+async fn multi_item_orders_are_all_or_nothing(setup: Setup) {
+    let saga = shop(setup).await;
     let id = saga.order("c-1", &[("p-a", 2), ("p-b", 4)]).await;
     let order = saga.finish(&id).await;
     assert_eq!(order.reason.as_deref(), Some("insufficient stock for p-b: requested 4, available 3"));
@@ -97,8 +104,8 @@ async fn multi_item_orders_are_all_or_nothing(backend: Backend) {
     saga.stop().await;
 }
 
-async fn repeated_lines_add_up(backend: Backend) {
-    let saga = shop(backend).await;
+async fn repeated_lines_add_up(setup: Setup) {
+    let saga = shop(setup).await;
     let id = saga.order("c-1", &[("p-b", 2), ("p-b", 1)]).await;
     assert_eq!(saga.finish(&id).await.total_cents, Some(750));
     saga.expect_stock("p-b", (0, 0)).await;
@@ -110,10 +117,11 @@ async fn repeated_lines_add_up(backend: Backend) {
     saga.stop().await;
 }
 
-async fn cancel_before_shipping_releases_everything_and_refunds(backend: Backend) {
+async fn cancel_before_shipping_releases_everything_and_refunds(setup: Setup) {
     // Payment is not running yet, so the order waits with stock and credit held.
-    let others: Vec<&str> = FUNCTIONS.iter().copied().filter(|f| *f != "payment").collect();
-    let mut saga = Saga::start_with(backend, &others, SagaOptions::default()).await;
+    let options = SagaOptions { mode: setup.mode, ..SagaOptions::default() };
+    let others: Vec<&str> = options.functions().into_iter().filter(|f| *f != "payment").collect();
+    let mut saga = Saga::start_with(setup.backend, &others, options).await;
     saga.product("p-a", 1000, 10).await;
     saga.customer("c-1", 100_000).await;
     let id = saga.order("c-1", &[("p-a", 3)]).await;
@@ -133,7 +141,7 @@ async fn cancel_before_shipping_releases_everything_and_refunds(backend: Backend
     saga.expect_used_credit("c-1", 0).await;
 
     // Payment starts late, charges what it was asked to, then refunds it; the order stays canceled.
-    saga.host(&["payment"], SagaOptions::default()).await;
+    saga.host(&["payment"]).await;
     wait_until(jetsaga_tests::saga::SETTLE, "the refund", || async {
         saga.events_for("payments.evt.refunded", &id).await.len() == 1
     })
@@ -143,8 +151,8 @@ async fn cancel_before_shipping_releases_everything_and_refunds(backend: Backend
     saga.stop().await;
 }
 
-async fn cancel_after_completion_is_refused_and_changes_nothing(backend: Backend) {
-    let saga = shop(backend).await;
+async fn cancel_after_completion_is_refused_and_changes_nothing(setup: Setup) {
+    let saga = shop(setup).await;
     let id = saga.order("c-1", &[("p-a", 1)]).await;
     assert_eq!(saga.finish(&id).await.status, OrderStatus::Completed);
     let err = saga.client.command("orders.cmd.cancel", &serde_json::json!({"order_id": id})).await.unwrap_err();
@@ -156,8 +164,8 @@ async fn cancel_after_completion_is_refused_and_changes_nothing(backend: Backend
     saga.stop().await;
 }
 
-async fn orders_racing_for_the_last_unit_have_one_winner(backend: Backend) {
-    let saga = shop(backend).await;
+async fn orders_racing_for_the_last_unit_have_one_winner(setup: Setup) {
+    let saga = shop(setup).await;
     saga.product("p-last", 500, 1).await;
     let orders = futures::future::join_all((0..5).map(|_| saga.order("c-1", &[("p-last", 1)]))).await;
     let mut completed = 0;
@@ -177,8 +185,8 @@ async fn orders_racing_for_the_last_unit_have_one_winner(backend: Backend) {
     saga.stop().await;
 }
 
-async fn the_same_create_twice_makes_one_order(backend: Backend) {
-    let saga = shop(backend).await;
+async fn the_same_create_twice_makes_one_order(setup: Setup) {
+    let saga = shop(setup).await;
     let first = saga.order_with_id(Some("ord-twice"), "c-1", &[("p-a", 1)]).await;
     let second = saga.order_with_id(Some("ord-twice"), "c-1", &[("p-a", 1)]).await;
     assert_eq!((first.as_str(), second.as_str()), ("ord-twice", "ord-twice"));
@@ -188,8 +196,8 @@ async fn the_same_create_twice_makes_one_order(backend: Backend) {
     saga.stop().await;
 }
 
-async fn garbage_on_the_command_subject_does_not_stop_the_next_order(backend: Backend) {
-    let saga = shop(backend).await;
+async fn garbage_on_the_command_subject_does_not_stop_the_next_order(setup: Setup) {
+    let saga = shop(setup).await;
     saga.client.nats.publish("orders.cmd.create", "definitely not json".into()).await.unwrap();
     saga.client.nats.publish("orders.cmd.create", r#"{"customer_id": 7}"#.into()).await.unwrap();
     let id = saga.order("c-1", &[("p-a", 1)]).await;
@@ -205,8 +213,9 @@ async fn garbage_on_the_command_subject_does_not_stop_the_next_order(backend: Ba
     saga.stop().await;
 }
 
-async fn a_failed_shipment_releases_everything_and_refunds(backend: Backend) {
-    let saga = Saga::start_with(backend, &FUNCTIONS, SagaOptions { shipping_failure_rate: 1.0 }).await;
+async fn a_failed_shipment_releases_everything_and_refunds(setup: Setup) {
+    let options = SagaOptions { shipping_failure_rate: 1.0, mode: setup.mode };
+    let saga = Saga::start_with(setup.backend, &options.functions(), options).await;
     saga.product("p-a", 1000, 10).await;
     saga.customer("c-1", 100_000).await;
     let id = saga.order("c-1", &[("p-a", 2)]).await;
@@ -221,8 +230,8 @@ async fn a_failed_shipment_releases_everything_and_refunds(backend: Backend) {
     saga.stop().await;
 }
 
-async fn hundreds_of_concurrent_orders_all_end_and_stock_is_conserved(backend: Backend) {
-    let saga = Saga::start(backend).await;
+async fn hundreds_of_concurrent_orders_all_end_and_stock_is_conserved(setup: Setup) {
+    let saga = Saga::start(setup).await;
     let products = [("p-a", 300u64, 120u32), ("p-b", 150, 80), ("p-c", 99, 500)];
     for (id, price, stock) in products {
         saga.product(id, price, stock).await;
@@ -312,5 +321,19 @@ macro_rules! all_scenarios {
     };
 }
 
-all_scenarios!(sqlite, super::Backend::Sqlite);
-all_scenarios!(postgres, super::Backend::Postgres);
+all_scenarios!(
+    choreographed_sqlite,
+    super::Setup { backend: super::Backend::Sqlite, mode: super::SagaMode::Choreographed }
+);
+all_scenarios!(
+    choreographed_postgres,
+    super::Setup { backend: super::Backend::Postgres, mode: super::SagaMode::Choreographed }
+);
+all_scenarios!(
+    orchestrated_sqlite,
+    super::Setup { backend: super::Backend::Sqlite, mode: super::SagaMode::Orchestrated }
+);
+all_scenarios!(
+    orchestrated_postgres,
+    super::Setup { backend: super::Backend::Postgres, mode: super::SagaMode::Orchestrated }
+);

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use jetsaga_tests::saga::{Backend, Saga};
+use jetsaga_events::SagaMode;
+use jetsaga_tests::saga::{Backend, Saga, Setup};
 
 fn python() -> String {
     // scripts/setup installs nats-py into this venv.
@@ -18,7 +19,7 @@ fn python() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_py_drives_the_saga_with_plain_json() {
     let python = python();
-    let saga = Saga::start(Backend::Sqlite).await;
+    let saga = Saga::start(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed }).await;
     saga.product("p-keyboard", 4999, 50).await;
     saga.product("p-mouse", 1999, 100).await;
     saga.customer("c-ada", 100_000).await;

@@ -68,7 +68,10 @@ fn hold_key(order_id: &str) -> String {
 
 /// The customer function.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CustomerCredit;
+pub struct CustomerCredit {
+    /// Reacts to saga events, or to the orchestrator's commands.
+    pub mode: SagaMode,
+}
 
 /// Declaration in the choreographed saga.
 pub static SPEC: FunctionSpec = FunctionSpec {
@@ -84,6 +87,10 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     ],
     queries: &[CUSTOMERS_QUERY_GET, CUSTOMERS_QUERY_LIST],
 };
+
+/// Declaration in the orchestrated saga: the orchestrator's commands.
+pub static ORCHESTRATED_SPEC: FunctionSpec =
+    FunctionSpec { subscribes: &[CUSTOMERS_CMD_RESERVE_CREDIT, CUSTOMERS_CMD_RELEASE_CREDIT], ..SPEC };
 
 impl CustomerCredit {
     /// Registers a customer, or changes the name and limit of a known one.
@@ -202,7 +209,10 @@ fn view(customer: Customer) -> CustomerView {
 #[async_trait]
 impl Function for CustomerCredit {
     fn spec(&self) -> &'static FunctionSpec {
-        &SPEC
+        match self.mode {
+            SagaMode::Choreographed => &SPEC,
+            SagaMode::Orchestrated => &ORCHESTRATED_SPEC,
+        }
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
@@ -249,7 +259,7 @@ mod tests {
     use jetsaga_core::testing::TestFunction;
 
     async fn with_customer(limit: u64) -> TestFunction {
-        let t = TestFunction::new(CustomerCredit);
+        let t = TestFunction::new(CustomerCredit::default());
         t.when(&CreateCustomer { customer_id: "c-1".into(), name: "Ada".into(), credit_limit_cents: limit }).await;
         t
     }

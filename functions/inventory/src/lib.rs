@@ -68,7 +68,10 @@ fn reservation_key(order_id: &str) -> String {
 
 /// The inventory function.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Inventory;
+pub struct Inventory {
+    /// Reacts to order events, or to the orchestrator's commands.
+    pub mode: SagaMode,
+}
 
 /// Declaration in the choreographed saga.
 pub static SPEC: FunctionSpec = FunctionSpec {
@@ -85,6 +88,10 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     ],
     queries: &[INVENTORY_QUERY_PRODUCTS],
 };
+
+/// Declaration in the orchestrated saga: the orchestrator's commands.
+pub static ORCHESTRATED_SPEC: FunctionSpec =
+    FunctionSpec { subscribes: &[INVENTORY_CMD_RESERVE, INVENTORY_CMD_RELEASE, INVENTORY_CMD_CONSUME], ..SPEC };
 
 impl Inventory {
     /// Creates a product or replaces its name, price and available stock
@@ -244,7 +251,10 @@ impl Inventory {
 #[async_trait]
 impl Function for Inventory {
     fn spec(&self) -> &'static FunctionSpec {
-        &SPEC
+        match self.mode {
+            SagaMode::Choreographed => &SPEC,
+            SagaMode::Orchestrated => &ORCHESTRATED_SPEC,
+        }
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
@@ -296,7 +306,7 @@ mod tests {
     use jetsaga_core::testing::TestFunction;
 
     async fn with_stock(products: &[(&str, u64, u32)]) -> TestFunction {
-        let t = TestFunction::new(Inventory);
+        let t = TestFunction::new(Inventory::default());
         for (id, price, stock) in products {
             let product = Product {
                 product_id: id.to_string(),
@@ -423,7 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_products_are_refused_with_every_problem_named() {
-        let t = TestFunction::new(Inventory);
+        let t = TestFunction::new(Inventory::default());
         let run = t.when(&UpsertProduct { product_id: " ".into(), name: "".into(), price_cents: 1, stock: 1 }).await;
         assert_eq!(run.rejection_reason(), "invalid product: product_id must not be empty; name must not be empty");
         assert!(run.emitted.is_empty());

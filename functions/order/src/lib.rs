@@ -41,6 +41,9 @@ pub struct Order {
     pub status: OrderStatus,
     /// Total once priced by inventory.
     pub total_cents: Option<u64>,
+    /// Lines as priced by inventory (the orchestrator passes them to shipping).
+    #[serde(default)]
+    pub lines: Vec<PricedLine>,
     /// Why it failed or was canceled.
     pub reason: Option<String>,
     /// Events seen and emitted, oldest first.
@@ -69,9 +72,13 @@ fn key(order_id: &str) -> String {
     format!("order/{order_id}")
 }
 
-/// The order function.
+/// The order function; in orchestrated mode, the orchestrator.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Orders;
+pub struct Orders {
+    /// Choreographed: announce events, the steps react. Orchestrated: also
+    /// send each step its command, and the compensation commands.
+    pub mode: SagaMode,
+}
 
 /// Declaration in the choreographed saga.
 pub static SPEC: FunctionSpec = FunctionSpec {
@@ -99,6 +106,30 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         ORDERS_EVT_CANCEL_REFUSED,
     ],
     queries: &[ORDERS_QUERY_GET],
+};
+
+/// Declaration in the orchestrated saga: the same order state machine,
+/// named `orchestrator`, sending every step its command.
+pub static ORCHESTRATED_SPEC: FunctionSpec = FunctionSpec {
+    name: "orchestrator",
+    description: "Orchestrator: accepts orders, sends each step its command and the compensations, ends each saga once",
+    emits: &[
+        ORDERS_EVT_CREATED,
+        ORDERS_EVT_COMPLETED,
+        ORDERS_EVT_FAILED,
+        ORDERS_EVT_CANCEL_REQUESTED,
+        ORDERS_EVT_CANCELED,
+        ORDERS_EVT_CANCEL_REFUSED,
+        INVENTORY_CMD_RESERVE,
+        INVENTORY_CMD_RELEASE,
+        INVENTORY_CMD_CONSUME,
+        CUSTOMERS_CMD_RESERVE_CREDIT,
+        CUSTOMERS_CMD_RELEASE_CREDIT,
+        PAYMENTS_CMD_EXECUTE,
+        PAYMENTS_CMD_REFUND,
+        SHIPPING_CMD_SCHEDULE,
+    ],
+    ..SPEC
 };
 
 /// Checks a create command; every problem is named.
@@ -142,11 +173,19 @@ impl Orders {
             items: cmd.items.clone(),
             status: OrderStatus::Pending,
             total_cents: None,
+            lines: Vec::new(),
             reason: None,
             timeline: Vec::new(),
         };
         order.record(ORDERS_EVT_CREATED, ctx.now(), None);
         ctx.put(&key(&order_id), &order);
+        if self.orchestrated() {
+            ctx.emit(ReserveInventory {
+                order_id: order_id.clone(),
+                customer_id: cmd.customer_id.clone(),
+                items: cmd.items.clone(),
+            });
+        }
         ctx.emit(OrderCreated { order_id, customer_id: cmd.customer_id, items: cmd.items });
         Ok(())
     }
@@ -179,11 +218,27 @@ impl Orders {
         }
     }
 
-    fn fail(ctx: &mut Ctx<'_>, order: &mut Order, step: &str, reason: String) {
+    fn orchestrated(&self) -> bool {
+        self.mode == SagaMode::Orchestrated
+    }
+
+    /// Orchestrated: tells every step to give back what it may hold. Each
+    /// command is idempotent and leaves a tombstone where nothing was held,
+    /// so commands still in flight for this order find it ended.
+    fn compensate(&self, ctx: &mut Ctx<'_>, order_id: &str) {
+        if self.orchestrated() {
+            ctx.emit(ReleaseInventory { order_id: order_id.into() });
+            ctx.emit(ReleaseCredit { order_id: order_id.into() });
+            ctx.emit(RefundPayment { order_id: order_id.into() });
+        }
+    }
+
+    fn fail(&self, ctx: &mut Ctx<'_>, order: &mut Order, step: &str, reason: String) {
         order.status = OrderStatus::Failed;
         order.reason = Some(reason.clone());
         order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
         ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(step.into()) });
+        self.compensate(ctx, &order.order_id);
     }
 
     /// Moves the order along on another step's event.
@@ -205,12 +260,38 @@ impl Orders {
             INVENTORY_EVT_RESERVED => {
                 let reserved: InventoryReserved = event.data_as()?;
                 order.total_cents = Some(reserved.total_cents);
+                order.lines = reserved.lines;
                 if !canceling {
                     order.status = OrderStatus::StockReserved;
+                    if self.orchestrated() {
+                        ctx.emit(ReserveCredit {
+                            order_id: order_id.clone(),
+                            customer_id: order.customer_id.clone(),
+                            amount_cents: reserved.total_cents,
+                        });
+                    }
                 }
             }
-            CUSTOMERS_EVT_CREDIT_RESERVED if !canceling => order.status = OrderStatus::CreditReserved,
-            PAYMENTS_EVT_EXECUTED if !canceling => order.status = OrderStatus::Paid,
+            CUSTOMERS_EVT_CREDIT_RESERVED if !canceling => {
+                order.status = OrderStatus::CreditReserved;
+                if self.orchestrated() {
+                    ctx.emit(ExecutePayment {
+                        order_id: order_id.clone(),
+                        customer_id: order.customer_id.clone(),
+                        amount_cents: order.total_cents.unwrap_or(0),
+                    });
+                }
+            }
+            PAYMENTS_EVT_EXECUTED if !canceling => {
+                order.status = OrderStatus::Paid;
+                if self.orchestrated() {
+                    ctx.emit(ScheduleShipment {
+                        order_id: order_id.clone(),
+                        customer_id: order.customer_id.clone(),
+                        lines: order.lines.clone(),
+                    });
+                }
+            }
             SHIPPING_EVT_SCHEDULED => {
                 if canceling {
                     // Dispatched before shipping saw the cancel: too late.
@@ -225,11 +306,15 @@ impl Orders {
                 order.status = OrderStatus::Completed;
                 order.record(ORDERS_EVT_COMPLETED, ctx.now(), None);
                 ctx.emit(OrderCompleted { order_id: order_id.clone(), total_cents: order.total_cents.unwrap_or(0) });
+                if self.orchestrated() {
+                    ctx.emit(ConsumeInventory { order_id: order_id.clone() });
+                }
             }
             SHIPPING_EVT_CANCELED if canceling => {
                 order.status = OrderStatus::Canceled;
                 order.record(ORDERS_EVT_CANCELED, ctx.now(), order.reason.clone());
                 ctx.emit(OrderCanceled { order_id: order_id.clone(), reason: order.reason.clone() });
+                self.compensate(ctx, &order_id);
             }
             // While canceling, shipping's answer decides; failures change nothing.
             INVENTORY_EVT_RESERVATION_FAILED
@@ -245,7 +330,7 @@ impl Orders {
                     _ => "shipping",
                 };
                 let reason = event.data["reason"].as_str().unwrap_or("no reason given").to_string();
-                Self::fail(ctx, &mut order, step, reason);
+                self.fail(ctx, &mut order, step, reason);
             }
             _ => {}
         }
@@ -257,7 +342,10 @@ impl Orders {
 #[async_trait]
 impl Function for Orders {
     fn spec(&self) -> &'static FunctionSpec {
-        &SPEC
+        match self.mode {
+            SagaMode::Choreographed => &SPEC,
+            SagaMode::Orchestrated => &ORCHESTRATED_SPEC,
+        }
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
@@ -312,7 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_create_emits_created_and_the_same_create_twice_makes_one_order() {
-        let t = TestFunction::new(Orders);
+        let t = TestFunction::new(Orders::default());
         let created: OrderCreated = t.when(&create(Some("o-1"), &[("p", 2)])).await.single();
         assert_eq!(created.order_id, "o-1");
         t.when(&create(Some("o-1"), &[("p", 2)])).await.assert_nothing_emitted();
@@ -321,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_an_order_id_the_command_id_names_the_order() {
-        let t = TestFunction::new(Orders);
+        let t = TestFunction::new(Orders::default());
         let run = t.when(&create(None, &[("p", 1)])).await;
         let created: OrderCreated = run.single();
         assert_eq!(created.order_id, run.input.id);
@@ -329,7 +417,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_creates_fail_with_every_problem_named_and_store_nothing() {
-        let t = TestFunction::new(Orders);
+        let t = TestFunction::new(Orders::default());
         let mut bad = create(Some("o-1"), &[("p", 0), ("", 1)]);
         bad.customer_id = " ".into();
         let run = t.when(&bad).await;
@@ -346,7 +434,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_happy_path_ends_completed_with_the_total_and_a_timeline() {
-        let t = TestFunction::new(Orders);
+        let t = TestFunction::new(Orders::default());
         placed(&t, "o-1").await;
         t.when(&reserved("o-1")).await.assert_nothing_emitted();
         t.when(&CreditReserved { order_id: "o-1".into(), customer_id: "c-1".into(), amount_cents: 250 }).await;
@@ -411,7 +499,7 @@ mod tests {
             ),
         ];
         for (event, step) in cases {
-            let t = TestFunction::new(Orders);
+            let t = TestFunction::new(Orders::default());
             placed(&t, "o").await;
             let reason = event.data["reason"].as_str().unwrap().to_string();
             let failed: OrderFailed = t.deliver(event).await.single();
@@ -422,7 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn late_or_duplicate_events_never_change_a_terminal_order() {
-        let t = TestFunction::new(Orders);
+        let t = TestFunction::new(Orders::default());
         placed(&t, "o-1").await;
         t.when(&PaymentFailed { order_id: "o-1".into(), reason: "declined".into() }).await.single::<OrderFailed>();
         t.when(&PaymentFailed { order_id: "o-1".into(), reason: "again".into() }).await.assert_nothing_emitted();
@@ -435,7 +523,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_before_shipping_waits_for_shippings_confirmation() {
-        let t = TestFunction::new(Orders);
+        let t = TestFunction::new(Orders::default());
         placed(&t, "o-1").await;
         t.when(&reserved("o-1")).await;
         let cancel = CancelOrder { order_id: "o-1".into(), reason: Some("changed my mind".into()) };
@@ -451,7 +539,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_after_shipping_or_completion_is_refused_and_changes_nothing() {
-        let t = TestFunction::new(Orders);
+        let t = TestFunction::new(Orders::default());
         placed(&t, "o-1").await;
         t.when(&scheduled("o-1")).await;
         let run = t.when(&CancelOrder { order_id: "o-1".into(), reason: None }).await;
@@ -466,8 +554,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_orchestrator_sends_each_step_its_command() {
+        let t = TestFunction::new(Orders { mode: SagaMode::Orchestrated });
+        let run = t.when(&create(Some("o-1"), &[("p", 2)])).await;
+        assert_eq!(run.emitted_types(), [INVENTORY_CMD_RESERVE, ORDERS_EVT_CREATED]);
+        let lines = vec![PricedLine { product_id: "p".into(), quantity: 2, unit_price_cents: 125 }];
+        let reserved = InventoryReserved {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            lines: lines.clone(),
+            total_cents: 250,
+        };
+        let credit: ReserveCredit = t.when(&reserved).await.single();
+        assert_eq!(credit.amount_cents, 250);
+        let held = CreditReserved { order_id: "o-1".into(), customer_id: "c-1".into(), amount_cents: 250 };
+        let pay: ExecutePayment = t.when(&held).await.single();
+        assert_eq!(pay.amount_cents, 250);
+        let paid = PaymentExecuted {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            amount_cents: 250,
+            payment_id: "p".into(),
+        };
+        let ship: ScheduleShipment = t.when(&paid).await.single();
+        assert_eq!(ship.lines, lines);
+        t.when(&scheduled("o-1")).await.assert_nothing_emitted();
+        let run =
+            t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() }).await;
+        assert_eq!(run.emitted_types(), [ORDERS_EVT_COMPLETED, INVENTORY_CMD_CONSUME]);
+    }
+
+    #[tokio::test]
+    async fn the_orchestrator_compensates_every_step_on_failure_and_cancel() {
+        let t = TestFunction::new(Orders { mode: SagaMode::Orchestrated });
+        t.when(&create(Some("o-1"), &[("p", 1)])).await;
+        let run = t.when(&PaymentFailed { order_id: "o-1".into(), reason: "declined".into() }).await;
+        let compensations = [INVENTORY_CMD_RELEASE, CUSTOMERS_CMD_RELEASE_CREDIT, PAYMENTS_CMD_REFUND];
+        assert_eq!(run.emitted_types(), [&[ORDERS_EVT_FAILED][..], &compensations].concat());
+
+        t.when(&create(Some("o-2"), &[("p", 1)])).await;
+        t.when(&CancelOrder { order_id: "o-2".into(), reason: None }).await.single::<OrderCancelRequested>();
+        let run = t.when(&ShipmentCanceled { order_id: "o-2".into() }).await;
+        assert_eq!(run.emitted_types(), [&[ORDERS_EVT_CANCELED][..], &compensations].concat());
+    }
+
+    #[tokio::test]
     async fn a_cancel_that_loses_the_race_to_dispatch_is_refused_and_the_order_completes() {
-        let t = TestFunction::new(Orders);
+        let t = TestFunction::new(Orders::default());
         placed(&t, "o-1").await;
         t.when(&CancelOrder { order_id: "o-1".into(), reason: None }).await.single::<OrderCancelRequested>();
         t.when(&scheduled("o-1")).await.single::<OrderCancelRefused>();

@@ -47,7 +47,10 @@ fn key(order_id: &str) -> String {
 
 /// The payment function.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Payments;
+pub struct Payments {
+    /// Reacts to saga events, or to the orchestrator's commands.
+    pub mode: SagaMode,
+}
 
 /// Declaration in the choreographed saga.
 pub static SPEC: FunctionSpec = FunctionSpec {
@@ -58,6 +61,10 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     emits: &[PAYMENTS_EVT_EXECUTED, PAYMENTS_EVT_FAILED, PAYMENTS_EVT_REFUNDED],
     queries: &[],
 };
+
+/// Declaration in the orchestrated saga: the orchestrator's commands.
+pub static ORCHESTRATED_SPEC: FunctionSpec =
+    FunctionSpec { subscribes: &[PAYMENTS_CMD_EXECUTE, PAYMENTS_CMD_REFUND], ..SPEC };
 
 impl Payments {
     /// Charges the customer for the order.
@@ -124,7 +131,10 @@ impl Payments {
 #[async_trait]
 impl Function for Payments {
     fn spec(&self) -> &'static FunctionSpec {
-        &SPEC
+        match self.mode {
+            SagaMode::Choreographed => &SPEC,
+            SagaMode::Orchestrated => &ORCHESTRATED_SPEC,
+        }
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
@@ -156,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn ninety_nine_cents_is_declined_and_a_dollar_is_charged() {
-        let t = TestFunction::new(Payments);
+        let t = TestFunction::new(Payments::default());
         let failed: PaymentFailed = t.when(&credit("o-1", 99)).await.single();
         assert_eq!(failed.reason, "payment of 99 cents declined: the minimum charge is 100 cents");
         let paid: PaymentExecuted = t.when(&credit("o-2", 100)).await.single();
@@ -165,7 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_payment_is_charged_once_and_refunded_once() {
-        let t = TestFunction::new(Payments);
+        let t = TestFunction::new(Payments::default());
         t.when(&credit("o-1", 500)).await.single::<PaymentExecuted>();
         t.when(&credit("o-1", 500)).await.assert_nothing_emitted();
         let refunded: PaymentRefunded = t.when(&OrderCanceled { order_id: "o-1".into(), reason: None }).await.single();
@@ -176,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_ended_order_is_never_charged() {
-        let t = TestFunction::new(Payments);
+        let t = TestFunction::new(Payments::default());
         t.when(&OrderCanceled { order_id: "o-1".into(), reason: None }).await.assert_nothing_emitted();
         t.when(&credit("o-1", 500)).await.assert_nothing_emitted();
     }

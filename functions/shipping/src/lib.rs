@@ -59,6 +59,8 @@ fn stable_hash(text: &str) -> u64 {
 pub struct Shipping {
     /// Share of orders (0.0–1.0) whose shipment fails.
     pub failure_rate: f64,
+    /// Reacts to payment events, or to the orchestrator's commands.
+    pub mode: SagaMode,
 }
 
 /// Declaration in the choreographed saga.
@@ -71,10 +73,15 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     queries: &[],
 };
 
+/// Declaration in the orchestrated saga: the orchestrator's schedule
+/// command; it still arbitrates cancel requests itself.
+pub static ORCHESTRATED_SPEC: FunctionSpec =
+    FunctionSpec { subscribes: &[SHIPPING_CMD_SCHEDULE, SHIPPING_EVT_SCHEDULED, ORDERS_EVT_CANCEL_REQUESTED], ..SPEC };
+
 impl Shipping {
     /// A shipping function whose shipments fail for `failure_rate` of orders.
     pub fn with_failure_rate(failure_rate: f64) -> Self {
-        Self { failure_rate: failure_rate.clamp(0.0, 1.0) }
+        Self { failure_rate: failure_rate.clamp(0.0, 1.0), mode: SagaMode::Choreographed }
     }
 
     fn fails(&self, order_id: &str) -> bool {
@@ -155,7 +162,10 @@ impl Shipping {
 #[async_trait]
 impl Function for Shipping {
     fn spec(&self) -> &'static FunctionSpec {
-        &SPEC
+        match self.mode {
+            SagaMode::Choreographed => &SPEC,
+            SagaMode::Orchestrated => &ORCHESTRATED_SPEC,
+        }
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
