@@ -337,3 +337,40 @@ all_scenarios!(
     orchestrated_postgres,
     super::Setup { backend: super::Backend::Postgres, mode: super::SagaMode::Orchestrated }
 );
+
+/// Two copies of every function share each durable consumer (what
+/// `jetsaga up --function NAME` twice does), on the same stores.
+async fn two_copies_of_every_function_share_the_work(setup: Setup) {
+    let mut saga = Saga::start(setup).await;
+    let functions = saga.functions();
+    saga.host(&functions).await;
+    saga.product("p-a", 100, 50).await;
+    saga.customer("c-1", 1_000_000).await;
+    let ids = futures::future::join_all((0..80).map(|_| saga.order("c-1", &[("p-a", 1)]))).await;
+    let mut completed = 0;
+    for id in &ids {
+        let order = saga.finish(id).await;
+        if order.status == OrderStatus::Completed {
+            completed += 1;
+        } else {
+            assert_eq!(order.reason.as_deref(), Some("insufficient stock for p-a: requested 1, available 0"));
+        }
+    }
+    assert_eq!(completed, 50, "exactly the stock is sold, never more");
+    saga.expect_stock("p-a", (0, 0)).await;
+    saga.expect_used_credit("c-1", 5_000).await;
+    assert_eq!(saga.events("orders.evt.created").await.len(), 80, "each order created once");
+    saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_share_the_work_on_sqlite() {
+    two_copies_of_every_function_share_the_work(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_share_the_work_on_postgres() {
+    two_copies_of_every_function_share_the_work(Setup { backend: Backend::Postgres, mode: SagaMode::Orchestrated })
+        .await;
+}
