@@ -10,7 +10,7 @@ use jetsaga_events::{DecodeError, ENVELOPE_VERSION, Envelope};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::{HandlerError, PendingEvent, QueryError};
-use crate::function::{Ctx, Function, Overlay, QueryCtx};
+use crate::function::{Ctx, Function, FunctionSpec, Overlay, QueryCtx};
 use crate::ids::{TraceParent, derived_id};
 use crate::store::{Commit, CommitError, OutboxRecord, Store, StoreError};
 
@@ -108,6 +108,61 @@ pub fn command_envelope(
         version: ENVELOPE_VERSION,
         data,
     })
+}
+
+/// Processes events for one function, wherever the function runs: in this
+/// process over its store ([`Engine`]), or remotely (a Lambda function the
+/// bridge invokes). Transports drive this, so they work with either.
+#[async_trait::async_trait]
+pub trait Processor: Send + Sync + std::fmt::Debug + 'static {
+    /// The function's declaration.
+    fn spec(&self) -> &'static FunctionSpec;
+
+    /// The function's name.
+    fn name(&self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Processes a batch; one outcome per input, in order.
+    async fn process(&self, batch: &[Incoming]) -> Vec<Outcome>;
+
+    /// Answers a read-only query.
+    async fn query(&self, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError>;
+
+    /// Outbox records committed but not yet published (local stores only).
+    async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+
+    /// Marks outbox records published (local stores only).
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        let _ = ids;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Processor for Engine {
+    fn spec(&self) -> &'static FunctionSpec {
+        self.function.spec()
+    }
+
+    async fn process(&self, batch: &[Incoming]) -> Vec<Outcome> {
+        self.handle_batch(batch).await
+    }
+
+    async fn query(&self, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
+        Engine::query(self, subject, request).await
+    }
+
+    async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.store.unpublished(limit).await
+    }
+
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.store.mark_published(ids).await
+    }
 }
 
 /// Runs one function over its store.
@@ -298,15 +353,5 @@ impl Engine {
     pub async fn query(&self, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         let ctx = QueryCtx::new(self.store.as_ref());
         self.function.query(&ctx, subject, request).await
-    }
-
-    /// Outbox records left unpublished (for example by a crash after commit).
-    pub async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.store.unpublished(limit).await
-    }
-
-    /// Marks outbox records as published.
-    pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.store.mark_published(ids).await
     }
 }

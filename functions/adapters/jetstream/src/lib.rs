@@ -7,7 +7,8 @@
 //!    ([`provision`]);
 //! 2. pulls in batches, decodes each message into an envelope (bare
 //!    command payloads from `nats pub` are wrapped), and hands the batch to
-//!    the [`Engine`](jetsaga_core::Engine), which commits inbox + state +
+//!    the function's [`Processor`] (in this process: the
+//!    [`Engine`](jetsaga_core::Engine), which commits inbox + state +
 //!    outbox in one store transaction ([`worker`]);
 //! 3. publishes the outbox with `Nats-Msg-Id` set to each event id (so
 //!    JetStream drops copies), and only then acks the inputs; retryable
@@ -28,7 +29,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use jetsaga_core::Engine;
+use std::sync::Arc;
+
+use jetsaga_core::Processor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -125,7 +128,7 @@ pub struct Runtime {
     client: async_nats::Client,
     js: jetstream::Context,
     config: Config,
-    engines: Vec<Engine>,
+    engines: Vec<Arc<dyn Processor>>,
 }
 
 impl Runtime {
@@ -135,14 +138,15 @@ impl Runtime {
         Self { client, js, config, engines: Vec::new() }
     }
 
-    /// Adds a function with its store.
-    pub fn with(mut self, engine: Engine) -> Self {
-        self.engines.push(engine);
+    /// Adds a function: an [`Engine`](jetsaga_core::Engine) over its
+    /// store, or any other [`Processor`] (the Lambda bridge's invoker).
+    pub fn with(mut self, processor: impl Processor) -> Self {
+        self.engines.push(Arc::new(processor));
         self
     }
 
     /// The hosted functions.
-    pub fn engines(&self) -> &[Engine] {
+    pub fn engines(&self) -> &[Arc<dyn Processor>] {
         &self.engines
     }
 
@@ -160,7 +164,7 @@ impl Runtime {
         let mut tasks = tokio::task::JoinSet::new();
         let mut services = Vec::new();
         for engine in &self.engines {
-            let spec = engine.function().spec();
+            let spec = engine.spec();
             // Every function gets a service, even without endpoints, so
             // `$SRV.PING` / `nats micro ls` shows what is running where.
             services.push(service::serve(&self.client, self.js.clone(), engine.clone(), cancel.clone()).await?);

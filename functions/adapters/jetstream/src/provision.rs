@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use async_nats::jetstream::{self, consumer, stream};
-use jetsaga_core::Engine;
+use std::sync::Arc;
+
+use jetsaga_core::Processor;
 use tracing::info;
 
 use crate::{Config, RuntimeError};
@@ -65,12 +67,12 @@ fn stream_subject(subject: &str) -> Option<String> {
 }
 
 /// Every subject the saga stream must capture for these functions.
-pub fn stream_subjects(engines: &[Engine]) -> BTreeSet<String> {
-    let accepted: BTreeSet<&str> = engines.iter().flat_map(|e| e.function().spec().accepts.iter().copied()).collect();
+pub fn stream_subjects(engines: &[Arc<dyn Processor>]) -> BTreeSet<String> {
+    let accepted: BTreeSet<&str> = engines.iter().flat_map(|e| e.spec().accepts.iter().copied()).collect();
     engines
         .iter()
         .flat_map(|e| {
-            let spec = e.function().spec();
+            let spec = e.spec();
             spec.subscribes.iter().chain(spec.emits.iter())
         })
         .filter(|s| !accepted.contains(**s))
@@ -86,7 +88,7 @@ pub(crate) async fn provision(
     client: &async_nats::Client,
     js: &jetstream::Context,
     config: &Config,
-    engines: &[Engine],
+    engines: &[Arc<dyn Processor>],
 ) -> Result<(), RuntimeError> {
     check_server_version(&connected_server_info(client).await?)?;
     let mut subjects = stream_subjects(engines);
@@ -130,9 +132,9 @@ pub(crate) async fn provision(
 pub(crate) async fn consumer(
     js: &jetstream::Context,
     config: &Config,
-    engine: &Engine,
+    engine: &Arc<dyn Processor>,
 ) -> Result<consumer::PullConsumer, RuntimeError> {
-    let spec = engine.function().spec();
+    let spec = engine.spec();
     let stream =
         js.get_stream(&config.stream).await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
     let consumer_config = consumer::pull::Config {

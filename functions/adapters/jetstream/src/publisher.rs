@@ -7,7 +7,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures::future::join_all;
-use jetsaga_core::{Engine, OutboxRecord};
+use std::sync::Arc;
+
+use jetsaga_core::{OutboxRecord, Processor};
 use jetsaga_events::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -17,7 +19,7 @@ use crate::dlq;
 /// Publishes one function's events.
 #[derive(Clone, Debug)]
 pub(crate) struct Publisher {
-    pub(crate) engine: Engine,
+    pub(crate) engine: Arc<dyn Processor>,
     pub(crate) js: jetstream::Context,
 }
 

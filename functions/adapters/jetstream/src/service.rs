@@ -13,7 +13,9 @@ use async_nats::jetstream;
 use async_nats::service::{Request, ServiceExt};
 use chrono::Utc;
 use futures::StreamExt;
-use jetsaga_core::{Engine, Incoming, Outcome, command_envelope, ids};
+use std::sync::Arc;
+
+use jetsaga_core::{Incoming, Outcome, Processor, command_envelope, ids};
 use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -33,10 +35,10 @@ enum Kind {
 pub(crate) async fn serve(
     client: &async_nats::Client,
     js: jetstream::Context,
-    engine: Engine,
+    engine: Arc<dyn Processor>,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
-    let spec = engine.function().spec();
+    let spec = engine.spec();
     let err = |e: async_nats::Error| RuntimeError::Service { function: spec.name.into(), message: e.to_string() };
     let service = client
         .service_builder()
@@ -114,7 +116,7 @@ async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Resu
     };
     let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
     let incoming = Incoming { envelope, traceparent };
-    let outcome = publisher.engine.handle_one(&incoming).await;
+    let outcome = publisher.engine.process(std::slice::from_ref(&incoming)).await.pop().expect("one outcome per input");
     if let Some(records) = outcome.outbox() {
         // Committed: even if a publish fails now, the relay publishes it later.
         publisher.publish(records).await;

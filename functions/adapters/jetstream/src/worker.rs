@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
 use futures::{FutureExt, StreamExt, future::join_all};
-use jetsaga_core::{Engine, Incoming, OutboxRecord, Outcome, command_envelope};
+use std::sync::Arc;
+
+use jetsaga_core::{Incoming, OutboxRecord, Outcome, Processor, command_envelope};
 use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -22,7 +24,7 @@ enum Disposition {
 
 /// Consumes for one function.
 pub(crate) struct Worker {
-    engine: Engine,
+    engine: Arc<dyn Processor>,
     publisher: Publisher,
     config: Config,
 }
@@ -35,7 +37,7 @@ fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 }
 
 impl Worker {
-    pub(crate) fn new(engine: Engine, js: jetstream::Context, config: Config) -> Self {
+    pub(crate) fn new(engine: Arc<dyn Processor>, js: jetstream::Context, config: Config) -> Self {
         Self { publisher: Publisher { engine: engine.clone(), js }, engine, config }
     }
 
@@ -126,7 +128,7 @@ impl Worker {
                 Err(reason) => dispositions.push(Some(Disposition::DeadLetter(reason))),
             }
         }
-        let outcomes = self.engine.handle_batch(&incoming).await;
+        let outcomes = self.engine.process(&incoming).await;
         if let Some(function) = &self.config.crash_after_commit
             && function == self.engine.name()
             && outcomes.iter().any(|o| o.outbox().is_some_and(|r| !r.is_empty()))
