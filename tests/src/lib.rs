@@ -2,11 +2,13 @@
 //!
 //! - [`nats`]: a real nats-server per test (random port, temporary store,
 //!   killed on drop), restartable, and a 3-node cluster.
+//! - [`moto`]: a DynamoDB-compatible endpoint (moto's server) per test.
 //! - [`ledger`]: a tiny function used to test the runtime itself.
 //! - [`saga`]: the whole order saga, hosted in-process, for scenario tests.
 //! - [`stream`]: reading what landed in a stream, waiting for conditions.
 
 pub mod ledger;
+pub mod moto;
 pub mod nats;
 pub mod saga;
 pub mod stream;

@@ -268,6 +268,9 @@ impl Engine {
                     last_conflict = key;
                 }
                 Err(CommitError::Duplicate { .. }) => {}
+                Err(CommitError::TooLarge { message }) => {
+                    return Outcome::DeadLetter(format!("this event's changes cannot be committed at once: {message}"));
+                }
                 Err(CommitError::Store(e)) => return Outcome::Retry(e.to_string()),
             }
         }

@@ -97,6 +97,13 @@ pub enum CommitError {
         /// The duplicate input.
         event_id: String,
     },
+    /// The commit holds more than the backend can apply at once (DynamoDB:
+    /// 100 items per transaction). A batch is then committed event by event.
+    #[error("commit too large: {message}")]
+    TooLarge {
+        /// What exceeded which limit.
+        message: String,
+    },
     /// The backend failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -1,0 +1,499 @@
+//! DynamoDB implementation of the jetsaga [`Store`] port: one table per
+//! function, every commit one `TransactWriteItems` with condition
+//! expressions, so the effectively-once guarantee holds exactly as on
+//! SQLite and PostgreSQL (it passes the same conformance suite).
+//!
+//! Table layout (partition key `pk`, sort key `sk`, both strings):
+//!
+//! | item | `pk` | `sk` | attributes |
+//! | --- | --- | --- | --- |
+//! | state | `kv#<first path segment of the key>` | the key | `v` (binary), `ver` (number) |
+//! | inbox | `inbox#<event id>` | `inbox` | `outbox` (list of event ids), `at` |
+//! | outbox | `outbox` | event id (UUIDv7: time-ordered) | `subj`, `payload`, `tp`, `expires_at` |
+//!
+//! Keys are grouped by their first segment (`product/p-1` lives under
+//! `kv#product`) so prefix scans are single-partition queries. Outbox items
+//! carry a TTL (`expires_at`, 7 days): the Lambda adapter cannot know when
+//! the bridge has published them, and JetStream de-duplication makes a
+//! late re-publish harmless.
+//!
+//! `AWS_ENDPOINT_URL` points the client at a DynamoDB-compatible endpoint
+//! (moto's server, LocalStack).
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
+};
+use jetsaga_core::{Commit, CommitError, Expect, Item, OutboxRecord, Store, StoreError};
+
+/// Most actions one DynamoDB transaction may hold.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// How long outbox items are kept (DynamoDB TTL).
+const OUTBOX_TTL_SECS: i64 = 7 * 24 * 3600;
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new("dynamodb", e.to_string())
+}
+
+/// A DynamoDB error with its service code, which `Display` on the SDK error hides.
+fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(
+    what: &str,
+    e: aws_sdk_dynamodb::error::SdkError<E>,
+) -> StoreError {
+    let message = match e.as_service_error() {
+        Some(service) => {
+            format!("{what}: {}: {}", service.code().unwrap_or("error"), service.message().unwrap_or("no message"))
+        }
+        None => format!("{what}: {e}"),
+    };
+    err(message)
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn segment(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(first, _)| first)
+}
+
+fn kv_pk(key: &str) -> String {
+    format!("kv#{}", segment(key))
+}
+
+fn inbox_pk(event_id: &str) -> String {
+    format!("inbox#{event_id}")
+}
+
+const OUTBOX_PK: &str = "outbox";
+
+/// A function's store in its own DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+/// What a transaction action stands for, to explain a cancellation.
+enum Action {
+    Inbox(String),
+    Key(String),
+    Outbox,
+}
+
+impl DynamoStore {
+    /// A store on `table` using `client`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// A store on `table` with the default AWS configuration (region,
+    /// credentials, and `AWS_ENDPOINT_URL` for local endpoints).
+    pub async fn from_env(table: impl Into<String>) -> Self {
+        let config = aws_config::load_from_env().await;
+        Self::new(Client::new(&config), table)
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table (on-demand billing, TTL on `expires_at`) unless it
+    /// exists. The deploy template creates tables in AWS; this is for local runs.
+    pub async fn create_table_if_missing(&self) -> Result<(), StoreError> {
+        if self.client.describe_table().table_name(&self.table).send().await.is_ok() {
+            return Ok(());
+        }
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(err)
+        };
+        let key =
+            |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(err);
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute("pk")?)
+            .attribute_definitions(attribute("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another process created it first.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(()),
+            Err(e) => return Err(sdk_err(&format!("cannot create table {}", self.table), e)),
+        }
+        let ttl = TimeToLiveSpecification::builder().enabled(true).attribute_name("expires_at").build().map_err(err)?;
+        if let Err(e) =
+            self.client.update_time_to_live().table_name(&self.table).time_to_live_specification(ttl).send().await
+        {
+            tracing::warn!(table = %self.table, error = %sdk_err("update_time_to_live", e), "outbox items will not expire");
+        }
+        Ok(())
+    }
+
+    /// Deletes the table (test clean-up).
+    pub async fn delete_table(&self) -> Result<(), StoreError> {
+        self.client
+            .delete_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_err("delete_table", e))
+    }
+
+    fn outbox_record(item: &HashMap<String, AttributeValue>) -> Result<OutboxRecord, StoreError> {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        Ok(OutboxRecord {
+            id: text("sk").ok_or_else(|| err("outbox item without sk"))?,
+            subject: text("subj").ok_or_else(|| err("outbox item without subj"))?,
+            payload: item
+                .get("payload")
+                .and_then(|v| v.as_b().ok())
+                .map(|b| b.as_ref().to_vec())
+                .ok_or_else(|| err("outbox item without payload"))?,
+            traceparent: text("tp"),
+        })
+    }
+
+    fn state_item(item: &HashMap<String, AttributeValue>) -> Result<(String, Item), StoreError> {
+        let key = item.get("sk").and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| err("state item without sk"))?;
+        let value = item.get("v").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default();
+        let version = item.get("ver").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((key, Item { value, version }))
+    }
+
+    /// The single action for all of a batch's writes to one key: the first
+    /// write's condition, the last write's value, and the version the writes
+    /// add up to (DynamoDB refuses two actions on one item in a transaction).
+    fn key_action(&self, key: &str, writes: &[&jetsaga_core::Write]) -> Result<TransactWriteItem, StoreError> {
+        let first = writes[0].expect;
+        // (exists, version) after each write, where known.
+        let mut exists = match first {
+            Expect::Absent => Some(false),
+            Expect::Version(_) => Some(true),
+            Expect::Any => None,
+        };
+        let mut version = match first {
+            Expect::Version(v) => Some(v),
+            Expect::Absent => Some(0),
+            Expect::Any => None,
+        };
+        let mut puts_since_delete = 0u64;
+        for write in writes {
+            if write.value.is_some() {
+                version = match exists {
+                    Some(true) => version.map(|v| v + 1),
+                    Some(false) => Some(1),
+                    None => None,
+                };
+                exists = Some(true);
+                puts_since_delete += 1;
+            } else {
+                exists = Some(false);
+                version = Some(0);
+                puts_since_delete = 0;
+            }
+        }
+        let last = writes[writes.len() - 1];
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let condition = match first {
+            Expect::Absent => Some("attribute_not_exists(pk)".to_string()),
+            Expect::Version(v) => {
+                names.insert("#ver".to_string(), "ver".to_string());
+                values.insert(":expected".to_string(), n(v));
+                Some("#ver = :expected".to_string())
+            }
+            Expect::Any => None,
+        };
+        let key_map = HashMap::from([("pk".to_string(), s(kv_pk(key))), ("sk".to_string(), s(key))]);
+        let action = match (&last.value, version) {
+            (None, _) if first == Expect::Absent => {
+                // Created and deleted within the batch: only the condition remains.
+                let check = ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key_map))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(err)?;
+                TransactWriteItem::builder().condition_check(check).build()
+            }
+            (None, _) => {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key_map))
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names((!names.is_empty()).then_some(names))
+                    .set_expression_attribute_values((!values.is_empty()).then_some(values))
+                    .build()
+                    .map_err(err)?;
+                TransactWriteItem::builder().delete(delete).build()
+            }
+            (Some(value), Some(version)) => {
+                let mut item = key_map;
+                item.insert("v".into(), AttributeValue::B(value.clone().into()));
+                item.insert("ver".into(), n(version));
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names((!names.is_empty()).then_some(names))
+                    .set_expression_attribute_values((!values.is_empty()).then_some(values))
+                    .build()
+                    .map_err(err)?;
+                TransactWriteItem::builder().put(put).build()
+            }
+            (Some(value), None) => {
+                // Unconditional writes on a key of unknown version: count them up.
+                names.insert("#v".into(), "v".into());
+                names.insert("#ver".into(), "ver".into());
+                values.insert(":v".into(), AttributeValue::B(value.clone().into()));
+                values.insert(":n".into(), n(puts_since_delete.max(1)));
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key_map))
+                    .update_expression("SET #v = :v ADD #ver :n")
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .build()
+                    .map_err(err)?;
+                TransactWriteItem::builder().update(update).build()
+            }
+        };
+        Ok(action)
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    fn backend(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(kv_pk(key)))
+            .key("sk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("get_item", e))?;
+        out.item().map(|item| Self::state_item(item).map(|(_, item)| item)).transpose()
+    }
+
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, Item)>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = if prefix.contains('/') {
+                // Every key under the prefix shares its first segment: one partition.
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":pk", s(kv_pk(prefix)))
+                    .expression_attribute_values(":prefix", s(prefix))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map(|o| (o.items.unwrap_or_default(), o.last_evaluated_key))
+                    .map_err(|e| sdk_err("query", e))?
+            } else {
+                self.client
+                    .scan()
+                    .table_name(&self.table)
+                    .filter_expression("begins_with(pk, :kv) AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":kv", s("kv#"))
+                    .expression_attribute_values(":prefix", s(prefix))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map(|o| (o.items.unwrap_or_default(), o.last_evaluated_key))
+                    .map_err(|e| sdk_err("scan", e))?
+            };
+            for item in &page.0 {
+                found.push(Self::state_item(item)?);
+            }
+            match page.1 {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
+    async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
+        let mut actions = Vec::new();
+        let mut meaning = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mut by_key: BTreeMap<&str, Vec<&jetsaga_core::Write>> = BTreeMap::new();
+        for commit in commits {
+            if !seen.insert(commit.event_id.as_str()) {
+                return Err(CommitError::Duplicate { event_id: commit.event_id.clone() });
+            }
+            let outbox_ids = commit.outbox.iter().map(|r| s(&r.id)).collect();
+            let inbox = HashMap::from([
+                ("pk".to_string(), s(inbox_pk(&commit.event_id))),
+                ("sk".to_string(), s("inbox")),
+                ("outbox".to_string(), AttributeValue::L(outbox_ids)),
+                ("at".to_string(), n(now)),
+            ]);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(inbox))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(err)?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+            meaning.push(Action::Inbox(commit.event_id.clone()));
+            for write in &commit.writes {
+                by_key.entry(write.key.as_str()).or_default().push(write);
+            }
+            for record in &commit.outbox {
+                let mut item = HashMap::from([
+                    ("pk".to_string(), s(OUTBOX_PK)),
+                    ("sk".to_string(), s(&record.id)),
+                    ("ev".to_string(), s(&commit.event_id)),
+                    ("subj".to_string(), s(&record.subject)),
+                    ("payload".to_string(), AttributeValue::B(record.payload.clone().into())),
+                    ("expires_at".to_string(), n(now + OUTBOX_TTL_SECS)),
+                ]);
+                if let Some(tp) = &record.traceparent {
+                    item.insert("tp".into(), s(tp));
+                }
+                let put = Put::builder().table_name(&self.table).set_item(Some(item)).build().map_err(err)?;
+                actions.push(TransactWriteItem::builder().put(put).build());
+                meaning.push(Action::Outbox);
+            }
+        }
+        for (key, writes) in by_key {
+            actions.push(self.key_action(key, &writes)?);
+            meaning.push(Action::Key(key.to_string()));
+        }
+        if actions.len() > MAX_TRANSACTION_ITEMS {
+            return Err(CommitError::TooLarge {
+                message: format!("{} items, DynamoDB allows {MAX_TRANSACTION_ITEMS} per transaction", actions.len()),
+            });
+        }
+        match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                    canceled,
+                )) = e.as_service_error()
+                {
+                    for (reason, action) in canceled.cancellation_reasons().iter().zip(&meaning) {
+                        if reason.code() == Some("ConditionalCheckFailed") {
+                            return Err(match action {
+                                Action::Inbox(event_id) => CommitError::Duplicate { event_id: event_id.clone() },
+                                Action::Key(key) => CommitError::Conflict { key: key.clone() },
+                                Action::Outbox => CommitError::Store(err("outbox write refused")),
+                            });
+                        }
+                    }
+                    // Concurrent transactions on the same items: the caller re-reads and retries.
+                    if canceled.cancellation_reasons().iter().any(|r| r.code() == Some("TransactionConflict")) {
+                        let key = meaning
+                            .iter()
+                            .find_map(|m| if let Action::Key(k) = m { Some(k.clone()) } else { None })
+                            .unwrap_or_default();
+                        return Err(CommitError::Conflict { key });
+                    }
+                }
+                Err(CommitError::Store(sdk_err("transact_write_items", e)))
+            }
+        }
+    }
+
+    async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
+        let inbox = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(inbox_pk(event_id)))
+            .key("sk", s("inbox"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("get_item", e))?;
+        let Some(item) = inbox.item() else { return Ok(None) };
+        let ids: Vec<String> = item
+            .get("outbox")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default();
+        let mut pending = Vec::new();
+        for id in ids {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(OUTBOX_PK))
+                .key("sk", s(&id))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_err("get_item", e))?;
+            if let Some(item) = out.item() {
+                pending.push(Self::outbox_record(item)?);
+            }
+        }
+        Ok(Some(pending))
+    }
+
+    async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(OUTBOX_PK))
+            .consistent_read(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| sdk_err("query", e))?;
+        out.items().iter().map(Self::outbox_record).collect()
+    }
+
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(OUTBOX_PK))
+                .key("sk", s(id))
+                .send()
+                .await
+                .map_err(|e| sdk_err("delete_item", e))?;
+        }
+        Ok(())
+    }
+}

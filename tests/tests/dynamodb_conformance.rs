@@ -1,0 +1,33 @@
+//! The DynamoDB store passes the shared store conformance suite against a
+//! real DynamoDB-compatible endpoint (moto's server, or AWS_ENDPOINT_URL).
+
+use std::sync::Arc;
+
+use jetsaga_core::Store;
+use jetsaga_dynamodb::DynamoStore;
+use jetsaga_tests::moto::Endpoint;
+
+async fn make() -> Arc<dyn Store> {
+    // Each test owns its endpoint; leak it so it lives as long as the store.
+    let endpoint: &'static Endpoint = Box::leak(Box::new(Endpoint::start()));
+    let table = format!("conformance-{}", uuid::Uuid::new_v4().simple());
+    let store = DynamoStore::new(endpoint.dynamodb().await, table);
+    store.create_table_if_missing().await.unwrap();
+    Arc::new(store)
+}
+
+jetsaga_core::store_conformance_tests!(make());
+
+#[tokio::test]
+async fn creating_the_table_twice_is_harmless_and_a_batch_over_the_limit_is_refused() {
+    let endpoint = Endpoint::start();
+    let store = DynamoStore::new(endpoint.dynamodb().await, "twice");
+    store.create_table_if_missing().await.unwrap();
+    store.create_table_if_missing().await.unwrap();
+    let commits: Vec<jetsaga_core::Commit> =
+        (0..101).map(|i| jetsaga_core::Commit { event_id: format!("e{i}"), writes: vec![], outbox: vec![] }).collect();
+    let refused = store.commit(&commits).await.unwrap_err();
+    assert!(matches!(refused, jetsaga_core::CommitError::TooLarge { .. }), "{refused}");
+    assert!(refused.to_string().contains("101 items"), "{refused}");
+    store.delete_table().await.unwrap();
+}
