@@ -1,0 +1,105 @@
+//! The bridge side: a [`Processor`] that runs a function by invoking its
+//! Lambda through the Invoke API (AWS, or `cargo lambda watch` locally).
+//! The JetStream runtime drives it exactly like a local engine: it pulls,
+//! hands over batches, publishes what comes back and acks.
+
+use async_trait::async_trait;
+use aws_sdk_lambda::Client;
+use aws_sdk_lambda::primitives::Blob;
+use jetsaga_core::{FunctionSpec, Incoming, Outcome, Processor, QueryError};
+use tracing::warn;
+
+use crate::wire::{Record, Request, Response};
+
+/// A function that runs on Lambda.
+#[derive(Clone, Debug)]
+pub struct LambdaProcessor {
+    spec: &'static FunctionSpec,
+    client: Client,
+    function_name: String,
+}
+
+impl LambdaProcessor {
+    /// Invokes `function_name` for the function declared by `spec`.
+    pub fn new(spec: &'static FunctionSpec, client: Client, function_name: impl Into<String>) -> Self {
+        Self { spec, client, function_name: function_name.into() }
+    }
+
+    /// A Lambda client with the default AWS configuration, or pointed at
+    /// `endpoint` (for example `cargo lambda watch` on http://127.0.0.1:9000).
+    pub async fn client(endpoint: Option<&str>) -> Client {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(endpoint) = endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        Client::new(&loader.load().await)
+    }
+
+    async fn invoke(&self, request: &Request) -> Result<Response, String> {
+        let payload = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        let output = self
+            .client
+            .invoke()
+            .function_name(&self.function_name)
+            .payload(Blob::new(payload))
+            .send()
+            .await
+            .map_err(|e| {
+            format!("invoking {} failed: {}", self.function_name, aws_sdk_lambda::error::DisplayErrorContext(&e))
+        })?;
+        let body = output.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+        if let Some(error) = output.function_error() {
+            return Err(format!("{} returned {error}: {}", self.function_name, String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "{} answered something else than a jetsaga response ({e}): {}",
+                self.function_name,
+                String::from_utf8_lossy(&body)
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl Processor for LambdaProcessor {
+    fn spec(&self) -> &'static FunctionSpec {
+        self.spec
+    }
+
+    async fn process(&self, batch: &[Incoming]) -> Vec<Outcome> {
+        let request = Request::Batch { records: batch.iter().map(Record::from).collect() };
+        match self.invoke(&request).await {
+            Ok(Response::Batch { results, .. }) if results.len() == batch.len() => {
+                results.into_iter().map(crate::wire::Result::into_outcome).collect()
+            }
+            Ok(other) => {
+                let reason = format!("{} answered a batch of {} with {other:?}", self.function_name, batch.len());
+                warn!(%reason);
+                vec![Outcome::Retry(reason); batch.len()]
+            }
+            Err(reason) => {
+                warn!(%reason, "invocation failed; the batch will be redelivered");
+                vec![Outcome::Retry(reason); batch.len()]
+            }
+        }
+    }
+
+    async fn query(&self, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
+        let body: serde_json::Value = if request.iter().all(u8::is_ascii_whitespace) {
+            serde_json::json!({})
+        } else {
+            jetsaga_events::envelope::decode_json(subject, request)?
+        };
+        match self.invoke(&Request::Query { subject: subject.into(), request: body }).await {
+            Ok(Response::Query { reply: Some(reply), .. }) => Ok(reply),
+            Ok(Response::Query { error: Some(e), .. }) => Err(match e.code {
+                400 => QueryError::BadRequest(e.error),
+                404 => QueryError::NotFound(e.error),
+                _ => QueryError::Internal(e.error),
+            }),
+            Ok(other) => Err(QueryError::Internal(format!("unexpected answer {other:?}"))),
+            Err(reason) => Err(QueryError::Internal(reason)),
+        }
+    }
+}

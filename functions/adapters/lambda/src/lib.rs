@@ -1,0 +1,93 @@
+//! Runs a jetsaga function on AWS Lambda, with the same handler as the
+//! JetStream runtime: the function crate does not change.
+//!
+//! - [`serve`]: the whole `bootstrap` main: a [`DynamoStore`] (one table per
+//!   function), the [`Engine`], and `lambda_runtime`. Tracing goes to
+//!   stdout in the format Lambda asks for (`AWS_LAMBDA_LOG_FORMAT`).
+//! - [`handle`]: one invocation: a batch of envelopes in, per-record
+//!   results out (the events to publish, with their de-duplication ids),
+//!   plus `batchItemFailures` so one bad record never fails its batch; or
+//!   a query.
+//! - [`wire`]: the request and response types, shared with the bridge.
+//! - `invoker` (feature): the bridge side, a [`Processor`](jetsaga_core::Processor)
+//!   that invokes a function through the Lambda Invoke API.
+//!
+//! The function never publishes: the bridge publishes the returned events
+//! and acks the inputs. Because inbox, state and outbox are committed in
+//! one DynamoDB transaction, a retried invocation returns the same events
+//! and changes nothing.
+
+#[cfg(feature = "invoker")]
+pub mod invoker;
+pub mod wire;
+
+use std::sync::Arc;
+
+use jetsaga_core::{Engine, Function, Incoming, Store};
+use jetsaga_dynamodb::DynamoStore;
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+
+use crate::wire::{ItemFailure, QueryFailure, Request, Response};
+
+/// Handles one invocation.
+pub async fn handle(engine: &Engine, request: Request) -> Result<Response, Diagnostic> {
+    match request {
+        Request::Batch { records } => {
+            let ids: Vec<String> = records.iter().map(|r| r.envelope.id.clone()).collect();
+            let incoming: Vec<Incoming> = records.into_iter().map(Incoming::from).collect();
+            let outcomes = engine.handle_batch(&incoming).await;
+            let results: Vec<wire::Result> =
+                ids.into_iter().zip(outcomes).map(|(id, outcome)| wire::Result::from_outcome(id, outcome)).collect();
+            let batch_item_failures = results
+                .iter()
+                .filter_map(|r| match r {
+                    wire::Result::Retry { event_id, .. } | wire::Result::DeadLetter { event_id, .. } => {
+                        Some(ItemFailure { item_identifier: event_id.clone() })
+                    }
+                    _ => None,
+                })
+                .collect();
+            Ok(Response::Batch { results, batch_item_failures })
+        }
+        Request::Query { subject, request } => {
+            let body = serde_json::to_vec(&request).map_err(|e| bad_request(e.to_string()))?;
+            Ok(match engine.query(&subject, &body).await {
+                Ok(reply) => Response::Query { reply: Some(reply), error: None },
+                Err(e) => {
+                    Response::Query { reply: None, error: Some(QueryFailure { code: e.code(), error: e.to_string() }) }
+                }
+            })
+        }
+    }
+}
+
+fn bad_request(message: String) -> Diagnostic {
+    Diagnostic { error_type: "Jetsaga.BadRequest".into(), error_message: message }
+}
+
+/// The DynamoDB table of a function: `JETSAGA_TABLE`, or `jetsaga-<function>`.
+pub fn table_name(function: &str) -> String {
+    std::env::var("JETSAGA_TABLE").unwrap_or_else(|_| format!("jetsaga-{function}"))
+}
+
+/// Runs `function` as a Lambda function until the runtime stops it.
+///
+/// Environment: `JETSAGA_TABLE` (default `jetsaga-<function>`),
+/// `JETSAGA_CREATE_TABLE=1` to create the table on start (local runs; the
+/// deploy template creates it in AWS), `AWS_ENDPOINT_URL` for a local
+/// DynamoDB-compatible endpoint.
+pub async fn serve(function: impl Function) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let name = function.spec().name;
+    let store = DynamoStore::from_env(table_name(name)).await;
+    if std::env::var("JETSAGA_CREATE_TABLE").as_deref() == Ok("1") {
+        store.create_table_if_missing().await?;
+    }
+    tracing::info!(function = name, table = store.table(), backend = store.backend(), "ready");
+    let engine = Engine::new(Arc::new(function), Arc::new(store));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Request>| {
+        let engine = engine.clone();
+        async move { handle(&engine, event.payload).await }
+    }))
+    .await
+}

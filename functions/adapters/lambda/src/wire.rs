@@ -1,0 +1,184 @@
+//! What the bridge sends a function's Lambda and what it answers. Plain
+//! JSON, so a function can also be invoked by hand (`cargo lambda invoke`,
+//! the AWS console) with a readable payload.
+
+use jetsaga_core::{Incoming, OutboxRecord, Outcome};
+use jetsaga_events::Envelope;
+use serde::{Deserialize, Serialize};
+
+/// An invocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Request {
+    /// Events to process, in stream order.
+    Batch {
+        /// The events.
+        records: Vec<Record>,
+    },
+    /// A read-only query (or a request/reply command is sent as a one-record batch).
+    Query {
+        /// The query subject, e.g. `orders.query.get`.
+        subject: String,
+        /// The request body.
+        request: serde_json::Value,
+    },
+}
+
+/// One event and its trace context.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The event.
+    pub envelope: Envelope,
+    /// W3C trace context from the NATS headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// An event the function wants published, with its de-duplication id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Event id; publish it as `Nats-Msg-Id`.
+    pub id: String,
+    /// Subject.
+    pub subject: String,
+    /// The envelope, as JSON text (published byte for byte).
+    pub envelope: String,
+    /// W3C trace context to send as a header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// What became of one record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Result {
+    /// Processed: publish `events`, then ack.
+    Processed {
+        /// Input event id.
+        event_id: String,
+        /// Events to publish.
+        events: Vec<Event>,
+    },
+    /// A business rejection: publish the failure `events`, then ack.
+    Rejected {
+        /// Input event id.
+        event_id: String,
+        /// Why.
+        reason: String,
+        /// Failure events to publish.
+        events: Vec<Event>,
+    },
+    /// Not processed; redeliver later.
+    Retry {
+        /// Input event id.
+        event_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Never processable; dead-letter.
+    DeadLetter {
+        /// Input event id.
+        event_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A record to redeliver, in the shape AWS uses for partial batch responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemFailure {
+    /// The input event id.
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+/// The answer to an invocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// One result per record, in order.
+    Batch {
+        /// Results.
+        results: Vec<Result>,
+        /// Records that were not processed (retry or dead letter): one bad
+        /// record never fails its batch.
+        #[serde(rename = "batchItemFailures")]
+        batch_item_failures: Vec<ItemFailure>,
+    },
+    /// A query's answer.
+    Query {
+        /// The reply, on success.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply: Option<serde_json::Value>,
+        /// `{code, error}` on failure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<QueryFailure>,
+    },
+}
+
+/// A refused query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryFailure {
+    /// 400, 404 or 500.
+    pub code: u16,
+    /// Why.
+    pub error: String,
+}
+
+impl From<&OutboxRecord> for Event {
+    fn from(record: &OutboxRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            subject: record.subject.clone(),
+            envelope: String::from_utf8_lossy(&record.payload).into_owned(),
+            traceparent: record.traceparent.clone(),
+        }
+    }
+}
+
+impl From<Event> for OutboxRecord {
+    fn from(event: Event) -> Self {
+        Self {
+            id: event.id,
+            subject: event.subject,
+            payload: event.envelope.into_bytes(),
+            traceparent: event.traceparent,
+        }
+    }
+}
+
+impl From<Record> for Incoming {
+    fn from(record: Record) -> Self {
+        Incoming { envelope: record.envelope, traceparent: record.traceparent }
+    }
+}
+
+impl From<&Incoming> for Record {
+    fn from(incoming: &Incoming) -> Self {
+        Record { envelope: incoming.envelope.clone(), traceparent: incoming.traceparent.clone() }
+    }
+}
+
+impl Result {
+    /// Wraps an engine outcome.
+    pub fn from_outcome(event_id: String, outcome: Outcome) -> Self {
+        let events = |records: Vec<OutboxRecord>| records.iter().map(Event::from).collect();
+        match outcome {
+            Outcome::Publish(records) => Self::Processed { event_id, events: events(records) },
+            Outcome::Rejected { reason, outbox } => Self::Rejected { event_id, reason, events: events(outbox) },
+            Outcome::Retry(reason) => Self::Retry { event_id, reason },
+            Outcome::DeadLetter(reason) => Self::DeadLetter { event_id, reason },
+        }
+    }
+
+    /// Back to an engine outcome (on the bridge).
+    pub fn into_outcome(self) -> Outcome {
+        let records = |events: Vec<Event>| events.into_iter().map(OutboxRecord::from).collect();
+        match self {
+            Self::Processed { events, .. } => Outcome::Publish(records(events)),
+            Self::Rejected { reason, events, .. } => Outcome::Rejected { reason, outbox: records(events) },
+            Self::Retry { reason, .. } => Outcome::Retry(reason),
+            Self::DeadLetter { reason, .. } => Outcome::DeadLetter(reason),
+        }
+    }
+}

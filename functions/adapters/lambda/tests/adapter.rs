@@ -1,0 +1,134 @@
+//! Every saga function called through the Lambda adapter in-process, with
+//! JSON payloads as the bridge (or `cargo lambda invoke`) sends them.
+
+use std::sync::Arc;
+
+use jetsaga_core::testing::envelope_for;
+use jetsaga_core::{Engine, Function, MemoryStore};
+use jetsaga_events::*;
+use jetsaga_lambda::handle;
+use jetsaga_lambda::wire::{Request, Response, Result as RecordResult};
+use serde_json::json;
+
+fn engine(function: impl Function) -> Engine {
+    Engine::new(Arc::new(function), Arc::new(MemoryStore::new()))
+}
+
+/// Sends a batch as the JSON a Lambda receives and returns the JSON it answers.
+async fn invoke(engine: &Engine, request: serde_json::Value) -> serde_json::Value {
+    let request: Request = serde_json::from_value(request).expect("the request decodes");
+    let response = handle(engine, request).await.expect("the invocation succeeds");
+    serde_json::to_value(response).unwrap()
+}
+
+fn batch<P: Payload>(payloads: &[P]) -> serde_json::Value {
+    let records: Vec<serde_json::Value> =
+        payloads.iter().map(|p| json!({"envelope": envelope_for(p), "traceparent": null})).collect();
+    json!({"kind": "batch", "records": records})
+}
+
+fn statuses(response: &serde_json::Value) -> Vec<String> {
+    response["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_string()).collect()
+}
+
+fn emitted(response: &serde_json::Value, i: usize) -> Vec<String> {
+    response["results"][i]["events"]
+        .as_array()
+        .map(|events| events.iter().map(|e| e["subject"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn order_accepts_creates_and_reports_validation_failures() {
+    let engine = engine(jetsaga_order::Orders::default());
+    let good = CreateOrder {
+        order_id: Some("o-1".into()),
+        customer_id: "c".into(),
+        items: vec![OrderItem { product_id: "p".into(), quantity: 1 }],
+    };
+    let bad = CreateOrder { order_id: Some("o-2".into()), customer_id: "c".into(), items: vec![] };
+    let response = invoke(&engine, batch(&[good, bad])).await;
+    assert_eq!(statuses(&response), ["processed", "rejected"]);
+    assert_eq!(emitted(&response, 0), ["orders.evt.created"]);
+    assert_eq!(response["results"][1]["reason"], "invalid order: items must list at least one product");
+    assert_eq!(response["batchItemFailures"], json!([]));
+    // Events carry the envelope as JSON text and their de-duplication id.
+    let event = &response["results"][0]["events"][0];
+    let envelope = Envelope::decode(event["envelope"].as_str().unwrap().as_bytes()).unwrap();
+    assert_eq!(envelope.id, event["id"].as_str().unwrap());
+
+    let query =
+        invoke(&engine, json!({"kind": "query", "subject": "orders.query.get", "request": {"order_id": "o-1"}})).await;
+    assert_eq!(query["reply"]["status"], "pending");
+    let missing =
+        invoke(&engine, json!({"kind": "query", "subject": "orders.query.get", "request": {"order_id": "nope"}})).await;
+    assert_eq!(missing["error"], json!({"code": 404, "error": "no order nope"}));
+}
+
+#[tokio::test]
+async fn inventory_reserves_and_a_malformed_record_fails_alone() {
+    let engine = engine(jetsaga_inventory::Inventory::default());
+    let upsert = UpsertProduct { product_id: "p".into(), name: "P".into(), price_cents: 150, stock: 2 };
+    invoke(&engine, batch(&[upsert])).await;
+    let created = OrderCreated {
+        order_id: "o-1".into(),
+        customer_id: "c".into(),
+        items: vec![OrderItem { product_id: "p".into(), quantity: 2 }],
+    };
+    let mut request = batch(&[created]);
+    let mut broken = request["records"][0].clone();
+    broken["envelope"]["id"] = json!("broken-1");
+    broken["envelope"]["data"] = json!({"order_id": 7});
+    request["records"].as_array_mut().unwrap().insert(0, broken);
+    let response = invoke(&engine, request).await;
+    assert_eq!(statuses(&response), ["dead_letter", "processed"]);
+    assert_eq!(emitted(&response, 1), ["inventory.evt.reserved"]);
+    assert_eq!(response["batchItemFailures"], json!([{"itemIdentifier": "broken-1"}]));
+    let products =
+        invoke(&engine, json!({"kind": "query", "subject": "inventory.query.products", "request": {}})).await;
+    assert_eq!(products["reply"]["products"][0]["reserved"], 2);
+}
+
+#[tokio::test]
+async fn customer_payment_and_shipping_answer_through_the_adapter() {
+    let customer = engine(jetsaga_customer::CustomerCredit::default());
+    invoke(&customer, batch(&[CreateCustomer { customer_id: "c".into(), name: "C".into(), credit_limit_cents: 100 }]))
+        .await;
+    let reserved = InventoryReserved { order_id: "o".into(), customer_id: "c".into(), lines: vec![], total_cents: 150 };
+    let response = invoke(&customer, batch(&[reserved])).await;
+    assert_eq!(statuses(&response), ["rejected"]);
+    assert_eq!(emitted(&response, 0), ["customers.evt.credit_rejected"]);
+
+    let payment = engine(jetsaga_payment::Payments::default());
+    let held = CreditReserved { order_id: "o".into(), customer_id: "c".into(), amount_cents: 99 };
+    let response = invoke(&payment, batch(&[held])).await;
+    assert_eq!(emitted(&response, 0), ["payments.evt.failed"]);
+
+    let shipping = engine(jetsaga_shipping::Shipping::default());
+    let paid =
+        PaymentExecuted { order_id: "o".into(), customer_id: "c".into(), amount_cents: 100, payment_id: "p".into() };
+    let response = invoke(&shipping, batch(&[paid])).await;
+    assert_eq!(emitted(&response, 0), ["shipping.evt.scheduled"]);
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_returns_the_same_events_and_changes_nothing() {
+    let engine = engine(jetsaga_order::Orders { mode: SagaMode::Orchestrated });
+    let create = CreateOrder {
+        order_id: Some("o-1".into()),
+        customer_id: "c".into(),
+        items: vec![OrderItem { product_id: "p".into(), quantity: 1 }],
+    };
+    let request = batch(&[create]);
+    let first: Response = serde_json::from_value(invoke(&engine, request.clone()).await).unwrap();
+    let again: Response = serde_json::from_value(invoke(&engine, request).await).unwrap();
+    let Response::Batch { results: first, .. } = first else { panic!() };
+    let Response::Batch { results: again, .. } = again else { panic!() };
+    let RecordResult::Processed { events, .. } = &first[0] else { panic!("{first:?}") };
+    assert_eq!(
+        events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(),
+        ["inventory.cmd.reserve", "orders.evt.created"]
+    );
+    // Not marked published (only the bridge knows), so the same events come back.
+    assert_eq!(first, again);
+}
