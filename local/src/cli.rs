@@ -9,7 +9,7 @@ use jetsaga_events::{CancelOrder, CreateOrder, OrderItem, OrderView};
 
 use crate::client::Client;
 use crate::flow::dollars;
-use crate::{inspect, up};
+use crate::{bridge, inspect, up};
 
 /// Run and inspect the jetsaga order saga on NATS JetStream.
 ///
@@ -38,6 +38,8 @@ pub struct Cli {
 enum Command {
     /// Start the saga locally: nats-server, streams, every function, demo data, live flow.
     Up(up::UpArgs),
+    /// Feed functions running on Lambda from JetStream (the event-source mapping).
+    Bridge(bridge::BridgeArgs),
     /// Create, inspect or cancel orders.
     #[command(subcommand)]
     Order(OrderCommand),
@@ -157,14 +159,16 @@ fn print_order(view: &OrderView) {
 impl Cli {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
-        if let Command::Up(args) = self.command {
-            return up::run(args).await;
+        match self.command {
+            Command::Up(args) => return up::run(args).await,
+            Command::Bridge(args) => return bridge::run(args).await,
+            _ => {}
         }
         let client = Client::connect(&nats_url(&self)).await?;
         let json = self.json;
         let print = |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         match self.command {
-            Command::Up(_) => unreachable!("handled above"),
+            Command::Up(_) | Command::Bridge(_) => unreachable!("handled above"),
             Command::Order(OrderCommand::Create { customer, items, order_id, wait }) => {
                 let create = CreateOrder { order_id, customer_id: customer, items };
                 let reply = client.command(ORDERS_CMD_CREATE, &create).await?;

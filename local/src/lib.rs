@@ -2,12 +2,14 @@
 //!
 //! - [`cli`]: the command line (`up`, `order`, `products`, `customers`,
 //!   `trace`, `watch`, `status`, `dlq`).
+//! - [`bridge`]: the JetStream→Lambda bridge (`jetsaga bridge`).
 //! - [`up`]: starts or finds nats-server, provisions, hosts functions, seeds demo data.
 //! - [`saga`]: the saga's functions and their stores.
 //! - [`server`]: finding and starting nats-server.
 //! - [`client`]: commands and queries over request/reply.
 //! - [`flow`]: readable event lines; [`inspect`]: trace, watch, status, DLQ.
 
+pub mod bridge;
 pub mod cli;
 pub mod client;
 pub mod flow;

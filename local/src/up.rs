@@ -35,6 +35,15 @@ pub enum SagaKind {
     Orchestrated,
 }
 
+impl From<SagaKind> for SagaMode {
+    fn from(kind: SagaKind) -> Self {
+        match kind {
+            SagaKind::Choreographed => SagaMode::Choreographed,
+            SagaKind::Orchestrated => SagaMode::Orchestrated,
+        }
+    }
+}
+
 /// Options of `jetsaga up`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct UpArgs {
@@ -135,10 +144,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     std::fs::write(&url_file, &url)?;
 
-    let mode = match args.saga {
-        SagaKind::Choreographed => SagaMode::Choreographed,
-        SagaKind::Orchestrated => SagaMode::Orchestrated,
-    };
+    let mode = SagaMode::from(args.saga);
     let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate, mode };
     let names: Vec<String> = if args.functions.is_empty() {
         options.functions().iter().map(|s| s.to_string()).collect()
@@ -155,27 +161,52 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for engine in engines {
         runtime = runtime.with(engine);
     }
+    let mut banner = vec![format!("  state:  {}", stores.describe())];
+    if url != "nats://127.0.0.1:4222" {
+        banner.push(format!(
+            "  note:   other jetsaga commands find this server through {}; for other tools: export NATS_URL={url}",
+            url_file.display()
+        ));
+    }
+    let title = format!("jetsaga is up ({mode:?} saga)");
+    host(runtime, nats, &url, &names, &title, banner, !args.no_seed, args.quiet).await?;
+    drop(nats_process);
+    let _ = std::fs::remove_file(&url_file);
+    println!("stopped");
+    Ok(())
+}
+
+/// Runs `runtime` until Ctrl-C: waits for its functions to answer, prints
+/// a banner, seeds demo data, prints the saga flow, then shuts down cleanly.
+/// Shared by `jetsaga up` and `jetsaga bridge`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn host(
+    runtime: Runtime,
+    nats: async_nats::Client,
+    url: &str,
+    names: &[String],
+    title: &str,
+    banner: Vec<String>,
+    seed_demo: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let shutdown = cancel.clone();
     let mut runner = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await });
 
-    let client = Client::new(nats.clone(), url.clone());
-    client.wait_for_services(&names, Duration::from_secs(20)).await?;
-    println!("jetsaga is up ({:?} saga): {} on {url}", mode, names.join(", "));
-    println!("  state:  {}", stores.describe());
+    let client = Client::new(nats.clone(), url.to_string());
+    client.wait_for_services(names, Duration::from_secs(60)).await?;
+    println!("{title}: {} on {url}", names.join(", "));
+    for line in banner {
+        println!("{line}");
+    }
     println!("  try:    nats --server {url} pub orders.cmd.create \"$(cat events/samples/create-order.json)\"");
     println!("     or:  jetsaga order create --customer c-ada --item p-keyboard:1 --item p-mouse:2 --wait");
-    if url != "nats://127.0.0.1:4222" {
-        println!(
-            "  note:   other jetsaga commands find this server through {}; for other tools: export NATS_URL={url}",
-            url_file.display()
-        );
-    }
     println!("  stop:   Ctrl-C");
 
-    let mut flow = if args.quiet { None } else { Some(nats.subscribe("*.evt.>").await?) };
-    if !args.no_seed {
-        seed(&client, &names).await?;
+    let mut flow = if quiet { None } else { Some(nats.subscribe("*.evt.>").await?) };
+    if seed_demo {
+        seed(&client, names).await?;
     }
     let mut printer = FlowPrinter::new();
     let ctrl_c = tokio::signal::ctrl_c();
@@ -200,9 +231,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Ok(result) => result??,
         Err(_) => warn!("in-flight work did not finish within 30s; it will be redelivered on the next start"),
     }
-    drop(nats_process);
-    let _ = std::fs::remove_file(&url_file);
-    println!("stopped");
     Ok(())
 }
 

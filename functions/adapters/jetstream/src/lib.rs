@@ -75,8 +75,14 @@ pub struct Config {
     pub ack_wait: Duration,
     /// Unacknowledged messages a consumer may have outstanding.
     pub max_ack_pending: i64,
-    /// Largest batch handed to the engine (one store transaction).
+    /// Largest batch handed to the processor (one store transaction, or one Lambda invocation).
     pub batch_size: usize,
+    /// How long to wait for a batch to fill once its first message is in
+    /// (zero: take what is ready). Worth a few milliseconds when every batch
+    /// costs a Lambda invocation.
+    pub batch_window: Duration,
+    /// Batches in flight per function (each on its own pull subscription).
+    pub concurrency: usize,
     /// Delay before the n-th redelivery after a retryable failure (the last
     /// entry repeats).
     pub backoff: Vec<Duration>,
@@ -100,6 +106,8 @@ impl Default for Config {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 4096,
             batch_size: 256,
+            batch_window: Duration::ZERO,
+            concurrency: 1,
             backoff: vec![
                 Duration::from_millis(200),
                 Duration::from_secs(1),
@@ -170,8 +178,10 @@ impl Runtime {
             services.push(service::serve(&self.client, self.js.clone(), engine.clone(), cancel.clone()).await?);
             if !spec.subscribes.is_empty() {
                 let consumer = provision::consumer(&self.js, &self.config, engine).await?;
-                let worker = worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());
-                tasks.spawn(worker.run(consumer, cancel.clone()));
+                for _ in 0..self.config.concurrency.max(1) {
+                    let worker = worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());
+                    tasks.spawn(worker.run(consumer.clone(), cancel.clone()));
+                }
             }
         }
         info!(functions = self.engines.len(), stream = %self.config.stream, "runtime started");

@@ -82,8 +82,14 @@ impl Worker {
                         }
                         None => break,
                     };
+                    let deadline = tokio::time::Instant::now() + self.config.batch_window;
                     while batch.len() < self.config.batch_size {
-                        match messages.next().now_or_never() {
+                        let next = if self.config.batch_window.is_zero() {
+                            messages.next().now_or_never()
+                        } else {
+                            tokio::time::timeout_at(deadline, messages.next()).await.ok()
+                        };
+                        match next {
                             Some(Some(Ok(message))) => batch.push(message),
                             _ => break,
                         }

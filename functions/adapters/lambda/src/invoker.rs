@@ -27,10 +27,20 @@ impl LambdaProcessor {
 
     /// A Lambda client with the default AWS configuration, or pointed at
     /// `endpoint` (for example `cargo lambda watch` on http://127.0.0.1:9000).
+    /// A local emulator needs no real identity: without AWS credentials
+    /// or region in the environment, placeholders are used.
     pub async fn client(endpoint: Option<&str>) -> Client {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
+            if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+                loader = loader.region(aws_config::Region::new("us-east-1"));
+            }
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
+                loader = loader.credentials_provider(aws_sdk_lambda::config::Credentials::new(
+                    "local", "local", None, None, "jetsaga-local",
+                ));
+            }
         }
         Client::new(&loader.load().await)
     }

@@ -1,0 +1,88 @@
+//! `jetsaga bridge`: the JetStream→Lambda event-source mapping. For each
+//! function it pulls that function's durable consumer in batches, invokes
+//! the function's Lambda, publishes the returned events with their
+//! de-duplication ids, and acks, naks or dead-letters each record by its
+//! result. Queries and request/reply commands are forwarded as synchronous
+//! invocations. It is the same JetStream runtime as `jetsaga up`, driving
+//! remote functions instead of local ones.
+
+use std::time::Duration;
+
+use jetsaga_jetstream::{Config, Runtime};
+use jetsaga_lambda::invoker::LambdaProcessor;
+
+use crate::saga::SagaOptions;
+use crate::up::{SagaKind, host};
+
+/// Options of `jetsaga bridge`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BridgeArgs {
+    /// NATS server (2.10+ with JetStream).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Lambda Invoke API endpoint, e.g. http://127.0.0.1:9000 for `cargo lambda watch`
+    /// [default: AWS, from the usual AWS configuration]
+    #[arg(long, env = "JETSAGA_LAMBDA_ENDPOINT")]
+    pub lambda_endpoint: Option<String>,
+    /// Lambda function names are <prefix><function>.
+    #[arg(long, default_value = "jetsaga-")]
+    pub function_prefix: String,
+    /// Choreographed or orchestrated: which functions, subscribed to what.
+    #[arg(long, value_enum, default_value_t = SagaKind::Choreographed)]
+    pub saga: SagaKind,
+    /// Bridge only this function (repeat for several).
+    #[arg(long = "function", value_name = "NAME")]
+    pub functions: Vec<String>,
+    /// Most records per invocation.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Milliseconds to wait for a batch to fill before invoking.
+    #[arg(long, default_value_t = 0)]
+    pub batch_window_ms: u64,
+    /// Invocations in flight per function.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Create the demo products and customers that are missing.
+    #[arg(long)]
+    pub seed: bool,
+    /// Do not print the saga flow.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs until Ctrl-C.
+pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
+    if args.batch_size == 0 || args.concurrency == 0 {
+        anyhow::bail!("--batch-size and --concurrency must be at least 1");
+    }
+    let options = SagaOptions { mode: args.saga.into(), ..SagaOptions::default() };
+    let names: Vec<String> = if args.functions.is_empty() {
+        options.functions().iter().map(|s| s.to_string()).collect()
+    } else {
+        args.functions.clone()
+    };
+    let client = LambdaProcessor::client(args.lambda_endpoint.as_deref()).await;
+    let config = Config {
+        batch_size: args.batch_size,
+        batch_window: Duration::from_millis(args.batch_window_ms),
+        concurrency: args.concurrency,
+        ..Config::default()
+    };
+    let nats = async_nats::ConnectOptions::new()
+        .name(format!("jetsaga bridge ({})", names.join(",")))
+        .retry_on_initial_connect()
+        .connect(&args.nats_url)
+        .await?;
+    let mut runtime = Runtime::new(nats.clone(), config);
+    for name in &names {
+        let spec = crate::saga::function(name, &options).map_err(anyhow::Error::msg)?.spec();
+        runtime = runtime.with(LambdaProcessor::new(spec, client.clone(), format!("{}{name}", args.function_prefix)));
+    }
+    let banner = vec![format!(
+        "  lambda: {} (functions {}<name>)",
+        args.lambda_endpoint.as_deref().unwrap_or("AWS"),
+        args.function_prefix
+    )];
+    let title = format!("jetsaga bridge is up ({:?} saga)", options.mode);
+    host(runtime, nats, &args.nats_url, &names, &title, banner, args.seed, args.quiet).await
+}
