@@ -15,21 +15,26 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::lambda::Deployment;
 use crate::nats::NatsServer;
 use crate::stream::{messages, wait_until};
+use jetsaga_lambda::invoker::LambdaProcessor;
 
-/// Which store backend the functions use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the functions run and store.
+#[derive(Clone, Copy, Debug)]
 pub enum Backend {
-    /// SQLite files in a temporary directory.
+    /// In-process, SQLite files in a temporary directory.
     Sqlite,
-    /// Schemas with a unique prefix in the PostgreSQL at `DATABASE_URL`
-    /// (default `postgres://postgres@127.0.0.1:5432/test`).
+    /// In-process, schemas with a unique prefix in the PostgreSQL at
+    /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
     Postgres,
+    /// Each function a real Lambda bootstrap (the given binary) under the
+    /// runtime emulator, storing in DynamoDB (moto), fed by the bridge.
+    Lambda(fn(&str) -> std::path::PathBuf),
 }
 
 /// What a scenario runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Setup {
     /// Store backend.
     pub backend: Backend,
@@ -49,7 +54,7 @@ pub struct Saga {
     pub client: Client,
     /// JetStream on the same connection.
     pub js: jetstream::Context,
-    stores: StoreConfig,
+    hosting: Hosting,
     options: SagaOptions,
     runtimes: Vec<(CancellationToken, JoinHandle<()>)>,
     _dir: TempDir,
@@ -58,6 +63,13 @@ pub struct Saga {
 /// The PostgreSQL URL tests use.
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Where the functions live.
+#[derive(Debug)]
+enum Hosting {
+    Local(StoreConfig),
+    Lambda(Deployment),
 }
 
 impl Saga {
@@ -72,17 +84,18 @@ impl Saga {
         crate::init_tracing();
         let server = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
-        let stores = match backend {
-            Backend::Sqlite => StoreConfig::sqlite(dir.path()),
-            Backend::Postgres => StoreConfig::Postgres {
+        let hosting = match backend {
+            Backend::Sqlite => Hosting::Local(StoreConfig::sqlite(dir.path())),
+            Backend::Postgres => Hosting::Local(StoreConfig::Postgres {
                 url: database_url(),
                 schema_prefix: format!("t_{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-            },
+            }),
+            Backend::Lambda(binary_for) => Hosting::Lambda(Deployment::start(binary_for, options.clone())),
         };
         let nats = server.connect().await;
         let client = Client::new(nats.clone(), server.url());
         let js = jetstream::new(nats);
-        let mut saga = Self { server, client, js, stores, options, runtimes: Vec::new(), _dir: dir };
+        let mut saga = Self { server, client, js, hosting, options, runtimes: Vec::new(), _dir: dir };
         saga.host(functions).await;
         saga
     }
@@ -95,12 +108,25 @@ impl Saga {
     /// Starts another runtime (its own connection) hosting `functions`.
     pub async fn host(&mut self, functions: &[&str]) {
         let names: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
-        let engines = self.stores.engines(&names, &self.options).await.unwrap_or_else(|e| {
-            panic!("{e}\n(PostgreSQL tests need a server at DATABASE_URL or 127.0.0.1:5432; scripts/setup starts it)")
-        });
         let mut runtime = Runtime::new(self.server.connect().await, Config::default());
-        for engine in engines {
-            runtime = runtime.with(engine);
+        match &mut self.hosting {
+            Hosting::Local(stores) => {
+                let engines = stores.engines(&names, &self.options).await.unwrap_or_else(|e| {
+                    panic!("{e}\n(PostgreSQL tests need a server at DATABASE_URL or 127.0.0.1:5432; scripts/setup starts it)")
+                });
+                for engine in engines {
+                    runtime = runtime.with(engine);
+                }
+            }
+            Hosting::Lambda(deployment) => {
+                // The bridge: the same runtime, invoking the functions' Lambdas.
+                let client = LambdaProcessor::client(Some(&deployment.invoke_url)).await;
+                for name in &names {
+                    deployment.spawn(name);
+                    let spec = jetsaga_local::saga::function(name, &self.options).unwrap().spec();
+                    runtime = runtime.with(LambdaProcessor::new(spec, client.clone(), Deployment::function_name(name)));
+                }
+            }
         }
         let cancel = CancellationToken::new();
         let shutdown = cancel.clone();
@@ -187,7 +213,7 @@ impl Saga {
             cancel.cancel();
             tokio::time::timeout(SETTLE, task).await.expect("runtime stops").unwrap();
         }
-        if let StoreConfig::Postgres { schema_prefix, url } = &self.stores
+        if let Hosting::Local(StoreConfig::Postgres { schema_prefix, url }) = &self.hosting
             && let Ok(pool) = jetsaga_sql::connect_postgres(url, 1).await
         {
             for name in self.options.functions() {

@@ -1,286 +1,8 @@
 //! The order saga end to end against a real nats-server: every scenario
 //! runs choreographed and orchestrated, each on SQLite and on PostgreSQL.
 
-use jetsaga_events::{OrderStatus, SagaMode};
-use jetsaga_local::saga::SagaOptions;
-use jetsaga_tests::saga::{Backend, Saga, Setup};
-use jetsaga_tests::stream::{messages, wait_until};
-
-async fn shop(setup: Setup) -> Saga {
-    let saga = Saga::start(setup).await;
-    saga.product("p-a", 1000, 10).await;
-    saga.product("p-b", 250, 3).await;
-    saga.customer("c-1", 100_000).await;
-    saga
-}
-
-async fn happy_path(setup: Setup) {
-    let saga = shop(setup).await;
-    let id = saga.order("c-1", &[("p-a", 2), ("p-b", 1)]).await;
-    let order = saga.finish(&id).await;
-    assert_eq!(order.status, OrderStatus::Completed);
-    assert_eq!(order.total_cents, Some(2250));
-    saga.expect_stock("p-a", (8, 0)).await;
-    saga.expect_stock("p-b", (2, 0)).await;
-    assert_eq!(saga.used_credit("c-1").await, 2250);
-    assert_eq!(saga.events_for("orders.evt.completed", &id).await.len(), 1);
-    assert_eq!(saga.events_for("inventory.evt.consumed", &id).await.len(), 1);
-    // Orchestrated, every step was told what to do; choreographed, nobody was.
-    let orchestrated = usize::from(setup.mode == SagaMode::Orchestrated);
-    for command in
-        ["inventory.cmd.reserve", "customers.cmd.reserve_credit", "payments.cmd.execute", "shipping.cmd.schedule"]
-    {
-        assert_eq!(saga.events_for(command, &id).await.len(), orchestrated, "{command}");
-    }
-    saga.stop().await;
-}
-
-async fn out_of_stock(setup: Setup) {
-    let saga = shop(setup).await;
-    let id = saga.order("c-1", &[("p-a", 11)]).await;
-    let order = saga.finish(&id).await;
-    assert_eq!(order.status, OrderStatus::Failed);
-    assert_eq!(order.reason.as_deref(), Some("insufficient stock for p-a: requested 11, available 10"));
-    saga.expect_stock("p-a", (10, 0)).await;
-    assert_eq!(saga.used_credit("c-1").await, 0);
-    saga.stop().await;
-}
-
-async fn unknown_product(setup: Setup) {
-    let saga = shop(setup).await;
-    let id = saga.order("c-1", &[("p-a", 1), ("p-ghost", 1)]).await;
-    let order = saga.finish(&id).await;
-    assert_eq!(order.reason.as_deref(), Some("unknown product p-ghost"));
-    saga.expect_stock("p-a", (10, 0)).await;
-    saga.stop().await;
-}
-
-async fn payment_under_a_dollar_fails_and_a_dollar_succeeds(setup: Setup) {
-    let saga = shop(setup).await;
-    saga.product("p-99", 99, 5).await;
-    saga.product("p-100", 100, 5).await;
-    let cheap = saga.order("c-1", &[("p-99", 1)]).await;
-    let dollar = saga.order("c-1", &[("p-100", 1)]).await;
-    let cheap = saga.finish(&cheap).await;
-    assert_eq!(cheap.status, OrderStatus::Failed);
-    assert_eq!(cheap.reason.as_deref(), Some("payment of 99 cents declined: the minimum charge is 100 cents"));
-    assert_eq!(saga.finish(&dollar).await.status, OrderStatus::Completed);
-    saga.expect_stock("p-99", (5, 0)).await;
-    saga.expect_stock("p-100", (4, 0)).await;
-    saga.expect_used_credit("c-1", 100).await;
-    saga.stop().await;
-}
-
-async fn insufficient_credit(setup: Setup) {
-    let saga = shop(setup).await;
-    saga.customer("c-poor", 1500).await;
-    let id = saga.order("c-poor", &[("p-a", 2)]).await;
-    let order = saga.finish(&id).await;
-    assert_eq!(order.reason.as_deref(), Some("order total 2000 cents exceeds available credit 1500 cents"));
-    saga.expect_stock("p-a", (10, 0)).await;
-    assert_eq!(saga.used_credit("c-poor").await, 0);
-    saga.stop().await;
-}
-
-async fn unknown_customer(setup: Setup) {
-    let saga = shop(setup).await;
-    let id = saga.order("c-ghost", &[("p-a", 1)]).await;
-    let order = saga.finish(&id).await;
-    assert_eq!(order.reason.as_deref(), Some("unknown customer c-ghost"));
-    saga.expect_stock("p-a", (10, 0)).await;
-    // The queue keeps moving.
-    let next = saga.order("c-1", &[("p-a", 1)]).await;
-    assert_eq!(saga.finish(&next).await.status, OrderStatus::Completed);
-    saga.stop().await;
-}
-
-async fn multi_item_orders_are_all_or_nothing(setup: Setup) {
-    let saga = shop(setup).await;
-    let id = saga.order("c-1", &[("p-a", 2), ("p-b", 4)]).await;
-    let order = saga.finish(&id).await;
-    assert_eq!(order.reason.as_deref(), Some("insufficient stock for p-b: requested 4, available 3"));
-    saga.expect_stock("p-a", (10, 0)).await;
-    saga.expect_stock("p-b", (3, 0)).await;
-    saga.stop().await;
-}
-
-async fn repeated_lines_add_up(setup: Setup) {
-    let saga = shop(setup).await;
-    let id = saga.order("c-1", &[("p-b", 2), ("p-b", 1)]).await;
-    assert_eq!(saga.finish(&id).await.total_cents, Some(750));
-    saga.expect_stock("p-b", (0, 0)).await;
-    let again = saga.order("c-1", &[("p-b", 1), ("p-b", 1)]).await;
-    assert_eq!(
-        saga.finish(&again).await.reason.as_deref(),
-        Some("insufficient stock for p-b: requested 2, available 0")
-    );
-    saga.stop().await;
-}
-
-async fn cancel_before_shipping_releases_everything_and_refunds(setup: Setup) {
-    // Payment is not running yet, so the order waits with stock and credit held.
-    let options = SagaOptions { mode: setup.mode, ..SagaOptions::default() };
-    let others: Vec<&str> = options.functions().into_iter().filter(|f| *f != "payment").collect();
-    let mut saga = Saga::start_with(setup.backend, &others, options).await;
-    saga.product("p-a", 1000, 10).await;
-    saga.customer("c-1", 100_000).await;
-    let id = saga.order("c-1", &[("p-a", 3)]).await;
-    wait_until(jetsaga_tests::saga::SETTLE, "credit to be reserved", || async {
-        saga.client.order(&id).await.unwrap().status == OrderStatus::CreditReserved
-    })
-    .await;
-    saga.expect_stock("p-a", (7, 3)).await;
-    saga.client
-        .command("orders.cmd.cancel", &serde_json::json!({"order_id": id, "reason": "changed my mind"}))
-        .await
-        .unwrap();
-    let order = saga.finish(&id).await;
-    assert_eq!(order.status, OrderStatus::Canceled);
-    assert_eq!(order.reason.as_deref(), Some("changed my mind"));
-    saga.expect_stock("p-a", (10, 0)).await;
-    saga.expect_used_credit("c-1", 0).await;
-
-    // Payment starts late, charges what it was asked to, then refunds it; the order stays canceled.
-    saga.host(&["payment"]).await;
-    wait_until(jetsaga_tests::saga::SETTLE, "the refund", || async {
-        saga.events_for("payments.evt.refunded", &id).await.len() == 1
-    })
-    .await;
-    assert!(saga.events_for("shipping.evt.scheduled", &id).await.is_empty(), "a canceled order never ships");
-    assert_eq!(saga.client.order(&id).await.unwrap().status, OrderStatus::Canceled);
-    saga.stop().await;
-}
-
-async fn cancel_after_completion_is_refused_and_changes_nothing(setup: Setup) {
-    let saga = shop(setup).await;
-    let id = saga.order("c-1", &[("p-a", 1)]).await;
-    assert_eq!(saga.finish(&id).await.status, OrderStatus::Completed);
-    let err = saga.client.command("orders.cmd.cancel", &serde_json::json!({"order_id": id})).await.unwrap_err();
-    assert_eq!(err.to_string(), format!("order {id} is already completed (422)"));
-    assert_eq!(saga.client.order(&id).await.unwrap().status, OrderStatus::Completed);
-    saga.expect_stock("p-a", (9, 0)).await;
-    assert_eq!(saga.used_credit("c-1").await, 1000);
-    assert!(saga.events_for("orders.evt.cancel_requested", &id).await.is_empty());
-    saga.stop().await;
-}
-
-async fn orders_racing_for_the_last_unit_have_one_winner(setup: Setup) {
-    let saga = shop(setup).await;
-    saga.product("p-last", 500, 1).await;
-    let orders = futures::future::join_all((0..5).map(|_| saga.order("c-1", &[("p-last", 1)]))).await;
-    let mut completed = 0;
-    for id in &orders {
-        let order = saga.finish(id).await;
-        match order.status {
-            OrderStatus::Completed => completed += 1,
-            OrderStatus::Failed => {
-                assert_eq!(order.reason.as_deref(), Some("insufficient stock for p-last: requested 1, available 0"))
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(completed, 1);
-    saga.expect_stock("p-last", (0, 0)).await;
-    assert_eq!(saga.used_credit("c-1").await, 500);
-    saga.stop().await;
-}
-
-async fn the_same_create_twice_makes_one_order(setup: Setup) {
-    let saga = shop(setup).await;
-    let first = saga.order_with_id(Some("ord-twice"), "c-1", &[("p-a", 1)]).await;
-    let second = saga.order_with_id(Some("ord-twice"), "c-1", &[("p-a", 1)]).await;
-    assert_eq!((first.as_str(), second.as_str()), ("ord-twice", "ord-twice"));
-    assert_eq!(saga.finish("ord-twice").await.status, OrderStatus::Completed);
-    assert_eq!(saga.events_for("orders.evt.created", "ord-twice").await.len(), 1);
-    saga.expect_stock("p-a", (9, 0)).await;
-    saga.stop().await;
-}
-
-async fn garbage_on_the_command_subject_does_not_stop_the_next_order(setup: Setup) {
-    let saga = shop(setup).await;
-    saga.client.nats.publish("orders.cmd.create", "definitely not json".into()).await.unwrap();
-    saga.client.nats.publish("orders.cmd.create", r#"{"customer_id": 7}"#.into()).await.unwrap();
-    let id = saga.order("c-1", &[("p-a", 1)]).await;
-    assert_eq!(saga.finish(&id).await.status, OrderStatus::Completed);
-    wait_until(jetsaga_tests::saga::SETTLE, "two dead letters", || async {
-        messages(&saga.js, "DLQ", None).await.len() == 2
-    })
-    .await;
-    let dead = messages(&saga.js, "DLQ", None).await;
-    let reasons: Vec<String> = dead.iter().map(|m| m.header("Jetsaga-Dlq-Reason").unwrap()).collect();
-    assert!(reasons.iter().any(|r| r.contains("not valid JSON")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("customer_id") && r.contains("expected a string")), "{reasons:?}");
-    saga.stop().await;
-}
-
-async fn a_failed_shipment_releases_everything_and_refunds(setup: Setup) {
-    let options = SagaOptions { shipping_failure_rate: 1.0, mode: setup.mode };
-    let saga = Saga::start_with(setup.backend, &options.functions(), options).await;
-    saga.product("p-a", 1000, 10).await;
-    saga.customer("c-1", 100_000).await;
-    let id = saga.order("c-1", &[("p-a", 2)]).await;
-    let order = saga.finish(&id).await;
-    assert_eq!(order.reason, Some(format!("no delivery worker accepted order {id}")));
-    saga.expect_stock("p-a", (10, 0)).await;
-    saga.expect_used_credit("c-1", 0).await;
-    wait_until(jetsaga_tests::saga::SETTLE, "the refund", || async {
-        saga.events_for("payments.evt.refunded", &id).await.len() == 1
-    })
-    .await;
-    saga.stop().await;
-}
-
-async fn hundreds_of_concurrent_orders_all_end_and_stock_is_conserved(setup: Setup) {
-    let saga = Saga::start(setup).await;
-    let products = [("p-a", 300u64, 120u32), ("p-b", 150, 80), ("p-c", 99, 500)];
-    for (id, price, stock) in products {
-        saga.product(id, price, stock).await;
-    }
-    for (id, limit) in [("c-rich", 10_000_000u64), ("c-mid", 20_000), ("c-poor", 1_000)] {
-        saga.customer(id, limit).await;
-    }
-    let customers = ["c-rich", "c-mid", "c-poor", "c-ghost"];
-    let requests = (0..300).map(|i| {
-        let customer = customers[i % customers.len()];
-        let a = (i % 3) as u32;
-        let b = ((i / 3) % 2) as u32 + 1;
-        let mut items = vec![("p-b", b)];
-        if a > 0 {
-            items.push(("p-a", a));
-        }
-        if i % 7 == 0 {
-            items.push(("p-c", 1));
-        }
-        let saga = &saga;
-        async move { saga.order(customer, &items).await }
-    });
-    let ids = futures::future::join_all(requests).await;
-    let mut completed = Vec::new();
-    for id in &ids {
-        let order = saga.finish(id).await;
-        assert!(order.status.is_terminal());
-        if order.status == OrderStatus::Completed {
-            completed.push(order);
-        }
-    }
-    assert!(!completed.is_empty(), "some orders must complete");
-    // Conservation: what left the warehouse is exactly what completed orders bought.
-    for (product, _, initial) in products {
-        let sold: u32 =
-            completed.iter().flat_map(|o| &o.items).filter(|i| i.product_id == product).map(|i| i.quantity).sum();
-        saga.expect_stock(product, (initial - sold, 0)).await;
-    }
-    for customer in ["c-rich", "c-mid", "c-poor"] {
-        let spent: u64 = completed.iter().filter(|o| o.customer_id == customer).map(|o| o.total_cents.unwrap()).sum();
-        saga.expect_used_credit(customer, spent).await;
-    }
-    assert_eq!(saga.events("orders.evt.completed").await.len(), completed.len());
-    let terminal = saga.events("orders.evt.completed").await.len()
-        + saga.events("orders.evt.failed").await.len()
-        + saga.events("orders.evt.canceled").await.len();
-    assert_eq!(terminal, ids.len(), "exactly one terminal event per order");
-    saga.stop().await;
-}
+use jetsaga_events::SagaMode;
+use jetsaga_tests::saga::{Backend, Setup};
 
 macro_rules! scenarios {
     ($module:ident, $backend:expr, [$($name:ident),* $(,)?]) => {
@@ -288,7 +10,7 @@ macro_rules! scenarios {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($backend).await;
+                    jetsaga_tests::scenarios::$name($backend).await;
                 }
             )*
         }
@@ -338,39 +60,20 @@ all_scenarios!(
     super::Setup { backend: super::Backend::Postgres, mode: super::SagaMode::Orchestrated }
 );
 
-/// Two copies of every function share each durable consumer (what
-/// `jetsaga up --function NAME` twice does), on the same stores.
-async fn two_copies_of_every_function_share_the_work(setup: Setup) {
-    let mut saga = Saga::start(setup).await;
-    let functions = saga.functions();
-    saga.host(&functions).await;
-    saga.product("p-a", 100, 50).await;
-    saga.customer("c-1", 1_000_000).await;
-    let ids = futures::future::join_all((0..80).map(|_| saga.order("c-1", &[("p-a", 1)]))).await;
-    let mut completed = 0;
-    for id in &ids {
-        let order = saga.finish(id).await;
-        if order.status == OrderStatus::Completed {
-            completed += 1;
-        } else {
-            assert_eq!(order.reason.as_deref(), Some("insufficient stock for p-a: requested 1, available 0"));
-        }
-    }
-    assert_eq!(completed, 50, "exactly the stock is sold, never more");
-    saga.expect_stock("p-a", (0, 0)).await;
-    saga.expect_used_credit("c-1", 5_000).await;
-    assert_eq!(saga.events("orders.evt.created").await.len(), 80, "each order created once");
-    saga.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_copies_share_the_work_on_sqlite() {
-    two_copies_of_every_function_share_the_work(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed })
-        .await;
+    jetsaga_tests::scenarios::two_copies_of_every_function_share_the_work(Setup {
+        backend: Backend::Sqlite,
+        mode: SagaMode::Choreographed,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_copies_share_the_work_on_postgres() {
-    two_copies_of_every_function_share_the_work(Setup { backend: Backend::Postgres, mode: SagaMode::Orchestrated })
-        .await;
+    jetsaga_tests::scenarios::two_copies_of_every_function_share_the_work(Setup {
+        backend: Backend::Postgres,
+        mode: SagaMode::Orchestrated,
+    })
+    .await;
 }

@@ -38,7 +38,11 @@ impl LambdaProcessor {
             }
             if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
                 loader = loader.credentials_provider(aws_sdk_lambda::config::Credentials::new(
-                    "local", "local", None, None, "jetsaga-local",
+                    "local",
+                    "local",
+                    None,
+                    None,
+                    "jetsaga-local",
                 ));
             }
         }
