@@ -5,7 +5,9 @@
 //! - [`bridge`]: the JetStream→Lambda bridge (`jetsaga bridge`).
 //! - [`up`]: starts or finds nats-server, provisions, hosts functions, seeds demo data.
 //! - [`saga`]: the saga's functions and their stores.
-//! - [`server`]: finding and starting nats-server.
+//! - [`server`]: finding and starting nats-server; [`tools`]: finding and
+//!   running external tools; [`lambda_local`]: the functions as Lambda
+//!   bootstraps under cargo-lambda's emulator (`up --lambda`).
 //! - [`client`]: commands and queries over request/reply.
 //! - [`flow`]: readable event lines; [`inspect`]: trace, watch, status, DLQ.
 
@@ -14,6 +16,8 @@ pub mod cli;
 pub mod client;
 pub mod flow;
 pub mod inspect;
+pub mod lambda_local;
 pub mod saga;
 pub mod server;
+pub mod tools;
 pub mod up;

@@ -1,8 +1,10 @@
 //! Finding and starting a nats-server for local development.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use crate::tools::{self, Process};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The oldest nats-server jetsaga runs on.
 pub const MIN_VERSION: (u64, u64) = (2, 10);
@@ -34,19 +36,12 @@ pub fn find_binary() -> Result<PathBuf, String> {
             None => Err(format!("NATS_SERVER_BIN={} does not run as nats-server; {HOW_TO_GET}", bin.display())),
         };
     }
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(Path::new(&home).join(".cache/jetsaga/tools/bin"));
-    }
     let mut too_old = Vec::new();
-    for dir in dirs {
-        let candidate = dir.join("nats-server");
-        if candidate.is_file() {
-            match version_of(&candidate) {
-                Some(v) if v >= MIN_VERSION => return Ok(candidate),
-                Some((major, minor)) => too_old.push(format!("{} ({major}.{minor})", candidate.display())),
-                None => {}
-            }
+    for candidate in tools::candidates("nats-server") {
+        match version_of(&candidate) {
+            Some(v) if v >= MIN_VERSION => return Ok(candidate),
+            Some((major, minor)) => too_old.push(format!("{} ({major}.{minor})", candidate.display())),
+            None => {}
         }
     }
     if too_old.is_empty() {
@@ -56,20 +51,13 @@ pub fn find_binary() -> Result<PathBuf, String> {
     }
 }
 
-/// Whether something already listens on `127.0.0.1:port`.
-pub fn port_in_use(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
-}
+pub use crate::tools::{free_port, port_in_use};
 
-/// A free loopback port.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A nats-server child process with JetStream, killed when dropped.
+/// A nats-server child process with JetStream, stopped when dropped (or
+/// when this process dies: it is tied to our end of its stdin).
 #[derive(Debug)]
 pub struct NatsProcess {
-    child: Child,
+    process: Process,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
     /// The binary's path.
@@ -82,41 +70,25 @@ impl NatsProcess {
     pub fn start(binary: PathBuf, port: u16, dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let log = dir.join("nats-server.log");
-        let child = Command::new(&binary)
+        let child = tools::tied_command(&binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.join("jetstream"))
             .arg("-l")
             .arg(&log)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let mut process = Self { child, url: format!("nats://127.0.0.1:{port}"), binary };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !port_in_use(port) {
-            if let Ok(Some(status)) = process.child.try_wait() {
-                let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(format!("nats-server exited with {status}; its log ({}):\n{tail}", log.display()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("nats-server did not listen on port {port} within 20s; see {}", log.display()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(process)
+        let mut process = Process::new(child, "nats-server");
+        process.wait_for_port(port, Duration::from_secs(20)).map_err(|e| {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("{e}; its log ({}):\n{tail}", log.display())
+        })?;
+        Ok(Self { process, url: format!("nats://127.0.0.1:{port}"), binary })
     }
 
-    /// Stops the server gracefully (SIGTERM would need libc; kill is fine:
-    /// the file store is crash-safe and `jetsaga` has drained by then).
+    /// Stops the server (its file store is crash-safe, and `jetsaga` has drained by then).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NatsProcess {
-    fn drop(&mut self) {
-        self.stop();
+        self.process.stop();
     }
 }

@@ -13,9 +13,11 @@ use tracing::{info, warn};
 
 use crate::client::Client;
 use crate::flow::FlowPrinter;
+use crate::lambda_local::{LambdaLocal, bootstrap_beside_current_exe, function_name};
 use crate::saga::{SagaOptions, StoreConfig};
 use crate::server::{self, NatsProcess};
 use jetsaga_events::SagaMode;
+use jetsaga_lambda::invoker::LambdaProcessor;
 
 /// Which store backend `up` uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -84,6 +86,17 @@ pub struct UpArgs {
     /// Do not print the saga flow.
     #[arg(long)]
     pub quiet: bool,
+    /// Run every function as its real Lambda bootstrap under cargo-lambda's
+    /// emulator, storing in DynamoDB (AWS_ENDPOINT_URL, or a moto server
+    /// started here), fed by the JetStream→Lambda bridge.
+    #[arg(long)]
+    pub lambda: bool,
+    /// Port of the Lambda emulator's Invoke API with --lambda [default: a free one].
+    #[arg(long, requires = "lambda")]
+    pub lambda_port: Option<u16>,
+    /// DynamoDB table name prefix with --lambda (tables are <prefix>-<function>).
+    #[arg(long, default_value = "jetsaga-local")]
+    pub table_prefix: String,
 }
 
 /// Demo catalog: id, name, price in cents, stock.
@@ -151,17 +164,37 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         args.functions.clone()
     };
-    let engines = stores.engines(&names, &options).await.map_err(anyhow::Error::msg)?;
     let nats = async_nats::ConnectOptions::new()
         .name(format!("jetsaga up ({})", names.join(",")))
         .retry_on_initial_connect()
         .connect(&url)
         .await?;
     let mut runtime = Runtime::new(nats.clone(), Config::default());
-    for engine in engines {
-        runtime = runtime.with(engine);
+    // Keeps the emulator and the function processes alive in --lambda mode.
+    let mut _lambda_local = None;
+    let mut banner = Vec::new();
+    if args.lambda {
+        let prefix = format!("{}-", args.table_prefix.trim_end_matches('-'));
+        let mut local = LambdaLocal::start(bootstrap_beside_current_exe, options.clone(), args.lambda_port, &prefix)
+            .map_err(anyhow::Error::msg)?;
+        let client = LambdaProcessor::client(Some(&local.invoke_url)).await;
+        for name in &names {
+            local.spawn(name).map_err(anyhow::Error::msg)?;
+            let spec = crate::saga::function(name, &options).map_err(anyhow::Error::msg)?.spec();
+            runtime = runtime.with(LambdaProcessor::new(spec, client.clone(), function_name(name)));
+        }
+        banner.push(format!(
+            "  lambda: every function a bootstrap under cargo-lambda's emulator at {}",
+            local.invoke_url
+        ));
+        banner.push(format!("  state:  DynamoDB tables {prefix}<function> at {}", local.dynamodb.url));
+        _lambda_local = Some(local);
+    } else {
+        for engine in stores.engines(&names, &options).await.map_err(anyhow::Error::msg)? {
+            runtime = runtime.with(engine);
+        }
+        banner.push(format!("  state:  {}", stores.describe()));
     }
-    let mut banner = vec![format!("  state:  {}", stores.describe())];
     if url != "nats://127.0.0.1:4222" {
         banner.push(format!(
             "  note:   other jetsaga commands find this server through {}; for other tools: export NATS_URL={url}",
@@ -209,11 +242,11 @@ pub(crate) async fn host(
         seed(&client, names).await?;
     }
     let mut printer = FlowPrinter::new();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => break,
+            () = &mut stop => break,
             result = &mut runner => {
                 result??;
                 anyhow::bail!("the runtime stopped unexpectedly");
@@ -232,6 +265,17 @@ pub(crate) async fn host(
         Err(_) => warn!("in-flight work did not finish within 30s; it will be redelivered on the next start"),
     }
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (`kill`, `timeout`, a container stop): either way,
+/// drain and stop what we started.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }
 
 /// Creates the demo products and customers that do not exist yet.

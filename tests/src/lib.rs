@@ -2,14 +2,12 @@
 //!
 //! - [`nats`]: a real nats-server per test (random port, temporary store,
 //!   killed on drop), restartable, and a 3-node cluster.
-//! - [`lambda`]: the functions as Lambda bootstraps under the runtime emulator.
 //! - [`moto`]: a DynamoDB-compatible endpoint (moto's server) per test.
 //! - [`ledger`]: a tiny function used to test the runtime itself.
 //! - [`saga`]: the whole order saga, hosted in-process, for scenario tests.
 //! - [`scenarios`]: the saga scenarios every deployment mode must pass.
 //! - [`stream`]: reading what landed in a stream, waiting for conditions.
 
-pub mod lambda;
 pub mod ledger;
 pub mod moto;
 pub mod nats;

@@ -15,10 +15,10 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::lambda::Deployment;
 use crate::nats::NatsServer;
 use crate::stream::{messages, wait_until};
 use jetsaga_lambda::invoker::LambdaProcessor;
+use jetsaga_local::lambda_local::{LambdaLocal, function_name};
 
 /// Where the functions run and store.
 #[derive(Clone, Copy, Debug)]
@@ -69,7 +69,7 @@ pub fn database_url() -> String {
 #[derive(Debug)]
 enum Hosting {
     Local(StoreConfig),
-    Lambda(Deployment),
+    Lambda(LambdaLocal),
 }
 
 impl Saga {
@@ -90,7 +90,12 @@ impl Saga {
                 url: database_url(),
                 schema_prefix: format!("t_{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             }),
-            Backend::Lambda(binary_for) => Hosting::Lambda(Deployment::start(binary_for, options.clone())),
+            Backend::Lambda(bootstrap) => {
+                let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+                Hosting::Lambda(
+                    LambdaLocal::start(bootstrap, options.clone(), None, &prefix).unwrap_or_else(|e| panic!("{e}")),
+                )
+            }
         };
         let nats = server.connect().await;
         let client = Client::new(nats.clone(), server.url());
@@ -118,13 +123,13 @@ impl Saga {
                     runtime = runtime.with(engine);
                 }
             }
-            Hosting::Lambda(deployment) => {
+            Hosting::Lambda(local) => {
                 // The bridge: the same runtime, invoking the functions' Lambdas.
-                let client = LambdaProcessor::client(Some(&deployment.invoke_url)).await;
+                let client = LambdaProcessor::client(Some(&local.invoke_url)).await;
                 for name in &names {
-                    deployment.spawn(name);
+                    local.spawn(name).unwrap_or_else(|e| panic!("{e}"));
                     let spec = jetsaga_local::saga::function(name, &self.options).unwrap().spec();
-                    runtime = runtime.with(LambdaProcessor::new(spec, client.clone(), Deployment::function_name(name)));
+                    runtime = runtime.with(LambdaProcessor::new(spec, client.clone(), function_name(name)));
                 }
             }
         }

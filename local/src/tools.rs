@@ -1,0 +1,97 @@
+//! Finding and running the external tools jetsaga uses locally
+//! (nats-server, moto's DynamoDB server, cargo-lambda's emulator).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where scripts/setup installs the tools from PyPI.
+pub fn tools_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/jetsaga/tools/bin"))
+}
+
+/// Every place a tool may be: `PATH`, then the tools venv.
+pub fn candidates(name: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    dirs.extend(tools_dir());
+    dirs.into_iter().map(|d| d.join(name)).filter(|p| p.is_file()).collect()
+}
+
+/// The first `name` found, or an error saying how to install it.
+pub fn find(name: &str, how_to_get: &str) -> Result<PathBuf, String> {
+    candidates(name).into_iter().next().ok_or_else(|| format!("{name} not found; {how_to_get}"))
+}
+
+/// Whether something listens on `127.0.0.1:port`.
+pub fn port_in_use(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// A free loopback port.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A command that runs `program` and takes it down when our end of its
+/// stdin closes: when the [`Process`] is dropped, and also when this
+/// process dies without running destructors (SIGKILL, abort), so local
+/// runs and tests never leave servers behind.
+pub fn tied_command(program: &Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#""$0" "$@" </dev/null & child=$!; trap 'kill $child 2>/dev/null' TERM INT; read _ignored; kill $child 2>/dev/null; wait $child"#)
+        .arg(program)
+        .stdin(Stdio::piped());
+    command
+}
+
+/// A child process stopped (and reaped) when dropped.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    what: String,
+}
+
+impl Process {
+    /// Wraps a started child; `what` names it in errors.
+    pub fn new(child: Child, what: impl Into<String>) -> Self {
+        Self { child, what: what.into() }
+    }
+
+    /// Waits until it listens on `port`, failing early if it exits.
+    pub fn wait_for_port(&mut self, port: u16, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !port_in_use(port) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("{} exited with {status} before listening on port {port}", self.what));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} did not listen on port {port} within {timeout:?}", self.what));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops it now: closing its stdin stops a [`tied_command`] and what it
+    /// runs; anything still alive a moment later is killed.
+    pub fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
