@@ -48,6 +48,11 @@ pub struct BridgeArgs {
     /// Do not print the saga flow.
     #[arg(long)]
     pub quiet: bool,
+    /// Every N seconds, print the DLQ depth as a CloudWatch embedded-metric
+    /// line (namespace Jetsaga, metric DeadLetters) for the deploy
+    /// template's alarm; 0 turns it off.
+    #[arg(long, default_value_t = 0)]
+    pub metrics_interval_secs: u64,
 }
 
 /// Runs until Ctrl-C.
@@ -68,11 +73,13 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         ..Config::default()
     };
-    let nats = async_nats::ConnectOptions::new()
-        .name(format!("jetsaga bridge ({})", names.join(",")))
+    let nats = crate::client::connect_options(&format!("jetsaga bridge ({})", names.join(",")))?
         .retry_on_initial_connect()
         .connect(&args.nats_url)
         .await?;
+    if args.metrics_interval_secs > 0 {
+        tokio::spawn(report_dead_letters(nats.clone(), Duration::from_secs(args.metrics_interval_secs)));
+    }
     let mut runtime = Runtime::new(nats.clone(), config);
     for name in &names {
         let spec = crate::saga::function(name, &options).map_err(anyhow::Error::msg)?.spec();
@@ -85,4 +92,27 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     )];
     let title = format!("jetsaga bridge is up ({:?} saga)", options.mode);
     host(runtime, nats, &args.nats_url, &names, &title, banner, args.seed, args.quiet).await
+}
+
+/// Prints the DLQ depth as a CloudWatch Embedded Metric Format line (the
+/// Lambda and ECS log drivers turn these into metrics without an API call).
+async fn report_dead_letters(nats: async_nats::Client, every: Duration) {
+    let js = async_nats::jetstream::new(nats);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let depth = match js.get_stream("DLQ").await {
+            Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        let line = serde_json::json!({
+            "_aws": {
+                "Timestamp": chrono::Utc::now().timestamp_millis(),
+                "CloudWatchMetrics": [{"Namespace": "Jetsaga", "Dimensions": [["Stream"]], "Metrics": [{"Name": "DeadLetters", "Unit": "Count"}]}]
+            },
+            "Stream": "DLQ",
+            "DeadLetters": depth
+        });
+        println!("{line}");
+    }
 }

@@ -62,6 +62,23 @@ enum Command {
     /// Inspect and redrive dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Deployment files generated from the functions' declarations.
+    #[command(subcommand)]
+    Infra(InfraCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InfraCommand {
+    /// Print the CloudFormation template.
+    Template,
+    /// Print the NATS cluster node configuration (one user per function).
+    NatsConfig,
+    /// Regenerate infra/cloudformation.json and infra/nats/cluster.conf.
+    Write {
+        /// The repository root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,19 +173,38 @@ fn print_order(view: &OrderView) {
     }
 }
 
+fn infra_command(command: InfraCommand) -> anyhow::Result<()> {
+    match command {
+        InfraCommand::Template => print!("{}", crate::infra::files()[0].1),
+        InfraCommand::NatsConfig => print!("{}", crate::infra::nats_cluster_config()),
+        InfraCommand::Write { root } => {
+            for (path, contents) in crate::infra::files() {
+                let path = root.join(path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&path, contents)?;
+                println!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Cli {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Up(args) => return up::run(args).await,
             Command::Bridge(args) => return bridge::run(args).await,
+            Command::Infra(command) => return infra_command(command),
             _ => {}
         }
         let client = Client::connect(&nats_url(&self)).await?;
         let json = self.json;
         let print = |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         match self.command {
-            Command::Up(_) | Command::Bridge(_) => unreachable!("handled above"),
+            Command::Up(_) | Command::Bridge(_) | Command::Infra(_) => unreachable!("handled above"),
             Command::Order(OrderCommand::Create { customer, items, order_id, wait }) => {
                 let create = CreateOrder { order_id, customer_id: customer, items };
                 let reply = client.command(ORDERS_CMD_CREATE, &create).await?;

@@ -12,6 +12,22 @@ use serde_json::Value;
 /// How long a command or query may take before we give up.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connection options named `name`, authenticated by `NATS_CREDS` (the
+/// content of a `.creds` file, as Secrets Manager hands it to a container)
+/// or `NATS_CREDS_FILE` when set; otherwise by whatever the URL carries.
+pub fn connect_options(name: &str) -> anyhow::Result<async_nats::ConnectOptions> {
+    let options = async_nats::ConnectOptions::new().name(name);
+    if let Ok(creds) = std::env::var("NATS_CREDS") {
+        return options.credentials(&creds).map_err(|e| anyhow::anyhow!("NATS_CREDS is not a valid .creds file: {e}"));
+    }
+    if let Ok(path) = std::env::var("NATS_CREDS_FILE") {
+        let creds =
+            std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read NATS_CREDS_FILE {path}: {e}"))?;
+        return options.credentials(&creds).map_err(|e| anyhow::anyhow!("{path} is not a valid .creds file: {e}"));
+    }
+    Ok(options)
+}
+
 /// A connection to the saga.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -28,8 +44,7 @@ impl Client {
 
     /// Connects to `url`.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("jetsaga cli")
+        let nats = connect_options("jetsaga cli")?
             .connect(url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}. Is `jetsaga up` running? (NATS_URL or --nats-url picks the server)"))?;

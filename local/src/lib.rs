@@ -9,12 +9,14 @@
 //!   running external tools; [`lambda_local`]: the functions as Lambda
 //!   bootstraps under cargo-lambda's emulator (`up --lambda`).
 //! - [`client`]: commands and queries over request/reply.
+//! - [`infra`]: the generated CloudFormation template and NATS configuration.
 //! - [`flow`]: readable event lines; [`inspect`]: trace, watch, status, DLQ.
 
 pub mod bridge;
 pub mod cli;
 pub mod client;
 pub mod flow;
+pub mod infra;
 pub mod inspect;
 pub mod lambda_local;
 pub mod saga;

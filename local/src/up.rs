@@ -164,8 +164,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         args.functions.clone()
     };
-    let nats = async_nats::ConnectOptions::new()
-        .name(format!("jetsaga up ({})", names.join(",")))
+    let nats = crate::client::connect_options(&format!("jetsaga up ({})", names.join(",")))?
         .retry_on_initial_connect()
         .connect(&url)
         .await?;

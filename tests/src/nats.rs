@@ -35,8 +35,24 @@ impl NatsServer {
         Self::start_with(Vec::new())
     }
 
+    /// Starts a server that also reads `config` (nats-server.conf syntax;
+    /// the harness's own flags for port, JetStream and store win).
+    pub fn start_with_config(config: &str) -> Self {
+        Self::start_with_files(Vec::new(), Some(config))
+    }
+
     fn start_with(extra_args: Vec<String>) -> Self {
+        Self::start_with_files(extra_args, None)
+    }
+
+    fn start_with_files(mut extra_args: Vec<String>, config: Option<&str>) -> Self {
         let dir = tempfile::Builder::new().prefix("jetsaga-nats-").tempdir().unwrap();
+        if let Some(config) = config {
+            let path = dir.path().join("server.conf");
+            std::fs::write(&path, config).unwrap();
+            extra_args.push("-c".into());
+            extra_args.push(path.display().to_string());
+        }
         let mut server = Self { bin: server_binary(), dir, port: 0, extra_args, child: None };
         server.spawn();
         server

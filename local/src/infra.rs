@@ -1,0 +1,477 @@
+//! Deployment artefacts generated from the functions' declarations, so
+//! names, subjects and permissions live in one place: the CloudFormation
+//! template (`infra/cloudformation.json`) and the NATS cluster
+//! configuration with one user per function (`infra/nats/`). A test fails
+//! when the checked-in files drift (`jetsaga infra write` regenerates them).
+
+use jetsaga_core::FunctionSpec;
+use serde_json::{Value, json};
+
+use crate::saga::{FUNCTIONS, SagaOptions};
+use jetsaga_events::SagaMode;
+
+/// Every function that can be deployed, with its declaration: the
+/// choreographed set plus the orchestrator.
+pub fn deployable() -> Vec<(&'static str, &'static FunctionSpec)> {
+    let choreographed = SagaOptions { mode: SagaMode::Choreographed, ..SagaOptions::default() };
+    let orchestrated = SagaOptions { mode: SagaMode::Orchestrated, ..SagaOptions::default() };
+    let mut all: Vec<(&'static str, &'static FunctionSpec)> = FUNCTIONS
+        .iter()
+        .map(|name| (*name, crate::saga::function(name, &choreographed).expect("known function").spec()))
+        .collect();
+    all.push(("orchestrator", crate::saga::function("orchestrator", &orchestrated).expect("known function").spec()));
+    all
+}
+
+fn logical(name: &str) -> String {
+    let mut chars = name.chars();
+    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+}
+
+/// The condition under which a function is deployed.
+fn condition(name: &str) -> Option<&'static str> {
+    match name {
+        "order" => Some("Choreographed"),
+        "orchestrator" => Some("Orchestrated"),
+        _ => None,
+    }
+}
+
+fn with_condition(mut resource: Value, name: &str) -> Value {
+    if let Some(condition) = condition(name) {
+        resource["Condition"] = json!(condition);
+    }
+    resource
+}
+
+/// The CloudFormation template: per function a Lambda (provided.al2023,
+/// arm64), an on-demand DynamoDB table with point-in-time recovery and
+/// TTL, a role allowed only that table and its log group, an error alarm;
+/// the bridge as an ECS Fargate service allowed only to invoke the
+/// functions; an alarm on dead letters.
+pub fn cloudformation() -> Value {
+    let mut resources = serde_json::Map::new();
+    let mut outputs = serde_json::Map::new();
+    let mut function_arns = Vec::new();
+    for (name, spec) in deployable() {
+        let l = logical(name);
+        let table = format!("{l}Table");
+        let function = format!("{l}Function");
+        let function_name = json!({"Fn::Sub": format!("${{Prefix}}{name}")});
+        resources.insert(
+            table.clone(),
+            with_condition(
+                json!({
+                    "Type": "AWS::DynamoDB::Table",
+                    "DeletionPolicy": "Retain",
+                    "UpdateReplacePolicy": "Retain",
+                    "Properties": {
+                        "TableName": {"Fn::Sub": format!("${{Prefix}}{name}")},
+                        "BillingMode": "PAY_PER_REQUEST",
+                        "AttributeDefinitions": [
+                            {"AttributeName": "pk", "AttributeType": "S"},
+                            {"AttributeName": "sk", "AttributeType": "S"}
+                        ],
+                        "KeySchema": [
+                            {"AttributeName": "pk", "KeyType": "HASH"},
+                            {"AttributeName": "sk", "KeyType": "RANGE"}
+                        ],
+                        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": true},
+                        "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": true},
+                        "SSESpecification": {"SSEEnabled": true}
+                    }
+                }),
+                name,
+            ),
+        );
+        resources.insert(
+            format!("{l}LogGroup"),
+            with_condition(
+                json!({
+                    "Type": "AWS::Logs::LogGroup",
+                    "DeletionPolicy": "Delete",
+                    "UpdateReplacePolicy": "Delete",
+                    "Properties": {
+                        "LogGroupName": {"Fn::Sub": format!("/aws/lambda/${{Prefix}}{name}")},
+                        "RetentionInDays": {"Ref": "LogRetentionDays"}
+                    }
+                }),
+                name,
+            ),
+        );
+        resources.insert(
+            format!("{l}Role"),
+            with_condition(
+                json!({
+                    "Type": "AWS::IAM::Role",
+                    "Properties": {
+                        "Description": format!("jetsaga {name}: its own table and log group, nothing else"),
+                        "AssumeRolePolicyDocument": {
+                            "Version": "2012-10-17",
+                            "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+                        },
+                        "Policies": [{
+                            "PolicyName": "own-table-and-logs",
+                            "PolicyDocument": {
+                                "Version": "2012-10-17",
+                                "Statement": [
+                                    {
+                                        "Effect": "Allow",
+                                        "Action": [
+                                            "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                                            "dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:DescribeTable"
+                                        ],
+                                        "Resource": {"Fn::GetAtt": [table, "Arn"]}
+                                    },
+                                    {
+                                        "Effect": "Allow",
+                                        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                        "Resource": {"Fn::GetAtt": [format!("{l}LogGroup"), "Arn"]}
+                                    }
+                                ]
+                            }
+                        }]
+                    }
+                }),
+                name,
+            ),
+        );
+        let mut environment = json!({
+            "JETSAGA_TABLE": {"Ref": table},
+            "JETSAGA_SAGA": {"Ref": "SagaMode"}
+        });
+        if name == "shipping" {
+            environment["JETSAGA_SHIPPING_FAILURE_RATE"] = json!({"Ref": "ShippingFailureRate"});
+        }
+        resources.insert(
+            function.clone(),
+            with_condition(
+                json!({
+                    "Type": "AWS::Lambda::Function",
+                    "Properties": {
+                        "FunctionName": function_name,
+                        "Description": spec.description,
+                        "Runtime": "provided.al2023",
+                        "Architectures": [{"Ref": "Architecture"}],
+                        "Handler": "bootstrap",
+                        "Code": format!("build/jetsaga-{name}/bootstrap.zip"),
+                        "MemorySize": {"Ref": "MemorySize"},
+                        "Timeout": 30,
+                        "Role": {"Fn::GetAtt": [format!("{l}Role"), "Arn"]},
+                        "Environment": {"Variables": environment},
+                        "LoggingConfig": {"LogFormat": "JSON", "LogGroup": {"Ref": format!("{l}LogGroup")}}
+                    }
+                }),
+                name,
+            ),
+        );
+        resources.insert(
+            format!("{l}ErrorsAlarm"),
+            with_condition(
+                json!({
+                    "Type": "AWS::CloudWatch::Alarm",
+                    "Properties": {
+                        "AlarmDescription": format!("jetsaga {name}: invocations failed (the bridge retries them; look at the function's logs)"),
+                        "Namespace": "AWS/Lambda",
+                        "MetricName": "Errors",
+                        "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function}}],
+                        "Statistic": "Sum",
+                        "Period": 300,
+                        "EvaluationPeriods": 1,
+                        "Threshold": 1,
+                        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                        "TreatMissingData": "notBreaching",
+                        "AlarmActions": {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+                    }
+                }),
+                name,
+            ),
+        );
+        let arn = json!({"Fn::GetAtt": [function, "Arn"]});
+        match condition(name) {
+            Some(condition) => {
+                function_arns.push(json!({"Fn::If": [condition, arn.clone(), {"Ref": "AWS::NoValue"}]}));
+                outputs.insert(format!("{l}FunctionArn"), json!({"Condition": condition, "Value": arn}));
+            }
+            None => {
+                function_arns.push(arn.clone());
+                outputs.insert(format!("{l}FunctionArn"), json!({"Value": arn}));
+            }
+        }
+    }
+
+    resources.insert(
+        "BridgeCluster".into(),
+        json!({"Type": "AWS::ECS::Cluster", "Properties": {"ClusterName": {"Fn::Sub": "${Prefix}bridge"}}}),
+    );
+    resources.insert(
+        "BridgeLogGroup".into(),
+        json!({
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
+            "Properties": {"LogGroupName": {"Fn::Sub": "/ecs/${Prefix}bridge"}, "RetentionInDays": {"Ref": "LogRetentionDays"}}
+        }),
+    );
+    resources.insert(
+        "BridgeExecutionRole".into(),
+        json!({
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": "jetsaga bridge task execution: pull the image, read the NATS credentials, write logs",
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+                },
+                "ManagedPolicyArns": [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"}],
+                "Policies": [{
+                    "PolicyName": "nats-credentials",
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "NatsCredentialsSecretArn"}}]
+                    }
+                }]
+            }
+        }),
+    );
+    resources.insert(
+        "BridgeTaskRole".into(),
+        json!({
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": "jetsaga bridge: invoke the saga's functions, nothing else",
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+                },
+                "Policies": [{
+                    "PolicyName": "invoke-functions",
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": function_arns}]
+                    }
+                }]
+            }
+        }),
+    );
+    resources.insert(
+        "BridgeTaskDefinition".into(),
+        json!({
+            "Type": "AWS::ECS::TaskDefinition",
+            "Properties": {
+                "Family": {"Fn::Sub": "${Prefix}bridge"},
+                "RequiresCompatibilities": ["FARGATE"],
+                "NetworkMode": "awsvpc",
+                "Cpu": "256",
+                "Memory": "512",
+                "RuntimePlatform": {"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"},
+                "ExecutionRoleArn": {"Fn::GetAtt": ["BridgeExecutionRole", "Arn"]},
+                "TaskRoleArn": {"Fn::GetAtt": ["BridgeTaskRole", "Arn"]},
+                "ContainerDefinitions": [{
+                    "Name": "bridge",
+                    "Image": {"Ref": "BridgeImage"},
+                    "Essential": true,
+                    "Command": [
+                        "bridge", "--saga", {"Ref": "SagaMode"}, "--function-prefix", {"Ref": "Prefix"},
+                        "--batch-size", {"Ref": "BridgeBatchSize"}, "--concurrency", {"Ref": "BridgeConcurrency"},
+                        "--metrics-interval-secs", "60", "--quiet"
+                    ],
+                    "Environment": [{"Name": "NATS_URL", "Value": {"Ref": "NatsUrl"}}],
+                    "Secrets": [{"Name": "NATS_CREDS", "ValueFrom": {"Ref": "NatsCredentialsSecretArn"}}],
+                    "LogConfiguration": {
+                        "LogDriver": "awslogs",
+                        "Options": {
+                            "awslogs-group": {"Ref": "BridgeLogGroup"},
+                            "awslogs-region": {"Ref": "AWS::Region"},
+                            "awslogs-stream-prefix": "bridge"
+                        }
+                    }
+                }]
+            }
+        }),
+    );
+    resources.insert(
+        "BridgeService".into(),
+        json!({
+            "Type": "AWS::ECS::Service",
+            "Properties": {
+                "ServiceName": {"Fn::Sub": "${Prefix}bridge"},
+                "Cluster": {"Ref": "BridgeCluster"},
+                "TaskDefinition": {"Ref": "BridgeTaskDefinition"},
+                "LaunchType": "FARGATE",
+                "DesiredCount": {"Ref": "BridgeCount"},
+                "NetworkConfiguration": {
+                    "AwsvpcConfiguration": {
+                        "AssignPublicIp": "DISABLED",
+                        "Subnets": {"Ref": "Subnets"},
+                        "SecurityGroups": {"Ref": "SecurityGroups"}
+                    }
+                }
+            }
+        }),
+    );
+    resources.insert(
+        "DeadLettersAlarm".into(),
+        json!({
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": "jetsaga: messages in the DLQ stream (inspect with `jetsaga dlq list`, redrive with `jetsaga dlq redrive`)",
+                "Namespace": "Jetsaga",
+                "MetricName": "DeadLetters",
+                "Dimensions": [{"Name": "Stream", "Value": "DLQ"}],
+                "Statistic": "Maximum",
+                "Period": 300,
+                "EvaluationPeriods": 1,
+                "Threshold": 1,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+            }
+        }),
+    );
+
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "jetsaga order saga on AWS Lambda: one function and one DynamoDB table per step, fed from NATS JetStream by the jetsaga bridge on ECS Fargate. Generated by `jetsaga infra write`; do not edit.",
+        // Function code is a local zip that `aws cloudformation package` uploads (scripts/deploy).
+        "Metadata": {"cfn-lint": {"config": {"ignore_checks": ["W3002"]}}},
+        "Parameters": {
+            "Prefix": {"Type": "String", "Default": "jetsaga-", "AllowedPattern": "^[a-z0-9-]{1,20}$", "Description": "Name prefix of functions, tables and the bridge"},
+            "SagaMode": {"Type": "String", "Default": "choreographed", "AllowedValues": ["choreographed", "orchestrated"], "Description": "Choreographed (events) or orchestrated (an orchestrator sends commands)"},
+            "Architecture": {"Type": "String", "Default": "arm64", "AllowedValues": ["arm64", "x86_64"], "Description": "Must match how the bootstraps were built"},
+            "MemorySize": {"Type": "Number", "Default": 128, "MinValue": 128, "MaxValue": 10240},
+            "ShippingFailureRate": {"Type": "String", "Default": "0", "Description": "Share of shipments that fail, 0 to 1 (demo knob)"},
+            "NatsUrl": {"Type": "String", "Description": "NATS server or cluster the bridge connects to, e.g. tls://nats.internal:4222"},
+            "NatsCredentialsSecretArn": {"Type": "String", "Description": "Secrets Manager secret holding the bridge user's NATS credentials (.creds file content)"},
+            "BridgeImage": {"Type": "String", "Description": "Container image whose entrypoint is the jetsaga binary"},
+            "BridgeCount": {"Type": "Number", "Default": 1, "MinValue": 0, "Description": "Bridge tasks; several share each function's consumer"},
+            "BridgeBatchSize": {"Type": "String", "Default": "100", "Description": "Most records per invocation"},
+            "BridgeConcurrency": {"Type": "String", "Default": "2", "Description": "Invocations in flight per function and task"},
+            "Subnets": {"Type": "List<AWS::EC2::Subnet::Id>", "Description": "Private subnets that reach NATS and the Lambda API"},
+            "SecurityGroups": {"Type": "List<AWS::EC2::SecurityGroup::Id>", "Description": "Security groups of the bridge tasks"},
+            "LogRetentionDays": {"Type": "Number", "Default": 30, "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 180, 365]},
+            "AlarmTopicArn": {"Type": "String", "Default": "", "Description": "SNS topic for alarms (empty: no notifications)"}
+        },
+        "Conditions": {
+            "Orchestrated": {"Fn::Equals": [{"Ref": "SagaMode"}, "orchestrated"]},
+            "Choreographed": {"Fn::Not": [{"Condition": "Orchestrated"}]},
+            "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+        },
+        "Resources": resources,
+        "Outputs": outputs
+    })
+}
+
+/// The subjects a process hosting `spec` needs, as a NATS permissions block.
+fn permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
+    let mut publish = vec![
+        "$JS.API.INFO".to_string(),
+        "$JS.API.STREAM.INFO.SAGA".into(),
+        "$JS.API.STREAM.CREATE.SAGA".into(),
+        "$JS.API.STREAM.UPDATE.SAGA".into(),
+        "$JS.API.STREAM.INFO.DLQ".into(),
+        "$JS.API.STREAM.CREATE.DLQ".into(),
+        "$JS.API.STREAM.UPDATE.DLQ".into(),
+    ];
+    let mut subscribe = vec!["_INBOX.>".to_string(), "$SRV.PING".into(), "$SRV.INFO".into(), "$SRV.STATS".into()];
+    for spec in specs {
+        let name = spec.name;
+        publish.extend(spec.emits.iter().map(|s| s.to_string()));
+        publish.push(format!("dlq.{name}"));
+        publish.push(format!("$JS.API.CONSUMER.CREATE.SAGA.{name}"));
+        publish.push(format!("$JS.API.CONSUMER.CREATE.SAGA.{name}.>"));
+        publish.push(format!("$JS.API.CONSUMER.INFO.SAGA.{name}"));
+        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.SAGA.{name}"));
+        publish.push(format!("$JS.ACK.SAGA.{name}.>"));
+        subscribe.extend(spec.queries.iter().chain(spec.accepts.iter()).map(|s| s.to_string()));
+        subscribe.push(format!("$SRV.*.{name}"));
+        subscribe.push(format!("$SRV.*.{name}.>"));
+    }
+    publish.sort();
+    publish.dedup();
+    subscribe.sort();
+    subscribe.dedup();
+    (publish, subscribe)
+}
+
+fn quoted(subjects: &[String]) -> String {
+    subjects.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+}
+
+fn user(name: &str, password_var: &str, specs: &[&FunctionSpec]) -> String {
+    let (publish, subscribe) = permissions(specs);
+    format!(
+        "      {{\n        user: \"{name}\", password: ${password_var}\n        permissions: {{\n          publish: {{ allow: [{}] }}\n          subscribe: {{ allow: [{}] }}\n          allow_responses: true\n        }}\n      }}\n",
+        quoted(&publish),
+        quoted(&subscribe)
+    )
+}
+
+/// The `accounts` block: an `admin` user (streams, `jetsaga` CLI), one
+/// user per function allowed exactly its subjects, and a `bridge` user
+/// with the union of every function's permissions. Passwords come from
+/// environment variables (`$JETSAGA_<USER>_PASSWORD`) when the server starts.
+pub fn nats_accounts() -> String {
+    let all = deployable();
+    let mut users = String::from("      { user: \"admin\", password: $JETSAGA_ADMIN_PASSWORD }\n");
+    for (name, spec) in &all {
+        users.push_str(&user(name, &format!("JETSAGA_{}_PASSWORD", name.to_uppercase()), &[spec]));
+    }
+    let specs: Vec<&FunctionSpec> = all.iter().map(|(_, s)| *s).collect();
+    users.push_str(&user("bridge", "JETSAGA_BRIDGE_PASSWORD", &specs));
+    format!("accounts {{\n  SAGA {{\n    jetstream: enabled\n    users: [\n{users}    ]\n  }}\n}}\n")
+}
+
+/// One node of the 3-node cluster (`NODE` 1–3 picks the name; routes name all three).
+pub fn nats_cluster_config() -> String {
+    format!(
+        "# jetsaga NATS cluster node. Generated by `jetsaga infra write`; do not edit.\n\
+         # Three nodes nats-1..nats-3 (set NATS_NODE_NAME), JetStream replicated (streams R3:\n\
+         # `jetsaga up --replicas 3`), one user per function with exactly its subjects.\n\
+         # Start: JETSAGA_ADMIN_PASSWORD=... JETSAGA_ORDER_PASSWORD=... nats-server -c cluster.conf\n\
+         server_name: $NATS_NODE_NAME\n\
+         listen: 0.0.0.0:4222\n\
+         http: 0.0.0.0:8222\n\
+         jetstream {{\n  store_dir: /data/jetstream\n  # fsync every write: nothing acknowledged is lost if all three nodes lose power\n  sync_interval: always\n}}\n\
+         cluster {{\n  name: jetsaga\n  listen: 0.0.0.0:6222\n  routes: [\n    nats-route://nats-1:6222\n    nats-route://nats-2:6222\n    nats-route://nats-3:6222\n  ]\n}}\n\
+         {}",
+        nats_accounts()
+    )
+}
+
+/// Every generated file: `(path relative to the repository, contents)`.
+pub fn files() -> Vec<(&'static str, String)> {
+    let mut template = serde_json::to_string_pretty(&cloudformation()).expect("templates serialize");
+    template.push('\n');
+    vec![("infra/cloudformation.json", template), ("infra/nats/cluster.conf", nats_cluster_config())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_users_may_publish_only_what_their_function_emits() {
+        let (_, inventory) = deployable().into_iter().find(|(n, _)| *n == "inventory").unwrap();
+        let (publish, subscribe) = permissions(&[inventory]);
+        assert!(publish.contains(&"inventory.evt.reserved".to_string()));
+        assert!(!publish.iter().any(|s| s.starts_with("orders.")), "{publish:?}");
+        assert!(publish.contains(&"$JS.ACK.SAGA.inventory.>".to_string()));
+        assert!(!publish.iter().any(|s| s.contains("SAGA.order")), "{publish:?}");
+        assert!(subscribe.contains(&"inventory.query.products".to_string()));
+        assert!(subscribe.contains(&"inventory.cmd.upsert_product".to_string()));
+    }
+
+    #[test]
+    fn the_template_has_a_least_privilege_role_per_function() {
+        let template = cloudformation();
+        let role =
+            &template["Resources"]["InventoryRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0];
+        assert_eq!(role["Resource"], json!({"Fn::GetAtt": ["InventoryTable", "Arn"]}));
+        assert_eq!(template["Resources"]["OrchestratorFunction"]["Condition"], "Orchestrated");
+        assert_eq!(
+            template["Resources"]["OrderTable"]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+            true
+        );
+    }
+}
