@@ -18,10 +18,8 @@ fn password(user: &str) -> String {
 fn accounts() -> String {
     let mut config = jetsaga_local::infra::nats_accounts();
     for user in ["admin", "bridge", "order", "orchestrator", "inventory", "customer", "payment", "shipping"] {
-        config = config.replace(
-            &format!("${}", format!("JETSAGA_{}_PASSWORD", user.to_uppercase())),
-            &format!("\"{}\"", password(user)),
-        );
+        config =
+            config.replace(&format!("$JETSAGA_{}_PASSWORD", user.to_uppercase()), &format!("\"{}\"", password(user)));
     }
     assert!(!config.contains("$JETSAGA_"), "every password was replaced:\n{config}");
     config
