@@ -42,6 +42,9 @@ pub struct BridgeArgs {
     /// Invocations in flight per function.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
+    /// Stream replicas (3 on a 3-node cluster).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Create the demo products and customers that are missing.
     #[arg(long)]
     pub seed: bool,
@@ -71,6 +74,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         batch_window: Duration::from_millis(args.batch_window_ms),
         concurrency: args.concurrency,
+        replicas: args.replicas,
         ..Config::default()
     };
     let nats = crate::client::connect_options(&format!("jetsaga bridge ({})", names.join(",")))?

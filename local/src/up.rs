@@ -86,6 +86,9 @@ pub struct UpArgs {
     /// Do not print the saga flow.
     #[arg(long)]
     pub quiet: bool,
+    /// Stream replicas (3 on a 3-node cluster such as infra/nats/cluster.conf).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Run every function as its real Lambda bootstrap under cargo-lambda's
     /// emulator, storing in DynamoDB (AWS_ENDPOINT_URL, or a moto server
     /// started here), fed by the JetStream→Lambda bridge.
@@ -168,7 +171,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .retry_on_initial_connect()
         .connect(&url)
         .await?;
-    let mut runtime = Runtime::new(nats.clone(), Config::default());
+    let mut runtime = Runtime::new(nats.clone(), Config { replicas: args.replicas, ..Config::default() });
     // Keeps the emulator and the function processes alive in --lambda mode.
     let mut _lambda_local = None;
     let mut banner = Vec::new();
