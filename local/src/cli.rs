@@ -9,7 +9,7 @@ use jetsaga_events::{CancelOrder, CreateOrder, OrderItem, OrderView};
 
 use crate::client::Client;
 use crate::flow::dollars;
-use crate::{bridge, inspect, up};
+use crate::{bench, bridge, inspect, up};
 
 /// Run and inspect the jetsaga order saga on NATS JetStream.
 ///
@@ -27,9 +27,6 @@ pub struct Cli {
     /// The saga stream.
     #[arg(long, global = true, default_value = "SAGA", hide_default_value = false)]
     stream: String,
-    /// Print JSON instead of text (read commands).
-    #[arg(long, global = true)]
-    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,25 +37,45 @@ enum Command {
     Up(up::UpArgs),
     /// Feed functions running on Lambda from JetStream (the event-source mapping).
     Bridge(bridge::BridgeArgs),
+    /// Measure sagas/s and latency against the raw JetStream limit, in one run.
+    Bench(bench::BenchArgs),
     /// Create, inspect or cancel orders.
     #[command(subcommand)]
     Order(OrderCommand),
     /// List the catalog with available and reserved stock.
-    Products,
+    Products {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List customers with their credit, or show one.
     Customers {
         /// Show only this customer.
         customer_id: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show an order's saga from the stream, with per-step latency.
     Trace {
         /// The order.
         order_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Tail every event as it is published (never takes messages from the functions).
-    Watch,
+    Watch {
+        /// Print each envelope as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Streams, consumers and dead letters at a glance.
-    Status,
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and redrive dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -97,11 +114,17 @@ enum OrderCommand {
         /// Wait for the order to finish and show how it ended.
         #[arg(long)]
         wait: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show an order: status, items, total, reason, timeline.
     Get {
         /// The order.
         order_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Cancel an order that has not shipped yet.
     Cancel {
@@ -113,17 +136,27 @@ enum OrderCommand {
         /// Wait for the order to finish and show how it ended.
         #[arg(long)]
         wait: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
     /// List dead letters.
-    List,
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one dead letter with its payload.
     Show {
         /// Sequence number from `dlq list`.
         sequence: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Publish dead letters to their subject again and remove the ones that went through.
     Redrive {
@@ -198,14 +231,32 @@ impl Cli {
             Command::Up(args) => return up::run(args).await,
             Command::Bridge(args) => return bridge::run(args).await,
             Command::Infra(command) => return infra_command(command),
+            Command::Bench(args) => {
+                let (json_path, svg_path) = (args.json.clone(), args.svg.clone());
+                let report = bench::run(args).await?;
+                bench::print(&report);
+                if let Some(path) = json_path {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+                    println!("  json:              {}", path.display());
+                }
+                if let Some(path) = svg_path {
+                    std::fs::write(&path, bench::svg(&report))?;
+                    println!("  plot:              {}", path.display());
+                }
+                if !report.correct {
+                    anyhow::bail!("the run lost or doubled something: {}", report.problems.join("; "));
+                }
+                return Ok(());
+            }
             _ => {}
         }
         let client = Client::connect(&nats_url(&self)).await?;
-        let json = self.json;
         let print = |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         match self.command {
-            Command::Up(_) | Command::Bridge(_) | Command::Infra(_) => unreachable!("handled above"),
-            Command::Order(OrderCommand::Create { customer, items, order_id, wait }) => {
+            Command::Up(_) | Command::Bridge(_) | Command::Infra(_) | Command::Bench(_) => {
+                unreachable!("handled above")
+            }
+            Command::Order(OrderCommand::Create { customer, items, order_id, wait, json }) => {
                 let create = CreateOrder { order_id, customer_id: customer, items };
                 let reply = client.command(ORDERS_CMD_CREATE, &create).await?;
                 let id = reply["order_id"].as_str().unwrap_or_default().to_string();
@@ -220,11 +271,11 @@ impl Cli {
                 let view = client.wait_terminal(&id, Duration::from_secs(30)).await?;
                 if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
             }
-            Command::Order(OrderCommand::Get { order_id }) => {
+            Command::Order(OrderCommand::Get { order_id, json }) => {
                 let view = client.order(&order_id).await?;
                 if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
             }
-            Command::Order(OrderCommand::Cancel { order_id, reason, wait }) => {
+            Command::Order(OrderCommand::Cancel { order_id, reason, wait, json }) => {
                 let reply =
                     client.command(ORDERS_CMD_CANCEL, &CancelOrder { order_id: order_id.clone(), reason }).await?;
                 if wait {
@@ -236,7 +287,7 @@ impl Cli {
                     println!("cancel of order {order_id} requested");
                 }
             }
-            Command::Products => {
+            Command::Products { json } => {
                 let list = client.products().await?;
                 if json {
                     print(&serde_json::to_value(&list)?);
@@ -254,7 +305,7 @@ impl Cli {
                     }
                 }
             }
-            Command::Customers { customer_id } => {
+            Command::Customers { customer_id, json } => {
                 let customers = match customer_id {
                     Some(id) => vec![client.customer(&id).await?],
                     None => client.customers().await?.customers,
@@ -275,11 +326,13 @@ impl Cli {
                     }
                 }
             }
-            Command::Trace { order_id } => inspect::trace(&client, &self.stream, &order_id, json).await?,
-            Command::Watch => inspect::watch(&client, json).await?,
-            Command::Status => inspect::status(&client, &self.stream, "DLQ", json).await?,
-            Command::Dlq(DlqCommand::List) => inspect::dlq_list(&client, "DLQ", json).await?,
-            Command::Dlq(DlqCommand::Show { sequence }) => inspect::dlq_show(&client, "DLQ", sequence, json).await?,
+            Command::Trace { order_id, json } => inspect::trace(&client, &self.stream, &order_id, json).await?,
+            Command::Watch { json } => inspect::watch(&client, json).await?,
+            Command::Status { json } => inspect::status(&client, &self.stream, "DLQ", json).await?,
+            Command::Dlq(DlqCommand::List { json }) => inspect::dlq_list(&client, "DLQ", json).await?,
+            Command::Dlq(DlqCommand::Show { sequence, json }) => {
+                inspect::dlq_show(&client, "DLQ", sequence, json).await?
+            }
             Command::Dlq(DlqCommand::Redrive { sequence, all }) => {
                 inspect::dlq_redrive(&client, "DLQ", if all { None } else { sequence }).await?
             }

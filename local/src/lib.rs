@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: the command line (`up`, `order`, `products`, `customers`,
 //!   `trace`, `watch`, `status`, `dlq`).
+//! - [`bench`]: `jetsaga bench`, throughput and latency against raw JetStream.
 //! - [`bridge`]: the JetStream→Lambda bridge (`jetsaga bridge`).
 //! - [`up`]: starts or finds nats-server, provisions, hosts functions, seeds demo data.
 //! - [`saga`]: the saga's functions and their stores.
@@ -12,6 +13,7 @@
 //! - [`infra`]: the generated CloudFormation template and NATS configuration.
 //! - [`flow`]: readable event lines; [`inspect`]: trace, watch, status, DLQ.
 
+pub mod bench;
 pub mod bridge;
 pub mod cli;
 pub mod client;

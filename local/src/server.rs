@@ -68,9 +68,19 @@ impl NatsProcess {
     /// Starts `binary` on `port` with its JetStream store under `dir` and
     /// waits until it accepts connections.
     pub fn start(binary: PathBuf, port: u16, dir: &Path) -> Result<Self, String> {
+        Self::start_with_config(binary, port, dir, None)
+    }
+
+    /// Like [`NatsProcess::start`], also reading a configuration file (its
+    /// settings lose to the flags for address, port and store).
+    pub fn start_with_config(binary: PathBuf, port: u16, dir: &Path, config: Option<PathBuf>) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let log = dir.join("nats-server.log");
-        let child = tools::tied_command(&binary)
+        let mut command = tools::tied_command(&binary);
+        if let Some(config) = config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.join("jetstream"))
             .arg("-l")

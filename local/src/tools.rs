@@ -59,6 +59,11 @@ impl Process {
         Self { child, what: what.into() }
     }
 
+    /// The OS process id (of the `sh` wrapper for a [`tied_command`]).
+    pub fn id(&self) -> Option<u32> {
+        Some(self.child.id())
+    }
+
     /// Waits until it listens on `port`, failing early if it exits.
     pub fn wait_for_port(&mut self, port: u16, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
