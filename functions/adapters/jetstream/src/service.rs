@@ -53,11 +53,13 @@ pub(crate) async fn serve(
         let name = subject.replace('.', "_");
         endpoints.push((subject, kind, service.endpoint_builder().name(name).add(subject).await.map_err(err)?));
     }
-    let publisher = Publisher { engine, js };
+    let batcher = CommandBatcher::new(engine.clone());
+    let publisher = Publisher::new(engine, js);
     Ok(tokio::spawn(async move {
         let mut handlers = tokio::task::JoinSet::new();
         for (subject, kind, mut endpoint) in endpoints {
             let publisher = publisher.clone();
+            let batcher = batcher.clone();
             let cancel = cancel.clone();
             handlers.spawn(async move {
                 loop {
@@ -66,6 +68,7 @@ pub(crate) async fn serve(
                         request = endpoint.next() => match request { Some(r) => r, None => break },
                     };
                     let publisher = publisher.clone();
+                    let batcher = batcher.clone();
                     // Each request on its own task: a slow scan never blocks a point lookup.
                     tokio::spawn(async move {
                         let reply = match kind {
@@ -74,7 +77,7 @@ pub(crate) async fn serve(
                                 .query(subject, &request.message.payload)
                                 .await
                                 .map_err(|e| (e.code(), e.to_string())),
-                            Kind::Command => accept(&publisher, subject, &request).await,
+                            Kind::Command => accept(&publisher, &batcher, subject, &request).await,
                         };
                         respond(&request, subject, reply).await;
                     });
@@ -95,7 +98,54 @@ fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 }
 
 /// Processes one command through the engine and publishes what it caused.
-async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Result<Value, (u16, String)> {
+/// Most commands committed in one store transaction.
+const COMMAND_BATCH: usize = 256;
+
+/// Groups concurrent request/reply commands so that many of them share one
+/// store transaction, as consumed events do; each caller gets its own outcome.
+#[derive(Clone, Debug)]
+struct CommandBatcher {
+    queue: tokio::sync::mpsc::Sender<(Incoming, tokio::sync::oneshot::Sender<Outcome>)>,
+}
+
+impl CommandBatcher {
+    fn new(processor: Arc<dyn Processor>) -> Self {
+        let (queue, mut commands) =
+            tokio::sync::mpsc::channel::<(Incoming, tokio::sync::oneshot::Sender<Outcome>)>(4 * COMMAND_BATCH);
+        tokio::spawn(async move {
+            while let Some(first) = commands.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < COMMAND_BATCH {
+                    match commands.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (incoming, replies): (Vec<Incoming>, Vec<_>) = batch.into_iter().unzip();
+                let outcomes = processor.process(&incoming).await;
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    async fn process(&self, incoming: Incoming) -> Outcome {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        if self.queue.send((incoming, reply)).await.is_err() {
+            return Outcome::Retry("shutting down".into());
+        }
+        outcome.await.unwrap_or_else(|_| Outcome::Retry("shutting down".into()))
+    }
+}
+
+async fn accept(
+    publisher: &Publisher,
+    batcher: &CommandBatcher,
+    subject: &str,
+    request: &Request,
+) -> Result<Value, (u16, String)> {
     let message = &request.message;
     let headers = message.headers.as_ref();
     let decoded = if header(headers, ENVELOPE_HEADER).is_some() {
@@ -116,7 +166,7 @@ async fn accept(publisher: &Publisher, subject: &str, request: &Request) -> Resu
     };
     let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
     let incoming = Incoming { envelope, traceparent };
-    let outcome = publisher.engine.process(std::slice::from_ref(&incoming)).await.pop().expect("one outcome per input");
+    let outcome = batcher.process(incoming.clone()).await;
     if let Some(records) = outcome.outbox() {
         // Committed: even if a publish fails now, the relay publishes it later.
         publisher.publish(records).await;

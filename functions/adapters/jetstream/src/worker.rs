@@ -38,7 +38,7 @@ fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 
 impl Worker {
     pub(crate) fn new(engine: Arc<dyn Processor>, js: jetstream::Context, config: Config) -> Self {
-        Self { publisher: Publisher { engine: engine.clone(), js }, engine, config }
+        Self { publisher: Publisher::new(engine.clone(), js), engine, config }
     }
 
     pub(crate) async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
@@ -68,7 +68,7 @@ impl Worker {
                         () = cancel.cancelled() => break,
                         _ = relay.tick() => {
                             // Events whose publish failed (server down) go out as soon as it is back.
-                            self.publisher.drain_outbox(&cancel).await;
+                            self.publisher.retry_failed(&cancel).await;
                             continue;
                         }
                         next = messages.next() => next,
