@@ -28,6 +28,9 @@ use sqlx::{AssertSqlSafe, Row};
 /// The statements of one store, with table names resolved.
 #[derive(Debug)]
 struct Statements {
+    /// Table names, for statements built per batch.
+    inbox_table: String,
+    outbox_table: String,
     get: Arc<str>,
     scan: Arc<str>,
     insert: Arc<str>,
@@ -36,9 +39,7 @@ struct Statements {
     delete: Arc<str>,
     delete_any: Arc<str>,
     exists: Arc<str>,
-    inbox_insert: Arc<str>,
     inbox_get: Arc<str>,
-    outbox_insert: Arc<str>,
     outbox_for_event: Arc<str>,
     outbox_pending: Arc<str>,
     outbox_delete: Arc<str>,
@@ -49,6 +50,8 @@ impl Statements {
     fn new(prefix: &str) -> Self {
         let s = |sql: String| -> Arc<str> { sql.into() };
         Self {
+            inbox_table: format!("{prefix}inbox"),
+            outbox_table: format!("{prefix}outbox"),
             get: s(format!("SELECT value, version FROM {prefix}kv WHERE key = $1")),
             scan: s(format!("SELECT key, value, version FROM {prefix}kv WHERE key >= $1 AND key < $2 ORDER BY key")),
             insert: s(format!(
@@ -64,13 +67,7 @@ impl Statements {
             delete: s(format!("DELETE FROM {prefix}kv WHERE key = $1 AND version = $2")),
             delete_any: s(format!("DELETE FROM {prefix}kv WHERE key = $1")),
             exists: s(format!("SELECT version FROM {prefix}kv WHERE key = $1")),
-            inbox_insert: s(format!(
-                "INSERT INTO {prefix}inbox (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING"
-            )),
             inbox_get: s(format!("SELECT 1 FROM {prefix}inbox WHERE event_id = $1")),
-            outbox_insert: s(format!(
-                "INSERT INTO {prefix}outbox (id, event_id, subject, payload, traceparent) VALUES ($1, $2, $3, $4, $5)"
-            )),
             outbox_for_event: s(format!(
                 "SELECT id, subject, payload, traceparent FROM {prefix}outbox WHERE event_id = $1 ORDER BY seq"
             )),
@@ -81,6 +78,17 @@ impl Statements {
         }
     }
 }
+
+/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` numbered placeholders.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row insert, well under both drivers' parameter limits.
+const ROWS_PER_INSERT: usize = 200;
 
 fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(sql.clone())
@@ -155,16 +163,34 @@ macro_rules! sql_store {
             async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
                 let mut tx = self.pool.begin_with(self.begin).await.map_err(Self::error)?;
                 let at = now_ms();
-                for commit in commits {
-                    let inserted = sqlx::query(q(&self.sql.inbox_insert))
-                        .bind(&commit.event_id)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(Self::error)?;
-                    if inserted.rows_affected() == 0 {
-                        return Err(CommitError::Duplicate { event_id: commit.event_id.clone() });
+                // Every statement is a round trip to the driver: the inbox and
+                // outbox rows of the whole batch go in a few multi-row inserts.
+                let mut recorded = std::collections::HashSet::new();
+                for chunk in commits.chunks(ROWS_PER_INSERT) {
+                    let sql = format!(
+                        "INSERT INTO {} (event_id, processed_at_ms) VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                        self.sql.inbox_table,
+                        placeholders(chunk.len(), 2)
+                    );
+                    // Its text varies with the batch size: not worth a cached statement.
+                    let mut insert = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+                    for commit in chunk {
+                        insert = insert.bind(&commit.event_id).bind(at);
                     }
+                    for row in insert.fetch_all(&mut *tx).await.map_err(Self::error)? {
+                        recorded.insert(row.try_get::<String, _>(0).map_err(Self::error)?);
+                    }
+                }
+                if recorded.len() < commits.len() {
+                    // Already processed, or twice in this batch.
+                    let mut seen = std::collections::HashSet::new();
+                    let duplicate = commits
+                        .iter()
+                        .find(|c| !recorded.contains(&c.event_id) || !seen.insert(c.event_id.as_str()))
+                        .expect("a shortfall has a culprit");
+                    return Err(CommitError::Duplicate { event_id: duplicate.event_id.clone() });
+                }
+                for commit in commits {
                     for write in &commit.writes {
                         let applied = match (&write.value, write.expect) {
                             (Some(value), Expect::Absent) => {
@@ -209,17 +235,25 @@ macro_rules! sql_store {
                             return Err(CommitError::Conflict { key: write.key.clone() });
                         }
                     }
-                    for record in &commit.outbox {
-                        sqlx::query(q(&self.sql.outbox_insert))
+                }
+                let outbox: Vec<(&str, &OutboxRecord)> =
+                    commits.iter().flat_map(|c| c.outbox.iter().map(move |r| (c.event_id.as_str(), r))).collect();
+                for chunk in outbox.chunks(ROWS_PER_INSERT) {
+                    let sql = format!(
+                        "INSERT INTO {} (id, event_id, subject, payload, traceparent) VALUES {}",
+                        self.sql.outbox_table,
+                        placeholders(chunk.len(), 5)
+                    );
+                    let mut insert = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+                    for (event_id, record) in chunk {
+                        insert = insert
                             .bind(&record.id)
-                            .bind(&commit.event_id)
+                            .bind(*event_id)
                             .bind(&record.subject)
                             .bind(&record.payload)
-                            .bind(&record.traceparent)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(Self::error)?;
+                            .bind(&record.traceparent);
                     }
+                    insert.execute(&mut *tx).await.map_err(Self::error)?;
                 }
                 tx.commit().await.map_err(Self::error)?;
                 Ok(())
