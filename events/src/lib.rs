@@ -29,3 +29,13 @@ pub enum SagaMode {
     /// `customers.cmd.reserve_credit`, …) and collects their replies.
     Orchestrated,
 }
+
+impl SagaMode {
+    /// Picks the value for this mode (a function's declaration, say).
+    pub fn select<T>(self, choreographed: T, orchestrated: T) -> T {
+        match self {
+            Self::Choreographed => choreographed,
+            Self::Orchestrated => orchestrated,
+        }
+    }
+}

@@ -209,10 +209,7 @@ fn view(customer: Customer) -> CustomerView {
 #[async_trait]
 impl Function for CustomerCredit {
     fn spec(&self) -> &'static FunctionSpec {
-        match self.mode {
-            SagaMode::Choreographed => &SPEC,
-            SagaMode::Orchestrated => &ORCHESTRATED_SPEC,
-        }
+        self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {

@@ -251,10 +251,7 @@ impl Inventory {
 #[async_trait]
 impl Function for Inventory {
     fn spec(&self) -> &'static FunctionSpec {
-        match self.mode {
-            SagaMode::Choreographed => &SPEC,
-            SagaMode::Orchestrated => &ORCHESTRATED_SPEC,
-        }
+        self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {

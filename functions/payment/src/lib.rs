@@ -131,10 +131,7 @@ impl Payments {
 #[async_trait]
 impl Function for Payments {
     fn spec(&self) -> &'static FunctionSpec {
-        match self.mode {
-            SagaMode::Choreographed => &SPEC,
-            SagaMode::Orchestrated => &ORCHESTRATED_SPEC,
-        }
+        self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
