@@ -65,6 +65,86 @@ pub struct BenchArgs {
     /// Write a latency histogram and throughput time series (SVG) here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Instead of the saga: measure each Lambda bootstrap in this directory
+    /// (e.g. target/x86_64-unknown-linux-gnu/lambda): size, and start-up time
+    /// from process start to its first `next` poll of the Runtime API.
+    #[arg(long, value_name = "DIR")]
+    pub bootstraps: Option<PathBuf>,
+}
+
+/// Size and start-up time of one bootstrap binary.
+#[derive(Debug, Serialize)]
+pub struct BootstrapFigure {
+    /// Binary name.
+    pub name: String,
+    /// Size on disk.
+    pub bytes: u64,
+    /// Start-up of the first run (cold page cache, as after a deploy).
+    pub first_init_ms: f64,
+    /// Median start-up over the following runs.
+    pub median_init_ms: f64,
+}
+
+/// Starts each `jetsaga-*` bootstrap in `dir` against a stand-in Runtime API
+/// (a listening socket) and times process start to the first `GET
+/// /2018-06-01/runtime/invocation/next`, as Lambda's init phase ends there.
+pub fn measure_bootstraps(dir: &std::path::Path, runs: usize) -> anyhow::Result<Vec<BootstrapFigure>> {
+    use std::io::Read;
+    let mut figures = Vec::new();
+    let mut binaries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("jetsaga-"))
+                && p.extension().is_none()
+        })
+        .collect();
+    binaries.sort();
+    if binaries.is_empty() {
+        anyhow::bail!(
+            "no jetsaga-* bootstrap binaries in {} (build them with `cargo lambda build --profile lambda -p jetsaga-bootstraps`)",
+            dir.display()
+        );
+    }
+    for binary in binaries {
+        let mut times = Vec::new();
+        for _ in 0..runs.max(2) {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let port = listener.local_addr()?.port();
+            let started = Instant::now();
+            let mut child = std::process::Command::new(&binary)
+                .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
+                .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "bench")
+                .env("AWS_SECRET_ACCESS_KEY", "bench")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let (mut socket, _) = listener.accept()?;
+            let mut request = [0u8; 256];
+            let n = socket.read(&mut request)?;
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            let _ = child.kill();
+            let _ = child.wait();
+            if !String::from_utf8_lossy(&request[..n]).contains("/runtime/invocation/next") {
+                anyhow::bail!("{} did not poll for its next invocation first", binary.display());
+            }
+            times.push(elapsed);
+        }
+        let first = times.remove(0);
+        times.sort_by(|a, b| a.total_cmp(b));
+        figures.push(BootstrapFigure {
+            name: binary.file_name().unwrap().to_string_lossy().into_owned(),
+            bytes: std::fs::metadata(&binary)?.len(),
+            first_init_ms: first,
+            median_init_ms: times[times.len() / 2],
+        });
+    }
+    Ok(figures)
 }
 
 /// How the functions are spread over processes.

@@ -231,6 +231,18 @@ impl Cli {
             Command::Up(args) => return up::run(args).await,
             Command::Bridge(args) => return bridge::run(args).await,
             Command::Infra(command) => return infra_command(command),
+            Command::Bench(args) if args.bootstraps.is_some() => {
+                let dir = args.bootstraps.clone().expect("checked by the guard");
+                let figures = bench::measure_bootstraps(&dir, 11)?;
+                println!("{:<24} {:>12} {:>16} {:>17}", "bootstrap", "bytes", "first init (ms)", "median init (ms)");
+                for f in &figures {
+                    println!("{:<24} {:>12} {:>16.1} {:>17.1}", f.name, f.bytes, f.first_init_ms, f.median_init_ms);
+                }
+                if let Some(path) = args.json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
+                }
+                return Ok(());
+            }
             Command::Bench(args) => {
                 let (json_path, svg_path) = (args.json.clone(), args.svg.clone());
                 let report = bench::run(args).await?;
