@@ -44,6 +44,28 @@ fn with_condition(mut resource: Value, name: &str) -> Value {
     resource
 }
 
+/// An alarm when a metric reaches 1 within five minutes, notifying the
+/// alarm topic when one is given. `metric` is (namespace, name, statistic).
+fn alarm(description: &str, metric: (&str, &str, &str), dimensions: Value) -> Value {
+    let (namespace, name, statistic) = metric;
+    json!({
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": description,
+            "Namespace": namespace,
+            "MetricName": name,
+            "Dimensions": dimensions,
+            "Statistic": statistic,
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+        }
+    })
+}
+
 /// The CloudFormation template: per function a Lambda (provided.al2023,
 /// arm64), an on-demand DynamoDB table with point-in-time recovery and
 /// TTL, a role allowed only that table and its log group, an error alarm;
@@ -168,22 +190,13 @@ pub fn cloudformation() -> Value {
         resources.insert(
             format!("{l}ErrorsAlarm"),
             with_condition(
-                json!({
-                    "Type": "AWS::CloudWatch::Alarm",
-                    "Properties": {
-                        "AlarmDescription": format!("jetsaga {name}: invocations failed (the bridge retries them; look at the function's logs)"),
-                        "Namespace": "AWS/Lambda",
-                        "MetricName": "Errors",
-                        "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function}}],
-                        "Statistic": "Sum",
-                        "Period": 300,
-                        "EvaluationPeriods": 1,
-                        "Threshold": 1,
-                        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                        "TreatMissingData": "notBreaching",
-                        "AlarmActions": {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
-                    }
-                }),
+                alarm(
+                    &format!(
+                        "jetsaga {name}: invocations failed (the bridge retries them; look at the function's logs)"
+                    ),
+                    ("AWS/Lambda", "Errors", "Sum"),
+                    json!([{"Name": "FunctionName", "Value": {"Ref": function}}]),
+                ),
                 name,
             ),
         );
@@ -312,22 +325,11 @@ pub fn cloudformation() -> Value {
     );
     resources.insert(
         "DeadLettersAlarm".into(),
-        json!({
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmDescription": "jetsaga: messages in the DLQ stream (inspect with `jetsaga dlq list`, redrive with `jetsaga dlq redrive`)",
-                "Namespace": "Jetsaga",
-                "MetricName": "DeadLetters",
-                "Dimensions": [{"Name": "Stream", "Value": "DLQ"}],
-                "Statistic": "Maximum",
-                "Period": 300,
-                "EvaluationPeriods": 1,
-                "Threshold": 1,
-                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
-            }
-        }),
+        alarm(
+            "jetsaga: messages in the DLQ stream (inspect with `jetsaga dlq list`, redrive with `jetsaga dlq redrive`)",
+            ("Jetsaga", "DeadLetters", "Maximum"),
+            json!([{"Name": "Stream", "Value": "DLQ"}]),
+        ),
     );
 
     json!({
