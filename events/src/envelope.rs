@@ -66,6 +66,22 @@ impl Envelope {
         serde_json::to_vec(self).expect("an envelope always serializes")
     }
 
+    /// The order this event is about: the envelope's saga key, or the
+    /// payload's `order_id` (a bare command sent with `nats pub`).
+    pub fn order_key(&self) -> Option<&str> {
+        self.order_id.as_deref().or_else(|| self.data.get("order_id").and_then(|v| v.as_str()))
+    }
+
+    /// String field `field` of every object in the payload's array `array`
+    /// (`items[*].product_id`), for cheap key hints; empty if absent.
+    pub fn data_strings<'a>(&'a self, array: &str, field: &str) -> Vec<&'a str> {
+        self.data
+            .get(array)
+            .and_then(|v| v.as_array())
+            .map(|items| items.iter().filter_map(|item| item.get(field)?.as_str()).collect())
+            .unwrap_or_default()
+    }
+
     /// Decodes `data` as the payload type `P`.
     pub fn data_as<P: Payload>(&self) -> Result<P, DecodeError> {
         decode_value(P::SUBJECT, self.data.clone())

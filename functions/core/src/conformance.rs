@@ -84,6 +84,56 @@ pub async fn commits_are_all_or_nothing(store: Arc<dyn Store>) {
     assert_eq!(store.processed("e1").await.unwrap(), Some(vec![record("out-1"), record("out-2")]));
 }
 
+/// Several commits of one batch writing the same keys: each key ends at
+/// the last value, its version counting every write; a delete in between
+/// restarts the count.
+pub async fn batches_chain_writes_on_one_key(store: Arc<dyn Store>) {
+    store
+        .commit(&[commit("seed", vec![put("hot", "0", Expect::Absent), put("gone", "0", Expect::Absent)], vec![])])
+        .await
+        .unwrap();
+    let delete = |key: &str, expect| Write { key: key.into(), value: None, expect };
+    let batch = [
+        commit("e1", vec![put("hot", "1", Expect::Version(1)), put("new", "a", Expect::Absent)], vec![record("o1")]),
+        commit("e2", vec![put("hot", "2", Expect::Version(2)), delete("new", Expect::Version(1))], vec![]),
+        commit("e3", vec![put("hot", "3", Expect::Version(3)), put("new", "b", Expect::Absent)], vec![record("o3")]),
+        commit("e4", vec![put("blind", "x", Expect::Any), delete("gone", Expect::Version(1))], vec![]),
+        commit("e5", vec![put("blind", "y", Expect::Any), delete("temp", Expect::Absent)], vec![]),
+    ];
+    store.commit(&batch).await.unwrap();
+    assert_eq!(value(&*store, "hot").await, Some(("3".into(), 4)));
+    assert_eq!(value(&*store, "new").await, Some(("b".into(), 1)));
+    assert_eq!(value(&*store, "blind").await, Some(("y".into(), 2)));
+    assert_eq!(value(&*store, "gone").await, None);
+    assert_eq!(store.unpublished(10).await.unwrap(), vec![record("o1"), record("o3")]);
+    // Unconditional writes on an existing key keep counting.
+    store.commit(&[commit("e6", vec![put("blind", "z", Expect::Any)], vec![])]).await.unwrap();
+    assert_eq!(value(&*store, "blind").await, Some(("z".into(), 3)));
+    // A stale chain is refused as a whole, naming its key.
+    let stale = [
+        commit("e7", vec![put("hot", "4", Expect::Version(3))], vec![]),
+        commit("e8", vec![put("hot", "5", Expect::Version(4))], vec![]),
+    ];
+    assert_eq!(store.commit(&stale).await, Err(CommitError::Conflict { key: "hot".into() }));
+    assert_eq!(value(&*store, "hot").await, Some(("3".into(), 4)));
+    // A key that must stay absent but exists refuses the batch.
+    let absent = [commit("e9", vec![put("new", "c", Expect::Absent)], vec![])];
+    assert_eq!(store.commit(&absent).await, Err(CommitError::Conflict { key: "new".into() }));
+}
+
+/// Many keys read at once: one answer per key, in the order asked.
+pub async fn many_keys_read_at_once(store: Arc<dyn Store>) {
+    store
+        .commit(&[commit("seed", vec![put("a", "1", Expect::Absent), put("c", "3", Expect::Absent)], vec![])])
+        .await
+        .unwrap();
+    let keys: Vec<String> = ["c", "missing", "a", "c"].map(String::from).to_vec();
+    let found = store.get_many(&keys).await.unwrap();
+    let found: Vec<Option<(Vec<u8>, u64)>> = found.into_iter().map(|i| i.map(|i| (i.value, i.version))).collect();
+    assert_eq!(found, vec![Some((b"3".to_vec(), 1)), None, Some((b"1".to_vec(), 1)), Some((b"3".to_vec(), 1))]);
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
+}
+
 /// A batch of commits is one transaction: one bad commit refuses them all.
 pub async fn batches_are_all_or_nothing(store: Arc<dyn Store>) {
     let batch = [
@@ -187,6 +237,8 @@ macro_rules! store_conformance_tests {
             failed_conditions_change_nothing,
             commits_are_all_or_nothing,
             batches_are_all_or_nothing,
+            batches_chain_writes_on_one_key,
+            many_keys_read_at_once,
             the_inbox_refuses_duplicates,
             the_outbox_drains,
             scans_match_prefixes_literally,

@@ -205,7 +205,13 @@ impl Engine {
         if batch.len() == 1 {
             return vec![self.handle_one(&batch[0]).await];
         }
-        let mut overlay = Overlay::default();
+        let mut overlay = match self.prefetch(batch).await {
+            Ok(overlay) => overlay,
+            Err(e) => {
+                warn!(function = self.name(), error = %e, "cannot read the batch's state; the batch will be retried");
+                return batch.iter().map(|_| Outcome::Retry(e.to_string())).collect();
+            }
+        };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut runs = Vec::with_capacity(batch.len());
         let mut committed = Vec::with_capacity(batch.len());
@@ -215,7 +221,7 @@ impl Engine {
                     runs.push(ran);
                     committed.push(i);
                 }
-                Err(outcome) => outcomes[i] = Some(outcome),
+                Err(outcome) => outcomes[i] = Some(self.unless_processed(incoming, outcome).await),
             }
         }
         let commits: Vec<Commit> = runs.iter().map(|r| r.commit.clone()).collect();
@@ -245,21 +251,22 @@ impl Engine {
 
     /// Processes one event in its own transaction, re-running the handler
     /// when it loses a write race.
+    ///
+    /// Optimistic: the handler runs before the inbox is consulted, because
+    /// the commit refuses an event that was already processed anyway; only
+    /// then is the earlier outcome looked up. A redelivery costs one wasted
+    /// handler run, every first delivery saves a store round trip.
     pub async fn handle_one(&self, incoming: &Incoming) -> Outcome {
         let event_id = &incoming.envelope.id;
         let mut last_conflict = String::new();
         for _ in 0..MAX_CONFLICT_RETRIES {
-            match self.store.processed(event_id).await {
-                Ok(Some(pending)) => {
-                    debug!(function = self.name(), event_id, "already processed; re-publishing its outbox");
-                    return Outcome::Publish(pending);
-                }
-                Ok(None) => {}
+            let mut overlay = match self.prefetch(std::slice::from_ref(incoming)).await {
+                Ok(overlay) => overlay,
                 Err(e) => return Outcome::Retry(e.to_string()),
-            }
-            let ran = match self.run_handler(incoming, &mut Overlay::default()).await {
+            };
+            let ran = match self.run_handler(incoming, &mut overlay).await {
                 Ok(ran) => ran,
-                Err(outcome) => return outcome,
+                Err(outcome) => return self.unless_processed(incoming, outcome).await,
             };
             match self.store.commit(std::slice::from_ref(&ran.commit)).await {
                 Ok(()) => return ran.into_outcome(),
@@ -267,7 +274,15 @@ impl Engine {
                     debug!(function = self.name(), event_id, key, "write conflict; re-running the handler");
                     last_conflict = key;
                 }
-                Err(CommitError::Duplicate { .. }) => {}
+                Err(CommitError::Duplicate { .. }) => match self.store.processed(event_id).await {
+                    Ok(Some(pending)) => {
+                        debug!(function = self.name(), event_id, "already processed; re-publishing its outbox");
+                        return Outcome::Publish(pending);
+                    }
+                    // Inbox records are never removed while an event can be redelivered.
+                    Ok(None) => return Outcome::Retry(format!("event {event_id} is both processed and not")),
+                    Err(e) => return Outcome::Retry(e.to_string()),
+                },
                 Err(CommitError::TooLarge { message }) => {
                     return Outcome::DeadLetter(format!("this event's changes cannot be committed at once: {message}"));
                 }
@@ -275,6 +290,28 @@ impl Engine {
             }
         }
         Outcome::Retry(format!("lost {MAX_CONFLICT_RETRIES} write races in a row on key {last_conflict:?}"))
+    }
+
+    /// A handler failed: if the event was processed before (a redelivery
+    /// after its commit), that earlier outcome stands; otherwise `failure` does.
+    async fn unless_processed(&self, incoming: &Incoming, failure: Outcome) -> Outcome {
+        match self.store.processed(&incoming.envelope.id).await {
+            Ok(Some(pending)) => Outcome::Publish(pending),
+            Ok(None) => failure,
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// Loads every key the handlers of `batch` will likely read, in one round trip.
+    async fn prefetch(&self, batch: &[Incoming]) -> Result<Overlay, StoreError> {
+        let mut keys: Vec<String> = batch.iter().flat_map(|i| self.function.prefetch(&i.envelope)).collect();
+        if keys.is_empty() {
+            return Ok(Overlay::default());
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let items = self.store.get_many(&keys).await?;
+        Ok(Overlay::with_prefetched(keys.into_iter().zip(items).collect()))
     }
 
     async fn run_handler(&self, incoming: &Incoming, overlay: &mut Overlay) -> Result<Ran, Outcome> {

@@ -46,6 +46,16 @@ pub trait Function: Send + Sync + 'static {
     /// Handles one event.
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError>;
 
+    /// The keys `handle` will likely read for `event`. The engine loads the
+    /// keys of a whole batch in one store round trip before running any
+    /// handler. Only a hint: keys left out are read when asked for, keys
+    /// never asked for cost a little bandwidth, and a payload that does not
+    /// decode should just give none (`handle` reports it).
+    fn prefetch(&self, event: &Envelope) -> Vec<String> {
+        let _ = event;
+        Vec::new()
+    }
+
     /// Answers a read-only query on one of `spec().queries`.
     async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         let _ = (ctx, request);
@@ -58,9 +68,16 @@ pub trait Function: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     entries: BTreeMap<String, (Option<Vec<u8>>, Expect)>,
+    /// Stored values loaded before the batch ran (see [`Function::prefetch`]).
+    prefetched: std::collections::HashMap<String, Option<Item>>,
 }
 
 impl Overlay {
+    /// An overlay that already knows these stored values.
+    pub(crate) fn with_prefetched(prefetched: std::collections::HashMap<String, Option<Item>>) -> Self {
+        Self { entries: BTreeMap::new(), prefetched }
+    }
+
     /// Records the writes of a handler that succeeded: later handlers see
     /// the new values and expect the versions these writes will create.
     pub(crate) fn apply(&mut self, writes: &[Write]) {
@@ -111,14 +128,19 @@ impl<'a> Ctx<'a> {
 
     async fn load(&mut self, key: &str) -> Result<&Touched, StoreError> {
         if !self.touched.contains_key(key) {
-            let touched = match self.overlay.entries.get(key) {
-                Some((value, expect)) => Touched { value: value.clone(), expect: *expect, written: false },
-                None => match self.store.get(key).await? {
+            let touched = if let Some((value, expect)) = self.overlay.entries.get(key) {
+                Touched { value: value.clone(), expect: *expect, written: false }
+            } else {
+                let stored = match self.overlay.prefetched.get(key) {
+                    Some(item) => item.clone(),
+                    None => self.store.get(key).await?,
+                };
+                match stored {
                     Some(Item { value, version }) => {
                         Touched { value: Some(value), expect: Expect::Version(version), written: false }
                     }
                     None => Touched { value: None, expect: Expect::Absent, written: false },
-                },
+                }
             };
             self.touched.insert(key.to_string(), touched);
         }

@@ -25,7 +25,9 @@ pub use engine::{Engine, Incoming, Outcome, Processor, command_envelope};
 pub use error::{HandlerError, PendingEvent, QueryError};
 pub use function::{Ctx, Function, FunctionSpec, QueryCtx};
 pub use memory::MemoryStore;
-pub use store::{Commit, CommitError, Expect, Item, OutboxRecord, Store, StoreError, Write};
+pub use store::{
+    Commit, CommitError, Effect, Expect, Item, KeyChange, OutboxRecord, Store, StoreError, Write, net_changes,
+};
 
 pub use async_trait::async_trait;
 pub use jetsaga_events as events;

@@ -118,6 +118,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Reads one key.
     async fn get(&self, key: &str) -> Result<Option<Item>, StoreError>;
 
+    /// Reads several keys at once; one answer per key, in order. Backends
+    /// override this to answer in one round trip (the engine prefetches a
+    /// whole batch's keys through it).
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(self.get(key).await?);
+        }
+        Ok(found)
+    }
+
     /// Reads every key starting with `prefix`, in key order.
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Item)>, StoreError>;
 
@@ -133,4 +144,132 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Marks outbox records as published (they may be removed).
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError>;
+}
+
+/// What a batch's writes to one key amount to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// Store `value` at exactly `version`.
+    Put {
+        /// The last value written.
+        value: &'a [u8],
+        /// The version after all the writes.
+        version: u64,
+    },
+    /// Store `value`, adding `writes` to the current version (or starting at
+    /// `writes` if the key is absent): unconditional writes on a key whose
+    /// version nobody read.
+    PutCounting {
+        /// The last value written.
+        value: &'a [u8],
+        /// How many writes since the last delete.
+        writes: u64,
+    },
+    /// Remove the key.
+    Delete,
+    /// Created and deleted within the batch: only the condition (absent) remains.
+    CheckAbsent,
+}
+
+/// The single net change of a batch to one key: the first write's
+/// condition and the effect of all of them. Backends apply one action per
+/// key (DynamoDB refuses two actions on one item in a transaction; the SQL
+/// stores apply each kind of change in one multi-row statement).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyChange<'a> {
+    /// The key.
+    pub key: &'a str,
+    /// What the key must look like before the batch.
+    pub expect: Expect,
+    /// What it looks like after.
+    pub effect: Effect<'a>,
+}
+
+/// Folds the writes of `commits` into one [`KeyChange`] per key, in key order.
+pub fn net_changes(commits: &[Commit]) -> Vec<KeyChange<'_>> {
+    let mut by_key: std::collections::BTreeMap<&str, Vec<&Write>> = std::collections::BTreeMap::new();
+    for write in commits.iter().flat_map(|c| &c.writes) {
+        by_key.entry(write.key.as_str()).or_default().push(write);
+    }
+    by_key.into_iter().map(|(key, writes)| fold(key, &writes)).collect()
+}
+
+fn fold<'a>(key: &'a str, writes: &[&'a Write]) -> KeyChange<'a> {
+    let expect = writes[0].expect;
+    // (exists, version) after each write, where known.
+    let mut exists = match expect {
+        Expect::Absent => Some(false),
+        Expect::Version(_) => Some(true),
+        Expect::Any => None,
+    };
+    let mut version = match expect {
+        Expect::Version(v) => Some(v),
+        Expect::Absent => Some(0),
+        Expect::Any => None,
+    };
+    let mut puts_since_delete = 0u64;
+    for write in writes {
+        if write.value.is_some() {
+            version = match exists {
+                Some(true) => version.map(|v| v + 1),
+                Some(false) => Some(1),
+                None => None,
+            };
+            exists = Some(true);
+            puts_since_delete += 1;
+        } else {
+            exists = Some(false);
+            version = Some(0);
+            puts_since_delete = 0;
+        }
+    }
+    let effect = match (writes[writes.len() - 1].value.as_deref(), version) {
+        (None, _) if expect == Expect::Absent => Effect::CheckAbsent,
+        (None, _) => Effect::Delete,
+        (Some(value), Some(version)) => Effect::Put { value, version },
+        (Some(value), None) => Effect::PutCounting { value, writes: puts_since_delete.max(1) },
+    };
+    KeyChange { key, expect, effect }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(key: &str, value: Option<&str>, expect: Expect) -> Write {
+        Write { key: key.into(), value: value.map(|v| v.as_bytes().to_vec()), expect }
+    }
+
+    fn commit(writes: Vec<Write>) -> Commit {
+        Commit { event_id: "e".into(), writes, outbox: Vec::new() }
+    }
+
+    #[test]
+    fn chained_writes_fold_into_one_change_per_key() {
+        let commits = [
+            commit(vec![write("a", Some("1"), Expect::Version(3)), write("b", Some("x"), Expect::Absent)]),
+            commit(vec![write("a", Some("2"), Expect::Version(4))]),
+            commit(vec![write("b", None, Expect::Version(1)), write("c", Some("y"), Expect::Any)]),
+            commit(vec![write("c", Some("z"), Expect::Any), write("d", None, Expect::Version(7))]),
+        ];
+        assert_eq!(
+            net_changes(&commits),
+            vec![
+                KeyChange { key: "a", expect: Expect::Version(3), effect: Effect::Put { value: b"2", version: 5 } },
+                KeyChange { key: "b", expect: Expect::Absent, effect: Effect::CheckAbsent },
+                KeyChange { key: "c", expect: Expect::Any, effect: Effect::PutCounting { value: b"z", writes: 2 } },
+                KeyChange { key: "d", expect: Expect::Version(7), effect: Effect::Delete },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_put_after_a_delete_restarts_at_version_one() {
+        let commits =
+            [commit(vec![write("k", None, Expect::Any)]), commit(vec![write("k", Some("v"), Expect::Absent)])];
+        assert_eq!(
+            net_changes(&commits),
+            vec![KeyChange { key: "k", expect: Expect::Any, effect: Effect::Put { value: b"v", version: 1 } }]
+        );
+    }
 }

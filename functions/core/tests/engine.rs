@@ -2,8 +2,14 @@
 //! function: redelivery is a no-op, rejection discards writes, batches see
 //! their own writes, malformed input is dead-lettered.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use jetsaga_core::testing::{TestFunction, envelope_for};
-use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, Outcome, async_trait};
+use jetsaga_core::{
+    Commit, CommitError, Ctx, Engine, Function, FunctionSpec, HandlerError, Incoming, Item, MemoryStore, OutboxRecord,
+    Outcome, Store, StoreError, async_trait,
+};
 use jetsaga_events::{CreateCustomer, Envelope, InventoryReleased, ReservationFailed, UpsertProduct};
 
 /// Treats `inventory.cmd.upsert_product` as "take `stock` units of a
@@ -142,4 +148,97 @@ async fn emitted_events_carry_saga_metadata_and_trace_context() {
     assert_eq!(out.correlation_id, input.correlation_id);
     assert_eq!(out.order_id.as_deref(), Some("o-1"));
     assert_ne!(out.id, input.id);
+}
+
+/// [`Taker`] with a prefetch hint: the right key, or a useless one.
+struct Hinted {
+    right: bool,
+}
+
+#[async_trait]
+impl Function for Hinted {
+    fn spec(&self) -> &'static FunctionSpec {
+        &SPEC
+    }
+
+    async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        Taker.handle(ctx, event).await
+    }
+
+    fn prefetch(&self, event: &Envelope) -> Vec<String> {
+        let product = event.data["product_id"].as_str().unwrap_or_default();
+        vec![if self.right { format!("left/{product}") } else { format!("elsewhere/{product}") }]
+    }
+}
+
+/// A memory store that counts reads.
+#[derive(Debug, Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    gets: AtomicUsize,
+    get_manys: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+    async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
+        self.get_manys.fetch_add(1, Ordering::SeqCst);
+        let mut found = Vec::new();
+        for key in keys {
+            found.push(self.inner.get(key).await?);
+        }
+        Ok(found)
+    }
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, Item)>, StoreError> {
+        self.inner.scan(prefix).await
+    }
+    async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
+        self.inner.commit(commits).await
+    }
+    async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
+        self.inner.processed(event_id).await
+    }
+    async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.inner.unpublished(limit).await
+    }
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.inner.mark_published(ids).await
+    }
+}
+
+async fn run_hinted(right: bool) -> (Arc<CountingStore>, Vec<Outcome>) {
+    let store = Arc::new(CountingStore::default());
+    let engine = Engine::new(Arc::new(Hinted { right }), store.clone());
+    // Ten takes of one unit from three products, then one too many from p0.
+    let mut batch: Vec<Incoming> =
+        (0..10).map(|i| Incoming::new(envelope_for(&take(&format!("p{}", i % 3), 1, &format!("o-{i}"))))).collect();
+    batch.push(Incoming::new(envelope_for(&take("p0", 7, "o-greedy"))));
+    let outcomes = engine.handle_batch(&batch).await;
+    (store, outcomes)
+}
+
+#[tokio::test]
+async fn a_batch_reads_its_hinted_keys_in_one_round_trip() {
+    let (store, outcomes) = run_hinted(true).await;
+    assert_eq!(store.get_manys.load(Ordering::SeqCst), 1, "one prefetch for the whole batch");
+    assert_eq!(store.gets.load(Ordering::SeqCst), 0, "no key read on its own");
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Outcome::Publish(_))).count(), 10);
+    assert!(matches!(&outcomes[10], Outcome::Rejected { reason, .. } if reason == "want 7, have 6"));
+    let left = store.inner.get("left/p0").await.unwrap().unwrap();
+    assert_eq!(left.value, b"6");
+}
+
+#[tokio::test]
+async fn a_wrong_hint_costs_reads_but_changes_no_result() {
+    let (store, outcomes) = run_hinted(false).await;
+    assert_eq!(store.gets.load(Ordering::SeqCst), 3, "each product read once, then from the batch's own writes");
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Outcome::Publish(_))).count(), 10);
+    assert!(matches!(&outcomes[10], Outcome::Rejected { reason, .. } if reason == "want 7, have 6"));
 }

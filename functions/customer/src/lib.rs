@@ -212,6 +212,14 @@ impl Function for CustomerCredit {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn prefetch(&self, event: &Envelope) -> Vec<String> {
+        let mut keys: Vec<String> = event.order_key().map(hold_key).into_iter().collect();
+        if let Some(id) = event.data.get("customer_id").and_then(|v| v.as_str()) {
+            keys.push(customer_key(id));
+        }
+        keys
+    }
+
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             CUSTOMERS_CMD_CREATE => self.create(ctx, event.data_as()?).await,

@@ -254,6 +254,17 @@ impl Function for Inventory {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn prefetch(&self, event: &Envelope) -> Vec<String> {
+        let mut keys: Vec<String> = event.order_key().map(reservation_key).into_iter().collect();
+        keys.extend(event.data_strings("items", "product_id").into_iter().map(product_key));
+        if event.event_type == INVENTORY_CMD_UPSERT_PRODUCT
+            && let Some(id) = event.data.get("product_id").and_then(|v| v.as_str())
+        {
+            keys.push(product_key(id));
+        }
+        keys
+    }
+
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             INVENTORY_CMD_UPSERT_PRODUCT => self.upsert(ctx, event.data_as()?).await,

@@ -345,6 +345,18 @@ impl Function for Orders {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn prefetch(&self, event: &Envelope) -> Vec<String> {
+        // A create without a client-chosen id names the order after the command.
+        let order_id = match event.event_type.as_str() {
+            ORDERS_CMD_CREATE => event.order_key().unwrap_or(&event.id),
+            _ => match event.order_key() {
+                Some(order_id) => order_id,
+                None => return Vec::new(),
+            },
+        };
+        vec![key(order_id)]
+    }
+
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             ORDERS_CMD_CREATE => self.create(ctx, event).await,

@@ -134,6 +134,10 @@ impl Function for Payments {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn prefetch(&self, event: &Envelope) -> Vec<String> {
+        event.order_key().map(key).into_iter().collect()
+    }
+
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             CUSTOMERS_EVT_CREDIT_RESERVED => {

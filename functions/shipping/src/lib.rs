@@ -165,6 +165,10 @@ impl Function for Shipping {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn prefetch(&self, event: &Envelope) -> Vec<String> {
+        event.order_key().map(key).into_iter().collect()
+    }
+
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             PAYMENTS_EVT_EXECUTED => self.schedule(ctx, &event.data_as::<PaymentExecuted>()?.order_id).await,

@@ -20,7 +20,7 @@
 //! `AWS_ENDPOINT_URL` points the client at a DynamoDB-compatible endpoint
 //! (moto's server, LocalStack).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -29,7 +29,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
     ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
-use jetsaga_core::{Commit, CommitError, Expect, Item, OutboxRecord, Store, StoreError};
+use jetsaga_core::{
+    Commit, CommitError, Effect, Expect, Item, KeyChange, OutboxRecord, Store, StoreError, net_changes,
+};
 
 /// Most actions one DynamoDB transaction may hold.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -182,42 +184,13 @@ impl DynamoStore {
         Ok((key, Item { value, version }))
     }
 
-    /// The single action for all of a batch's writes to one key: the first
-    /// write's condition, the last write's value, and the version the writes
-    /// add up to (DynamoDB refuses two actions on one item in a transaction).
-    fn key_action(&self, key: &str, writes: &[&jetsaga_core::Write]) -> Result<TransactWriteItem, StoreError> {
-        let first = writes[0].expect;
-        // (exists, version) after each write, where known.
-        let mut exists = match first {
-            Expect::Absent => Some(false),
-            Expect::Version(_) => Some(true),
-            Expect::Any => None,
-        };
-        let mut version = match first {
-            Expect::Version(v) => Some(v),
-            Expect::Absent => Some(0),
-            Expect::Any => None,
-        };
-        let mut puts_since_delete = 0u64;
-        for write in writes {
-            if write.value.is_some() {
-                version = match exists {
-                    Some(true) => version.map(|v| v + 1),
-                    Some(false) => Some(1),
-                    None => None,
-                };
-                exists = Some(true);
-                puts_since_delete += 1;
-            } else {
-                exists = Some(false);
-                version = Some(0);
-                puts_since_delete = 0;
-            }
-        }
-        let last = writes[writes.len() - 1];
+    /// The single action for all of a batch's writes to one key
+    /// (DynamoDB refuses two actions on one item in a transaction).
+    fn key_action(&self, change: &KeyChange<'_>) -> Result<TransactWriteItem, StoreError> {
+        let key = change.key;
         let mut names = HashMap::new();
         let mut values = HashMap::new();
-        let condition = match first {
+        let condition = match change.expect {
             Expect::Absent => Some("attribute_not_exists(pk)".to_string()),
             Expect::Version(v) => {
                 names.insert("#ver".to_string(), "ver".to_string());
@@ -227,8 +200,8 @@ impl DynamoStore {
             Expect::Any => None,
         };
         let key_map = HashMap::from([("pk".to_string(), s(kv_pk(key))), ("sk".to_string(), s(key))]);
-        let action = match (&last.value, version) {
-            (None, _) if first == Expect::Absent => {
+        let action = match change.effect {
+            Effect::CheckAbsent => {
                 // Created and deleted within the batch: only the condition remains.
                 let check = ConditionCheck::builder()
                     .table_name(&self.table)
@@ -238,7 +211,7 @@ impl DynamoStore {
                     .map_err(err)?;
                 TransactWriteItem::builder().condition_check(check).build()
             }
-            (None, _) => {
+            Effect::Delete => {
                 let delete = Delete::builder()
                     .table_name(&self.table)
                     .set_key(Some(key_map))
@@ -249,9 +222,9 @@ impl DynamoStore {
                     .map_err(err)?;
                 TransactWriteItem::builder().delete(delete).build()
             }
-            (Some(value), Some(version)) => {
+            Effect::Put { value, version } => {
                 let mut item = key_map;
-                item.insert("v".into(), AttributeValue::B(value.clone().into()));
+                item.insert("v".into(), AttributeValue::B(value.to_vec().into()));
                 item.insert("ver".into(), n(version));
                 let put = Put::builder()
                     .table_name(&self.table)
@@ -263,12 +236,12 @@ impl DynamoStore {
                     .map_err(err)?;
                 TransactWriteItem::builder().put(put).build()
             }
-            (Some(value), None) => {
+            Effect::PutCounting { value, writes } => {
                 // Unconditional writes on a key of unknown version: count them up.
                 names.insert("#v".into(), "v".into());
                 names.insert("#ver".into(), "ver".into());
-                values.insert(":v".into(), AttributeValue::B(value.clone().into()));
-                values.insert(":n".into(), n(puts_since_delete.max(1)));
+                values.insert(":v".into(), AttributeValue::B(value.to_vec().into()));
+                values.insert(":n".into(), n(writes));
                 let update = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key_map))
@@ -353,7 +326,6 @@ impl Store for DynamoStore {
         let mut meaning = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let mut by_key: BTreeMap<&str, Vec<&jetsaga_core::Write>> = BTreeMap::new();
         for commit in commits {
             if !seen.insert(commit.event_id.as_str()) {
                 return Err(CommitError::Duplicate { event_id: commit.event_id.clone() });
@@ -373,9 +345,6 @@ impl Store for DynamoStore {
                 .map_err(err)?;
             actions.push(TransactWriteItem::builder().put(put).build());
             meaning.push(Action::Inbox(commit.event_id.clone()));
-            for write in &commit.writes {
-                by_key.entry(write.key.as_str()).or_default().push(write);
-            }
             for record in &commit.outbox {
                 let mut item = HashMap::from([
                     ("pk".to_string(), s(OUTBOX_PK)),
@@ -393,9 +362,9 @@ impl Store for DynamoStore {
                 meaning.push(Action::Outbox);
             }
         }
-        for (key, writes) in by_key {
-            actions.push(self.key_action(key, &writes)?);
-            meaning.push(Action::Key(key.to_string()));
+        for change in net_changes(commits) {
+            actions.push(self.key_action(&change)?);
+            meaning.push(Action::Key(change.key.to_string()));
         }
         if actions.len() > MAX_TRANSACTION_ITEMS {
             return Err(CommitError::TooLarge {

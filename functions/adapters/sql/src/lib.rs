@@ -15,80 +15,82 @@
 //! The statement logic is written once (the `sql_store!` macro) and
 //! instantiated for both drivers; only DDL and transaction start differ.
 
+mod plan;
+
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetsaga_core::{Commit, CommitError, Expect, Item, OutboxRecord, Store, StoreError, async_trait};
+use futures::TryStreamExt;
+use jetsaga_core::{Commit, CommitError, Item, OutboxRecord, Store, StoreError, async_trait, net_changes};
+use plan::{Bind, Check, Params, Refusal, Step, Tables, commit_steps, first_conflict, tuples};
 pub use sqlx::postgres::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Either, Executor, Row};
 
-/// The statements of one store, with table names resolved.
+/// The fixed statements of one store, with table names resolved.
 #[derive(Debug)]
 struct Statements {
-    /// Table names, for statements built per batch.
-    inbox_table: String,
-    outbox_table: String,
+    tables: Tables,
+    params: Params,
     get: Arc<str>,
     scan: Arc<str>,
-    insert: Arc<str>,
-    update: Arc<str>,
-    upsert: Arc<str>,
-    delete: Arc<str>,
-    delete_any: Arc<str>,
-    exists: Arc<str>,
     inbox_get: Arc<str>,
     outbox_for_event: Arc<str>,
     outbox_pending: Arc<str>,
-    outbox_delete: Arc<str>,
 }
 
 impl Statements {
     /// `prefix` qualifies table names (`"schema".` for PostgreSQL, empty for SQLite).
-    fn new(prefix: &str) -> Self {
+    fn new(prefix: &str, params: Params) -> Self {
         let s = |sql: String| -> Arc<str> { sql.into() };
+        let p = |n: usize| match params {
+            Params::Positional => "?".to_string(),
+            Params::Numbered => format!("${n}"),
+        };
         Self {
-            inbox_table: format!("{prefix}inbox"),
-            outbox_table: format!("{prefix}outbox"),
-            get: s(format!("SELECT value, version FROM {prefix}kv WHERE key = $1")),
-            scan: s(format!("SELECT key, value, version FROM {prefix}kv WHERE key >= $1 AND key < $2 ORDER BY key")),
-            insert: s(format!(
-                "INSERT INTO {prefix}kv (key, value, version) VALUES ($1, $2, 1) ON CONFLICT (key) DO NOTHING"
+            tables: Tables::new(prefix),
+            params,
+            get: s(format!("SELECT value, version FROM {prefix}kv WHERE key = {}", p(1))),
+            scan: s(format!(
+                "SELECT key, value, version FROM {prefix}kv WHERE key >= {} AND key < {} ORDER BY key",
+                p(1),
+                p(2)
             )),
-            update: s(format!(
-                "UPDATE {prefix}kv SET value = $1, version = version + 1 WHERE key = $2 AND version = $3"
-            )),
-            upsert: s(format!(
-                "INSERT INTO {prefix}kv (key, value, version) VALUES ($1, $2, 1) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = {prefix}kv.version + 1"
-            )),
-            delete: s(format!("DELETE FROM {prefix}kv WHERE key = $1 AND version = $2")),
-            delete_any: s(format!("DELETE FROM {prefix}kv WHERE key = $1")),
-            exists: s(format!("SELECT version FROM {prefix}kv WHERE key = $1")),
-            inbox_get: s(format!("SELECT 1 FROM {prefix}inbox WHERE event_id = $1")),
+            inbox_get: s(format!("SELECT 1 FROM {prefix}inbox WHERE event_id = {}", p(1))),
             outbox_for_event: s(format!(
-                "SELECT id, subject, payload, traceparent FROM {prefix}outbox WHERE event_id = $1 ORDER BY seq"
+                "SELECT id, subject, payload, traceparent FROM {prefix}outbox WHERE event_id = {} ORDER BY seq",
+                p(1)
             )),
             outbox_pending: s(format!(
-                "SELECT id, subject, payload, traceparent FROM {prefix}outbox ORDER BY seq LIMIT $1"
+                "SELECT id, subject, payload, traceparent FROM {prefix}outbox ORDER BY seq LIMIT {}",
+                p(1)
             )),
-            outbox_delete: s(format!("DELETE FROM {prefix}outbox WHERE id = $1")),
         }
+    }
+
+    /// `SELECT key, value, version … WHERE key IN (…)` for `n` keys.
+    fn get_many(&self, n: usize) -> String {
+        let keys = tuples(self.params, n, 1).replace(['(', ')'], "");
+        format!("SELECT key, value, version FROM {} WHERE key IN ({keys})", self.tables.kv)
+    }
+
+    /// `DELETE FROM outbox WHERE id IN (…)` for `n` ids.
+    fn outbox_delete(&self, n: usize) -> String {
+        let ids = tuples(self.params, n, 1).replace(['(', ')'], "");
+        format!("DELETE FROM {} WHERE id IN ({ids})", self.tables.outbox)
     }
 }
 
-/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` numbered placeholders.
-fn placeholders(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+/// Keys per `IN (…)` list.
+const KEYS_PER_STATEMENT: usize = 500;
 
-/// Rows per multi-row insert, well under both drivers' parameter limits.
-const ROWS_PER_INSERT: usize = 200;
+/// Statement texts that vary with the batch are cached only for the small
+/// batches that recur (a steady trickle of single events); big batches
+/// rarely repeat their shape.
+const CACHED_UP_TO: usize = 2;
 
 fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(sql.clone())
@@ -99,12 +101,32 @@ fn prefix_end(prefix: &str) -> String {
     format!("{prefix}{}", char::MAX)
 }
 
-fn to_version(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Why a commit's statements did not all hold.
+#[derive(Debug)]
+struct Refused {
+    refusal: Refusal,
+    /// The culprit, when the statement named it.
+    key: Option<String>,
+}
+
+/// Binds a commit step's values; the same for both drivers.
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for bind in $binds {
+            query = match *bind {
+                Bind::Text(v) => query.bind(v),
+                Bind::MaybeText(v) => query.bind(v),
+                Bind::Blob(v) => query.bind(v),
+                Bind::Int(v) => query.bind(v),
+            };
+        }
+        query
+    }};
 }
 
 macro_rules! sql_store {
@@ -126,6 +148,35 @@ macro_rules! sql_store {
                     })
                     .collect()
             }
+
+            /// Works out, after a refused commit was rolled back, which event or key refused it.
+            async fn culprit(&self, commits: &[Commit], refused: Refused) -> CommitError {
+                match refused {
+                    Refused { refusal: Refusal::Conflict, key: Some(key) } => CommitError::Conflict { key },
+                    Refused { refusal: Refusal::Conflict, key: None } => {
+                        let changes = net_changes(commits);
+                        let keys: Vec<String> = changes.iter().map(|c| c.key.to_string()).collect();
+                        match self.get_many(&keys).await {
+                            Ok(current) => {
+                                let key = first_conflict(&changes, &current).unwrap_or(&keys[0]);
+                                CommitError::Conflict { key: key.to_string() }
+                            }
+                            Err(e) => CommitError::Store(e),
+                        }
+                    }
+                    Refused { refusal: Refusal::Duplicate, .. } => {
+                        for commit in commits {
+                            match self.processed(&commit.event_id).await {
+                                Ok(Some(_)) => return CommitError::Duplicate { event_id: commit.event_id.clone() },
+                                Ok(None) => {}
+                                Err(e) => return CommitError::Store(e),
+                            }
+                        }
+                        // Inbox rows outlive redeliveries, so this is not expected: name the first event.
+                        CommitError::Duplicate { event_id: commits[0].event_id.clone() }
+                    }
+                }
+            }
         }
 
         #[async_trait]
@@ -142,6 +193,23 @@ macro_rules! sql_store {
                     Ok(Item { value: row.try_get(0).map_err(Self::error)?, version: version as u64 })
                 })
                 .transpose()
+            }
+
+            async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
+                let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
+                for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+                    let sql = self.sql.get_many(chunk.len());
+                    let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_UP_TO);
+                    for key in chunk {
+                        query = query.bind(key);
+                    }
+                    for row in query.fetch_all(&self.pool).await.map_err(Self::error)? {
+                        let version: i64 = row.try_get(2).map_err(Self::error)?;
+                        let item = Item { value: row.try_get(1).map_err(Self::error)?, version: version as u64 };
+                        found.insert(row.try_get(0).map_err(Self::error)?, item);
+                    }
+                }
+                Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
             }
 
             async fn scan(&self, prefix: &str) -> Result<Vec<(String, Item)>, StoreError> {
@@ -161,102 +229,21 @@ macro_rules! sql_store {
             }
 
             async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
+                let mut ids = HashSet::with_capacity(commits.len());
+                if let Some(twice) = commits.iter().find(|c| !ids.insert(c.event_id.as_str())) {
+                    return Err(CommitError::Duplicate { event_id: twice.event_id.clone() });
+                }
+                let changes = net_changes(commits);
+                let steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
                 let mut tx = self.pool.begin_with(self.begin).await.map_err(Self::error)?;
-                let at = now_ms();
-                // Every statement is a round trip to the driver: the inbox and
-                // outbox rows of the whole batch go in a few multi-row inserts.
-                let mut recorded = std::collections::HashSet::new();
-                for chunk in commits.chunks(ROWS_PER_INSERT) {
-                    let sql = format!(
-                        "INSERT INTO {} (event_id, processed_at_ms) VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                        self.sql.inbox_table,
-                        placeholders(chunk.len(), 2)
-                    );
-                    // Its text varies with the batch size: not worth a cached statement.
-                    let mut insert = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-                    for commit in chunk {
-                        insert = insert.bind(&commit.event_id).bind(at);
-                    }
-                    for row in insert.fetch_all(&mut *tx).await.map_err(Self::error)? {
-                        recorded.insert(row.try_get::<String, _>(0).map_err(Self::error)?);
+                let cached = commits.len() <= CACHED_UP_TO;
+                match Self::run_steps(&mut tx, &steps, cached).await.map_err(Self::error)? {
+                    None => tx.commit().await.map_err(|e| Self::error(e).into()),
+                    Some(refused) => {
+                        tx.rollback().await.map_err(Self::error)?;
+                        Err(self.culprit(commits, refused).await)
                     }
                 }
-                if recorded.len() < commits.len() {
-                    // Already processed, or twice in this batch.
-                    let mut seen = std::collections::HashSet::new();
-                    let duplicate = commits
-                        .iter()
-                        .find(|c| !recorded.contains(&c.event_id) || !seen.insert(c.event_id.as_str()))
-                        .expect("a shortfall has a culprit");
-                    return Err(CommitError::Duplicate { event_id: duplicate.event_id.clone() });
-                }
-                for commit in commits {
-                    for write in &commit.writes {
-                        let applied = match (&write.value, write.expect) {
-                            (Some(value), Expect::Absent) => {
-                                sqlx::query(q(&self.sql.insert)).bind(&write.key).bind(value).execute(&mut *tx).await
-                            }
-                            (Some(value), Expect::Version(v)) => {
-                                sqlx::query(q(&self.sql.update))
-                                    .bind(value)
-                                    .bind(&write.key)
-                                    .bind(to_version(v))
-                                    .execute(&mut *tx)
-                                    .await
-                            }
-                            (Some(value), Expect::Any) => {
-                                sqlx::query(q(&self.sql.upsert)).bind(&write.key).bind(value).execute(&mut *tx).await
-                            }
-                            (None, Expect::Version(v)) => {
-                                sqlx::query(q(&self.sql.delete))
-                                    .bind(&write.key)
-                                    .bind(to_version(v))
-                                    .execute(&mut *tx)
-                                    .await
-                            }
-                            (None, Expect::Any) => {
-                                sqlx::query(q(&self.sql.delete_any)).bind(&write.key).execute(&mut *tx).await
-                            }
-                            (None, Expect::Absent) => {
-                                let found = sqlx::query(q(&self.sql.exists))
-                                    .bind(&write.key)
-                                    .fetch_optional(&mut *tx)
-                                    .await
-                                    .map_err(Self::error)?;
-                                if found.is_some() {
-                                    return Err(CommitError::Conflict { key: write.key.clone() });
-                                }
-                                continue;
-                            }
-                        }
-                        .map_err(Self::error)?;
-                        let must_apply = !matches!((&write.value, write.expect), (None, Expect::Any));
-                        if must_apply && applied.rows_affected() != 1 {
-                            return Err(CommitError::Conflict { key: write.key.clone() });
-                        }
-                    }
-                }
-                let outbox: Vec<(&str, &OutboxRecord)> =
-                    commits.iter().flat_map(|c| c.outbox.iter().map(move |r| (c.event_id.as_str(), r))).collect();
-                for chunk in outbox.chunks(ROWS_PER_INSERT) {
-                    let sql = format!(
-                        "INSERT INTO {} (id, event_id, subject, payload, traceparent) VALUES {}",
-                        self.sql.outbox_table,
-                        placeholders(chunk.len(), 5)
-                    );
-                    let mut insert = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-                    for (event_id, record) in chunk {
-                        insert = insert
-                            .bind(&record.id)
-                            .bind(*event_id)
-                            .bind(&record.subject)
-                            .bind(&record.payload)
-                            .bind(&record.traceparent);
-                    }
-                    insert.execute(&mut *tx).await.map_err(Self::error)?;
-                }
-                tx.commit().await.map_err(Self::error)?;
-                Ok(())
             }
 
             async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
@@ -286,14 +273,16 @@ macro_rules! sql_store {
             }
 
             async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
-                if ids.is_empty() {
-                    return Ok(());
+                // Each chunk on its own: removing a published record twice is harmless.
+                for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+                    let mut query = sqlx::query(AssertSqlSafe(self.sql.outbox_delete(chunk.len())))
+                        .persistent(chunk.len() <= CACHED_UP_TO);
+                    for id in chunk {
+                        query = query.bind(id);
+                    }
+                    query.execute(&self.pool).await.map_err(Self::error)?;
                 }
-                let mut tx = self.pool.begin_with(self.begin).await.map_err(Self::error)?;
-                for id in ids {
-                    sqlx::query(q(&self.sql.outbox_delete)).bind(id).execute(&mut *tx).await.map_err(Self::error)?;
-                }
-                tx.commit().await.map_err(Self::error)
+                Ok(())
             }
         }
     };
@@ -371,12 +360,49 @@ impl SqliteStore {
             .map_err(|e| StoreError::new("sqlite", format!("cannot create tables in {}: {e}", path.display())))?;
         // BEGIN IMMEDIATE takes the write lock up front, so two writers
         // queue on busy_timeout instead of failing on lock upgrade.
-        Ok(Self { pool, sql: Arc::new(Statements::new("")), begin: "BEGIN IMMEDIATE" })
+        Ok(Self { pool, sql: Arc::new(Statements::new("", Params::Positional)), begin: "BEGIN IMMEDIATE" })
     }
 
     /// Closes the connections.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl SqliteStore {
+    /// Runs a commit's statements as one script: one round trip to the
+    /// connection's worker thread (SQLite numbers `?` across the script).
+    async fn run_steps(
+        tx: &mut sqlx::SqliteConnection,
+        steps: &[Step<'_>],
+        cached: bool,
+    ) -> Result<Option<Refused>, sqlx::Error> {
+        let script = steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>().join(";\n");
+        let query =
+            bind_all!(sqlx::query(AssertSqlSafe(script)).persistent(cached), steps.iter().flat_map(|s| &s.binds));
+        let mut results = tx.fetch_many(query);
+        let mut refused = None;
+        let mut step = 0;
+        while let Some(result) = results.try_next().await? {
+            match result {
+                // Only a check for absent keys returns rows, each a key that exists.
+                Either::Right(row) => {
+                    if refused.is_none() {
+                        refused = Some(Refused { refusal: Refusal::Conflict, key: Some(row.try_get(0)?) });
+                    }
+                }
+                Either::Left(done) => {
+                    if let Some(Check::Affects(n, refusal)) = steps.get(step).map(|s| s.check)
+                        && done.rows_affected() != n
+                        && refused.is_none()
+                    {
+                        refused = Some(Refused { refusal, key: None });
+                    }
+                    step += 1;
+                }
+            }
+        }
+        Ok(refused)
     }
 }
 
@@ -465,7 +491,12 @@ impl PostgresStore {
             .map_err(|e| StoreError::new("postgres", format!("cannot create schema {schema}: {e}")))?;
         tx.commit().await.map_err(|e| StoreError::new("postgres", e.to_string()))?;
         let prefix = format!("\"{schema}\".");
-        Ok(Self { pool, sql: Arc::new(Statements::new(&prefix)), begin: "BEGIN", schema: schema.to_string() })
+        Ok(Self {
+            pool,
+            sql: Arc::new(Statements::new(&prefix, Params::Numbered)),
+            begin: "BEGIN",
+            schema: schema.to_string(),
+        })
     }
 
     /// The schema this store lives in.
@@ -480,6 +511,35 @@ impl PostgresStore {
             .await
             .map(|_| ())
             .map_err(|e| StoreError::new("postgres", e.to_string()))
+    }
+}
+
+impl PostgresStore {
+    /// Runs a commit's statements one by one (PostgreSQL prepares one statement at a time).
+    async fn run_steps(
+        tx: &mut sqlx::PgConnection,
+        steps: &[Step<'_>],
+        cached: bool,
+    ) -> Result<Option<Refused>, sqlx::Error> {
+        for step in steps {
+            let query = bind_all!(sqlx::query(AssertSqlSafe(step.sql.clone())).persistent(cached), &step.binds);
+            match step.check {
+                Check::NoRows => {
+                    if let Some(row) = query.fetch_optional(&mut *tx).await? {
+                        return Ok(Some(Refused { refusal: Refusal::Conflict, key: Some(row.try_get(0)?) }));
+                    }
+                }
+                Check::Affects(n, refusal) => {
+                    if query.execute(&mut *tx).await?.rows_affected() != n {
+                        return Ok(Some(Refused { refusal, key: None }));
+                    }
+                }
+                Check::Nothing => {
+                    query.execute(&mut *tx).await?;
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
