@@ -110,6 +110,10 @@ impl DecodeError {
 
 /// Decodes JSON bytes into `T`, reporting the path of the first bad field.
 pub fn decode_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, DecodeError> {
+    // Tracking the path costs on every field; only a failure needs it.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -122,6 +126,9 @@ pub fn decode_json<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, D
 
 /// Decodes a JSON value into `T`, reporting the path of the first bad field.
 pub fn decode_value<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T, DecodeError> {
+    if let Ok(decoded) = T::deserialize(&value) {
+        return Ok(decoded);
+    }
     serde_path_to_error::deserialize(value)
         .map_err(|e| DecodeError::new(what, e.path().to_string(), e.into_inner().to_string()))
 }

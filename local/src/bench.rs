@@ -385,15 +385,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let (orders, window, rate) = (args.orders, args.window, args.rate);
         let products: Vec<String> = products.iter().map(|p| p.0.clone()).collect();
         tokio::spawn(async move {
-            let mut in_flight = FuturesUnordered::new();
+            // Each create is its own task, so it goes out the moment it is
+            // due (a future parked in a set would wait until the set is polled).
+            let window = std::sync::Arc::new(tokio::sync::Semaphore::new(window.max(1)));
+            let mut in_flight = tokio::task::JoinSet::new();
             let mut pace = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1)))));
             for i in 0..orders {
                 if let Some(pace) = pace.as_mut() {
                     pace.tick().await;
                 }
-                while in_flight.len() >= window {
-                    in_flight.next().await;
-                }
+                let permit = window.clone().acquire_owned().await.expect("the window is never closed");
+                while in_flight.try_join_next().is_some() {}
                 let order_id = format!("b-{i}");
                 let items = vec![
                     OrderItem { product_id: products[i % products.len()].clone(), quantity: 1 + (i % 2) as u32 },
@@ -406,10 +408,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 };
                 sent_at.lock().unwrap().insert(order_id, Instant::now());
                 let client = client.clone();
-                in_flight
-                    .push(async move { client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await });
+                in_flight.spawn(async move {
+                    let answer = client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await;
+                    drop(permit);
+                    answer
+                });
             }
-            while in_flight.next().await.is_some() {}
+            while in_flight.join_next().await.is_some() {}
         })
     };
 

@@ -349,8 +349,11 @@ impl SqliteStore {
                 Durability::Full => SqliteSynchronous::Full,
             })
             .busy_timeout(Duration::from_secs(10));
+        // One connection: SQLite has one writer anyway, and a connection's
+        // page cache is dropped whenever another connection has written,
+        // so a pool of several re-reads pages from disk on every transaction.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::new("sqlite", format!("cannot open {}: {e}", path.display())))?;
