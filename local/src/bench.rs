@@ -85,7 +85,8 @@ pub struct BootstrapFigure {
     pub median_init_ms: f64,
 }
 
-/// Starts each `jetsaga-*` bootstrap in `dir` against a stand-in Runtime API
+/// Starts each `jetsaga-*` bootstrap in `dir` (cargo's output, or
+/// cargo-lambda's `--lambda-dir` layout `jetsaga-*/bootstrap`) against a stand-in Runtime API
 /// (a listening socket) and times process start to the first `GET
 /// /2018-06-01/runtime/invocation/next`, as Lambda's init phase ends there.
 pub fn measure_bootstraps(dir: &std::path::Path, runs: usize) -> anyhow::Result<Vec<BootstrapFigure>> {
@@ -94,10 +95,10 @@ pub fn measure_bootstraps(dir: &std::path::Path, runs: usize) -> anyhow::Result<
     let mut binaries: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.is_file()
-                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("jetsaga-"))
-                && p.extension().is_none()
+            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("jetsaga-")) && p.extension().is_none()
         })
+        .map(|p| if p.is_dir() { p.join("bootstrap") } else { p })
+        .filter(|p| p.is_file())
         .collect();
     binaries.sort();
     if binaries.is_empty() {
@@ -138,7 +139,12 @@ pub fn measure_bootstraps(dir: &std::path::Path, runs: usize) -> anyhow::Result<
         let first = times.remove(0);
         times.sort_by(|a, b| a.total_cmp(b));
         figures.push(BootstrapFigure {
-            name: binary.file_name().unwrap().to_string_lossy().into_owned(),
+            // `jetsaga-order` or `jetsaga-order/bootstrap`.
+            name: binary
+                .iter()
+                .rev()
+                .find(|part| part.to_string_lossy().starts_with("jetsaga-"))
+                .map_or_else(|| binary.display().to_string(), |n| n.to_string_lossy().into_owned()),
             bytes: std::fs::metadata(&binary)?.len(),
             first_init_ms: first,
             median_init_ms: times[times.len() / 2],
@@ -453,7 +459,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         problems.push(format!("{} orders never reached a terminal state", args.orders - finished.len()));
     }
     let mut saga_stream = js.get_stream("SAGA").await?;
-    let last_seq = saga_stream.info().await?.state.last_sequence;
+    // Plain subscribers can see an event before the stream has stored it
+    // (with sync_interval=always storing waits for the disk): read until
+    // the stream stops growing.
+    let mut last_seq = saga_stream.info().await?.state.last_sequence;
     let (mut stored, mut bytes) = (0u64, 0usize);
     let mut per_order: HashMap<String, Vec<Envelope>> = HashMap::new();
     let mut terminal_count: HashMap<String, usize> = HashMap::new();
@@ -464,7 +473,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         })
         .await?;
     let mut messages = ordered.messages().await?;
-    while stored < last_seq - first_seq {
+    loop {
+        if stored >= last_seq - first_seq {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = saga_stream.info().await?.state.last_sequence;
+            if now == last_seq {
+                break;
+            }
+            last_seq = now;
+            continue;
+        }
         let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await else { break };
         stored += 1;
         bytes += message.payload.len();

@@ -24,11 +24,13 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
     ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
+use aws_smithy_http_client::tls;
 use jetsaga_core::{
     Commit, CommitError, Effect, Expect, Item, KeyChange, OutboxRecord, Store, StoreError, net_changes,
 };
@@ -99,11 +101,37 @@ impl DynamoStore {
         Self { client, table: table.into() }
     }
 
-    /// A store on `table` with the default AWS configuration (region,
-    /// credentials, and `AWS_ENDPOINT_URL` for local endpoints).
-    pub async fn from_env(table: impl Into<String>) -> Self {
-        let config = aws_config::load_from_env().await;
-        Self::new(Client::new(&config), table)
+    /// A store on `table`, configured from the environment the way Lambda
+    /// sets it: `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, and
+    /// `AWS_ENDPOINT_URL_DYNAMODB` or `AWS_ENDPOINT_URL` for a local endpoint.
+    ///
+    /// Deliberately not the full AWS configuration chain (profiles, SSO,
+    /// web identity): that pulls in three more SDK clients and a second TLS
+    /// stack, and a bootstrap should be small and start fast.
+    pub fn from_env(table: impl Into<String>) -> Result<Self, StoreError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).ok_or_else(|| {
+            err("no AWS region: set AWS_REGION (Lambda sets it; for a local endpoint any region works, e.g. us-east-1)")
+        })?;
+        let (Some(key_id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
+            return Err(err(
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (Lambda sets them from the function's role)",
+            ));
+        };
+        let credentials = Credentials::new(key_id, secret, var("AWS_SESSION_TOKEN"), None, "environment");
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .build_https();
+        let mut config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(credentials)
+            .http_client(https);
+        if let Some(url) = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL")) {
+            config = config.endpoint_url(url);
+        }
+        Ok(Self::new(Client::from_conf(config.build()), table))
     }
 
     /// The table name.

@@ -79,7 +79,7 @@ pub fn table_name(function: &str) -> String {
 pub async fn serve(function: impl Function) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let name = function.spec().name;
-    let store = DynamoStore::from_env(table_name(name)).await;
+    let store = DynamoStore::from_env(table_name(name))?;
     if std::env::var("JETSAGA_CREATE_TABLE").as_deref() == Ok("1") {
         store.create_table_if_missing().await?;
     }
