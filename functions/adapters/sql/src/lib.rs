@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use jetsaga_core::{Commit, CommitError, Item, OutboxRecord, Store, StoreError, async_trait, net_changes};
-use plan::{Bind, Check, Params, Refusal, Step, Tables, commit_steps, first_conflict, tuples};
+use plan::{Bind, Check, Params, Refusal, Step, Tables, commit_steps, first_conflict, list};
 pub use sqlx::postgres::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -73,14 +73,12 @@ impl Statements {
 
     /// `SELECT key, value, version … WHERE key IN (…)` for `n` keys.
     fn get_many(&self, n: usize) -> String {
-        let keys = tuples(self.params, n, 1).replace(['(', ')'], "");
-        format!("SELECT key, value, version FROM {} WHERE key IN ({keys})", self.tables.kv)
+        format!("SELECT key, value, version FROM {} WHERE key IN ({})", self.tables.kv, list(self.params, n))
     }
 
     /// `DELETE FROM outbox WHERE id IN (…)` for `n` ids.
     fn outbox_delete(&self, n: usize) -> String {
-        let ids = tuples(self.params, n, 1).replace(['(', ')'], "");
-        format!("DELETE FROM {} WHERE id IN ({ids})", self.tables.outbox)
+        format!("DELETE FROM {} WHERE id IN ({})", self.tables.outbox, list(self.params, n))
     }
 }
 

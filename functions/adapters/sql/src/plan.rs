@@ -97,7 +97,7 @@ pub(crate) fn tuples(params: Params, rows: usize, width: usize) -> String {
 }
 
 /// A flat parameter list: `(?, ?, …)` without inner parentheses.
-fn list(params: Params, n: usize) -> String {
+pub(crate) fn list(params: Params, n: usize) -> String {
     let tuple = tuples(params, 1, n);
     tuple[1..tuple.len() - 1].to_string()
 }
