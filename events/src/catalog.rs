@@ -167,7 +167,7 @@ pub fn asyncapi_document() -> String {
         "properties": {
             "traceparent": {"type": "string", "description": "W3C trace context; carried on to every event this message causes."},
             "Nats-Msg-Id": {"type": "string", "description": "JetStream de-duplication id. On commands it is also the event id, so a retried publish is processed once."},
-            "Jetsaga-Envelope": {"type": "string", "description": "Set to `1` when the body is a full envelope rather than a bare payload."}
+            "Jetsaga-Envelope": {"type": "string", "description": "Set to `1` when the body is a full envelope rather than a bare payload. Only the runtime sends envelopes: their `type` must equal the subject, and request/reply command endpoints refuse them."}
         }
     });
 
@@ -179,7 +179,7 @@ pub fn asyncapi_document() -> String {
         let payload_ref = (e.reference)(&mut generator);
         let (description, payload, action) = match e.kind() {
             SubjectKind::Command => (
-                "A command. Publish the bare payload (for example with `nats pub`), or a full envelope with the `Jetsaga-Envelope: 1` header. Stored in the saga stream and processed once.",
+                "A command. Clients publish the bare payload (for example with `nats pub` or `nats req`); the orchestrator's commands travel as full envelopes with the `Jetsaga-Envelope: 1` header, whose `type` must equal the subject. Processed once.",
                 json!({"oneOf": [payload_ref, {"allOf": [envelope_ref, {"properties": {"data": payload_ref}}]}]}),
                 "receive",
             ),

@@ -61,6 +61,34 @@ impl Envelope {
         Ok(envelope)
     }
 
+    /// Checks that this envelope may be taken as having arrived on
+    /// `subject`: the subject is the truth, so a `type` naming another
+    /// subject (a forged `orders.evt.failed` sent on a command subject) or
+    /// a `version` this runtime does not know is refused.
+    pub fn check_arrival(&self, subject: &str) -> Result<(), DecodeError> {
+        if self.event_type != subject {
+            return Err(DecodeError::new(
+                "envelope",
+                "type",
+                format!(
+                    "expected {subject:?} (the subject it arrived on), got {:?}: an envelope's type must be its subject",
+                    self.event_type
+                ),
+            ));
+        }
+        if self.version != ENVELOPE_VERSION {
+            return Err(DecodeError::new(
+                "envelope",
+                "version",
+                format!(
+                    "expected {ENVELOPE_VERSION} (the only envelope version this runtime reads), got {}",
+                    self.version
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Encodes the envelope as compact JSON.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an envelope always serializes")

@@ -23,6 +23,9 @@ pub struct Deposit {
     /// Fail this many attempts first.
     #[serde(default)]
     pub fail_first: u32,
+    /// Panic in the handler (a bug) instead of depositing.
+    #[serde(default)]
+    pub panic: bool,
 }
 
 /// The deposited event.
@@ -77,6 +80,9 @@ impl Function for Ledger {
             return Ok(());
         }
         let deposit: Deposit = jetsaga_events::envelope::decode_value("ledger.cmd.deposit", event.data.clone())?;
+        if deposit.panic {
+            panic!("simulated bug in the ledger handler");
+        }
         if deposit.fail_first > 0 {
             let mut attempts = self.attempts.lock().unwrap();
             let n = attempts.entry(event.id.clone()).or_default();

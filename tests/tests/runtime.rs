@@ -404,3 +404,49 @@ async fn accepted_commands_are_answered_and_never_stored_as_commands() {
     assert!(dead[0].header("Jetsaga-Dlq-Origin").unwrap().starts_with("request/"));
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_whose_dead_letter_cannot_be_stored_is_kept_until_it_can() {
+    let (server, _dir, running) = ledger_on_fresh_server().await;
+    let js = jetstream::new(server.connect().await);
+    let dlq = js.get_stream("DLQ").await.unwrap().info().await.unwrap().config.clone();
+    js.delete_stream("DLQ").await.unwrap();
+
+    js.publish(DEPOSIT, "not json".into()).await.unwrap().await.unwrap();
+    // Far more deliveries than max_deliver (4) while the DLQ is away: the
+    // server must not give up on it, and the worker must not drop it.
+    wait_until(WAIT, "the message to be delivered 8 times", || async {
+        let stream = js.get_stream("SAGA").await.unwrap();
+        let consumer = stream.get_consumer::<jetstream::consumer::pull::Config>("ledger").await.unwrap();
+        consumer.cached_info().delivered.consumer_sequence >= 8
+    })
+    .await;
+    js.create_stream(dlq).await.unwrap();
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    let dead = messages(&js, "DLQ", None).await;
+    assert_eq!(dead.len(), 1, "dead-lettered once the DLQ is back");
+    assert!(dead[0].header("Jetsaga-Dlq-Reason").unwrap().contains("not valid JSON"));
+    publish(&js, json!({"account": "acc", "amount": 3})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    assert_eq!(running.balance("acc").await, Some(3), "and processing went on");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_dead_letters_its_input_and_the_function_keeps_serving() {
+    let (server, _dir, running) = ledger_on_fresh_server().await;
+    let js = jetstream::new(server.connect().await);
+    publish(&js, json!({"account": "acc", "amount": 1, "panic": true})).await;
+    publish(&js, json!({"account": "acc", "amount": 2})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    assert_eq!(running.balance("acc").await, Some(2));
+    let dead = messages(&js, "DLQ", None).await;
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].header("Jetsaga-Dlq-Reason").unwrap();
+    assert!(reason.contains("the handler panicked: simulated bug in the ledger handler"), "{reason}");
+    // Still serving after the panic.
+    publish(&js, json!({"account": "acc", "amount": 4})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    assert_eq!(running.balance("acc").await, Some(6));
+    running.stop().await;
+}

@@ -3,9 +3,11 @@
 //! the unit-test harness) processes events through it, so the
 //! effectively-once rules live in exactly one place.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use jetsaga_events::{DecodeError, ENVELOPE_VERSION, Envelope};
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -76,6 +78,15 @@ pub enum Outcome {
     Retry(String),
     /// Never processable: dead-letter with this reason and acknowledge.
     DeadLetter(String),
+}
+
+/// The text a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Wraps a bare command payload (as sent by `nats pub`) in an envelope.
@@ -326,7 +337,16 @@ impl Engine {
         );
         let now = Utc::now();
         let mut ctx = Ctx::new(self.store.as_ref(), overlay, now);
-        let result = self.function.handle(&mut ctx, envelope).instrument(span.clone()).await;
+        // A panicking handler is a bug for this one input, not a reason to
+        // stop serving every other one (and to crash-loop on it at restart).
+        let result = match AssertUnwindSafe(self.function.handle(&mut ctx, envelope))
+            .catch_unwind()
+            .instrument(span.clone())
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => Err(HandlerError::Malformed(format!("the handler panicked: {}", panic_message(&*panic)))),
+        };
         let _entered = span.enter();
         match result {
             Ok(()) => {

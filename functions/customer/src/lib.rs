@@ -150,7 +150,10 @@ impl CustomerCredit {
         if amount_cents > available {
             return reject(format!("order total {amount_cents} cents exceeds available credit {available} cents"));
         }
-        customer.used_cents += amount_cents;
+        let Some(used_cents) = customer.used_cents.checked_add(amount_cents) else {
+            return reject(format!("order total {amount_cents} cents exceeds what can be counted"));
+        };
+        customer.used_cents = used_cents;
         ctx.put(&ckey, &customer);
         let hold = CreditHold {
             order_id: order_id.into(),

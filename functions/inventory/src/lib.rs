@@ -112,6 +112,17 @@ impl Inventory {
         }
         let key = product_key(&cmd.product_id);
         let reserved = ctx.get::<Product>(&key).await?.map_or(0, |p| p.reserved);
+        if cmd.stock.checked_add(reserved).is_none() {
+            return Err(HandlerError::Rejected {
+                reason: format!(
+                    "invalid product: stock {} is too large: with {reserved} units held by orders in flight, \
+                     at most {} can be available",
+                    cmd.stock,
+                    u32::MAX - reserved
+                ),
+                events: vec![],
+            });
+        }
         let product = Product {
             product_id: cmd.product_id.clone(),
             name: cmd.name.clone(),
@@ -172,9 +183,16 @@ impl Inventory {
             else {
                 return fail("order total is too large".into());
             };
+            // Upsert keeps stock + reserved within u32, so moving units
+            // between them cannot overflow; checked all the same.
+            let (Some(stock), Some(reserved)) =
+                (product.stock.checked_sub(quantity), product.reserved.checked_add(quantity))
+            else {
+                return fail(format!("reserving {quantity} of {product_id} exceeds what can be counted"));
+            };
             total = line_total;
-            product.stock -= quantity;
-            product.reserved += quantity;
+            product.stock = stock;
+            product.reserved = reserved;
             ctx.put(&product_key(&product_id), &product);
             lines.push(PricedLine { product_id, quantity, unit_price_cents: product.price_cents });
         }
@@ -445,5 +463,28 @@ mod tests {
         let run = t.when(&UpsertProduct { product_id: " ".into(), name: "".into(), price_cents: 1, stock: 1 }).await;
         assert_eq!(run.rejection_reason(), "invalid product: product_id must not be empty; name must not be empty");
         assert!(run.emitted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stock_near_the_counting_limit_never_overflows() {
+        let t = with_stock(&[("p", 100, 10)]).await;
+        t.when(&created("o-1", &[("p", 4)])).await.single::<InventoryReserved>();
+        // 4 units are held: at most u32::MAX - 4 can be available.
+        let upsert = |stock| UpsertProduct { product_id: "p".into(), name: "P".into(), price_cents: 100, stock };
+        let run = t.when(&upsert(u32::MAX)).await;
+        assert_eq!(
+            run.rejection_reason(),
+            format!(
+                "invalid product: stock {} is too large: with 4 units held by orders in flight, at most {} can be available",
+                u32::MAX,
+                u32::MAX - 4
+            )
+        );
+        assert_eq!(product(&t, "p").await, (6, 4), "a refused upsert changes nothing");
+        t.when(&upsert(u32::MAX - 4)).await.single::<ProductUpserted>();
+        t.when(&created("o-2", &[("p", u32::MAX - 4)])).await.single::<InventoryReserved>();
+        assert_eq!(product(&t, "p").await, (0, u32::MAX));
+        t.when(&OrderFailed { order_id: "o-2".into(), reason: "x".into(), step: None }).await;
+        assert_eq!(product(&t, "p").await, (u32::MAX - 4, 4), "released exactly, nothing saturated away");
     }
 }

@@ -158,12 +158,14 @@ pub fn validate(cmd: &CreateOrder) -> Result<(), String> {
 impl Orders {
     async fn create(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let cmd: CreateOrder = event.data_as()?;
+        // An invalid create starts nothing and says nothing about any order:
+        // its `order_id` may well name someone else's order, and an
+        // `orders.evt.failed` for it would make every step compensate that order.
+        if let Err(reason) = validate(&cmd) {
+            return Err(HandlerError::Rejected { reason, events: vec![] });
+        }
         // Without a client-chosen id, the command's event id names the order.
         let order_id = cmd.order_id.clone().unwrap_or_else(|| event.id.clone());
-        if let Err(reason) = validate(&cmd) {
-            let failed = OrderFailed { order_id, reason: reason.clone(), step: Some("order".into()) };
-            return Err(HandlerError::rejected(reason, &failed));
-        }
         if ctx.get::<Order>(&key(&order_id)).await?.is_some() {
             return Ok(()); // the same create again: one order
         }
@@ -233,19 +235,13 @@ impl Orders {
         }
     }
 
-    fn fail(&self, ctx: &mut Ctx<'_>, order: &mut Order, step: &str, reason: String) {
-        order.status = OrderStatus::Failed;
-        order.reason = Some(reason.clone());
-        order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
-        ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(step.into()) });
-        self.compensate(ctx, &order.order_id);
-    }
-
-    /// Moves the order along on another step's event.
+    /// Moves the order along on another step's event, by [`next_status`].
     async fn follow(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let Some(order_id) = event.order_id.clone().or_else(|| event.data["order_id"].as_str().map(str::to_string))
-        else {
+        let Some(order_id) = event.order_key().map(str::to_string) else {
             return Err(HandlerError::malformed(format!("{} without an order_id", event.event_type)));
+        };
+        let Some(mut target) = Target::of(&event.event_type) else {
+            return Err(HandlerError::malformed(format!("the order function does not handle {}", event.event_type)));
         };
         let Some(mut order) = ctx.get::<Order>(&key(&order_id)).await? else {
             return Ok(()); // not one of ours (an invalid create was never stored)
@@ -253,89 +249,148 @@ impl Orders {
         if order.status.is_terminal() {
             return Ok(()); // late or duplicate: a terminal order never changes
         }
-        let canceling = order.status == OrderStatus::Canceling;
-        let note = event.data["reason"].as_str().map(str::to_string);
-        order.record(&event.event_type, event.occurred_at, note);
-        match event.event_type.as_str() {
-            INVENTORY_EVT_RESERVED => {
-                let reserved: InventoryReserved = event.data_as()?;
-                order.total_cents = Some(reserved.total_cents);
-                order.lines = reserved.lines;
-                if !canceling {
-                    order.status = OrderStatus::StockReserved;
-                    if self.orchestrated() {
-                        ctx.emit(ReserveCredit {
-                            order_id: order_id.clone(),
-                            customer_id: order.customer_id.clone(),
-                            amount_cents: reserved.total_cents,
-                        });
-                    }
-                }
-            }
-            CUSTOMERS_EVT_CREDIT_RESERVED if !canceling => {
-                order.status = OrderStatus::CreditReserved;
-                if self.orchestrated() {
-                    ctx.emit(ExecutePayment {
-                        order_id: order_id.clone(),
-                        customer_id: order.customer_id.clone(),
-                        amount_cents: order.total_cents.unwrap_or(0),
-                    });
-                }
-            }
-            PAYMENTS_EVT_EXECUTED if !canceling => {
-                order.status = OrderStatus::Paid;
-                if self.orchestrated() {
-                    ctx.emit(ScheduleShipment {
-                        order_id: order_id.clone(),
-                        customer_id: order.customer_id.clone(),
-                        lines: order.lines.clone(),
-                    });
-                }
-            }
-            SHIPPING_EVT_SCHEDULED => {
-                if canceling {
-                    // Dispatched before shipping saw the cancel: too late.
-                    let reason = format!("order {order_id} has already shipped");
-                    order.reason = None;
-                    order.record(ORDERS_EVT_CANCEL_REFUSED, ctx.now(), Some(reason.clone()));
-                    ctx.emit(OrderCancelRefused { order_id: order_id.clone(), reason });
-                }
-                order.status = OrderStatus::Shipped;
-            }
-            SHIPPING_EVT_INFORMED => {
-                order.status = OrderStatus::Completed;
+        let mut changed = false;
+        if event.event_type == INVENTORY_EVT_RESERVED && order.total_cents.is_none() {
+            // The price is needed whatever order the events arrive in.
+            let reserved: InventoryReserved = event.data_as()?;
+            order.total_cents = Some(reserved.total_cents);
+            order.lines = reserved.lines;
+            changed = true;
+        }
+        // An order completes with its price: shipping's word that arrived
+        // before inventory's price waits for it (the timeline remembers it).
+        let informed = |order: &Order| order.timeline.iter().any(|e| e.event == SHIPPING_EVT_INFORMED);
+        if order.total_cents.is_some() && event.event_type == INVENTORY_EVT_RESERVED && informed(&order) {
+            target = Target::Reached(OrderStatus::Completed);
+        } else if order.total_cents.is_none() && target == Target::Reached(OrderStatus::Completed) {
+            target = Target::Reached(OrderStatus::Shipped);
+        }
+        if !order.timeline.iter().any(|e| e.event == event.event_type) {
+            order.record(&event.event_type, event.occurred_at, event.data["reason"].as_str().map(str::to_string));
+            changed = true;
+        }
+        if let Some(next) = next_status(order.status, target) {
+            let from = order.status;
+            order.status = next;
+            self.entered(ctx, &mut order, from, target, event);
+            changed = true;
+        }
+        if changed {
+            ctx.put(&key(&order_id), &order);
+        }
+        Ok(())
+    }
+
+    /// What entering `order.status` from `from` announces (and, orchestrated, commands).
+    fn entered(&self, ctx: &mut Ctx<'_>, order: &mut Order, from: OrderStatus, target: Target, event: &Envelope) {
+        let order_id = order.order_id.clone();
+        if from == OrderStatus::Canceling && matches!(order.status, OrderStatus::Shipped | OrderStatus::Completed) {
+            // Dispatched before shipping saw the cancel: too late to cancel.
+            let reason = format!("order {order_id} has already shipped");
+            order.reason = None;
+            order.record(ORDERS_EVT_CANCEL_REFUSED, ctx.now(), Some(reason.clone()));
+            ctx.emit(OrderCancelRefused { order_id: order_id.clone(), reason });
+        }
+        match order.status {
+            OrderStatus::StockReserved if self.orchestrated() => ctx.emit(ReserveCredit {
+                order_id,
+                customer_id: order.customer_id.clone(),
+                amount_cents: order.total_cents.unwrap_or(0),
+            }),
+            OrderStatus::CreditReserved if self.orchestrated() => ctx.emit(ExecutePayment {
+                order_id,
+                customer_id: order.customer_id.clone(),
+                amount_cents: order.total_cents.unwrap_or(0),
+            }),
+            OrderStatus::Paid if self.orchestrated() => ctx.emit(ScheduleShipment {
+                order_id,
+                customer_id: order.customer_id.clone(),
+                lines: order.lines.clone(),
+            }),
+            OrderStatus::Completed => {
                 order.record(ORDERS_EVT_COMPLETED, ctx.now(), None);
                 ctx.emit(OrderCompleted { order_id: order_id.clone(), total_cents: order.total_cents.unwrap_or(0) });
                 if self.orchestrated() {
-                    ctx.emit(ConsumeInventory { order_id: order_id.clone() });
+                    ctx.emit(ConsumeInventory { order_id });
                 }
             }
-            SHIPPING_EVT_CANCELED if canceling => {
-                order.status = OrderStatus::Canceled;
+            OrderStatus::Failed => {
+                let Target::Fail(step) = target else { unreachable!("only a failure event fails an order") };
+                let reason = event.data["reason"].as_str().unwrap_or("no reason given").to_string();
+                order.reason = Some(reason.clone());
+                order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
+                ctx.emit(OrderFailed { order_id: order_id.clone(), reason, step: Some(step.into()) });
+                self.compensate(ctx, &order_id);
+            }
+            OrderStatus::Canceled => {
                 order.record(ORDERS_EVT_CANCELED, ctx.now(), order.reason.clone());
                 ctx.emit(OrderCanceled { order_id: order_id.clone(), reason: order.reason.clone() });
                 self.compensate(ctx, &order_id);
             }
-            // While canceling, shipping's answer decides; failures change nothing.
-            INVENTORY_EVT_RESERVATION_FAILED
-            | CUSTOMERS_EVT_CREDIT_REJECTED
-            | PAYMENTS_EVT_FAILED
-            | SHIPPING_EVT_FAILED
-                if !canceling =>
-            {
-                let step = match event.event_type.as_str() {
-                    INVENTORY_EVT_RESERVATION_FAILED => "inventory",
-                    CUSTOMERS_EVT_CREDIT_REJECTED => "customer",
-                    PAYMENTS_EVT_FAILED => "payment",
-                    _ => "shipping",
-                };
-                let reason = event.data["reason"].as_str().unwrap_or("no reason given").to_string();
-                self.fail(ctx, &mut order, step, reason);
-            }
             _ => {}
         }
-        ctx.put(&key(&order_id), &order);
-        Ok(())
+    }
+}
+
+/// Where another step's event points an order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// A step of the happy path is done: the order is at least this far.
+    Reached(OrderStatus),
+    /// A step failed (named): the order fails unless it is past failing.
+    Fail(&'static str),
+    /// Shipping confirmed that nothing was dispatched: a cancel completes.
+    CancelConfirmed,
+}
+
+impl Target {
+    fn of(event_type: &str) -> Option<Self> {
+        Some(match event_type {
+            INVENTORY_EVT_RESERVED => Self::Reached(OrderStatus::StockReserved),
+            CUSTOMERS_EVT_CREDIT_RESERVED => Self::Reached(OrderStatus::CreditReserved),
+            PAYMENTS_EVT_EXECUTED => Self::Reached(OrderStatus::Paid),
+            SHIPPING_EVT_SCHEDULED => Self::Reached(OrderStatus::Shipped),
+            SHIPPING_EVT_INFORMED => Self::Reached(OrderStatus::Completed),
+            INVENTORY_EVT_RESERVATION_FAILED => Self::Fail("inventory"),
+            CUSTOMERS_EVT_CREDIT_REJECTED => Self::Fail("customer"),
+            PAYMENTS_EVT_FAILED => Self::Fail("payment"),
+            SHIPPING_EVT_FAILED => Self::Fail("shipping"),
+            SHIPPING_EVT_CANCELED => Self::CancelConfirmed,
+            _ => return None,
+        })
+    }
+}
+
+/// Position on the happy path; `None` off it (failed, canceling, canceled).
+fn progress(status: OrderStatus) -> Option<u8> {
+    Some(match status {
+        OrderStatus::Pending => 0,
+        OrderStatus::StockReserved => 1,
+        OrderStatus::CreditReserved => 2,
+        OrderStatus::Paid => 3,
+        OrderStatus::Shipped => 4,
+        OrderStatus::Completed => 5,
+        OrderStatus::Failed | OrderStatus::Canceling | OrderStatus::Canceled => return None,
+    })
+}
+
+/// The order's transition table: the status an event moves it to, or
+/// `None` if the event changes no status (stale, duplicate, or too late).
+///
+/// Status only moves forward. Events may arrive out of order (a nak'd
+/// message comes back after later ones), so a later step's event moves the
+/// order straight there, and an earlier step's event arriving after it is
+/// stale. While a cancel is pending only shipping decides: a dispatch wins
+/// (the cancel is refused), a confirmation cancels; failures change nothing.
+fn next_status(status: OrderStatus, target: Target) -> Option<OrderStatus> {
+    use OrderStatus::*;
+    match (status, target) {
+        (Completed | Failed | Canceled, _) => None,
+        (Canceling, Target::Reached(to @ (Shipped | Completed))) => Some(to),
+        (Canceling, Target::CancelConfirmed) => Some(Canceled),
+        (Canceling, _) | (_, Target::CancelConfirmed) => None,
+        (from, Target::Reached(to)) => (progress(to) > progress(from)).then_some(to),
+        (from, Target::Fail(_)) => (progress(from) < progress(Shipped)).then_some(Failed),
     }
 }
 
@@ -425,17 +480,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn invalid_creates_fail_with_every_problem_named_and_store_nothing() {
+    async fn invalid_creates_are_refused_with_every_problem_named_and_emit_and_store_nothing() {
         let t = TestFunction::new(Orders::default());
         let mut bad = create(Some("o-1"), &[("p", 0), ("", 1)]);
         bad.customer_id = " ".into();
         let run = t.when(&bad).await;
-        let failed: OrderFailed = run.single();
         assert_eq!(
-            failed.reason,
+            run.rejection_reason(),
             "invalid order: customer_id must not be empty; items[0].quantity must be at least 1, got 0; items[1].product_id must not be empty"
         );
-        assert_eq!(failed.step.as_deref(), Some("order"));
+        run.assert_nothing_emitted();
         assert!(t.state::<Order>("order/o-1").await.is_none());
         let run = t.when(&create(Some("o-2"), &[])).await;
         assert_eq!(run.rejection_reason(), "invalid order: items must list at least one product");
@@ -550,6 +604,7 @@ mod tests {
     async fn a_cancel_after_shipping_or_completion_is_refused_and_changes_nothing() {
         let t = TestFunction::new(Orders::default());
         placed(&t, "o-1").await;
+        t.when(&reserved("o-1")).await;
         t.when(&scheduled("o-1")).await;
         let run = t.when(&CancelOrder { order_id: "o-1".into(), reason: None }).await;
         assert_eq!(run.single::<OrderCancelRefused>().reason, "order o-1 has already shipped");
@@ -611,6 +666,7 @@ mod tests {
     async fn a_cancel_that_loses_the_race_to_dispatch_is_refused_and_the_order_completes() {
         let t = TestFunction::new(Orders::default());
         placed(&t, "o-1").await;
+        t.when(&reserved("o-1")).await;
         t.when(&CancelOrder { order_id: "o-1".into(), reason: None }).await.single::<OrderCancelRequested>();
         t.when(&scheduled("o-1")).await.single::<OrderCancelRefused>();
         let run =
@@ -618,5 +674,104 @@ mod tests {
         run.single::<OrderCompleted>();
         let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
         assert_eq!((view.status, view.reason), (OrderStatus::Completed, None));
+    }
+
+    /// Every order of the five happy-path events, each delivered twice (as
+    /// separate events, so the inbox cannot catch the copy): the order
+    /// completes exactly once and its status never moves backwards.
+    #[tokio::test]
+    async fn events_out_of_order_and_twice_only_move_the_order_forward() {
+        let paid = PaymentExecuted {
+            order_id: "o".into(),
+            customer_id: "c-1".into(),
+            amount_cents: 250,
+            payment_id: "p".into(),
+        };
+        let steps: Vec<Envelope> = vec![
+            jetsaga_core::testing::envelope_for(&reserved("o")),
+            jetsaga_core::testing::envelope_for(&CreditReserved {
+                order_id: "o".into(),
+                customer_id: "c-1".into(),
+                amount_cents: 250,
+            }),
+            jetsaga_core::testing::envelope_for(&paid),
+            jetsaga_core::testing::envelope_for(&scheduled("o")),
+            jetsaga_core::testing::envelope_for(&ShipmentInformed {
+                order_id: "o".into(),
+                shipment_id: "s".into(),
+                worker: "w".into(),
+            }),
+        ];
+        let mut orders = vec![vec![]];
+        for step in 0..steps.len() {
+            orders = orders
+                .into_iter()
+                .flat_map(|order: Vec<usize>| {
+                    (0..=order.len()).map(move |at| {
+                        let mut next = order.clone();
+                        next.insert(at, step);
+                        next
+                    })
+                })
+                .collect();
+        }
+        assert_eq!(orders.len(), 120);
+        for mode in [SagaMode::Choreographed, SagaMode::Orchestrated] {
+            for order in &orders {
+                let t = TestFunction::new(Orders { mode });
+                t.when(&create(Some("o"), &[("p", 1)])).await.all::<OrderCreated>();
+                let mut completed = 0;
+                let mut last = progress(OrderStatus::Pending);
+                for &i in order.iter().chain(order.iter().rev()) {
+                    let mut copy = steps[i].clone();
+                    copy.id = jetsaga_core::ids::new_id();
+                    let run = t.deliver(copy).await;
+                    for done in run.all::<OrderCompleted>() {
+                        assert_eq!(done.total_cents, 250, "{order:?}: completed with its price");
+                        completed += 1;
+                    }
+                    let now = progress(status(&t, "o").await);
+                    assert!(now >= last, "{order:?}: moved back from {last:?} to {now:?}");
+                    last = now;
+                }
+                assert_eq!(status(&t, "o").await, OrderStatus::Completed, "{order:?}");
+                assert_eq!(completed, 1, "{order:?}: completed once");
+                let view: OrderView = t.query(&GetOrder { order_id: "o".into() }).await.unwrap();
+                assert_eq!(view.total_cents, Some(250), "priced whatever the order of events");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_failure_or_an_early_step_after_a_later_one_moves_nothing_back() {
+        let t = TestFunction::new(Orders::default());
+        placed(&t, "o").await;
+        t.when(&PaymentExecuted {
+            order_id: "o".into(),
+            customer_id: "c-1".into(),
+            amount_cents: 250,
+            payment_id: "p".into(),
+        })
+        .await;
+        t.when(&scheduled("o")).await;
+        assert_eq!(status(&t, "o").await, OrderStatus::Shipped);
+        t.when(&reserved("o")).await.assert_nothing_emitted();
+        t.when(&PaymentFailed { order_id: "o".into(), reason: "late".into() }).await.assert_nothing_emitted();
+        assert_eq!(status(&t, "o").await, OrderStatus::Shipped, "a shipped order can no longer fail or go back");
+        // A shipping confirmation nobody asked for does not cancel it either.
+        t.when(&ShipmentCanceled { order_id: "o".into() }).await.assert_nothing_emitted();
+        assert_eq!(status(&t, "o").await, OrderStatus::Shipped);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_create_naming_an_existing_order_changes_nothing() {
+        let t = TestFunction::new(Orders::default());
+        placed(&t, "o-1").await;
+        let mut bad = create(Some("o-1"), &[]);
+        bad.customer_id = String::new();
+        let run = t.when(&bad).await;
+        run.rejection_reason();
+        run.assert_nothing_emitted();
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Pending);
     }
 }

@@ -143,8 +143,11 @@ pub(crate) async fn consumer(
         filter_subjects: spec.subscribes.iter().map(|s| s.to_string()).collect(),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: config.ack_wait,
-        // The worker dead-letters at max_deliver itself; one more lets it see that delivery.
-        max_deliver: config.max_deliver + 1,
+        // Never let the server give up on a message: one that ages out of
+        // max_deliver is in no DLQ and nobody notices. The worker counts
+        // deliveries and dead-letters at `config.max_deliver` itself, and a
+        // message whose dead letter cannot be stored yet is simply retried.
+        max_deliver: -1,
         max_ack_pending: config.max_ack_pending,
         deliver_policy: consumer::DeliverPolicy::All,
         num_replicas: config.replicas,

@@ -148,13 +148,22 @@ async fn accept(
 ) -> Result<Value, (u16, String)> {
     let message = &request.message;
     let headers = message.headers.as_ref();
-    let decoded = if header(headers, ENVELOPE_HEADER).is_some() {
-        Envelope::decode(&message.payload)
-    } else {
-        // No stream sequence to derive an id from: the client's Nats-Msg-Id
-        // is the idempotency key when it sends one, otherwise a fresh id.
-        command_envelope(subject, &message.payload, header(headers, "Nats-Msg-Id"), &ids::new_id(), Utc::now())
-    };
+    // Outside clients send commands, never envelopes: an envelope names its
+    // own `type`, and one naming another context's event would make this
+    // function act on an order it was never asked about.
+    if header(headers, ENVELOPE_HEADER).is_some() {
+        return Err((
+            400,
+            format!(
+                "{subject} takes the bare command payload; the {ENVELOPE_HEADER} header is for events the runtime \
+                 publishes, and is refused here"
+            ),
+        ));
+    }
+    // No stream sequence to derive an id from: the client's Nats-Msg-Id
+    // is the idempotency key when it sends one, otherwise a fresh id.
+    let decoded =
+        command_envelope(subject, &message.payload, header(headers, "Nats-Msg-Id"), &ids::new_id(), Utc::now());
     let envelope = match decoded {
         Ok(envelope) => envelope,
         Err(e) => {

@@ -8,6 +8,7 @@ use futures::{FutureExt, StreamExt, future::join_all};
 use std::sync::Arc;
 
 use jetsaga_core::{Incoming, OutboxRecord, Outcome, Processor, command_envelope};
+use jetsaga_events::subjects::{self, SubjectKind};
 use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -31,6 +32,10 @@ pub(crate) struct Worker {
 
 /// How often the outbox is checked for events whose publish failed.
 const RELAY_INTERVAL: Duration = Duration::from_secs(2);
+
+fn delivered_of(message: &Message) -> i64 {
+    message.info().map(|i| i.delivered).unwrap_or(1)
+}
 
 fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
     message.headers.as_ref()?.get(name).map(|v| v.as_str())
@@ -109,7 +114,15 @@ impl Worker {
     fn decode(&self, message: &Message) -> Result<Incoming, String> {
         let traceparent = header(message, TRACEPARENT_HEADER).map(str::to_string);
         let envelope = if header(message, ENVELOPE_HEADER).is_some() {
-            Envelope::decode(&message.payload).map_err(|e| e.to_string())?
+            let envelope = Envelope::decode(&message.payload).map_err(|e| e.to_string())?;
+            envelope.check_arrival(&message.subject).map_err(|e| e.to_string())?;
+            envelope
+        } else if matches!(subjects::parse(&message.subject), Some((_, SubjectKind::Event))) {
+            return Err(format!(
+                "a bare payload on the event subject {}: events are published by the jetsaga runtime as envelopes \
+                 (header {ENVELOPE_HEADER}: 1), never by clients",
+                message.subject
+            ));
         } else {
             let info = message.info().map_err(|e| format!("not a JetStream message: {e}"))?;
             let seed = format!("{}/{}", info.stream, info.stream_sequence);
@@ -146,7 +159,7 @@ impl Worker {
         let mut published = self.publisher.publish(&records).await.into_iter();
         for (i, outcome) in positions.into_iter().zip(outcomes) {
             let message = &batch[i];
-            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            let delivered = delivered_of(message);
             dispositions[i] = Some(match outcome {
                 Outcome::Publish(records) | Outcome::Rejected { outbox: records, .. } => {
                     // Consume exactly this input's share of the publish results.
@@ -172,8 +185,10 @@ impl Worker {
                 Disposition::DeadLetter(reason) => match self.dead_letter(message, &reason).await {
                     Ok(()) => message.ack_with(AckKind::Term).await,
                     Err(e) => {
-                        warn!(error = %e, "cannot dead-letter; will retry");
-                        message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+                        // Kept until its dead letter is stored: the consumer
+                        // redelivers without limit, so it cannot age out.
+                        warn!(error = %e, "cannot store the dead letter; the message stays and is retried");
+                        message.ack_with(AckKind::Nak(Some(self.config.backoff_for(delivered_of(message))))).await
                     }
                 },
             };

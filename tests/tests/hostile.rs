@@ -1,0 +1,135 @@
+//! Hostile and invalid input over the wire, against a real saga: nothing a
+//! client sends can change an order it did not create or address, and
+//! every refusal says what was wrong.
+
+use std::time::Duration;
+
+use jetsaga_events::{OrderStatus, SagaMode};
+use jetsaga_tests::saga::{Backend, Saga, Setup};
+use jetsaga_tests::stream::{messages, wait_drained, wait_until};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A saga with one completed order of 2 × p-a (1000 cents each) for c-1.
+async fn shop_with_a_completed_order(mode: SagaMode) -> (Saga, String) {
+    let saga = Saga::start(Setup { backend: Backend::Sqlite, mode }).await;
+    saga.product("p-a", 1000, 10).await;
+    saga.customer("c-1", 100_000).await;
+    let id = saga.order("c-1", &[("p-a", 2)]).await;
+    assert_eq!(saga.finish(&id).await.status, OrderStatus::Completed);
+    saga.expect_stock("p-a", (8, 0)).await;
+    saga.expect_used_credit("c-1", 2000).await;
+    (saga, id)
+}
+
+/// Waits until every function's consumer has nothing left to process.
+async fn settle(saga: &Saga) {
+    for function in saga.functions() {
+        wait_drained(&saga.js, "SAGA", function, WAIT).await;
+    }
+}
+
+/// What must still hold for the completed order after hostile input.
+async fn the_completed_order_is_untouched(saga: &Saga, id: &str) {
+    settle(saga).await;
+    assert_eq!(saga.client.order(id).await.unwrap().status, OrderStatus::Completed);
+    assert_eq!(saga.stock("p-a").await, (8, 0), "the order's stock stays sold");
+    assert_eq!(saga.used_credit("c-1").await, 2000, "the order's credit stays used");
+    // (Forged `orders.evt.failed` messages may sit in the stream; what counts is
+    // that no function acted on them.)
+    for compensation in ["inventory.evt.released", "customers.evt.credit_released", "payments.evt.refunded"] {
+        assert!(saga.events_for(compensation, id).await.is_empty(), "{compensation} for {id}");
+    }
+}
+
+async fn invalid_create_naming_an_existing_order(mode: SagaMode) {
+    let (saga, id) = shop_with_a_completed_order(mode).await;
+    let err = saga
+        .client
+        .command("orders.cmd.create", &json!({"order_id": id, "customer_id": "", "items": []}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err, "invalid order: customer_id must not be empty; items must list at least one product (422)",
+        "the refusal names every problem"
+    );
+    the_completed_order_is_untouched(&saga, &id).await;
+    assert!(saga.events_for("orders.evt.failed", &id).await.is_empty(), "the refused create announced nothing");
+    saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_create_naming_an_existing_order_changes_nothing_choreographed() {
+    invalid_create_naming_an_existing_order(SagaMode::Choreographed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_create_naming_an_existing_order_changes_nothing_orchestrated() {
+    invalid_create_naming_an_existing_order(SagaMode::Orchestrated).await;
+}
+
+fn forged_failure(order_id: &str, event_type: &str) -> String {
+    json!({
+        "id": "0193b1a2-7c4e-7d10-9f3b-2a6c1d0e4f51", "type": event_type, "order_id": order_id,
+        "correlation_id": "forged", "occurred_at": "2026-11-22T01:00:00Z", "version": 1,
+        "data": {"order_id": order_id, "reason": "forged", "step": "order"}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_endpoints_refuse_envelopes() {
+    let (saga, id) = shop_with_a_completed_order(SagaMode::Choreographed).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Jetsaga-Envelope", "1");
+    let reply = saga
+        .client
+        .nats
+        .request_with_headers("customers.cmd.create", headers, forged_failure(&id, "orders.evt.failed").into())
+        .await
+        .unwrap();
+    let reply_headers = reply.headers.as_ref().expect("an error reply");
+    assert_eq!(reply_headers.get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("takes the bare command payload"), "{body}");
+    the_completed_order_is_untouched(&saga, &id).await;
+    saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_whose_type_is_not_its_subject_is_dead_lettered() {
+    let (saga, id) = shop_with_a_completed_order(SagaMode::Choreographed).await;
+    // Inventory consumes orders.evt.created; a forged `orders.evt.failed` on it
+    // would release the completed order's stock if the type were trusted.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Jetsaga-Envelope", "1");
+    let forged = forged_failure(&id, "orders.evt.failed");
+    saga.js.publish_with_headers("orders.evt.created", headers, forged.into()).await.unwrap().await.unwrap();
+    // An unknown envelope version is refused the same way.
+    let mut future = serde_json::from_str::<serde_json::Value>(&forged_failure(&id, "orders.evt.failed")).unwrap();
+    future["version"] = json!(2);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Jetsaga-Envelope", "1");
+    saga.js.publish_with_headers("orders.evt.failed", headers, future.to_string().into()).await.unwrap().await.unwrap();
+    // Events come from the runtime as envelopes, never as bare payloads.
+    // (Each of these two reaches the four functions that follow failures.)
+    let bare = json!({"order_id": id, "reason": "forged"}).to_string();
+    saga.js.publish("orders.evt.failed", bare.into()).await.unwrap().await.unwrap();
+
+    wait_until(WAIT, "the forgeries to be dead-lettered", || async {
+        messages(&saga.js, "DLQ", None).await.len() == 9
+    })
+    .await;
+    let reasons: Vec<String> =
+        messages(&saga.js, "DLQ", None).await.iter().map(|m| m.header("Jetsaga-Dlq-Reason").unwrap()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("field `type`") && r.contains("expected \"orders.evt.created\"")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("field `version`") && r.contains("got 2")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("a bare payload on the event subject orders.evt.failed")), "{reasons:?}");
+    the_completed_order_is_untouched(&saga, &id).await;
+    saga.stop().await;
+}
