@@ -250,12 +250,24 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
             if ci.config.durable_name.is_none() {
                 continue; // someone's `trace` or `dlq` reader, not a function
             }
+            // Committed events not yet published, as the function's own outbox relay sees them.
+            let outbox = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                client.nats.request(jetsaga_jetstream::service::outbox_subject(&name), "".into()),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|reply| serde_json::from_slice::<serde_json::Value>(&reply.payload).ok())
+            .filter(|v| v.get("unpublished").is_some());
             consumers.push(serde_json::json!({
                 "function": name,
                 "pending": ci.num_pending,
                 "ack_pending": ci.num_ack_pending,
                 "redelivered": ci.num_redelivered,
                 "waiting": ci.num_waiting,
+                "unpublished": outbox.as_ref().map(|o| o["unpublished"].clone()),
+                "oldest_unpublished_age_ms": outbox.as_ref().map(|o| o["oldest_age_ms"].clone()),
             }));
         }
     }
@@ -276,15 +288,27 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
         return Ok(());
     }
     println!("stream {stream_name}: {} messages, {} bytes", info.state.messages, info.state.bytes);
-    println!("{:<12} {:>8} {:>12} {:>12}", "function", "pending", "ack pending", "redelivered");
+    println!(
+        "{:<12} {:>8} {:>12} {:>12} {:>12} {:>14}",
+        "function", "pending", "ack pending", "redelivered", "unpublished", "oldest unpub."
+    );
     for c in &consumers {
         let n = |field: &str| c[field].as_u64().unwrap_or(0);
+        // `-`: the function is not running, so nobody could say.
+        let unpublished = c["unpublished"].as_u64().map_or("-".to_string(), |u| u.to_string());
+        let oldest = match (&c["unpublished"], c["oldest_unpublished_age_ms"].as_i64()) {
+            (serde_json::Value::Null, _) => "-".to_string(),
+            (_, Some(ms)) => format!("{:.1}s", ms as f64 / 1000.0),
+            (_, None) => "".to_string(),
+        };
         println!(
-            "{:<12} {:>8} {:>12} {:>12}",
+            "{:<12} {:>8} {:>12} {:>12} {:>12} {:>14}",
             c["function"].as_str().unwrap_or(""),
             n("pending"),
             n("ack_pending"),
-            n("redelivered")
+            n("redelivered"),
+            unpublished,
+            oldest
         );
     }
     println!("dead letters: {dead}{}", if dead > 0 { " (jetsaga dlq list)" } else { "" });

@@ -299,3 +299,44 @@ pub async fn two_copies_of_every_function_share_the_work(setup: Setup) {
     assert_eq!(saga.events("orders.evt.created").await.len(), 80, "each order created once");
     saga.stop().await;
 }
+
+/// The outbox relay covers the request/reply path (and, on Lambda, the
+/// bridge): a create committed while the stream refuses new messages is
+/// answered, waits in the outbox, and is published once the stream accepts.
+pub async fn events_committed_while_the_stream_is_full_are_published_once_it_is_not(setup: Setup) {
+    let saga = shop(setup).await;
+    let outbox = |function: &'static str| {
+        let nats = saga.client.nats.clone();
+        async move {
+            let reply = nats.request(format!("$JETSAGA.OUTBOX.{function}"), "".into()).await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    // A full stream (`maximum messages exceeded`) refuses every new event.
+    let mut stream = saga.js.get_stream("SAGA").await.unwrap();
+    let info = stream.info().await.unwrap().clone();
+    let full = async_nats::jetstream::stream::Config {
+        max_messages: i64::try_from(info.state.messages).unwrap(),
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..info.config.clone()
+    };
+    saga.js.update_stream(full).await.unwrap();
+
+    let order_function = saga.functions()[0];
+    let id = saga.order("c-1", &[("p-a", 1)]).await;
+    let waiting = outbox(order_function).await;
+    // orders.evt.created (and, orchestrated, inventory.cmd.reserve) wait.
+    let expected = if setup.mode == SagaMode::Orchestrated { 2 } else { 1 };
+    assert_eq!(waiting["unpublished"], expected, "{waiting}");
+    assert!(waiting["oldest_age_ms"].as_i64().is_some(), "{waiting}");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(saga.client.order(&id).await.unwrap().status, OrderStatus::Pending);
+
+    // Once the stream accepts again the relay publishes it: no restart needed.
+    saga.js.update_stream(info.config.clone()).await.unwrap();
+    assert_eq!(saga.finish(&id).await.status, OrderStatus::Completed);
+    assert_eq!(saga.events_for("orders.evt.created", &id).await.len(), 1, "published once");
+    wait_until(SETTLE, "the order's outbox to be empty", || async { outbox(order_function).await["unpublished"] == 0 })
+        .await;
+    saga.stop().await;
+}

@@ -140,7 +140,7 @@ pub trait Processor: Send + Sync + std::fmt::Debug + 'static {
     /// Answers a read-only query.
     async fn query(&self, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError>;
 
-    /// Outbox records committed but not yet published (local stores only).
+    /// Outbox records committed but not yet published, oldest first.
     async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         let _ = limit;
         Ok(Vec::new())
@@ -150,6 +150,13 @@ pub trait Processor: Send + Sync + std::fmt::Debug + 'static {
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         let _ = ids;
         Ok(())
+    }
+
+    /// How long published ids are gathered before one [`Processor::mark_published`]
+    /// removes them all: short for a local store, longer where each call
+    /// costs a remote invocation.
+    fn mark_published_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(50)
     }
 }
 

@@ -24,6 +24,13 @@ pub fn derived_id(at: DateTime<Utc>, seed: &str) -> String {
     Uuid::from_bytes(bytes).to_string()
 }
 
+/// The time part of a UUIDv7 id (for an outbox record: the time of the
+/// input that caused it); `None` for ids of another shape.
+pub fn time_of(id: &str) -> Option<DateTime<Utc>> {
+    let (secs, nanos) = Uuid::parse_str(id).ok()?.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
 /// A fresh random UUIDv7 (for commands created by tools and tests).
 pub fn new_id() -> String {
     Uuid::now_v7().to_string()

@@ -22,6 +22,7 @@
 pub mod dlq;
 pub mod provision;
 mod publisher;
+pub mod relay;
 pub mod service;
 pub mod worker;
 
@@ -173,13 +174,17 @@ impl Runtime {
         let mut services = Vec::new();
         for engine in &self.engines {
             let spec = engine.spec();
+            // One publisher and one outbox relay per function, whichever
+            // path (consumer, command intake) committed the events.
+            let publisher = publisher::Publisher::new(engine.clone(), self.js.clone());
+            tasks.spawn(relay::run(publisher.clone(), cancel.clone()));
             // Every function gets a service, even without endpoints, so
             // `$SRV.PING` / `nats micro ls` shows what is running where.
-            services.push(service::serve(&self.client, self.js.clone(), engine.clone(), cancel.clone()).await?);
+            services.push(service::serve(&self.client, publisher.clone(), cancel.clone()).await?);
             if !spec.subscribes.is_empty() {
                 let consumer = provision::consumer(&self.js, &self.config, engine).await?;
                 for _ in 0..self.config.concurrency.max(1) {
-                    let worker = worker::Worker::new(engine.clone(), self.js.clone(), self.config.clone());
+                    let worker = worker::Worker::new(publisher.clone(), self.config.clone());
                     tasks.spawn(worker.run(consumer.clone(), cancel.clone()));
                 }
             }

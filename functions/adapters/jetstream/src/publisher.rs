@@ -1,8 +1,6 @@
 //! Publishing committed outbox records and dead letters. Shared by the
 //! consume loop, the request/reply intake and the outbox relay.
 
-use std::time::Duration;
-
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -11,37 +9,45 @@ use std::sync::Arc;
 
 use jetsaga_core::{OutboxRecord, Processor};
 use jetsaga_events::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::dlq;
 
-/// Publishes one function's events.
+/// Publishes one function's events. One per hosted function, shared by its
+/// workers, its command intake and its outbox relay, so a failed publish on
+/// any path wakes the one relay that publishes it later.
 #[derive(Clone, Debug)]
 pub(crate) struct Publisher {
     pub(crate) engine: Arc<dyn Processor>,
     pub(crate) js: jetstream::Context,
     /// Published outbox ids, removed from the store in the background.
     sweeper: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
-    /// Set when a publish failed: the outbox holds events nobody is publishing.
-    failed: Arc<std::sync::atomic::AtomicBool>,
+    /// Woken when a publish failed: the outbox holds events nobody is publishing.
+    pub(crate) failed: Arc<tokio::sync::Notify>,
 }
 
-/// How long published ids wait to be removed together.
-const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// Why one record was not published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Unpublished {
+    /// Worth trying again (server away, stream full, timeout).
+    Later(String),
+    /// Can never be published as it is (larger than the server accepts).
+    Never(String),
+}
 
 impl Publisher {
     /// A publisher for one function. Removing published outbox records is
     /// off the hot path: ids are collected and removed in one store
-    /// transaction every few milliseconds. A crash before that only means
+    /// transaction every [`Processor::mark_published_every`]. A crash before that only means
     /// they are published again on restart, and JetStream drops the copies.
     pub(crate) fn new(engine: Arc<dyn Processor>, js: jetstream::Context) -> Self {
         let (sweeper, mut ids) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
         let store = engine.clone();
+        let every = engine.mark_published_every();
         tokio::spawn(async move {
             while let Some(first) = ids.recv().await {
                 let mut batch = first;
-                let deadline = tokio::time::Instant::now() + SWEEP_EVERY;
+                let deadline = tokio::time::Instant::now() + every;
                 while let Ok(Some(more)) = tokio::time::timeout_at(deadline, ids.recv()).await {
                     batch.extend(more);
                 }
@@ -57,9 +63,15 @@ impl Publisher {
     /// marks the stored ones published. Returns, per record, whether
     /// JetStream has it (a duplicate counts: it was stored before).
     pub(crate) async fn publish(&self, records: &[OutboxRecord]) -> Vec<bool> {
+        self.try_publish(records).await.iter().map(Result::is_ok).collect()
+    }
+
+    /// Like [`Publisher::publish`], saying why a record was not published.
+    pub(crate) async fn try_publish(&self, records: &[OutboxRecord]) -> Vec<Result<(), Unpublished>> {
         if records.is_empty() {
             return Vec::new();
         }
+        let max_payload = self.js.client().server_info().max_payload;
         let sends = records.iter().map(|record| async move {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, record.id.as_str());
@@ -67,61 +79,35 @@ impl Publisher {
             if let Some(tp) = &record.traceparent {
                 headers.insert(TRACEPARENT_HEADER, tp.as_str());
             }
-            let payload = Bytes::copy_from_slice(&record.payload);
-            let result = match self.js.publish_with_headers(record.subject.clone(), headers, payload).await {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = &result {
-                self.failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                warn!(subject = %record.subject, error = %e, "publish failed; the event stays in the outbox");
+            // Headers and subject count too; the server's limit is on the whole message.
+            let size = record.payload.len() + record.subject.len() + 256;
+            if max_payload > 0 && size > max_payload {
+                return Err(Unpublished::Never(format!(
+                    "the event is {} bytes, more than the server's max_payload of {max_payload} bytes",
+                    record.payload.len()
+                )));
             }
-            result.is_ok()
+            let payload = Bytes::copy_from_slice(&record.payload);
+            match self.js.publish_with_headers(record.subject.clone(), headers, payload).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| Unpublished::Later(e.to_string())),
+                Err(e) => Err(Unpublished::Later(e.to_string())),
+            }
         });
         let results = join_all(sends).await;
+        for (record, result) in records.iter().zip(&results) {
+            if let Err(Unpublished::Later(e) | Unpublished::Never(e)) = result {
+                warn!(subject = %record.subject, id = %record.id, error = %e, "publish failed; the event stays in the outbox");
+            }
+        }
+        if results.iter().any(Result::is_err) {
+            self.failed.notify_one();
+        }
         let done: Vec<String> =
-            records.iter().zip(&results).filter(|(_, ok)| **ok).map(|(r, _)| r.id.clone()).collect();
+            records.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(r, _)| r.id.clone()).collect();
         if !done.is_empty() {
             let _ = self.sweeper.send(done);
         }
         results
-    }
-
-    /// Publishes what a failed publish left in the outbox, if anything
-    /// failed since the last call (events being published right now are in
-    /// the outbox too, so an unconditional sweep would publish them twice).
-    pub(crate) async fn retry_failed(&self, cancel: &CancellationToken) {
-        if self.failed.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            self.drain_outbox(cancel).await;
-        }
-    }
-
-    /// Publishes whatever is left in the outbox (after a crash, or when a
-    /// publish failed). Returns once the outbox is empty or `cancel` fires.
-    pub(crate) async fn drain_outbox(&self, cancel: &CancellationToken) {
-        loop {
-            let pending = match self.engine.unpublished(1024).await {
-                Ok(pending) => pending,
-                Err(e) => {
-                    warn!(error = %e, "cannot read the outbox; retrying");
-                    Vec::new()
-                }
-            };
-            if pending.is_empty() {
-                return;
-            }
-            info!(count = pending.len(), "publishing events left in the outbox");
-            let published = self.publish(&pending).await;
-            // Remove them now, or the next round would find them again.
-            let done: Vec<String> =
-                pending.iter().zip(&published).filter(|(_, ok)| **ok).map(|(r, _)| r.id.clone()).collect();
-            if let Err(e) = self.engine.mark_published(&done).await {
-                warn!(error = %e, "cannot remove published outbox records");
-            }
-            if !published.iter().all(|ok| *ok) {
-                tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
-            }
-        }
     }
 
     /// Sends a message to the function's dead-letter subject.

@@ -9,7 +9,6 @@
 //!   events it caused, or with an error saying why.
 
 use async_nats::HeaderMap;
-use async_nats::jetstream;
 use async_nats::service::{Request, ServiceExt};
 use chrono::Utc;
 use futures::StreamExt;
@@ -29,15 +28,25 @@ use crate::publisher::Publisher;
 enum Kind {
     Query,
     Command,
+    Outbox,
 }
+
+/// `$JETSAGA.OUTBOX.<function>`: how many committed events of the function
+/// are not published yet, and how old the oldest is (`jetsaga status`).
+pub fn outbox_subject(function: &str) -> String {
+    format!("$JETSAGA.OUTBOX.{function}")
+}
+
+/// Outbox records counted at most by the outbox endpoint.
+const OUTBOX_COUNT_LIMIT: usize = 10_000;
 
 /// Starts the service; the returned task ends when `cancel` fires.
 pub(crate) async fn serve(
     client: &async_nats::Client,
-    js: jetstream::Context,
-    engine: Arc<dyn Processor>,
+    publisher: Publisher,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
+    let engine = publisher.engine.clone();
     let spec = engine.spec();
     let err = |e: async_nats::Error| RuntimeError::Service { function: spec.name.into(), message: e.to_string() };
     let service = client
@@ -51,10 +60,13 @@ pub(crate) async fn serve(
         spec.queries.iter().map(|s| (*s, Kind::Query)).chain(spec.accepts.iter().map(|s| (*s, Kind::Command)));
     for (subject, kind) in subjects {
         let name = subject.replace('.', "_");
-        endpoints.push((subject, kind, service.endpoint_builder().name(name).add(subject).await.map_err(err)?));
+        let endpoint = service.endpoint_builder().name(name).add(subject).await.map_err(err)?;
+        endpoints.push((Arc::<str>::from(subject), kind, endpoint));
     }
-    let batcher = CommandBatcher::new(engine.clone());
-    let publisher = Publisher::new(engine, js);
+    let outbox = outbox_subject(spec.name);
+    let endpoint = service.endpoint_builder().name("outbox").add(outbox.as_str()).await.map_err(err)?;
+    endpoints.push((outbox.into(), Kind::Outbox, endpoint));
+    let batcher = CommandBatcher::new(engine);
     Ok(tokio::spawn(async move {
         let mut handlers = tokio::task::JoinSet::new();
         for (subject, kind, mut endpoint) in endpoints {
@@ -69,8 +81,10 @@ pub(crate) async fn serve(
                     };
                     let publisher = publisher.clone();
                     let batcher = batcher.clone();
+                    let subject = subject.clone();
                     // Each request on its own task: a slow scan never blocks a point lookup.
                     tokio::spawn(async move {
+                        let subject = &*subject;
                         let reply = match kind {
                             Kind::Query => publisher
                                 .engine
@@ -78,6 +92,7 @@ pub(crate) async fn serve(
                                 .await
                                 .map_err(|e| (e.code(), e.to_string())),
                             Kind::Command => accept(&publisher, &batcher, subject, &request).await,
+                            Kind::Outbox => backlog(&publisher).await,
                         };
                         respond(&request, subject, reply).await;
                     });
@@ -90,6 +105,17 @@ pub(crate) async fn serve(
         if let Err(e) = service.stop().await {
             debug!(error = %e, "service stop");
         }
+    }))
+}
+
+async fn backlog(publisher: &Publisher) -> Result<Value, (u16, String)> {
+    let pending = publisher.engine.unpublished(OUTBOX_COUNT_LIMIT).await.map_err(|e| (500, e.to_string()))?;
+    let oldest = pending.iter().filter_map(|r| ids::time_of(&r.id)).min();
+    Ok(json!({
+        "function": publisher.engine.name(),
+        "unpublished": pending.len(),
+        "at_least": pending.len() == OUTBOX_COUNT_LIMIT,
+        "oldest_age_ms": oldest.map(|t| (Utc::now() - t).num_milliseconds().max(0)),
     }))
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
+use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::{FutureExt, StreamExt, future::join_all};
 use std::sync::Arc;
 
@@ -30,9 +30,6 @@ pub(crate) struct Worker {
     config: Config,
 }
 
-/// How often the outbox is checked for events whose publish failed.
-const RELAY_INTERVAL: Duration = Duration::from_secs(2);
-
 fn delivered_of(message: &Message) -> i64 {
     message.info().map(|i| i.delivered).unwrap_or(1)
 }
@@ -42,16 +39,14 @@ fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 }
 
 impl Worker {
-    pub(crate) fn new(engine: Arc<dyn Processor>, js: jetstream::Context, config: Config) -> Self {
-        Self { publisher: Publisher::new(engine.clone(), js), engine, config }
+    pub(crate) fn new(publisher: Publisher, config: Config) -> Self {
+        Self { engine: publisher.engine.clone(), publisher, config }
     }
 
     pub(crate) async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
         let name = self.engine.name();
         let span = info_span!("function", function = name);
         async move {
-            self.publisher.drain_outbox(&cancel).await;
-            let mut relay = tokio::time::interval(RELAY_INTERVAL);
             while !cancel.is_cancelled() {
                 let mut messages = match consumer
                     .stream()
@@ -71,11 +66,6 @@ impl Worker {
                 loop {
                     let first = tokio::select! {
                         () = cancel.cancelled() => break,
-                        _ = relay.tick() => {
-                            // Events whose publish failed (server down) go out as soon as it is back.
-                            self.publisher.retry_failed(&cancel).await;
-                            continue;
-                        }
                         next = messages.next() => next,
                     };
                     let mut batch = match first {

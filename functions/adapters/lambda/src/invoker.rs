@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
-use jetsaga_core::{FunctionSpec, Incoming, Outcome, Processor, QueryError};
+use jetsaga_core::{FunctionSpec, Incoming, OutboxRecord, Outcome, Processor, QueryError, StoreError};
 use tracing::warn;
 
 use crate::wire::{Record, Request, Response};
@@ -96,6 +96,30 @@ impl Processor for LambdaProcessor {
                 warn!(%reason, "invocation failed; the batch will be redelivered");
                 vec![Outcome::Retry(reason); batch.len()]
             }
+        }
+    }
+
+    async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        match self.invoke(&Request::Outbox { limit }).await {
+            Ok(Response::Outbox { events }) => Ok(events.into_iter().map(OutboxRecord::from).collect()),
+            Ok(other) => Err(StoreError::new("lambda", format!("unexpected answer to an outbox read: {other:?}"))),
+            Err(reason) => Err(StoreError::new("lambda", reason)),
+        }
+    }
+
+    fn mark_published_every(&self) -> std::time::Duration {
+        // One invocation removes a second's worth of published events.
+        std::time::Duration::from_secs(1)
+    }
+
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match self.invoke(&Request::MarkPublished { ids: ids.to_vec() }).await {
+            Ok(Response::Marked) => Ok(()),
+            Ok(other) => Err(StoreError::new("lambda", format!("unexpected answer to marking published: {other:?}"))),
+            Err(reason) => Err(StoreError::new("lambda", reason)),
         }
     }
 

@@ -49,6 +49,14 @@ pub async fn handle(engine: &Engine, request: Request) -> Result<Response, Diagn
                 .collect();
             Ok(Response::Batch { results, batch_item_failures })
         }
+        Request::Outbox { limit } => match engine.store().unpublished(limit).await {
+            Ok(records) => Ok(Response::Outbox { events: records.iter().map(wire::Event::from).collect() }),
+            Err(e) => Err(store_error(e.to_string())),
+        },
+        Request::MarkPublished { ids } => match engine.store().mark_published(&ids).await {
+            Ok(()) => Ok(Response::Marked),
+            Err(e) => Err(store_error(e.to_string())),
+        },
         Request::Query { subject, request } => {
             let body = serde_json::to_vec(&request).map_err(|e| bad_request(e.to_string()))?;
             Ok(match engine.query(&subject, &body).await {
@@ -59,6 +67,10 @@ pub async fn handle(engine: &Engine, request: Request) -> Result<Response, Diagn
             })
         }
     }
+}
+
+fn store_error(message: String) -> Diagnostic {
+    Diagnostic { error_type: "Jetsaga.StoreError".into(), error_message: message }
 }
 
 fn bad_request(message: String) -> Diagnostic {

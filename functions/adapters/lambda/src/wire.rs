@@ -22,6 +22,17 @@ pub enum Request {
         /// The request body.
         request: serde_json::Value,
     },
+    /// The outbox relay asks for committed events not yet marked published
+    /// (their first publish failed, or the bridge died before it).
+    Outbox {
+        /// At most this many, oldest first.
+        limit: usize,
+    },
+    /// The outbox relay says these events are in the stream.
+    MarkPublished {
+        /// Event ids.
+        ids: Vec<String>,
+    },
 }
 
 /// One event and its trace context.
@@ -114,6 +125,13 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<QueryFailure>,
     },
+    /// Unpublished events, oldest first.
+    Outbox {
+        /// The events.
+        events: Vec<Event>,
+    },
+    /// The events are marked published.
+    Marked,
 }
 
 /// A refused query.

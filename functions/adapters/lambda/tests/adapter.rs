@@ -132,3 +132,25 @@ async fn a_redelivered_batch_returns_the_same_events_and_changes_nothing() {
     // Not marked published (only the bridge knows), so the same events come back.
     assert_eq!(first, again);
 }
+
+#[tokio::test]
+async fn the_outbox_relay_reads_and_clears_what_was_committed_but_not_published() {
+    let engine = engine(jetsaga_order::Orders::default());
+    let create = CreateOrder {
+        order_id: Some("o-1".into()),
+        customer_id: "c".into(),
+        items: vec![OrderItem { product_id: "p".into(), quantity: 1 }],
+    };
+    let response = invoke(&engine, batch(&[create])).await;
+    let id = response["results"][0]["events"][0]["id"].as_str().unwrap().to_string();
+    // The bridge died before publishing: the relay asks the function for its outbox.
+    let outbox = invoke(&engine, json!({"kind": "outbox", "limit": 10})).await;
+    assert_eq!(outbox["kind"], "outbox");
+    assert_eq!(outbox["events"].as_array().unwrap().len(), 1);
+    assert_eq!(outbox["events"][0]["id"], id.as_str());
+    assert_eq!(outbox["events"][0]["subject"], "orders.evt.created");
+    let marked = invoke(&engine, json!({"kind": "mark_published", "ids": [id]})).await;
+    assert_eq!(marked, json!({"kind": "marked"}));
+    let outbox = invoke(&engine, json!({"kind": "outbox", "limit": 10})).await;
+    assert_eq!(outbox["events"], json!([]));
+}

@@ -1,0 +1,109 @@
+//! The outbox relay: one per hosted function, whatever path committed the
+//! events (a consumed event, a request/reply command, a Lambda invocation).
+//!
+//! Every path publishes right after its commit; when that fails (server
+//! away, stream full) the event stays in the outbox and the publisher wakes
+//! this relay, which publishes it until it is out. It also drains the outbox
+//! at start (a crash between commit and publish) and every
+//! [`SAFETY_NET`] in case a wake-up was missed. An event that can never be
+//! published as it is (larger than the server accepts) is dead-lettered
+//! with the reason instead of blocking the relay forever.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use jetsaga_core::{OutboxRecord, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::publisher::{Publisher, Unpublished};
+
+/// How often the outbox is looked at without being woken.
+pub const SAFETY_NET: Duration = Duration::from_secs(30);
+/// Pause before trying again after a failed publish or store read.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Records read from the outbox at once.
+const PAGE: usize = 1024;
+/// The most of an unpublishable event's payload kept in its dead letter.
+const DEAD_LETTER_EXCERPT: usize = 16 * 1024;
+
+/// Runs the relay until `cancel` fires.
+pub(crate) async fn run(publisher: Publisher, cancel: CancellationToken) {
+    let span = info_span!("outbox", function = publisher.engine.name());
+    async move {
+        let mut woken = true; // at start: whatever a crash left behind
+        loop {
+            let pause = match drain(&publisher, woken).await {
+                Ok(true) => None,
+                Ok(false) => Some(RETRY_AFTER),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the outbox; trying again");
+                    Some(RETRY_AFTER)
+                }
+            };
+            woken = tokio::select! {
+                () = cancel.cancelled() => return,
+                () = publisher.failed.notified(), if pause.is_none() => true,
+                () = tokio::time::sleep(pause.unwrap_or(SAFETY_NET)) => pause.is_some(),
+            };
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Publishes what the outbox holds. `Ok(true)` once it is empty (as far as
+/// this pass could tell), `Ok(false)` if something is still waiting.
+async fn drain(publisher: &Publisher, woken: bool) -> Result<bool, StoreError> {
+    loop {
+        let pending = publisher.engine.unpublished(PAGE).await?;
+        if pending.is_empty() {
+            return Ok(true);
+        }
+        if woken {
+            info!(count = pending.len(), "publishing events left in the outbox");
+        } else {
+            debug!(count = pending.len(), "outbox safety-net pass");
+        }
+        let results = publisher.try_publish(&pending).await;
+        let mut done = Vec::with_capacity(pending.len());
+        let mut all_out = true;
+        for (record, result) in pending.iter().zip(results) {
+            match result {
+                Ok(()) => done.push(record.id.clone()),
+                Err(Unpublished::Never(reason)) => match dead_letter(publisher, record, &reason).await {
+                    Ok(()) => done.push(record.id.clone()),
+                    Err(e) => {
+                        warn!(id = %record.id, error = %e, "cannot dead-letter an unpublishable event; trying again");
+                        all_out = false;
+                    }
+                },
+                Err(Unpublished::Later(_)) => all_out = false,
+            }
+        }
+        // Removed now, or the next page would find them again.
+        publisher.engine.mark_published(&done).await?;
+        if !all_out {
+            return Ok(false);
+        }
+        if pending.len() < PAGE {
+            return Ok(true);
+        }
+    }
+}
+
+/// Moves an event that can never be published to the DLQ: its subject, id
+/// and reason, and as much of its payload as a message can carry.
+async fn dead_letter(publisher: &Publisher, record: &OutboxRecord, reason: &str) -> Result<(), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, record.id.as_str());
+    let (payload, reason) = if record.payload.len() > DEAD_LETTER_EXCERPT {
+        let kept = Bytes::copy_from_slice(&record.payload[..DEAD_LETTER_EXCERPT]);
+        (kept, format!("{reason} (the first {DEAD_LETTER_EXCERPT} bytes are kept here)"))
+    } else {
+        (Bytes::copy_from_slice(&record.payload), reason.to_string())
+    };
+    let reason = format!("committed event {} could not be published: {reason}", record.id);
+    publisher.dead_letter(&record.subject, Some(&headers), payload, &reason, 1, &format!("outbox/{}", record.id)).await
+}
