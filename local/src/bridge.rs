@@ -75,6 +75,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         batch_window: Duration::from_millis(args.batch_window_ms),
         concurrency: args.concurrency,
         replicas: args.replicas,
+        stream_subjects: options.stream_subjects(),
         ..Config::default()
     };
     let nats = crate::client::connect_options(&format!("jetsaga bridge ({})", names.join(",")))?

@@ -33,6 +33,17 @@ impl SagaOptions {
     }
 }
 
+impl SagaOptions {
+    /// Every subject the saga stream captures for the whole saga in this
+    /// mode, whichever of its functions a process hosts (see
+    /// `jetsaga_jetstream::Config::stream_subjects`).
+    pub fn stream_subjects(&self) -> Vec<String> {
+        let functions: Vec<Arc<dyn Function>> =
+            self.functions().iter().map(|name| function(name, self).expect("the saga's own functions exist")).collect();
+        jetsaga_jetstream::provision::stream_subjects(functions.iter().map(|f| f.spec())).into_iter().collect()
+    }
+}
+
 /// Builds the function called `name`.
 pub fn function(name: &str, options: &SagaOptions) -> Result<Arc<dyn Function>, String> {
     let mode = options.mode;

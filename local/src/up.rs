@@ -171,7 +171,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .retry_on_initial_connect()
         .connect(&url)
         .await?;
-    let mut runtime = Runtime::new(nats.clone(), Config { replicas: args.replicas, ..Config::default() });
+    let config = Config { replicas: args.replicas, stream_subjects: options.stream_subjects(), ..Config::default() };
+    let mut runtime = Runtime::new(nats.clone(), config);
     // Keeps the emulator and the function processes alive in --lambda mode.
     let mut _lambda_local = None;
     let mut banner = Vec::new();
@@ -230,7 +231,15 @@ pub(crate) async fn host(
     let mut runner = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await });
 
     let client = Client::new(nats.clone(), url.to_string());
-    client.wait_for_services(names, Duration::from_secs(60)).await?;
+    // A runtime that cannot start (provisioning refused, server too old)
+    // says why at once instead of being waited for.
+    tokio::select! {
+        ready = client.wait_for_services(names, Duration::from_secs(60)) => ready?,
+        result = &mut runner => {
+            result??;
+            anyhow::bail!("the runtime stopped before its functions came up");
+        }
+    }
     println!("{title}: {} on {url}", names.join(", "));
     for line in banner {
         println!("{line}");

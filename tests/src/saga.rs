@@ -113,7 +113,8 @@ impl Saga {
     /// Starts another runtime (its own connection) hosting `functions`.
     pub async fn host(&mut self, functions: &[&str]) {
         let names: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
-        let mut runtime = Runtime::new(self.server.connect().await, Config::default());
+        let config = Config { stream_subjects: self.options.stream_subjects(), ..Config::default() };
+        let mut runtime = Runtime::new(self.server.connect().await, config);
         match &mut self.hosting {
             Hosting::Local(stores) => {
                 let engines = stores.engines(&names, &self.options).await.unwrap_or_else(|e| {

@@ -93,6 +93,11 @@ pub struct Config {
     pub replicas: usize,
     /// How long events are kept in the saga stream (`None`: forever).
     pub max_age: Option<Duration>,
+    /// Subjects the saga stream captures besides those of the functions
+    /// hosted here: give the whole saga's ([`provision::stream_subjects`]),
+    /// so every process provisions the same stream whichever functions it
+    /// hosts and whichever starts first.
+    pub stream_subjects: Vec<String>,
     /// Test hook: abort the process right after this function commits a
     /// batch and before it publishes, to prove crash recovery.
     pub crash_after_commit: Option<String>,
@@ -118,6 +123,7 @@ impl Default for Config {
             duplicate_window: Duration::from_secs(10 * 60),
             replicas: 1,
             max_age: None,
+            stream_subjects: Vec::new(),
             crash_after_commit: None,
         }
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use async_nats::jetstream::{self, consumer, stream};
 use std::sync::Arc;
 
-use jetsaga_core::Processor;
-use tracing::info;
+use jetsaga_core::{FunctionSpec, Processor};
+use tracing::{info, warn};
 
 use crate::{Config, RuntimeError};
 
@@ -67,14 +67,12 @@ fn stream_subject(subject: &str) -> Option<String> {
 }
 
 /// Every subject the saga stream must capture for these functions.
-pub fn stream_subjects(engines: &[Arc<dyn Processor>]) -> BTreeSet<String> {
-    let accepted: BTreeSet<&str> = engines.iter().flat_map(|e| e.spec().accepts.iter().copied()).collect();
-    engines
+pub fn stream_subjects<'a>(specs: impl IntoIterator<Item = &'a FunctionSpec>) -> BTreeSet<String> {
+    let specs: Vec<&FunctionSpec> = specs.into_iter().collect();
+    let accepted: BTreeSet<&str> = specs.iter().flat_map(|spec| spec.accepts.iter().copied()).collect();
+    specs
         .iter()
-        .flat_map(|e| {
-            let spec = e.spec();
-            spec.subscribes.iter().chain(spec.emits.iter())
-        })
+        .flat_map(|spec| spec.subscribes.iter().chain(spec.emits.iter()))
         .filter(|s| !accepted.contains(**s))
         .filter_map(|s| stream_subject(s))
         .collect()
@@ -84,6 +82,10 @@ fn provision_error(what: impl Into<String>, e: impl std::fmt::Display) -> Runtim
     RuntimeError::Provision { what: what.into(), message: e.to_string() }
 }
 
+/// How long provisioning keeps trying (a cluster electing its leader, other
+/// processes provisioning at the same moment) before it gives up.
+const PROVISION_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(crate) async fn provision(
     client: &async_nats::Client,
     js: &jetstream::Context,
@@ -91,13 +93,32 @@ pub(crate) async fn provision(
     engines: &[Arc<dyn Processor>],
 ) -> Result<(), RuntimeError> {
     check_server_version(&connected_server_info(client).await?)?;
-    let mut subjects = stream_subjects(engines);
-    // Another process may host other functions on the same stream: keep its subjects.
-    if let Ok(mut existing) = js.get_stream(&config.stream).await {
-        let info = existing.info().await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
-        subjects.extend(info.config.subjects.iter().cloned());
+    let deadline = tokio::time::Instant::now() + PROVISION_FOR;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match provision_once(js, config, engines).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                warn!(error = %e, retry_in = ?pause, "provisioning did not go through; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let saga = stream::Config {
+}
+
+async fn provision_once(
+    js: &jetstream::Context,
+    config: &Config,
+    engines: &[Arc<dyn Processor>],
+) -> Result<(), RuntimeError> {
+    // The whole saga's subjects, not just this process's functions': every
+    // process then asks for the same stream, whichever functions it hosts and
+    // whoever starts first, so none can drop another's subjects.
+    let mut subjects = stream_subjects(engines.iter().map(|e| e.spec()));
+    subjects.extend(config.stream_subjects.iter().cloned());
+    let saga_config = |subjects: BTreeSet<String>| stream::Config {
         name: config.stream.clone(),
         description: Some("jetsaga commands and events".into()),
         subjects: subjects.into_iter().collect(),
@@ -109,7 +130,8 @@ pub(crate) async fn provision(
         allow_direct: true,
         ..Default::default()
     };
-    js.create_or_update_stream(saga).await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
+    ensure_stream(js, saga_config(subjects.clone()), &subjects).await?;
+    let dlq_subjects: BTreeSet<String> = ["dlq.>".to_string()].into();
     let dlq = stream::Config {
         name: config.dlq_stream.clone(),
         description: Some("jetsaga dead letters: messages a function could not process, with the reason".into()),
@@ -120,12 +142,41 @@ pub(crate) async fn provision(
         allow_direct: true,
         ..Default::default()
     };
-    js.create_or_update_stream(dlq).await.map_err(|e| provision_error(format!("stream {}", config.dlq_stream), e))?;
+    ensure_stream(js, dlq, &dlq_subjects).await?;
     for engine in engines {
         consumer(js, config, engine).await?;
     }
     info!(stream = %config.stream, functions = engines.len(), "streams and consumers provisioned");
     Ok(())
+}
+
+/// Creates the stream, or adds the subjects it lacks. A stream that already
+/// captures every wanted subject is left as it is (no write, so processes
+/// starting together do not contend); subjects others added are kept.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+    subjects: &BTreeSet<String>,
+) -> Result<(), RuntimeError> {
+    let what = format!("stream {}", wanted.name);
+    match js.get_stream(&wanted.name).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.map_err(|e| provision_error(&what, e))?;
+            let have: BTreeSet<String> = info.config.subjects.iter().cloned().collect();
+            if subjects.is_subset(&have) && info.config.num_replicas == wanted.num_replicas {
+                return Ok(());
+            }
+            let merged = stream::Config { subjects: have.union(subjects).cloned().collect(), ..wanted };
+            js.update_stream(merged).await.map(|_| ()).map_err(|e| provision_error(&what, e))
+        }
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref js_err)
+                if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            js.create_stream(wanted).await.map(|_| ()).map_err(|e| provision_error(&what, e))
+        }
+        Err(e) => Err(provision_error(&what, e)),
+    }
 }
 
 /// Creates or updates the durable pull consumer of one function.

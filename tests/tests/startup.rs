@@ -1,0 +1,76 @@
+//! Starting many function processes at the same moment (a deploy, or every
+//! pod restarting) against one nats-server: all come up, and the saga
+//! stream captures every subject whoever started last.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream;
+use jetsaga_jetstream::{Config, Runtime};
+use jetsaga_local::client::Client;
+use jetsaga_local::saga::{SagaOptions, StoreConfig};
+use jetsaga_tests::nats::NatsServer;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_runtimes_starting_together_all_come_up_with_every_subject() {
+    jetsaga_tests::init_tracing();
+    let options = SagaOptions::default();
+    let wanted: BTreeSet<String> = options.stream_subjects().into_iter().collect();
+    // Races are timing-dependent: several fresh servers, every start at once.
+    for _ in 0..4 {
+        let server = NatsServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let stores = StoreConfig::sqlite(dir.path());
+        let mut runtimes = Vec::new();
+        for name in options.functions().iter().chain(options.functions().iter()) {
+            let engines = stores.engines(&[name.to_string()], &options).await.unwrap();
+            let config = Config { stream_subjects: options.stream_subjects(), ..Config::default() };
+            let mut runtime = Runtime::new(server.connect().await, config);
+            for engine in engines {
+                runtime = runtime.with(engine);
+            }
+            runtimes.push(runtime);
+        }
+        let provisioned = futures::future::join_all(runtimes.iter().map(Runtime::provision)).await;
+        for (runtime, result) in runtimes.iter().zip(&provisioned) {
+            let name = runtime.engines()[0].name();
+            assert!(result.is_ok(), "{name} did not provision: {:?}", result.as_ref().unwrap_err());
+        }
+        let js = jetstream::new(server.connect().await);
+        let mut stream = js.get_stream("SAGA").await.unwrap();
+        let have: BTreeSet<String> = stream.info().await.unwrap().config.subjects.iter().cloned().collect();
+        assert_eq!(have, wanted, "the stream captures the whole saga's subjects");
+
+        // And they all serve: an order goes through.
+        let mut running = Vec::new();
+        for runtime in runtimes {
+            let cancel = CancellationToken::new();
+            running.push((cancel.clone(), tokio::spawn(runtime.run(cancel.cancelled_owned()))));
+        }
+        let client = Client::new(server.connect().await, server.url());
+        let names: Vec<String> = options.functions().iter().map(|s| s.to_string()).collect();
+        client.wait_for_services(&names, std::time::Duration::from_secs(30)).await.unwrap();
+        let upsert =
+            jetsaga_events::UpsertProduct { product_id: "p".into(), name: "P".into(), price_cents: 500, stock: 3 };
+        client.command("inventory.cmd.upsert_product", &upsert).await.unwrap();
+        let customer =
+            jetsaga_events::CreateCustomer { customer_id: "c".into(), name: "C".into(), credit_limit_cents: 900 };
+        client.command("customers.cmd.create", &customer).await.unwrap();
+        let reply = client
+            .command(
+                "orders.cmd.create",
+                &serde_json::json!({"customer_id": "c", "items": [{"product_id": "p", "quantity": 1}]}),
+            )
+            .await
+            .unwrap();
+        let order = client
+            .wait_terminal(reply["order_id"].as_str().unwrap(), std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(order.status, jetsaga_events::OrderStatus::Completed);
+        for (cancel, task) in running {
+            cancel.cancel();
+            task.await.unwrap().unwrap();
+        }
+    }
+}
