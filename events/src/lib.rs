@@ -4,6 +4,7 @@
 //!   with errors that name the bad field ([`DecodeError`]).
 //! - [`subjects`]: every subject name, `<context>.<kind>.<name>`.
 //! - [`payloads`]: one serde type per command, event and query.
+//! - [`limits`]: the bounds every client command is checked against at intake.
 //! - [`catalog`]: the list of all of them, from which the checked-in JSON
 //!   Schemas (`events/schemas/`) and the AsyncAPI document
 //!   (`events/asyncapi.json`) are generated.
@@ -12,6 +13,7 @@
 
 pub mod catalog;
 pub mod envelope;
+pub mod limits;
 pub mod payloads;
 pub mod subjects;
 

@@ -142,3 +142,58 @@ async fn events_committed_while_the_stream_is_full_are_published_once_it_is_not(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_bad_commands_costs_only_itself() {
+    let (saga, _) = shop_with_a_completed_order(SagaMode::Choreographed).await;
+    saga.product("p-good", 1000, 100).await;
+    let nats = &saga.client.nats;
+    let line = |product: &str, quantity: u64| json!({"product_id": product, "quantity": quantity});
+    let bad: Vec<String> = vec![
+        "not json".into(),
+        json!({"customer_id": 7}).to_string(),
+        // Oversized: thousands of lines, a huge id.
+        json!({"customer_id": "c-1", "items": (0..5000).map(|i| line(&format!("p-{i}"), 1)).collect::<Vec<_>>()})
+            .to_string(),
+        json!({"order_id": "x".repeat(100_000), "customer_id": "c-1", "items": [line("p-a", 1)]}).to_string(),
+        // Within the size limit but out of bounds.
+        json!({"customer_id": "c-1", "items": (0..150).map(|i| line(&format!("p-{i}"), 1)).collect::<Vec<_>>()})
+            .to_string(),
+        json!({"customer_id": "c-1", "items": [line("p-a", u64::from(u32::MAX))]}).to_string(),
+        json!({"order_id": "o\u{0}", "customer_id": "c-1", "items": [line("p-a", 1)]}).to_string(),
+        // Valid, but for nobody: fails in the saga and releases what it held.
+        json!({"customer_id": "c-ghost", "items": [line("p-a", 1)]}).to_string(),
+    ];
+    for i in 0..160 {
+        nats.publish("orders.cmd.create", bad[i % bad.len()].clone().into()).await.unwrap();
+    }
+    // Forgeries on the stream, too.
+    for _ in 0..20 {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Jetsaga-Envelope", "1");
+        let forged = forged_failure("someone-elses-order", "orders.evt.failed");
+        saga.js.publish_with_headers("orders.evt.created", headers, forged.into()).await.unwrap().await.unwrap();
+    }
+    nats.flush().await.unwrap();
+
+    let started = std::time::Instant::now();
+    let id = saga.order("c-1", &[("p-good", 1)]).await;
+    assert_eq!(saga.finish(&id).await.status, OrderStatus::Completed);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the good order took {took:?} behind the bad ones");
+
+    // Oversized requests are answered with what is accepted.
+    let reply = nats.request("orders.cmd.create", bad[2].clone().into()).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["code"], 400);
+    assert!(body["error"].as_str().unwrap().ends_with("bytes; at most 65536 are accepted"), "{body}");
+    let reply = nats.request("orders.cmd.create", bad[4].clone().into()).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"], "invalid order: items must list at most 100 lines, got 150", "{body}");
+    // Nothing held for the failed ones, nothing lost for the good one.
+    settle(&saga).await;
+    saga.expect_stock("p-a", (8, 0)).await;
+    saga.expect_stock("p-good", (99, 0)).await;
+    saga.expect_used_credit("c-1", 3000).await;
+    saga.stop().await;
+}

@@ -223,11 +223,15 @@ impl Engine {
         if batch.len() == 1 {
             return vec![self.handle_one(&batch[0]).await];
         }
+        // Whatever goes wrong for the batch as a whole is sorted out event by
+        // event: one bad input must cost only itself, never hold its batch
+        // back (a batch-wide retry would back off, and in the end
+        // dead-letter, the good events with it).
         let mut overlay = match self.prefetch(batch).await {
             Ok(overlay) => overlay,
             Err(e) => {
-                warn!(function = self.name(), error = %e, "cannot read the batch's state; the batch will be retried");
-                return batch.iter().map(|_| Outcome::Retry(e.to_string())).collect();
+                warn!(function = self.name(), error = %e, "cannot read the batch's state; processing it event by event");
+                return self.one_by_one(batch.iter()).await;
             }
         };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
@@ -249,22 +253,33 @@ impl Engine {
                     outcomes[i] = Some(ran.into_outcome());
                 }
             }
-            Err(CommitError::Store(e)) => {
-                warn!(function = self.name(), error = %e, "batch commit failed; the batch will be retried");
-                for i in committed {
-                    outcomes[i] = Some(Outcome::Retry(e.to_string()));
-                }
-            }
             Err(e) => {
-                // A redelivery or a write race somewhere in the batch: fall
-                // back to one transaction per event, which sorts it out.
-                debug!(function = self.name(), reason = %e, size = committed.len(), "batch commit refused; committing one by one");
-                for i in committed {
-                    outcomes[i] = Some(self.handle_one(&batch[i]).await);
+                // A redelivery, a write race, or one event the store cannot
+                // take somewhere in the batch: one transaction per event
+                // sorts it out, and gives each event its own outcome.
+                match &e {
+                    CommitError::Store(e) => {
+                        warn!(function = self.name(), error = %e, "batch commit failed; committing one by one")
+                    }
+                    e => {
+                        debug!(function = self.name(), reason = %e, size = committed.len(), "batch commit refused; committing one by one")
+                    }
+                }
+                let singles = self.one_by_one(committed.iter().map(|&i| &batch[i])).await;
+                for (i, outcome) in committed.into_iter().zip(singles) {
+                    outcomes[i] = Some(outcome);
                 }
             }
         }
         outcomes.into_iter().map(|o| o.expect("every input has an outcome")).collect()
+    }
+
+    async fn one_by_one<'a>(&self, events: impl Iterator<Item = &'a Incoming>) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        for incoming in events {
+            outcomes.push(self.handle_one(incoming).await);
+        }
+        outcomes
     }
 
     /// Processes one event in its own transaction, re-running the handler

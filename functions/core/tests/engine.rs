@@ -177,6 +177,19 @@ struct CountingStore {
     inner: MemoryStore,
     gets: AtomicUsize,
     get_manys: AtomicUsize,
+    /// A key the store cannot take (reads and commits touching it fail).
+    poison: Option<String>,
+}
+
+impl CountingStore {
+    fn refuse(&self, keys: impl IntoIterator<Item = impl AsRef<str>>) -> Result<(), StoreError> {
+        match &self.poison {
+            Some(poison) if keys.into_iter().any(|k| k.as_ref() == poison) => {
+                Err(StoreError::new("counting", format!("cannot take {poison}")))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -190,6 +203,7 @@ impl Store for CountingStore {
     }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
         self.get_manys.fetch_add(1, Ordering::SeqCst);
+        self.refuse(keys)?;
         let mut found = Vec::new();
         for key in keys {
             found.push(self.inner.get(key).await?);
@@ -200,6 +214,7 @@ impl Store for CountingStore {
         self.inner.scan(prefix).await
     }
     async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
+        self.refuse(commits.iter().flat_map(|c| c.writes.iter().map(|w| w.key.as_str())))?;
         self.inner.commit(commits).await
     }
     async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
@@ -241,4 +256,24 @@ async fn a_wrong_hint_costs_reads_but_changes_no_result() {
     assert_eq!(store.gets.load(Ordering::SeqCst), 3, "each product read once, then from the batch's own writes");
     assert_eq!(outcomes.iter().filter(|o| matches!(o, Outcome::Publish(_))).count(), 10);
     assert!(matches!(&outcomes[10], Outcome::Rejected { reason, .. } if reason == "want 7, have 6"));
+}
+
+#[tokio::test]
+async fn an_event_the_store_cannot_take_fails_alone_and_its_batch_goes_through() {
+    for right in [true, false] {
+        let store = Arc::new(CountingStore { poison: Some("left/bad".into()), ..CountingStore::default() });
+        let engine = Engine::new(Arc::new(Hinted { right }), store.clone());
+        let batch: Vec<Incoming> = [take("p", 1, "o-1"), take("bad", 1, "o-bad"), take("q", 1, "o-2")]
+            .iter()
+            .map(|t| Incoming::new(envelope_for(t)))
+            .collect();
+        let outcomes = engine.handle_batch(&batch).await;
+        assert!(matches!(outcomes[0], Outcome::Publish(_)), "{outcomes:?}");
+        assert!(
+            matches!(&outcomes[1], Outcome::Retry(reason) if reason.contains("cannot take left/bad")),
+            "{outcomes:?}"
+        );
+        assert!(matches!(outcomes[2], Outcome::Publish(_)), "{outcomes:?}");
+        assert_eq!(store.inner.get("left/q").await.unwrap().unwrap().value, b"9");
+    }
 }

@@ -95,18 +95,8 @@ pub static ORCHESTRATED_SPEC: FunctionSpec =
 impl CustomerCredit {
     /// Registers a customer, or changes the name and limit of a known one.
     pub async fn create(&self, ctx: &mut Ctx<'_>, cmd: CreateCustomer) -> Result<(), HandlerError> {
-        let mut problems = Vec::new();
-        if cmd.customer_id.trim().is_empty() {
-            problems.push("customer_id must not be empty");
-        }
-        if cmd.name.trim().is_empty() {
-            problems.push("name must not be empty");
-        }
-        if !problems.is_empty() {
-            return Err(HandlerError::Rejected {
-                reason: format!("invalid customer: {}", problems.join("; ")),
-                events: vec![],
-            });
+        if let Err(reason) = cmd.validate() {
+            return Err(HandlerError::Rejected { reason, events: vec![] });
         }
         let key = customer_key(&cmd.customer_id);
         let used_cents = ctx.get::<Customer>(&key).await?.map_or(0, |c| c.used_cents);

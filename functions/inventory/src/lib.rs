@@ -97,18 +97,8 @@ impl Inventory {
     /// Creates a product or replaces its name, price and available stock
     /// (units held by orders in flight stay held).
     pub async fn upsert(&self, ctx: &mut Ctx<'_>, cmd: UpsertProduct) -> Result<(), HandlerError> {
-        let mut problems = Vec::new();
-        if cmd.product_id.trim().is_empty() {
-            problems.push("product_id must not be empty".to_string());
-        }
-        if cmd.name.trim().is_empty() {
-            problems.push("name must not be empty".to_string());
-        }
-        if !problems.is_empty() {
-            return Err(HandlerError::Rejected {
-                reason: format!("invalid product: {}", problems.join("; ")),
-                events: vec![],
-            });
+        if let Err(reason) = cmd.validate() {
+            return Err(HandlerError::Rejected { reason, events: vec![] });
         }
         let key = product_key(&cmd.product_id);
         let reserved = ctx.get::<Product>(&key).await?.map_or(0, |p| p.reserved);

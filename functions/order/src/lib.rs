@@ -132,36 +132,13 @@ pub static ORCHESTRATED_SPEC: FunctionSpec = FunctionSpec {
     ..SPEC
 };
 
-/// Checks a create command; every problem is named.
-pub fn validate(cmd: &CreateOrder) -> Result<(), String> {
-    let mut problems = Vec::new();
-    if cmd.order_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
-        problems.push("order_id must not be empty when given".to_string());
-    }
-    if cmd.customer_id.trim().is_empty() {
-        problems.push("customer_id must not be empty".to_string());
-    }
-    if cmd.items.is_empty() {
-        problems.push("items must list at least one product".to_string());
-    }
-    for (i, item) in cmd.items.iter().enumerate() {
-        if item.product_id.trim().is_empty() {
-            problems.push(format!("items[{i}].product_id must not be empty"));
-        }
-        if item.quantity == 0 {
-            problems.push(format!("items[{i}].quantity must be at least 1, got 0"));
-        }
-    }
-    if problems.is_empty() { Ok(()) } else { Err(format!("invalid order: {}", problems.join("; "))) }
-}
-
 impl Orders {
     async fn create(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let cmd: CreateOrder = event.data_as()?;
         // An invalid create starts nothing and says nothing about any order:
         // its `order_id` may well name someone else's order, and an
         // `orders.evt.failed` for it would make every step compensate that order.
-        if let Err(reason) = validate(&cmd) {
+        if let Err(reason) = cmd.validate() {
             return Err(HandlerError::Rejected { reason, events: vec![] });
         }
         // Without a client-chosen id, the command's event id names the order.
@@ -193,6 +170,9 @@ impl Orders {
     }
 
     async fn cancel(&self, ctx: &mut Ctx<'_>, cmd: CancelOrder) -> Result<(), HandlerError> {
+        if let Err(reason) = cmd.validate() {
+            return Err(HandlerError::Rejected { reason, events: vec![] });
+        }
         let Some(mut order) = ctx.get::<Order>(&key(&cmd.order_id)).await? else {
             return Err(HandlerError::Rejected { reason: format!("no order {}", cmd.order_id), events: vec![] });
         };

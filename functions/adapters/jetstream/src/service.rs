@@ -15,6 +15,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 
 use jetsaga_core::{Incoming, Outcome, Processor, command_envelope, ids};
+use jetsaga_events::limits::MAX_COMMAND_BYTES;
 use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -36,6 +37,9 @@ enum Kind {
 pub fn outbox_subject(function: &str) -> String {
     format!("$JETSAGA.OUTBOX.{function}")
 }
+
+/// How much of an oversized command its dead letter keeps.
+const OVERSIZED_EXCERPT: usize = 1024;
 
 /// Outbox records counted at most by the outbox endpoint.
 const OUTBOX_COUNT_LIMIT: usize = 10_000;
@@ -174,6 +178,15 @@ async fn accept(
 ) -> Result<Value, (u16, String)> {
     let message = &request.message;
     let headers = message.headers.as_ref();
+    if message.payload.len() > MAX_COMMAND_BYTES {
+        let reason =
+            format!("the command is {} bytes; at most {MAX_COMMAND_BYTES} are accepted", message.payload.len());
+        // The dead letter keeps the start of it: enough to see what it was.
+        let excerpt = message.payload.slice(..OVERSIZED_EXCERPT);
+        let origin = format!("request/{}", ids::new_id());
+        let _ = publisher.dead_letter(subject, headers, excerpt, &reason, 1, &origin).await;
+        return Err((400, reason));
+    }
     // Outside clients send commands, never envelopes: an envelope names its
     // own `type`, and one naming another context's event would make this
     // function act on an order it was never asked about.
