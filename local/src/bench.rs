@@ -260,12 +260,6 @@ fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     Some((ticks / 100.0, hwm))
 }
 
-/// The pid of the program a tied `sh` wrapper runs.
-fn wrapped_pid(sh_pid: u32) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{sh_pid}/task/{sh_pid}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
-}
-
 /// Runs the benchmark.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     if args.orders == 0 || args.window == 0 || args.copies == 0 {
@@ -344,7 +338,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         SagaKind::Orchestrated => crate::saga::ORCHESTRATED_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
     };
     client.wait_for_services(&names, Duration::from_secs(60)).await?;
-    let runner_pids: Vec<u32> = runners.iter().filter_map(|r| r.id().and_then(wrapped_pid)).collect();
+    let runner_pids: Vec<u32> = runners.iter().filter_map(Process::program_pid).collect();
     let cpu_before: f64 = runner_pids.iter().filter_map(|p| proc_usage(*p)).map(|u| u.0).sum();
 
     // Catalog: five products with ample stock, one customer with ample credit.

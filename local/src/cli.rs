@@ -39,6 +39,9 @@ enum Command {
     Bridge(bridge::BridgeArgs),
     /// Measure sagas/s and latency against the raw JetStream limit, in one run.
     Bench(bench::BenchArgs),
+    /// Prove effectively-once: drive orders while killing and pausing functions
+    /// and servers, then check that nothing was lost, doubled or left stuck.
+    Chaos(crate::chaos::ChaosArgs),
     /// Create, inspect or cancel orders.
     #[command(subcommand)]
     Order(OrderCommand),
@@ -243,6 +246,18 @@ impl Cli {
                 }
                 return Ok(());
             }
+            Command::Chaos(args) => {
+                let json_path = args.json.clone();
+                let report = crate::chaos::run(args).await?;
+                crate::chaos::print(&report);
+                if let Some(path) = json_path {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+                }
+                if !report.tally.findings.is_empty() {
+                    anyhow::bail!("{} findings (seed {}): see above", report.tally.findings.len(), report.seed);
+                }
+                return Ok(());
+            }
             Command::Bench(args) => {
                 let (json_path, svg_path) = (args.json.clone(), args.svg.clone());
                 let report = bench::run(args).await?;
@@ -265,7 +280,7 @@ impl Cli {
         let client = Client::connect(&nats_url(&self)).await?;
         let print = |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         match self.command {
-            Command::Up(_) | Command::Bridge(_) | Command::Infra(_) | Command::Bench(_) => {
+            Command::Up(_) | Command::Bridge(_) | Command::Infra(_) | Command::Bench(_) | Command::Chaos(_) => {
                 unreachable!("handled above")
             }
             Command::Order(OrderCommand::Create { customer, items, order_id, wait, json }) => {

@@ -4,6 +4,7 @@
 //!   `trace`, `watch`, `status`, `dlq`).
 //! - [`bench`]: `jetsaga bench`, throughput and latency against raw JetStream.
 //! - [`bridge`]: the JetStream→Lambda bridge (`jetsaga bridge`).
+//! - [`chaos`]: `jetsaga chaos`, the fault-injection suite; [`invariants`]: what it checks.
 //! - [`up`]: starts or finds nats-server, provisions, hosts functions, seeds demo data.
 //! - [`saga`]: the saga's functions and their stores.
 //! - [`server`]: finding and starting nats-server; [`tools`]: finding and
@@ -15,11 +16,13 @@
 
 pub mod bench;
 pub mod bridge;
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod flow;
 pub mod infra;
 pub mod inspect;
+pub mod invariants;
 pub mod lambda_local;
 pub mod saga;
 pub mod server;

@@ -97,6 +97,11 @@ impl NatsProcess {
         Ok(Self { process, url: format!("nats://127.0.0.1:{port}"), binary })
     }
 
+    /// Sends `kill -<signal>` to the server process (`KILL`: a crash).
+    pub fn signal_program(&self, signal: &str) {
+        self.process.signal_program(signal);
+    }
+
     /// Stops the server (its file store is crash-safe, and `jetsaga` has drained by then).
     pub fn stop(&mut self) {
         self.process.stop();

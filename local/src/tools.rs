@@ -64,6 +64,21 @@ impl Process {
         Some(self.child.id())
     }
 
+    /// The pid of the program a [`tied_command`] runs (the `sh` wrapper's child).
+    pub fn program_pid(&self) -> Option<u32> {
+        let sh = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Sends `kill -<signal>` (`KILL`, `STOP`, `CONT`, …) to the program a
+    /// [`tied_command`] runs, as an operator or a crash would.
+    pub fn signal_program(&self, signal: &str) {
+        if let Some(pid) = self.program_pid() {
+            let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        }
+    }
+
     /// Waits until it listens on `port`, failing early if it exits.
     pub fn wait_for_port(&mut self, port: u16, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;

@@ -89,6 +89,10 @@ pub struct UpArgs {
     /// Stream replicas (3 on a 3-node cluster such as infra/nats/cluster.conf).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Seconds JetStream waits for a function's ack before redelivering to
+    /// another copy (a paused or hung process gives its messages up then).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub ack_wait: f64,
     /// Run every function as its real Lambda bootstrap under cargo-lambda's
     /// emulator, storing in DynamoDB (AWS_ENDPOINT_URL, or a moto server
     /// started here), fed by the JetStream→Lambda bridge.
@@ -171,7 +175,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .retry_on_initial_connect()
         .connect(&url)
         .await?;
-    let config = Config { replicas: args.replicas, stream_subjects: options.stream_subjects(), ..Config::default() };
+    if !(args.ack_wait >= 0.5 && args.ack_wait <= 3600.0) {
+        anyhow::bail!("--ack-wait must be between 0.5 and 3600 seconds, got {}", args.ack_wait);
+    }
+    let config = Config {
+        replicas: args.replicas,
+        ack_wait: Duration::from_secs_f64(args.ack_wait),
+        stream_subjects: options.stream_subjects(),
+        ..Config::default()
+    };
     let mut runtime = Runtime::new(nats.clone(), config);
     // Keeps the emulator and the function processes alive in --lambda mode.
     let mut _lambda_local = None;

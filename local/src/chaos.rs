@@ -1,0 +1,759 @@
+//! `jetsaga chaos`: the fault-injection suite that proves effectively-once.
+//!
+//! It runs the saga with every function as its own process (two copies of
+//! each, sharing the durable consumers), drives orders over the wire with
+//! plain NATS requests (limited stock, limited credit, payments under $1,
+//! unknown customers, cancels sent right after the create), and meanwhile
+//! injects faults on a schedule drawn from a seed:
+//!
+//! - `kill`: `kill -9` of a function process, restarted a moment later;
+//! - `pause`: `SIGSTOP` of a function process for longer than the ack wait, then `SIGCONT`;
+//! - `server`: `kill -9` of nats-server (restarted on the same store), or of
+//!   one node of a 3-node cluster with `--cluster` (R3 streams).
+//!
+//! Afterwards it reads the whole stream back and checks the invariants
+//! ([`crate::invariants`]): one terminal event per accepted order, no
+//! doubled effect, stock, credit and money conserved, an empty DLQ, no
+//! unpublished event, nothing stuck. A run that finds anything exits
+//! non-zero, names the order and what went wrong, and prints the command
+//! that reproduces it (same seed, same schedule).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use jetsaga_events::subjects::*;
+use jetsaga_events::{CreateCustomer, Envelope, UpsertProduct};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::client::Client;
+use crate::invariants::{self, Expected, Observed, Tally};
+use crate::server::{self, NatsProcess};
+use crate::tools::{self, Process};
+use crate::up::{SagaKind, StoreKind};
+
+/// Options of `jetsaga chaos`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// Orders to drive through the saga.
+    #[arg(long, default_value_t = 3000)]
+    pub orders: usize,
+    /// Creates sent per second.
+    #[arg(long, default_value_t = 100)]
+    pub rate: u32,
+    /// Seed of the order mix and the fault schedule [default: from the clock, printed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Faults to inject.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,server")]
+    pub faults: Vec<Fault>,
+    /// Mean seconds between two faults.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    pub fault_every: f64,
+    /// Run on a 3-node JetStream cluster with R3 streams (`server` then kills one node at a time).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Store backend of the functions.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+    /// PostgreSQL URL for --store postgres.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Choreographed or orchestrated saga.
+    #[arg(long, value_enum, default_value_t = SagaKind::Choreographed)]
+    pub saga: SagaKind,
+    /// Copies of each function process.
+    #[arg(long, default_value_t = 2)]
+    pub copies: usize,
+    /// Share of orders canceled right after their create.
+    #[arg(long, default_value_t = 0.1)]
+    pub cancel_share: f64,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep the run's directory (stores, logs) instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+    /// The `jetsaga` binary to run the functions with [default: this one].
+    #[arg(long, hide = true)]
+    pub runner: Option<PathBuf>,
+}
+
+/// A kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// `kill -9` a function process, then start it again.
+    Kill,
+    /// `SIGSTOP` a function process for longer than the ack wait, then `SIGCONT`.
+    Pause,
+    /// `kill -9` nats-server (or one cluster node), then start it again on the same store.
+    Server,
+}
+
+/// Ack wait of the function processes: short, so a paused process's
+/// messages go to the other copy within the run.
+const ACK_WAIT: Duration = Duration::from_secs(3);
+/// How long the saga may take to settle after the last create.
+const SETTLE: Duration = Duration::from_secs(180);
+/// How long one command is retried (through restarts) before the client gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// What a run did and found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The seed (same seed, same orders and fault schedule).
+    pub seed: u64,
+    /// Orders driven.
+    pub orders: usize,
+    /// Store backend.
+    pub store: String,
+    /// Saga mode.
+    pub saga: String,
+    /// `single node` or `3-node cluster, R3`.
+    pub topology: String,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, usize>,
+    /// Creates the client gave up on (no answer through all retries).
+    pub unanswered: usize,
+    /// Cancels sent.
+    pub cancels: usize,
+    /// Seconds from the first create until everything settled.
+    pub seconds: f64,
+    /// What the checker counted and found.
+    pub tally: Tally,
+    /// The command that reproduces the run.
+    pub reproduce: String,
+}
+
+/// SplitMix64: a tiny seeded generator, so a seed reproduces a run on any machine.
+#[derive(Clone, Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn between(&mut self, low: f64, high: f64) -> Duration {
+        Duration::from_secs_f64(low + (high - low) * self.unit())
+    }
+}
+
+/// The catalog: prices (one under $1, so lone cheap orders fail payment) and limited stock.
+fn catalog(orders: usize) -> Vec<(String, u64, u32)> {
+    // About what the orders ask for: the last units are raced for, some orders run out.
+    let stock = orders.max(5) as u32;
+    [("p-cheap", 60), ("p-pen", 250), ("p-book", 1_500), ("p-lamp", 4_999), ("p-chair", 12_000), ("p-desk", 39_900)]
+        .iter()
+        .map(|(id, price)| (id.to_string(), *price, stock))
+        .collect()
+}
+
+/// Customers with limited credit (some run out), plus one that does not exist.
+fn customers(orders: usize) -> Vec<(String, u64)> {
+    let n = orders as u64;
+    vec![
+        ("c-rich".into(), 200_000 * n),
+        ("c-mid".into(), 50_000 * n),
+        ("c-low".into(), 5_000 * n),
+        ("c-tiny".into(), 20_000),
+    ]
+}
+
+/// One planned order.
+#[derive(Clone, Debug)]
+struct Planned {
+    order_id: String,
+    body: Value,
+    cancel: bool,
+}
+
+fn plan(seed: u64, orders: usize, cancel_share: f64) -> Vec<Planned> {
+    let mut rng = Rng(seed);
+    let products: Vec<String> = catalog(orders).into_iter().map(|p| p.0).collect();
+    let mut buyers: Vec<String> = customers(orders).into_iter().map(|c| c.0).collect();
+    buyers.push("c-ghost".into()); // unknown: fails at the customer step
+    (0..orders)
+        .map(|i| {
+            let order_id = format!("chaos-{seed}-{i}");
+            let customer = buyers[rng.below(buyers.len())].clone();
+            let items: Vec<Value> = if rng.unit() < 0.1 {
+                // A lone cheap line: payment under $1 fails.
+                vec![json!({"product_id": "p-cheap", "quantity": 1})]
+            } else {
+                (0..1 + rng.below(3))
+                    .map(|_| json!({"product_id": products[1 + rng.below(products.len() - 1)], "quantity": 1 + rng.below(3)}))
+                    .collect()
+            };
+            let body = json!({"order_id": order_id, "customer_id": customer, "items": items});
+            Planned { order_id, body, cancel: rng.unit() < cancel_share }
+        })
+        .collect()
+}
+
+/// A nats-server node this run started (and kills and restarts).
+#[derive(Debug)]
+struct Node {
+    port: u16,
+    dir: PathBuf,
+    config: Option<PathBuf>,
+    process: Option<NatsProcess>,
+}
+
+impl Node {
+    fn start(&mut self, binary: &Path) -> anyhow::Result<()> {
+        let process = NatsProcess::start_with_config(binary.to_path_buf(), self.port, &self.dir, self.config.clone())
+            .map_err(anyhow::Error::msg)?;
+        self.process = Some(process);
+        Ok(())
+    }
+}
+
+/// One function process (one copy).
+#[derive(Debug)]
+struct Worker {
+    name: String,
+    log: PathBuf,
+    process: Option<Process>,
+    paused: bool,
+}
+
+/// Everything the run started.
+#[derive(Debug)]
+struct Fleet {
+    exe: PathBuf,
+    nats_binary: PathBuf,
+    url: String,
+    nodes: Vec<Node>,
+    workers: Vec<Worker>,
+    up_args: Vec<String>,
+}
+
+impl Fleet {
+    /// Stops every process at once (one by one, each drain would be waited for in turn).
+    fn stop(mut self) {
+        for worker in &self.workers {
+            if let Some(process) = &worker.process {
+                process.signal_program("CONT");
+                process.signal_program("TERM");
+            }
+        }
+        for worker in &mut self.workers {
+            drop(worker.process.take());
+        }
+        for node in &mut self.nodes {
+            drop(node.process.take());
+        }
+    }
+
+    fn spawn(&self, worker: &mut Worker) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&worker.log)?;
+        let child = tools::tied_command(&self.exe)
+            .args(["up", "--nats-url", &self.url, "--quiet", "--no-seed", "--function", &worker.name])
+            .args(&self.up_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        worker.process = Some(Process::new(child, format!("{} function", worker.name)));
+        worker.paused = false;
+        Ok(())
+    }
+}
+
+/// Sends `kill -<signal>` to the program a tied process runs.
+fn signal(process: &Process, signal: &str) {
+    process.signal_program(signal);
+}
+
+/// A command's fate at the client.
+#[derive(Debug)]
+enum Answer {
+    Ok,
+    Refused(u16, String),
+    GaveUp(String),
+}
+
+/// Sends a command, retrying through restarts and outages with the same
+/// `Nats-Msg-Id`, so a retry of something that went through is answered,
+/// not done twice.
+async fn send(nats: &async_nats::Client, subject: &str, body: &Value, msg_id: &str) -> Answer {
+    let deadline = Instant::now() + GIVE_UP_AFTER;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id);
+        let request = nats.request_with_headers(subject.to_string(), headers, body.to_string().into());
+        match tokio::time::timeout(Duration::from_secs(5), request).await {
+            Ok(Ok(reply)) => {
+                let code = reply
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Service-Error-Code"))
+                    .and_then(|v| v.as_str().parse::<u16>().ok());
+                let value: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+                match code {
+                    None => return Answer::Ok,
+                    Some(503) => last = value["error"].as_str().unwrap_or("unavailable").to_string(),
+                    Some(code) => return Answer::Refused(code, value["error"].as_str().unwrap_or("").to_string()),
+                }
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer within 5s".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Answer::GaveUp(last)
+}
+
+/// Runs the suite.
+pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
+    if args.orders == 0 || args.rate == 0 || args.copies == 0 {
+        anyhow::bail!("--orders, --rate and --copies must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.cancel_share) {
+        anyhow::bail!("--cancel-share must be between 0.0 and 1.0, got {}", args.cancel_share);
+    }
+    if args.fault_every <= 0.05 {
+        anyhow::bail!("--fault-every must be more than 0.05 seconds, got {}", args.fault_every);
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 % 1_000_000)
+    });
+    let dir = std::env::temp_dir().join(format!("jetsaga-chaos-{}-{seed}", std::process::id()));
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let result = run_in(&args, seed, &dir).await;
+    if args.keep || result.as_ref().map_or(true, |r| !r.tally.findings.is_empty()) {
+        eprintln!("  run directory kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Report> {
+    let nats_binary = server::find_binary().map_err(anyhow::Error::msg)?;
+    let exe = match &args.runner {
+        Some(runner) => runner.clone(),
+        None => std::env::current_exe()?,
+    };
+    // The servers: one node, or three routed into a cluster.
+    let size = if args.cluster { 3 } else { 1 };
+    let ports: Vec<u16> = (0..size).map(|_| tools::free_port()).collect::<Result<_, _>>()?;
+    let cluster_ports: Vec<u16> = (0..size).map(|_| tools::free_port()).collect::<Result<_, _>>()?;
+    let mut nodes = Vec::new();
+    for i in 0..size {
+        let node_dir = dir.join(format!("nats-{i}"));
+        std::fs::create_dir_all(&node_dir)?;
+        let config = if args.cluster {
+            let routes: Vec<String> = cluster_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+            let path = node_dir.join("node.conf");
+            std::fs::write(
+                &path,
+                format!(
+                    "server_name: n{i}\ncluster {{\n  name: chaos\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                    cluster_ports[i],
+                    routes.join(", ")
+                ),
+            )?;
+            Some(path)
+        } else {
+            None
+        };
+        nodes.push(Node { port: ports[i], dir: node_dir, config, process: None });
+    }
+    // Cluster nodes wait for each other: start them together.
+    let started: Vec<anyhow::Result<Node>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .into_iter()
+            .map(|mut node| {
+                let binary = nats_binary.clone();
+                scope.spawn(move || node.start(&binary).map(|()| node))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a node start does not panic")).collect()
+    });
+    let nodes: Vec<Node> = started.into_iter().collect::<anyhow::Result<_>>()?;
+    let url = ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+
+    let saga = match args.saga {
+        SagaKind::Choreographed => "choreographed",
+        SagaKind::Orchestrated => "orchestrated",
+    };
+    let store = match args.store {
+        StoreKind::Sqlite => "sqlite",
+        StoreKind::Postgres => "postgres",
+    };
+    let mut up_args: Vec<String> = vec![
+        "--saga".into(),
+        saga.into(),
+        "--store".into(),
+        store.into(),
+        "--data-dir".into(),
+        dir.join("functions").display().to_string(),
+        "--schema-prefix".into(),
+        format!("chaos_{}_{seed}_", std::process::id()),
+        "--replicas".into(),
+        size.to_string(),
+        "--ack-wait".into(),
+        ACK_WAIT.as_secs_f64().to_string(),
+    ];
+    if let Some(db) = &args.database_url {
+        up_args.extend(["--database-url".into(), db.clone()]);
+    }
+    let names: Vec<String> = match args.saga {
+        SagaKind::Choreographed => crate::saga::FUNCTIONS.iter().map(|s| s.to_string()).collect(),
+        SagaKind::Orchestrated => crate::saga::ORCHESTRATED_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), up_args };
+    for copy in 0..args.copies {
+        for name in &names {
+            let mut worker = Worker {
+                name: name.clone(),
+                log: dir.join("logs").join(format!("{name}-{copy}.log")),
+                process: None,
+                paused: false,
+            };
+            fleet.spawn(&mut worker)?;
+            fleet.workers.push(worker);
+        }
+    }
+    let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url.as_str()).await?;
+    let client = Client::new(nats.clone(), url.clone());
+    client.wait_for_services(&names, Duration::from_secs(90)).await?;
+
+    // The catalog and the customers.
+    let catalog = catalog(args.orders);
+    for (id, price, stock) in &catalog {
+        let upsert = UpsertProduct { product_id: id.clone(), name: id.clone(), price_cents: *price, stock: *stock };
+        client.command(INVENTORY_CMD_UPSERT_PRODUCT, &upsert).await?;
+    }
+    for (id, limit) in customers(args.orders) {
+        client
+            .command(
+                CUSTOMERS_CMD_CREATE,
+                &CreateCustomer { customer_id: id.clone(), name: id, credit_limit_cents: limit },
+            )
+            .await?;
+    }
+    let expected_catalog: BTreeMap<String, u32> = catalog.iter().map(|(id, _, stock)| (id.clone(), *stock)).collect();
+    let expected_credit: BTreeMap<String, u64> = customers(args.orders).into_iter().map(|(id, _)| (id, 0)).collect();
+
+    println!(
+        "jetsaga chaos: seed {seed}, {} orders at {}/s, {saga}, {store}, {}, {} copies of each function, faults: {}",
+        args.orders,
+        args.rate,
+        if args.cluster { "3-node cluster (R3)" } else { "single node" },
+        args.copies,
+        args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(",")
+    );
+
+    // The load: each create on its own task, paced; a share canceled right after.
+    let planned = plan(seed, args.orders, args.cancel_share);
+    let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let cancels = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let load = {
+        let (nats, accepted, unanswered, cancels) =
+            (nats.clone(), accepted.clone(), unanswered.clone(), cancels.clone());
+        let rate = args.rate;
+        tokio::spawn(async move {
+            let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+            let mut tasks = tokio::task::JoinSet::new();
+            for order in planned {
+                pace.tick().await;
+                let (nats, accepted, unanswered, cancels) =
+                    (nats.clone(), accepted.clone(), unanswered.clone(), cancels.clone());
+                tasks.spawn(async move {
+                    match send(&nats, ORDERS_CMD_CREATE, &order.body, &format!("create-{}", order.order_id)).await {
+                        Answer::Ok => {
+                            accepted.lock().await.insert(order.order_id.clone());
+                        }
+                        Answer::Refused(code, error) => {
+                            eprintln!("\n  create {} refused ({code}): {error}", order.order_id);
+                            return;
+                        }
+                        Answer::GaveUp(why) => {
+                            unanswered.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("\n  create {} unanswered after {GIVE_UP_AFTER:?}: {why}", order.order_id);
+                            return;
+                        }
+                    }
+                    if order.cancel {
+                        cancels.fetch_add(1, Ordering::Relaxed);
+                        let body = json!({"order_id": order.order_id, "reason": "chaos"});
+                        // Refused (already shipped) is a fine answer too.
+                        let _ = send(&nats, ORDERS_CMD_CANCEL, &body, &format!("cancel-{}", order.order_id)).await;
+                    }
+                });
+                while tasks.try_join_next().is_some() {}
+            }
+            while tasks.join_next().await.is_some() {}
+        })
+    };
+
+    // The faults, on a schedule drawn from the seed, until the load is sent.
+    let mut rng = Rng(seed ^ 0x00c0_ffee);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut restarts: Vec<(Instant, usize)> = Vec::new(); // worker index
+    let mut resumes: Vec<(Instant, usize)> = Vec::new();
+    let mut node_down: Option<(Instant, usize)> = None;
+    let mut next_fault = Instant::now() + rng.between(0.5 * args.fault_every, 1.5 * args.fault_every);
+    let mut last_progress = Instant::now();
+    while !load.is_finished() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = Instant::now();
+        for (_, i) in restarts.extract_if(.., |(at, _)| *at <= now) {
+            let mut worker = std::mem::replace(&mut fleet.workers[i], placeholder());
+            drop(worker.process.take());
+            fleet.spawn(&mut worker)?;
+            fleet.workers[i] = worker;
+        }
+        for (_, i) in resumes.extract_if(.., |(at, _)| *at <= now) {
+            if let Some(process) = &fleet.workers[i].process {
+                signal(process, "CONT");
+            }
+            fleet.workers[i].paused = false;
+        }
+        if let Some((at, i)) = node_down
+            && at <= now
+        {
+            fleet.nodes[i].start(&fleet.nats_binary)?;
+            node_down = None;
+        }
+        if last_progress.elapsed() > Duration::from_secs(1) {
+            eprint!("\r  {} accepted, {} faults so far ", accepted.lock().await.len(), counts.values().sum::<usize>());
+            last_progress = Instant::now();
+        }
+        if now < next_fault || args.faults.is_empty() {
+            continue;
+        }
+        next_fault = now + rng.between(0.5 * args.fault_every, 1.5 * args.fault_every);
+        // Kills are what a deploy or a crash does most: they get three times the weight.
+        let weighted: Vec<Fault> =
+            args.faults.iter().flat_map(|f| std::iter::repeat_n(*f, if *f == Fault::Kill { 3 } else { 1 })).collect();
+        let fault = weighted[rng.below(weighted.len())];
+        let busy: BTreeSet<usize> = restarts.iter().chain(&resumes).map(|(_, i)| *i).collect();
+        let idle: Vec<usize> = (0..fleet.workers.len()).filter(|i| !busy.contains(i)).collect();
+        match fault {
+            Fault::Kill if !idle.is_empty() => {
+                let i = idle[rng.below(idle.len())];
+                if let Some(process) = &fleet.workers[i].process {
+                    signal(process, "KILL");
+                }
+                restarts.push((now + rng.between(0.2, 1.5), i));
+            }
+            Fault::Pause if !idle.is_empty() => {
+                let i = idle[rng.below(idle.len())];
+                if let Some(process) = &fleet.workers[i].process {
+                    signal(process, "STOP");
+                }
+                fleet.workers[i].paused = true;
+                resumes.push((now + ACK_WAIT + rng.between(0.5, 2.0), i));
+            }
+            Fault::Server if node_down.is_none() => {
+                let i = rng.below(fleet.nodes.len());
+                if let Some(process) = &fleet.nodes[i].process {
+                    process.signal_program("KILL");
+                }
+                drop(fleet.nodes[i].process.take());
+                // A cluster keeps a quorum meanwhile; a single node is simply away.
+                node_down = Some((now + if args.cluster { rng.between(2.0, 5.0) } else { rng.between(0.5, 2.0) }, i));
+            }
+            _ => continue,
+        }
+        *counts.entry(format!("{fault:?}").to_lowercase()).or_default() += 1;
+    }
+    load.await?;
+    // Heal everything before settling.
+    for (_, i) in restarts.drain(..) {
+        let mut worker = std::mem::replace(&mut fleet.workers[i], placeholder());
+        drop(worker.process.take());
+        fleet.spawn(&mut worker)?;
+        fleet.workers[i] = worker;
+    }
+    for (_, i) in resumes.drain(..) {
+        if let Some(process) = &fleet.workers[i].process {
+            signal(process, "CONT");
+        }
+    }
+    if let Some((_, i)) = node_down.take() {
+        fleet.nodes[i].start(&fleet.nats_binary)?;
+    }
+    let accepted = accepted.lock().await.clone();
+    eprintln!("\r  {} accepted, {} faults; settling…          ", accepted.len(), counts.values().sum::<usize>());
+
+    // Settle: every accepted order ends, consumers drain, outboxes empty, nothing held.
+    let observed = settle(&client, &nats, &names, &accepted).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let expected = Expected { accepted, initial_stock: expected_catalog, initial_credit: expected_credit };
+    let tally = invariants::check(&expected, &observed);
+    fleet.stop();
+
+    let mut reproduce = format!(
+        "jetsaga chaos --seed {seed} --orders {} --rate {} --faults {} --fault-every {} --saga {saga} --store {store} --copies {} --cancel-share {}",
+        args.orders,
+        args.rate,
+        args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(","),
+        args.fault_every,
+        args.copies,
+        args.cancel_share
+    );
+    if args.cluster {
+        reproduce.push_str(" --cluster");
+    }
+    Ok(Report {
+        seed,
+        orders: args.orders,
+        store: store.into(),
+        saga: saga.into(),
+        topology: if args.cluster { "3-node cluster, R3".into() } else { "single node".into() },
+        faults: counts,
+        unanswered: unanswered.load(Ordering::Relaxed),
+        cancels: cancels.load(Ordering::Relaxed),
+        seconds,
+        tally,
+        reproduce,
+    })
+}
+
+fn placeholder() -> Worker {
+    Worker { name: String::new(), log: PathBuf::new(), process: None, paused: false }
+}
+
+/// Waits until the run has settled, then reads back everything the checker needs.
+async fn settle(
+    client: &Client,
+    nats: &async_nats::Client,
+    names: &[String],
+    accepted: &BTreeSet<String>,
+) -> anyhow::Result<Observed> {
+    client.wait_for_services(names, Duration::from_secs(90)).await?;
+    let deadline = Instant::now() + SETTLE;
+    let mut open: Vec<String> = accepted.iter().cloned().collect();
+    while !open.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for chunk in open.chunks(64) {
+            let states = futures::future::join_all(chunk.iter().map(|id| client.order(id))).await;
+            for (id, state) in chunk.iter().zip(states) {
+                if !state.is_ok_and(|o| o.status.is_terminal()) {
+                    still.push(id.clone());
+                }
+            }
+        }
+        open = still;
+        if !open.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // After the terminal events, compensations and consumption follow: wait
+    // until every consumer has nothing left and every outbox is empty.
+    let js = jetstream::new(nats.clone());
+    let mut unpublished = BTreeMap::new();
+    loop {
+        let mut busy = false;
+        let stream = js.get_stream("SAGA").await?;
+        for name in names {
+            let mut consumer =
+                stream.get_consumer::<consumer::pull::Config>(name).await.map_err(|e| anyhow::anyhow!(e))?;
+            let info = consumer.info().await?;
+            busy |= info.num_pending > 0 || info.num_ack_pending > 0;
+            let reply = nats.request(jetsaga_jetstream::service::outbox_subject(name), "".into()).await?;
+            let outbox: Value = serde_json::from_slice(&reply.payload)?;
+            let n = outbox["unpublished"].as_u64().unwrap_or(u64::MAX);
+            busy |= n > 0;
+            unpublished.insert(name.clone(), n);
+        }
+        if !busy || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let products = client.products().await?.products;
+    let customers = client.customers().await?.customers;
+    let dead_letters = match js.get_stream("DLQ").await {
+        Ok(mut dlq) => dlq.info().await?.state.messages,
+        Err(_) => 0,
+    };
+    Ok(Observed { events: read_stream(&js).await?, products, customers, dead_letters, unpublished })
+}
+
+/// Every envelope in the saga stream, in order.
+async fn read_stream(js: &jetstream::Context) -> anyhow::Result<Vec<Envelope>> {
+    let mut stream = js.get_stream("SAGA").await?;
+    let last = stream.info().await?.state.last_sequence;
+    let reader = stream.create_consumer(consumer::pull::OrderedConfig::default()).await?;
+    let mut messages = reader.messages().await?;
+    let mut events = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last);
+        if let Ok(envelope) = Envelope::decode(&message.payload) {
+            events.push(envelope);
+        }
+        if sequence >= last {
+            break;
+        }
+    }
+    Ok(events)
+}
+
+/// Prints a report.
+pub fn print(report: &Report) {
+    let t = &report.tally;
+    let outcomes: Vec<String> = t.outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let faults: Vec<String> = report.faults.iter().map(|(k, v)| format!("{v} × {k}")).collect();
+    println!(
+        "\n  orders:    {} driven, {} accepted ({}), {} cancels sent, {} unanswered",
+        report.orders,
+        t.accepted,
+        outcomes.join(", "),
+        report.cancels,
+        report.unanswered
+    );
+    println!("  faults:    {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
+    let reasons: Vec<String> = t.failure_reasons.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("  failed:    {}", if reasons.is_empty() { "none".into() } else { reasons.join(", ") });
+    println!("  topology:  {}, {} store, {} saga, {:.0}s", report.topology, report.store, report.saga, report.seconds);
+    println!(
+        "  checks:    lost/stuck {}, doubled {}, dead letters {}, stock, credit and money {}",
+        t.stuck,
+        t.doubled,
+        t.dead_letters,
+        if t.findings
+            .iter()
+            .any(|f| f.what.contains("conserved") || f.what.contains("refund") || f.what.contains("charged"))
+        {
+            "NOT conserved"
+        } else {
+            "conserved"
+        }
+    );
+    println!("  findings:  {}", t.findings.len());
+    for finding in t.findings.iter().take(50) {
+        println!("    - {finding}");
+    }
+    if t.findings.len() > 50 {
+        println!("    … and {} more (see --json)", t.findings.len() - 50);
+    }
+    println!("  reproduce: {}", report.reproduce);
+}
