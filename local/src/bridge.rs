@@ -80,7 +80,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     };
     let nats = crate::client::connect_options(&format!("jetsaga bridge ({})", names.join(",")))?
         .retry_on_initial_connect()
-        .connect(&args.nats_url)
+        .connect(crate::client::servers(&args.nats_url))
         .await?;
     if args.metrics_interval_secs > 0 {
         tokio::spawn(report_dead_letters(nats.clone(), Duration::from_secs(args.metrics_interval_secs)));

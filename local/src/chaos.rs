@@ -344,8 +344,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     let result = run_in(&args, seed, &dir).await;
     if args.keep || result.as_ref().map_or(true, |r| !r.tally.findings.is_empty()) {
         eprintln!("  run directory kept: {}", dir.display());
+        if args.store == StoreKind::Postgres {
+            eprintln!("  PostgreSQL schemas kept: {}<function>", schema_prefix(seed));
+        }
     } else {
         let _ = std::fs::remove_dir_all(&dir);
+        if let (StoreKind::Postgres, Some(url)) = (args.store, &args.database_url) {
+            drop_schemas(url, &schema_prefix(seed)).await;
+        }
     }
     result
 }
@@ -411,7 +417,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         "--data-dir".into(),
         dir.join("functions").display().to_string(),
         "--schema-prefix".into(),
-        format!("chaos_{}_{seed}_", std::process::id()),
+        schema_prefix(seed),
         "--replicas".into(),
         size.to_string(),
         "--ack-wait".into(),
@@ -437,7 +443,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
             fleet.workers.push(worker);
         }
     }
-    let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url.as_str()).await?;
+    let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(crate::client::servers(&url)).await?;
     let client = Client::new(nats.clone(), url.clone());
     client.wait_for_services(&names, Duration::from_secs(90)).await?;
 
@@ -635,6 +641,20 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         tally,
         reproduce,
     })
+}
+
+/// The PostgreSQL schemas of one run: `<prefix><function>`.
+fn schema_prefix(seed: u64) -> String {
+    format!("chaos_{}_{seed}_", std::process::id())
+}
+
+async fn drop_schemas(url: &str, prefix: &str) {
+    let Ok(pool) = jetsaga_sql::connect_postgres(url, 1).await else { return };
+    for name in crate::saga::FUNCTIONS.iter().chain(&crate::saga::ORCHESTRATED_FUNCTIONS[..1]) {
+        if let Ok(store) = jetsaga_sql::PostgresStore::open(pool.clone(), &format!("{prefix}{name}")).await {
+            let _ = store.drop_schema().await;
+        }
+    }
 }
 
 fn placeholder() -> Worker {

@@ -36,6 +36,12 @@ pub struct Client {
     url: String,
 }
 
+/// The servers of a `--nats-url`/`NATS_URL`: one URL, or several separated
+/// by commas (the nodes of a cluster, as the `nats` CLI takes them).
+pub fn servers(url: &str) -> Vec<String> {
+    url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect()
+}
+
 impl Client {
     /// Wraps a connection made to `url`.
     pub fn new(nats: async_nats::Client, url: String) -> Self {
@@ -45,7 +51,7 @@ impl Client {
     /// Connects to `url`.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let nats = connect_options("jetsaga cli")?
-            .connect(url)
+            .connect(servers(url))
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}. Is `jetsaga up` running? (NATS_URL or --nats-url picks the server)"))?;
         Ok(Self::new(nats, url.to_string()))

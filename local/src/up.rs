@@ -49,7 +49,8 @@ impl From<SagaKind> for SagaMode {
 /// Options of `jetsaga up`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct UpArgs {
-    /// Use this NATS server instead of starting one (must be 2.10+ with JetStream).
+    /// Use this NATS server instead of starting one (must be 2.10+ with
+    /// JetStream); the nodes of a cluster separated by commas.
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// Where SQLite stores and the started nats-server keep their data.
@@ -173,7 +174,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let nats = crate::client::connect_options(&format!("jetsaga up ({})", names.join(",")))?
         .retry_on_initial_connect()
-        .connect(&url)
+        .connect(crate::client::servers(&url))
         .await?;
     if !(args.ack_wait >= 0.5 && args.ack_wait <= 3600.0) {
         anyhow::bail!("--ack-wait must be between 0.5 and 3600 seconds, got {}", args.ack_wait);
