@@ -443,7 +443,8 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
             fleet.workers.push(worker);
         }
     }
-    let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(crate::client::servers(&url)).await?;
+    let nats =
+        async_nats::ConnectOptions::new().retry_on_initial_connect().connect(crate::client::servers(&url)).await?;
     let client = Client::new(nats.clone(), url.clone());
     client.wait_for_services(&names, Duration::from_secs(90)).await?;
 

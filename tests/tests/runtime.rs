@@ -450,3 +450,46 @@ async fn a_panicking_handler_dead_letters_its_input_and_the_function_keeps_servi
     assert_eq!(running.balance("acc").await, Some(6));
     running.stop().await;
 }
+
+#[tokio::test]
+async fn the_inbox_is_swept_past_its_retention_and_unsafe_retentions_are_refused() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(server.connect().await);
+    // Retention just above what the stream can still redeliver.
+    let config = Config {
+        max_age: Some(Duration::from_secs(2)),
+        duplicate_window: Duration::from_secs(1),
+        inbox_retention: Duration::from_secs(4),
+        ..fast_config()
+    };
+    let running = Running::start(&server.url(), dir.path(), config.clone()).await;
+    let envelope = json!({
+        "id": "0193b1a2-7c4e-7d10-9f3b-2a6c1d0e4f52", "type": DEPOSIT, "correlation_id": "c-1",
+        "occurred_at": "2026-11-22T01:00:00Z", "version": 1, "data": {"account": "acc", "amount": 5}
+    });
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Jetsaga-Envelope", "1");
+    js.publish_with_headers(DEPOSIT, headers, envelope.to_string().into()).await.unwrap().await.unwrap();
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    use jetsaga_core::Store;
+    let id = "0193b1a2-7c4e-7d10-9f3b-2a6c1d0e4f52";
+    assert!(running.store.processed(id).await.unwrap().is_some(), "remembered while it can be redelivered");
+    let store = running.store.clone();
+    running.stop().await;
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The relay sweeps at start (then hourly).
+    let again = Running::start(&server.url(), dir.path(), config).await;
+    wait_until(WAIT, "the old inbox record to be swept", || async { store.processed(id).await.unwrap().is_none() })
+        .await;
+    again.stop().await;
+
+    // A retention shorter than what the stream can redeliver is refused.
+    let client = server.connect().await;
+    let unsafe_config = Config { inbox_retention: Duration::from_secs(60), ..Config::default() };
+    let runtime = Runtime::new(client, unsafe_config).with(Engine::new(Arc::new(Ledger::default()), Arc::new(store)));
+    let err = runtime.run(std::future::pending()).await.unwrap_err().to_string();
+    assert!(err.contains("inbox_retention") && err.contains("max_age"), "{err}");
+}

@@ -229,6 +229,27 @@ pub async fn concurrent_writers_on_one_key_have_one_winner(store: Arc<dyn Store>
 /// Generates one `#[tokio::test]` per conformance case for a backend.
 ///
 /// `$make` is an async block returning `Arc<dyn Store>`; each test gets a fresh store.
+/// Inbox records older than the cutoff go once their events are published;
+/// newer ones, and those whose events still wait, stay (a redelivery must
+/// find them).
+pub async fn old_inbox_records_are_swept_once_their_events_are_out(store: Arc<dyn Store>) {
+    store.commit(&[commit("published", vec![], vec![record("r1")])]).await.unwrap();
+    store.commit(&[commit("waiting", vec![], vec![record("r2")])]).await.unwrap();
+    store.commit(&[commit("quiet", vec![], vec![])]).await.unwrap();
+    store.mark_published(&["r1".into()]).await.unwrap();
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(store.sweep_inbox(past).await.unwrap(), 0, "nothing is older than an hour");
+    assert!(store.processed("quiet").await.unwrap().is_some());
+    // DynamoDB keeps time in whole seconds.
+    let future = chrono::Utc::now() + chrono::Duration::seconds(2);
+    assert_eq!(store.sweep_inbox(future).await.unwrap(), 2);
+    assert_eq!(store.processed("published").await.unwrap(), None);
+    assert_eq!(store.processed("quiet").await.unwrap(), None);
+    assert_eq!(store.processed("waiting").await.unwrap(), Some(vec![record("r2")]), "its event still waits");
+    // A swept id is new again: that is why the cutoff must be older than any redelivery.
+    store.commit(&[commit("quiet", vec![], vec![])]).await.unwrap();
+}
+
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($make:expr) => {
@@ -243,6 +264,7 @@ macro_rules! store_conformance_tests {
             the_outbox_drains,
             scans_match_prefixes_literally,
             concurrent_writers_on_one_key_have_one_winner,
+            old_inbox_records_are_swept_once_their_events_are_out,
         );
     };
     (@cases $make:expr; $($case:ident,)*) => {

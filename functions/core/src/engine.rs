@@ -152,6 +152,13 @@ pub trait Processor: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Forgets inbox records processed before `before` (see [`Store::sweep_inbox`]);
+    /// remote functions expire theirs by themselves.
+    async fn sweep_inbox(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _ = before;
+        Ok(0)
+    }
+
     /// How long published ids are gathered before one [`Processor::mark_published`]
     /// removes them all: short for a local store, longer where each call
     /// costs a remote invocation.
@@ -180,6 +187,10 @@ impl Processor for Engine {
 
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         self.store.mark_published(ids).await
+    }
+
+    async fn sweep_inbox(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.store.sweep_inbox(before).await
     }
 }
 

@@ -13,6 +13,8 @@ struct Inner {
     kv: BTreeMap<String, Item>,
     /// input event id -> ids of the outbox records it produced
     inbox: HashMap<String, Vec<String>>,
+    /// input event id -> when it was processed
+    processed_at: HashMap<String, chrono::DateTime<chrono::Utc>>,
     /// insertion sequence -> record
     outbox: BTreeMap<u64, OutboxRecord>,
     next_seq: u64,
@@ -89,6 +91,7 @@ impl Store for MemoryStore {
         for commit in commits {
             let ids = commit.outbox.iter().map(|r| r.id.clone()).collect();
             guard.inbox.insert(commit.event_id.clone(), ids);
+            guard.processed_at.insert(commit.event_id.clone(), chrono::Utc::now());
             for record in &commit.outbox {
                 let seq = guard.next_seq;
                 guard.next_seq += 1;
@@ -113,5 +116,22 @@ impl Store for MemoryStore {
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         self.inner.lock().unwrap().outbox.retain(|_, r| !ids.contains(&r.id));
         Ok(())
+    }
+
+    async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        let mut guard = self.inner.lock().unwrap();
+        let inner = &mut *guard;
+        let pending: std::collections::HashSet<&String> = inner.outbox.values().map(|r| &r.id).collect();
+        let old: Vec<String> = inner
+            .processed_at
+            .iter()
+            .filter(|(id, at)| **at < before && !inner.inbox[*id].iter().any(|r| pending.contains(r)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &old {
+            inner.inbox.remove(id);
+            inner.processed_at.remove(id);
+        }
+        Ok(old.len() as u64)
     }
 }

@@ -144,6 +144,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Marks outbox records as published (they may be removed).
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError>;
+
+    /// Forgets the inbox records of inputs processed before `before` whose
+    /// events are all published; returns how many. The runtime calls it with
+    /// a cutoff older than anything that can still be redelivered (see
+    /// `jetsaga_jetstream::Config::inbox_retention`). Backends that expire
+    /// inbox records by themselves (DynamoDB's TTL) keep the default.
+    async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        let _ = before;
+        Ok(0)
+    }
 }
 
 /// What a batch's writes to one key amount to.

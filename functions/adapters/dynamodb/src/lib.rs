@@ -8,14 +8,16 @@
 //! | item | `pk` | `sk` | attributes |
 //! | --- | --- | --- | --- |
 //! | state | `kv#<first path segment of the key>` | the key | `v` (binary), `ver` (number) |
-//! | inbox | `inbox#<event id>` | `inbox` | `outbox` (list of event ids), `at` |
+//! | inbox | `inbox#<event id>` | `inbox` | `outbox` (list of event ids), `at`, `expires_at` |
 //! | outbox | `outbox` | event id (UUIDv7: time-ordered) | `subj`, `payload`, `tp`, `expires_at` |
 //!
 //! Keys are grouped by their first segment (`product/p-1` lives under
-//! `kv#product`) so prefix scans are single-partition queries. Outbox items
-//! carry a TTL (`expires_at`, 7 days): the Lambda adapter cannot know when
-//! the bridge has published them, and JetStream de-duplication makes a
-//! late re-publish harmless.
+//! `kv#product`) so prefix scans are single-partition queries. The bridge's
+//! outbox relay removes published outbox items (through the function's own
+//! `mark_published` invocation). Inbox and outbox items carry a TTL
+//! (`expires_at`, [`RETENTION_SECS`]: longer than the saga stream keeps a
+//! message, so a redelivery always finds its inbox record); that is how
+//! DynamoDB's inbox is swept.
 //!
 //! `AWS_ENDPOINT_URL` points the client at a DynamoDB-compatible endpoint
 //! (moto's server, LocalStack).
@@ -38,8 +40,9 @@ use jetsaga_core::{
 /// Most actions one DynamoDB transaction may hold.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
-/// How long outbox items are kept (DynamoDB TTL).
-const OUTBOX_TTL_SECS: i64 = 7 * 24 * 3600;
+/// How long inbox and outbox items are kept (DynamoDB TTL): 21 days, the
+/// runtime's default inbox retention (`jetsaga_jetstream::Config::inbox_retention`).
+pub const RETENTION_SECS: i64 = 21 * 24 * 3600;
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new("dynamodb", e.to_string())
@@ -364,6 +367,7 @@ impl Store for DynamoStore {
                 ("sk".to_string(), s("inbox")),
                 ("outbox".to_string(), AttributeValue::L(outbox_ids)),
                 ("at".to_string(), n(now)),
+                ("expires_at".to_string(), n(now + RETENTION_SECS)),
             ]);
             let put = Put::builder()
                 .table_name(&self.table)
@@ -380,7 +384,7 @@ impl Store for DynamoStore {
                     ("ev".to_string(), s(&commit.event_id)),
                     ("subj".to_string(), s(&record.subject)),
                     ("payload".to_string(), AttributeValue::B(record.payload.clone().into())),
-                    ("expires_at".to_string(), n(now + OUTBOX_TTL_SECS)),
+                    ("expires_at".to_string(), n(now + RETENTION_SECS)),
                 ]);
                 if let Some(tp) = &record.traceparent {
                     item.insert("tp".into(), s(tp));
@@ -478,6 +482,52 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| sdk_err("query", e))?;
         out.items().iter().map(Self::outbox_record).collect()
+    }
+
+    /// DynamoDB expires inbox items by itself (TTL on `expires_at`); this
+    /// sweeps on demand with a scan, for a cutoff shorter than the TTL.
+    async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        let pending: std::collections::HashSet<String> =
+            self.unpublished(usize::MAX >> 1).await?.into_iter().map(|r| r.id).collect();
+        let mut swept = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :inbox AND #at < :before")
+                .expression_attribute_names("#at", "at")
+                .expression_attribute_values(":inbox", s("inbox"))
+                .expression_attribute_values(":before", n(before.timestamp()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_err("scan", e))?;
+            for item in page.items() {
+                let waiting = item
+                    .get("outbox")
+                    .and_then(|v| v.as_l().ok())
+                    .is_some_and(|ids| ids.iter().any(|id| id.as_s().is_ok_and(|id| pending.contains(id))));
+                let Some(pk) = item.get("pk").cloned() else { continue };
+                if !waiting {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key("pk", pk)
+                        .key("sk", s("inbox"))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_err("delete_item", e))?;
+                    swept += 1;
+                }
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(swept);
+            }
+        }
     }
 
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {

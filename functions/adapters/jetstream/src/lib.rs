@@ -53,6 +53,9 @@ pub enum RuntimeError {
         /// The server's answer.
         message: String,
     },
+    /// The configuration is unsafe.
+    #[error("invalid runtime configuration: {0}")]
+    Config(String),
     /// The service for queries could not be started.
     #[error("cannot start the query service of {function}: {message}")]
     Service {
@@ -91,8 +94,14 @@ pub struct Config {
     pub duplicate_window: Duration,
     /// Stream replicas (3 on a cluster).
     pub replicas: usize,
-    /// How long events are kept in the saga stream (`None`: forever).
+    /// How long the saga stream keeps a message (`None`: forever). A
+    /// message no function has acked by then is gone: it bounds the stream,
+    /// and how late a redelivery can come.
     pub max_age: Option<Duration>,
+    /// How long a function remembers an input it processed (its inbox
+    /// record). Must be longer than `max_age` plus `duplicate_window`, so
+    /// that any message that can still be delivered finds its record.
+    pub inbox_retention: Duration,
     /// Subjects the saga stream captures besides those of the functions
     /// hosted here: give the whole saga's ([`provision::stream_subjects`]),
     /// so every process provisions the same stream whichever functions it
@@ -122,7 +131,8 @@ impl Default for Config {
             ],
             duplicate_window: Duration::from_secs(10 * 60),
             replicas: 1,
-            max_age: None,
+            max_age: Some(Duration::from_secs(14 * 24 * 3600)),
+            inbox_retention: Duration::from_secs(21 * 24 * 3600),
             stream_subjects: Vec::new(),
             crash_after_commit: None,
         }
@@ -130,6 +140,26 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Refuses settings under which a redelivered message could miss its
+    /// inbox record (and be processed twice).
+    pub fn check(&self) -> Result<(), RuntimeError> {
+        let Some(max_age) = self.max_age else {
+            return Err(RuntimeError::Config(
+                "a saga stream without max_age keeps messages forever, so no inbox retention is long enough: \
+                 set max_age"
+                    .into(),
+            ));
+        };
+        if self.inbox_retention <= max_age + self.duplicate_window {
+            return Err(RuntimeError::Config(format!(
+                "inbox_retention ({:?}) must be longer than the stream's max_age ({max_age:?}) plus its duplicate \
+                 window ({:?}): a message still in the stream must find its inbox record",
+                self.inbox_retention, self.duplicate_window
+            )));
+        }
+        Ok(())
+    }
+
     /// The delay before redelivery after the given delivery attempt (1-based).
     pub fn backoff_for(&self, delivered: i64) -> Duration {
         let index = usize::try_from(delivered.max(1) - 1).unwrap_or(0);
@@ -174,6 +204,7 @@ impl Runtime {
     /// Provisions, then processes until `shutdown` resolves; in-flight
     /// batches are finished (committed, published, acked) before it returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+        self.config.check()?;
         self.provision().await?;
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
@@ -183,7 +214,7 @@ impl Runtime {
             // One publisher and one outbox relay per function, whichever
             // path (consumer, command intake) committed the events.
             let publisher = publisher::Publisher::new(engine.clone(), self.js.clone());
-            tasks.spawn(relay::run(publisher.clone(), cancel.clone()));
+            tasks.spawn(relay::run(publisher.clone(), self.config.inbox_retention, cancel.clone()));
             // Every function gets a service, even without endpoints, so
             // `$SRV.PING` / `nats micro ls` shows what is running where.
             services.push(service::serve(&self.client, publisher.clone(), cancel.clone()).await?);

@@ -163,7 +163,10 @@ async fn ensure_stream(
         Ok(mut existing) => {
             let info = existing.info().await.map_err(|e| provision_error(&what, e))?;
             let have: BTreeSet<String> = info.config.subjects.iter().cloned().collect();
-            if subjects.is_subset(&have) && info.config.num_replicas == wanted.num_replicas {
+            if subjects.is_subset(&have)
+                && info.config.num_replicas == wanted.num_replicas
+                && info.config.max_age == wanted.max_age
+            {
                 return Ok(());
             }
             let merged = stream::Config { subjects: have.union(subjects).cloned().collect(), ..wanted };

@@ -28,12 +28,29 @@ const PAGE: usize = 1024;
 /// The most of an unpublishable event's payload kept in its dead letter.
 const DEAD_LETTER_EXCERPT: usize = 16 * 1024;
 
-/// Runs the relay until `cancel` fires.
-pub(crate) async fn run(publisher: Publisher, cancel: CancellationToken) {
+/// How often inbox records older than the retention are swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Runs the relay until `cancel` fires; it also sweeps the function's inbox
+/// of records older than `inbox_retention`, at start and every [`SWEEP_EVERY`].
+pub(crate) async fn run(publisher: Publisher, inbox_retention: Duration, cancel: CancellationToken) {
     let span = info_span!("outbox", function = publisher.engine.name());
     async move {
         let mut woken = true; // at start: whatever a crash left behind
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep += SWEEP_EVERY;
+                let before = chrono::TimeDelta::from_std(inbox_retention)
+                    .ok()
+                    .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+                match publisher.engine.sweep_inbox(before).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(records = n, %before, "swept inbox records older than the retention"),
+                    Err(e) => warn!(error = %e, "cannot sweep the inbox; trying again in an hour"),
+                }
+            }
             let pause = match drain(&publisher, woken).await {
                 Ok(true) => None,
                 Ok(false) => Some(RETRY_AFTER),

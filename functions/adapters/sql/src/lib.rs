@@ -38,6 +38,7 @@ struct Statements {
     get: Arc<str>,
     scan: Arc<str>,
     inbox_get: Arc<str>,
+    inbox_sweep: Arc<str>,
     outbox_for_event: Arc<str>,
     outbox_pending: Arc<str>,
 }
@@ -60,6 +61,13 @@ impl Statements {
                 p(2)
             )),
             inbox_get: s(format!("SELECT 1 FROM {prefix}inbox WHERE event_id = {}", p(1))),
+            // An input whose events are still in the outbox keeps its record:
+            // a redelivery must find them.
+            inbox_sweep: s(format!(
+                "DELETE FROM {prefix}inbox WHERE processed_at_ms < {} \
+                 AND NOT EXISTS (SELECT 1 FROM {prefix}outbox o WHERE o.event_id = {prefix}inbox.event_id)",
+                p(1)
+            )),
             outbox_for_event: s(format!(
                 "SELECT id, subject, payload, traceparent FROM {prefix}outbox WHERE event_id = {} ORDER BY seq",
                 p(1)
@@ -270,6 +278,15 @@ macro_rules! sql_store {
                 Self::outbox_rows(rows)
             }
 
+            async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+                let done = sqlx::query(q(&self.sql.inbox_sweep))
+                    .bind(before.timestamp_millis())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(Self::error)?;
+                Ok(done.rows_affected())
+            }
+
             async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
                 // Each chunk on its own: removing a published record twice is harmless.
                 for chunk in ids.chunks(KEYS_PER_STATEMENT) {
@@ -328,6 +345,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     traceparent TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_event_id ON outbox (event_id);
+CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at_ms);
 ";
 
 impl SqliteStore {
@@ -476,7 +494,8 @@ impl PostgresStore {
                  payload BYTEA NOT NULL,
                  traceparent TEXT
              );
-             CREATE INDEX IF NOT EXISTS outbox_event_id ON \"{schema}\".outbox (event_id);"
+             CREATE INDEX IF NOT EXISTS outbox_event_id ON \"{schema}\".outbox (event_id);
+             CREATE INDEX IF NOT EXISTS inbox_processed_at ON \"{schema}\".inbox (processed_at_ms);"
         );
         // Two processes opening the same schema at once would race on
         // CREATE ... IF NOT EXISTS; an advisory lock serialises them.
