@@ -45,6 +45,10 @@ pub struct BridgeArgs {
     /// Stream replicas (3 on a 3-node cluster).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Do not create or update streams and consumers: bind to those
+    /// `jetsaga provision` created (the bridge's NATS user may not change them).
+    #[arg(long)]
+    pub no_provision: bool,
     /// Create the demo products and customers that are missing.
     #[arg(long)]
     pub seed: bool,
@@ -76,9 +80,11 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         replicas: args.replicas,
         stream_subjects: options.stream_subjects(),
+        provision: !args.no_provision,
         ..Config::default()
     };
     let nats = crate::client::connect_options(&format!("jetsaga bridge ({})", names.join(",")))?
+        .custom_inbox_prefix(crate::client::inbox_prefix("bridge"))
         .retry_on_initial_connect()
         .connect(crate::client::servers(&args.nats_url))
         .await?;

@@ -42,6 +42,9 @@ enum Command {
     /// Prove effectively-once: drive orders while killing and pausing functions
     /// and servers, then check that nothing was lost, doubled or left stuck.
     Chaos(crate::chaos::ChaosArgs),
+    /// Create or update the streams and every function's consumer (a deploy
+    /// step, as an administrator); functions then run with `up --no-provision`.
+    Provision(up::ProvisionArgs),
     /// Create, inspect or cancel orders.
     #[command(subcommand)]
     Order(OrderCommand),
@@ -246,6 +249,7 @@ impl Cli {
                 }
                 return Ok(());
             }
+            Command::Provision(ref args) => return up::provision(args.clone(), &nats_url(&self), &self.stream).await,
             Command::Chaos(args) => {
                 let json_path = args.json.clone();
                 let report = crate::chaos::run(args).await?;
@@ -280,7 +284,12 @@ impl Cli {
         let client = Client::connect(&nats_url(&self)).await?;
         let print = |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         match self.command {
-            Command::Up(_) | Command::Bridge(_) | Command::Infra(_) | Command::Bench(_) | Command::Chaos(_) => {
+            Command::Up(_)
+            | Command::Bridge(_)
+            | Command::Infra(_)
+            | Command::Bench(_)
+            | Command::Chaos(_)
+            | Command::Provision(_) => {
                 unreachable!("handled above")
             }
             Command::Order(OrderCommand::Create { customer, items, order_id, wait, json }) => {

@@ -17,6 +17,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// or `NATS_CREDS_FILE` when set; otherwise by whatever the URL carries.
 pub fn connect_options(name: &str) -> anyhow::Result<async_nats::ConnectOptions> {
     let options = async_nats::ConnectOptions::new().name(name);
+    if let (Ok(user), Ok(password)) = (std::env::var("NATS_USER"), std::env::var("NATS_PASSWORD")) {
+        return Ok(options.user_and_password(user, password));
+    }
     if let Ok(creds) = std::env::var("NATS_CREDS") {
         return options.credentials(&creds).map_err(|e| anyhow::anyhow!("NATS_CREDS is not a valid .creds file: {e}"));
     }
@@ -26,6 +29,12 @@ pub fn connect_options(name: &str) -> anyhow::Result<async_nats::ConnectOptions>
         return options.credentials(&creds).map_err(|e| anyhow::anyhow!("{path} is not a valid .creds file: {e}"));
     }
     Ok(options)
+}
+
+/// The reply-inbox prefix of a function's connection, `_INBOX_<function>`:
+/// its NATS user may read replies there and nowhere else.
+pub fn inbox_prefix(function: &str) -> String {
+    format!("_INBOX_{function}")
 }
 
 /// A connection to the saga.

@@ -287,7 +287,8 @@ pub fn cloudformation() -> Value {
                     "Command": [
                         "bridge", "--saga", {"Ref": "SagaMode"}, "--function-prefix", {"Ref": "Prefix"},
                         "--batch-size", {"Ref": "BridgeBatchSize"}, "--concurrency", {"Ref": "BridgeConcurrency"},
-                        "--replicas", {"Ref": "StreamReplicas"}, "--metrics-interval-secs", "60", "--quiet"
+                        "--replicas", {"Ref": "StreamReplicas"}, "--metrics-interval-secs", "60", "--quiet",
+                        "--no-provision"
                     ],
                     "Environment": [{"Name": "NATS_URL", "Value": {"Ref": "NatsUrl"}}],
                     "Secrets": [{"Name": "NATS_CREDS", "ValueFrom": {"Ref": "NatsCredentialsSecretArn"}}],
@@ -365,28 +366,28 @@ pub fn cloudformation() -> Value {
     })
 }
 
-/// The subjects a process hosting `spec` needs, as a NATS permissions block.
-fn permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
-    let mut publish = vec![
-        "$JS.API.INFO".to_string(),
-        "$JS.API.STREAM.INFO.SAGA".into(),
-        "$JS.API.STREAM.CREATE.SAGA".into(),
-        "$JS.API.STREAM.UPDATE.SAGA".into(),
-        "$JS.API.STREAM.INFO.DLQ".into(),
-        "$JS.API.STREAM.CREATE.DLQ".into(),
-        "$JS.API.STREAM.UPDATE.DLQ".into(),
+/// The subjects a process hosting `specs` as NATS user `user` needs, and
+/// nothing more: publish what its functions emit, its dead letters, and
+/// read and ack its own consumers; receive its commands and queries and
+/// the replies sent to its own inbox prefix (`_INBOX_<user>`). No stream or
+/// consumer management: `jetsaga provision` does that as `admin`.
+fn permissions(user: &str, specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
+    let mut publish = Vec::new();
+    let mut subscribe = vec![
+        format!("{}.>", crate::client::inbox_prefix(user)),
+        "$SRV.PING".into(),
+        "$SRV.INFO".into(),
+        "$SRV.STATS".into(),
     ];
-    let mut subscribe = vec!["_INBOX.>".to_string(), "$SRV.PING".into(), "$SRV.INFO".into(), "$SRV.STATS".into()];
     for spec in specs {
         let name = spec.name;
         publish.extend(spec.emits.iter().map(|s| s.to_string()));
         publish.push(format!("dlq.{name}"));
-        publish.push(format!("$JS.API.CONSUMER.CREATE.SAGA.{name}"));
-        publish.push(format!("$JS.API.CONSUMER.CREATE.SAGA.{name}.>"));
         publish.push(format!("$JS.API.CONSUMER.INFO.SAGA.{name}"));
         publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.SAGA.{name}"));
         publish.push(format!("$JS.ACK.SAGA.{name}.>"));
         subscribe.extend(spec.queries.iter().chain(spec.accepts.iter()).map(|s| s.to_string()));
+        subscribe.push(jetsaga_jetstream::service::outbox_subject(name));
         subscribe.push(format!("$SRV.*.{name}"));
         subscribe.push(format!("$SRV.*.{name}.>"));
     }
@@ -402,7 +403,7 @@ fn quoted(subjects: &[String]) -> String {
 }
 
 fn user(name: &str, password_var: &str, specs: &[&FunctionSpec]) -> String {
-    let (publish, subscribe) = permissions(specs);
+    let (publish, subscribe) = permissions(name, specs);
     format!(
         "      {{\n        user: \"{name}\", password: ${password_var}\n        permissions: {{\n          publish: {{ allow: [{}] }}\n          subscribe: {{ allow: [{}] }}\n          allow_responses: true\n        }}\n      }}\n",
         quoted(&publish),
@@ -410,7 +411,7 @@ fn user(name: &str, password_var: &str, specs: &[&FunctionSpec]) -> String {
     )
 }
 
-/// The `accounts` block: an `admin` user (streams, `jetsaga` CLI), one
+/// The `accounts` block: an `admin` user (`jetsaga provision`, the CLI), one
 /// user per function allowed exactly its subjects, and a `bridge` user
 /// with the union of every function's permissions. Passwords come from
 /// environment variables (`$JETSAGA_<USER>_PASSWORD`) when the server starts.
@@ -421,7 +422,10 @@ pub fn nats_accounts() -> String {
         users.push_str(&user(name, &format!("JETSAGA_{}_PASSWORD", name.to_uppercase()), &[spec]));
     }
     let specs: Vec<&FunctionSpec> = all.iter().map(|(_, s)| *s).collect();
-    users.push_str(&user("bridge", "JETSAGA_BRIDGE_PASSWORD", &specs));
+    let mut bridge = user("bridge", "JETSAGA_BRIDGE_PASSWORD", &specs);
+    // The bridge reports the DLQ depth (`--metrics-interval-secs`): it may read that stream's info.
+    bridge = bridge.replacen("publish: { allow: [", "publish: { allow: [\"$JS.API.STREAM.INFO.DLQ\", ", 1);
+    users.push_str(&bridge);
     format!("accounts {{\n  SAGA {{\n    jetstream: enabled\n    users: [\n{users}    ]\n  }}\n}}\n")
 }
 
@@ -456,11 +460,14 @@ mod tests {
     #[test]
     fn function_users_may_publish_only_what_their_function_emits() {
         let (_, inventory) = deployable().into_iter().find(|(n, _)| *n == "inventory").unwrap();
-        let (publish, subscribe) = permissions(&[inventory]);
+        let (publish, subscribe) = permissions("inventory", &[inventory]);
         assert!(publish.contains(&"inventory.evt.reserved".to_string()));
         assert!(!publish.iter().any(|s| s.starts_with("orders.")), "{publish:?}");
         assert!(publish.contains(&"$JS.ACK.SAGA.inventory.>".to_string()));
         assert!(!publish.iter().any(|s| s.contains("SAGA.order")), "{publish:?}");
+        assert!(!publish.iter().any(|s| s.contains("STREAM.") || s.contains("CONSUMER.CREATE")), "{publish:?}");
+        assert!(subscribe.contains(&"_INBOX_inventory.>".to_string()));
+        assert!(!subscribe.contains(&"_INBOX.>".to_string()));
         assert!(subscribe.contains(&"inventory.query.products".to_string()));
         assert!(subscribe.contains(&"inventory.cmd.upsert_product".to_string()));
     }

@@ -94,6 +94,11 @@ pub struct UpArgs {
     /// another copy (a paused or hung process gives its messages up then).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub ack_wait: f64,
+    /// Do not create or update streams and consumers: bind to the consumers
+    /// `jetsaga provision` created (deployments where each function's NATS
+    /// user may only read its own consumer).
+    #[arg(long)]
+    pub no_provision: bool,
     /// Run every function as its real Lambda bootstrap under cargo-lambda's
     /// emulator, storing in DynamoDB (AWS_ENDPOINT_URL, or a moto server
     /// started here), fed by the JetStream→Lambda bridge.
@@ -172,10 +177,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         args.functions.clone()
     };
-    let nats = crate::client::connect_options(&format!("jetsaga up ({})", names.join(",")))?
-        .retry_on_initial_connect()
-        .connect(crate::client::servers(&url))
-        .await?;
+    let mut connect = crate::client::connect_options(&format!("jetsaga up ({})", names.join(",")))?;
+    if let [name] = names.as_slice() {
+        // A function's NATS user may read only the replies sent to it.
+        connect = connect.custom_inbox_prefix(crate::client::inbox_prefix(name));
+    }
+    let nats = connect.retry_on_initial_connect().connect(crate::client::servers(&url)).await?;
     if !(args.ack_wait >= 0.5 && args.ack_wait <= 3600.0) {
         anyhow::bail!("--ack-wait must be between 0.5 and 3600 seconds, got {}", args.ack_wait);
     }
@@ -183,6 +190,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
         stream_subjects: options.stream_subjects(),
+        provision: !args.no_provision,
         ..Config::default()
     };
     let mut runtime = Runtime::new(nats.clone(), config);
@@ -331,5 +339,57 @@ async fn seed(client: &Client, names: &[String]) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Options of `jetsaga provision`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProvisionArgs {
+    /// Which saga's functions get consumers.
+    #[arg(long, value_enum, default_value_t = SagaKind::Choreographed)]
+    pub saga: SagaKind,
+    /// Stream and consumer replicas (3 on a 3-node cluster).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// Seconds JetStream waits for a function's ack before redelivering.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub ack_wait: f64,
+}
+
+/// `jetsaga provision`: creates or updates the saga stream, the `DLQ`
+/// stream and every function's durable consumer, as an administrator's
+/// deploy step; the functions then run with `--no-provision`.
+pub async fn provision(args: ProvisionArgs, url: &str, stream: &str) -> anyhow::Result<()> {
+    if !(args.ack_wait >= 0.5 && args.ack_wait <= 3600.0) {
+        anyhow::bail!("--ack-wait must be between 0.5 and 3600 seconds, got {}", args.ack_wait);
+    }
+    let options = SagaOptions { mode: args.saga.into(), ..SagaOptions::default() };
+    let functions: Vec<_> = options
+        .functions()
+        .iter()
+        .map(|name| crate::saga::function(name, &options))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let specs: Vec<&jetsaga_core::FunctionSpec> = functions.iter().map(|f| f.spec()).collect();
+    let config = Config {
+        stream: stream.to_string(),
+        replicas: args.replicas,
+        ack_wait: Duration::from_secs_f64(args.ack_wait),
+        stream_subjects: options.stream_subjects(),
+        ..Config::default()
+    };
+    config.check()?;
+    let nats = crate::client::connect_options("jetsaga provision")?
+        .connect(crate::client::servers(url))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))?;
+    let js = async_nats::jetstream::new(nats.clone());
+    jetsaga_jetstream::provision::provision(&nats, &js, &config, &specs).await?;
+    println!(
+        "provisioned streams {stream} and {} ({} replica(s)) and the consumers of {}",
+        config.dlq_stream,
+        args.replicas,
+        specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+    );
     Ok(())
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use std::sync::Arc;
 
-use jetsaga_core::Processor;
+use jetsaga_core::{FunctionSpec, Processor};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -102,6 +102,11 @@ pub struct Config {
     /// record). Must be longer than `max_age` plus `duplicate_window`, so
     /// that any message that can still be delivered finds its record.
     pub inbox_retention: Duration,
+    /// Create or update the streams and consumers at start (local
+    /// development). Off where provisioning is a deploy step done by an
+    /// administrator: the runtime then only binds to its functions'
+    /// consumers, so their identities need no right to change streams.
+    pub provision: bool,
     /// Subjects the saga stream captures besides those of the functions
     /// hosted here: give the whole saga's ([`provision::stream_subjects`]),
     /// so every process provisions the same stream whichever functions it
@@ -134,6 +139,7 @@ impl Default for Config {
             max_age: Some(Duration::from_secs(14 * 24 * 3600)),
             inbox_retention: Duration::from_secs(21 * 24 * 3600),
             stream_subjects: Vec::new(),
+            provision: true,
             crash_after_commit: None,
         }
     }
@@ -198,14 +204,19 @@ impl Runtime {
     /// Creates or updates streams and consumers. Idempotent; safe to run
     /// from several processes at once.
     pub async fn provision(&self) -> Result<(), RuntimeError> {
-        provision::provision(&self.client, &self.js, &self.config, &self.engines).await
+        let specs: Vec<&FunctionSpec> = self.engines.iter().map(|e| e.spec()).collect();
+        provision::provision(&self.client, &self.js, &self.config, &specs).await
     }
 
     /// Provisions, then processes until `shutdown` resolves; in-flight
     /// batches are finished (committed, published, acked) before it returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
         self.config.check()?;
-        self.provision().await?;
+        if self.config.provision {
+            self.provision().await?;
+        } else {
+            provision::check_server_version(&provision::connected_server_info(&self.client).await?)?;
+        }
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         let mut services = Vec::new();
@@ -219,7 +230,11 @@ impl Runtime {
             // `$SRV.PING` / `nats micro ls` shows what is running where.
             services.push(service::serve(&self.client, publisher.clone(), cancel.clone()).await?);
             if !spec.subscribes.is_empty() {
-                let consumer = provision::consumer(&self.js, &self.config, engine).await?;
+                let consumer = if self.config.provision {
+                    provision::consumer(&self.js, &self.config, spec).await?
+                } else {
+                    provision::bind(&self.js, &self.config, spec).await?
+                };
                 for _ in 0..self.config.concurrency.max(1) {
                     let worker = worker::Worker::new(publisher.clone(), self.config.clone());
                     tasks.spawn(worker.run(consumer.clone(), cancel.clone()));

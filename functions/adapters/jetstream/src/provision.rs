@@ -3,9 +3,8 @@
 use std::collections::BTreeSet;
 
 use async_nats::jetstream::{self, consumer, stream};
-use std::sync::Arc;
 
-use jetsaga_core::{FunctionSpec, Processor};
+use jetsaga_core::FunctionSpec;
 use tracing::{info, warn};
 
 use crate::{Config, RuntimeError};
@@ -36,7 +35,7 @@ pub fn check_server_version(info: &async_nats::ServerInfo) -> Result<(), Runtime
 
 /// The server's INFO, waiting for the first connection if the client was
 /// created with `retry_on_initial_connect`.
-async fn connected_server_info(client: &async_nats::Client) -> Result<async_nats::ServerInfo, RuntimeError> {
+pub(crate) async fn connected_server_info(client: &async_nats::Client) -> Result<async_nats::ServerInfo, RuntimeError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let info = client.server_info();
@@ -86,17 +85,21 @@ fn provision_error(what: impl Into<String>, e: impl std::fmt::Display) -> Runtim
 /// processes provisioning at the same moment) before it gives up.
 const PROVISION_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub(crate) async fn provision(
+/// Creates or updates the saga stream, the `DLQ` stream and the durable
+/// consumer of each function in `specs`, retrying transient failures. An
+/// administrator's deploy step (`jetsaga provision`), or done by the
+/// runtime itself where its identity may (local development).
+pub async fn provision(
     client: &async_nats::Client,
     js: &jetstream::Context,
     config: &Config,
-    engines: &[Arc<dyn Processor>],
+    specs: &[&FunctionSpec],
 ) -> Result<(), RuntimeError> {
     check_server_version(&connected_server_info(client).await?)?;
     let deadline = tokio::time::Instant::now() + PROVISION_FOR;
     let mut pause = std::time::Duration::from_millis(100);
     loop {
-        match provision_once(js, config, engines).await {
+        match provision_once(js, config, specs).await {
             Ok(()) => return Ok(()),
             Err(e) if tokio::time::Instant::now() + pause < deadline => {
                 warn!(error = %e, retry_in = ?pause, "provisioning did not go through; trying again");
@@ -108,15 +111,11 @@ pub(crate) async fn provision(
     }
 }
 
-async fn provision_once(
-    js: &jetstream::Context,
-    config: &Config,
-    engines: &[Arc<dyn Processor>],
-) -> Result<(), RuntimeError> {
+async fn provision_once(js: &jetstream::Context, config: &Config, specs: &[&FunctionSpec]) -> Result<(), RuntimeError> {
     // The whole saga's subjects, not just this process's functions': every
     // process then asks for the same stream, whichever functions it hosts and
     // whoever starts first, so none can drop another's subjects.
-    let mut subjects = stream_subjects(engines.iter().map(|e| e.spec()));
+    let mut subjects = stream_subjects(specs.iter().copied());
     subjects.extend(config.stream_subjects.iter().cloned());
     let saga_config = |subjects: BTreeSet<String>| stream::Config {
         name: config.stream.clone(),
@@ -143,10 +142,10 @@ async fn provision_once(
         ..Default::default()
     };
     ensure_stream(js, dlq, &dlq_subjects).await?;
-    for engine in engines {
-        consumer(js, config, engine).await?;
+    for spec in specs {
+        consumer(js, config, spec).await?;
     }
-    info!(stream = %config.stream, functions = engines.len(), "streams and consumers provisioned");
+    info!(stream = %config.stream, functions = specs.len(), "streams and consumers provisioned");
     Ok(())
 }
 
@@ -182,13 +181,38 @@ async fn ensure_stream(
     }
 }
 
+/// Binds to the durable consumer an administrator provisioned, without
+/// creating or changing anything (a function's identity may only read its
+/// own consumer). Waits for it a while: the deploy step may still be running.
+pub(crate) async fn bind(
+    js: &jetstream::Context,
+    config: &Config,
+    spec: &FunctionSpec,
+) -> Result<consumer::PullConsumer, RuntimeError> {
+    let deadline = tokio::time::Instant::now() + PROVISION_FOR;
+    loop {
+        match js.get_consumer_from_stream::<consumer::pull::Config, _, _>(spec.name, config.stream.as_str()).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                warn!(function = spec.name, error = %e, "no consumer to bind to yet (has `jetsaga provision` run?); waiting");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(RuntimeError::Provision {
+                    what: format!("consumer {} on {}", spec.name, config.stream),
+                    message: format!("{e}: provision it first with `jetsaga provision` as an administrator"),
+                });
+            }
+        }
+    }
+}
+
 /// Creates or updates the durable pull consumer of one function.
 pub(crate) async fn consumer(
     js: &jetstream::Context,
     config: &Config,
-    engine: &Arc<dyn Processor>,
+    spec: &FunctionSpec,
 ) -> Result<consumer::PullConsumer, RuntimeError> {
-    let spec = engine.spec();
     let stream =
         js.get_stream(&config.stream).await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
     let consumer_config = consumer::pull::Config {
