@@ -25,7 +25,7 @@ async fn creating_the_table_twice_is_harmless_and_a_batch_over_the_limit_is_refu
     store.create_table_if_missing().await.unwrap();
     store.create_table_if_missing().await.unwrap();
     let commits: Vec<jetsaga_core::Commit> =
-        (0..101).map(|i| jetsaga_core::Commit { event_id: format!("e{i}"), writes: vec![], outbox: vec![] }).collect();
+        (0..101).map(|i| jetsaga_core::Commit { event_id: format!("e{i}"), ..Default::default() }).collect();
     let refused = store.commit(&commits).await.unwrap_err();
     assert!(matches!(refused, jetsaga_core::CommitError::TooLarge { .. }), "{refused}");
     assert!(refused.to_string().contains("101 items"), "{refused}");

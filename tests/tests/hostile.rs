@@ -197,3 +197,51 @@ async fn a_burst_of_bad_commands_costs_only_itself() {
     saga.expect_used_credit("c-1", 3000).await;
     saga.stop().await;
 }
+
+/// Sends a command with a `Nats-Msg-Id` and returns (error code, body).
+async fn request_with_id(
+    saga: &Saga,
+    subject: &str,
+    id: &str,
+    body: serde_json::Value,
+) -> (Option<u16>, serde_json::Value) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    let reply =
+        saga.client.nats.request_with_headers(subject.to_string(), headers, body.to_string().into()).await.unwrap();
+    let code =
+        reply.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).and_then(|v| v.as_str().parse().ok());
+    (code, serde_json::from_slice(&reply.payload).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_commands_get_the_first_answer_and_a_reused_id_is_a_conflict() {
+    let (saga, completed) = shop_with_a_completed_order(SagaMode::Choreographed).await;
+    // Refused, then retried with the same id: refused the same way, not "OK".
+    let cancel = json!({"order_id": completed});
+    let first = request_with_id(&saga, "orders.cmd.cancel", "cancel-1", cancel.clone()).await;
+    assert_eq!(first.0, Some(422));
+    assert_eq!(first.1["error"], format!("order {completed} is already completed"));
+    assert_eq!(request_with_id(&saga, "orders.cmd.cancel", "cancel-1", cancel).await, first);
+
+    // Accepted, then retried: the same order, the same answer, one order.
+    let create = json!({"customer_id": "c-1", "items": [{"product_id": "p-a", "quantity": 1}]});
+    let (code, accepted) = request_with_id(&saga, "orders.cmd.create", "create-1", create.clone()).await;
+    assert_eq!(code, None, "{accepted}");
+    let order_id = accepted["order_id"].as_str().unwrap().to_string();
+    assert_eq!(order_id, "create-1", "without an order_id the command's id names the order");
+    let (code, again) = request_with_id(&saga, "orders.cmd.create", "create-1", create).await;
+    assert_eq!((code, &again["order_id"], &again["events"]), (None, &accepted["order_id"], &accepted["events"]));
+    assert_eq!(saga.finish(&order_id).await.status, OrderStatus::Completed);
+    assert_eq!(saga.events_for("orders.evt.created", &order_id).await.len(), 1);
+
+    // The same id with a different payload: 409, and nothing happens.
+    let other = json!({"customer_id": "c-1", "items": [{"product_id": "p-a", "quantity": 5}]});
+    let (code, conflict) = request_with_id(&saga, "orders.cmd.create", "create-1", other).await;
+    assert_eq!(code, Some(409), "{conflict}");
+    let reason = conflict["error"].as_str().unwrap();
+    assert!(reason.contains("create-1 was already used by a different orders.cmd.create"), "{reason}");
+    settle(&saga).await;
+    saga.expect_stock("p-a", (7, 0)).await;
+    saga.stop().await;
+}

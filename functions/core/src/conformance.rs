@@ -20,7 +20,7 @@ fn record(id: &str) -> OutboxRecord {
 }
 
 fn commit(event_id: &str, writes: Vec<Write>, outbox: Vec<OutboxRecord>) -> Commit {
-    Commit { event_id: event_id.into(), writes, outbox }
+    Commit { event_id: event_id.into(), writes, outbox, receipt: None }
 }
 
 async fn value(store: &dyn Store, key: &str) -> Option<(String, u64)> {

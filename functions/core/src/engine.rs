@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use jetsaga_events::{DecodeError, ENVELOPE_VERSION, Envelope};
+use serde::{Deserialize, Serialize};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::{HandlerError, PendingEvent, QueryError};
@@ -33,9 +34,35 @@ impl Outcome {
     /// The records to publish, if the input counts as processed.
     pub fn outbox(&self) -> Option<&[OutboxRecord]> {
         match self {
-            Self::Publish(outbox) | Self::Rejected { outbox, .. } => Some(outbox),
-            Self::Retry(_) | Self::DeadLetter(_) => None,
+            Self::Publish(outbox) | Self::Rejected { outbox, .. } | Self::Repeated { outbox, .. } => Some(outbox),
+            Self::Retry(_) | Self::DeadLetter(_) | Self::Conflict(_) => None,
         }
+    }
+}
+
+/// What processing an input amounted to, stored with its inbox record, so
+/// that a retry gets the first answer again and a different input reusing
+/// the id is told apart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Digest of the input's type and payload.
+    pub digest: String,
+    /// Why it was refused, if it was a business rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// Subjects of the events it emitted, in order.
+    pub events: Vec<String>,
+    /// The saga key it concerned (for a create, the order it made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
+impl Receipt {
+    /// The digest of an input: its type and its payload (JSON objects have
+    /// sorted keys, so key order and spacing of what a client sent do not matter).
+    pub fn digest_of(envelope: &Envelope) -> String {
+        let canonical = format!("{}\n{}", envelope.event_type, envelope.data);
+        crate::ids::digest(&canonical)
     }
 }
 
@@ -78,6 +105,28 @@ pub enum Outcome {
     Retry(String),
     /// Never processable: dead-letter with this reason and acknowledge.
     DeadLetter(String),
+    /// Processed before (a retry or a redelivery): publish what is still
+    /// unpublished, then acknowledge; a caller gets the first answer again.
+    Repeated {
+        /// How it went the first time.
+        receipt: Receipt,
+        /// Its events not yet published (often none).
+        outbox: Vec<OutboxRecord>,
+    },
+    /// Its id was used before by a different input: not processed. A
+    /// request/reply caller gets 409; a stream message is dead-lettered.
+    Conflict(String),
+}
+
+/// The receipt of a run that emitted `events` (a rejection if `rejected`).
+fn receipt(input: &Envelope, events: &[PendingEvent], rejected: Option<&str>) -> String {
+    let receipt = Receipt {
+        digest: Receipt::digest_of(input),
+        rejected: rejected.map(str::to_string),
+        events: events.iter().map(|e| e.subject.clone()).collect(),
+        order_id: events.iter().find_map(|e| e.order_id.clone()).or_else(|| input.order_key().map(str::to_string)),
+    };
+    serde_json::to_string(&receipt).expect("receipts serialize")
 }
 
 /// The text a panic was raised with.
@@ -318,15 +367,14 @@ impl Engine {
                     debug!(function = self.name(), event_id, key, "write conflict; re-running the handler");
                     last_conflict = key;
                 }
-                Err(CommitError::Duplicate { .. }) => match self.store.processed(event_id).await {
-                    Ok(Some(pending)) => {
-                        debug!(function = self.name(), event_id, "already processed; re-publishing its outbox");
-                        return Outcome::Publish(pending);
-                    }
-                    // Inbox records are never removed while an event can be redelivered.
-                    Ok(None) => return Outcome::Retry(format!("event {event_id} is both processed and not")),
-                    Err(e) => return Outcome::Retry(e.to_string()),
-                },
+                Err(CommitError::Duplicate { .. }) => {
+                    debug!(function = self.name(), event_id, "already processed; answering as the first time");
+                    return match self.earlier(incoming).await {
+                        Some(outcome) => outcome,
+                        // Inbox records are never removed while an event can be redelivered.
+                        None => Outcome::Retry(format!("event {event_id} is both processed and not")),
+                    };
+                }
                 Err(CommitError::TooLarge { message }) => {
                     return Outcome::DeadLetter(format!("this event's changes cannot be committed at once: {message}"));
                 }
@@ -339,11 +387,34 @@ impl Engine {
     /// A handler failed: if the event was processed before (a redelivery
     /// after its commit), that earlier outcome stands; otherwise `failure` does.
     async fn unless_processed(&self, incoming: &Incoming, failure: Outcome) -> Outcome {
-        match self.store.processed(&incoming.envelope.id).await {
-            Ok(Some(pending)) => Outcome::Publish(pending),
-            Ok(None) => failure,
-            Err(e) => Outcome::Retry(e.to_string()),
-        }
+        self.earlier(incoming).await.unwrap_or(failure)
+    }
+
+    /// How an input processed before went, if it was: the same answer
+    /// again (with its events still unpublished), or a conflict if this
+    /// input is not the one that used its id.
+    async fn earlier(&self, incoming: &Incoming) -> Option<Outcome> {
+        let id = &incoming.envelope.id;
+        let pending = match self.store.processed(id).await {
+            Ok(Some(pending)) => pending,
+            Ok(None) => return None,
+            Err(e) => return Some(Outcome::Retry(e.to_string())),
+        };
+        let receipt = match self.store.receipt(id).await {
+            Ok(Some(text)) => serde_json::from_str::<Receipt>(&text).ok(),
+            Ok(None) => None,
+            Err(e) => return Some(Outcome::Retry(e.to_string())),
+        };
+        Some(match receipt {
+            // Processed before receipts were kept: its events, nothing more is known.
+            None => Outcome::Publish(pending),
+            Some(receipt) if receipt.digest != Receipt::digest_of(&incoming.envelope) => Outcome::Conflict(format!(
+                "id {id} was already used by a different {}: a retry must send the same payload under the same id \
+                 (Nats-Msg-Id), a new command needs a new id",
+                incoming.envelope.event_type
+            )),
+            Some(receipt) => Outcome::Repeated { receipt, outbox: pending },
+        })
     }
 
     /// Loads every key the handlers of `batch` will likely read, in one round trip.
@@ -385,16 +456,26 @@ impl Engine {
             Ok(()) => {
                 let (writes, emitted) = ctx.finish();
                 overlay.apply(&writes);
+                let receipt = receipt(envelope, &emitted, None);
                 let outbox = self.outbox(incoming, emitted, now);
                 debug!(writes = writes.len(), emitted = outbox.len(), "handled");
-                Ok(Ran { commit: Commit { event_id: envelope.id.clone(), writes, outbox }, rejected: None })
+                Ok(Ran {
+                    commit: Commit { event_id: envelope.id.clone(), writes, outbox, receipt: Some(receipt) },
+                    rejected: None,
+                })
             }
             Err(HandlerError::Rejected { reason, events }) => {
                 drop(ctx);
                 debug!(reason = %reason, "rejected");
+                let receipt = receipt(envelope, &events, Some(&reason));
                 let outbox = self.outbox(incoming, events, now);
                 Ok(Ran {
-                    commit: Commit { event_id: envelope.id.clone(), writes: Vec::new(), outbox },
+                    commit: Commit {
+                        event_id: envelope.id.clone(),
+                        writes: Vec::new(),
+                        outbox,
+                        receipt: Some(receipt),
+                    },
                     rejected: Some(reason),
                 })
             }

@@ -31,6 +31,11 @@ pub fn time_of(id: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
 }
 
+/// A stable digest of `text` (UUIDv5 in hex, no dashes).
+pub fn digest(text: &str) -> String {
+    hex(&hash16(text))
+}
+
 /// A fresh random UUIDv7 (for commands created by tools and tests).
 pub fn new_id() -> String {
     Uuid::now_v7().to_string()

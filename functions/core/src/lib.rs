@@ -21,7 +21,7 @@ pub mod memory;
 pub mod store;
 pub mod testing;
 
-pub use engine::{Engine, Incoming, Outcome, Processor, command_envelope};
+pub use engine::{Engine, Incoming, Outcome, Processor, Receipt, command_envelope};
 pub use error::{HandlerError, PendingEvent, QueryError};
 pub use function::{Ctx, Function, FunctionSpec, QueryCtx};
 pub use memory::MemoryStore;

@@ -13,6 +13,8 @@ struct Inner {
     kv: BTreeMap<String, Item>,
     /// input event id -> ids of the outbox records it produced
     inbox: HashMap<String, Vec<String>>,
+    /// input event id -> its receipt
+    receipts: HashMap<String, String>,
     /// input event id -> when it was processed
     processed_at: HashMap<String, chrono::DateTime<chrono::Utc>>,
     /// insertion sequence -> record
@@ -92,6 +94,9 @@ impl Store for MemoryStore {
             let ids = commit.outbox.iter().map(|r| r.id.clone()).collect();
             guard.inbox.insert(commit.event_id.clone(), ids);
             guard.processed_at.insert(commit.event_id.clone(), chrono::Utc::now());
+            if let Some(receipt) = &commit.receipt {
+                guard.receipts.insert(commit.event_id.clone(), receipt.clone());
+            }
             for record in &commit.outbox {
                 let seq = guard.next_seq;
                 guard.next_seq += 1;
@@ -113,6 +118,10 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().unwrap().outbox.values().take(limit).cloned().collect())
     }
 
+    async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.inner.lock().unwrap().receipts.get(event_id).cloned())
+    }
+
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         self.inner.lock().unwrap().outbox.retain(|_, r| !ids.contains(&r.id));
         Ok(())
@@ -131,6 +140,7 @@ impl Store for MemoryStore {
         for id in &old {
             inner.inbox.remove(id);
             inner.processed_at.remove(id);
+            inner.receipts.remove(id);
         }
         Ok(old.len() as u64)
     }

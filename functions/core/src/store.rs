@@ -54,7 +54,7 @@ pub struct OutboxRecord {
 
 /// Everything one input event changes: its inbox record, the state writes
 /// and the outgoing events. Committed all-or-nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Commit {
     /// Id of the input event (the inbox key).
     pub event_id: String,
@@ -62,6 +62,10 @@ pub struct Commit {
     pub writes: Vec<Write>,
     /// Events to publish after the commit.
     pub outbox: Vec<OutboxRecord>,
+    /// What processing the input amounted to, kept with its inbox record
+    /// (opaque JSON to the store; the engine's `Receipt`), so that a retry
+    /// is answered as the first delivery was.
+    pub receipt: Option<String>,
 }
 
 /// A store failure: the backend could not be reached or answered an error.
@@ -138,6 +142,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `None` if the input event was never processed; otherwise the events
     /// it produced that are not yet marked published (often none).
     async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError>;
+
+    /// The receipt stored with an input's inbox record; `None` if the input
+    /// was never processed (or was processed without one).
+    async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError>;
 
     /// Outbox records not yet marked published, oldest first.
     async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
@@ -251,7 +259,7 @@ mod tests {
     }
 
     fn commit(writes: Vec<Write>) -> Commit {
-        Commit { event_id: "e".into(), writes, outbox: Vec::new() }
+        Commit { event_id: "e".into(), writes, ..Commit::default() }
     }
 
     #[test]

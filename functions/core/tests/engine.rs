@@ -74,7 +74,9 @@ async fn an_unpublished_outbox_is_handed_out_again_on_redelivery() {
     let incoming = jetsaga_core::Incoming::new(event.clone());
     // First delivery commits, but the runtime "crashes" before publishing.
     let Outcome::Publish(first) = t.engine().handle_one(&incoming).await else { panic!("not processed") };
-    let Outcome::Publish(second) = t.engine().handle_one(&incoming).await else { panic!("not processed") };
+    let Outcome::Repeated { outbox: second, .. } = t.engine().handle_one(&incoming).await else {
+        panic!("not answered as processed before")
+    };
     assert_eq!(first, second, "the same events, with the same ids, are published again");
     assert_eq!(t.state::<u32>("left/p").await, Some(7));
 }
@@ -220,6 +222,9 @@ impl Store for CountingStore {
     async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
         self.inner.processed(event_id).await
     }
+    async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.receipt(event_id).await
+    }
     async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         self.inner.unpublished(limit).await
     }
@@ -276,4 +281,39 @@ async fn an_event_the_store_cannot_take_fails_alone_and_its_batch_goes_through()
         assert!(matches!(outcomes[2], Outcome::Publish(_)), "{outcomes:?}");
         assert_eq!(store.inner.get("left/q").await.unwrap().unwrap().value, b"9");
     }
+}
+
+#[tokio::test]
+async fn a_retry_gets_the_first_answer_and_a_reused_id_is_a_conflict() {
+    let t = TestFunction::new(Taker);
+    // Refused the first time (10 left, 12 wanted): refused again, the same way.
+    let greedy = envelope_for(&take("p", 12, "o-1"));
+    let first = t.deliver(greedy.clone()).await;
+    assert_eq!(first.rejection_reason(), "want 12, have 10");
+    let Outcome::Repeated { receipt, .. } = t.engine().handle_one(&Incoming::new(greedy.clone())).await else {
+        panic!("a retry is answered as the first time")
+    };
+    assert_eq!(receipt.rejected.as_deref(), Some("want 12, have 10"));
+    assert_eq!(receipt.events, ["inventory.evt.reservation_failed"]);
+    assert_eq!(receipt.order_id.as_deref(), Some("o-1"), "the order its failure event names");
+
+    // The same id with another payload is not a retry: it is refused, and changes nothing.
+    let mut reused = greedy.clone();
+    reused.data = serde_json::to_value(take("p", 1, "o-1")).unwrap();
+    let Outcome::Conflict(reason) = t.engine().handle_one(&Incoming::new(reused)).await else {
+        panic!("a reused id must be a conflict")
+    };
+    assert!(reason.contains(&greedy.id) && reason.contains("a different inventory.cmd.upsert_product"), "{reason}");
+    assert_eq!(t.state::<u32>("left/p").await, None, "nothing was taken");
+
+    // Key order and spacing of the payload do not make a retry a different input.
+    let ok = envelope_for(&take("p", 1, "o-2"));
+    t.deliver(ok.clone()).await.single::<InventoryReleased>();
+    let mut reordered = ok.clone();
+    reordered.data =
+        serde_json::from_str(r#"{"stock": 1, "price_cents": 0, "name": "o-2", "product_id": "p"}"#).unwrap();
+    let Outcome::Repeated { receipt, .. } = t.engine().handle_one(&Incoming::new(reordered)).await else {
+        panic!("the same payload, reordered, is a retry")
+    };
+    assert_eq!((receipt.rejected, receipt.events), (None, vec!["inventory.evt.released".to_string()]));
 }

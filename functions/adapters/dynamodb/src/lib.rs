@@ -369,6 +369,10 @@ impl Store for DynamoStore {
                 ("at".to_string(), n(now)),
                 ("expires_at".to_string(), n(now + RETENTION_SECS)),
             ]);
+            let mut inbox = inbox;
+            if let Some(receipt) = &commit.receipt {
+                inbox.insert("receipt".to_string(), s(receipt));
+            }
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(inbox))
@@ -431,6 +435,20 @@ impl Store for DynamoStore {
                 Err(CommitError::Store(sdk_err("transact_write_items", e)))
             }
         }
+    }
+
+    async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        let inbox = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(inbox_pk(event_id)))
+            .key("sk", s("inbox"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("get_item", e))?;
+        Ok(inbox.item().and_then(|item| item.get("receipt")).and_then(|v| v.as_s().ok()).cloned())
     }
 
     async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {

@@ -234,6 +234,18 @@ async fn accept(
             Ok(reply)
         }
         Outcome::Rejected { reason, .. } => Err((422, reason)),
+        // A retry: the first answer again.
+        Outcome::Repeated { receipt, .. } => match receipt.rejected {
+            Some(reason) => Err((422, reason)),
+            None => {
+                let mut reply = json!({"event_id": envelope.id, "events": receipt.events});
+                if let Some(order_id) = receipt.order_id {
+                    reply["order_id"] = json!(order_id);
+                }
+                Ok(reply)
+            }
+        },
+        Outcome::Conflict(reason) => Err((409, reason)),
         Outcome::Retry(reason) => Err((503, format!("temporarily unavailable, retry: {reason}"))),
         Outcome::DeadLetter(reason) => {
             let origin = format!("request/{}", envelope.id);

@@ -151,7 +151,9 @@ impl Worker {
             let message = &batch[i];
             let delivered = delivered_of(message);
             dispositions[i] = Some(match outcome {
-                Outcome::Publish(records) | Outcome::Rejected { outbox: records, .. } => {
+                Outcome::Publish(records)
+                | Outcome::Rejected { outbox: records, .. }
+                | Outcome::Repeated { outbox: records, .. } => {
                     // Consume exactly this input's share of the publish results.
                     let results: Vec<bool> = records.iter().map(|_| published.next().unwrap_or(false)).collect();
                     let all_out = results.into_iter().all(|ok| ok);
@@ -165,7 +167,7 @@ impl Worker {
                     debug!(%reason, attempt = delivered, ?delay, "will retry");
                     Disposition::Nak(delay)
                 }
-                Outcome::DeadLetter(reason) => Disposition::DeadLetter(reason),
+                Outcome::DeadLetter(reason) | Outcome::Conflict(reason) => Disposition::DeadLetter(reason),
             });
         }
         let acks = batch.iter().zip(dispositions).map(|(message, disposition)| async move {

@@ -41,7 +41,9 @@ pub async fn handle(engine: &Engine, request: Request) -> Result<Response, Diagn
             let batch_item_failures = results
                 .iter()
                 .filter_map(|r| match r {
-                    wire::Result::Retry { event_id, .. } | wire::Result::DeadLetter { event_id, .. } => {
+                    wire::Result::Retry { event_id, .. }
+                    | wire::Result::DeadLetter { event_id, .. }
+                    | wire::Result::Conflict { event_id, .. } => {
                         Some(ItemFailure { item_identifier: event_id.clone() })
                     }
                     _ => None,

@@ -93,6 +93,23 @@ pub enum Result {
         /// Why.
         reason: String,
     },
+    /// Processed before: publish the events still unpublished, then ack;
+    /// `receipt` is how it went the first time.
+    Repeated {
+        /// Input event id.
+        event_id: String,
+        /// The first time's receipt.
+        receipt: jetsaga_core::Receipt,
+        /// Events still unpublished.
+        events: Vec<Event>,
+    },
+    /// The id was used before by a different input; dead-letter.
+    Conflict {
+        /// Input event id.
+        event_id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A record to redeliver, in the shape AWS uses for partial batch responses.
@@ -186,6 +203,8 @@ impl Result {
             Outcome::Rejected { reason, outbox } => Self::Rejected { event_id, reason, events: events(outbox) },
             Outcome::Retry(reason) => Self::Retry { event_id, reason },
             Outcome::DeadLetter(reason) => Self::DeadLetter { event_id, reason },
+            Outcome::Repeated { receipt, outbox } => Self::Repeated { event_id, receipt, events: events(outbox) },
+            Outcome::Conflict(reason) => Self::Conflict { event_id, reason },
         }
     }
 
@@ -197,6 +216,8 @@ impl Result {
             Self::Rejected { reason, events, .. } => Outcome::Rejected { reason, outbox: records(events) },
             Self::Retry { reason, .. } => Outcome::Retry(reason),
             Self::DeadLetter { reason, .. } => Outcome::DeadLetter(reason),
+            Self::Repeated { receipt, events, .. } => Outcome::Repeated { receipt, outbox: records(events) },
+            Self::Conflict { reason, .. } => Outcome::Conflict(reason),
         }
     }
 }

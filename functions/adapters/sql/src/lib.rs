@@ -38,6 +38,7 @@ struct Statements {
     get: Arc<str>,
     scan: Arc<str>,
     inbox_get: Arc<str>,
+    inbox_receipt: Arc<str>,
     inbox_sweep: Arc<str>,
     outbox_for_event: Arc<str>,
     outbox_pending: Arc<str>,
@@ -61,6 +62,7 @@ impl Statements {
                 p(2)
             )),
             inbox_get: s(format!("SELECT 1 FROM {prefix}inbox WHERE event_id = {}", p(1))),
+            inbox_receipt: s(format!("SELECT receipt FROM {prefix}inbox WHERE event_id = {}", p(1))),
             // An input whose events are still in the outbox keeps its record:
             // a redelivery must find them.
             inbox_sweep: s(format!(
@@ -278,6 +280,15 @@ macro_rules! sql_store {
                 Self::outbox_rows(rows)
             }
 
+            async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query(q(&self.sql.inbox_receipt))
+                    .bind(event_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(Self::error)?;
+                Ok(row.and_then(|row| row.get::<Option<String>, _>(0)))
+            }
+
             async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
                 let done = sqlx::query(q(&self.sql.inbox_sweep))
                     .bind(before.timestamp_millis())
@@ -335,7 +346,7 @@ pub struct SqliteStore {
 
 const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS inbox (event_id TEXT PRIMARY KEY, processed_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox (event_id TEXT PRIMARY KEY, processed_at_ms INTEGER NOT NULL, receipt TEXT);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -377,6 +388,17 @@ impl SqliteStore {
             .execute(&pool)
             .await
             .map_err(|e| StoreError::new("sqlite", format!("cannot create tables in {}: {e}", path.display())))?;
+        // Stores created before inbox records kept receipts get the column.
+        let columns = sqlx::query("SELECT name FROM pragma_table_info('inbox')")
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| StoreError::new("sqlite", e.to_string()))?;
+        if !columns.iter().any(|row| row.get::<String, _>(0) == "receipt") {
+            sqlx::raw_sql("ALTER TABLE inbox ADD COLUMN receipt TEXT")
+                .execute(&pool)
+                .await
+                .map_err(|e| StoreError::new("sqlite", format!("cannot upgrade {}: {e}", path.display())))?;
+        }
         // BEGIN IMMEDIATE takes the write lock up front, so two writers
         // queue on busy_timeout instead of failing on lock upgrade.
         Ok(Self { pool, sql: Arc::new(Statements::new("", Params::Positional)), begin: "BEGIN IMMEDIATE" })
@@ -485,7 +507,8 @@ impl PostgresStore {
         let ddl = format!(
             "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
              CREATE TABLE IF NOT EXISTS \"{schema}\".kv (key TEXT COLLATE \"C\" PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL);
-             CREATE TABLE IF NOT EXISTS \"{schema}\".inbox (event_id TEXT PRIMARY KEY, processed_at_ms BIGINT NOT NULL);
+             CREATE TABLE IF NOT EXISTS \"{schema}\".inbox (event_id TEXT PRIMARY KEY, processed_at_ms BIGINT NOT NULL, receipt TEXT);
+             ALTER TABLE \"{schema}\".inbox ADD COLUMN IF NOT EXISTS receipt TEXT;
              CREATE TABLE IF NOT EXISTS \"{schema}\".outbox (
                  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                  id TEXT NOT NULL UNIQUE,

@@ -121,14 +121,19 @@ pub(crate) fn commit_steps<'a>(
     let conflict = |n| Check::Affects(n, Refusal::Conflict);
     let unchecked = |_| Check::Nothing;
 
-    let inbox_rows = commits.iter().map(|c| vec![Bind::Text(&c.event_id), Bind::Int(at_ms)]).collect();
+    let inbox_rows = commits
+        .iter()
+        .map(|c| vec![Bind::Text(&c.event_id), Bind::Int(at_ms), Bind::MaybeText(c.receipt.as_deref())])
+        .collect();
     chunked(
         &mut steps,
         params,
         inbox_rows,
-        2,
+        3,
         &|values| {
-            format!("INSERT INTO {inbox} (event_id, processed_at_ms) VALUES {values} ON CONFLICT (event_id) DO NOTHING")
+            format!(
+                "INSERT INTO {inbox} (event_id, processed_at_ms, receipt) VALUES {values} ON CONFLICT (event_id) DO NOTHING"
+            )
         },
         &|n| Check::Affects(n, Refusal::Duplicate),
     );
@@ -314,6 +319,7 @@ mod tests {
                     payload: b"{}".to_vec(),
                     traceparent: None,
                 }],
+                receipt: None,
             })
             .collect();
         let changes = net_changes(&commits);

@@ -46,7 +46,10 @@ async fn sqlite_state_survives_reopening() {
     let store = SqliteStore::open(&path, Durability::Full).await.unwrap();
     let write =
         jetsaga_core::Write { key: "k".into(), value: Some(b"1".to_vec()), expect: jetsaga_core::Expect::Absent };
-    store.commit(&[jetsaga_core::Commit { event_id: "e".into(), writes: vec![write], outbox: vec![] }]).await.unwrap();
+    store
+        .commit(&[jetsaga_core::Commit { event_id: "e".into(), writes: vec![write], ..Default::default() }])
+        .await
+        .unwrap();
     store.close().await;
     let reopened = SqliteStore::open(&path, Durability::Normal).await.unwrap();
     assert_eq!(reopened.get("k").await.unwrap().unwrap().version, 1);
@@ -61,7 +64,9 @@ async fn postgres_schemas_keep_functions_apart() {
     let b = PostgresStore::open(pool.clone(), &format!("iso_b_{tag}")).await.unwrap();
     let write =
         jetsaga_core::Write { key: "k".into(), value: Some(b"1".to_vec()), expect: jetsaga_core::Expect::Absent };
-    a.commit(&[jetsaga_core::Commit { event_id: "e".into(), writes: vec![write], outbox: vec![] }]).await.unwrap();
+    a.commit(&[jetsaga_core::Commit { event_id: "e".into(), writes: vec![write], ..Default::default() }])
+        .await
+        .unwrap();
     assert!(a.get("k").await.unwrap().is_some());
     assert!(b.get("k").await.unwrap().is_none());
     assert_eq!(b.processed("e").await.unwrap(), None);
