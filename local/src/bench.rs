@@ -239,7 +239,15 @@ pub struct Report {
     /// Terminal events delivered twice to plain subscribers (re-published
     /// and de-duplicated by JetStream; not a correctness problem).
     pub republished_terminal_events: usize,
-    /// Correctness: exactly one terminal event per order, stock conserved.
+    /// Orders with a doubled effect (two ends, or two different events of one type).
+    pub doubled: usize,
+    /// Messages dead-lettered during the run.
+    pub dead_letters: u64,
+    /// Failed orders by kind of reason.
+    pub failure_reasons: std::collections::BTreeMap<String, usize>,
+    /// Correctness: the invariants of `jetsaga chaos` (one end per order,
+    /// nothing doubled, stock, credit and money conserved, no dead letter,
+    /// nothing left unpublished).
     pub correct: bool,
     /// What was wrong, if anything.
     pub problems: Vec<String>,
@@ -356,7 +364,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let customer = jetsaga_events::CreateCustomer {
         customer_id: "c-bench".into(),
         name: "Bench".into(),
-        credit_limit_cents: u64::MAX / 4,
+        credit_limit_cents: jetsaga_events::limits::MAX_CREDIT_LIMIT_CENTS,
     };
     client.command(jetsaga_events::subjects::CUSTOMERS_CMD_CREATE, &customer).await?;
     let first_seq = js.get_stream("SAGA").await?.info().await?.state.last_sequence;
@@ -459,6 +467,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let mut last_seq = saga_stream.info().await?.state.last_sequence;
     let (mut stored, mut bytes) = (0u64, 0usize);
     let mut per_order: HashMap<String, Vec<Envelope>> = HashMap::new();
+    let mut history: Vec<Envelope> = Vec::new();
     let mut terminal_count: HashMap<String, usize> = HashMap::new();
     let ordered = saga_stream
         .create_consumer(consumer::pull::OrderedConfig {
@@ -490,6 +499,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             ) {
                 *terminal_count.entry(order_id.clone()).or_default() += 1;
             }
+            history.push(envelope.clone());
             per_order.entry(order_id).or_default().push(envelope);
         }
     }
@@ -520,7 +530,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     for (kind, _) in finished.values() {
         *outcomes.entry(kind.clone()).or_default() += 1;
     }
-    let completed: Vec<&String> = finished.iter().filter(|(_, (k, _))| k == "completed").map(|(id, _)| id).collect();
     // Inventory consumes a completed order's reservation just after the
     // order completes: give the tail of the run a moment to settle.
     let settle = Instant::now();
@@ -529,25 +538,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         list = client.products().await?;
     }
-    for (i, (id, _, initial)) in products.iter().enumerate() {
-        // Orders b-n take product n % 5 (1 or 2 units) and product (n+1) % 5 (1 unit).
-        let sold: u32 = completed
-            .iter()
-            .filter_map(|o| o.trim_start_matches("b-").parse::<usize>().ok())
-            .map(|n| {
-                let first = if n % products.len() == i { 1 + (n % 2) as u32 } else { 0 };
-                let second = if (n + 1) % products.len() == i { 1 } else { 0 };
-                first + second
-            })
-            .sum();
-        match list.products.iter().find(|p| &p.product_id == id) {
-            Some(p) if p.stock + sold == *initial && p.reserved == 0 => {}
-            Some(p) => problems.push(format!(
-                "stock of {id} not conserved: {} available + {} reserved + {sold} sold != {initial}",
-                p.stock, p.reserved
-            )),
-            None => problems.push(format!("{id} disappeared")),
-        }
+    // The same invariants as `jetsaga chaos`: one end per order, nothing
+    // doubled, stock, credit and money conserved, no dead letter, no event
+    // left unpublished.
+    let expected = crate::invariants::Expected {
+        accepted: sent_at.lock().unwrap().keys().cloned().collect(),
+        initial_stock: products.iter().map(|(id, _, stock)| (id.clone(), *stock)).collect(),
+        initial_credit: [("c-bench".to_string(), 0)].into(),
+    };
+    let observed = crate::invariants::Observed {
+        events: history,
+        products: list.products,
+        customers: client.customers().await?.customers,
+        dead_letters: match js.get_stream("DLQ").await {
+            Ok(mut dlq) => dlq.info().await?.state.messages,
+            Err(_) => 0,
+        },
+        unpublished: crate::chaos::outbox_backlog(&nats, &names).await?,
+    };
+    let tally = crate::invariants::check(&expected, &observed);
+    problems.extend(tally.findings.iter().take(20).map(ToString::to_string));
+    if tally.findings.len() > 20 {
+        problems.push(format!("… and {} more findings", tally.findings.len() - 20));
     }
     let sent = sent_at.lock().unwrap().clone();
     let samples: Vec<f64> =
@@ -594,6 +606,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         runner_peak_rss_mib,
         outcomes,
         republished_terminal_events: duplicates.len(),
+        dead_letters: tally.dead_letters,
+        doubled: tally.doubled,
+        failure_reasons: tally.failure_reasons,
         correct: problems.is_empty(),
         problems,
         throughput_series,
@@ -692,9 +707,12 @@ pub fn print(report: &Report) {
         "  runner:            {:.1} CPU s, peak RSS {:.0} MiB",
         report.runner_cpu_seconds, report.runner_peak_rss_mib
     );
-    println!("  outcomes:          {:?}", report.outcomes);
+    println!("  outcomes:          {:?}; failures {:?}", report.outcomes, report.failure_reasons);
     if report.correct {
-        println!("  correctness:       ok (one terminal state per order, stock conserved)");
+        println!(
+            "  correctness:       ok (one end per order, nothing doubled, stock, credit and money conserved, \
+             no dead letter, nothing unpublished)"
+        );
     } else {
         println!("  correctness:       FAILED: {}", report.problems.join("; "));
     }

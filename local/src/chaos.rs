@@ -690,8 +690,7 @@ async fn settle(
     // After the terminal events, compensations and consumption follow: wait
     // until every consumer has nothing left and every outbox is empty.
     let js = jetstream::new(nats.clone());
-    let mut unpublished = BTreeMap::new();
-    loop {
+    let unpublished = loop {
         let mut busy = false;
         let stream = js.get_stream("SAGA").await?;
         for name in names {
@@ -699,17 +698,14 @@ async fn settle(
                 stream.get_consumer::<consumer::pull::Config>(name).await.map_err(|e| anyhow::anyhow!(e))?;
             let info = consumer.info().await?;
             busy |= info.num_pending > 0 || info.num_ack_pending > 0;
-            let reply = nats.request(jetsaga_jetstream::service::outbox_subject(name), "".into()).await?;
-            let outbox: Value = serde_json::from_slice(&reply.payload)?;
-            let n = outbox["unpublished"].as_u64().unwrap_or(u64::MAX);
-            busy |= n > 0;
-            unpublished.insert(name.clone(), n);
         }
+        let backlog = outbox_backlog(nats, names).await?;
+        busy |= backlog.values().any(|n| *n > 0);
         if !busy || Instant::now() > deadline {
-            break;
+            break backlog;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
     let products = client.products().await?.products;
     let customers = client.customers().await?.customers;
     let dead_letters = match js.get_stream("DLQ").await {
@@ -717,6 +713,20 @@ async fn settle(
         Err(_) => 0,
     };
     Ok(Observed { events: read_stream(&js).await?, products, customers, dead_letters, unpublished })
+}
+
+/// Committed events not yet published, per function (as each function's outbox endpoint says).
+pub(crate) async fn outbox_backlog(
+    nats: &async_nats::Client,
+    names: &[String],
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut backlog = BTreeMap::new();
+    for name in names {
+        let reply = nats.request(jetsaga_jetstream::service::outbox_subject(name), "".into()).await?;
+        let outbox: Value = serde_json::from_slice(&reply.payload)?;
+        backlog.insert(name.clone(), outbox["unpublished"].as_u64().unwrap_or(u64::MAX));
+    }
+    Ok(backlog)
 }
 
 /// Every envelope in the saga stream, in order.
