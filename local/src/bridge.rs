@@ -45,6 +45,13 @@ pub struct BridgeArgs {
     /// Stream replicas (3 on a 3-node cluster).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Seconds an invocation may take before it is given up and its batch
+    /// redelivered (a Lambda instance that died may never answer).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub invoke_timeout: f64,
+    /// Seconds JetStream waits for the bridge's ack before redelivering.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub ack_wait: f64,
     /// Do not create or update streams and consumers: bind to those
     /// `jetsaga provision` created (the bridge's NATS user may not change them).
     #[arg(long)]
@@ -67,6 +74,12 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 || args.concurrency == 0 {
         anyhow::bail!("--batch-size and --concurrency must be at least 1");
     }
+    if !(args.invoke_timeout >= 0.1 && args.invoke_timeout <= 900.0) {
+        anyhow::bail!("--invoke-timeout must be between 0.1 and 900 seconds, got {}", args.invoke_timeout);
+    }
+    if !(args.ack_wait >= 0.5 && args.ack_wait <= 3600.0) {
+        anyhow::bail!("--ack-wait must be between 0.5 and 3600 seconds, got {}", args.ack_wait);
+    }
     let options = SagaOptions { mode: args.saga.into(), ..SagaOptions::default() };
     let names: Vec<String> = if args.functions.is_empty() {
         options.functions().iter().map(|s| s.to_string()).collect()
@@ -79,6 +92,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         batch_window: Duration::from_millis(args.batch_window_ms),
         concurrency: args.concurrency,
         replicas: args.replicas,
+        ack_wait: Duration::from_secs_f64(args.ack_wait),
         stream_subjects: options.stream_subjects(),
         provision: !args.no_provision,
         ..Config::default()
@@ -94,7 +108,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(nats.clone(), config);
     for name in &names {
         let spec = crate::saga::function(name, &options).map_err(anyhow::Error::msg)?.spec();
-        runtime = runtime.with(LambdaProcessor::new(spec, client.clone(), format!("{}{name}", args.function_prefix)));
+        let processor = LambdaProcessor::new(spec, client.clone(), format!("{}{name}", args.function_prefix))
+            .with_timeout(Duration::from_secs_f64(args.invoke_timeout));
+        runtime = runtime.with(processor);
     }
     let banner = vec![format!(
         "  lambda: {} (functions {}<name>)",

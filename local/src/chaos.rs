@@ -226,10 +226,11 @@ impl Node {
     }
 }
 
-/// One function process (one copy).
+/// One process of the saga (a function copy, or a bridge copy): what it
+/// runs (`jetsaga <args>`), where it logs, and the process while it lives.
 #[derive(Debug)]
 struct Worker {
-    name: String,
+    args: Vec<String>,
     log: PathBuf,
     process: Option<Process>,
     paused: bool,
@@ -243,12 +244,34 @@ struct Fleet {
     url: String,
     nodes: Vec<Node>,
     workers: Vec<Worker>,
-    up_args: Vec<String>,
+    common_args: Vec<String>,
 }
 
 impl Fleet {
-    /// Stops every process at once (one by one, each drain would be waited for in turn).
-    fn stop(mut self) {
+    /// Stops every process: see `Drop`.
+    fn stop(self) {}
+
+    fn spawn(&self, worker: &mut Worker) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&worker.log)?;
+        let child = tools::tied_command(&self.exe)
+            .args(&worker.args)
+            .args(["--nats-url", &self.url, "--quiet"])
+            .args(&self.common_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        worker.process = Some(Process::new(child, format!("jetsaga {}", worker.args.join(" "))));
+        worker.paused = false;
+        Ok(())
+    }
+}
+
+impl Drop for Fleet {
+    /// Stops the saga's processes first and all at once (one by one, each
+    /// drain would be waited for in turn), then Lambda, then the servers, so
+    /// nothing outlives what it talks to.
+    fn drop(&mut self) {
         for worker in &self.workers {
             if let Some(process) = &worker.process {
                 process.signal_program("CONT");
@@ -261,20 +284,6 @@ impl Fleet {
         for node in &mut self.nodes {
             drop(node.process.take());
         }
-    }
-
-    fn spawn(&self, worker: &mut Worker) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&worker.log)?;
-        let child = tools::tied_command(&self.exe)
-            .args(["up", "--nats-url", &self.url, "--quiet", "--no-seed", "--function", &worker.name])
-            .args(&self.up_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        worker.process = Some(Process::new(child, format!("{} function", worker.name)));
-        worker.paused = false;
-        Ok(())
     }
 }
 
@@ -409,39 +418,43 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         StoreKind::Sqlite => "sqlite",
         StoreKind::Postgres => "postgres",
     };
-    let mut up_args: Vec<String> = vec![
+    let mut common_args: Vec<String> = vec![
         "--saga".into(),
         saga.into(),
+        "--replicas".into(),
+        size.to_string(),
+        "--ack-wait".into(),
+        ACK_WAIT.as_secs_f64().to_string(),
+    ];
+    let names: Vec<String> = match args.saga {
+        SagaKind::Choreographed => crate::saga::FUNCTIONS.iter().map(|s| s.to_string()).collect(),
+        SagaKind::Orchestrated => crate::saga::ORCHESTRATED_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
+    };
+    // Every function as its own process, `copies` times.
+    let mut processes: Vec<(String, Vec<String>)> = Vec::new();
+    common_args.extend([
         "--store".into(),
         store.into(),
         "--data-dir".into(),
         dir.join("functions").display().to_string(),
         "--schema-prefix".into(),
         schema_prefix(seed),
-        "--replicas".into(),
-        size.to_string(),
-        "--ack-wait".into(),
-        ACK_WAIT.as_secs_f64().to_string(),
-    ];
+    ]);
     if let Some(db) = &args.database_url {
-        up_args.extend(["--database-url".into(), db.clone()]);
+        common_args.extend(["--database-url".into(), db.clone()]);
     }
-    let names: Vec<String> = match args.saga {
-        SagaKind::Choreographed => crate::saga::FUNCTIONS.iter().map(|s| s.to_string()).collect(),
-        SagaKind::Orchestrated => crate::saga::ORCHESTRATED_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
-    };
-    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), up_args };
     for copy in 0..args.copies {
         for name in &names {
-            let mut worker = Worker {
-                name: name.clone(),
-                log: dir.join("logs").join(format!("{name}-{copy}.log")),
-                process: None,
-                paused: false,
-            };
-            fleet.spawn(&mut worker)?;
-            fleet.workers.push(worker);
+            let up = vec!["up".into(), "--no-seed".into(), "--function".into(), name.clone()];
+            processes.push((format!("{name}-{copy}"), up));
         }
+    }
+    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), common_args };
+    for (label, args) in processes {
+        let mut worker =
+            Worker { args, log: dir.join("logs").join(format!("{label}.log")), process: None, paused: false };
+        fleet.spawn(&mut worker)?;
+        fleet.workers.push(worker);
     }
     let nats =
         async_nats::ConnectOptions::new().retry_on_initial_connect().connect(crate::client::servers(&url)).await?;
@@ -659,7 +672,7 @@ async fn drop_schemas(url: &str, prefix: &str) {
 }
 
 fn placeholder() -> Worker {
-    Worker { name: String::new(), log: PathBuf::new(), process: None, paused: false }
+    Worker { args: Vec::new(), log: PathBuf::new(), process: None, paused: false }
 }
 
 /// Waits until the run has settled, then reads back everything the checker needs.
@@ -722,9 +735,13 @@ pub(crate) async fn outbox_backlog(
 ) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut backlog = BTreeMap::new();
     for name in names {
-        let reply = nats.request(jetsaga_jetstream::service::outbox_subject(name), "".into()).await?;
-        let outbox: Value = serde_json::from_slice(&reply.payload)?;
-        backlog.insert(name.clone(), outbox["unpublished"].as_u64().unwrap_or(u64::MAX));
+        // No answer (a function restarting, a slow Lambda) counts as not known to be empty.
+        let request = nats.request(jetsaga_jetstream::service::outbox_subject(name), "".into());
+        let n = match tokio::time::timeout(Duration::from_secs(10), request).await {
+            Ok(Ok(reply)) => serde_json::from_slice::<Value>(&reply.payload)?["unpublished"].as_u64(),
+            _ => None,
+        };
+        backlog.insert(name.clone(), n.unwrap_or(u64::MAX));
     }
     Ok(backlog)
 }

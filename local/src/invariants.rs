@@ -240,7 +240,9 @@ pub fn check(expected: &Expected, observed: &Observed) -> Tally {
         find(None, format!("{} messages were dead-lettered (jetsaga dlq list)", observed.dead_letters));
     }
     for (function, n) in &observed.unpublished {
-        if *n > 0 {
+        if *n == u64::MAX {
+            find(None, format!("{function} never said how many committed events wait in its outbox"));
+        } else if *n > 0 {
             find(None, format!("{function} holds {n} committed events that were never published"));
         }
     }

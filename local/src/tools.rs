@@ -105,6 +105,9 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Still alive: kill the program itself too, not only its `sh` wrapper
+        // (whose trap cannot run under SIGKILL), or it would be orphaned.
+        self.signal_program("KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -23,6 +23,9 @@ pub struct Deposit {
     /// Fail this many attempts first.
     #[serde(default)]
     pub fail_first: u32,
+    /// The store "is down" for this many attempts first.
+    #[serde(default)]
+    pub unavailable_first: u32,
     /// Panic in the handler (a bug) instead of depositing.
     #[serde(default)]
     pub panic: bool,
@@ -82,6 +85,14 @@ impl Function for Ledger {
         let deposit: Deposit = jetsaga_events::envelope::decode_value("ledger.cmd.deposit", event.data.clone())?;
         if deposit.panic {
             panic!("simulated bug in the ledger handler");
+        }
+        if deposit.unavailable_first > 0 {
+            let mut attempts = self.attempts.lock().unwrap();
+            let n = attempts.entry(event.id.clone()).or_default();
+            *n += 1;
+            if *n <= deposit.unavailable_first {
+                return Err(HandlerError::Unavailable(format!("simulated store outage, attempt {n}")));
+            }
         }
         if deposit.fail_first > 0 {
             let mut attempts = self.attempts.lock().unwrap();

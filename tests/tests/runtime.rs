@@ -207,6 +207,19 @@ async fn retryable_failures_back_off_then_succeed_or_are_dead_lettered() {
 }
 
 #[tokio::test]
+async fn an_outage_longer_than_max_deliver_is_waited_out_not_dead_lettered() {
+    let (server, _dir, running) = ledger_on_fresh_server().await;
+    let js = jetstream::new(server.connect().await);
+    // max_deliver is 4: a handler's own retries would be dead-lettered by now;
+    // an unreachable store is waited out.
+    publish(&js, json!({"account": "acc", "amount": 3, "unavailable_first": 7})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    assert_eq!(running.balance("acc").await, Some(3));
+    assert!(messages(&js, "DLQ", None).await.is_empty(), "an outage is no reason to dead-letter");
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn a_nats_server_restart_mid_stream_loses_and_doubles_nothing() {
     jetsaga_tests::init_tracing();
     let mut server = NatsServer::start();

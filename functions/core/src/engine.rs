@@ -35,7 +35,7 @@ impl Outcome {
     pub fn outbox(&self) -> Option<&[OutboxRecord]> {
         match self {
             Self::Publish(outbox) | Self::Rejected { outbox, .. } | Self::Repeated { outbox, .. } => Some(outbox),
-            Self::Retry(_) | Self::DeadLetter(_) | Self::Conflict(_) => None,
+            Self::Retry(_) | Self::Unavailable(_) | Self::DeadLetter(_) | Self::Conflict(_) => None,
         }
     }
 }
@@ -101,8 +101,14 @@ pub enum Outcome {
         /// The failure events.
         outbox: Vec<OutboxRecord>,
     },
-    /// Not processed; deliver again later.
+    /// Not processed: the handler asked to be tried again later. Counts
+    /// toward `max_deliver`, after which the input is dead-lettered.
     Retry(String),
+    /// Not processed: the function could not be run or its store not
+    /// reached (a crash, an outage, a lost race). Retried until it works and
+    /// never dead-lettered for it: an outage is no reason to give up on a
+    /// good message.
+    Unavailable(String),
     /// Never processable: dead-letter with this reason and acknowledge.
     DeadLetter(String),
     /// Processed before (a retry or a redelivery): publish what is still
@@ -355,7 +361,7 @@ impl Engine {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let mut overlay = match self.prefetch(std::slice::from_ref(incoming)).await {
                 Ok(overlay) => overlay,
-                Err(e) => return Outcome::Retry(e.to_string()),
+                Err(e) => return Outcome::Unavailable(e.to_string()),
             };
             let ran = match self.run_handler(incoming, &mut overlay).await {
                 Ok(ran) => ran,
@@ -372,16 +378,16 @@ impl Engine {
                     return match self.earlier(incoming).await {
                         Some(outcome) => outcome,
                         // Inbox records are never removed while an event can be redelivered.
-                        None => Outcome::Retry(format!("event {event_id} is both processed and not")),
+                        None => Outcome::Unavailable(format!("event {event_id} is both processed and not")),
                     };
                 }
                 Err(CommitError::TooLarge { message }) => {
                     return Outcome::DeadLetter(format!("this event's changes cannot be committed at once: {message}"));
                 }
-                Err(CommitError::Store(e)) => return Outcome::Retry(e.to_string()),
+                Err(CommitError::Store(e)) => return Outcome::Unavailable(e.to_string()),
             }
         }
-        Outcome::Retry(format!("lost {MAX_CONFLICT_RETRIES} write races in a row on key {last_conflict:?}"))
+        Outcome::Unavailable(format!("lost {MAX_CONFLICT_RETRIES} write races in a row on key {last_conflict:?}"))
     }
 
     /// A handler failed: if the event was processed before (a redelivery
@@ -398,12 +404,12 @@ impl Engine {
         let pending = match self.store.processed(id).await {
             Ok(Some(pending)) => pending,
             Ok(None) => return None,
-            Err(e) => return Some(Outcome::Retry(e.to_string())),
+            Err(e) => return Some(Outcome::Unavailable(e.to_string())),
         };
         let receipt = match self.store.receipt(id).await {
             Ok(Some(text)) => serde_json::from_str::<Receipt>(&text).ok(),
             Ok(None) => None,
-            Err(e) => return Some(Outcome::Retry(e.to_string())),
+            Err(e) => return Some(Outcome::Unavailable(e.to_string())),
         };
         Some(match receipt {
             // Processed before receipts were kept: its events, nothing more is known.
@@ -482,6 +488,10 @@ impl Engine {
             Err(HandlerError::Retryable(reason)) => {
                 warn!(%reason, "retryable failure");
                 Err(Outcome::Retry(reason))
+            }
+            Err(HandlerError::Unavailable(reason)) => {
+                warn!(%reason, "store unavailable");
+                Err(Outcome::Unavailable(reason))
             }
             Err(HandlerError::Malformed(reason)) => {
                 warn!(%reason, "malformed input");

@@ -44,6 +44,11 @@ pub enum HandlerError {
         /// The failure events to publish.
         events: Vec<PendingEvent>,
     },
+    /// The function's store could not be reached (returned by [`Ctx`](crate::Ctx)
+    /// reads). Redelivered with backoff until it can be, never dead-lettered
+    /// for it.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The input can never be processed (bad payload). It is dead-lettered at
     /// once with this reason, never retried, and processing continues.
     #[error("malformed: {0}")]
@@ -69,7 +74,7 @@ impl HandlerError {
 
 impl From<StoreError> for HandlerError {
     fn from(e: StoreError) -> Self {
-        Self::Retryable(e.to_string())
+        Self::Unavailable(e.to_string())
     }
 }
 

@@ -275,7 +275,7 @@ async fn an_event_the_store_cannot_take_fails_alone_and_its_batch_goes_through()
         let outcomes = engine.handle_batch(&batch).await;
         assert!(matches!(outcomes[0], Outcome::Publish(_)), "{outcomes:?}");
         assert!(
-            matches!(&outcomes[1], Outcome::Retry(reason) if reason.contains("cannot take left/bad")),
+            matches!(&outcomes[1], Outcome::Unavailable(reason) if reason.contains("cannot take left/bad")),
             "{outcomes:?}"
         );
         assert!(matches!(outcomes[2], Outcome::Publish(_)), "{outcomes:?}");

@@ -164,9 +164,9 @@ impl CommandBatcher {
     async fn process(&self, incoming: Incoming) -> Outcome {
         let (reply, outcome) = tokio::sync::oneshot::channel();
         if self.queue.send((incoming, reply)).await.is_err() {
-            return Outcome::Retry("shutting down".into());
+            return Outcome::Unavailable("shutting down".into());
         }
-        outcome.await.unwrap_or_else(|_| Outcome::Retry("shutting down".into()))
+        outcome.await.unwrap_or_else(|_| Outcome::Unavailable("shutting down".into()))
     }
 }
 
@@ -246,7 +246,9 @@ async fn accept(
             }
         },
         Outcome::Conflict(reason) => Err((409, reason)),
-        Outcome::Retry(reason) => Err((503, format!("temporarily unavailable, retry: {reason}"))),
+        Outcome::Retry(reason) | Outcome::Unavailable(reason) => {
+            Err((503, format!("temporarily unavailable, retry: {reason}")))
+        }
         Outcome::DeadLetter(reason) => {
             let origin = format!("request/{}", envelope.id);
             let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, &origin).await;

@@ -162,7 +162,7 @@ impl Worker {
                 Outcome::Retry(reason) if delivered >= self.config.max_deliver => {
                     Disposition::DeadLetter(format!("gave up after {delivered} attempts: {reason}"))
                 }
-                Outcome::Retry(reason) => {
+                Outcome::Retry(reason) | Outcome::Unavailable(reason) => {
                     let delay = self.config.backoff_for(delivered);
                     debug!(%reason, attempt = delivered, ?delay, "will retry");
                     Disposition::Nak(delay)

@@ -17,12 +17,25 @@ pub struct LambdaProcessor {
     spec: &'static FunctionSpec,
     client: Client,
     function_name: String,
+    timeout: std::time::Duration,
 }
+
+/// How long an invocation may take by default before it is given up (and
+/// its batch redelivered): an invocation whose Lambda instance died may
+/// otherwise never be answered, and would hold its worker forever.
+pub const DEFAULT_INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl LambdaProcessor {
     /// Invokes `function_name` for the function declared by `spec`.
     pub fn new(spec: &'static FunctionSpec, client: Client, function_name: impl Into<String>) -> Self {
-        Self { spec, client, function_name: function_name.into() }
+        Self { spec, client, function_name: function_name.into(), timeout: DEFAULT_INVOKE_TIMEOUT }
+    }
+
+    /// Gives up an invocation after `timeout` (the batch is redelivered, and
+    /// processing it again is a no-op if the first one did commit).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// A Lambda client with the default AWS configuration, or pointed at
@@ -51,16 +64,13 @@ impl LambdaProcessor {
 
     async fn invoke(&self, request: &Request) -> Result<Response, String> {
         let payload = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-        let output = self
-            .client
-            .invoke()
-            .function_name(&self.function_name)
-            .payload(Blob::new(payload))
-            .send()
+        let invocation = self.client.invoke().function_name(&self.function_name).payload(Blob::new(payload)).send();
+        let output = tokio::time::timeout(self.timeout, invocation)
             .await
+            .map_err(|_| format!("invoking {} timed out after {:?}", self.function_name, self.timeout))?
             .map_err(|e| {
-            format!("invoking {} failed: {}", self.function_name, aws_sdk_lambda::error::DisplayErrorContext(&e))
-        })?;
+                format!("invoking {} failed: {}", self.function_name, aws_sdk_lambda::error::DisplayErrorContext(&e))
+            })?;
         let body = output.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
         if let Some(error) = output.function_error() {
             return Err(format!("{} returned {error}: {}", self.function_name, String::from_utf8_lossy(&body)));
@@ -90,11 +100,11 @@ impl Processor for LambdaProcessor {
             Ok(other) => {
                 let reason = format!("{} answered a batch of {} with {other:?}", self.function_name, batch.len());
                 warn!(%reason);
-                vec![Outcome::Retry(reason); batch.len()]
+                vec![Outcome::Unavailable(reason); batch.len()]
             }
             Err(reason) => {
                 warn!(%reason, "invocation failed; the batch will be redelivered");
-                vec![Outcome::Retry(reason); batch.len()]
+                vec![Outcome::Unavailable(reason); batch.len()]
             }
         }
     }

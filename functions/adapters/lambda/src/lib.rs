@@ -42,6 +42,7 @@ pub async fn handle(engine: &Engine, request: Request) -> Result<Response, Diagn
                 .iter()
                 .filter_map(|r| match r {
                     wire::Result::Retry { event_id, .. }
+                    | wire::Result::Unavailable { event_id, .. }
                     | wire::Result::DeadLetter { event_id, .. }
                     | wire::Result::Conflict { event_id, .. } => {
                         Some(ItemFailure { item_identifier: event_id.clone() })

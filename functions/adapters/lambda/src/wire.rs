@@ -86,6 +86,13 @@ pub enum Result {
         /// Why.
         reason: String,
     },
+    /// The function could not reach its store; redeliver later, never dead-letter for it.
+    Unavailable {
+        /// Input event id.
+        event_id: String,
+        /// Why.
+        reason: String,
+    },
     /// Never processable; dead-letter.
     DeadLetter {
         /// Input event id.
@@ -202,6 +209,7 @@ impl Result {
             Outcome::Publish(records) => Self::Processed { event_id, events: events(records) },
             Outcome::Rejected { reason, outbox } => Self::Rejected { event_id, reason, events: events(outbox) },
             Outcome::Retry(reason) => Self::Retry { event_id, reason },
+            Outcome::Unavailable(reason) => Self::Unavailable { event_id, reason },
             Outcome::DeadLetter(reason) => Self::DeadLetter { event_id, reason },
             Outcome::Repeated { receipt, outbox } => Self::Repeated { event_id, receipt, events: events(outbox) },
             Outcome::Conflict(reason) => Self::Conflict { event_id, reason },
@@ -215,6 +223,7 @@ impl Result {
             Self::Processed { events, .. } => Outcome::Publish(records(events)),
             Self::Rejected { reason, events, .. } => Outcome::Rejected { reason, outbox: records(events) },
             Self::Retry { reason, .. } => Outcome::Retry(reason),
+            Self::Unavailable { reason, .. } => Outcome::Unavailable(reason),
             Self::DeadLetter { reason, .. } => Outcome::DeadLetter(reason),
             Self::Repeated { receipt, events, .. } => Outcome::Repeated { receipt, outbox: records(events) },
             Self::Conflict { reason, .. } => Outcome::Conflict(reason),

@@ -1,0 +1,36 @@
+//! The bridge gives up an invocation that is never answered (a Lambda
+//! instance that died mid-invocation), so its worker is not held forever
+//! and the batch is redelivered, never dead-lettered for it.
+
+use std::time::{Duration, Instant};
+
+use jetsaga_core::{Incoming, Outcome, Processor};
+use jetsaga_lambda::invoker::LambdaProcessor;
+
+#[tokio::test]
+async fn an_invocation_nobody_answers_is_given_up_as_unavailable() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = LambdaProcessor::client(Some(&url)).await;
+    let processor =
+        LambdaProcessor::new(&jetsaga_order::SPEC, client, "jetsaga-order").with_timeout(Duration::from_millis(300));
+    let create = jetsaga_events::CreateOrder {
+        order_id: Some("o-1".into()),
+        customer_id: "c".into(),
+        items: vec![jetsaga_events::OrderItem { product_id: "p".into(), quantity: 1 }],
+    };
+    let started = Instant::now();
+    let outcomes = processor.process(&[Incoming::new(jetsaga_core::testing::envelope_for(&create))]).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "given up after {:?}", started.elapsed());
+    match &outcomes[..] {
+        [Outcome::Unavailable(reason)] => assert!(reason.contains("timed out after 300ms"), "{reason}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
