@@ -194,6 +194,21 @@ impl DynamoStore {
             .map_err(|e| sdk_err("delete_table", e))
     }
 
+    /// The inbox item of an input event, read consistently.
+    async fn inbox_item(&self, event_id: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let inbox = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(inbox_pk(event_id)))
+            .key("sk", s("inbox"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("get_item", e))?;
+        Ok(inbox.item().cloned())
+    }
+
     fn outbox_record(item: &HashMap<String, AttributeValue>) -> Result<OutboxRecord, StoreError> {
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
         Ok(OutboxRecord {
@@ -438,31 +453,12 @@ impl Store for DynamoStore {
     }
 
     async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {
-        let inbox = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(inbox_pk(event_id)))
-            .key("sk", s("inbox"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_err("get_item", e))?;
-        Ok(inbox.item().and_then(|item| item.get("receipt")).and_then(|v| v.as_s().ok()).cloned())
+        let inbox = self.inbox_item(event_id).await?;
+        Ok(inbox.as_ref().and_then(|item| item.get("receipt")).and_then(|v| v.as_s().ok()).cloned())
     }
 
     async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
-        let inbox = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(inbox_pk(event_id)))
-            .key("sk", s("inbox"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_err("get_item", e))?;
-        let Some(item) = inbox.item() else { return Ok(None) };
+        let Some(item) = self.inbox_item(event_id).await? else { return Ok(None) };
         let ids: Vec<String> = item
             .get("outbox")
             .and_then(|v| v.as_l().ok())

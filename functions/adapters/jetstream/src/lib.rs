@@ -212,16 +212,15 @@ impl Runtime {
     /// batches are finished (committed, published, acked) before it returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
         self.config.check()?;
-        if self.config.provision {
-            self.provision().await?;
-        } else {
-            provision::check_server_version(&provision::connected_server_info(&self.client).await?)?;
-        }
+        provision::check_server_version(&provision::connected_server_info(&self.client).await?)?;
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         let mut services = Vec::new();
+        let mut publishers = Vec::new();
+        // Commands and queries are served at once, before streams and
+        // consumers are provisioned (a cluster electing a leader can take a
+        // while): what commands commit waits in the outbox meanwhile.
         for engine in &self.engines {
-            let spec = engine.spec();
             // One publisher and one outbox relay per function, whichever
             // path (consumer, command intake) committed the events.
             let publisher = publisher::Publisher::new(engine.clone(), self.js.clone());
@@ -229,17 +228,32 @@ impl Runtime {
             // Every function gets a service, even without endpoints, so
             // `$SRV.PING` / `nats micro ls` shows what is running where.
             services.push(service::serve(&self.client, publisher.clone(), cancel.clone()).await?);
-            if !spec.subscribes.is_empty() {
-                let consumer = if self.config.provision {
-                    provision::consumer(&self.js, &self.config, spec).await?
-                } else {
-                    provision::bind(&self.js, &self.config, spec).await?
-                };
+            publishers.push(publisher);
+        }
+        let consuming = async {
+            if self.config.provision {
+                self.provision().await?;
+            }
+            for publisher in &publishers {
+                let spec = publisher.engine.spec();
+                if spec.subscribes.is_empty() {
+                    continue;
+                }
+                let consumer = provision::bind(&self.js, &self.config, spec).await?;
                 for _ in 0..self.config.concurrency.max(1) {
                     let worker = worker::Worker::new(publisher.clone(), self.config.clone());
                     tasks.spawn(worker.run(consumer.clone(), cancel.clone()));
                 }
             }
+            Ok::<(), RuntimeError>(())
+        };
+        if let Err(e) = consuming.await {
+            cancel.cancel();
+            while tasks.join_next().await.is_some() {}
+            for service in services {
+                let _ = service.await;
+            }
+            return Err(e);
         }
         info!(functions = self.engines.len(), stream = %self.config.stream, "runtime started");
         tokio::select! {
