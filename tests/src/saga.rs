@@ -243,3 +243,18 @@ async fn sqlx_drop_schema(pool: &jetsaga_sql::PgPool, schema: &str) -> Result<()
         .await
         .map_err(|e| e.to_string())
 }
+
+/// Once every named function answers: one product, one customer with ample
+/// credit, and one order of it, driven to its end over the wire.
+pub async fn one_order_through(client: &Client, functions: &[String]) -> OrderView {
+    client.wait_for_services(functions, SETTLE).await.unwrap();
+    let product =
+        jetsaga_events::UpsertProduct { product_id: "p".into(), name: "P".into(), price_cents: 500, stock: 3 };
+    client.command(jetsaga_events::subjects::INVENTORY_CMD_UPSERT_PRODUCT, &product).await.unwrap();
+    let customer =
+        jetsaga_events::CreateCustomer { customer_id: "c".into(), name: "C".into(), credit_limit_cents: 10_000 };
+    client.command(jetsaga_events::subjects::CUSTOMERS_CMD_CREATE, &customer).await.unwrap();
+    let order = serde_json::json!({"customer_id": "c", "items": [{"product_id": "p", "quantity": 1}]});
+    let reply = client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &order).await.unwrap();
+    client.wait_terminal(reply["order_id"].as_str().expect("the reply names the order"), SETTLE).await.unwrap()
+}

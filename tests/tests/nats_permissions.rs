@@ -67,16 +67,7 @@ async fn each_function_runs_with_only_its_own_permissions() {
     }
     let admin = Client::new(admin_nats.clone(), server.url());
     let names: Vec<String> = FUNCTIONS.iter().map(|s| s.to_string()).collect();
-    admin.wait_for_services(&names, Duration::from_secs(30)).await.unwrap();
-    let product =
-        jetsaga_events::UpsertProduct { product_id: "p".into(), name: "P".into(), price_cents: 500, stock: 3 };
-    admin.command("inventory.cmd.upsert_product", &product).await.unwrap();
-    let customer =
-        jetsaga_events::CreateCustomer { customer_id: "c".into(), name: "C".into(), credit_limit_cents: 10_000 };
-    admin.command("customers.cmd.create", &customer).await.unwrap();
-    let order = serde_json::json!({"customer_id": "c", "items": [{"product_id": "p", "quantity": 2}]});
-    let reply = admin.command("orders.cmd.create", &order).await.unwrap();
-    let view = admin.wait_terminal(reply["order_id"].as_str().unwrap(), Duration::from_secs(30)).await.unwrap();
+    let view = jetsaga_tests::saga::one_order_through(&admin, &names).await;
     assert_eq!(view.status, jetsaga_events::OrderStatus::Completed, "{view:?}");
     let outbox = admin.nats.request("$JETSAGA.OUTBOX.order", "".into()).await.unwrap();
     assert!(String::from_utf8_lossy(&outbox.payload).contains("\"unpublished\""), "the outbox endpoint serves");

@@ -49,24 +49,7 @@ async fn ten_runtimes_starting_together_all_come_up_with_every_subject() {
         }
         let client = Client::new(server.connect().await, server.url());
         let names: Vec<String> = options.functions().iter().map(|s| s.to_string()).collect();
-        client.wait_for_services(&names, std::time::Duration::from_secs(30)).await.unwrap();
-        let upsert =
-            jetsaga_events::UpsertProduct { product_id: "p".into(), name: "P".into(), price_cents: 500, stock: 3 };
-        client.command("inventory.cmd.upsert_product", &upsert).await.unwrap();
-        let customer =
-            jetsaga_events::CreateCustomer { customer_id: "c".into(), name: "C".into(), credit_limit_cents: 900 };
-        client.command("customers.cmd.create", &customer).await.unwrap();
-        let reply = client
-            .command(
-                "orders.cmd.create",
-                &serde_json::json!({"customer_id": "c", "items": [{"product_id": "p", "quantity": 1}]}),
-            )
-            .await
-            .unwrap();
-        let order = client
-            .wait_terminal(reply["order_id"].as_str().unwrap(), std::time::Duration::from_secs(30))
-            .await
-            .unwrap();
+        let order = jetsaga_tests::saga::one_order_through(&client, &names).await;
         assert_eq!(order.status, jetsaga_events::OrderStatus::Completed);
         for (cancel, task) in running {
             cancel.cancel();
