@@ -93,9 +93,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
-        stream_subjects: options.stream_subjects(),
         provision: !args.no_provision,
-        ..Config::default()
+        ..options.runtime_config()
     };
     let nats = crate::client::connect_options(&format!("jetsaga bridge ({})", names.join(",")))?
         .custom_inbox_prefix(crate::client::inbox_prefix("bridge"))

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// How long a command or query may take before we give up.
-const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Connection options named `name`, authenticated by `NATS_CREDS` (the
 /// content of a `.creds` file, as Secrets Manager hands it to a container)
@@ -119,13 +119,18 @@ impl Client {
         self.query(CUSTOMERS_QUERY_GET, &GetCustomer { customer_id: customer_id.into() }).await
     }
 
-    /// Waits until every named function's micro service answers a ping.
+    /// Waits until every named function answers and consumes its streams
+    /// (provisioned and bound: a command sent from now on is kept and
+    /// processed, even by `nats pub`).
     pub async fn wait_for_services(&self, names: &[String], timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         for name in names {
             loop {
-                let ping = self.nats.request(format!("$SRV.PING.{name}"), "".into());
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ping).await {
+                let subject = jetsaga_jetstream::service::outbox_subject(name);
+                let state = self.nats.request(subject, "".into());
+                if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_millis(500), state).await
+                    && serde_json::from_slice::<Value>(&reply.payload).is_ok_and(|state| state["consuming"] == true)
+                {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {

@@ -383,9 +383,23 @@ fn permissions(user: &str, specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>
         let name = spec.name;
         publish.extend(spec.emits.iter().map(|s| s.to_string()));
         publish.push(format!("dlq.{name}"));
-        publish.push(format!("$JS.API.CONSUMER.INFO.SAGA.{name}"));
-        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.SAGA.{name}"));
-        publish.push(format!("$JS.ACK.SAGA.{name}.>"));
+        let defaults = jetsaga_jetstream::Config::default();
+        let streams =
+            [(&defaults.stream, !spec.subscribes.is_empty()), (&defaults.command_stream, !spec.accepts.is_empty())];
+        for (stream, _) in streams.iter().filter(|(_, consumes)| *consumes) {
+            publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.{name}"));
+            publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"));
+            publish.push(format!("$JS.ACK.{stream}.{name}.>"));
+        }
+        if !spec.accepts.is_empty() {
+            // Whether the command stream exists (was a request's command kept?),
+            // and answers to requests for commands processed from it.
+            publish.push(format!("$JS.API.STREAM.INFO.{}", defaults.command_stream));
+            let answers = jetsaga_jetstream::answers::answer_subject(name, "*");
+            publish.push(answers.clone());
+            publish.push(jetsaga_jetstream::answers::claim_subject(name, "*"));
+            subscribe.push(answers);
+        }
         subscribe.extend(spec.queries.iter().chain(spec.accepts.iter()).map(|s| s.to_string()));
         subscribe.push(jetsaga_jetstream::service::outbox_subject(name));
         subscribe.push(format!("$SRV.*.{name}"));
@@ -465,11 +479,27 @@ mod tests {
         assert!(!publish.iter().any(|s| s.starts_with("orders.")), "{publish:?}");
         assert!(publish.contains(&"$JS.ACK.SAGA.inventory.>".to_string()));
         assert!(!publish.iter().any(|s| s.contains("SAGA.order")), "{publish:?}");
-        assert!(!publish.iter().any(|s| s.contains("STREAM.") || s.contains("CONSUMER.CREATE")), "{publish:?}");
+        assert!(
+            !publish.iter().any(
+                |s| (s.contains("STREAM.") && s != "$JS.API.STREAM.INFO.COMMANDS") || s.contains("CONSUMER.CREATE")
+            ),
+            "{publish:?}"
+        );
         assert!(subscribe.contains(&"_INBOX_inventory.>".to_string()));
         assert!(!subscribe.contains(&"_INBOX.>".to_string()));
         assert!(subscribe.contains(&"inventory.query.products".to_string()));
         assert!(subscribe.contains(&"inventory.cmd.upsert_product".to_string()));
+        // Its commands are consumed from the command stream and answered.
+        assert!(publish.contains(&"$JS.API.CONSUMER.MSG.NEXT.COMMANDS.inventory".to_string()));
+        assert!(publish.contains(&"$JETSAGA.ANSWER.inventory.*".to_string()));
+        assert!(subscribe.contains(&"$JETSAGA.ANSWER.inventory.*".to_string()));
+        // A function that accepts no command has no business there.
+        let (_, payment) = deployable().into_iter().find(|(n, _)| *n == "payment").unwrap();
+        let (publish, subscribe) = permissions("payment", &[payment]);
+        assert!(
+            !publish.iter().chain(&subscribe).any(|s| s.contains("COMMANDS") || s.contains("ANSWER")),
+            "{publish:?}"
+        );
     }
 
     #[test]

@@ -242,6 +242,7 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
         .await
         .map_err(|e| anyhow::anyhow!("no stream {stream_name} (has `jetsaga up` run?): {e}"))?;
     let info = stream.info().await?.clone();
+    let commands = js.get_stream(jetsaga_jetstream::Config::default().command_stream).await.ok();
     let mut consumers = Vec::new();
     let mut names = stream.consumer_names();
     while let Some(Ok(name)) = names.next().await {
@@ -260,12 +261,21 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
             .and_then(Result::ok)
             .and_then(|reply| serde_json::from_slice::<serde_json::Value>(&reply.payload).ok())
             .filter(|v| v.get("unpublished").is_some());
+            // Commands kept for it and not processed yet (sent while it was down, or a backlog).
+            let mut commands_pending = None;
+            if let Some(commands) = &commands
+                && let Ok(mut consumer) = commands.get_consumer::<consumer::pull::Config>(&name).await
+            {
+                let info = consumer.info().await?;
+                commands_pending = Some(info.num_pending + info.num_ack_pending as u64);
+            }
             consumers.push(serde_json::json!({
                 "function": name,
                 "pending": ci.num_pending,
                 "ack_pending": ci.num_ack_pending,
                 "redelivered": ci.num_redelivered,
                 "waiting": ci.num_waiting,
+                "commands_pending": commands_pending,
                 "unpublished": outbox.as_ref().map(|o| o["unpublished"].clone()),
                 "oldest_unpublished_age_ms": outbox.as_ref().map(|o| o["oldest_age_ms"].clone()),
             }));
@@ -289,8 +299,8 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
     }
     println!("stream {stream_name}: {} messages, {} bytes", info.state.messages, info.state.bytes);
     println!(
-        "{:<12} {:>8} {:>12} {:>12} {:>12} {:>14}",
-        "function", "pending", "ack pending", "redelivered", "unpublished", "oldest unpub."
+        "{:<12} {:>8} {:>12} {:>12} {:>9} {:>12} {:>14}",
+        "function", "pending", "ack pending", "redelivered", "commands", "unpublished", "oldest unpub."
     );
     for c in &consumers {
         let n = |field: &str| c[field].as_u64().unwrap_or(0);
@@ -301,12 +311,15 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
             (_, Some(ms)) => format!("{:.1}s", ms as f64 / 1000.0),
             (_, None) => "".to_string(),
         };
+        // `-`: the function accepts no command.
+        let commands = c["commands_pending"].as_u64().map_or("-".to_string(), |u| u.to_string());
         println!(
-            "{:<12} {:>8} {:>12} {:>12} {:>12} {:>14}",
+            "{:<12} {:>8} {:>12} {:>12} {:>9} {:>12} {:>14}",
             c["function"].as_str().unwrap_or(""),
             n("pending"),
             n("ack_pending"),
             n("redelivered"),
+            commands,
             unpublished,
             oldest
         );

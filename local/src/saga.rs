@@ -34,13 +34,33 @@ impl SagaOptions {
 }
 
 impl SagaOptions {
+    fn all_functions(&self) -> Vec<Arc<dyn Function>> {
+        self.functions().iter().map(|name| function(name, self).expect("the saga's own functions exist")).collect()
+    }
+
     /// Every subject the saga stream captures for the whole saga in this
     /// mode, whichever of its functions a process hosts (see
     /// `jetsaga_jetstream::Config::stream_subjects`).
     pub fn stream_subjects(&self) -> Vec<String> {
-        let functions: Vec<Arc<dyn Function>> =
-            self.functions().iter().map(|name| function(name, self).expect("the saga's own functions exist")).collect();
+        let functions = self.all_functions();
         jetsaga_jetstream::provision::stream_subjects(functions.iter().map(|f| f.spec())).into_iter().collect()
+    }
+
+    /// Every command subject of the whole saga in this mode (see
+    /// `jetsaga_jetstream::Config::command_subjects`).
+    pub fn command_subjects(&self) -> Vec<String> {
+        let functions = self.all_functions();
+        jetsaga_jetstream::provision::command_subjects(functions.iter().map(|f| f.spec())).into_iter().collect()
+    }
+
+    /// The runtime's default configuration for this saga: every process
+    /// asks for the same streams, whichever functions it hosts.
+    pub fn runtime_config(&self) -> jetsaga_jetstream::Config {
+        jetsaga_jetstream::Config {
+            stream_subjects: self.stream_subjects(),
+            command_subjects: self.command_subjects(),
+            ..jetsaga_jetstream::Config::default()
+        }
     }
 }
 

@@ -189,9 +189,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = Config {
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
-        stream_subjects: options.stream_subjects(),
         provision: !args.no_provision,
-        ..Config::default()
+        ..options.runtime_config()
     };
     let mut runtime = Runtime::new(nats.clone(), config);
     // Keeps the emulator and the function processes alive in --lambda mode.
@@ -375,8 +374,7 @@ pub async fn provision(args: ProvisionArgs, url: &str, stream: &str) -> anyhow::
         stream: stream.to_string(),
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
-        stream_subjects: options.stream_subjects(),
-        ..Config::default()
+        ..options.runtime_config()
     };
     config.check()?;
     let nats = crate::client::connect_options("jetsaga provision")?

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use jetsaga_events::SagaMode;
 use jetsaga_events::{Envelope, OrderItem, OrderView};
-use jetsaga_jetstream::{Config, Runtime};
+use jetsaga_jetstream::Runtime;
 use jetsaga_local::client::Client;
 use jetsaga_local::saga::{SagaOptions, StoreConfig};
 use tempfile::TempDir;
@@ -113,7 +113,7 @@ impl Saga {
     /// Starts another runtime (its own connection) hosting `functions`.
     pub async fn host(&mut self, functions: &[&str]) {
         let names: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
-        let config = Config { stream_subjects: self.options.stream_subjects(), ..Config::default() };
+        let config = self.options.runtime_config();
         let mut runtime = Runtime::new(self.server.connect().await, config);
         match &mut self.hosting {
             Hosting::Local(stores) => {

@@ -48,7 +48,7 @@ async fn each_function_runs_with_only_its_own_permissions() {
         .unwrap();
     let specs: Vec<_> = FUNCTIONS.iter().map(|name| jetsaga_local::saga::function(name, &options).unwrap()).collect();
     let specs: Vec<&jetsaga_core::FunctionSpec> = specs.iter().map(|f| f.spec()).collect();
-    let config = Config { stream_subjects: options.stream_subjects(), ..Config::default() };
+    let config = options.runtime_config();
     jetsaga_jetstream::provision::provision(&admin_nats, &jetstream::new(admin_nats.clone()), &config, &specs)
         .await
         .unwrap();

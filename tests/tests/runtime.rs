@@ -380,41 +380,96 @@ async fn the_runtime_runs_on_a_three_node_cluster_with_replicated_streams() {
     task.await.unwrap().unwrap();
 }
 
+fn error_code(reply: &async_nats::Message) -> Option<String> {
+    Some(reply.headers.as_ref()?.get("Nats-Service-Error-Code")?.as_str().to_string())
+}
+
+async fn open_with_id(client: &async_nats::Client, body: &'static str, id: &str) -> serde_json::Value {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    let reply = client.request_with_headers("ledger.cmd.open", headers, body.into()).await.unwrap();
+    assert_eq!(error_code(&reply), None);
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
 #[tokio::test]
-async fn accepted_commands_are_answered_and_never_stored_as_commands() {
+async fn commands_are_stored_processed_once_each_and_answered() {
     let (server, _dir, running) = ledger_on_fresh_server().await;
     let client = server.connect().await;
     let js = jetstream::new(client.clone());
 
     let reply = client.request("ledger.cmd.open", r#"{"account":"new"}"#.into()).await.unwrap();
-    assert!(reply.headers.is_none(), "no error headers");
+    assert_eq!(error_code(&reply), None);
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["events"], json!(["ledger.evt.opened"]));
     assert!(body["event_id"].as_str().is_some_and(|id| !id.is_empty()));
 
+    // The same body again is another command (no id says otherwise): it
+    // runs, and is refused because the first one opened the account.
     let reply = client.request("ledger.cmd.open", r#"{"account":"new"}"#.into()).await.unwrap();
-    assert_eq!(reply.headers.as_ref().unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "422");
+    assert_eq!(error_code(&reply).as_deref(), Some("422"));
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["error"], "account \"new\" is already open");
 
+    // With a Nats-Msg-Id, a retry is the same command: the first answer again.
+    let first = open_with_id(&client, r#"{"account":"retried"}"#, "open-retried").await;
+    let again = open_with_id(&client, r#"{"account":"retried"}"#, "open-retried").await;
+    assert_eq!(again["event_id"], first["event_id"]);
+    assert_eq!(again["events"], json!(["ledger.evt.opened"]));
+    assert_eq!(again["repeated"], true);
+
     let reply = client.request("ledger.cmd.open", "{".into()).await.unwrap();
-    assert_eq!(reply.headers.as_ref().unwrap().get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+    assert_eq!(error_code(&reply).as_deref(), Some("400"));
 
     // A plain publish (no reply subject) is processed too.
     client.publish("ledger.cmd.open", r#"{"account":"quiet"}"#.into()).await.unwrap();
     client.flush().await.unwrap();
     wait_until(WAIT, "the published open to be processed", || async { running.balance("quiet").await == Some(0) })
         .await;
+    wait_drained(&js, "COMMANDS", "ledger", WAIT).await;
 
     let opened = messages(&js, "SAGA", Some("ledger.evt.opened")).await;
-    assert_eq!(opened.len(), 2);
-    assert!(
-        messages(&js, "SAGA", Some("ledger.cmd.open")).await.is_empty(),
-        "commands answered by request/reply are not stored"
-    );
+    assert_eq!(opened.len(), 3, "new, retried and quiet, once each");
+    // Every command is kept in the command stream (the retry's copy dropped
+    // by its de-duplication), none in the saga stream.
+    assert_eq!(messages(&js, "COMMANDS", Some("ledger.cmd.open")).await.len(), 5);
+    assert!(messages(&js, "SAGA", Some("ledger.cmd.open")).await.is_empty());
     let dead = messages(&js, "DLQ", None).await;
-    assert_eq!(dead.len(), 1, "the malformed request is kept for inspection");
-    assert!(dead[0].header("Jetsaga-Dlq-Origin").unwrap().starts_with("request/"));
+    assert_eq!(dead.len(), 1, "the malformed command is kept for inspection");
+    assert!(dead[0].header("Jetsaga-Dlq-Origin").unwrap().starts_with("COMMANDS/"));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn commands_sent_while_no_copy_of_the_function_runs_are_processed_when_one_starts() {
+    let (server, dir, running) = ledger_on_fresh_server().await;
+    running.stop().await;
+    let client = server.connect().await;
+    let js = jetstream::new(client.clone());
+
+    for body in [r#"{"account":"later"}"#, r#"{"account":"later"}"#, r#"{"account":"other"}"#] {
+        client.publish("ledger.cmd.open", body.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    // A request finds nobody to answer it, but its command is kept as well.
+    let unanswered = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.request("ledger.cmd.open", r#"{"account":"asked"}"#.into()),
+    )
+    .await;
+    assert!(!matches!(unanswered, Ok(Ok(_))), "nothing runs that could answer: {unanswered:?}");
+
+    let running = Running::start(&server.url(), dir.path(), fast_config()).await;
+    wait_until(WAIT, "every command sent while down to be processed", || async {
+        running.balance("later").await == Some(0)
+            && running.balance("other").await == Some(0)
+            && running.balance("asked").await == Some(0)
+    })
+    .await;
+    wait_drained(&js, "COMMANDS", "ledger", WAIT).await;
+    let opened = messages(&js, "SAGA", Some("ledger.evt.opened")).await;
+    assert_eq!(opened.len(), 3, "later (once: the second was refused), other, asked");
+    assert!(messages(&js, "DLQ", None).await.is_empty());
     running.stop().await;
 }
 

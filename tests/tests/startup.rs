@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use async_nats::jetstream;
-use jetsaga_jetstream::{Config, Runtime};
+use jetsaga_jetstream::Runtime;
 use jetsaga_local::client::Client;
 use jetsaga_local::saga::{SagaOptions, StoreConfig};
 use jetsaga_tests::nats::NatsServer;
@@ -24,7 +24,7 @@ async fn ten_runtimes_starting_together_all_come_up_with_every_subject() {
         let mut runtimes = Vec::new();
         for name in options.functions().iter().chain(options.functions().iter()) {
             let engines = stores.engines(&[name.to_string()], &options).await.unwrap();
-            let config = Config { stream_subjects: options.stream_subjects(), ..Config::default() };
+            let config = options.runtime_config();
             let mut runtime = Runtime::new(server.connect().await, config);
             for engine in engines {
                 runtime = runtime.with(engine);

@@ -11,7 +11,11 @@ use uuid::Uuid;
 const NAMESPACE: Uuid = Uuid::from_u128(0x6a65_7473_6167_6100_8000_0000_0000_0001);
 
 fn hash16(seed: &str) -> [u8; 16] {
-    *Uuid::new_v5(&NAMESPACE, seed.as_bytes()).as_bytes()
+    hash16_bytes(seed.as_bytes())
+}
+
+fn hash16_bytes(seed: &[u8]) -> [u8; 16] {
+    *Uuid::new_v5(&NAMESPACE, seed).as_bytes()
 }
 
 /// A UUIDv7 whose time part is `at` and whose other bits derive from `seed`.
@@ -34,6 +38,11 @@ pub fn time_of(id: &str) -> Option<DateTime<Utc>> {
 /// A stable digest of `text` (UUIDv5 in hex, no dashes).
 pub fn digest(text: &str) -> String {
     hex(&hash16(text))
+}
+
+/// A stable digest of any bytes (UUIDv5 in hex, no dashes).
+pub fn digest_bytes(bytes: &[u8]) -> String {
+    hex(&hash16_bytes(bytes))
 }
 
 /// A fresh random UUIDv7 (for commands created by tools and tests).

@@ -19,6 +19,7 @@
 //!
 //! It knows no business rule: everything specific lives in the functions.
 
+pub mod answers;
 pub mod dlq;
 pub mod provision;
 mod publisher;
@@ -73,6 +74,22 @@ pub struct Config {
     pub stream: String,
     /// The dead-letter stream (`DLQ`), subjects `dlq.<function>`.
     pub dlq_stream: String,
+    /// The stream capturing every command clients send (`COMMANDS`), so a
+    /// `nats pub` sent while no copy of its function runs is processed
+    /// when one comes up. It never answers a publish itself (`no_ack`):
+    /// the function answers a request once the command is processed.
+    pub command_stream: String,
+    /// The command subjects it captures besides those of the functions
+    /// hosted here: give the whole saga's
+    /// ([`provision::command_subjects`]), as for `stream_subjects`.
+    pub command_subjects: Vec<String>,
+    /// The stream of answer claims (`CLAIMS`): which copy of a function
+    /// answers a request whose command ran from the command stream.
+    pub claim_stream: String,
+    /// How long a request without `Nats-Msg-Id` waits for its command to
+    /// be processed from the command stream before it is answered that it
+    /// is stored but not processed yet.
+    pub answer_timeout: Duration,
     /// Deliveries before a retryable failure is dead-lettered.
     pub max_deliver: i64,
     /// How long the server waits for an ack before redelivering.
@@ -122,6 +139,10 @@ impl Default for Config {
         Self {
             stream: "SAGA".into(),
             dlq_stream: "DLQ".into(),
+            command_stream: "COMMANDS".into(),
+            command_subjects: Vec::new(),
+            claim_stream: "CLAIMS".into(),
+            answer_timeout: Duration::from_secs(10),
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 4096,
@@ -217,6 +238,7 @@ impl Runtime {
         let mut tasks = tokio::task::JoinSet::new();
         let mut services = Vec::new();
         let mut publishers = Vec::new();
+        let mut answerers = Vec::new();
         // Commands and queries are served at once, before streams and
         // consumers are provisioned (a cluster electing a leader can take a
         // while): what commands commit waits in the outbox meanwhile.
@@ -227,23 +249,33 @@ impl Runtime {
             tasks.spawn(relay::run(publisher.clone(), self.config.inbox_retention, cancel.clone()));
             // Every function gets a service, even without endpoints, so
             // `$SRV.PING` / `nats micro ls` shows what is running where.
-            services.push(service::serve(&self.client, publisher.clone(), cancel.clone()).await?);
+            let answers =
+                answers::Answers::start(&self.client, engine.name(), &self.config.command_stream, cancel.clone())
+                    .await?;
+            let answer_timeout = self.config.answer_timeout;
+            services.push(
+                service::serve(&self.client, publisher.clone(), answers.clone(), answer_timeout, cancel.clone())
+                    .await?,
+            );
             publishers.push(publisher);
+            answerers.push(answers);
         }
         let consuming = async {
             if self.config.provision {
                 self.provision().await?;
             }
-            for publisher in &publishers {
+            for (publisher, answers) in publishers.iter().zip(&answerers) {
                 let spec = publisher.engine.spec();
-                if spec.subscribes.is_empty() {
-                    continue;
+                for (stream, _) in provision::consumed(&self.config, spec) {
+                    let consumer = provision::bind(&self.js, spec, stream).await?;
+                    // Commands from the command stream answer their waiting requests.
+                    let answers = (stream == self.config.command_stream).then(|| answers.clone());
+                    for _ in 0..self.config.concurrency.max(1) {
+                        let worker = worker::Worker::new(publisher.clone(), self.config.clone(), answers.clone());
+                        tasks.spawn(worker.run(consumer.clone(), cancel.clone()));
+                    }
                 }
-                let consumer = provision::bind(&self.js, &self.config, spec).await?;
-                for _ in 0..self.config.concurrency.max(1) {
-                    let worker = worker::Worker::new(publisher.clone(), self.config.clone());
-                    tasks.spawn(worker.run(consumer.clone(), cancel.clone()));
-                }
+                publisher.consuming.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             Ok::<(), RuntimeError>(())
         };

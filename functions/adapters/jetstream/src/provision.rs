@@ -77,6 +77,12 @@ pub fn stream_subjects<'a>(specs: impl IntoIterator<Item = &'a FunctionSpec>) ->
         .collect()
 }
 
+/// Every command subject the command stream must capture for these
+/// functions: what clients send them (`accepts`).
+pub fn command_subjects<'a>(specs: impl IntoIterator<Item = &'a FunctionSpec>) -> BTreeSet<String> {
+    specs.into_iter().flat_map(|spec| spec.accepts.iter().map(|s| s.to_string())).collect()
+}
+
 fn provision_error(what: impl Into<String>, e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Provision { what: what.into(), message: e.to_string() }
 }
@@ -142,8 +148,48 @@ async fn provision_once(js: &jetstream::Context, config: &Config, specs: &[&Func
         ..Default::default()
     };
     ensure_stream(js, dlq, &dlq_subjects).await?;
+    let mut commands = command_subjects(specs.iter().copied());
+    commands.extend(config.command_subjects.iter().cloned());
+    let command_stream = stream::Config {
+        name: config.command_stream.clone(),
+        description: Some(
+            "jetsaga commands as clients sent them (`nats pub`/`nats req`), processed by their function's consumer"
+                .into(),
+        ),
+        subjects: commands.iter().cloned().collect(),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: config.duplicate_window,
+        num_replicas: config.replicas,
+        max_age: config.max_age.unwrap_or_default(),
+        // A request is answered by the function once its command is
+        // processed, never by the stream's own publish acknowledgement.
+        no_ack: true,
+        allow_direct: true,
+        ..Default::default()
+    };
+    if !commands.is_empty() {
+        ensure_stream(js, command_stream, &commands).await?;
+        let claim_subjects: BTreeSet<String> = [crate::answers::claim_subject("*", "*")].into();
+        let claims = stream::Config {
+            name: config.claim_stream.clone(),
+            description: Some(
+                "jetsaga: which copy of a function answers a request whose command ran from the command stream".into(),
+            ),
+            subjects: claim_subjects.iter().cloned().collect(),
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            // A claim matters while copies may still hear its answer.
+            max_age: std::time::Duration::from_secs(10 * 60),
+            max_messages_per_subject: 1,
+            ..Default::default()
+        };
+        ensure_stream(js, claims, &claim_subjects).await?;
+    }
     for spec in specs {
-        consumer(js, config, spec).await?;
+        for (stream, filter) in consumed(config, spec) {
+            consumer(js, config, spec, stream, filter).await?;
+        }
     }
     info!(stream = %config.stream, functions = specs.len(), "streams and consumers provisioned");
     Ok(())
@@ -181,25 +227,35 @@ async fn ensure_stream(
     }
 }
 
-/// Binds to the durable consumer an administrator provisioned, without
+/// The durable consumers of one function, each named after it: on the
+/// saga stream what it subscribes to, on the command stream what it
+/// accepts. `(stream, filter subjects)`; a function without either has none.
+pub(crate) fn consumed<'a>(config: &'a Config, spec: &'a FunctionSpec) -> Vec<(&'a str, &'a [&'static str])> {
+    [(config.stream.as_str(), spec.subscribes), (config.command_stream.as_str(), spec.accepts)]
+        .into_iter()
+        .filter(|(_, filter)| !filter.is_empty())
+        .collect()
+}
+
+/// Binds to a durable consumer an administrator provisioned, without
 /// creating or changing anything (a function's identity may only read its
-/// own consumer). Waits for it a while: the deploy step may still be running.
+/// own consumers). Waits for it a while: the deploy step may still be running.
 pub(crate) async fn bind(
     js: &jetstream::Context,
-    config: &Config,
     spec: &FunctionSpec,
+    stream: &str,
 ) -> Result<consumer::PullConsumer, RuntimeError> {
     let deadline = tokio::time::Instant::now() + PROVISION_FOR;
     loop {
-        match js.get_consumer_from_stream::<consumer::pull::Config, _, _>(spec.name, config.stream.as_str()).await {
+        match js.get_consumer_from_stream::<consumer::pull::Config, _, _>(spec.name, stream).await {
             Ok(consumer) => return Ok(consumer),
             Err(e) if tokio::time::Instant::now() < deadline => {
-                warn!(function = spec.name, error = %e, "no consumer to bind to yet (has `jetsaga provision` run?); waiting");
+                warn!(function = spec.name, stream, error = %e, "no consumer to bind to yet (has `jetsaga provision` run?); waiting");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             Err(e) => {
                 return Err(RuntimeError::Provision {
-                    what: format!("consumer {} on {}", spec.name, config.stream),
+                    what: format!("consumer {} on {stream}", spec.name),
                     message: format!("{e}: provision it first with `jetsaga provision` as an administrator"),
                 });
             }
@@ -207,18 +263,19 @@ pub(crate) async fn bind(
     }
 }
 
-/// Creates or updates the durable pull consumer of one function.
+/// Creates or updates one durable pull consumer of a function.
 pub(crate) async fn consumer(
     js: &jetstream::Context,
     config: &Config,
     spec: &FunctionSpec,
+    stream_name: &str,
+    filter: &[&str],
 ) -> Result<consumer::PullConsumer, RuntimeError> {
-    let stream =
-        js.get_stream(&config.stream).await.map_err(|e| provision_error(format!("stream {}", config.stream), e))?;
+    let stream = js.get_stream(stream_name).await.map_err(|e| provision_error(format!("stream {stream_name}"), e))?;
     let consumer_config = consumer::pull::Config {
         durable_name: Some(spec.name.to_string()),
         description: Some(spec.description.to_string()),
-        filter_subjects: spec.subscribes.iter().map(|s| s.to_string()).collect(),
+        filter_subjects: filter.iter().map(|s| s.to_string()).collect(),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: config.ack_wait,
         // Never let the server give up on a message: one that ages out of
@@ -234,7 +291,7 @@ pub(crate) async fn consumer(
     stream
         .create_consumer(consumer_config)
         .await
-        .map_err(|e| provision_error(format!("consumer {} on {}", spec.name, config.stream), e))
+        .map_err(|e| provision_error(format!("consumer {} on {stream_name}", spec.name), e))
 }
 
 #[cfg(test)]

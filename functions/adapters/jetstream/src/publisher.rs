@@ -8,10 +8,14 @@ use futures::future::join_all;
 use std::sync::Arc;
 
 use jetsaga_core::{OutboxRecord, Processor};
+use jetsaga_events::limits::MAX_COMMAND_BYTES;
 use jetsaga_events::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
 use tracing::{debug, warn};
 
 use crate::dlq;
+
+/// How much of an oversized command its dead letter keeps.
+const OVERSIZED_EXCERPT: usize = 1024;
 
 /// Publishes one function's events. One per hosted function, shared by its
 /// workers, its command intake and its outbox relay, so a failed publish on
@@ -24,6 +28,9 @@ pub(crate) struct Publisher {
     sweeper: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
     /// Woken when a publish failed: the outbox holds events nobody is publishing.
     pub(crate) failed: Arc<tokio::sync::Notify>,
+    /// Set once the function's consumers are bound: it processes what its
+    /// streams hold (reported by its outbox endpoint, waited for by tools).
+    pub(crate) consuming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why one record was not published.
@@ -56,7 +63,7 @@ impl Publisher {
                 }
             }
         });
-        Self { engine, js, sweeper, failed: Arc::default() }
+        Self { engine, js, sweeper, failed: Arc::default(), consuming: Arc::default() }
     }
 
     /// Publishes outbox records concurrently, waiting for every ack, and
@@ -122,6 +129,9 @@ impl Publisher {
     ) -> Result<(), String> {
         let name = self.engine.name();
         warn!(%subject, %origin, attempts, %reason, "dead-lettered");
+        // An oversized command keeps only its start: enough to see what it was,
+        // and the dead letter itself stays publishable.
+        let payload = if payload.len() > MAX_COMMAND_BYTES { payload.slice(..OVERSIZED_EXCERPT) } else { payload };
         let headers = dlq::headers(headers, name, reason, attempts, subject, origin);
         let ack =
             self.js.publish_with_headers(dlq::subject_for(name), headers, payload).await.map_err(|e| e.to_string())?;

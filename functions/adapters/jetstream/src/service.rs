@@ -4,15 +4,18 @@
 //!
 //! - one endpoint per query subject: read-only, answered from the store;
 //! - one endpoint per accepted command (`nats req orders.cmd.create`, or a
-//!   plain `nats pub`): processed at once through the engine (commit, then
-//!   publish the outbox), answered with the event id, the saga key and the
-//!   events it caused, or with an error saying why.
+//!   plain `nats pub`): answered with the event id, the saga key and the
+//!   events it caused, or with an error saying why. A command with a
+//!   `Nats-Msg-Id` is processed here at once through the engine (commit,
+//!   then publish the outbox); one without waits for its copy in the
+//!   command stream to be processed ([`crate::answers`]).
 
 use async_nats::HeaderMap;
 use async_nats::service::{Request, ServiceExt};
 use chrono::Utc;
 use futures::StreamExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jetsaga_core::{Incoming, Outcome, Processor, command_envelope, ids};
 use jetsaga_events::limits::MAX_COMMAND_BYTES;
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::RuntimeError;
+use crate::answers::{Answer, Answers, command_key};
 use crate::publisher::Publisher;
 
 #[derive(Clone, Copy, Debug)]
@@ -32,14 +36,12 @@ enum Kind {
     Outbox,
 }
 
-/// `$JETSAGA.OUTBOX.<function>`: how many committed events of the function
-/// are not published yet, and how old the oldest is (`jetsaga status`).
+/// `$JETSAGA.OUTBOX.<function>`: whether the function consumes its streams
+/// yet (it is provisioned and bound), how many of its committed events are
+/// not published yet, and how old the oldest is (`jetsaga status`).
 pub fn outbox_subject(function: &str) -> String {
     format!("$JETSAGA.OUTBOX.{function}")
 }
-
-/// How much of an oversized command its dead letter keeps.
-const OVERSIZED_EXCERPT: usize = 1024;
 
 /// Outbox records counted at most by the outbox endpoint.
 const OUTBOX_COUNT_LIMIT: usize = 10_000;
@@ -48,6 +50,8 @@ const OUTBOX_COUNT_LIMIT: usize = 10_000;
 pub(crate) async fn serve(
     client: &async_nats::Client,
     publisher: Publisher,
+    answers: Answers,
+    answer_timeout: Duration,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
     let engine = publisher.engine.clone();
@@ -76,6 +80,7 @@ pub(crate) async fn serve(
         for (subject, kind, mut endpoint) in endpoints {
             let publisher = publisher.clone();
             let batcher = batcher.clone();
+            let answers = answers.clone();
             let cancel = cancel.clone();
             handlers.spawn(async move {
                 loop {
@@ -85,6 +90,7 @@ pub(crate) async fn serve(
                     };
                     let publisher = publisher.clone();
                     let batcher = batcher.clone();
+                    let answers = answers.clone();
                     let subject = subject.clone();
                     // Each request on its own task: a slow scan never blocks a point lookup.
                     tokio::spawn(async move {
@@ -95,7 +101,12 @@ pub(crate) async fn serve(
                                 .query(subject, &request.message.payload)
                                 .await
                                 .map_err(|e| (e.code(), e.to_string())),
-                            Kind::Command => accept(&publisher, &batcher, subject, &request).await,
+                            Kind::Command => {
+                                match accept(&publisher, &batcher, &answers, answer_timeout, subject, &request).await {
+                                    Some(answer) => answer,
+                                    None => return,
+                                }
+                            }
                             Kind::Outbox => backlog(&publisher).await,
                         };
                         respond(&request, subject, reply).await;
@@ -117,6 +128,7 @@ async fn backlog(publisher: &Publisher) -> Result<Value, (u16, String)> {
     let oldest = pending.iter().filter_map(|r| ids::time_of(&r.id)).min();
     Ok(json!({
         "function": publisher.engine.name(),
+        "consuming": publisher.consuming.load(std::sync::atomic::Ordering::Relaxed),
         "unpublished": pending.len(),
         "at_least": pending.len() == OUTBOX_COUNT_LIMIT,
         "oldest_age_ms": oldest.map(|t| (Utc::now() - t).num_milliseconds().max(0)),
@@ -170,47 +182,57 @@ impl CommandBatcher {
     }
 }
 
+/// Takes one command from a client. With a `Nats-Msg-Id` it is processed
+/// here at once: the id is its identity, so the stream's copy of it is
+/// recognized as the same command. Without one only the stream's copy is
+/// processed, and a request waits for that copy's answer. `None`: a plain
+/// publish without id, nothing to do here.
 async fn accept(
     publisher: &Publisher,
     batcher: &CommandBatcher,
+    answers: &Answers,
+    answer_timeout: Duration,
     subject: &str,
     request: &Request,
-) -> Result<Value, (u16, String)> {
+) -> Option<Answer> {
     let message = &request.message;
     let headers = message.headers.as_ref();
-    if message.payload.len() > MAX_COMMAND_BYTES {
-        let reason =
-            format!("the command is {} bytes; at most {MAX_COMMAND_BYTES} are accepted", message.payload.len());
-        // The dead letter keeps the start of it: enough to see what it was.
-        let excerpt = message.payload.slice(..OVERSIZED_EXCERPT);
-        let origin = format!("request/{}", ids::new_id());
-        let _ = publisher.dead_letter(subject, headers, excerpt, &reason, 1, &origin).await;
-        return Err((400, reason));
+    // Refused at once; the stream's copy is dead-lettered by the consumer.
+    if let Err(reason) = intake_check(subject, message.payload.len(), headers) {
+        return Some(Err((400, reason)));
     }
-    // Outside clients send commands, never envelopes: an envelope names its
-    // own `type`, and one naming another context's event would make this
-    // function act on an order it was never asked about.
-    if header(headers, ENVELOPE_HEADER).is_some() {
-        return Err((
-            400,
-            format!(
-                "{subject} takes the bare command payload; the {ENVELOPE_HEADER} header is for events the runtime \
-                 publishes, and is refused here"
-            ),
-        ));
-    }
-    // No stream sequence to derive an id from: the client's Nats-Msg-Id
-    // is the idempotency key when it sends one, otherwise a fresh id.
-    let decoded =
-        command_envelope(subject, &message.payload, header(headers, "Nats-Msg-Id"), &ids::new_id(), Utc::now());
-    let envelope = match decoded {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            let reason = e.to_string();
-            let origin = format!("request/{}", ids::new_id());
-            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, &origin).await;
-            return Err((400, reason));
+    let Some(id) = header(headers, "Nats-Msg-Id").filter(|id| !id.trim().is_empty()) else {
+        message.reply.as_ref()?;
+        match answers.captured().await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Some(Err((
+                    503,
+                    format!(
+                        "{} is starting: its command stream does not exist yet, so the command was not kept; send \
+                         it again in a moment",
+                        publisher.engine.name()
+                    ),
+                )));
+            }
+            Err(e) => return Some(Err((503, format!("cannot tell whether the command was kept, retry: {e}")))),
         }
+        let key = command_key(subject, &message.payload);
+        return Some(answers.wait(&key, answer_timeout).await.unwrap_or_else(|| {
+            Err((
+                504,
+                format!(
+                    "not processed within {answer_timeout:?}: {} is behind or not running. The command is kept in \
+                     the command stream and runs when it catches up; send commands with a Nats-Msg-Id header to \
+                     retry them safely",
+                    publisher.engine.name()
+                ),
+            ))
+        }));
+    };
+    let envelope = match command_envelope(subject, &message.payload, Some(id), id, Utc::now()) {
+        Ok(envelope) => envelope,
+        Err(e) => return Some(Err((400, e.to_string()))),
     };
     let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
     let incoming = Incoming { envelope, traceparent };
@@ -219,41 +241,56 @@ async fn accept(
         // Committed: even if a publish fails now, the relay publishes it later.
         publisher.publish(records).await;
     }
-    let envelope = &incoming.envelope;
+    Some(answer_of(&outcome, &incoming.envelope))
+}
+
+/// What a command may not be, whichever path it takes: larger than
+/// [`MAX_COMMAND_BYTES`], or an envelope.
+pub(crate) fn intake_check(subject: &str, size: usize, headers: Option<&HeaderMap>) -> Result<(), String> {
+    if size > MAX_COMMAND_BYTES {
+        return Err(format!("the command is {size} bytes; at most {MAX_COMMAND_BYTES} are accepted"));
+    }
+    // Outside clients send commands, never envelopes: an envelope names its
+    // own `type`, and one naming another context's event would make this
+    // function act on an order it was never asked about.
+    if header(headers, ENVELOPE_HEADER).is_some() {
+        return Err(format!(
+            "{subject} takes the bare command payload; the {ENVELOPE_HEADER} header is for events the runtime \
+             publishes, and is refused here"
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a processed command; the same on a retry.
+pub(crate) fn answer_of(outcome: &Outcome, envelope: &Envelope) -> Answer {
+    let reply = |order_id: Option<String>, events: Vec<String>, repeated: bool| {
+        let mut reply = json!({"event_id": envelope.id, "events": events});
+        if let Some(order_id) = order_id {
+            reply["order_id"] = json!(order_id);
+        }
+        if repeated {
+            reply["repeated"] = json!(true);
+        }
+        reply
+    };
     match outcome {
         Outcome::Publish(records) => {
             let events: Vec<Envelope> = records.iter().filter_map(|r| Envelope::decode(&r.payload).ok()).collect();
             let order_id = events.iter().find_map(|e| e.order_id.clone()).or_else(|| envelope.order_id.clone());
-            let mut reply = json!({
-                "event_id": envelope.id,
-                "events": events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
-            });
-            if let Some(order_id) = order_id {
-                reply["order_id"] = json!(order_id);
-            }
-            Ok(reply)
+            Ok(reply(order_id, events.into_iter().map(|e| e.event_type).collect(), false))
         }
-        Outcome::Rejected { reason, .. } => Err((422, reason)),
+        Outcome::Rejected { reason, .. } => Err((422, reason.clone())),
         // A retry: the first answer again.
-        Outcome::Repeated { receipt, .. } => match receipt.rejected {
-            Some(reason) => Err((422, reason)),
-            None => {
-                let mut reply = json!({"event_id": envelope.id, "events": receipt.events});
-                if let Some(order_id) = receipt.order_id {
-                    reply["order_id"] = json!(order_id);
-                }
-                Ok(reply)
-            }
+        Outcome::Repeated { receipt, .. } => match &receipt.rejected {
+            Some(reason) => Err((422, reason.clone())),
+            None => Ok(reply(receipt.order_id.clone(), receipt.events.clone(), true)),
         },
-        Outcome::Conflict(reason) => Err((409, reason)),
+        Outcome::Conflict(reason) => Err((409, reason.clone())),
         Outcome::Retry(reason) | Outcome::Unavailable(reason) => {
             Err((503, format!("temporarily unavailable, retry: {reason}")))
         }
-        Outcome::DeadLetter(reason) => {
-            let origin = format!("request/{}", envelope.id);
-            let _ = publisher.dead_letter(subject, headers, message.payload.clone(), &reason, 1, &origin).await;
-            Err((400, reason))
-        }
+        Outcome::DeadLetter(reason) => Err((400, reason.clone())),
     }
 }
 

@@ -13,8 +13,9 @@ use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::Config;
+use crate::answers::{Answer, Answers, command_key};
 use crate::publisher::Publisher;
+use crate::{Config, service};
 
 /// What happened to one input, decided before acking.
 enum Disposition {
@@ -28,6 +29,8 @@ pub(crate) struct Worker {
     engine: Arc<dyn Processor>,
     publisher: Publisher,
     config: Config,
+    /// Set when consuming the command stream: where answers go.
+    answers: Option<Answers>,
 }
 
 fn delivered_of(message: &Message) -> i64 {
@@ -39,8 +42,8 @@ fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 }
 
 impl Worker {
-    pub(crate) fn new(publisher: Publisher, config: Config) -> Self {
-        Self { engine: publisher.engine.clone(), publisher, config }
+    pub(crate) fn new(publisher: Publisher, config: Config, answers: Option<Answers>) -> Self {
+        Self { engine: publisher.engine.clone(), publisher, config, answers }
     }
 
     pub(crate) async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
@@ -103,6 +106,10 @@ impl Worker {
 
     fn decode(&self, message: &Message) -> Result<Incoming, String> {
         let traceparent = header(message, TRACEPARENT_HEADER).map(str::to_string);
+        if self.answers.is_some() {
+            // What a client sent: held to the same rules as at the request endpoint.
+            service::intake_check(&message.subject, message.payload.len(), message.headers.as_ref())?;
+        }
         let envelope = if header(message, ENVELOPE_HEADER).is_some() {
             let envelope = Envelope::decode(&message.payload).map_err(|e| e.to_string())?;
             envelope.check_arrival(&message.subject).map_err(|e| e.to_string())?;
@@ -147,9 +154,14 @@ impl Worker {
         }
         let records: Vec<OutboxRecord> = outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
         let mut published = self.publisher.publish(&records).await.into_iter();
-        for (i, outcome) in positions.into_iter().zip(outcomes) {
+        let mut answers: Vec<Option<Answer>> = vec![None; batch.len()];
+        for ((i, outcome), input) in positions.into_iter().zip(outcomes).zip(&incoming) {
             let message = &batch[i];
             let delivered = delivered_of(message);
+            if self.answers.is_some() && !matches!(outcome, Outcome::Retry(_) | Outcome::Unavailable(_)) {
+                // Final once committed or refused, even if its events are published later.
+                answers[i] = Some(service::answer_of(&outcome, &input.envelope));
+            }
             dispositions[i] = Some(match outcome {
                 Outcome::Publish(records)
                 | Outcome::Rejected { outbox: records, .. }
@@ -170,6 +182,9 @@ impl Worker {
                 Outcome::DeadLetter(reason) | Outcome::Conflict(reason) => Disposition::DeadLetter(reason),
             });
         }
+        if let Some(answerer) = &self.answers {
+            self.answer(answerer, &batch, &dispositions, answers).await;
+        }
         let acks = batch.iter().zip(dispositions).map(|(message, disposition)| async move {
             let result = match disposition.expect("every message has a disposition") {
                 Disposition::Ack => message.ack().await,
@@ -189,6 +204,32 @@ impl Worker {
             }
         });
         join_all(acks).await;
+    }
+
+    /// Answers the requests waiting for these commands: those that reached
+    /// an end (committed, refused or dead-lettered); a command that will be
+    /// retried is answered when it is done. Commands with a `Nats-Msg-Id`
+    /// were answered by the request endpoint itself.
+    async fn answer(
+        &self,
+        answerer: &Answers,
+        batch: &[Message],
+        dispositions: &[Option<Disposition>],
+        answers: Vec<Option<Answer>>,
+    ) {
+        for ((message, disposition), answer) in batch.iter().zip(dispositions).zip(answers) {
+            if header(message, "Nats-Msg-Id").is_some_and(|id| !id.trim().is_empty()) {
+                continue;
+            }
+            let answer = match (disposition, answer) {
+                (_, Some(answer)) => answer,
+                // Undecodable, or retried until it was given up.
+                (Some(Disposition::DeadLetter(reason)), None) => Err((400, reason.clone())),
+                _ => continue,
+            };
+            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+            answerer.send(&command_key(&message.subject, &message.payload), sequence, &answer).await;
+        }
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), String> {
