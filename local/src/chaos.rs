@@ -75,6 +75,10 @@ pub struct ChaosArgs {
     /// Share of orders canceled right after their create.
     #[arg(long, default_value_t = 0.1)]
     pub cancel_share: f64,
+    /// Share of creates sent as a plain `nats pub` (no reply, no id, never
+    /// retried): each one the command stream kept must end like any other.
+    #[arg(long, default_value_t = 0.2)]
+    pub publish_share: f64,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -123,6 +127,12 @@ pub struct Report {
     pub faults: BTreeMap<String, usize>,
     /// Creates the client gave up on (no answer through all retries).
     pub unanswered: usize,
+    /// Creates sent as a plain publish, fire and forget.
+    pub published: usize,
+    /// Of those, kept by the command stream (checked like accepted ones).
+    /// One missing was lost before the server stored it (in flight when a
+    /// node was killed): core NATS has no acknowledgement for a publish.
+    pub published_kept: usize,
     /// Cancels sent.
     pub cancels: usize,
     /// Seconds from the first create until everything settled.
@@ -183,9 +193,11 @@ struct Planned {
     order_id: String,
     body: Value,
     cancel: bool,
+    /// Sent as a plain publish.
+    publish: bool,
 }
 
-fn plan(seed: u64, orders: usize, cancel_share: f64) -> Vec<Planned> {
+fn plan(seed: u64, orders: usize, cancel_share: f64, publish_share: f64) -> Vec<Planned> {
     let mut rng = Rng(seed);
     let products: Vec<String> = catalog(orders).into_iter().map(|p| p.0).collect();
     let mut buyers: Vec<String> = customers(orders).into_iter().map(|c| c.0).collect();
@@ -203,7 +215,9 @@ fn plan(seed: u64, orders: usize, cancel_share: f64) -> Vec<Planned> {
                     .collect()
             };
             let body = json!({"order_id": order_id, "customer_id": customer, "items": items});
-            Planned { order_id, body, cancel: rng.unit() < cancel_share }
+            let cancel = rng.unit() < cancel_share;
+            let publish = rng.unit() < publish_share;
+            Planned { order_id, body, cancel: cancel && !publish, publish }
         })
         .collect()
 }
@@ -339,6 +353,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     }
     if !(0.0..=1.0).contains(&args.cancel_share) {
         anyhow::bail!("--cancel-share must be between 0.0 and 1.0, got {}", args.cancel_share);
+    }
+    if !(0.0..=1.0).contains(&args.publish_share) {
+        anyhow::bail!("--publish-share must be between 0.0 and 1.0, got {}", args.publish_share);
     }
     if args.fault_every <= 0.05 {
         anyhow::bail!("--fault-every must be more than 0.05 seconds, got {}", args.fault_every);
@@ -488,7 +505,8 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     );
 
     // The load: each create on its own task, paced; a share canceled right after.
-    let planned = plan(seed, args.orders, args.cancel_share);
+    let planned = plan(seed, args.orders, args.cancel_share, args.publish_share);
+    let published: BTreeSet<String> = planned.iter().filter(|o| o.publish).map(|o| o.order_id.clone()).collect();
     let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let unanswered = Arc::new(AtomicUsize::new(0));
     let cancels = Arc::new(AtomicUsize::new(0));
@@ -505,6 +523,13 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
                 let (nats, accepted, unanswered, cancels) =
                     (nats.clone(), accepted.clone(), unanswered.clone(), cancels.clone());
                 tasks.spawn(async move {
+                    if order.publish {
+                        // As a developer would: `nats pub orders.cmd.create '{...}'`, once.
+                        if let Err(e) = nats.publish(ORDERS_CMD_CREATE, order.body.to_string().into()).await {
+                            eprintln!("\n  publish of {} failed: {e}", order.order_id);
+                        }
+                        return;
+                    }
                     match send(&nats, ORDERS_CMD_CREATE, &order.body, &format!("create-{}", order.order_id)).await {
                         Answer::Ok => {
                             accepted.lock().await.insert(order.order_id.clone());
@@ -620,7 +645,12 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     if let Some((_, i)) = node_down.take() {
         fleet.nodes[i].start(&fleet.nats_binary)?;
     }
-    let accepted = accepted.lock().await.clone();
+    let mut accepted = accepted.lock().await.clone();
+    // What the server kept of the plain publishes must end like what was answered.
+    nats.flush().await?;
+    let kept: BTreeSet<String> =
+        kept_creates(&jetstream::new(nats.clone())).await?.into_iter().filter(|id| published.contains(id)).collect();
+    accepted.extend(kept.iter().cloned());
     eprintln!("\r  {} accepted, {} faults; settling…          ", accepted.len(), counts.values().sum::<usize>());
 
     // Settle: every accepted order ends, consumers drain, outboxes empty, nothing held.
@@ -639,6 +669,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         args.copies,
         args.cancel_share
     );
+    reproduce.push_str(&format!(" --publish-share {}", args.publish_share));
     if args.cluster {
         reproduce.push_str(" --cluster");
     }
@@ -650,6 +681,8 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         topology: if args.cluster { "3-node cluster, R3".into() } else { "single node".into() },
         faults: counts,
         unanswered: unanswered.load(Ordering::Relaxed),
+        published: published.len(),
+        published_kept: kept.len(),
         cancels: cancels.load(Ordering::Relaxed),
         seconds,
         tally,
@@ -746,6 +779,33 @@ pub(crate) async fn outbox_backlog(
     Ok(backlog)
 }
 
+/// The order ids of the creates the command stream holds.
+async fn kept_creates(js: &jetstream::Context) -> anyhow::Result<BTreeSet<String>> {
+    let mut stream = js.get_stream(jetsaga_jetstream::Config::default().command_stream).await?;
+    let last = stream.info().await?.state.last_sequence;
+    let reader = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: ORDERS_CMD_CREATE.into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = reader.messages().await?;
+    let mut ids = BTreeSet::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last);
+        if let Some(id) = serde_json::from_slice::<Value>(&message.payload)
+            .ok()
+            .and_then(|v| v["order_id"].as_str().map(str::to_string))
+        {
+            ids.insert(id);
+        }
+        if sequence >= last {
+            break;
+        }
+    }
+    Ok(ids)
+}
+
 /// Every envelope in the saga stream, in order.
 async fn read_stream(js: &jetstream::Context) -> anyhow::Result<Vec<Envelope>> {
     let mut stream = js.get_stream("SAGA").await?;
@@ -777,6 +837,10 @@ pub fn print(report: &Report) {
         outcomes.join(", "),
         report.cancels,
         report.unanswered
+    );
+    println!(
+        "  published: {} sent by plain publish, {} kept by the command stream (each checked like an accepted order)",
+        report.published, report.published_kept
     );
     println!("  faults:    {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
     let reasons: Vec<String> = t.failure_reasons.iter().map(|(k, v)| format!("{v} {k}")).collect();
