@@ -354,6 +354,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     if !(0.0..=1.0).contains(&args.cancel_share) {
         anyhow::bail!("--cancel-share must be between 0.0 and 1.0, got {}", args.cancel_share);
     }
+    if args.store == StoreKind::Postgres && args.database_url.is_none() {
+        anyhow::bail!(
+            "--store postgres needs --database-url or DATABASE_URL (for example postgres://postgres@127.0.0.1:5432/jetsaga)"
+        );
+    }
     if !(0.0..=1.0).contains(&args.publish_share) {
         anyhow::bail!("--publish-share must be between 0.0 and 1.0, got {}", args.publish_share);
     }
@@ -648,8 +653,20 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     let mut accepted = accepted.lock().await.clone();
     // What the server kept of the plain publishes must end like what was answered.
     nats.flush().await?;
-    let kept: BTreeSet<String> =
-        kept_creates(&jetstream::new(nats.clone())).await?.into_iter().filter(|id| published.contains(id)).collect();
+    let js = jetstream::new(nats.clone());
+    // Right after a node restart the cluster may still be electing leaders.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let kept_all = loop {
+        match kept_creates(&js).await {
+            Ok(kept) => break kept,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("\n  reading the command stream: {e}; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let kept: BTreeSet<String> = kept_all.into_iter().filter(|id| published.contains(id)).collect();
     accepted.extend(kept.iter().cloned());
     eprintln!("\r  {} accepted, {} faults; settling…          ", accepted.len(), counts.values().sum::<usize>());
 
@@ -781,48 +798,45 @@ pub(crate) async fn outbox_backlog(
 
 /// The order ids of the creates the command stream holds.
 async fn kept_creates(js: &jetstream::Context) -> anyhow::Result<BTreeSet<String>> {
-    let mut stream = js.get_stream(jetsaga_jetstream::Config::default().command_stream).await?;
-    let last = stream.info().await?.state.last_sequence;
-    let reader = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: ORDERS_CMD_CREATE.into(),
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = reader.messages().await?;
-    let mut ids = BTreeSet::new();
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last);
-        if let Some(id) = serde_json::from_slice::<Value>(&message.payload)
-            .ok()
-            .and_then(|v| v["order_id"].as_str().map(str::to_string))
-        {
-            ids.insert(id);
-        }
-        if sequence >= last {
-            break;
-        }
-    }
-    Ok(ids)
+    let commands = read_all(js, &jetsaga_jetstream::Config::default().command_stream).await?;
+    Ok(commands
+        .iter()
+        .filter(|message| message.subject.as_str() == ORDERS_CMD_CREATE)
+        .filter_map(|message| serde_json::from_slice::<Value>(&message.payload).ok())
+        .filter_map(|body| body["order_id"].as_str().map(str::to_string))
+        .collect())
 }
 
 /// Every envelope in the saga stream, in order.
 async fn read_stream(js: &jetstream::Context) -> anyhow::Result<Vec<Envelope>> {
-    let mut stream = js.get_stream("SAGA").await?;
+    let messages = read_all(js, "SAGA").await?;
+    Ok(messages.iter().filter_map(|message| Envelope::decode(&message.payload).ok()).collect())
+}
+
+/// Every message of a stream, in order, up to its last sequence when
+/// asked; an error if the read stalls before (never a silent partial read,
+/// which would let the checker miss what it did not see).
+async fn read_all(js: &jetstream::Context, name: &str) -> anyhow::Result<Vec<jetstream::Message>> {
+    let mut stream = js.get_stream(name).await?;
     let last = stream.info().await?.state.last_sequence;
+    let mut read = Vec::new();
+    if last == 0 {
+        return Ok(read);
+    }
     let reader = stream.create_consumer(consumer::pull::OrderedConfig::default()).await?;
     let mut messages = reader.messages().await?;
-    let mut events = Vec::new();
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(last);
-        if let Ok(envelope) = Envelope::decode(&message.payload) {
-            events.push(envelope);
-        }
+    loop {
+        let message = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => anyhow::bail!("reading {name} stalled: {e}"),
+            Ok(None) | Err(_) => anyhow::bail!("reading {name} stalled after {} of {last} messages", read.len()),
+        };
+        let sequence = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        read.push(message);
         if sequence >= last {
-            break;
+            return Ok(read);
         }
     }
-    Ok(events)
 }
 
 /// Prints a report.

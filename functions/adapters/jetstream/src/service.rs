@@ -215,16 +215,25 @@ async fn accept(
                     ),
                 )));
             }
-            Err(e) => return Some(Err((503, format!("cannot tell whether the command was kept, retry: {e}")))),
+            Err(e) => {
+                return Some(Err((
+                    503,
+                    format!(
+                        "cannot tell whether the command stream kept the command ({e}); to retry without doing it \
+                         twice, send it with a Nats-Msg-Id header"
+                    ),
+                )));
+            }
         }
         let key = command_key(subject, &message.payload);
         return Some(answers.wait(&key, answer_timeout).await.unwrap_or_else(|| {
             Err((
                 504,
                 format!(
-                    "not processed within {answer_timeout:?}: {} is behind or not running. The command is kept in \
-                     the command stream and runs when it catches up; send commands with a Nats-Msg-Id header to \
-                     retry them safely",
+                    "not processed within {answer_timeout:?}: {} is behind, or the command stream was not \
+                     available to keep the command (a server restart, a leader election). A kept command runs \
+                     once, when the function catches up; to retry without doing it twice, send commands with a \
+                     Nats-Msg-Id header",
                     publisher.engine.name()
                 ),
             ))
