@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::GetStreamErrorKind, context::PublishErrorKind};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -140,12 +140,7 @@ impl Answers {
                 self.captured.store(true, Ordering::Relaxed);
                 Ok(true)
             }
-            Err(e)
-                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js_err)
-                    if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                Ok(false)
-            }
+            Err(e) if crate::provision::is_stream_not_found(&e) => Ok(false),
             Err(e) => Err(e.to_string()),
         }
     }

@@ -217,10 +217,7 @@ async fn ensure_stream(
             let merged = stream::Config { subjects: have.union(subjects).cloned().collect(), ..wanted };
             js.update_stream(merged).await.map(|_| ()).map_err(|e| provision_error(&what, e))
         }
-        Err(e)
-            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref js_err)
-                if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-        {
+        Err(e) if is_stream_not_found(&e) => {
             js.create_stream(wanted).await.map(|_| ()).map_err(|e| provision_error(&what, e))
         }
         Err(e) => Err(provision_error(&what, e)),
@@ -235,6 +232,13 @@ pub(crate) fn consumed<'a>(config: &'a Config, spec: &'a FunctionSpec) -> Vec<(&
         .into_iter()
         .filter(|(_, filter)| !filter.is_empty())
         .collect()
+}
+
+/// Whether the server said the stream does not exist (and not that it
+/// could not be asked).
+pub(crate) fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref js_err)
+        if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// Binds to a durable consumer an administrator provisioned, without
