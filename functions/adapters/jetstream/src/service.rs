@@ -201,7 +201,7 @@ async fn accept(
     if let Err(reason) = intake_check(subject, message.payload.len(), headers) {
         return Some(Err((400, reason)));
     }
-    let Some(id) = header(headers, "Nats-Msg-Id").filter(|id| !id.trim().is_empty()) else {
+    let Some(id) = client_id(headers) else {
         message.reply.as_ref()?;
         match answers.captured().await {
             Ok(true) => {}
@@ -251,6 +251,13 @@ async fn accept(
         publisher.publish(records).await;
     }
     Some(answer_of(&outcome, &incoming.envelope))
+}
+
+/// The identity a client gave its command (`Nats-Msg-Id`), if any: such a
+/// command is answered by the request endpoint, one without by whichever
+/// copy processes it from the command stream.
+pub(crate) fn client_id(headers: Option<&HeaderMap>) -> Option<&str> {
+    header(headers, "Nats-Msg-Id").filter(|id| !id.trim().is_empty())
 }
 
 /// What a command may not be, whichever path it takes: larger than

@@ -158,7 +158,8 @@ impl Worker {
         for ((i, outcome), input) in positions.into_iter().zip(outcomes).zip(&incoming) {
             let message = &batch[i];
             let delivered = delivered_of(message);
-            if self.answers.is_some() && !matches!(outcome, Outcome::Retry(_) | Outcome::Unavailable(_)) {
+            let awaited = self.answers.is_some() && service::client_id(message.headers.as_ref()).is_none();
+            if awaited && !matches!(outcome, Outcome::Retry(_) | Outcome::Unavailable(_)) {
                 // Final once committed or refused, even if its events are published later.
                 answers[i] = Some(service::answer_of(&outcome, &input.envelope));
             }
@@ -218,7 +219,7 @@ impl Worker {
         answers: Vec<Option<Answer>>,
     ) {
         for ((message, disposition), answer) in batch.iter().zip(dispositions).zip(answers) {
-            if header(message, "Nats-Msg-Id").is_some_and(|id| !id.trim().is_empty()) {
+            if service::client_id(message.headers.as_ref()).is_some() {
                 continue;
             }
             let answer = match (disposition, answer) {
