@@ -49,6 +49,11 @@ pub struct BridgeArgs {
     /// redelivered (a Lambda instance that died may never answer).
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     pub invoke_timeout: f64,
+    /// Invocations in flight per function at most (batches, request/reply
+    /// commands, queries and outbox reads together); more wait their turn
+    /// in the bridge. Keep it within the function's Lambda concurrency.
+    #[arg(long, default_value_t = jetsaga_lambda::invoker::DEFAULT_MAX_INVOCATIONS)]
+    pub max_invocations: usize,
     /// Seconds JetStream waits for the bridge's ack before redelivering.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub ack_wait: f64,
@@ -71,8 +76,8 @@ pub struct BridgeArgs {
 
 /// Runs until Ctrl-C.
 pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
-    if args.batch_size == 0 || args.concurrency == 0 {
-        anyhow::bail!("--batch-size and --concurrency must be at least 1");
+    if args.batch_size == 0 || args.concurrency == 0 || args.max_invocations == 0 {
+        anyhow::bail!("--batch-size, --concurrency and --max-invocations must be at least 1");
     }
     if !(args.invoke_timeout >= 0.1 && args.invoke_timeout <= 900.0) {
         anyhow::bail!("--invoke-timeout must be between 0.1 and 900 seconds, got {}", args.invoke_timeout);
@@ -108,7 +113,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     for name in &names {
         let spec = crate::saga::function(name, &options).map_err(anyhow::Error::msg)?.spec();
         let processor = LambdaProcessor::new(spec, client.clone(), format!("{}{name}", args.function_prefix))
-            .with_timeout(Duration::from_secs_f64(args.invoke_timeout));
+            .with_timeout(Duration::from_secs_f64(args.invoke_timeout))
+            .with_max_invocations(args.max_invocations);
         runtime = runtime.with(processor);
     }
     let banner = vec![format!(

@@ -11,6 +11,12 @@
 //! - `server`: `kill -9` of nats-server (restarted on the same store), or of
 //!   one node of a 3-node cluster with `--cluster` (R3 streams).
 //!
+//! With `--lambda` it runs the Lambda path instead: each function's real
+//! bootstrap under cargo-lambda's emulator, storing in DynamoDB, fed by
+//! `jetsaga bridge` processes, and kills and pauses hit bootstraps (an
+//! invocation dies with its instance) and bridges (a batch invoked but not
+//! yet acked or published).
+//!
 //! Afterwards it reads the whole stream back and checks the invariants
 //! ([`crate::invariants`]): one terminal event per accepted order, no
 //! doubled effect, stock, credit and money conserved, an empty DLQ, no
@@ -35,6 +41,8 @@ use tokio::sync::Mutex;
 
 use crate::client::Client;
 use crate::invariants::{self, Expected, Observed, Tally};
+use crate::lambda_local::{LambdaLocal, function_name};
+use crate::saga::SagaOptions;
 use crate::server::{self, NatsProcess};
 use crate::tools::{self, Process};
 use crate::up::{SagaKind, StoreKind};
@@ -69,9 +77,18 @@ pub struct ChaosArgs {
     /// Choreographed or orchestrated saga.
     #[arg(long, value_enum, default_value_t = SagaKind::Choreographed)]
     pub saga: SagaKind,
-    /// Copies of each function process.
+    /// Copies of each function process (with --lambda: of each bootstrap,
+    /// and of the bridge).
     #[arg(long, default_value_t = 2)]
     pub copies: usize,
+    /// The Lambda path: every function its real bootstrap under
+    /// cargo-lambda's emulator, storing in DynamoDB (moto's server, or
+    /// AWS_ENDPOINT_URL), fed by `jetsaga bridge` processes; kills and
+    /// pauses then hit bootstraps and bridges. The bootstraps must be built
+    /// beside the runner (`cargo build -p jetsaga-bootstraps`). --store does
+    /// not apply.
+    #[arg(long)]
+    pub lambda: bool,
     /// Share of orders canceled right after their create.
     #[arg(long, default_value_t = 0.1)]
     pub cancel_share: f64,
@@ -105,6 +122,14 @@ pub enum Fault {
 /// Ack wait of the function processes: short, so a paused process's
 /// messages go to the other copy within the run.
 const ACK_WAIT: Duration = Duration::from_secs(3);
+/// On the Lambda path: one invocation carries a batch through the
+/// emulator and DynamoDB and takes seconds, so the bridge's ack wait is
+/// longer, and an invocation whose bootstrap was killed is given up
+/// (`--invoke-timeout`) before the batch would be redelivered anyway.
+const LAMBDA_ACK_WAIT: Duration = Duration::from_secs(12);
+const LAMBDA_INVOKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Records per invocation on the Lambda path: bounds an invocation's time.
+const LAMBDA_BATCH: usize = 10;
 /// How long the saga may take to settle after the last create.
 const SETTLE: Duration = Duration::from_secs(180);
 /// How long one command is retried (through restarts) before the client gives up.
@@ -240,10 +265,33 @@ impl Node {
     }
 }
 
-/// One process of the saga (a function copy, or a bridge copy): what it
-/// runs (`jetsaga <args>`), where it logs, and the process while it lives.
+/// What a process of the saga is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// `jetsaga up --function <name>`.
+    Function,
+    /// A function's Lambda bootstrap under the emulator.
+    Bootstrap,
+    /// `jetsaga bridge`: JetStream to the Lambda Invoke API.
+    Bridge,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Function => "function",
+            Role::Bootstrap => "bootstrap",
+            Role::Bridge => "bridge",
+        }
+    }
+}
+
+/// One process of the saga: what it runs (`jetsaga <args>`, or for a
+/// bootstrap the function's name), where it logs, and the process while
+/// it lives.
 #[derive(Debug)]
 struct Worker {
+    role: Role,
     args: Vec<String>,
     log: PathBuf,
     process: Option<Process>,
@@ -258,7 +306,8 @@ struct Fleet {
     url: String,
     nodes: Vec<Node>,
     workers: Vec<Worker>,
-    common_args: Vec<String>,
+    /// The emulator and DynamoDB endpoint on the Lambda path.
+    lambda: Option<LambdaLocal>,
 }
 
 impl Fleet {
@@ -267,15 +316,24 @@ impl Fleet {
 
     fn spawn(&self, worker: &mut Worker) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&worker.log)?;
-        let child = tools::tied_command(&self.exe)
-            .args(&worker.args)
-            .args(["--nats-url", &self.url, "--quiet"])
-            .args(&self.common_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        worker.process = Some(Process::new(child, format!("jetsaga {}", worker.args.join(" "))));
+        let (mut command, what) = match worker.role {
+            Role::Bootstrap => {
+                let lambda = self.lambda.as_ref().ok_or_else(|| anyhow::anyhow!("a bootstrap needs the emulator"))?;
+                let name = &worker.args[0];
+                (lambda.bootstraps().command(name).map_err(anyhow::Error::msg)?, function_name(name))
+            }
+            Role::Function | Role::Bridge => {
+                let mut command = tools::tied_command(&self.exe);
+                command
+                    .args(&worker.args)
+                    .args(["--nats-url", &self.url, "--quiet"])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null());
+                (command, format!("jetsaga {}", worker.args.join(" ")))
+            }
+        };
+        let child = command.stderr(log).spawn()?;
+        worker.process = Some(Process::new(child, what));
         worker.paused = false;
         Ok(())
     }
@@ -295,6 +353,7 @@ impl Drop for Fleet {
         for worker in &mut self.workers {
             drop(worker.process.take());
         }
+        drop(self.lambda.take());
         for node in &mut self.nodes {
             drop(node.process.take());
         }
@@ -353,6 +412,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     }
     if !(0.0..=1.0).contains(&args.cancel_share) {
         anyhow::bail!("--cancel-share must be between 0.0 and 1.0, got {}", args.cancel_share);
+    }
+    if args.lambda && args.store != StoreKind::Sqlite {
+        anyhow::bail!("--store does not apply with --lambda: the Lambda path stores in DynamoDB");
     }
     if args.store == StoreKind::Postgres && args.database_url.is_none() {
         anyhow::bail!(
@@ -436,45 +498,74 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         SagaKind::Choreographed => "choreographed",
         SagaKind::Orchestrated => "orchestrated",
     };
-    let store = match args.store {
-        StoreKind::Sqlite => "sqlite",
-        StoreKind::Postgres => "postgres",
+    let store = match (args.lambda, args.store) {
+        (true, _) => "dynamodb",
+        (false, StoreKind::Sqlite) => "sqlite",
+        (false, StoreKind::Postgres) => "postgres",
     };
-    let mut common_args: Vec<String> = vec![
+    let names: Vec<String> = match args.saga {
+        SagaKind::Choreographed => crate::saga::FUNCTIONS.iter().map(|s| s.to_string()).collect(),
+        SagaKind::Orchestrated => crate::saga::ORCHESTRATED_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
+    };
+    let ack_wait = if args.lambda { LAMBDA_ACK_WAIT } else { ACK_WAIT };
+    let common_args: Vec<String> = vec![
         "--saga".into(),
         saga.into(),
         "--replicas".into(),
         size.to_string(),
         "--ack-wait".into(),
-        ACK_WAIT.as_secs_f64().to_string(),
+        ack_wait.as_secs_f64().to_string(),
     ];
-    let names: Vec<String> = match args.saga {
-        SagaKind::Choreographed => crate::saga::FUNCTIONS.iter().map(|s| s.to_string()).collect(),
-        SagaKind::Orchestrated => crate::saga::ORCHESTRATED_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
-    };
-    // Every function as its own process, `copies` times.
-    let mut processes: Vec<(String, Vec<String>)> = Vec::new();
-    common_args.extend([
-        "--store".into(),
-        store.into(),
-        "--data-dir".into(),
-        dir.join("functions").display().to_string(),
-        "--schema-prefix".into(),
-        schema_prefix(seed),
-    ]);
-    if let Some(db) = &args.database_url {
-        common_args.extend(["--database-url".into(), db.clone()]);
-    }
-    for copy in 0..args.copies {
-        for name in &names {
-            let up = vec!["up".into(), "--no-seed".into(), "--function".into(), name.clone()];
-            processes.push((format!("{name}-{copy}"), up));
+    // Every function as its own process, `copies` times; on the Lambda
+    // path every bootstrap `copies` times and `copies` bridges.
+    let mut processes: Vec<(String, Role, Vec<String>)> = Vec::new();
+    let lambda = if args.lambda {
+        let options = SagaOptions { mode: args.saga.into(), ..SagaOptions::default() };
+        let beside = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        let local =
+            LambdaLocal::start(move |name| beside.join(function_name(name)), options, None, &format!("chaos-{seed}-"))
+                .map_err(anyhow::Error::msg)?;
+        for copy in 0..args.copies {
+            for name in &names {
+                processes.push((format!("bootstrap-{name}-{copy}"), Role::Bootstrap, vec![name.clone()]));
+            }
+            let mut bridge: Vec<String> = vec!["bridge".into(), "--lambda-endpoint".into(), local.invoke_url.clone()];
+            bridge.extend(common_args.iter().cloned());
+            bridge.extend([
+                "--invoke-timeout".into(),
+                LAMBDA_INVOKE_TIMEOUT.as_secs_f64().to_string(),
+                "--batch-size".into(),
+                LAMBDA_BATCH.to_string(),
+            ]);
+            processes.push((format!("bridge-{copy}"), Role::Bridge, bridge));
         }
-    }
-    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), common_args };
-    for (label, args) in processes {
-        let mut worker =
-            Worker { args, log: dir.join("logs").join(format!("{label}.log")), process: None, paused: false };
+        Some(local)
+    } else {
+        let mut function_args = common_args.clone();
+        function_args.extend([
+            "--store".into(),
+            store.into(),
+            "--data-dir".into(),
+            dir.join("functions").display().to_string(),
+            "--schema-prefix".into(),
+            schema_prefix(seed),
+        ]);
+        if let Some(db) = &args.database_url {
+            function_args.extend(["--database-url".into(), db.clone()]);
+        }
+        for copy in 0..args.copies {
+            for name in &names {
+                let mut up: Vec<String> = vec!["up".into(), "--no-seed".into(), "--function".into(), name.clone()];
+                up.extend(function_args.iter().cloned());
+                processes.push((format!("{name}-{copy}"), Role::Function, up));
+            }
+        }
+        None
+    };
+    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), lambda };
+    for (label, role, args) in processes {
+        let log = dir.join("logs").join(format!("{label}.log"));
+        let mut worker = Worker { role, args, log, process: None, paused: false };
         fleet.spawn(&mut worker)?;
         fleet.workers.push(worker);
     }
@@ -568,6 +659,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     let mut restarts: Vec<(Instant, usize)> = Vec::new(); // worker index
     let mut resumes: Vec<(Instant, usize)> = Vec::new();
     let mut node_down: Option<(Instant, usize)> = None;
+    let mut exited: Vec<String> = Vec::new();
     let mut next_fault = Instant::now() + rng.between(0.5 * args.fault_every, 1.5 * args.fault_every);
     let mut last_progress = Instant::now();
     while !load.is_finished() {
@@ -584,6 +676,19 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
                 signal(process, "CONT");
             }
             fleet.workers[i].paused = false;
+        }
+        // A process that exits by itself gave up on something it should
+        // have waited out: a finding, and it is started again.
+        for (i, worker) in fleet.workers.iter_mut().enumerate() {
+            if restarts.iter().any(|(_, r)| *r == i) {
+                continue;
+            }
+            if let Some(status) = worker.process.as_mut().and_then(Process::exited) {
+                let last = std::fs::read_to_string(&worker.log).unwrap_or_default();
+                let last = last.lines().last().unwrap_or("").to_string();
+                exited.push(format!("{} exited by itself ({status}): {last}", worker.log.display()));
+                restarts.push((now, i));
+            }
         }
         if let Some((at, i)) = node_down
             && at <= now
@@ -605,9 +710,11 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         let fault = weighted[rng.below(weighted.len())];
         let busy: BTreeSet<usize> = restarts.iter().chain(&resumes).map(|(_, i)| *i).collect();
         let idle: Vec<usize> = (0..fleet.workers.len()).filter(|i| !busy.contains(i)).collect();
+        let mut key = format!("{fault:?}").to_lowercase();
         match fault {
             Fault::Kill if !idle.is_empty() => {
                 let i = idle[rng.below(idle.len())];
+                key = fault_key(fault, fleet.workers[i].role);
                 if let Some(process) = &fleet.workers[i].process {
                     signal(process, "KILL");
                 }
@@ -615,11 +722,12 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
             }
             Fault::Pause if !idle.is_empty() => {
                 let i = idle[rng.below(idle.len())];
+                key = fault_key(fault, fleet.workers[i].role);
                 if let Some(process) = &fleet.workers[i].process {
                     signal(process, "STOP");
                 }
                 fleet.workers[i].paused = true;
-                resumes.push((now + ACK_WAIT + rng.between(0.5, 2.0), i));
+                resumes.push((now + ack_wait + rng.between(0.5, 2.0), i));
             }
             Fault::Server if node_down.is_none() => {
                 let i = rng.below(fleet.nodes.len());
@@ -632,7 +740,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
             }
             _ => continue,
         }
-        *counts.entry(format!("{fault:?}").to_lowercase()).or_default() += 1;
+        *counts.entry(key).or_default() += 1;
     }
     load.await?;
     // Heal everything before settling.
@@ -674,11 +782,12 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     let observed = settle(&client, &nats, &names, &accepted).await?;
     let seconds = started.elapsed().as_secs_f64();
     let expected = Expected { accepted, initial_stock: expected_catalog, initial_credit: expected_credit };
-    let tally = invariants::check(&expected, &observed);
+    let mut tally = invariants::check(&expected, &observed);
+    tally.findings.extend(exited.into_iter().map(|what| invariants::Finding { order_id: None, what }));
     fleet.stop();
 
     let mut reproduce = format!(
-        "jetsaga chaos --seed {seed} --orders {} --rate {} --faults {} --fault-every {} --saga {saga} --store {store} --copies {} --cancel-share {}",
+        "jetsaga chaos --seed {seed} --orders {} --rate {} --faults {} --fault-every {} --saga {saga} --copies {} --cancel-share {}",
         args.orders,
         args.rate,
         args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(","),
@@ -689,6 +798,11 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     reproduce.push_str(&format!(" --publish-share {}", args.publish_share));
     if args.cluster {
         reproduce.push_str(" --cluster");
+    }
+    if args.lambda {
+        reproduce.push_str(" --lambda");
+    } else {
+        reproduce.push_str(&format!(" --store {store}"));
     }
     Ok(Report {
         seed,
@@ -721,8 +835,18 @@ async fn drop_schemas(url: &str, prefix: &str) {
     }
 }
 
+/// How a fault is counted: `kill`, `pause`, `server`; on the Lambda path
+/// kills and pauses by what they hit (`kill bootstrap`, `pause bridge`).
+fn fault_key(fault: Fault, role: Role) -> String {
+    let fault = format!("{fault:?}").to_lowercase();
+    match role {
+        Role::Function => fault,
+        Role::Bootstrap | Role::Bridge => format!("{fault} {}", role.name()),
+    }
+}
+
 fn placeholder() -> Worker {
-    Worker { args: Vec::new(), log: PathBuf::new(), process: None, paused: false }
+    Worker { role: Role::Function, args: Vec::new(), log: PathBuf::new(), process: None, paused: false }
 }
 
 /// Waits until the run has settled, then reads back everything the checker needs.

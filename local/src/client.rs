@@ -128,7 +128,9 @@ impl Client {
             loop {
                 let subject = jetsaga_jetstream::service::outbox_subject(name);
                 let state = self.nats.request(subject, "".into());
-                if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_millis(500), state).await
+                // Longer than the endpoint's own bound on counting the outbox,
+                // so a slow store is seen answering, not taken for an absent function.
+                if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(3), state).await
                     && serde_json::from_slice::<Value>(&reply.payload).is_ok_and(|state| state["consuming"] == true)
                 {
                     break;

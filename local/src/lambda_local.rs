@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jetsaga_events::SagaMode;
@@ -33,21 +34,101 @@ impl DynamoEndpoint {
         Self::start_moto()
     }
 
-    /// Starts `moto_server` on a free port.
+    /// Starts moto's server on a free port, serving one request at a time.
+    ///
+    /// moto's own `moto_server` serves requests on parallel threads, and
+    /// its DynamoDB is not safe that way: a `TransactWriteItems` backs up
+    /// the whole table and restores that copy when a condition fails,
+    /// erasing what another request wrote meanwhile, and two requests on
+    /// one table can fail with a 500. Real DynamoDB is serializable per
+    /// item, so one request at a time is a faithful stand-in. That backup
+    /// is also a deep copy of the whole table, which makes every
+    /// transaction slower as the table grows (5 a second at a few thousand
+    /// items); with requests one at a time, backing up only the items the
+    /// transaction touches restores the same state, at a constant cost
+    /// (hundreds a second at any size).
     pub fn start_moto() -> Result<Self, String> {
-        let binary = tools::find("moto_server", HOW_TO_GET)?;
+        let moto_server = tools::find("moto_server", HOW_TO_GET)?;
+        // The Python that moto was installed for (a venv's `bin/`).
+        let python = moto_server.parent().map(|d| d.join("python3")).filter(|p| p.is_file());
+        let python = python.unwrap_or_else(|| PathBuf::from("python3"));
         let port = tools::free_port().map_err(|e| e.to_string())?;
-        let child = tools::tied_command(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = tools::tied_command(&python)
+            .args(["-c", SERIAL_MOTO, &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let mut process = Process::new(child, "moto_server");
+            .map_err(|e| format!("cannot start moto's server with {}: {e}", python.display()))?;
+        let mut process = Process::new(child, "moto's server");
         process.wait_for_port(port, Duration::from_secs(30))?;
         Ok(Self { url: format!("http://127.0.0.1:{port}"), _process: Some(process) })
     }
 }
+
+/// moto's server app behind one lock, with transactions that back up only
+/// the items they touch (see [`DynamoEndpoint::start_moto`]); the port is
+/// its first argument.
+const SERIAL_MOTO: &str = r#"
+import copy, logging, sys, threading
+from werkzeug.serving import run_simple
+logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request; errors still show
+from moto.server import DomainDispatcherApplication, create_backend_app
+import moto.dynamodb.models as models
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
+
+# TransactWriteItems backs up every table it touches (a deep copy, so its
+# cost grows with the table) to restore it if the transaction fails.
+# Requests run one at a time here, so backing up only the items it
+# touches, and putting them back on failure, restores the same state.
+class _TablesAreNotCopied:
+    def __getattr__(self, name):
+        return getattr(copy, name)
+    @staticmethod
+    def deepcopy(value, *args, **kwargs):
+        return value if isinstance(value, Table) else copy.deepcopy(value, *args, **kwargs)
+models.copy = _TablesAreNotCopied()
+_transact = models.DynamoDBBackend.transact_write_items
+def _key(table, attrs):
+    hash_value = DynamoType(attrs[table.hash_key_attr])
+    range_value = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
+    return hash_value, range_value
+def transact_write_items(self, transact_items):
+    saved = []
+    for entry in transact_items:
+        for op in entry.values():
+            table = self.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+            try:
+                hash_value, range_value = _key(table, op.get("Item") or op.get("Key"))
+                current = table.get_item(hash_value, range_value)
+            except Exception:
+                continue  # malformed: moto refuses it before writing anything
+            saved.append((table, hash_value, range_value, copy.deepcopy(current)))
+    try:
+        return _transact(self, transact_items)
+    except Exception:
+        for table, hash_value, range_value, item in reversed(saved):
+            if range_value is None:
+                table.items.pop(hash_value, None)
+                if item is not None:
+                    table.items[hash_value] = item
+            else:
+                ranges = table.items[hash_value]
+                ranges.pop(range_value, None)
+                if item is not None:
+                    ranges[range_value] = item
+                elif not ranges:
+                    del table.items[hash_value]
+        raise
+models.DynamoDBBackend.transact_write_items = transact_write_items
+
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def serial(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+run_simple("127.0.0.1", int(sys.argv[1]), serial, threaded=True)
+"#;
 
 /// The emulator plus the function processes started so far.
 #[derive(Debug)]
@@ -58,9 +139,48 @@ pub struct LambdaLocal {
     pub invoke_url: String,
     _emulator: Process,
     functions: Vec<Process>,
-    bootstrap: fn(&str) -> PathBuf,
+    bootstraps: Bootstraps,
+    /// The emulator's working directory (its manifest and its log).
+    _emulator_dir: tempfile::TempDir,
+}
+
+/// `cargo lambda watch` reads a Cargo manifest even when it only serves
+/// the Lambda APIs, and serves only functions named by its binaries: it
+/// gets a package of its own declaring one per saga function, so it starts
+/// the same anywhere (outside a checkout, or while a build holds the
+/// workspace). Nothing is built from it.
+fn emulator_manifest() -> String {
+    let mut manifest =
+        String::from("[package]\nname = \"jetsaga-lambda-emulator\"\nversion = \"0.0.0\"\nedition = \"2021\"\n");
+    for name in crate::saga::FUNCTIONS.iter().chain(crate::saga::ORCHESTRATED_FUNCTIONS.iter()) {
+        let bin = format!("\n[[bin]]\nname = \"{}\"\npath = \"main.rs\"\n", function_name(name));
+        if !manifest.contains(&bin) {
+            manifest.push_str(&bin);
+        }
+    }
+    manifest.push_str("\n[workspace]\n");
+    manifest
+}
+
+/// How to start a function's bootstrap against this emulator and endpoint
+/// (what Lambda's environment would give it).
+#[derive(Clone)]
+pub struct Bootstraps {
+    bootstrap: Arc<dyn Fn(&str) -> PathBuf + Send + Sync>,
     options: SagaOptions,
     table_prefix: String,
+    invoke_url: String,
+    dynamodb_url: String,
+}
+
+impl std::fmt::Debug for Bootstraps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstraps")
+            .field("table_prefix", &self.table_prefix)
+            .field("invoke_url", &self.invoke_url)
+            .field("dynamodb_url", &self.dynamodb_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The Lambda function name of a saga function (also its bootstrap binary's name).
@@ -79,7 +199,7 @@ impl LambdaLocal {
     /// Starts the DynamoDB endpoint and the emulator (on `port`, or a free one).
     /// `bootstrap` names each function's binary; `table_prefix` its tables.
     pub fn start(
-        bootstrap: fn(&str) -> PathBuf,
+        bootstrap: impl Fn(&str) -> PathBuf + Send + Sync + 'static,
         options: SagaOptions,
         port: Option<u16>,
         table_prefix: &str,
@@ -90,28 +210,58 @@ impl LambdaLocal {
             Some(port) => port,
             None => tools::free_port().map_err(|e| e.to_string())?,
         };
+        let dir = tempfile::Builder::new()
+            .prefix("jetsaga-emulator-")
+            .tempdir()
+            .map_err(|e| format!("cannot make the emulator's directory: {e}"))?;
+        let io = |e: std::io::Error| format!("cannot prepare the emulator's directory: {e}");
+        std::fs::write(dir.path().join("Cargo.toml"), emulator_manifest()).map_err(io)?;
+        std::fs::write(dir.path().join("main.rs"), "fn main() {}\n").map_err(io)?;
+        let log_path = dir.path().join("emulator.log");
+        let log = std::fs::File::create(&log_path).map_err(io)?;
         let child = tools::tied_command(&cargo_lambda)
             .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", cargo_lambda.display()))?;
         let mut emulator = Process::new(child, "the cargo-lambda emulator");
-        emulator.wait_for_port(port, Duration::from_secs(30))?;
-        Ok(Self {
-            dynamodb,
-            invoke_url: format!("http://127.0.0.1:{port}"),
-            _emulator: emulator,
-            functions: Vec::new(),
-            bootstrap,
+        if let Err(e) = emulator.wait_for_port(port, Duration::from_secs(30)) {
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("{e}; it said:\n{}", said.trim_end()));
+        }
+        let invoke_url = format!("http://127.0.0.1:{port}");
+        let bootstraps = Bootstraps {
+            bootstrap: Arc::new(bootstrap),
             options,
             table_prefix: table_prefix.to_string(),
-        })
+            invoke_url: invoke_url.clone(),
+            dynamodb_url: dynamodb.url.clone(),
+        };
+        Ok(Self { dynamodb, invoke_url, _emulator: emulator, functions: Vec::new(), bootstraps, _emulator_dir: dir })
+    }
+
+    /// How to start bootstraps against this emulator (to run and restart
+    /// them yourself, as the chaos suite does).
+    pub fn bootstraps(&self) -> &Bootstraps {
+        &self.bootstraps
     }
 
     /// Starts one function's bootstrap, polling the emulator's Runtime API
-    /// as it would poll Lambda's.
+    /// as it would poll Lambda's; it lives as long as this.
     pub fn spawn(&mut self, function: &str) -> Result<(), String> {
+        let mut command = self.bootstraps.command(function)?;
+        let child = command.stderr(Stdio::inherit()).spawn().map_err(|e| format!("cannot start {function}: {e}"))?;
+        self.functions.push(Process::new(child, function_name(function)));
+        Ok(())
+    }
+}
+
+impl Bootstraps {
+    /// The command that runs `function`'s bootstrap (a [`tools::tied_command`],
+    /// stdout discarded, stderr left to the caller).
+    pub fn command(&self, function: &str) -> Result<std::process::Command, String> {
         let binary = (self.bootstrap)(function);
         if !binary.is_file() {
             return Err(format!(
@@ -130,13 +280,12 @@ impl LambdaLocal {
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_RUNTIME_API", format!("{}/.rt/{lambda_name}", self.invoke_url))
-            .env("AWS_ENDPOINT_URL", &self.dynamodb.url)
+            .env("AWS_ENDPOINT_URL", &self.dynamodb_url)
             .env("JETSAGA_CREATE_TABLE", "1")
             .env("JETSAGA_TABLE", format!("{}{function}", self.table_prefix))
             .env("JETSAGA_SAGA", mode)
             .env("JETSAGA_SHIPPING_FAILURE_RATE", self.options.shipping_failure_rate.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::null());
         // A local endpoint needs no real identity.
         for (name, value) in
             [("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")]
@@ -148,8 +297,6 @@ impl LambdaLocal {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "warn");
         }
-        let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        self.functions.push(Process::new(child, lambda_name));
-        Ok(())
+        Ok(command)
     }
 }

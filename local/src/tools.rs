@@ -35,16 +35,27 @@ pub fn free_port() -> std::io::Result<u16> {
 /// A command that runs `program` and takes it down when our end of its
 /// stdin closes: when the [`Process`] is dropped, and also when this
 /// process dies without running destructors (SIGKILL, abort), so local
-/// runs and tests never leave servers behind.
+/// runs and tests never leave servers behind. The wrapper exits when the
+/// program does, with its status, so an early exit is seen as one.
 pub fn tied_command(program: &Path) -> Command {
     let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(r#""$0" "$@" </dev/null & child=$!; trap 'kill $child 2>/dev/null' TERM INT; read _ignored; kill $child 2>/dev/null; wait $child"#)
-        .arg(program)
-        .stdin(Stdio::piped());
+    command.arg("-c").arg(TIE).arg(program).stdin(Stdio::piped());
     command
 }
+
+/// The `sh` wrapper of [`tied_command`]: the program runs in the background
+/// (its stdin from /dev/null); a watcher reads the wrapper's stdin (fd 3:
+/// a background list's own stdin is /dev/null) and kills the program at
+/// EOF; the wrapper waits for the program (again after a trapped signal
+/// interrupts the wait) and exits with its status. The wrapper's own
+/// chatter ("Terminated") goes nowhere; the program keeps the real stderr.
+const TIE: &str = r#"exec 3<&0 4>&2 2>/dev/null
+"$0" "$@" </dev/null 2>&4 3<&- 4>&- & child=$!
+trap 'kill $child 2>/dev/null' TERM INT
+(read _ignored <&3; kill $child 2>/dev/null) >/dev/null 2>&1 &
+wait $child; status=$?
+while kill -0 $child 2>/dev/null; do wait $child; status=$?; done
+exit $status"#;
 
 /// A child process stopped (and reaped) when dropped.
 #[derive(Debug)]
@@ -68,7 +79,12 @@ impl Process {
     pub fn program_pid(&self) -> Option<u32> {
         let sh = self.child.id();
         let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
+        // The other child is the stdin watcher: a fork of the wrapper itself.
+        let wrapper = std::fs::read(format!("/proc/{sh}/cmdline")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<u32>().ok())
+            .find(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline != wrapper))
     }
 
     /// Sends `kill -<signal>` (`KILL`, `STOP`, `CONT`, …) to the program a
@@ -77,6 +93,11 @@ impl Process {
         if let Some(pid) = self.program_pid() {
             let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
         }
+    }
+
+    /// Whether it has exited, and how (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Waits until it listens on `port`, failing early if it exits.

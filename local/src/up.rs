@@ -253,11 +253,23 @@ pub(crate) async fn host(
     let client = Client::new(nats.clone(), url.to_string());
     // A runtime that cannot start (provisioning refused, server too old)
     // says why at once instead of being waited for.
-    tokio::select! {
-        ready = client.wait_for_services(names, Duration::from_secs(60)) => ready?,
-        result = &mut runner => {
-            result??;
-            anyhow::bail!("the runtime stopped before its functions came up");
+    // A slow function (a cold or throttled Lambda, a store catching up) is
+    // waited for, with a word every minute, never given up on: a bridge or
+    // runner that exited would help nobody.
+    let mut waited = 0;
+    loop {
+        tokio::select! {
+            ready = client.wait_for_services(names, Duration::from_secs(60)) => match ready {
+                Ok(()) => break,
+                Err(e) => {
+                    waited += 1;
+                    warn!(error = %e, minutes = waited, "still waiting for the functions to answer; is their store (or Lambda) reachable?");
+                }
+            },
+            result = &mut runner => {
+                result??;
+                anyhow::bail!("the runtime stopped before its functions came up");
+            }
         }
     }
     println!("{title}: {} on {url}", names.join(", "));

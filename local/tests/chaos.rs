@@ -1,6 +1,8 @@
 //! The fault-injection suite as a test: a short `jetsaga chaos` run
 //! (function processes killed and paused, nats-server killed and restarted
-//! on its store) must find nothing lost, doubled, stuck or dead-lettered.
+//! on its store) must find nothing lost, doubled, stuck or dead-lettered;
+//! and the same on the Lambda path (bootstraps under cargo-lambda's
+//! emulator on DynamoDB, fed by bridges, both killed and paused).
 
 use std::path::PathBuf;
 
@@ -19,6 +21,7 @@ fn args(seed: u64) -> ChaosArgs {
         database_url: None,
         saga: SagaKind::Choreographed,
         copies: 2,
+        lambda: false,
         cancel_share: 0.1,
         publish_share: 0.2,
         json: None,
@@ -27,8 +30,14 @@ fn args(seed: u64) -> ChaosArgs {
     }
 }
 
+/// One run at a time: each one loads both cores, and the faults' timing
+/// (a pause longer than the ack wait, say) means what it says only if the
+/// run is not starved by another.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_pauses_and_server_restarts_lose_and_double_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let report = chaos::run(args(20261122)).await.unwrap();
     chaos::print(&report);
     let t = &report.tally;
@@ -47,6 +56,36 @@ async fn kills_pauses_and_server_restarts_lose_and_double_nothing() {
     }
     // The mix exercised every ending.
     for outcome in ["completed", "failed", "canceled"] {
+        assert!(t.outcomes.get(outcome).copied().unwrap_or(0) > 0, "no {outcome} order: {:?}", t.outcomes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_lambda_path_bootstrap_and_bridge_kills_lose_and_double_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // The emulated DynamoDB (moto) serves one request at a time: a gentler
+    // load than on the local stores.
+    let orders = 150;
+    let report =
+        chaos::run(ChaosArgs { orders, rate: 5, fault_every: 0.5, lambda: true, ..args(20261123) }).await.unwrap();
+    chaos::print(&report);
+    let t = &report.tally;
+    assert_eq!(report.store, "dynamodb");
+    assert_eq!(t.findings, vec![], "reproduce: {}", report.reproduce);
+    let lost_in_flight = report.published - report.published_kept;
+    assert_eq!(t.accepted + report.unanswered + lost_in_flight, orders);
+    let server_kills = report.faults.get("server").copied().unwrap_or(0);
+    assert!(lost_in_flight <= server_kills, "{lost_in_flight} publishes lost with {server_kills} server kills");
+    assert!(
+        t.accepted >= orders - 5 - lost_in_flight,
+        "the client got answers through the faults: {} accepted",
+        t.accepted
+    );
+    // Both halves of the Lambda path were killed mid-flight.
+    for fault in ["kill bootstrap", "kill bridge"] {
+        assert!(report.faults.get(fault).copied().unwrap_or(0) >= 1, "no {fault} fault injected: {:?}", report.faults);
+    }
+    for outcome in ["completed", "failed"] {
         assert!(t.outcomes.get(outcome).copied().unwrap_or(0) > 0, "no {outcome} order: {:?}", t.outcomes);
     }
 }

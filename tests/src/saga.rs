@@ -69,7 +69,7 @@ pub fn database_url() -> String {
 #[derive(Debug)]
 enum Hosting {
     Local(StoreConfig),
-    Lambda(LambdaLocal),
+    Lambda(Box<LambdaLocal>),
 }
 
 impl Saga {
@@ -92,9 +92,9 @@ impl Saga {
             }),
             Backend::Lambda(bootstrap) => {
                 let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-                Hosting::Lambda(
+                Hosting::Lambda(Box::new(
                     LambdaLocal::start(bootstrap, options.clone(), None, &prefix).unwrap_or_else(|e| panic!("{e}")),
-                )
+                ))
             }
         };
         let nats = server.connect().await;

@@ -220,7 +220,7 @@ async fn retried_commands_get_the_first_answer_and_a_reused_id_is_a_conflict() {
     // Refused, then retried with the same id: refused the same way, not "OK".
     let cancel = json!({"order_id": completed});
     let first = request_with_id(&saga, "orders.cmd.cancel", "cancel-1", cancel.clone()).await;
-    assert_eq!(first.0, Some(422));
+    assert_eq!(first.0, Some(422), "{}", first.1);
     assert_eq!(first.1["error"], format!("order {completed} is already completed"));
     assert_eq!(request_with_id(&saga, "orders.cmd.cancel", "cancel-1", cancel).await, first);
 

@@ -123,12 +123,32 @@ pub(crate) async fn serve(
     }))
 }
 
+/// How long the outbox endpoint waits for the store to count the outbox.
+/// Past it the answer says so and still tells whether the function is
+/// consuming: readiness must not wait on a slow store (on Lambda, every
+/// count is an invocation that may queue behind the function's work).
+const BACKLOG_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn backlog(publisher: &Publisher) -> Result<Value, (u16, String)> {
-    let pending = publisher.engine.unpublished(OUTBOX_COUNT_LIMIT).await.map_err(|e| (500, e.to_string()))?;
+    let consuming = publisher.consuming.load(std::sync::atomic::Ordering::Relaxed);
+    let function = publisher.engine.name();
+    let pending =
+        match tokio::time::timeout(BACKLOG_READ_TIMEOUT, publisher.engine.unpublished(OUTBOX_COUNT_LIMIT)).await {
+            Ok(Ok(pending)) => pending,
+            Ok(Err(e)) => {
+                return Ok(
+                    json!({"function": function, "consuming": consuming, "unpublished": null, "error": e.to_string()}),
+                );
+            }
+            Err(_) => {
+                let error = format!("the store did not count the outbox within {BACKLOG_READ_TIMEOUT:?}");
+                return Ok(json!({"function": function, "consuming": consuming, "unpublished": null, "error": error}));
+            }
+        };
     let oldest = pending.iter().filter_map(|r| ids::time_of(&r.id)).min();
     Ok(json!({
-        "function": publisher.engine.name(),
-        "consuming": publisher.consuming.load(std::sync::atomic::Ordering::Relaxed),
+        "function": function,
+        "consuming": consuming,
         "unpublished": pending.len(),
         "at_least": pending.len() == OUTBOX_COUNT_LIMIT,
         "oldest_age_ms": oldest.map(|t| (Utc::now() - t).num_milliseconds().max(0)),

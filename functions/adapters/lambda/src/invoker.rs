@@ -3,10 +3,13 @@
 //! The JetStream runtime drives it exactly like a local engine: it pulls,
 //! hands over batches, publishes what comes back and acks.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use jetsaga_core::{FunctionSpec, Incoming, OutboxRecord, Outcome, Processor, QueryError, StoreError};
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::wire::{Record, Request, Response};
@@ -18,6 +21,9 @@ pub struct LambdaProcessor {
     client: Client,
     function_name: String,
     timeout: std::time::Duration,
+    /// Invocations of this function in flight from this process; the rest
+    /// wait their turn here (see [`LambdaProcessor::with_max_invocations`]).
+    in_flight: Arc<Semaphore>,
 }
 
 /// How long an invocation may take by default before it is given up (and
@@ -25,10 +31,30 @@ pub struct LambdaProcessor {
 /// otherwise never be answered, and would hold its worker forever.
 pub const DEFAULT_INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How many invocations of one function a bridge has in flight at most by
+/// default: its batches, request/reply commands, queries and outbox reads.
+pub const DEFAULT_MAX_INVOCATIONS: usize = 10;
+
 impl LambdaProcessor {
     /// Invokes `function_name` for the function declared by `spec`.
     pub fn new(spec: &'static FunctionSpec, client: Client, function_name: impl Into<String>) -> Self {
-        Self { spec, client, function_name: function_name.into(), timeout: DEFAULT_INVOKE_TIMEOUT }
+        Self {
+            spec,
+            client,
+            function_name: function_name.into(),
+            timeout: DEFAULT_INVOKE_TIMEOUT,
+            in_flight: Arc::new(Semaphore::new(DEFAULT_MAX_INVOCATIONS)),
+        }
+    }
+
+    /// Keeps at most `max` invocations of the function in flight (at least
+    /// one); more wait here, in order, for one to finish. A burst of
+    /// requests then queues in the bridge instead of piling up on the
+    /// function: Lambda would throttle it (and cargo-lambda's emulator stops
+    /// serving every function once 100 invocations of one are queued).
+    pub fn with_max_invocations(mut self, max: usize) -> Self {
+        self.in_flight = Arc::new(Semaphore::new(max.max(1)));
+        self
     }
 
     /// Gives up an invocation after `timeout` (the batch is redelivered, and
@@ -64,6 +90,8 @@ impl LambdaProcessor {
 
     async fn invoke(&self, request: &Request) -> Result<Response, String> {
         let payload = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        // The timeout counts from the invocation, not from the wait for a turn.
+        let _turn = self.in_flight.acquire().await.map_err(|e| e.to_string())?;
         let invocation = self.client.invoke().function_name(&self.function_name).payload(Blob::new(payload)).send();
         let output = tokio::time::timeout(self.timeout, invocation)
             .await

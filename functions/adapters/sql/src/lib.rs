@@ -424,7 +424,19 @@ impl SqliteStore {
         let mut results = tx.fetch_many(query);
         let mut refused = None;
         let mut step = 0;
-        while let Some(result) = results.try_next().await? {
+        loop {
+            let result = match results.try_next().await {
+                Ok(Some(result)) => result,
+                Ok(None) => break,
+                // The script goes on after a refused check, and a later
+                // statement may fail because of what was refused: an input
+                // already processed (its inbox row exists) also left its
+                // outbox rows, whose ids are derived from it, so inserting
+                // them again breaks their uniqueness. The refusal is the
+                // answer (the transaction is rolled back either way).
+                Err(_) if refused.is_some() => break,
+                Err(e) => return Err(e),
+            };
             match result {
                 // Only a check for absent keys returns rows, each a key that exists.
                 Either::Right(row) => {
