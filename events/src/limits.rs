@@ -4,7 +4,7 @@
 //! the wire contract: a refused command is answered with every problem
 //! named (field, what was wrong, what is accepted).
 
-use crate::{CancelOrder, CreateCustomer, CreateOrder, UpsertProduct};
+use crate::{CancelOrder, CreateCustomer, CreateOrder, LogOut, RecordLogin, SetRole, SignUp, UpsertProduct};
 
 /// Largest command body accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -113,6 +113,73 @@ impl UpsertProduct {
         p.text("name", &self.name, MAX_NAME_CHARS, true);
         p.at_most("price_cents", self.price_cents, MAX_PRICE_CENTS);
         p.finish("product")
+    }
+}
+
+/// The longest email address (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// The longest password hash accepted (an Argon2id PHC string is ~100).
+pub const MAX_PASSWORD_HASH_CHARS: usize = 512;
+
+impl Problems {
+    /// An email address: `local@domain`, no spaces, at most [`MAX_EMAIL_CHARS`].
+    fn email(&mut self, value: &str) {
+        let chars = value.chars().count();
+        let well_formed = value.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        }) && value.matches('@').count() == 1;
+        if value.trim().is_empty() {
+            self.0.push("email must not be empty".into());
+        } else if chars > MAX_EMAIL_CHARS {
+            self.0.push(format!("email must be at most {MAX_EMAIL_CHARS} characters, got {chars}"));
+        } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) || !well_formed {
+            self.0.push("email must look like name@example.com (one @, a dot in the domain, no spaces)".into());
+        }
+    }
+}
+
+impl SignUp {
+    /// Checks the command against the bounds; every problem is named (the
+    /// hash itself never appears in a message).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Problems::default();
+        p.email(&self.email);
+        p.text("name", &self.name, MAX_NAME_CHARS, true);
+        if !self.password_hash.starts_with("$argon2id$") || self.password_hash.chars().count() > MAX_PASSWORD_HASH_CHARS
+        {
+            p.0.push(format!(
+                "password_hash must be an Argon2id PHC string ($argon2id$...) of at most {MAX_PASSWORD_HASH_CHARS} characters"
+            ));
+        }
+        p.finish("sign-up")
+    }
+}
+
+impl SetRole {
+    /// Checks the command against the bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Problems::default();
+        p.email(&self.email);
+        p.finish("role change")
+    }
+}
+
+impl RecordLogin {
+    /// Checks the command against the bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Problems::default();
+        p.text("email", &self.email, MAX_EMAIL_CHARS, true);
+        p.finish("login record")
+    }
+}
+
+impl LogOut {
+    /// Checks the command against the bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut p = Problems::default();
+        p.id("user_id", &self.user_id);
+        p.finish("logout")
     }
 }
 

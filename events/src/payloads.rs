@@ -402,6 +402,117 @@ pub struct PaymentRefunded {
     pub payment_id: String,
 }
 
+/// `loyalty.evt.points_awarded`: a completed order's points joined its customer's balance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct PointsAwarded {
+    /// The completed order.
+    pub order_id: String,
+    /// Who earned them.
+    pub customer_id: String,
+    /// Points awarded (one per whole dollar paid).
+    pub points: u64,
+    /// The customer's balance afterwards.
+    pub balance: u64,
+}
+
+/// `loyalty.evt.points_revoked`: a completed order was refunded, its points taken back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct PointsRevoked {
+    /// The refunded order.
+    pub order_id: String,
+    /// Whose points.
+    pub customer_id: String,
+    /// Points taken back.
+    pub points: u64,
+    /// The customer's balance afterwards.
+    pub balance: u64,
+}
+
+/// A user's role.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Shops: places, follows and cancels their own orders.
+    #[default]
+    Customer,
+    /// Runs the shop: products, customers, every saga, dead letters.
+    Admin,
+}
+
+/// `users.cmd.sign_up`: registers a user (and, through
+/// `users.evt.signed_up`, a customer with the default credit). Sent over
+/// request/reply only and never kept in a stream: it carries the
+/// password's hash, computed by the caller (the gateway) with Argon2id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct SignUp {
+    /// Email address, the login name (compared case-insensitively).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// The password as an Argon2id PHC string (`$argon2id$v=19$...`).
+    pub password_hash: String,
+}
+
+/// `users.cmd.set_role`: makes a user an administrator, or a customer again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct SetRole {
+    /// The user's email address.
+    pub email: String,
+    /// The new role.
+    pub role: Role,
+}
+
+/// `users.cmd.record_login`: how a login attempt went, so repeated
+/// failures lock the account for a while.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct RecordLogin {
+    /// The email address tried (known or not).
+    pub email: String,
+    /// Whether the password was right.
+    pub succeeded: bool,
+}
+
+/// `users.cmd.log_out`: ends every session of a user issued so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct LogOut {
+    /// The user.
+    pub user_id: String,
+}
+
+/// `users.evt.signed_up`: a user exists, linked to a customer of the same id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct SignedUp {
+    /// The new user.
+    pub user_id: String,
+    /// Email address, lower-cased.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// The customer whose orders the user places.
+    pub customer_id: String,
+    /// Role (`customer` at sign-up).
+    pub role: Role,
+}
+
+/// `users.evt.role_changed`: a user's role changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct RoleChanged {
+    /// The user.
+    pub user_id: String,
+    /// Email address.
+    pub email: String,
+    /// The new role.
+    pub role: Role,
+}
+
 /// `shipping.evt.scheduled`: a delivery worker was assigned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -453,6 +564,55 @@ pub struct ShipmentCanceled {
 pub struct GetOrder {
     /// The order to look up.
     pub order_id: String,
+}
+
+/// `orders.query.list` request: orders newest first, a page at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct ListOrders {
+    /// Only this customer's orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// Only orders in this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<OrderStatus>,
+    /// At most this many (1 to 100; 20 if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The page after this cursor (the previous page's `next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// One order in a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct OrderSummary {
+    /// The order.
+    pub order_id: String,
+    /// The customer.
+    pub customer_id: String,
+    /// Where it is.
+    pub status: OrderStatus,
+    /// Total, once priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cents: Option<u64>,
+    /// Why it failed or was canceled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `orders.query.list` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct OrderPage {
+    /// Newest first.
+    pub orders: Vec<OrderSummary>,
+    /// The cursor of the next page, if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Where an order is in its saga.
@@ -574,6 +734,67 @@ pub struct CustomerView {
     pub available_cents: u64,
 }
 
+/// `loyalty.query.get` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct GetLoyalty {
+    /// The customer to look up.
+    pub customer_id: String,
+}
+
+/// `loyalty.query.get` reply (zeros for a customer without orders).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct LoyaltyView {
+    /// The customer.
+    pub customer_id: String,
+    /// Points of completed orders.
+    pub points: u64,
+    /// Points of paid orders that have not completed yet.
+    pub pending_points: u64,
+}
+
+/// `users.query.authenticate` request: checks a password (request/reply,
+/// never stored). Answers the user, or 401 with the same reason whether
+/// the email is unknown or the password wrong, or 429 while the account is
+/// locked after repeated failures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct Authenticate {
+    /// Email address.
+    pub email: String,
+    /// The password, as typed.
+    pub password: String,
+}
+
+/// `users.query.get` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct GetUser {
+    /// The user.
+    pub user_id: String,
+}
+
+/// A user as `users.query.get` and `users.query.authenticate` answer it
+/// (never the password's hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct UserView {
+    /// The user.
+    pub user_id: String,
+    /// Email address, lower-cased.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// The customer whose orders the user places.
+    pub customer_id: String,
+    /// Role.
+    pub role: Role,
+    /// Sessions issued before this moment are over (the last logout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_valid_from: Option<DateTime<Utc>>,
+}
+
 /// `customers.query.list` request (empty object).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -610,6 +831,10 @@ payloads! {
     ExecutePayment => subjects::PAYMENTS_CMD_EXECUTE, order_id = required;
     RefundPayment => subjects::PAYMENTS_CMD_REFUND, order_id = required;
     ScheduleShipment => subjects::SHIPPING_CMD_SCHEDULE, order_id = required;
+    SignUp => subjects::USERS_CMD_SIGN_UP;
+    SetRole => subjects::USERS_CMD_SET_ROLE;
+    RecordLogin => subjects::USERS_CMD_RECORD_LOGIN;
+    LogOut => subjects::USERS_CMD_LOG_OUT;
     OrderCreated => subjects::ORDERS_EVT_CREATED, order_id = required;
     OrderCompleted => subjects::ORDERS_EVT_COMPLETED, order_id = required;
     OrderFailed => subjects::ORDERS_EVT_FAILED, order_id = required;
@@ -632,8 +857,16 @@ payloads! {
     ShipmentInformed => subjects::SHIPPING_EVT_INFORMED, order_id = required;
     ShipmentFailed => subjects::SHIPPING_EVT_FAILED, order_id = required;
     ShipmentCanceled => subjects::SHIPPING_EVT_CANCELED, order_id = required;
+    PointsAwarded => subjects::LOYALTY_EVT_POINTS_AWARDED, order_id = required;
+    PointsRevoked => subjects::LOYALTY_EVT_POINTS_REVOKED, order_id = required;
+    SignedUp => subjects::USERS_EVT_SIGNED_UP;
+    RoleChanged => subjects::USERS_EVT_ROLE_CHANGED;
     GetOrder => subjects::ORDERS_QUERY_GET, order_id = required;
+    ListOrders => subjects::ORDERS_QUERY_LIST;
     ListProducts => subjects::INVENTORY_QUERY_PRODUCTS;
     GetCustomer => subjects::CUSTOMERS_QUERY_GET;
     ListCustomers => subjects::CUSTOMERS_QUERY_LIST;
+    GetLoyalty => subjects::LOYALTY_QUERY_GET;
+    Authenticate => subjects::USERS_QUERY_AUTHENTICATE;
+    GetUser => subjects::USERS_QUERY_GET;
 }

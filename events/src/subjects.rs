@@ -5,9 +5,6 @@
 //! the runtime (always full envelopes), `query` subjects are request/reply
 //! and never stored in a stream.
 
-/// Saga contexts, one per owning function.
-pub const CONTEXTS: [&str; 5] = ["orders", "inventory", "customers", "payments", "shipping"];
-
 /// The kind part of a subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SubjectKind {
@@ -57,6 +54,10 @@ pub const CUSTOMERS_CMD_RELEASE_CREDIT: &str = "customers.cmd.release_credit";
 pub const PAYMENTS_CMD_EXECUTE: &str = "payments.cmd.execute";
 pub const PAYMENTS_CMD_REFUND: &str = "payments.cmd.refund";
 pub const SHIPPING_CMD_SCHEDULE: &str = "shipping.cmd.schedule";
+pub const USERS_CMD_SIGN_UP: &str = "users.cmd.sign_up";
+pub const USERS_CMD_SET_ROLE: &str = "users.cmd.set_role";
+pub const USERS_CMD_RECORD_LOGIN: &str = "users.cmd.record_login";
+pub const USERS_CMD_LOG_OUT: &str = "users.cmd.log_out";
 
 pub const ORDERS_EVT_CREATED: &str = "orders.evt.created";
 pub const ORDERS_EVT_COMPLETED: &str = "orders.evt.completed";
@@ -80,11 +81,19 @@ pub const SHIPPING_EVT_SCHEDULED: &str = "shipping.evt.scheduled";
 pub const SHIPPING_EVT_INFORMED: &str = "shipping.evt.informed";
 pub const SHIPPING_EVT_FAILED: &str = "shipping.evt.failed";
 pub const SHIPPING_EVT_CANCELED: &str = "shipping.evt.canceled";
+pub const LOYALTY_EVT_POINTS_AWARDED: &str = "loyalty.evt.points_awarded";
+pub const LOYALTY_EVT_POINTS_REVOKED: &str = "loyalty.evt.points_revoked";
+pub const USERS_EVT_SIGNED_UP: &str = "users.evt.signed_up";
+pub const USERS_EVT_ROLE_CHANGED: &str = "users.evt.role_changed";
 
 pub const ORDERS_QUERY_GET: &str = "orders.query.get";
+pub const ORDERS_QUERY_LIST: &str = "orders.query.list";
 pub const INVENTORY_QUERY_PRODUCTS: &str = "inventory.query.products";
 pub const CUSTOMERS_QUERY_GET: &str = "customers.query.get";
 pub const CUSTOMERS_QUERY_LIST: &str = "customers.query.list";
+pub const LOYALTY_QUERY_GET: &str = "loyalty.query.get";
+pub const USERS_QUERY_AUTHENTICATE: &str = "users.query.authenticate";
+pub const USERS_QUERY_GET: &str = "users.query.get";
 
 #[cfg(test)]
 mod tests {

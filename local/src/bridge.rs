@@ -87,7 +87,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     }
     let options = SagaOptions { mode: args.saga.into(), ..SagaOptions::default() };
     let names: Vec<String> = if args.functions.is_empty() {
-        options.functions().iter().map(|s| s.to_string()).collect()
+        options.names().iter().map(|s| s.to_string()).collect()
     } else {
         args.functions.clone()
     };
@@ -99,7 +99,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
         provision: !args.no_provision,
-        ..options.runtime_config()
+        ..crate::saga::runtime_config(&options)
     };
     let nats = crate::client::connect_options(&format!("jetsaga bridge ({})", names.join(",")))?
         .custom_inbox_prefix(crate::client::inbox_prefix("bridge"))
@@ -111,7 +111,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     }
     let mut runtime = Runtime::new(nats.clone(), config);
     for name in &names {
-        let spec = crate::saga::function(name, &options).map_err(anyhow::Error::msg)?.spec();
+        let spec = options.function(name).map_err(anyhow::Error::msg)?.spec();
         let processor = LambdaProcessor::new(spec, client.clone(), format!("{}{name}", args.function_prefix))
             .with_timeout(Duration::from_secs_f64(args.invoke_timeout))
             .with_max_invocations(args.max_invocations);
@@ -123,7 +123,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         args.function_prefix
     )];
     let title = format!("jetsaga bridge is up ({:?} saga)", options.mode);
-    host(runtime, nats, &args.nats_url, &names, &title, banner, args.seed, args.quiet).await
+    host(runtime, nats, &args.nats_url, &names, &title, banner, args.seed, args.quiet, &options).await
 }
 
 /// Prints the DLQ depth as a CloudWatch Embedded Metric Format line (the

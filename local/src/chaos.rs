@@ -85,7 +85,7 @@ pub struct ChaosArgs {
     /// cargo-lambda's emulator, storing in DynamoDB (moto's server, or
     /// AWS_ENDPOINT_URL), fed by `jetsaga bridge` processes; kills and
     /// pauses then hit bootstraps and bridges. The bootstraps must be built
-    /// beside the runner (`cargo build -p jetsaga-bootstraps`). --store does
+    /// beside the runner (`cargo build -p jetsaga-bootstrap`). --store does
     /// not apply.
     #[arg(long)]
     pub lambda: bool,
@@ -503,10 +503,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         (false, StoreKind::Sqlite) => "sqlite",
         (false, StoreKind::Postgres) => "postgres",
     };
-    let names: Vec<String> = match args.saga {
-        SagaKind::Choreographed => crate::saga::FUNCTIONS.iter().map(|s| s.to_string()).collect(),
-        SagaKind::Orchestrated => crate::saga::ORCHESTRATED_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
-    };
+    let names: Vec<String> = crate::saga::names(args.saga.into()).iter().map(|s| s.to_string()).collect();
     let ack_wait = if args.lambda { LAMBDA_ACK_WAIT } else { ACK_WAIT };
     let common_args: Vec<String> = vec![
         "--saga".into(),
@@ -522,9 +519,9 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     let lambda = if args.lambda {
         let options = SagaOptions { mode: args.saga.into(), ..SagaOptions::default() };
         let beside = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        let bootstrap = beside.join(crate::lambda_local::BOOTSTRAP_BINARY);
         let local =
-            LambdaLocal::start(move |name| beside.join(function_name(name)), options, None, &format!("chaos-{seed}-"))
-                .map_err(anyhow::Error::msg)?;
+            LambdaLocal::start(bootstrap, options, None, &format!("chaos-{seed}-")).map_err(anyhow::Error::msg)?;
         for copy in 0..args.copies {
             for name in &names {
                 processes.push((format!("bootstrap-{name}-{copy}"), Role::Bootstrap, vec![name.clone()]));
@@ -555,7 +552,8 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         }
         for copy in 0..args.copies {
             for name in &names {
-                let mut up: Vec<String> = vec!["up".into(), "--no-seed".into(), "--function".into(), name.clone()];
+                let mut up: Vec<String> =
+                    vec!["up".into(), "--no-seed".into(), "--no-http".into(), "--function".into(), name.clone()];
                 up.extend(function_args.iter().cloned());
                 processes.push((format!("{name}-{copy}"), Role::Function, up));
             }
@@ -828,7 +826,7 @@ fn schema_prefix(seed: u64) -> String {
 
 async fn drop_schemas(url: &str, prefix: &str) {
     let Ok(pool) = jetsaga_sql::connect_postgres(url, 1).await else { return };
-    for name in crate::saga::FUNCTIONS.iter().chain(&crate::saga::ORCHESTRATED_FUNCTIONS[..1]) {
+    for name in crate::saga::all_names() {
         if let Ok(store) = jetsaga_sql::PostgresStore::open(pool.clone(), &format!("{prefix}{name}")).await {
             let _ = store.drop_schema().await;
         }
@@ -880,7 +878,8 @@ async fn settle(
     let unpublished = loop {
         let mut busy = false;
         let stream = js.get_stream("SAGA").await?;
-        for name in names {
+        // (A function that subscribes to nothing, only takes commands, has no consumer here.)
+        for name in names.iter().filter(|n| crate::saga::subscribes(n)) {
             let mut consumer =
                 stream.get_consumer::<consumer::pull::Config>(name).await.map_err(|e| anyhow::anyhow!(e))?;
             let info = consumer.info().await?;

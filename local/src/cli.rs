@@ -37,6 +37,14 @@ enum Command {
     Up(up::UpArgs),
     /// Feed functions running on Lambda from JetStream (the event-source mapping).
     Bridge(bridge::BridgeArgs),
+    /// Serve the HTTP API for a running saga (`jetsaga up` serves it too).
+    Gateway {
+        #[command(flatten)]
+        http: crate::gateway::HttpArgs,
+        /// Where the session signing key is kept (jwt.key) unless given otherwise.
+        #[arg(long, default_value = ".jetsaga")]
+        data_dir: PathBuf,
+    },
     /// Measure sagas/s and latency against the raw JetStream limit, in one run.
     Bench(bench::BenchArgs),
     /// Prove effectively-once: drive orders while killing and pausing functions
@@ -85,9 +93,39 @@ enum Command {
     /// Inspect and redrive dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Manage users of the HTTP API.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Deployment files generated from the functions' declarations.
     #[command(subcommand)]
     Infra(InfraCommand),
+    /// List the saga's functions: what each subscribes to, accepts, emits
+    /// and serves (from the saga definition; no server needed).
+    Functions {
+        /// Which saga.
+        #[arg(long, value_enum, default_value_t = up::SagaKind::Choreographed)]
+        saga: up::SagaKind,
+        /// Print only the names, one per line (for scripts).
+        #[arg(long, conflicts_with = "json")]
+        names: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Make a signed-up user an administrator (the first admin is made this way).
+    GrantAdmin {
+        /// The user's email address.
+        email: String,
+    },
+    /// Make an administrator a customer again.
+    RevokeAdmin {
+        /// The user's email address.
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,12 +250,51 @@ fn print_order(view: &OrderView) {
     }
 }
 
+fn functions_command(mode: jetsaga_events::SagaMode, names: bool, json: bool) {
+    let functions = crate::saga::SagaOptions::mode(mode).functions();
+    if names {
+        for function in &functions {
+            println!("{}", function.spec().name);
+        }
+        return;
+    }
+    let specs: Vec<serde_json::Value> = functions
+        .iter()
+        .map(|f| {
+            let spec = f.spec();
+            serde_json::json!({
+                "name": spec.name,
+                "description": spec.description,
+                "subscribes": spec.subscribes,
+                "accepts": spec.accepts,
+                "direct": spec.direct,
+                "emits": spec.emits,
+                "queries": spec.queries,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&specs).unwrap_or_default());
+        return;
+    }
+    println!("the {} saga:", crate::saga::mode_name(mode));
+    for spec in &specs {
+        println!("\n{}: {}", spec["name"].as_str().unwrap_or(""), spec["description"].as_str().unwrap_or(""));
+        for field in ["subscribes", "accepts", "direct", "emits", "queries"] {
+            let subjects: Vec<&str> = spec[field].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            if !subjects.is_empty() {
+                println!("  {field:<11} {}", subjects.join(", "));
+            }
+        }
+    }
+}
+
 fn infra_command(command: InfraCommand) -> anyhow::Result<()> {
     match command {
-        InfraCommand::Template => print!("{}", crate::infra::files()[0].1),
-        InfraCommand::NatsConfig => print!("{}", crate::infra::nats_cluster_config()),
+        InfraCommand::Template => print!("{}", jetsaga_infra::files()[0].1),
+        InfraCommand::NatsConfig => print!("{}", jetsaga_infra::nats_cluster_config()),
         InfraCommand::Write { root } => {
-            for (path, contents) in crate::infra::files() {
+            for (path, contents) in jetsaga_infra::files() {
                 let path = root.join(path);
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
@@ -236,7 +313,26 @@ impl Cli {
         match self.command {
             Command::Up(args) => return up::run(args).await,
             Command::Bridge(args) => return bridge::run(args).await,
+            Command::Gateway { ref http, ref data_dir } => {
+                let url = nats_url(&self);
+                // Its NATS user (infra/nats) may read replies under its own inbox prefix only.
+                let nats = crate::client::connect_options("jetsaga gateway")?
+                    .custom_inbox_prefix(crate::client::inbox_prefix(jetsaga_infra::nats::GATEWAY_USER))
+                    .retry_on_initial_connect()
+                    .connect(crate::client::servers(&url))
+                    .await?;
+                let keys = crate::gateway::keys(http, data_dir)?;
+                let listener = crate::gateway::bind(http).await?;
+                let served = crate::gateway::serve(listener, nats, keys, http)?;
+                println!("jetsaga gateway: the HTTP API at {served}/api/..., the saga at {url}; Ctrl-C stops it");
+                tokio::signal::ctrl_c().await?;
+                return Ok(());
+            }
             Command::Infra(command) => return infra_command(command),
+            Command::Functions { saga, names, json } => {
+                functions_command(saga.into(), names, json);
+                return Ok(());
+            }
             Command::Bench(args) if args.bootstraps.is_some() => {
                 let dir = args.bootstraps.clone().expect("checked by the guard");
                 let figures = bench::measure_bootstraps(&dir, 11)?;
@@ -285,8 +381,10 @@ impl Cli {
         let print = |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         match self.command {
             Command::Up(_)
+            | Command::Gateway { .. }
             | Command::Bridge(_)
             | Command::Infra(_)
+            | Command::Functions { .. }
             | Command::Bench(_)
             | Command::Chaos(_)
             | Command::Provision(_) => {
@@ -371,6 +469,18 @@ impl Cli {
             }
             Command::Dlq(DlqCommand::Redrive { sequence, all }) => {
                 inspect::dlq_redrive(&client, "DLQ", if all { None } else { sequence }).await?
+            }
+            Command::Users(command) => {
+                let (email, role) = match command {
+                    UsersCommand::GrantAdmin { email } => (email, jetsaga_events::Role::Admin),
+                    UsersCommand::RevokeAdmin { email } => (email, jetsaga_events::Role::Customer),
+                };
+                let set = jetsaga_events::SetRole { email: email.clone(), role };
+                let reply = client.command(USERS_CMD_SET_ROLE, &set).await?;
+                let changed = reply["events"].as_array().is_some_and(|e| !e.is_empty());
+                let role = serde_json::to_value(role)?;
+                let role = role.as_str().unwrap_or("");
+                println!("{email} {} {role}", if changed { "is now" } else { "already was" });
             }
         }
         Ok(())

@@ -31,11 +31,7 @@ pub fn connect_options(name: &str) -> anyhow::Result<async_nats::ConnectOptions>
     Ok(options)
 }
 
-/// The reply-inbox prefix of a function's connection, `_INBOX_<function>`:
-/// its NATS user may read replies there and nowhere else.
-pub fn inbox_prefix(function: &str) -> String {
-    format!("_INBOX_{function}")
-}
+pub use jetsaga_jetstream::service::inbox_prefix;
 
 /// A connection to the saga.
 #[derive(Clone, Debug)]
@@ -94,7 +90,8 @@ impl Client {
         self.request(subject, serde_json::to_vec(body)?).await
     }
 
-    async fn query<T: Serialize, R: DeserializeOwned>(&self, subject: &str, body: &T) -> anyhow::Result<R> {
+    /// Asks any function's query (request/reply) and decodes the reply.
+    pub async fn query<T: Serialize, R: DeserializeOwned>(&self, subject: &str, body: &T) -> anyhow::Result<R> {
         let value = self.request(subject, serde_json::to_vec(body)?).await?;
         Ok(serde_json::from_value(value)?)
     }

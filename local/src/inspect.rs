@@ -243,43 +243,57 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
         .map_err(|e| anyhow::anyhow!("no stream {stream_name} (has `jetsaga up` run?): {e}"))?;
     let info = stream.info().await?.clone();
     let commands = js.get_stream(jetsaga_jetstream::Config::default().command_stream).await.ok();
-    let mut consumers = Vec::new();
+    // Every function with a durable consumer on the saga stream, or on the
+    // command stream (a function that only takes commands has no other).
+    let mut functions = std::collections::BTreeSet::new();
     let mut names = stream.consumer_names();
     while let Some(Ok(name)) = names.next().await {
-        if let Ok(mut consumer) = stream.get_consumer::<consumer::pull::Config>(&name).await {
-            let ci = consumer.info().await?.clone();
-            if ci.config.durable_name.is_none() {
-                continue; // someone's `trace` or `dlq` reader, not a function
-            }
-            // Committed events not yet published, as the function's own outbox relay sees them.
-            let outbox = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                client.nats.request(jetsaga_jetstream::service::outbox_subject(&name), "".into()),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .and_then(|reply| serde_json::from_slice::<serde_json::Value>(&reply.payload).ok())
-            .filter(|v| v.get("unpublished").is_some());
-            // Commands kept for it and not processed yet (sent while it was down, or a backlog).
-            let mut commands_pending = None;
-            if let Some(commands) = &commands
-                && let Ok(mut consumer) = commands.get_consumer::<consumer::pull::Config>(&name).await
-            {
-                let info = consumer.info().await?;
-                commands_pending = Some(info.num_pending + info.num_ack_pending as u64);
-            }
-            consumers.push(serde_json::json!({
-                "function": name,
-                "pending": ci.num_pending,
-                "ack_pending": ci.num_ack_pending,
-                "redelivered": ci.num_redelivered,
-                "waiting": ci.num_waiting,
-                "commands_pending": commands_pending,
-                "unpublished": outbox.as_ref().map(|o| o["unpublished"].clone()),
-                "oldest_unpublished_age_ms": outbox.as_ref().map(|o| o["oldest_age_ms"].clone()),
-            }));
+        functions.insert(name);
+    }
+    if let Some(commands) = &commands {
+        let mut names = commands.consumer_names();
+        while let Some(Ok(name)) = names.next().await {
+            functions.insert(name);
         }
+    }
+    let mut consumers = Vec::new();
+    for name in functions {
+        let saga_consumer = match stream.get_consumer::<consumer::pull::Config>(&name).await {
+            Ok(mut consumer) => Some(consumer.info().await?.clone()),
+            Err(_) => None,
+        };
+        if saga_consumer.as_ref().is_some_and(|ci| ci.config.durable_name.is_none()) {
+            continue; // someone's `trace` or `dlq` reader, not a function
+        }
+        // Committed events not yet published, as the function's own outbox relay sees them.
+        let outbox = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            client.nats.request(jetsaga_jetstream::service::outbox_subject(&name), "".into()),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|reply| serde_json::from_slice::<serde_json::Value>(&reply.payload).ok())
+        .filter(|v| v.get("unpublished").is_some());
+        // Commands kept for it and not processed yet (sent while it was down, or a backlog).
+        let mut commands_pending = None;
+        if let Some(commands) = &commands
+            && let Ok(mut consumer) = commands.get_consumer::<consumer::pull::Config>(&name).await
+        {
+            let info = consumer.info().await?;
+            commands_pending = Some(info.num_pending + info.num_ack_pending as u64);
+        }
+        let field = |f: fn(&consumer::Info) -> u64| saga_consumer.as_ref().map(f);
+        consumers.push(serde_json::json!({
+            "function": name,
+            "pending": field(|ci| ci.num_pending),
+            "ack_pending": field(|ci| ci.num_ack_pending as u64),
+            "redelivered": field(|ci| ci.num_redelivered as u64),
+            "waiting": field(|ci| ci.num_waiting as u64),
+            "commands_pending": commands_pending,
+            "unpublished": outbox.as_ref().map(|o| o["unpublished"].clone()),
+            "oldest_unpublished_age_ms": outbox.as_ref().map(|o| o["oldest_age_ms"].clone()),
+        }));
     }
     let dead = match js.get_stream(dlq_stream).await {
         Ok(mut dlq) => dlq.info().await.map(|i| i.state.messages).unwrap_or(0),
@@ -303,7 +317,8 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
         "function", "pending", "ack pending", "redelivered", "commands", "unpublished", "oldest unpub."
     );
     for c in &consumers {
-        let n = |field: &str| c[field].as_u64().unwrap_or(0);
+        // `-`: the function consumes no saga events (it only takes commands).
+        let n = |field: &str| c[field].as_u64().map_or("-".to_string(), |v| v.to_string());
         // `-`: the function is not running, so nobody could say.
         let unpublished = c["unpublished"].as_u64().map_or("-".to_string(), |u| u.to_string());
         let oldest = match (&c["unpublished"], c["oldest_unpublished_age_ms"].as_i64()) {

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jetsaga_events::subjects::*;
 use jetsaga_events::{
-    CustomerView, Envelope, InventoryReserved, OrderCreated, PaymentExecuted, PaymentRefunded, ProductView,
+    CustomerView, Envelope, InventoryReserved, OrderCreated, PaymentExecuted, PaymentRefunded, PointsAwarded,
+    ProductView,
 };
 use serde::Serialize;
 
@@ -183,6 +184,25 @@ pub fn check(expected: &Expected, observed: &Observed) -> Tally {
             (_, None, Some(r)) => find(Some(order_id), format!("refunded {r} cents that were never charged")),
             _ => {}
         }
+        // Loyalty: a completed order earns a point per whole dollar paid, once;
+        // an order that did not complete earns none.
+        let awarded = events
+            .get(LOYALTY_EVT_POINTS_AWARDED)
+            .and_then(|e| e.first())
+            .and_then(|e| e.data_as::<PointsAwarded>().ok())
+            .map(|a| a.points);
+        match (outcome, paid, awarded) {
+            (ORDERS_EVT_COMPLETED, Some(p), Some(a)) if a != p / jetsaga_loyalty::CENTS_PER_POINT => {
+                find(Some(order_id), format!("awarded {a} loyalty points for {p} cents"))
+            }
+            (ORDERS_EVT_COMPLETED, Some(_), None) => {
+                find(Some(order_id), "completed, but earned no loyalty points".into())
+            }
+            (_, _, Some(a)) if outcome != ORDERS_EVT_COMPLETED => {
+                find(Some(order_id), format!("{outcome}, yet awarded {a} loyalty points"))
+            }
+            _ => {}
+        }
         if outcome == ORDERS_EVT_COMPLETED {
             match &reserved {
                 Some(reserved) => {
@@ -290,6 +310,7 @@ mod tests {
             }),
             event(&OrderCompleted { order_id: o(), total_cents: 1000 }),
             event(&InventoryConsumed { order_id: o() }),
+            event(&PointsAwarded { order_id: o(), customer_id: "c".into(), points: 10, balance: 10 }),
         ]
     }
 
@@ -329,6 +350,15 @@ mod tests {
         let tally = run(completed("o-1"), 8, 1000);
         assert_eq!(whats(&tally), Vec::<String>::new());
         assert_eq!(tally.outcomes, [("completed".to_string(), 1)].into());
+    }
+
+    #[test]
+    fn loyalty_points_follow_completed_orders_only() {
+        let mut events = completed("o-1");
+        events.retain(|e| e.event_type != LOYALTY_EVT_POINTS_AWARDED);
+        assert_eq!(whats(&run(events.clone(), 8, 1000)), ["order o-1: completed, but earned no loyalty points"]);
+        events.push(event(&PointsAwarded { order_id: "o-1".into(), customer_id: "c".into(), points: 9, balance: 9 }));
+        assert_eq!(whats(&run(events, 8, 1000)), ["order o-1: awarded 9 loyalty points for 1000 cents"]);
     }
 
     #[test]

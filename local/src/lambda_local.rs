@@ -6,10 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
-
-use jetsaga_events::SagaMode;
 
 use crate::saga::SagaOptions;
 use crate::tools::{self, Process};
@@ -92,11 +89,8 @@ pub struct LambdaLocal {
 fn emulator_manifest() -> String {
     let mut manifest =
         String::from("[package]\nname = \"jetsaga-lambda-emulator\"\nversion = \"0.0.0\"\nedition = \"2021\"\n");
-    for name in crate::saga::FUNCTIONS.iter().chain(crate::saga::ORCHESTRATED_FUNCTIONS.iter()) {
-        let bin = format!("\n[[bin]]\nname = \"{}\"\npath = \"main.rs\"\n", function_name(name));
-        if !manifest.contains(&bin) {
-            manifest.push_str(&bin);
-        }
+    for name in crate::saga::all_names() {
+        manifest.push_str(&format!("\n[[bin]]\nname = \"{}\"\npath = \"main.rs\"\n", function_name(name)));
     }
     manifest.push_str("\n[workspace]\n");
     manifest
@@ -104,42 +98,29 @@ fn emulator_manifest() -> String {
 
 /// How to start a function's bootstrap against this emulator and endpoint
 /// (what Lambda's environment would give it).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Bootstraps {
-    bootstrap: Arc<dyn Fn(&str) -> PathBuf + Send + Sync>,
+    bootstrap: PathBuf,
     options: SagaOptions,
     table_prefix: String,
     invoke_url: String,
     dynamodb_url: String,
 }
 
-impl std::fmt::Debug for Bootstraps {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bootstraps")
-            .field("table_prefix", &self.table_prefix)
-            .field("invoke_url", &self.invoke_url)
-            .field("dynamodb_url", &self.dynamodb_url)
-            .finish_non_exhaustive()
-    }
-}
+pub use jetsaga_lambda::{BOOTSTRAP_BINARY, function_name};
 
-/// The Lambda function name of a saga function (also its bootstrap binary's name).
-pub fn function_name(function: &str) -> String {
-    format!("jetsaga-{function}")
-}
-
-/// The bootstrap binaries next to the running executable (cargo puts every
+/// The bootstrap binary next to the running executable (cargo puts every
 /// binary of the workspace in one directory).
-pub fn bootstrap_beside_current_exe(function: &str) -> PathBuf {
+pub fn bootstrap_beside_current_exe() -> PathBuf {
     let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
-    dir.join(function_name(function))
+    dir.join(BOOTSTRAP_BINARY)
 }
 
 impl LambdaLocal {
     /// Starts the DynamoDB endpoint and the emulator (on `port`, or a free one).
-    /// `bootstrap` names each function's binary; `table_prefix` its tables.
+    /// `bootstrap` is the bootstrap binary; `table_prefix` prefixes the tables.
     pub fn start(
-        bootstrap: impl Fn(&str) -> PathBuf + Send + Sync + 'static,
+        bootstrap: PathBuf,
         options: SagaOptions,
         port: Option<u16>,
         table_prefix: &str,
@@ -173,7 +154,7 @@ impl LambdaLocal {
         }
         let invoke_url = format!("http://127.0.0.1:{port}");
         let bootstraps = Bootstraps {
-            bootstrap: Arc::new(bootstrap),
+            bootstrap,
             options,
             table_prefix: table_prefix.to_string(),
             invoke_url: invoke_url.clone(),
@@ -202,19 +183,16 @@ impl Bootstraps {
     /// The command that runs `function`'s bootstrap (a [`tools::tied_command`],
     /// stdout discarded, stderr left to the caller).
     pub fn command(&self, function: &str) -> Result<std::process::Command, String> {
-        let binary = (self.bootstrap)(function);
+        let binary = &self.bootstrap;
         if !binary.is_file() {
             return Err(format!(
-                "no bootstrap binary at {}: build them with `cargo build -p jetsaga-bootstraps`",
+                "no bootstrap binary at {}: build it with `cargo build -p jetsaga-bootstrap`",
                 binary.display()
             ));
         }
         let lambda_name = function_name(function);
-        let mode = match self.options.mode {
-            SagaMode::Orchestrated => "orchestrated",
-            SagaMode::Choreographed => "choreographed",
-        };
-        let mut command = tools::tied_command(&binary);
+        let mode = crate::saga::mode_name(self.options.mode);
+        let mut command = tools::tied_command(binary);
         command
             .env("AWS_LAMBDA_FUNCTION_NAME", &lambda_name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
@@ -222,6 +200,7 @@ impl Bootstraps {
             .env("AWS_LAMBDA_RUNTIME_API", format!("{}/.rt/{lambda_name}", self.invoke_url))
             .env("AWS_ENDPOINT_URL", &self.dynamodb_url)
             .env("JETSAGA_CREATE_TABLE", "1")
+            .env("JETSAGA_FUNCTION", function)
             .env("JETSAGA_TABLE", format!("{}{function}", self.table_prefix))
             .env("JETSAGA_SAGA", mode)
             .env("JETSAGA_SHIPPING_FAILURE_RATE", self.options.shipping_failure_rate.to_string())

@@ -20,7 +20,7 @@ pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod flow;
-pub mod infra;
+pub mod gateway;
 pub mod inspect;
 pub mod invariants;
 pub mod lambda_local;

@@ -1,90 +1,36 @@
-//! The order saga's functions and their stores: which functions exist,
-//! and how one is built for a given storage backend.
+//! The saga's functions (defined once, in `jetsaga-saga`) and their
+//! stores: how each is paired with its storage backend.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use jetsaga_core::{Engine, Function, Store};
-use jetsaga_events::SagaMode;
+use jetsaga_core::{Engine, Store};
 use jetsaga_sql::{Durability, PostgresStore, SqliteStore};
 
-/// Every function of the choreographed saga, in flow order.
-pub const FUNCTIONS: [&str; 5] = ["order", "inventory", "customer", "payment", "shipping"];
+pub use jetsaga_saga::{SagaOptions, all_names, mode_name, names};
 
-/// Every function of the orchestrated saga: the orchestrator takes the order function's place.
-pub const ORCHESTRATED_FUNCTIONS: [&str; 5] = ["orchestrator", "inventory", "customer", "payment", "shipping"];
-
-/// Knobs of the demo saga.
-#[derive(Clone, Debug, Default)]
-pub struct SagaOptions {
-    /// Share of shipments that fail (0.0–1.0).
-    pub shipping_failure_rate: f64,
-    /// Choreographed (events) or orchestrated (commands from one orchestrator).
-    pub mode: SagaMode,
-}
-
-impl SagaOptions {
-    /// The functions of the saga in this mode.
-    pub fn functions(&self) -> [&'static str; 5] {
-        match self.mode {
-            SagaMode::Choreographed => FUNCTIONS,
-            SagaMode::Orchestrated => ORCHESTRATED_FUNCTIONS,
-        }
+/// The runtime's configuration for the saga: every process asks for the
+/// same streams, whichever functions it hosts.
+pub fn runtime_config(options: &SagaOptions) -> jetsaga_jetstream::Config {
+    let functions = options.functions();
+    let specs = || functions.iter().map(|f| f.spec());
+    jetsaga_jetstream::Config {
+        stream_subjects: jetsaga_jetstream::provision::stream_subjects(specs()).into_iter().collect(),
+        command_subjects: jetsaga_jetstream::provision::command_subjects(specs()).into_iter().collect(),
+        ..jetsaga_jetstream::Config::default()
     }
 }
 
-impl SagaOptions {
-    fn all_functions(&self) -> Vec<Arc<dyn Function>> {
-        self.functions().iter().map(|name| function(name, self).expect("the saga's own functions exist")).collect()
-    }
-
-    /// Every subject the saga stream captures for the whole saga in this
-    /// mode, whichever of its functions a process hosts (see
-    /// `jetsaga_jetstream::Config::stream_subjects`).
-    pub fn stream_subjects(&self) -> Vec<String> {
-        let functions = self.all_functions();
-        jetsaga_jetstream::provision::stream_subjects(functions.iter().map(|f| f.spec())).into_iter().collect()
-    }
-
-    /// Every command subject of the whole saga in this mode (see
-    /// `jetsaga_jetstream::Config::command_subjects`).
-    pub fn command_subjects(&self) -> Vec<String> {
-        let functions = self.all_functions();
-        jetsaga_jetstream::provision::command_subjects(functions.iter().map(|f| f.spec())).into_iter().collect()
-    }
-
-    /// The runtime's default configuration for this saga: every process
-    /// asks for the same streams, whichever functions it hosts.
-    pub fn runtime_config(&self) -> jetsaga_jetstream::Config {
-        jetsaga_jetstream::Config {
-            stream_subjects: self.stream_subjects(),
-            command_subjects: self.command_subjects(),
-            ..jetsaga_jetstream::Config::default()
-        }
-    }
+/// The commands the functions called `names` accept (what a process
+/// hosting them can be sent).
+pub fn accepted_commands(options: &SagaOptions, names: &[String]) -> Vec<&'static str> {
+    names.iter().filter_map(|n| options.function(n).ok()).flat_map(|f| f.spec().accepts.iter().copied()).collect()
 }
 
-/// Builds the function called `name`.
-pub fn function(name: &str, options: &SagaOptions) -> Result<Arc<dyn Function>, String> {
-    let mode = options.mode;
-    Ok(match (name, mode) {
-        ("order", SagaMode::Choreographed) | ("orchestrator", SagaMode::Orchestrated) => {
-            Arc::new(jetsaga_order::Orders { mode })
-        }
-        ("inventory", _) => Arc::new(jetsaga_inventory::Inventory { mode }),
-        ("customer", _) => Arc::new(jetsaga_customer::CustomerCredit { mode }),
-        ("payment", _) => Arc::new(jetsaga_payment::Payments { mode }),
-        ("shipping", _) => Arc::new(jetsaga_shipping::Shipping {
-            mode,
-            ..jetsaga_shipping::Shipping::with_failure_rate(options.shipping_failure_rate)
-        }),
-        (other, mode) => {
-            return Err(format!(
-                "no function {other:?} in the {mode:?} saga: choose from {}",
-                options.functions().join(", ")
-            ));
-        }
-    })
+/// Whether the function called `name` consumes the saga stream (it
+/// subscribes to something, in either mode).
+pub fn subscribes(name: &str) -> bool {
+    jetsaga_saga::step(name).is_some_and(|step| step.modes.iter().any(|mode| !step.spec(*mode).subscribes.is_empty()))
 }
 
 /// Where functions keep their state.
@@ -132,7 +78,7 @@ impl StoreConfig {
         };
         let mut engines = Vec::new();
         for name in names {
-            let function = function(name, options)?;
+            let function = options.function(name)?;
             let store: Arc<dyn Store> = match self {
                 Self::Sqlite { dir, durability } => Arc::new(
                     SqliteStore::open(dir.join(format!("{name}.db")), *durability).await.map_err(|e| e.to_string())?,

@@ -64,7 +64,7 @@ pub struct UpArgs {
     pub saga: SagaKind,
     /// Host only this function (repeat for several). Run more copies to share the work.
     #[arg(long = "function", value_name = "NAME",
-          value_parser = clap::builder::PossibleValuesParser::new(["order", "orchestrator", "inventory", "customer", "payment", "shipping"]))]
+          value_parser = clap::builder::PossibleValuesParser::new(crate::saga::all_names()))]
     pub functions: Vec<String>,
     /// Do not create the demo products and customers.
     #[arg(long)]
@@ -110,6 +110,11 @@ pub struct UpArgs {
     /// DynamoDB table name prefix with --lambda (tables are <prefix>-<function>).
     #[arg(long, default_value = "jetsaga-local")]
     pub table_prefix: String,
+    /// Do not serve the HTTP API.
+    #[arg(long)]
+    pub no_http: bool,
+    #[command(flatten)]
+    pub http: crate::gateway::HttpArgs,
 }
 
 /// Demo catalog: id, name, price in cents, stock.
@@ -173,7 +178,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mode = SagaMode::from(args.saga);
     let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate, mode };
     let names: Vec<String> = if args.functions.is_empty() {
-        options.functions().iter().map(|s| s.to_string()).collect()
+        options.names().iter().map(|s| s.to_string()).collect()
     } else {
         args.functions.clone()
     };
@@ -190,7 +195,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
         provision: !args.no_provision,
-        ..options.runtime_config()
+        ..crate::saga::runtime_config(&options)
     };
     let mut runtime = Runtime::new(nats.clone(), config);
     // Keeps the emulator and the function processes alive in --lambda mode.
@@ -198,12 +203,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut banner = Vec::new();
     if args.lambda {
         let prefix = format!("{}-", args.table_prefix.trim_end_matches('-'));
-        let mut local = LambdaLocal::start(bootstrap_beside_current_exe, options.clone(), args.lambda_port, &prefix)
+        let mut local = LambdaLocal::start(bootstrap_beside_current_exe(), options.clone(), args.lambda_port, &prefix)
             .map_err(anyhow::Error::msg)?;
         let client = LambdaProcessor::client(Some(&local.invoke_url)).await;
         for name in &names {
             local.spawn(name).map_err(anyhow::Error::msg)?;
-            let spec = crate::saga::function(name, &options).map_err(anyhow::Error::msg)?.spec();
+            let spec = options.function(name).map_err(anyhow::Error::msg)?.spec();
             runtime = runtime.with(LambdaProcessor::new(spec, client.clone(), function_name(name)));
         }
         banner.push(format!(
@@ -218,6 +223,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         banner.push(format!("  state:  {}", stores.describe()));
     }
+    if !args.no_http {
+        let keys = crate::gateway::keys(&args.http, &args.data_dir)?;
+        let listener = crate::gateway::bind(&args.http).await?;
+        let http = crate::gateway::serve(listener, nats.clone(), keys, &args.http)?;
+        banner.push(format!("  http:   {http}/api/... (sign up: curl -X POST {http}/api/users -H 'content-type: application/json' -d '{{\"email\":\"you@example.com\",\"password\":\"at least 8\",\"name\":\"You\"}}')"));
+    }
     if url != "nats://127.0.0.1:4222" {
         banner.push(format!(
             "  note:   other jetsaga commands find this server through {}; for other tools: export NATS_URL={url}",
@@ -225,7 +236,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ));
     }
     let title = format!("jetsaga is up ({mode:?} saga)");
-    host(runtime, nats, &url, &names, &title, banner, !args.no_seed, args.quiet).await?;
+    host(runtime, nats, &url, &names, &title, banner, !args.no_seed, args.quiet, &options).await?;
     drop(nats_process);
     let _ = std::fs::remove_file(&url_file);
     println!("stopped");
@@ -245,6 +256,7 @@ pub(crate) async fn host(
     banner: Vec<String>,
     seed_demo: bool,
     quiet: bool,
+    options: &SagaOptions,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let shutdown = cancel.clone();
@@ -282,7 +294,7 @@ pub(crate) async fn host(
 
     let mut flow = if quiet { None } else { Some(nats.subscribe("*.evt.>").await?) };
     if seed_demo {
-        seed(&client, names).await?;
+        seed(&client, &crate::saga::accepted_commands(options, names)).await?;
     }
     let mut printer = FlowPrinter::new();
     let stop = shutdown_signal();
@@ -321,9 +333,11 @@ async fn shutdown_signal() {
     }
 }
 
-/// Creates the demo products and customers that do not exist yet.
-async fn seed(client: &Client, names: &[String]) -> anyhow::Result<()> {
-    if names.iter().any(|n| n == "inventory") {
+/// Creates the demo products and customers that do not exist yet, when
+/// this process hosts the functions that accept them.
+async fn seed(client: &Client, accepted: &[&str]) -> anyhow::Result<()> {
+    use jetsaga_events::subjects::{CUSTOMERS_CMD_CREATE, INVENTORY_CMD_UPSERT_PRODUCT};
+    if accepted.contains(&INVENTORY_CMD_UPSERT_PRODUCT) {
         let existing = client.products().await?;
         for (id, name, price, stock) in DEMO_PRODUCTS {
             if !existing.products.iter().any(|p| p.product_id == id) {
@@ -333,11 +347,11 @@ async fn seed(client: &Client, names: &[String]) -> anyhow::Result<()> {
                     price_cents: price,
                     stock,
                 };
-                client.command(jetsaga_events::subjects::INVENTORY_CMD_UPSERT_PRODUCT, &upsert).await?;
+                client.command(INVENTORY_CMD_UPSERT_PRODUCT, &upsert).await?;
             }
         }
     }
-    if names.iter().any(|n| n == "customer") {
+    if accepted.contains(&CUSTOMERS_CMD_CREATE) {
         let existing = client.customers().await?;
         for (id, name, limit) in DEMO_CUSTOMERS {
             if !existing.customers.iter().any(|c| c.customer_id == id) {
@@ -346,7 +360,7 @@ async fn seed(client: &Client, names: &[String]) -> anyhow::Result<()> {
                     name: name.into(),
                     credit_limit_cents: limit,
                 };
-                client.command(jetsaga_events::subjects::CUSTOMERS_CMD_CREATE, &create).await?;
+                client.command(CUSTOMERS_CMD_CREATE, &create).await?;
             }
         }
     }
@@ -375,18 +389,13 @@ pub async fn provision(args: ProvisionArgs, url: &str, stream: &str) -> anyhow::
         anyhow::bail!("--ack-wait must be between 0.5 and 3600 seconds, got {}", args.ack_wait);
     }
     let options = SagaOptions { mode: args.saga.into(), ..SagaOptions::default() };
-    let functions: Vec<_> = options
-        .functions()
-        .iter()
-        .map(|name| crate::saga::function(name, &options))
-        .collect::<Result<_, _>>()
-        .map_err(anyhow::Error::msg)?;
+    let functions = options.functions();
     let specs: Vec<&jetsaga_core::FunctionSpec> = functions.iter().map(|f| f.spec()).collect();
     let config = Config {
         stream: stream.to_string(),
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
-        ..options.runtime_config()
+        ..crate::saga::runtime_config(&options)
     };
     config.check()?;
     let nats = crate::client::connect_options("jetsaga provision")?

@@ -4,8 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use jetsaga_core::{Incoming, Outcome, Processor};
+use jetsaga_core::{FunctionSpec, Incoming, Outcome, Processor};
 use jetsaga_lambda::invoker::LambdaProcessor;
+
+/// A function that exists only as a Lambda nobody answers for.
+static SPEC: FunctionSpec = FunctionSpec {
+    name: "stub",
+    description: "a Lambda that never answers",
+    subscribes: &["orders.cmd.create"],
+    accepts: &[],
+    direct: &[],
+    emits: &[],
+    queries: &["orders.query.get"],
+};
 
 #[tokio::test]
 async fn an_invocation_nobody_answers_is_given_up_as_unavailable() {
@@ -19,8 +30,7 @@ async fn an_invocation_nobody_answers_is_given_up_as_unavailable() {
         }
     });
     let client = LambdaProcessor::client(Some(&url)).await;
-    let processor =
-        LambdaProcessor::new(&jetsaga_order::SPEC, client, "jetsaga-order").with_timeout(Duration::from_millis(300));
+    let processor = LambdaProcessor::new(&SPEC, client, "jetsaga-stub").with_timeout(Duration::from_millis(300));
     let create = jetsaga_events::CreateOrder {
         order_id: Some("o-1".into()),
         customer_id: "c".into(),
@@ -56,7 +66,7 @@ async fn a_burst_of_invocations_reaches_the_function_only_as_many_at_a_time_as_a
         }
     });
     let client = LambdaProcessor::client(Some(&url)).await;
-    let processor = LambdaProcessor::new(&jetsaga_order::SPEC, client, "jetsaga-order")
+    let processor = LambdaProcessor::new(&SPEC, client, "jetsaga-stub")
         .with_timeout(Duration::from_millis(1500))
         .with_max_invocations(3);
     let burst: Vec<_> = (0..12)

@@ -54,6 +54,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     description: "test ledger: deposits and balances",
     subscribes: &["ledger.cmd.deposit"],
     accepts: &["ledger.cmd.open"],
+    direct: &[],
     emits: &["ledger.evt.deposited", "ledger.evt.opened"],
     queries: &["ledger.query.balance"],
 };

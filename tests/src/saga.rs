@@ -28,9 +28,9 @@ pub enum Backend {
     /// In-process, schemas with a unique prefix in the PostgreSQL at
     /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
     Postgres,
-    /// Each function a real Lambda bootstrap (the given binary) under the
-    /// runtime emulator, storing in DynamoDB (moto), fed by the bridge.
-    Lambda(fn(&str) -> std::path::PathBuf),
+    /// Each function the real Lambda bootstrap (the binary at this path)
+    /// under the runtime emulator, storing in DynamoDB (moto), fed by the bridge.
+    Lambda(&'static str),
 }
 
 /// What a scenario runs on.
@@ -76,7 +76,7 @@ impl Saga {
     /// Starts a server and every function.
     pub async fn start(setup: Setup) -> Self {
         let options = SagaOptions { mode: setup.mode, ..SagaOptions::default() };
-        Self::start_with(setup.backend, &options.functions(), options).await
+        Self::start_with(setup.backend, &options.names(), options).await
     }
 
     /// Starts a server and only `functions`, configured by `options`.
@@ -93,7 +93,8 @@ impl Saga {
             Backend::Lambda(bootstrap) => {
                 let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
                 Hosting::Lambda(Box::new(
-                    LambdaLocal::start(bootstrap, options.clone(), None, &prefix).unwrap_or_else(|e| panic!("{e}")),
+                    LambdaLocal::start(bootstrap.into(), options.clone(), None, &prefix)
+                        .unwrap_or_else(|e| panic!("{e}")),
                 ))
             }
         };
@@ -106,14 +107,14 @@ impl Saga {
     }
 
     /// The saga's functions in its mode.
-    pub fn functions(&self) -> [&'static str; 5] {
-        self.options.functions()
+    pub fn functions(&self) -> Vec<&'static str> {
+        self.options.names()
     }
 
     /// Starts another runtime (its own connection) hosting `functions`.
     pub async fn host(&mut self, functions: &[&str]) {
         let names: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
-        let config = self.options.runtime_config();
+        let config = jetsaga_local::saga::runtime_config(&self.options);
         let mut runtime = Runtime::new(self.server.connect().await, config);
         match &mut self.hosting {
             Hosting::Local(stores) => {
@@ -129,7 +130,7 @@ impl Saga {
                 let client = LambdaProcessor::client(Some(&local.invoke_url)).await;
                 for name in &names {
                     local.spawn(name).unwrap_or_else(|e| panic!("{e}"));
-                    let spec = jetsaga_local::saga::function(name, &self.options).unwrap().spec();
+                    let spec = self.options.function(name).unwrap().spec();
                     runtime = runtime.with(LambdaProcessor::new(spec, client.clone(), function_name(name)));
                 }
             }
@@ -203,6 +204,17 @@ impl Saga {
         .await;
     }
 
+    /// Waits until a customer's loyalty (points, pending points) is `expected`.
+    pub async fn expect_loyalty(&self, customer_id: &str, expected: (u64, u64)) {
+        wait_until(SETTLE, &format!("{customer_id} to have (points, pending) = {expected:?}"), || async {
+            let request = jetsaga_events::GetLoyalty { customer_id: customer_id.into() };
+            let view: jetsaga_events::LoyaltyView =
+                self.client.query(jetsaga_events::subjects::LOYALTY_QUERY_GET, &request).await.unwrap();
+            (view.points, view.pending_points) == expected
+        })
+        .await;
+    }
+
     /// Every envelope on `subject` in the saga stream.
     pub async fn events(&self, subject: &str) -> Vec<Envelope> {
         // Whatever else a test published there (bare payloads) is no event.
@@ -227,7 +239,7 @@ impl Saga {
         if let Hosting::Local(StoreConfig::Postgres { schema_prefix, url }) = &self.hosting
             && let Ok(pool) = jetsaga_sql::connect_postgres(url, 1).await
         {
-            for name in self.options.functions() {
+            for name in self.options.names() {
                 let schema = format!("{schema_prefix}{name}");
                 let _ = sqlx_drop_schema(&pool, &schema).await;
             }

@@ -37,6 +37,67 @@ pub async fn happy_path(setup: Setup) {
     saga.stop().await;
 }
 
+/// The loyalty step follows the saga from the side: a completed order
+/// earns a point per whole dollar, a declined one none.
+pub async fn completed_orders_earn_loyalty_points(setup: Setup) {
+    let saga = shop(setup).await;
+    let id = saga.order("c-1", &[("p-a", 2), ("p-b", 1)]).await;
+    assert_eq!(saga.finish(&id).await.status, OrderStatus::Completed);
+    saga.expect_loyalty("c-1", (22, 0)).await;
+    saga.product("p-cheap", 50, 10).await;
+    let declined = saga.order("c-1", &[("p-cheap", 1)]).await;
+    assert_eq!(saga.finish(&declined).await.status, OrderStatus::Failed);
+    assert_eq!(saga.events_for("loyalty.evt.points_awarded", &id).await.len(), 1);
+    assert!(saga.events_for("loyalty.evt.points_awarded", &declined).await.is_empty());
+    saga.expect_loyalty("c-1", (22, 0)).await;
+    saga.stop().await;
+}
+
+/// Users: a sign-up (a direct command, never kept in a stream) makes a
+/// user and, through its event, a customer with the default credit; the
+/// password checks out, a wrong one and an unknown email get the same 401;
+/// no stream holds the password or its hash.
+pub async fn users_sign_up_and_log_in_without_secrets_in_any_stream(setup: Setup) {
+    use jetsaga_events::subjects::{USERS_CMD_SIGN_UP, USERS_QUERY_AUTHENTICATE};
+    use jetsaga_events::{Authenticate, SignUp, UserView};
+    let saga = Saga::start(setup).await;
+    let password = "correct horse battery staple";
+    let hash = jetsaga_users::hash_password(password);
+    let sign_up = SignUp { email: "Ada@Example.com".into(), name: "Ada".into(), password_hash: hash.clone() };
+    let reply = saga.client.command(USERS_CMD_SIGN_UP, &sign_up).await.unwrap();
+    assert_eq!(reply["events"], serde_json::json!(["users.evt.signed_up"]), "{reply}");
+    let code = |e: anyhow::Error| e.downcast::<jetsaga_local::client::RequestError>().map(|e| (e.code, e.message)).ok();
+    let again = saga.client.command(USERS_CMD_SIGN_UP, &sign_up).await.unwrap_err();
+    assert_eq!(code(again), Some((422, "ada@example.com is already registered".to_string())));
+
+    let login = |email: &str, password: &str| Authenticate { email: email.into(), password: password.into() };
+    let user: UserView =
+        saga.client.query(USERS_QUERY_AUTHENTICATE, &login("ada@example.com", password)).await.unwrap();
+    assert_eq!(user.email, "ada@example.com");
+    let wrong = saga.client.query::<_, UserView>(USERS_QUERY_AUTHENTICATE, &login("ada@example.com", "guess")).await;
+    let unknown = saga.client.query::<_, UserView>(USERS_QUERY_AUTHENTICATE, &login("bob@example.com", password)).await;
+    let wrong = code(wrong.unwrap_err());
+    assert_eq!(wrong, Some((401, "invalid email or password".to_string())));
+    assert_eq!(code(unknown.unwrap_err()), wrong, "an unknown email answers as a wrong password");
+
+    wait_until(SETTLE, "the user's customer", || async { saga.client.customer(&user.customer_id).await.is_ok() }).await;
+    let customer = saga.client.customer(&user.customer_id).await.unwrap();
+    assert_eq!(customer.credit_limit_cents, jetsaga_customer::DEFAULT_CREDIT_LIMIT_CENTS);
+
+    for stream in ["SAGA", "COMMANDS", "DLQ"] {
+        for message in messages(&saga.js, stream, None).await {
+            let text = String::from_utf8_lossy(&message.payload);
+            assert!(
+                !text.contains("argon2") && !text.contains(password),
+                "{stream} seq {} holds a secret: {}",
+                message.sequence,
+                message.subject
+            );
+        }
+    }
+    saga.stop().await;
+}
+
 pub async fn out_of_stock(setup: Setup) {
     let saga = shop(setup).await;
     let id = saga.order("c-1", &[("p-a", 11)]).await;
@@ -122,7 +183,7 @@ pub async fn repeated_lines_add_up(setup: Setup) {
 pub async fn cancel_before_shipping_releases_everything_and_refunds(setup: Setup) {
     // Payment is not running yet, so the order waits with stock and credit held.
     let options = SagaOptions { mode: setup.mode, ..SagaOptions::default() };
-    let others: Vec<&str> = options.functions().into_iter().filter(|f| *f != "payment").collect();
+    let others: Vec<&str> = options.names().into_iter().filter(|f| *f != "payment").collect();
     let mut saga = Saga::start_with(setup.backend, &others, options).await;
     saga.product("p-a", 1000, 10).await;
     saga.customer("c-1", 100_000).await;
@@ -211,7 +272,7 @@ pub async fn garbage_on_the_command_subject_does_not_stop_the_next_order(setup: 
 
 pub async fn a_failed_shipment_releases_everything_and_refunds(setup: Setup) {
     let options = SagaOptions { shipping_failure_rate: 1.0, mode: setup.mode };
-    let saga = Saga::start_with(setup.backend, &options.functions(), options).await;
+    let saga = Saga::start_with(setup.backend, &options.names(), options).await;
     saga.product("p-a", 1000, 10).await;
     saga.customer("c-1", 100_000).await;
     let id = saga.order("c-1", &[("p-a", 2)]).await;
@@ -220,6 +281,7 @@ pub async fn a_failed_shipment_releases_everything_and_refunds(setup: Setup) {
     saga.expect_stock("p-a", (10, 0)).await;
     saga.expect_used_credit("c-1", 0).await;
     wait_until(SETTLE, "the refund", || async { saga.events_for("payments.evt.refunded", &id).await.len() == 1 }).await;
+    saga.expect_loyalty("c-1", (0, 0)).await; // paid, then refunded: its pending points were dropped
     saga.stop().await;
 }
 

@@ -7,9 +7,16 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use jetsaga_jetstream::{Config, Runtime};
 use jetsaga_local::client::Client;
-use jetsaga_local::saga::{FUNCTIONS, SagaOptions, StoreConfig};
+use jetsaga_local::saga::{SagaOptions, StoreConfig, runtime_config};
 use jetsaga_tests::nats::NatsServer;
 use tokio_util::sync::CancellationToken;
+
+/// Every NATS user of the generated accounts.
+fn users() -> Vec<&'static str> {
+    let mut users = vec!["admin", "bridge", jetsaga_infra::nats::GATEWAY_USER];
+    users.extend(jetsaga_local::saga::all_names());
+    users
+}
 
 fn password(user: &str) -> String {
     format!("{user}-secret")
@@ -17,8 +24,8 @@ fn password(user: &str) -> String {
 
 /// The generated accounts with literal passwords instead of `$JETSAGA_<USER>_PASSWORD`.
 fn accounts() -> String {
-    let mut config = jetsaga_local::infra::nats_accounts();
-    for user in ["admin", "bridge", "order", "orchestrator", "inventory", "customer", "payment", "shipping"] {
+    let mut config = jetsaga_infra::nats_accounts();
+    for user in users() {
         config =
             config.replace(&format!("$JETSAGA_{}_PASSWORD", user.to_uppercase()), &format!("\"{}\"", password(user)));
     }
@@ -46,15 +53,16 @@ async fn each_function_runs_with_only_its_own_permissions() {
         .connect(server.url())
         .await
         .unwrap();
-    let specs: Vec<_> = FUNCTIONS.iter().map(|name| jetsaga_local::saga::function(name, &options).unwrap()).collect();
-    let specs: Vec<&jetsaga_core::FunctionSpec> = specs.iter().map(|f| f.spec()).collect();
-    let config = options.runtime_config();
+    let functions = options.functions();
+    let specs: Vec<&jetsaga_core::FunctionSpec> = functions.iter().map(|f| f.spec()).collect();
+    let config = runtime_config(&options);
     jetsaga_jetstream::provision::provision(&admin_nats, &jetstream::new(admin_nats.clone()), &config, &specs)
         .await
         .unwrap();
 
     let mut running = Vec::new();
-    for name in FUNCTIONS {
+    let names = options.names();
+    for name in names.iter().copied() {
         let engines = stores.engines(&[name.to_string()], &options).await.unwrap();
         let config = Config { provision: false, ..config.clone() };
         let mut runtime = Runtime::new(connect_as(&server, name).await, config);
@@ -66,8 +74,8 @@ async fn each_function_runs_with_only_its_own_permissions() {
         running.push((cancel, task));
     }
     let admin = Client::new(admin_nats.clone(), server.url());
-    let names: Vec<String> = FUNCTIONS.iter().map(|s| s.to_string()).collect();
-    let view = jetsaga_tests::saga::one_order_through(&admin, &names).await;
+    let view =
+        jetsaga_tests::saga::one_order_through(&admin, &names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).await;
     assert_eq!(view.status, jetsaga_events::OrderStatus::Completed, "{view:?}");
     let outbox = admin.nats.request("$JETSAGA.OUTBOX.order", "".into()).await.unwrap();
     assert!(String::from_utf8_lossy(&outbox.payload).contains("\"unpublished\""), "the outbox endpoint serves");
@@ -78,13 +86,21 @@ async fn each_function_runs_with_only_its_own_permissions() {
     let admin_js = jetstream::new(admin_nats.clone());
     let saga_before = admin_js.get_stream("SAGA").await.unwrap().info().await.unwrap().config.clone();
     // (Concurrently: a refused JetStream request only shows as a time-out.)
-    let attempts = FUNCTIONS.iter().map(|name| {
-        let (server, admin_nats, saga_before) = (&server, &admin_nats, &saga_before);
+    let attempts = specs.iter().map(|spec| {
+        let (server, admin_nats, saga_before, specs) = (&server, &admin_nats, &saga_before, &specs);
+        let name = &spec.name;
+        // Another function, and an event only others may publish.
+        let other = specs.iter().find(|s| s.name != spec.name).expect("the saga has several functions");
+        let foreign = specs
+            .iter()
+            .flat_map(|s| s.emits.iter())
+            .copied()
+            .find(|subject| !spec.emits.contains(subject))
+            .expect("some event belongs to another function");
+        let other = other.name;
         async move {
             let nats = connect_as(server, name).await;
             let js = jetstream::new(nats.clone());
-            let other = if *name == "order" { "inventory" } else { "order" };
-            let foreign = if *name == "order" { "inventory.evt.reserved" } else { "orders.evt.completed" };
             let evil = jetstream::stream::Config {
                 name: "EVIL".into(),
                 subjects: vec!["evil.>".into()],
@@ -141,10 +157,85 @@ async fn each_function_runs_with_only_its_own_permissions() {
     let completed = jetsaga_tests::stream::messages(&admin_js, "SAGA", Some("orders.evt.completed")).await;
     assert_eq!(completed.len(), 1, "only the order function's completion is in the stream");
 
+    gateway_drives_the_saga_and_may_do_nothing_else(&server, &admin).await;
+
     for (cancel, task) in running {
         cancel.cancel();
         task.await.unwrap().unwrap();
     }
+}
+
+/// The HTTP gateway as its own NATS user: a user signs up, logs in and
+/// orders over HTTP to completion; the gateway user may not publish an
+/// event or read the saga's events.
+async fn gateway_drives_the_saga_and_may_do_nothing_else(server: &NatsServer, admin: &Client) {
+    use jetsaga_infra::nats::GATEWAY_USER;
+    let nats = connect_as(server, GATEWAY_USER).await;
+    let keys = jetsaga_http::Keys::from_secret(b"a test signing secret of at least 32 bytes").unwrap();
+    let gateway = std::sync::Arc::new(jetsaga_http::Gateway::new(nats.clone(), keys));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, jetsaga_http::router(gateway)).await.unwrap() });
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK, "{}", ready.text().await.unwrap());
+    let body = serde_json::json!({"email": "ada@example.com", "password": "correct horse battery", "name": "Ada"});
+    let signed = http.post(format!("{base}/api/users")).json(&body).send().await.unwrap();
+    assert_eq!(signed.status(), reqwest::StatusCode::CREATED, "{}", signed.text().await.unwrap());
+    let login = serde_json::json!({"email": "ada@example.com", "password": "correct horse battery"});
+    let session: serde_json::Value =
+        http.post(format!("{base}/api/session")).json(&login).send().await.unwrap().json().await.unwrap();
+    let token = session["token"].as_str().expect("a token").to_string();
+    let customer = session["user"]["customer_id"].as_str().unwrap().to_string();
+    jetsaga_tests::stream::wait_until(Duration::from_secs(30), "the user's customer", || async {
+        admin.customer(&customer).await.is_ok()
+    })
+    .await;
+    let order = serde_json::json!({"items": [{"product_id": "p", "quantity": 1}]});
+    let accepted: serde_json::Value = http
+        .post(format!("{base}/api/orders"))
+        .bearer_auth(&token)
+        .json(&order)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let order_id = accepted["order_id"].as_str().expect("an order id").to_string();
+    let view = admin.wait_terminal(&order_id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(view.status, jetsaga_events::OrderStatus::Completed, "{view:?}");
+    // Its live events, read by the gateway user from the saga stream.
+    let live = http.get(format!("{base}/api/orders/{order_id}/events")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(live.status(), reqwest::StatusCode::OK);
+    let text = live.text().await.unwrap();
+    assert!(text.contains("event: orders.evt.created") && text.contains("event: orders.evt.completed"), "{text}");
+
+    // What the gateway user may not do.
+    let js = jetstream::new(nats.clone());
+    let forged =
+        within(async { js.publish("orders.evt.completed", "{}".into()).await?.await.map_err(async_nats::Error::from) });
+    assert!(!forged.await, "the gateway could publish an event");
+    let mut spy = nats.subscribe("orders.evt.>").await.unwrap();
+    nats.flush().await.unwrap();
+    admin.nats.publish("orders.evt.completed", "{}".into()).await.unwrap();
+    admin.nats.flush().await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_millis(500), spy.next()).await;
+    assert!(!matches!(seen, Ok(Some(_))), "the gateway could read the saga's events");
+    // Nor touch a function's consumer, which it could use to take the function's messages.
+    let (deleted, widened) = tokio::join!(
+        within(js.delete_consumer_from_stream("inventory", "SAGA")),
+        within(js.create_consumer_on_stream(
+            jetstream::consumer::pull::Config {
+                durable_name: Some("inventory".into()),
+                filter_subject: ">".into(),
+                ..Default::default()
+            },
+            "SAGA"
+        )),
+    );
+    assert!(!deleted, "the gateway could delete a function's consumer");
+    assert!(!widened, "the gateway could change a function's consumer");
 }
 
 /// Whether a JetStream call succeeded within a few seconds (a refused
@@ -157,10 +248,10 @@ async fn within<T, E>(call: impl std::future::Future<Output = Result<T, E>>) -> 
 fn the_generated_cluster_config_is_accepted_by_nats_server() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster.conf");
-    std::fs::write(&path, jetsaga_local::infra::nats_cluster_config()).unwrap();
+    std::fs::write(&path, jetsaga_infra::nats_cluster_config()).unwrap();
     let mut check = std::process::Command::new(jetsaga_tests::nats::server_binary());
     check.arg("-t").arg("-c").arg(&path).env("NATS_NODE_NAME", "nats-1");
-    for user in ["admin", "bridge", "order", "orchestrator", "inventory", "customer", "payment", "shipping"] {
+    for user in users() {
         check.env(format!("JETSAGA_{}_PASSWORD", user.to_uppercase()), password(user));
     }
     let output = check.output().unwrap();

@@ -24,6 +24,8 @@ macro_rules! all_scenarios {
             $backend,
             [
                 happy_path,
+                completed_orders_earn_loyalty_points,
+                users_sign_up_and_log_in_without_secrets_in_any_stream,
                 out_of_stock,
                 unknown_product,
                 payment_under_a_dollar_fails_and_a_dollar_succeeds,

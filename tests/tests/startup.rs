@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use async_nats::jetstream;
 use jetsaga_jetstream::Runtime;
 use jetsaga_local::client::Client;
-use jetsaga_local::saga::{SagaOptions, StoreConfig};
+use jetsaga_local::saga::{SagaOptions, StoreConfig, runtime_config};
 use jetsaga_tests::nats::NatsServer;
 use tokio_util::sync::CancellationToken;
 
@@ -15,16 +15,16 @@ use tokio_util::sync::CancellationToken;
 async fn ten_runtimes_starting_together_all_come_up_with_every_subject() {
     jetsaga_tests::init_tracing();
     let options = SagaOptions::default();
-    let wanted: BTreeSet<String> = options.stream_subjects().into_iter().collect();
+    let wanted: BTreeSet<String> = runtime_config(&options).stream_subjects.into_iter().collect();
     // Races are timing-dependent: several fresh servers, every start at once.
     for _ in 0..4 {
         let server = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
         let stores = StoreConfig::sqlite(dir.path());
         let mut runtimes = Vec::new();
-        for name in options.functions().iter().chain(options.functions().iter()) {
+        for name in options.names().iter().chain(options.names().iter()) {
             let engines = stores.engines(&[name.to_string()], &options).await.unwrap();
-            let config = options.runtime_config();
+            let config = runtime_config(&options);
             let mut runtime = Runtime::new(server.connect().await, config);
             for engine in engines {
                 runtime = runtime.with(engine);
@@ -48,7 +48,7 @@ async fn ten_runtimes_starting_together_all_come_up_with_every_subject() {
             running.push((cancel.clone(), tokio::spawn(runtime.run(cancel.cancelled_owned()))));
         }
         let client = Client::new(server.connect().await, server.url());
-        let names: Vec<String> = options.functions().iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = options.names().iter().map(|s| s.to_string()).collect();
         let order = jetsaga_tests::saga::one_order_through(&client, &names).await;
         assert_eq!(order.status, jetsaga_events::OrderStatus::Completed);
         for (cancel, task) in running {

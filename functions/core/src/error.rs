@@ -94,6 +94,12 @@ pub enum QueryError {
     /// Nothing by that id (404).
     #[error("{0}")]
     NotFound(String),
+    /// The credentials are wrong (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Too many attempts; try again later (429).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The store failed (500).
     #[error("{0}")]
     Internal(String),
@@ -105,6 +111,8 @@ impl QueryError {
         match self {
             Self::BadRequest(_) => 400,
             Self::NotFound(_) => 404,
+            Self::Unauthorized(_) => 401,
+            Self::TooManyRequests(_) => 429,
             Self::Internal(_) => 500,
         }
     }

@@ -25,6 +25,12 @@ pub struct FunctionSpec {
     /// processed at once through the same handler, answered with what happened.
     /// Never stored in the stream, so the stream's own publish ack cannot race the answer.
     pub accepts: &'static [&'static str],
+    /// Commands accepted over request/reply only and never kept in a stream,
+    /// because they carry a secret (a password hash): processed at once and
+    /// answered, whether or not they carry a `Nats-Msg-Id`. One sent while
+    /// no copy of the function runs gets no answer (send it again); a plain
+    /// publish of one is ignored.
+    pub direct: &'static [&'static str],
     /// Subjects it may emit.
     pub emits: &'static [&'static str],
     /// Query subjects served (request/reply).

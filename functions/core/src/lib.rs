@@ -10,12 +10,15 @@
 //!   [`MemoryStore`] and a [`conformance`] suite every backend passes.
 //! - [`Engine`]: the effectively-once processing loop that every adapter
 //!   (JetStream, Lambda, the test harness) drives.
+//! - [`hold`]: what a step keeps for an order until it ends (take once,
+//!   give back once, remember ended orders), the saga's common pattern.
 //! - [`testing`]: given state and an input, assert events and state.
 
 pub mod conformance;
 pub mod engine;
 pub mod error;
 pub mod function;
+pub mod hold;
 pub mod ids;
 pub mod memory;
 pub mod store;

@@ -21,6 +21,7 @@ static SPEC: FunctionSpec = FunctionSpec {
     description: "test function",
     subscribes: &["inventory.cmd.upsert_product", "customers.cmd.create"],
     accepts: &[],
+    direct: &[],
     emits: &["inventory.evt.released", "inventory.evt.reservation_failed"],
     queries: &[],
 };

@@ -4,10 +4,11 @@
 //! rejects an unknown customer or a total above the available credit, and
 //! releases the held amount when the order fails or is canceled.
 //!
-//! State: `customer/<id>` ([`Customer`]) and `credit/<order_id>`
-//! ([`CreditHold`]; `blocked` marks an order that ended before credit was
-//! reserved, so a late request never holds credit for it).
+//! State: `customer/<id>` ([`Customer`]) and [`CREDIT_HOLDS`], one
+//! [`CreditHold`] per order (a tombstone marks an order that ended before
+//! credit was reserved, so a late request never holds credit for it).
 
+use jetsaga_core::hold::Holds;
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, QueryCtx, QueryError, async_trait};
 use jetsaga_events::subjects::*;
 use jetsaga_events::*;
@@ -33,37 +34,21 @@ impl Customer {
     }
 }
 
-/// State of one order's credit hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HoldStatus {
-    /// The amount is held.
-    Held,
-    /// Given back.
-    Released,
-    /// The order ended before credit was reserved.
-    Blocked,
-}
-
-/// Credit held for one order.
+/// Credit held for one order (a [`Hold`](jetsaga_core::hold::Hold) under
+/// `credit/<order_id>`, released when the order fails or is canceled).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreditHold {
-    /// The order.
-    pub order_id: String,
     /// The customer.
     pub customer_id: String,
     /// Amount held.
     pub amount_cents: u64,
-    /// State.
-    pub status: HoldStatus,
 }
+
+/// Every order's credit hold.
+pub static CREDIT_HOLDS: Holds<CreditHold> = Holds::new("credit");
 
 fn customer_key(id: &str) -> String {
     format!("customer/{id}")
-}
-
-fn hold_key(order_id: &str) -> String {
-    format!("credit/{order_id}")
 }
 
 /// The customer function.
@@ -77,8 +62,9 @@ pub struct CustomerCredit {
 pub static SPEC: FunctionSpec = FunctionSpec {
     name: "customer",
     description: "Customers and credit: reserves the order total, rejects what exceeds the credit, releases it",
-    subscribes: &[INVENTORY_EVT_RESERVED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED],
+    subscribes: &[INVENTORY_EVT_RESERVED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED, USERS_EVT_SIGNED_UP],
     accepts: &[CUSTOMERS_CMD_CREATE],
+    direct: &[],
     emits: &[
         CUSTOMERS_EVT_CREATED,
         CUSTOMERS_EVT_CREDIT_RESERVED,
@@ -89,10 +75,28 @@ pub static SPEC: FunctionSpec = FunctionSpec {
 };
 
 /// Declaration in the orchestrated saga: the orchestrator's commands.
-pub static ORCHESTRATED_SPEC: FunctionSpec =
-    FunctionSpec { subscribes: &[CUSTOMERS_CMD_RESERVE_CREDIT, CUSTOMERS_CMD_RELEASE_CREDIT], ..SPEC };
+pub static ORCHESTRATED_SPEC: FunctionSpec = FunctionSpec {
+    subscribes: &[CUSTOMERS_CMD_RESERVE_CREDIT, CUSTOMERS_CMD_RELEASE_CREDIT, USERS_EVT_SIGNED_UP],
+    ..SPEC
+};
+
+/// The credit limit of a customer created by a user's sign-up ($1,000).
+pub const DEFAULT_CREDIT_LIMIT_CENTS: u64 = 100_000;
 
 impl CustomerCredit {
+    /// A user signed up: their customer, with the default credit, unless it exists.
+    pub async fn signed_up(&self, ctx: &mut Ctx<'_>, user: SignedUp) -> Result<(), HandlerError> {
+        if ctx.get::<Customer>(&customer_key(&user.customer_id)).await?.is_some() {
+            return Ok(());
+        }
+        let create = CreateCustomer {
+            customer_id: user.customer_id,
+            name: user.name,
+            credit_limit_cents: DEFAULT_CREDIT_LIMIT_CENTS,
+        };
+        self.create(ctx, create).await
+    }
+
     /// Registers a customer, or changes the name and limit of a known one.
     pub async fn create(&self, ctx: &mut Ctx<'_>, cmd: CreateCustomer) -> Result<(), HandlerError> {
         if let Err(reason) = cmd.validate() {
@@ -123,9 +127,8 @@ impl CustomerCredit {
         customer_id: &str,
         amount_cents: u64,
     ) -> Result<(), HandlerError> {
-        let key = hold_key(order_id);
-        if ctx.get::<CreditHold>(&key).await?.is_some() {
-            return Ok(());
+        if CREDIT_HOLDS.decided(ctx, order_id).await? {
+            return Ok(()); // decided before (or the order already ended)
         }
         let reject = |reason: String| {
             let event =
@@ -145,46 +148,26 @@ impl CustomerCredit {
         };
         customer.used_cents = used_cents;
         ctx.put(&ckey, &customer);
-        let hold = CreditHold {
-            order_id: order_id.into(),
-            customer_id: customer_id.into(),
-            amount_cents,
-            status: HoldStatus::Held,
-        };
-        ctx.put(&key, &hold);
+        CREDIT_HOLDS.hold(ctx, order_id, CreditHold { customer_id: customer_id.into(), amount_cents });
         ctx.emit(CreditReserved { order_id: order_id.into(), customer_id: customer_id.into(), amount_cents });
         Ok(())
     }
 
     /// Gives the held amount back; blocks later holds for the order.
     pub async fn release(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<(), HandlerError> {
-        let key = hold_key(order_id);
-        match ctx.get::<CreditHold>(&key).await? {
-            None => {
-                let blocked = CreditHold {
-                    order_id: order_id.into(),
-                    customer_id: String::new(),
-                    amount_cents: 0,
-                    status: HoldStatus::Blocked,
-                };
-                ctx.put(&key, &blocked);
-            }
-            Some(mut hold) if hold.status == HoldStatus::Held => {
-                let ckey = customer_key(&hold.customer_id);
-                if let Some(mut customer) = ctx.get::<Customer>(&ckey).await? {
-                    customer.used_cents = customer.used_cents.saturating_sub(hold.amount_cents);
-                    ctx.put(&ckey, &customer);
-                }
-                hold.status = HoldStatus::Released;
-                ctx.put(&key, &hold);
-                ctx.emit(CreditReleased {
-                    order_id: order_id.into(),
-                    customer_id: hold.customer_id.clone(),
-                    amount_cents: hold.amount_cents,
-                });
-            }
-            Some(_) => {}
+        let Some(hold) = CREDIT_HOLDS.release(ctx, order_id).await? else {
+            return Ok(());
+        };
+        let ckey = customer_key(&hold.customer_id);
+        if let Some(mut customer) = ctx.get::<Customer>(&ckey).await? {
+            customer.used_cents = customer.used_cents.saturating_sub(hold.amount_cents);
+            ctx.put(&ckey, &customer);
         }
+        ctx.emit(CreditReleased {
+            order_id: order_id.into(),
+            customer_id: hold.customer_id,
+            amount_cents: hold.amount_cents,
+        });
         Ok(())
     }
 }
@@ -206,7 +189,7 @@ impl Function for CustomerCredit {
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
-        let mut keys: Vec<String> = event.order_key().map(hold_key).into_iter().collect();
+        let mut keys: Vec<String> = event.order_key().map(|id| CREDIT_HOLDS.key(id)).into_iter().collect();
         if let Some(id) = event.data.get("customer_id").and_then(|v| v.as_str()) {
             keys.push(customer_key(id));
         }
@@ -216,6 +199,7 @@ impl Function for CustomerCredit {
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             CUSTOMERS_CMD_CREATE => self.create(ctx, event.data_as()?).await,
+            USERS_EVT_SIGNED_UP => self.signed_up(ctx, event.data_as()?).await,
             INVENTORY_EVT_RESERVED => {
                 let reserved: InventoryReserved = event.data_as()?;
                 self.reserve(ctx, &reserved.order_id, &reserved.customer_id, reserved.total_cents).await
@@ -319,6 +303,21 @@ mod tests {
         t.when(&CreateCustomer { customer_id: "c-1".into(), name: "Ada L.".into(), credit_limit_cents: 5_000 }).await;
         let v = view(&t).await;
         assert_eq!((v.name.as_str(), v.used_cents, v.available_cents), ("Ada L.", 6_000, 0));
+    }
+
+    #[tokio::test]
+    async fn a_user_signing_up_gets_a_customer_with_the_default_credit_once() {
+        let t = TestFunction::new(CustomerCredit::default());
+        let user = SignedUp {
+            user_id: "u-1".into(),
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+            customer_id: "u-1".into(),
+            role: Role::Customer,
+        };
+        let created: CustomerCreated = t.when(&user).await.single();
+        assert_eq!((created.customer_id.as_str(), created.credit_limit_cents), ("u-1", DEFAULT_CREDIT_LIMIT_CENTS));
+        t.when(&user).await.assert_nothing_emitted();
     }
 
     #[tokio::test]

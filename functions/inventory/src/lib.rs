@@ -7,10 +7,11 @@
 //! write on the product rows it reads, so racing orders cannot both take
 //! the last unit.
 //!
-//! State: `product/<id>` ([`Product`]) and `reservation/<order_id>`
-//! ([`Reservation`]; a `blocked` one marks an order that ended before it
-//! reserved, so a late request never holds stock for it).
+//! State: `product/<id>` ([`Product`]) and [`RESERVATIONS`], one
+//! [`Reservation`] hold per order (a tombstone marks an order that ended
+//! before it reserved, so a late request never holds stock for it).
 
+use jetsaga_core::hold::Holds;
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, QueryCtx, QueryError, async_trait};
 use jetsaga_events::subjects::*;
 use jetsaga_events::*;
@@ -31,39 +32,22 @@ pub struct Product {
     pub reserved: u32,
 }
 
-/// What a reservation is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HoldStatus {
-    /// Stock is held for the order.
-    Held,
-    /// Given back (order failed or canceled).
-    Released,
-    /// Shipped with the completed order.
-    Consumed,
-    /// The order ended before anything was reserved; never reserve for it.
-    Blocked,
-}
-
-/// Stock held for one order.
+/// Stock held for one order (a [`Hold`](jetsaga_core::hold::Hold) under
+/// `reservation/<order_id>`: held, released when the order fails or is
+/// canceled, consumed when it completes, or a tombstone).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
-    /// The order.
-    pub order_id: String,
     /// Priced lines held.
     pub lines: Vec<PricedLine>,
     /// Total price.
     pub total_cents: u64,
-    /// State.
-    pub status: HoldStatus,
 }
+
+/// Every order's reservation.
+pub static RESERVATIONS: Holds<Reservation> = Holds::new("reservation");
 
 fn product_key(product_id: &str) -> String {
     format!("product/{product_id}")
-}
-
-fn reservation_key(order_id: &str) -> String {
-    format!("reservation/{order_id}")
 }
 
 /// The inventory function.
@@ -79,6 +63,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     description: "Catalog and stock: reserves all order lines or none, releases and consumes them",
     subscribes: &[ORDERS_EVT_CREATED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED, ORDERS_EVT_COMPLETED],
     accepts: &[INVENTORY_CMD_UPSERT_PRODUCT],
+    direct: &[],
     emits: &[
         INVENTORY_EVT_PRODUCT_UPSERTED,
         INVENTORY_EVT_RESERVED,
@@ -138,8 +123,7 @@ impl Inventory {
         customer_id: &str,
         items: &[OrderItem],
     ) -> Result<(), HandlerError> {
-        let key = reservation_key(order_id);
-        if ctx.get::<Reservation>(&key).await?.is_some() {
+        if RESERVATIONS.decided(ctx, order_id).await? {
             return Ok(()); // decided before (or the order already ended)
         }
         let fail = |reason: String| {
@@ -186,13 +170,7 @@ impl Inventory {
             ctx.put(&product_key(&product_id), &product);
             lines.push(PricedLine { product_id, quantity, unit_price_cents: product.price_cents });
         }
-        let reservation = Reservation {
-            order_id: order_id.into(),
-            lines: lines.clone(),
-            total_cents: total,
-            status: HoldStatus::Held,
-        };
-        ctx.put(&key, &reservation);
+        RESERVATIONS.hold(ctx, order_id, Reservation { lines: lines.clone(), total_cents: total });
         ctx.emit(InventoryReserved {
             order_id: order_id.into(),
             customer_id: customer_id.into(),
@@ -204,44 +182,26 @@ impl Inventory {
 
     /// Gives back what the order holds; blocks later reservations for it.
     pub async fn release(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<(), HandlerError> {
-        let key = reservation_key(order_id);
-        match ctx.get::<Reservation>(&key).await? {
-            None => {
-                let blocked = Reservation {
-                    order_id: order_id.into(),
-                    lines: vec![],
-                    total_cents: 0,
-                    status: HoldStatus::Blocked,
-                };
-                ctx.put(&key, &blocked);
+        let Some(reservation) = RESERVATIONS.release(ctx, order_id).await? else {
+            return Ok(());
+        };
+        for line in &reservation.lines {
+            let pkey = product_key(&line.product_id);
+            if let Some(mut product) = ctx.get::<Product>(&pkey).await? {
+                product.stock = product.stock.saturating_add(line.quantity);
+                product.reserved = product.reserved.saturating_sub(line.quantity);
+                ctx.put(&pkey, &product);
             }
-            Some(mut reservation) if reservation.status == HoldStatus::Held => {
-                for line in &reservation.lines {
-                    let pkey = product_key(&line.product_id);
-                    if let Some(mut product) = ctx.get::<Product>(&pkey).await? {
-                        product.stock = product.stock.saturating_add(line.quantity);
-                        product.reserved = product.reserved.saturating_sub(line.quantity);
-                        ctx.put(&pkey, &product);
-                    }
-                }
-                reservation.status = HoldStatus::Released;
-                ctx.put(&key, &reservation);
-                ctx.emit(InventoryReleased { order_id: order_id.into() });
-            }
-            Some(_) => {}
         }
+        ctx.emit(InventoryReleased { order_id: order_id.into() });
         Ok(())
     }
 
     /// The order completed: the held units leave the warehouse.
     pub async fn consume(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<(), HandlerError> {
-        let key = reservation_key(order_id);
-        let Some(mut reservation) = ctx.get::<Reservation>(&key).await? else {
+        let Some(reservation) = RESERVATIONS.consume(ctx, order_id).await? else {
             return Ok(());
         };
-        if reservation.status != HoldStatus::Held {
-            return Ok(());
-        }
         for line in &reservation.lines {
             let pkey = product_key(&line.product_id);
             if let Some(mut product) = ctx.get::<Product>(&pkey).await? {
@@ -249,8 +209,6 @@ impl Inventory {
                 ctx.put(&pkey, &product);
             }
         }
-        reservation.status = HoldStatus::Consumed;
-        ctx.put(&key, &reservation);
         ctx.emit(InventoryConsumed { order_id: order_id.into() });
         Ok(())
     }
@@ -263,7 +221,7 @@ impl Function for Inventory {
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
-        let mut keys: Vec<String> = event.order_key().map(reservation_key).into_iter().collect();
+        let mut keys: Vec<String> = event.order_key().map(|id| RESERVATIONS.key(id)).into_iter().collect();
         keys.extend(event.data_strings("items", "product_id").into_iter().map(product_key));
         if event.event_type == INVENTORY_CMD_UPSERT_PRODUCT
             && let Some(id) = event.data.get("product_id").and_then(|v| v.as_str())
@@ -376,7 +334,7 @@ mod tests {
         let failed: ReservationFailed = run.single();
         assert_eq!(failed.reason, "insufficient stock for mouse: requested 2, available 1");
         assert_eq!(product(&t, "kbd").await, (5, 0), "the first line must not stay reserved");
-        assert!(t.state::<Reservation>("reservation/o-1").await.is_none());
+        assert!(t.state::<jetsaga_core::hold::Hold<Reservation>>(&RESERVATIONS.key("o-1")).await.is_none());
     }
 
     #[tokio::test]

@@ -97,6 +97,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         SHIPPING_EVT_CANCELED,
     ],
     accepts: &[ORDERS_CMD_CREATE, ORDERS_CMD_CANCEL],
+    direct: &[],
     emits: &[
         ORDERS_EVT_CREATED,
         ORDERS_EVT_COMPLETED,
@@ -105,7 +106,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         ORDERS_EVT_CANCELED,
         ORDERS_EVT_CANCEL_REFUSED,
     ],
-    queries: &[ORDERS_QUERY_GET],
+    queries: &[ORDERS_QUERY_GET, ORDERS_QUERY_LIST],
 };
 
 /// Declaration in the orchestrated saga: the same order state machine,
@@ -158,14 +159,8 @@ impl Orders {
         };
         order.record(ORDERS_EVT_CREATED, ctx.now(), None);
         ctx.put(&key(&order_id), &order);
-        if self.orchestrated() {
-            ctx.emit(ReserveInventory {
-                order_id: order_id.clone(),
-                customer_id: cmd.customer_id.clone(),
-                items: cmd.items.clone(),
-            });
-        }
         ctx.emit(OrderCreated { order_id, customer_id: cmd.customer_id, items: cmd.items });
+        self.steer(ctx, &order);
         Ok(())
     }
 
@@ -200,18 +195,13 @@ impl Orders {
         }
     }
 
-    fn orchestrated(&self) -> bool {
-        self.mode == SagaMode::Orchestrated
-    }
-
-    /// Orchestrated: tells every step to give back what it may hold. Each
-    /// command is idempotent and leaves a tombstone where nothing was held,
-    /// so commands still in flight for this order find it ended.
-    fn compensate(&self, ctx: &mut Ctx<'_>, order_id: &str) {
-        if self.orchestrated() {
-            ctx.emit(ReleaseInventory { order_id: order_id.into() });
-            ctx.emit(ReleaseCredit { order_id: order_id.into() });
-            ctx.emit(RefundPayment { order_id: order_id.into() });
+    /// The one difference between the two saga modes: having entered a
+    /// status, the order tells the steps nothing (choreographed: they
+    /// follow its events) or tells each what to do next (orchestrated).
+    fn steer(&self, ctx: &mut Ctx<'_>, order: &Order) {
+        match self.mode {
+            SagaMode::Choreographed => {}
+            SagaMode::Orchestrated => orchestrate(ctx, order),
         }
     }
 
@@ -261,7 +251,7 @@ impl Orders {
         Ok(())
     }
 
-    /// What entering `order.status` from `from` announces (and, orchestrated, commands).
+    /// What entering `order.status` from `from` announces.
     fn entered(&self, ctx: &mut Ctx<'_>, order: &mut Order, from: OrderStatus, target: Target, event: &Envelope) {
         let order_id = order.order_id.clone();
         if from == OrderStatus::Canceling && matches!(order.status, OrderStatus::Shipped | OrderStatus::Completed) {
@@ -272,27 +262,9 @@ impl Orders {
             ctx.emit(OrderCancelRefused { order_id: order_id.clone(), reason });
         }
         match order.status {
-            OrderStatus::StockReserved if self.orchestrated() => ctx.emit(ReserveCredit {
-                order_id,
-                customer_id: order.customer_id.clone(),
-                amount_cents: order.total_cents.unwrap_or(0),
-            }),
-            OrderStatus::CreditReserved if self.orchestrated() => ctx.emit(ExecutePayment {
-                order_id,
-                customer_id: order.customer_id.clone(),
-                amount_cents: order.total_cents.unwrap_or(0),
-            }),
-            OrderStatus::Paid if self.orchestrated() => ctx.emit(ScheduleShipment {
-                order_id,
-                customer_id: order.customer_id.clone(),
-                lines: order.lines.clone(),
-            }),
             OrderStatus::Completed => {
                 order.record(ORDERS_EVT_COMPLETED, ctx.now(), None);
                 ctx.emit(OrderCompleted { order_id: order_id.clone(), total_cents: order.total_cents.unwrap_or(0) });
-                if self.orchestrated() {
-                    ctx.emit(ConsumeInventory { order_id });
-                }
             }
             OrderStatus::Failed => {
                 let Target::Fail(step) = target else { unreachable!("only a failure event fails an order") };
@@ -300,15 +272,39 @@ impl Orders {
                 order.reason = Some(reason.clone());
                 order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
                 ctx.emit(OrderFailed { order_id: order_id.clone(), reason, step: Some(step.into()) });
-                self.compensate(ctx, &order_id);
             }
             OrderStatus::Canceled => {
                 order.record(ORDERS_EVT_CANCELED, ctx.now(), order.reason.clone());
                 ctx.emit(OrderCanceled { order_id: order_id.clone(), reason: order.reason.clone() });
-                self.compensate(ctx, &order_id);
             }
             _ => {}
         }
+        self.steer(ctx, order);
+    }
+}
+
+/// The orchestrator's table: the command each step gets when an order
+/// enters a status. A failed or canceled order tells every step to give
+/// back what it may hold; each of those commands is idempotent and leaves a
+/// tombstone where nothing was held, so commands still in flight for the
+/// order find it ended.
+fn orchestrate(ctx: &mut Ctx<'_>, order: &Order) {
+    let order_id = order.order_id.clone();
+    let customer_id = order.customer_id.clone();
+    let amount_cents = order.total_cents.unwrap_or(0);
+    match order.status {
+        OrderStatus::Pending => ctx.emit(ReserveInventory { order_id, customer_id, items: order.items.clone() }),
+        OrderStatus::StockReserved => ctx.emit(ReserveCredit { order_id, customer_id, amount_cents }),
+        OrderStatus::CreditReserved => ctx.emit(ExecutePayment { order_id, customer_id, amount_cents }),
+        OrderStatus::Paid => ctx.emit(ScheduleShipment { order_id, customer_id, lines: order.lines.clone() }),
+        OrderStatus::Completed => ctx.emit(ConsumeInventory { order_id }),
+        OrderStatus::Failed | OrderStatus::Canceled => {
+            ctx.emit(ReleaseInventory { order_id: order_id.clone() });
+            ctx.emit(ReleaseCredit { order_id: order_id.clone() });
+            ctx.emit(RefundPayment { order_id });
+        }
+        // Shipping answers a cancel request itself, and a shipped order waits for its worker.
+        OrderStatus::Canceling | OrderStatus::Shipped => {}
     }
 }
 
@@ -374,6 +370,50 @@ fn next_status(status: OrderStatus, target: Target) -> Option<OrderStatus> {
     }
 }
 
+/// The most orders one page of `orders.query.list` holds.
+pub const MAX_PAGE: u32 = 100;
+
+/// Where an order sorts in a list (newest first): its cursor.
+fn cursor(created_at: DateTime<Utc>, order_id: &str) -> String {
+    format!("{:020}:{order_id}", created_at.timestamp_micros().max(0))
+}
+
+/// Orders newest first, filtered and a page at a time. Reads every order
+/// of the store (fine for a shop's back office; an index would serve
+/// millions).
+async fn list(ctx: &QueryCtx<'_>, request: ListOrders) -> Result<OrderPage, QueryError> {
+    let limit = request.limit.unwrap_or(20);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(QueryError::BadRequest(format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
+    }
+    let mut orders: Vec<(String, OrderSummary)> = ctx
+        .scan::<Order>("order/")
+        .await?
+        .into_iter()
+        .map(|(_, order)| order)
+        .filter(|o| request.customer_id.as_ref().is_none_or(|c| *c == o.customer_id))
+        .filter(|o| request.status.is_none_or(|s| s == o.status))
+        .map(|o| {
+            let created_at = o.timeline.first().map_or_else(Utc::now, |e| e.at);
+            let summary = OrderSummary {
+                order_id: o.order_id,
+                customer_id: o.customer_id,
+                status: o.status,
+                total_cents: o.total_cents,
+                reason: o.reason,
+                created_at,
+            };
+            (cursor(created_at, &summary.order_id), summary)
+        })
+        .filter(|(key, _)| request.after.as_ref().is_none_or(|after| key < after))
+        .collect();
+    orders.sort_by(|a, b| b.0.cmp(&a.0));
+    let more = orders.len() > limit as usize;
+    orders.truncate(limit as usize);
+    let next = if more { orders.last().map(|(key, _)| key.clone()) } else { None };
+    Ok(OrderPage { orders: orders.into_iter().map(|(_, o)| o).collect(), next })
+}
+
 #[async_trait]
 impl Function for Orders {
     fn spec(&self) -> &'static FunctionSpec {
@@ -401,6 +441,10 @@ impl Function for Orders {
     }
 
     async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
+        if subject == ORDERS_QUERY_LIST {
+            let request: ListOrders = jetsaga_events::envelope::decode_json(subject, request)?;
+            return Ok(serde_json::to_value(list(ctx, request).await?).expect("pages serialize"));
+        }
         if subject != ORDERS_QUERY_GET {
             return Err(QueryError::NotFound(format!("order serves no query {subject}")));
         }
@@ -440,6 +484,37 @@ mod tests {
 
     fn scheduled(id: &str) -> ShipmentScheduled {
         ShipmentScheduled { order_id: id.into(), shipment_id: "s".into(), worker: "w".into() }
+    }
+
+    #[tokio::test]
+    async fn orders_are_listed_newest_first_by_customer_and_status_a_page_at_a_time() {
+        let t = TestFunction::new(Orders::default());
+        for id in ["o-1", "o-2", "o-3"] {
+            placed(&t, id).await;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let other = CreateOrder { customer_id: "c-2".into(), ..create(Some("o-9"), &[("p", 1)]) };
+        t.when(&other).await.single::<OrderCreated>();
+        t.when(&PaymentFailed { order_id: "o-2".into(), reason: "declined".into() }).await;
+        let page = |after: Option<String>, status: Option<OrderStatus>| ListOrders {
+            customer_id: Some("c-1".into()),
+            status,
+            limit: Some(2),
+            after,
+        };
+        let first: OrderPage = t.query(&page(None, None)).await.unwrap();
+        let ids: Vec<&str> = first.orders.iter().map(|o| o.order_id.as_str()).collect();
+        assert_eq!(ids, ["o-3", "o-2"]);
+        let second: OrderPage = t.query(&page(first.next.clone(), None)).await.unwrap();
+        let ids: Vec<&str> = second.orders.iter().map(|o| o.order_id.as_str()).collect();
+        assert_eq!((ids, second.next), (vec!["o-1"], None));
+        let failed: OrderPage = t.query(&page(None, Some(OrderStatus::Failed))).await.unwrap();
+        assert_eq!(failed.orders.len(), 1);
+        assert_eq!(failed.orders[0].reason.as_deref(), Some("declined"));
+        let everyone: OrderPage = t.query(&ListOrders { limit: Some(100), ..ListOrders::default() }).await.unwrap();
+        assert_eq!(everyone.orders.len(), 4);
+        let err = t.query::<_, OrderPage>(&ListOrders { limit: Some(0), ..ListOrders::default() }).await.unwrap_err();
+        assert_eq!((err.code(), err.to_string()), (400, "limit must be 1 to 100, got 0".into()));
     }
 
     #[tokio::test]
@@ -601,7 +676,7 @@ mod tests {
     async fn the_orchestrator_sends_each_step_its_command() {
         let t = TestFunction::new(Orders { mode: SagaMode::Orchestrated });
         let run = t.when(&create(Some("o-1"), &[("p", 2)])).await;
-        assert_eq!(run.emitted_types(), [INVENTORY_CMD_RESERVE, ORDERS_EVT_CREATED]);
+        assert_eq!(run.emitted_types(), [ORDERS_EVT_CREATED, INVENTORY_CMD_RESERVE]);
         let lines = vec![PricedLine { product_id: "p".into(), quantity: 2, unit_price_cents: 125 }];
         let reserved = InventoryReserved {
             order_id: "o-1".into(),

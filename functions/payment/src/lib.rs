@@ -3,9 +3,11 @@
 //! Deterministic failure rule: a charge under [`MIN_CHARGE_CENTS`] (one
 //! dollar) is declined, so the failure path can be driven from the outside.
 //!
-//! State: `payment/<order_id>` ([`Payment`]; `blocked` marks an order that
-//! ended before it was charged, so a late request never charges it).
+//! State: [`PAYMENTS`], one [`Payment`] hold per order (a tombstone marks
+//! an order that ended before it was charged, so a late request never
+//! charges it).
 
+use jetsaga_core::hold::Holds;
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, async_trait};
 use jetsaga_events::subjects::*;
 use jetsaga_events::*;
@@ -14,36 +16,20 @@ use serde::{Deserialize, Serialize};
 /// Charges below this many cents are declined.
 pub const MIN_CHARGE_CENTS: u64 = 100;
 
-/// State of one order's payment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentStatus {
-    /// Charged.
-    Executed,
-    /// Paid back.
-    Refunded,
-    /// The order ended before it was charged.
-    Blocked,
-}
-
-/// One order's payment.
+/// One order's charge (a [`Hold`](jetsaga_core::hold::Hold) under
+/// `payment/<order_id>`: held once executed, released when refunded).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payment {
-    /// The order.
-    pub order_id: String,
     /// The customer.
     pub customer_id: String,
     /// Amount charged.
     pub amount_cents: u64,
     /// Payment reference.
     pub payment_id: String,
-    /// State.
-    pub status: PaymentStatus,
 }
 
-fn key(order_id: &str) -> String {
-    format!("payment/{order_id}")
-}
+/// Every order's charge.
+pub static PAYMENTS: Holds<Payment> = Holds::new("payment");
 
 /// The payment function.
 #[derive(Clone, Copy, Debug, Default)]
@@ -58,6 +44,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     description: "Payments: charges the order total (under 100 cents is declined), refunds it",
     subscribes: &[CUSTOMERS_EVT_CREDIT_RESERVED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED],
     accepts: &[],
+    direct: &[],
     emits: &[PAYMENTS_EVT_EXECUTED, PAYMENTS_EVT_FAILED, PAYMENTS_EVT_REFUNDED],
     queries: &[],
 };
@@ -75,54 +62,34 @@ impl Payments {
         customer_id: &str,
         amount_cents: u64,
     ) -> Result<(), HandlerError> {
-        if ctx.get::<Payment>(&key(order_id)).await?.is_some() {
-            return Ok(());
+        if PAYMENTS.decided(ctx, order_id).await? {
+            return Ok(()); // charged before (or the order already ended)
         }
         if amount_cents < MIN_CHARGE_CENTS {
             let reason =
                 format!("payment of {amount_cents} cents declined: the minimum charge is {MIN_CHARGE_CENTS} cents");
             return Err(HandlerError::rejected(reason.clone(), &PaymentFailed { order_id: order_id.into(), reason }));
         }
-        let payment = Payment {
-            order_id: order_id.into(),
-            customer_id: customer_id.into(),
-            amount_cents,
-            payment_id: format!("pay-{order_id}"),
-            status: PaymentStatus::Executed,
-        };
-        ctx.put(&key(order_id), &payment);
+        let payment_id = format!("pay-{order_id}");
+        let payment = Payment { customer_id: customer_id.into(), amount_cents, payment_id: payment_id.clone() };
+        PAYMENTS.hold(ctx, order_id, payment);
         ctx.emit(PaymentExecuted {
             order_id: order_id.into(),
             customer_id: customer_id.into(),
             amount_cents,
-            payment_id: payment.payment_id,
+            payment_id,
         });
         Ok(())
     }
 
     /// Refunds a charge; blocks a later charge of the order.
     pub async fn refund(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<(), HandlerError> {
-        match ctx.get::<Payment>(&key(order_id)).await? {
-            None => {
-                let blocked = Payment {
-                    order_id: order_id.into(),
-                    customer_id: String::new(),
-                    amount_cents: 0,
-                    payment_id: String::new(),
-                    status: PaymentStatus::Blocked,
-                };
-                ctx.put(&key(order_id), &blocked);
-            }
-            Some(mut payment) if payment.status == PaymentStatus::Executed => {
-                payment.status = PaymentStatus::Refunded;
-                ctx.put(&key(order_id), &payment);
-                ctx.emit(PaymentRefunded {
-                    order_id: order_id.into(),
-                    amount_cents: payment.amount_cents,
-                    payment_id: payment.payment_id,
-                });
-            }
-            Some(_) => {}
+        if let Some(payment) = PAYMENTS.release(ctx, order_id).await? {
+            ctx.emit(PaymentRefunded {
+                order_id: order_id.into(),
+                amount_cents: payment.amount_cents,
+                payment_id: payment.payment_id,
+            });
         }
         Ok(())
     }
@@ -135,7 +102,7 @@ impl Function for Payments {
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
-        event.order_key().map(key).into_iter().collect()
+        event.order_key().map(|id| PAYMENTS.key(id)).into_iter().collect()
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
@@ -182,7 +149,8 @@ mod tests {
         let refunded: PaymentRefunded = t.when(&OrderCanceled { order_id: "o-1".into(), reason: None }).await.single();
         assert_eq!(refunded.amount_cents, 500);
         t.when(&OrderFailed { order_id: "o-1".into(), reason: "x".into(), step: None }).await.assert_nothing_emitted();
-        assert_eq!(t.state::<Payment>("payment/o-1").await.unwrap().status, PaymentStatus::Refunded);
+        let stored: jetsaga_core::hold::Hold<Payment> = t.state(&PAYMENTS.key("o-1")).await.unwrap();
+        assert_eq!(stored.state, jetsaga_core::hold::HoldState::Released);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 //! one that arrives after dispatch is answered by the scheduled event
 //! already on its way, and the order refuses the cancel.
 
+use jetsaga_core::hold::{HoldState, Holds};
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, async_trait};
 use jetsaga_events::subjects::*;
 use jetsaga_events::*;
@@ -20,34 +21,19 @@ use serde::{Deserialize, Serialize};
 /// Delivery workers orders are dispatched to.
 pub const WORKERS: [&str; 3] = ["courier-1", "courier-2", "courier-3"];
 
-/// State of one order's shipment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShipmentStatus {
-    /// Dispatched to a worker.
-    Scheduled,
-    /// The worker has it.
-    Informed,
-    /// Canceled (or ended) before dispatch: never ship.
-    Blocked,
-}
-
-/// One order's shipment.
+/// One order's shipment (a [`Hold`](jetsaga_core::hold::Hold) under
+/// `shipment/<order_id>`: held once dispatched, consumed when its worker
+/// has it, or a tombstone when the order was canceled or ended first).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shipment {
-    /// The order.
-    pub order_id: String,
     /// Shipment reference.
     pub shipment_id: String,
     /// Delivery worker.
     pub worker: String,
-    /// State.
-    pub status: ShipmentStatus,
 }
 
-fn key(order_id: &str) -> String {
-    format!("shipment/{order_id}")
-}
+/// Every order's shipment.
+pub static SHIPMENTS: Holds<Shipment> = Holds::new("shipment");
 
 /// FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
 fn stable_hash(text: &str) -> u64 {
@@ -69,6 +55,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     description: "Shipping: dispatches paid orders to a delivery worker; arbitrates cancel before dispatch",
     subscribes: &[PAYMENTS_EVT_EXECUTED, SHIPPING_EVT_SCHEDULED, ORDERS_EVT_CANCEL_REQUESTED, ORDERS_EVT_FAILED],
     accepts: &[],
+    direct: &[],
     emits: &[SHIPPING_EVT_SCHEDULED, SHIPPING_EVT_INFORMED, SHIPPING_EVT_FAILED, SHIPPING_EVT_CANCELED],
     queries: &[],
 };
@@ -79,6 +66,11 @@ pub static ORCHESTRATED_SPEC: FunctionSpec =
     FunctionSpec { subscribes: &[SHIPPING_CMD_SCHEDULE, SHIPPING_EVT_SCHEDULED, ORDERS_EVT_CANCEL_REQUESTED], ..SPEC };
 
 impl Shipping {
+    /// The shipping function of the `mode` saga, failing `failure_rate` of shipments.
+    pub fn new(mode: SagaMode, failure_rate: f64) -> Self {
+        Self { mode, ..Self::with_failure_rate(failure_rate) }
+    }
+
     /// A shipping function whose shipments fail for `failure_rate` of orders.
     pub fn with_failure_rate(failure_rate: f64) -> Self {
         Self { failure_rate: failure_rate.clamp(0.0, 1.0), mode: SagaMode::Choreographed }
@@ -91,21 +83,16 @@ impl Shipping {
 
     /// Dispatches the order to a delivery worker.
     pub async fn schedule(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<(), HandlerError> {
-        if ctx.get::<Shipment>(&key(order_id)).await?.is_some() {
-            return Ok(());
+        if SHIPMENTS.decided(ctx, order_id).await? {
+            return Ok(()); // dispatched before, or canceled first
         }
         if self.fails(order_id) {
             let reason = format!("no delivery worker accepted order {order_id}");
             return Err(HandlerError::rejected(reason.clone(), &ShipmentFailed { order_id: order_id.into(), reason }));
         }
         let worker = WORKERS[(stable_hash(order_id) % WORKERS.len() as u64) as usize].to_string();
-        let shipment = Shipment {
-            order_id: order_id.into(),
-            shipment_id: format!("shp-{order_id}"),
-            worker,
-            status: ShipmentStatus::Scheduled,
-        };
-        ctx.put(&key(order_id), &shipment);
+        let shipment = Shipment { shipment_id: format!("shp-{order_id}"), worker };
+        SHIPMENTS.hold(ctx, order_id, shipment.clone());
         ctx.emit(ShipmentScheduled {
             order_id: order_id.into(),
             shipment_id: shipment.shipment_id,
@@ -116,42 +103,22 @@ impl Shipping {
 
     /// Hands the scheduled shipment to its worker.
     pub async fn inform(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<(), HandlerError> {
-        let Some(mut shipment) = ctx.get::<Shipment>(&key(order_id)).await? else {
-            return Ok(());
-        };
-        if shipment.status != ShipmentStatus::Scheduled {
-            return Ok(());
+        if let Some(shipment) = SHIPMENTS.consume(ctx, order_id).await? {
+            ctx.emit(ShipmentInformed {
+                order_id: order_id.into(),
+                shipment_id: shipment.shipment_id,
+                worker: shipment.worker,
+            });
         }
-        shipment.status = ShipmentStatus::Informed;
-        ctx.put(&key(order_id), &shipment);
-        ctx.emit(ShipmentInformed {
-            order_id: order_id.into(),
-            shipment_id: shipment.shipment_id,
-            worker: shipment.worker,
-        });
         Ok(())
     }
 
-    /// Blocks an order that has not been dispatched. Returns whether it was blocked now.
-    async fn block(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<bool, HandlerError> {
-        if ctx.get::<Shipment>(&key(order_id)).await?.is_some() {
-            return Ok(false);
-        }
-        let blocked = Shipment {
-            order_id: order_id.into(),
-            shipment_id: String::new(),
-            worker: String::new(),
-            status: ShipmentStatus::Blocked,
-        };
-        ctx.put(&key(order_id), &blocked);
-        Ok(true)
-    }
-
-    /// Answers a cancel request: confirmed unless the order has been dispatched.
+    /// Answers a cancel request: confirmed unless the order has been
+    /// dispatched (then the scheduled event already on its way answers it).
     pub async fn cancel(&self, ctx: &mut Ctx<'_>, order_id: &str) -> Result<(), HandlerError> {
-        let blocked_now = self.block(ctx, order_id).await?;
-        let already_blocked = !blocked_now
-            && ctx.get::<Shipment>(&key(order_id)).await?.is_some_and(|s| s.status == ShipmentStatus::Blocked);
+        let blocked_now = SHIPMENTS.block(ctx, order_id).await?;
+        let already_blocked =
+            !blocked_now && SHIPMENTS.get(ctx, order_id).await?.is_some_and(|s| s.state == HoldState::Blocked);
         if blocked_now || already_blocked {
             ctx.emit(ShipmentCanceled { order_id: order_id.into() });
         }
@@ -166,7 +133,7 @@ impl Function for Shipping {
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
-        event.order_key().map(key).into_iter().collect()
+        event.order_key().map(|id| SHIPMENTS.key(id)).into_iter().collect()
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
@@ -175,7 +142,7 @@ impl Function for Shipping {
             SHIPPING_CMD_SCHEDULE => self.schedule(ctx, &event.data_as::<ScheduleShipment>()?.order_id).await,
             SHIPPING_EVT_SCHEDULED => self.inform(ctx, &event.data_as::<ShipmentScheduled>()?.order_id).await,
             ORDERS_EVT_CANCEL_REQUESTED => self.cancel(ctx, &event.data_as::<OrderCancelRequested>()?.order_id).await,
-            ORDERS_EVT_FAILED => self.block(ctx, &event.data_as::<OrderFailed>()?.order_id).await.map(|_| ()),
+            ORDERS_EVT_FAILED => SHIPMENTS.block(ctx, &event.data_as::<OrderFailed>()?.order_id).await.map(|_| ()),
             other => Err(HandlerError::malformed(format!("shipping does not handle {other}"))),
         }
     }

@@ -129,9 +129,6 @@ pub struct Config {
     /// so every process provisions the same stream whichever functions it
     /// hosts and whichever starts first.
     pub stream_subjects: Vec<String>,
-    /// Test hook: abort the process right after this function commits a
-    /// batch and before it publishes, to prove crash recovery.
-    pub crash_after_commit: Option<String>,
 }
 
 impl Default for Config {
@@ -161,7 +158,6 @@ impl Default for Config {
             inbox_retention: Duration::from_secs(21 * 24 * 3600),
             stream_subjects: Vec::new(),
             provision: true,
-            crash_after_commit: None,
         }
     }
 }

@@ -33,6 +33,8 @@ use crate::publisher::Publisher;
 enum Kind {
     Query,
     Command,
+    /// A command never kept in a stream (see `FunctionSpec::direct`).
+    Direct,
     Outbox,
 }
 
@@ -41,6 +43,12 @@ enum Kind {
 /// not published yet, and how old the oldest is (`jetsaga status`).
 pub fn outbox_subject(function: &str) -> String {
     format!("$JETSAGA.OUTBOX.{function}")
+}
+
+/// The reply-inbox prefix of a function's connection, `_INBOX_<function>`:
+/// its NATS user may read replies there and nowhere else.
+pub fn inbox_prefix(function: &str) -> String {
+    format!("_INBOX_{function}")
 }
 
 /// Outbox records counted at most by the outbox endpoint.
@@ -64,8 +72,12 @@ pub(crate) async fn serve(
         .await
         .map_err(err)?;
     let mut endpoints = Vec::new();
-    let subjects =
-        spec.queries.iter().map(|s| (*s, Kind::Query)).chain(spec.accepts.iter().map(|s| (*s, Kind::Command)));
+    let subjects = spec
+        .queries
+        .iter()
+        .map(|s| (*s, Kind::Query))
+        .chain(spec.accepts.iter().map(|s| (*s, Kind::Command)))
+        .chain(spec.direct.iter().map(|s| (*s, Kind::Direct)));
     for (subject, kind) in subjects {
         let name = subject.replace('.', "_");
         let endpoint = service.endpoint_builder().name(name).add(subject).await.map_err(err)?;
@@ -107,6 +119,10 @@ pub(crate) async fn serve(
                                     None => return,
                                 }
                             }
+                            Kind::Direct => match direct(&publisher, &batcher, subject, &request).await {
+                                Some(answer) => answer,
+                                None => return,
+                            },
                             Kind::Outbox => backlog(&publisher).await,
                         };
                         respond(&request, subject, reply).await;
@@ -259,18 +275,46 @@ async fn accept(
             ))
         }));
     };
+    Some(process_now(publisher, batcher, subject, request, id).await)
+}
+
+/// Takes one command that is never kept in a stream because it carries a
+/// secret: processed here at once, under its `Nats-Msg-Id` or a fresh id.
+/// `None`: a plain publish, which nobody could be answered about and no
+/// stream keeps, so it is ignored.
+async fn direct(publisher: &Publisher, batcher: &CommandBatcher, subject: &str, request: &Request) -> Option<Answer> {
+    let message = &request.message;
+    message.reply.as_ref()?;
+    let headers = message.headers.as_ref();
+    if let Err(reason) = intake_check(subject, message.payload.len(), headers) {
+        return Some(Err((400, reason)));
+    }
+    let id = client_id(headers).map_or_else(ids::new_id, str::to_string);
+    Some(process_now(publisher, batcher, subject, request, &id).await)
+}
+
+/// Processes a command at once through the engine under `id`, publishes
+/// what it caused and answers.
+async fn process_now(
+    publisher: &Publisher,
+    batcher: &CommandBatcher,
+    subject: &str,
+    request: &Request,
+    id: &str,
+) -> Answer {
+    let message = &request.message;
     let envelope = match command_envelope(subject, &message.payload, Some(id), id, Utc::now()) {
         Ok(envelope) => envelope,
-        Err(e) => return Some(Err((400, e.to_string()))),
+        Err(e) => return Err((400, e.to_string())),
     };
-    let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
+    let traceparent = header(message.headers.as_ref(), TRACEPARENT_HEADER).map(str::to_string);
     let incoming = Incoming { envelope, traceparent };
     let outcome = batcher.process(incoming.clone()).await;
     if let Some(records) = outcome.outbox() {
         // Committed: even if a publish fails now, the relay publishes it later.
         publisher.publish(records).await;
     }
-    Some(answer_of(&outcome, &incoming.envelope))
+    answer_of(&outcome, &incoming.envelope)
 }
 
 /// The identity a client gave its command (`Nats-Msg-Id`), if any: such a
@@ -345,7 +389,10 @@ async fn respond(request: &Request, subject: &str, reply: Result<Value, (u16, St
         Err((code, error)) => {
             let body = json!({"code": code, "error": error});
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Service-Error", error.as_str());
+            // A header value is one line of printable text (an id quoted in
+            // the message may hold anything); the body keeps the message whole.
+            let line: String = error.chars().take(512).map(|c| if c.is_control() { ' ' } else { c }).collect();
+            headers.insert("Nats-Service-Error", line.as_str());
             headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
             request.respond_with_headers(Ok(body.to_string().into()), headers).await
         }

@@ -11,7 +11,7 @@ use jetsaga_core::{Incoming, OutboxRecord, Outcome, Processor, command_envelope}
 use jetsaga_events::subjects::{self, SubjectKind};
 use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::answers::{Answer, Answers, command_key};
 use crate::publisher::Publisher;
@@ -145,13 +145,6 @@ impl Worker {
             }
         }
         let outcomes = self.engine.process(&incoming).await;
-        if let Some(function) = &self.config.crash_after_commit
-            && function == self.engine.name()
-            && outcomes.iter().any(|o| o.outbox().is_some_and(|r| !r.is_empty()))
-        {
-            error!("crash_after_commit is set: aborting after the commit, before publishing");
-            std::process::abort();
-        }
         let records: Vec<OutboxRecord> = outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
         let mut published = self.publisher.publish(&records).await.into_iter();
         let mut answers: Vec<Option<Answer>> = vec![None; batch.len()];

@@ -172,6 +172,8 @@ impl Processor for LambdaProcessor {
             Ok(Response::Query { error: Some(e), .. }) => Err(match e.code {
                 400 => QueryError::BadRequest(e.error),
                 404 => QueryError::NotFound(e.error),
+                401 => QueryError::Unauthorized(e.error),
+                429 => QueryError::TooManyRequests(e.error),
                 _ => QueryError::Internal(e.error),
             }),
             Ok(other) => Err(QueryError::Internal(format!("unexpected answer {other:?}"))),

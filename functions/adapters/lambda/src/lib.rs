@@ -80,6 +80,16 @@ fn bad_request(message: String) -> Diagnostic {
     Diagnostic { error_type: "Jetsaga.BadRequest".into(), error_message: message }
 }
 
+/// The bootstrap binary every function runs (`functions/bootstrap`;
+/// cargo-lambda packages it as `bootstrap`).
+pub const BOOTSTRAP_BINARY: &str = "jetsaga-bootstrap";
+
+/// The Lambda function name of a saga function, `jetsaga-<function>`
+/// (the deploy template adds its own prefix instead).
+pub fn function_name(function: &str) -> String {
+    format!("jetsaga-{function}")
+}
+
 /// The DynamoDB table of a function: `JETSAGA_TABLE`, or `jetsaga-<function>`.
 pub fn table_name(function: &str) -> String {
     std::env::var("JETSAGA_TABLE").unwrap_or_else(|_| format!("jetsaga-{function}"))
@@ -91,7 +101,7 @@ pub fn table_name(function: &str) -> String {
 /// `JETSAGA_CREATE_TABLE=1` to create the table on start (local runs; the
 /// deploy template creates it in AWS), `AWS_ENDPOINT_URL` for a local
 /// DynamoDB-compatible endpoint.
-pub async fn serve(function: impl Function) -> Result<(), lambda_runtime::Error> {
+pub async fn serve(function: Arc<dyn Function>) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let name = function.spec().name;
     let store = DynamoStore::from_env(table_name(name))?;
@@ -99,7 +109,7 @@ pub async fn serve(function: impl Function) -> Result<(), lambda_runtime::Error>
         store.create_table_if_missing().await?;
     }
     tracing::info!(function = name, table = store.table(), backend = store.backend(), "ready");
-    let engine = Engine::new(Arc::new(function), Arc::new(store));
+    let engine = Engine::new(function, Arc::new(store));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Request>| {
         let engine = engine.clone();
         async move { handle(&engine, event.payload).await }

@@ -22,7 +22,7 @@ pub(crate) enum Params {
 
 /// A value bound to a parameter.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Bind<'a> {
+pub enum Bind<'a> {
     Text(&'a str),
     MaybeText(Option<&'a str>),
     Blob(&'a [u8]),
@@ -31,7 +31,7 @@ pub(crate) enum Bind<'a> {
 
 /// What a failed check means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// An input event is already in the inbox.
     Duplicate,
     /// A write condition failed.
@@ -51,7 +51,7 @@ pub(crate) enum Check {
 
 /// One statement of a commit.
 #[derive(Debug)]
-pub(crate) struct Step<'a> {
+pub struct Step<'a> {
     pub(crate) sql: String,
     pub(crate) binds: Vec<Bind<'a>>,
     pub(crate) check: Check,

@@ -1,0 +1,125 @@
+//! The HTTP gateway: one more thin adapter, beside JetStream and Lambda.
+//!
+//! An axum [`Router`] that turns REST calls into the saga's NATS commands
+//! and queries, exactly as any NATS client could send them: it holds no
+//! business rule and no state of its own (a per-client login throttle
+//! aside). It knows who is calling from a session token (see [`auth`]) and
+//! never takes a customer from a request body. Errors are RFC 9457
+//! problem documents ([`problem`]).
+//!
+//! Endpoints (JSON):
+//!
+//! | method and path | who | what |
+//! |---|---|---|
+//! | `POST /api/users` | anyone | sign up: `{email, password, name}` → 201 the user (and their customer) |
+//! | `POST /api/session` | anyone | log in: `{email, password}` → the user, a token, and the session cookie |
+//! | `DELETE /api/session` | signed in | log out: every token issued so far stops working |
+//! | `GET /api/me` | signed in | the user |
+//! | `GET /api/products` | anyone | the catalog |
+//! | `POST /api/orders` | signed in | `{items}` (`Idempotency-Key` header: the same key twice makes one order) → 202 |
+//! | `GET /api/orders?status=&limit=&after=` | signed in | the caller's orders, newest first, a page at a time |
+//! | `GET /api/orders/{id}` | its customer, admins | status, items, total, reason, timeline (404 for anyone else) |
+//! | `POST /api/orders/{id}/cancel` | its customer, admins | `{reason?}` → 202 |
+//! | `GET /api/orders/{id}/events` | its customer, admins | the saga live as server-sent events, resumable with `Last-Event-ID` |
+//! | `GET /api/sagas?status=&customer_id=&limit=&after=` | admins | every order, newest first |
+//! | `GET /api/customers`, `GET /api/customers/{id}`, `POST /api/customers` | admins | customers and their credit |
+//! | `PUT /api/products/{id}` | admins | `{name, price_cents, stock}` → the product |
+//! | `GET /api/openapi.json` | anyone | this API as an OpenAPI 3.1 document |
+//! | `GET /api/docs` | anyone | a page that lists the operations of that document (no CDN) |
+//! | `GET /healthz` | anyone | the process runs |
+//! | `GET /readyz` | anyone | connected to NATS and the saga's streams exist (else 503) |
+//! | `GET /metrics` | anyone | Prometheus text: requests by route, method and status; latency histograms; saga outcomes |
+
+pub mod api;
+pub mod auth;
+pub mod live;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use auth::Keys;
+
+/// The largest request body accepted (larger: 413).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a request may take before the caller gets a 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What every handler works with.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The saga, over NATS.
+    pub nats: async_nats::Client,
+    /// The token signing key.
+    pub keys: Keys,
+    /// Whether the gateway is served over TLS (cookies get `Secure`).
+    pub secure_cookies: bool,
+    /// Failed logins per client.
+    pub throttle: auth::Throttle,
+    /// Requests and latencies, for `GET /metrics`.
+    pub metrics: metrics::Metrics,
+    /// Origins whose pages may call the API from a browser (CORS); none by default.
+    pub cors_origins: Vec<HeaderValue>,
+}
+
+impl Gateway {
+    /// A gateway over `nats`, signing tokens with `keys`.
+    pub fn new(nats: async_nats::Client, keys: Keys) -> Self {
+        Self {
+            nats,
+            keys,
+            secure_cookies: false,
+            throttle: auth::Throttle::default(),
+            metrics: metrics::Metrics::default(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// The gateway's routes, with its limits and security headers.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        metrics::count_outcomes(Arc::downgrade(&gateway));
+    }
+    // Cross-origin calls only from the origins configured, with credentials
+    // (the session cookie); none by default, and the UI is same-origin.
+    let cors = (!gateway.cors_origins.is_empty()).then(|| {
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(gateway.cors_origins.clone())
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::PUT,
+                axum::http::Method::DELETE,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::HeaderName::from_static("idempotency-key"),
+            ])
+            .allow_credentials(true)
+    });
+    let router = api::routes()
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
+        .with_state(gateway)
+        // Enforced by the body extractors, so that a large body gets a 413 problem.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}

@@ -1,0 +1,97 @@
+//! An order's saga, live: server-sent events read from the `SAGA` stream.
+//!
+//! Each event of the order becomes one SSE event: `id` is its stream
+//! sequence, `event` its subject, `data` the envelope. A client that
+//! reconnects sends the last id it saw (`Last-Event-ID`) and gets what
+//! followed, nothing twice; the stream ends after the order's terminal
+//! event (`orders.evt.completed`, `failed` or `canceled`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use jetsaga_events::Envelope;
+use jetsaga_events::subjects::{ORDERS_EVT_CANCELED, ORDERS_EVT_COMPLETED, ORDERS_EVT_FAILED};
+
+use crate::Gateway;
+use crate::auth::Session;
+use crate::problem::Problem;
+
+/// The stream the saga's events are in.
+pub const SAGA_STREAM: &str = "SAGA";
+
+/// How long a live view stays open at most (the client reconnects with
+/// `Last-Event-ID` and loses nothing).
+pub const MAX_LIVE: Duration = Duration::from_secs(15 * 60);
+
+const TERMINAL: [&str; 3] = [ORDERS_EVT_COMPLETED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED];
+
+/// `GET /api/orders/{id}/events`.
+pub(crate) async fn order_events(
+    State(gateway): State<Arc<Gateway>>,
+    session: Session,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let order = crate::api::visible_order(&gateway, &session, &id).await?;
+    let deliver_policy = match headers.get("Last-Event-ID") {
+        Some(value) => {
+            let seen: u64 = value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+                Problem::bad_request("Last-Event-ID must be an event id this stream sent").field("Last-Event-ID")
+            })?;
+            consumer::DeliverPolicy::ByStartSequence { start_sequence: seen + 1 }
+        }
+        // From just before the order was created: its first event is later.
+        None => match order.timeline.first() {
+            Some(first) => consumer::DeliverPolicy::ByStartTime { start_time: first.at - chrono::Duration::seconds(1) },
+            None => consumer::DeliverPolicy::All,
+        },
+    };
+    let js = jetstream::new(gateway.nats.clone());
+    let unavailable = |e: &dyn std::fmt::Display| Problem::unavailable(format!("cannot read the saga stream: {e}"));
+    let stream = js.get_stream(SAGA_STREAM).await.map_err(|e| unavailable(&e))?;
+    let reader = stream
+        .create_consumer(consumer::pull::OrderedConfig { deliver_policy, ..Default::default() })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let messages = reader.messages().await.map_err(|e| unavailable(&e))?;
+    let order_id = id;
+    let events = futures::stream::unfold((messages, false), move |(mut messages, ended)| {
+        let order_id = order_id.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let message = match messages.next().await {
+                    Some(Ok(message)) => message,
+                    Some(Err(_)) | None => return None, // the client reconnects with Last-Event-ID
+                };
+                let Ok(envelope) = Envelope::decode(&message.payload) else { continue };
+                if envelope.order_id.as_deref() != Some(order_id.as_str()) {
+                    continue;
+                }
+                let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+                let terminal = TERMINAL.contains(&envelope.event_type.as_str());
+                let event = Event::default()
+                    .id(sequence.to_string())
+                    .event(envelope.event_type.clone())
+                    .data(String::from_utf8_lossy(&envelope.encode()));
+                return Some((Ok(event), (messages, terminal)));
+            }
+        }
+    });
+    let bounded = for_at_most(events, MAX_LIVE);
+    Ok(Sse::new(bounded).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Ends `events` after `limit`.
+fn for_at_most<S: Stream + Send + 'static>(events: S, limit: Duration) -> impl Stream<Item = S::Item> {
+    let deadline = tokio::time::sleep(limit);
+    events.take_until(deadline)
+}

@@ -1,0 +1,139 @@
+//! What the shared store needs of a database driver, and the few generic
+//! helpers both drivers use to bind parameters and read columns.
+
+use std::sync::Arc;
+
+use jetsaga_core::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
+
+use crate::plan::{Bind, Refusal, Step};
+
+/// The type of a column a statement returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Column {
+    Text,
+    MaybeText,
+    Blob,
+    Int,
+}
+
+/// One value read from a row, as its [`Column`] said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Text(String),
+    MaybeText(Option<String>),
+    Blob(Vec<u8>),
+    Int(i64),
+}
+
+impl Cell {
+    pub(crate) fn text(self) -> String {
+        match self {
+            Self::Text(s) => s,
+            Self::MaybeText(s) => s.unwrap_or_default(),
+            other => unreachable!("read as text: {other:?}"),
+        }
+    }
+
+    pub(crate) fn maybe_text(self) -> Option<String> {
+        match self {
+            Self::MaybeText(s) => s,
+            Self::Text(s) => Some(s),
+            other => unreachable!("read as optional text: {other:?}"),
+        }
+    }
+
+    pub(crate) fn blob(self) -> Vec<u8> {
+        match self {
+            Self::Blob(b) => b,
+            other => unreachable!("read as a blob: {other:?}"),
+        }
+    }
+
+    pub(crate) fn int(self) -> i64 {
+        match self {
+            Self::Int(i) => i,
+            other => unreachable!("read as an integer: {other:?}"),
+        }
+    }
+}
+
+/// Why a commit's statements did not all hold.
+#[derive(Debug)]
+pub struct Refused {
+    pub(crate) refusal: Refusal,
+    /// The culprit, when the statement named it.
+    pub(crate) key: Option<String>,
+}
+
+/// A database the shared [`SqlStore`](crate::SqlStore) runs on
+/// ([`SqliteDriver`](crate::SqliteDriver), [`PostgresDriver`](crate::PostgresDriver)).
+#[async_trait]
+pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
+    /// `sqlite` or `postgres`, for errors and `Store::backend`.
+    const BACKEND: &'static str;
+
+    /// Runs a query and reads every row's `columns`. `cached`: prepare
+    /// once and keep the statement (for statements that recur).
+    async fn fetch(
+        &self,
+        sql: Arc<str>,
+        binds: &[Bind<'_>],
+        columns: &[Column],
+        cached: bool,
+    ) -> Result<Vec<Vec<Cell>>, sqlx::Error>;
+
+    /// Runs a statement; returns the rows it affected.
+    async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>], cached: bool) -> Result<u64, sqlx::Error>;
+
+    /// Runs a commit's statements in one transaction, committed if every
+    /// check held and rolled back otherwise (saying which refused).
+    async fn transact(&self, steps: &[Step<'_>], cached: bool) -> Result<Option<Refused>, sqlx::Error>;
+}
+
+/// Binds a statement's values in order.
+pub(crate) fn bind_all<'q, DB>(
+    mut query: sqlx::query::Query<'q, DB, <DB as Database>::Arguments>,
+    binds: impl IntoIterator<Item = &'q Bind<'q>>,
+) -> sqlx::query::Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+{
+    for bind in binds {
+        query = match *bind {
+            Bind::Text(v) => query.bind(v),
+            Bind::MaybeText(v) => query.bind(v),
+            Bind::Blob(v) => query.bind(v),
+            Bind::Int(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+/// Reads `columns` from a row.
+pub(crate) fn cells<R>(row: &R, columns: &[Column]) -> Result<Vec<Cell>, sqlx::Error>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            Ok(match column {
+                Column::Text => Cell::Text(row.try_get(i)?),
+                Column::MaybeText => Cell::MaybeText(row.try_get(i)?),
+                Column::Blob => Cell::Blob(row.try_get(i)?),
+                Column::Int => Cell::Int(row.try_get(i)?),
+            })
+        })
+        .collect()
+}

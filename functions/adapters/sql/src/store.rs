@@ -1,0 +1,254 @@
+//! The store, written once for every driver: statements, reads, the
+//! commit and, after a refused commit, which key or event refused it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use jetsaga_core::{Commit, CommitError, Item, OutboxRecord, Store, StoreError, async_trait, net_changes};
+
+use crate::driver::{Cell, Column, Driver, Refused};
+use crate::plan::{Bind, Params, Refusal, Tables, commit_steps, first_conflict, list};
+
+/// The fixed statements of one store, with table names resolved.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    tables: Tables,
+    params: Params,
+    get: Arc<str>,
+    scan: Arc<str>,
+    inbox_get: Arc<str>,
+    inbox_receipt: Arc<str>,
+    inbox_sweep: Arc<str>,
+    outbox_for_event: Arc<str>,
+    outbox_pending: Arc<str>,
+}
+
+impl Statements {
+    /// `prefix` qualifies table names (`"schema".` for PostgreSQL, empty for SQLite).
+    pub(crate) fn new(prefix: &str, params: Params) -> Self {
+        let s = |sql: String| -> Arc<str> { sql.into() };
+        let p = |n: usize| match params {
+            Params::Positional => "?".to_string(),
+            Params::Numbered => format!("${n}"),
+        };
+        Self {
+            tables: Tables::new(prefix),
+            params,
+            get: s(format!("SELECT value, version FROM {prefix}kv WHERE key = {}", p(1))),
+            scan: s(format!(
+                "SELECT key, value, version FROM {prefix}kv WHERE key >= {} AND key < {} ORDER BY key",
+                p(1),
+                p(2)
+            )),
+            inbox_get: s(format!("SELECT 1 FROM {prefix}inbox WHERE event_id = {}", p(1))),
+            inbox_receipt: s(format!("SELECT receipt FROM {prefix}inbox WHERE event_id = {}", p(1))),
+            // An input whose events are still in the outbox keeps its record:
+            // a redelivery must find them.
+            inbox_sweep: s(format!(
+                "DELETE FROM {prefix}inbox WHERE processed_at_ms < {} \
+                 AND NOT EXISTS (SELECT 1 FROM {prefix}outbox o WHERE o.event_id = {prefix}inbox.event_id)",
+                p(1)
+            )),
+            outbox_for_event: s(format!(
+                "SELECT id, subject, payload, traceparent FROM {prefix}outbox WHERE event_id = {} ORDER BY seq",
+                p(1)
+            )),
+            outbox_pending: s(format!(
+                "SELECT id, subject, payload, traceparent FROM {prefix}outbox ORDER BY seq LIMIT {}",
+                p(1)
+            )),
+        }
+    }
+
+    /// `SELECT key, value, version … WHERE key IN (…)` for `n` keys.
+    fn get_many(&self, n: usize) -> Arc<str> {
+        format!("SELECT key, value, version FROM {} WHERE key IN ({})", self.tables.kv, list(self.params, n)).into()
+    }
+
+    /// `DELETE FROM outbox WHERE id IN (…)` for `n` ids.
+    fn outbox_delete(&self, n: usize) -> Arc<str> {
+        format!("DELETE FROM {} WHERE id IN ({})", self.tables.outbox, list(self.params, n)).into()
+    }
+}
+
+/// Keys per `IN (…)` list.
+const KEYS_PER_STATEMENT: usize = 500;
+
+/// Statement texts that vary with the batch are cached only for the small
+/// batches that recur (a steady trickle of single events); big batches
+/// rarely repeat their shape.
+const CACHED_UP_TO: usize = 2;
+
+const ITEM: [Column; 2] = [Column::Blob, Column::Int];
+const KEYED_ITEM: [Column; 3] = [Column::Text, Column::Blob, Column::Int];
+const OUTBOX_RECORD: [Column; 4] = [Column::Text, Column::Text, Column::Blob, Column::MaybeText];
+
+/// Exclusive upper bound of the keys starting with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}{}", char::MAX)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn item(value: Cell, version: Cell) -> Item {
+    Item { value: value.blob(), version: version.int() as u64 }
+}
+
+fn keyed_item(row: Vec<Cell>) -> (String, Item) {
+    let [key, value, version]: [Cell; 3] = row.try_into().expect("three columns asked for");
+    (key.text(), item(value, version))
+}
+
+fn outbox_record(row: Vec<Cell>) -> OutboxRecord {
+    let [id, subject, payload, traceparent]: [Cell; 4] = row.try_into().expect("four columns asked for");
+    OutboxRecord {
+        id: id.text(),
+        subject: subject.text(),
+        payload: payload.blob(),
+        traceparent: traceparent.maybe_text(),
+    }
+}
+
+/// A function's store on a SQL database: see [`crate::SqliteStore`] and
+/// [`crate::PostgresStore`].
+#[derive(Debug)]
+pub struct SqlStore<D> {
+    pub(crate) driver: Arc<D>,
+    pub(crate) sql: Arc<Statements>,
+}
+
+impl<D> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self { driver: self.driver.clone(), sql: self.sql.clone() }
+    }
+}
+
+impl<D: Driver> SqlStore<D> {
+    pub(crate) fn new(driver: D, sql: Statements) -> Self {
+        Self { driver: Arc::new(driver), sql: Arc::new(sql) }
+    }
+
+    fn error(e: sqlx::Error) -> StoreError {
+        StoreError::new(D::BACKEND, e.to_string())
+    }
+
+    async fn fetch(
+        &self,
+        sql: &Arc<str>,
+        binds: &[Bind<'_>],
+        columns: &[Column],
+    ) -> Result<Vec<Vec<Cell>>, StoreError> {
+        self.driver.fetch(sql.clone(), binds, columns, true).await.map_err(Self::error)
+    }
+
+    /// Works out, after a refused commit was rolled back, which event or key refused it.
+    async fn culprit(&self, commits: &[Commit], refused: Refused) -> CommitError {
+        match refused {
+            Refused { refusal: Refusal::Conflict, key: Some(key) } => CommitError::Conflict { key },
+            Refused { refusal: Refusal::Conflict, key: None } => {
+                let changes = net_changes(commits);
+                let keys: Vec<String> = changes.iter().map(|c| c.key.to_string()).collect();
+                match self.get_many(&keys).await {
+                    Ok(current) => {
+                        let key = first_conflict(&changes, &current).unwrap_or(&keys[0]);
+                        CommitError::Conflict { key: key.to_string() }
+                    }
+                    Err(e) => CommitError::Store(e),
+                }
+            }
+            Refused { refusal: Refusal::Duplicate, .. } => {
+                for commit in commits {
+                    match self.processed(&commit.event_id).await {
+                        Ok(Some(_)) => return CommitError::Duplicate { event_id: commit.event_id.clone() },
+                        Ok(None) => {}
+                        Err(e) => return CommitError::Store(e),
+                    }
+                }
+                // Inbox rows outlive redeliveries, so this is not expected: name the first event.
+                CommitError::Duplicate { event_id: commits[0].event_id.clone() }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<D: Driver> Store for SqlStore<D> {
+    fn backend(&self) -> &'static str {
+        D::BACKEND
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        let rows = self.fetch(&self.sql.get, &[Bind::Text(key)], &ITEM).await?;
+        Ok(rows.into_iter().next().map(|row| {
+            let [value, version]: [Cell; 2] = row.try_into().expect("two columns asked for");
+            item(value, version)
+        }))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
+        let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+            let binds: Vec<Bind<'_>> = chunk.iter().map(|k| Bind::Text(k)).collect();
+            let sql = self.sql.get_many(chunk.len());
+            let rows =
+                self.driver.fetch(sql, &binds, &KEYED_ITEM, chunk.len() <= CACHED_UP_TO).await.map_err(Self::error)?;
+            found.extend(rows.into_iter().map(keyed_item));
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, Item)>, StoreError> {
+        let end = prefix_end(prefix);
+        let rows = self.fetch(&self.sql.scan, &[Bind::Text(prefix), Bind::Text(&end)], &KEYED_ITEM).await?;
+        Ok(rows.into_iter().map(keyed_item).collect())
+    }
+
+    async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
+        let mut ids = HashSet::with_capacity(commits.len());
+        if let Some(twice) = commits.iter().find(|c| !ids.insert(c.event_id.as_str())) {
+            return Err(CommitError::Duplicate { event_id: twice.event_id.clone() });
+        }
+        let changes = net_changes(commits);
+        let steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
+        match self.driver.transact(&steps, commits.len() <= CACHED_UP_TO).await.map_err(Self::error)? {
+            None => Ok(()),
+            Some(refused) => Err(self.culprit(commits, refused).await),
+        }
+    }
+
+    async fn processed(&self, event_id: &str) -> Result<Option<Vec<OutboxRecord>>, StoreError> {
+        if self.fetch(&self.sql.inbox_get, &[Bind::Text(event_id)], &[]).await?.is_empty() {
+            return Ok(None);
+        }
+        let rows = self.fetch(&self.sql.outbox_for_event, &[Bind::Text(event_id)], &OUTBOX_RECORD).await?;
+        Ok(Some(rows.into_iter().map(outbox_record).collect()))
+    }
+
+    async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        let limit = Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.fetch(&self.sql.outbox_pending, &[limit], &OUTBOX_RECORD).await?;
+        Ok(rows.into_iter().map(outbox_record).collect())
+    }
+
+    async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.fetch(&self.sql.inbox_receipt, &[Bind::Text(event_id)], &[Column::MaybeText]).await?;
+        Ok(rows.into_iter().next().and_then(|row| row.into_iter().next()).and_then(Cell::maybe_text))
+    }
+
+    async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        let binds = [Bind::Int(before.timestamp_millis())];
+        self.driver.execute(self.sql.inbox_sweep.clone(), &binds, true).await.map_err(Self::error)
+    }
+
+    async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        // Each chunk on its own: removing a published record twice is harmless.
+        for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+            let binds: Vec<Bind<'_>> = chunk.iter().map(|id| Bind::Text(id)).collect();
+            let sql = self.sql.outbox_delete(chunk.len());
+            self.driver.execute(sql, &binds, chunk.len() <= CACHED_UP_TO).await.map_err(Self::error)?;
+        }
+        Ok(())
+    }
+}

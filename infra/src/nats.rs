@@ -1,0 +1,190 @@
+//! The NATS cluster configuration: an `admin` user, one user per function
+//! allowed exactly its subjects, and a `bridge` user with their union.
+
+use jetsaga_core::FunctionSpec;
+
+use crate::cloudformation::deployable;
+
+/// The subjects a process hosting `specs` as NATS user `user` needs, and
+/// nothing more: publish what its functions emit, its dead letters, and
+/// read and ack its own consumers; receive its commands and queries and
+/// the replies sent to its own inbox prefix (`_INBOX_<user>`). No stream or
+/// consumer management: `jetsaga provision` does that as `admin`.
+fn permissions(user: &str, specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
+    let mut publish = Vec::new();
+    let mut subscribe = vec![
+        format!("{}.>", jetsaga_jetstream::service::inbox_prefix(user)),
+        "$SRV.PING".into(),
+        "$SRV.INFO".into(),
+        "$SRV.STATS".into(),
+    ];
+    for spec in specs {
+        let name = spec.name;
+        publish.extend(spec.emits.iter().map(|s| s.to_string()));
+        publish.push(format!("dlq.{name}"));
+        let defaults = jetsaga_jetstream::Config::default();
+        let streams =
+            [(&defaults.stream, !spec.subscribes.is_empty()), (&defaults.command_stream, !spec.accepts.is_empty())];
+        for (stream, _) in streams.iter().filter(|(_, consumes)| *consumes) {
+            publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.{name}"));
+            publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"));
+            publish.push(format!("$JS.ACK.{stream}.{name}.>"));
+        }
+        if !spec.accepts.is_empty() {
+            // Whether the command stream exists (was a request's command kept?),
+            // and answers to requests for commands processed from it.
+            publish.push(format!("$JS.API.STREAM.INFO.{}", defaults.command_stream));
+            let answers = jetsaga_jetstream::answers::answer_subject(name, "*");
+            publish.push(answers.clone());
+            publish.push(jetsaga_jetstream::answers::claim_subject(name, "*"));
+            subscribe.push(answers);
+        }
+        subscribe.extend(spec.queries.iter().chain(spec.accepts).chain(spec.direct).map(|s| s.to_string()));
+        subscribe.push(jetsaga_jetstream::service::outbox_subject(name));
+        subscribe.push(format!("$SRV.*.{name}"));
+        subscribe.push(format!("$SRV.*.{name}.>"));
+    }
+    publish.sort();
+    publish.dedup();
+    subscribe.sort();
+    subscribe.dedup();
+    (publish, subscribe)
+}
+
+fn quoted(subjects: &[String]) -> String {
+    subjects.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+}
+
+/// The HTTP gateway's subjects: the commands and queries clients send
+/// (every function's `accepts`, `direct` and `queries`), and the replies to
+/// its own inbox prefix; and, for an order's live events, ephemeral ordered
+/// consumers on the saga stream, never a function's own consumer (denied by
+/// name). No event, no other stream.
+fn gateway_permissions(specs: &[&FunctionSpec]) -> Permissions {
+    let stream = jetsaga_jetstream::Config::default().stream;
+    let mut publish: Vec<String> = specs
+        .iter()
+        .flat_map(|spec| spec.accepts.iter().chain(spec.direct).chain(spec.queries))
+        .map(|s| s.to_string())
+        .collect();
+    publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
+    // `/readyz`: whether the command stream exists.
+    publish.push(format!("$JS.API.STREAM.INFO.{}", jetsaga_jetstream::Config::default().command_stream));
+    let consumer_apis = ["CREATE", "MSG.NEXT", "DELETE", "INFO"];
+    publish.extend(consumer_apis.iter().map(|api| format!("$JS.API.CONSUMER.{api}.{stream}.>")));
+    // An unnamed consumer (the server names it; a durable cannot be made this way).
+    publish.push(format!("$JS.API.CONSUMER.CREATE.{stream}"));
+    publish.sort();
+    publish.dedup();
+    let mut deny_publish = Vec::new();
+    for spec in specs {
+        for api in consumer_apis {
+            deny_publish.push(format!("$JS.API.CONSUMER.{api}.{stream}.{}", spec.name));
+            deny_publish.push(format!("$JS.API.CONSUMER.{api}.{stream}.{}.>", spec.name));
+        }
+    }
+    deny_publish.push(format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"));
+    deny_publish.sort();
+    deny_publish.dedup();
+    let subscribe = vec![format!("{}.>", jetsaga_jetstream::service::inbox_prefix(GATEWAY_USER))];
+    Permissions { publish, deny_publish, subscribe }
+}
+
+/// What one NATS user may do.
+#[derive(Debug)]
+struct Permissions {
+    publish: Vec<String>,
+    deny_publish: Vec<String>,
+    subscribe: Vec<String>,
+}
+
+/// The NATS user of the HTTP gateway.
+pub const GATEWAY_USER: &str = "gateway";
+
+fn user(name: &str, password_var: &str, specs: &[&FunctionSpec]) -> String {
+    let (publish, subscribe) = permissions(name, specs);
+    account_user(name, password_var, Permissions { publish, deny_publish: Vec::new(), subscribe })
+}
+
+fn account_user(name: &str, password_var: &str, permissions: Permissions) -> String {
+    let Permissions { publish, deny_publish, subscribe } = permissions;
+    let deny = if deny_publish.is_empty() { String::new() } else { format!(", deny: [{}]", quoted(&deny_publish)) };
+    format!(
+        "      {{\n        user: \"{name}\", password: ${password_var}\n        permissions: {{\n          publish: {{ allow: [{}]{deny} }}\n          subscribe: {{ allow: [{}] }}\n          allow_responses: true\n        }}\n      }}\n",
+        quoted(&publish),
+        quoted(&subscribe)
+    )
+}
+
+/// The `accounts` block: an `admin` user (`jetsaga provision`, the CLI), one
+/// user per function allowed exactly its subjects, a `bridge` user with the
+/// union of every function's permissions, and a `gateway` user for the
+/// HTTP API. Passwords come from
+/// environment variables (`$JETSAGA_<USER>_PASSWORD`) when the server starts.
+pub fn nats_accounts() -> String {
+    let all = deployable();
+    let mut users = String::from("      { user: \"admin\", password: $JETSAGA_ADMIN_PASSWORD }\n");
+    for (name, spec) in &all {
+        users.push_str(&user(name, &format!("JETSAGA_{}_PASSWORD", name.to_uppercase()), &[spec]));
+    }
+    let specs: Vec<&FunctionSpec> = all.iter().map(|(_, s)| *s).collect();
+    let mut bridge = user("bridge", "JETSAGA_BRIDGE_PASSWORD", &specs);
+    // The bridge reports the DLQ depth (`--metrics-interval-secs`): it may read that stream's info.
+    bridge = bridge.replacen("publish: { allow: [", "publish: { allow: [\"$JS.API.STREAM.INFO.DLQ\", ", 1);
+    users.push_str(&bridge);
+    users.push_str(&account_user(GATEWAY_USER, "JETSAGA_GATEWAY_PASSWORD", gateway_permissions(&specs)));
+    format!("accounts {{\n  SAGA {{\n    jetstream: enabled\n    users: [\n{users}    ]\n  }}\n}}\n")
+}
+
+/// One node of the 3-node cluster (`NODE` 1–3 picks the name; routes name all three).
+pub fn nats_cluster_config() -> String {
+    format!(
+        "# jetsaga NATS cluster node. Generated by `jetsaga infra write`; do not edit.\n\
+         # Three nodes nats-1..nats-3 (set NATS_NODE_NAME), JetStream replicated (streams R3:\n\
+         # `jetsaga up|bridge --replicas 3`), one user per function with exactly its subjects.\n\
+         # Start: JETSAGA_ADMIN_PASSWORD=... JETSAGA_ORDER_PASSWORD=... nats-server -c cluster.conf\n\
+         server_name: $NATS_NODE_NAME\n\
+         listen: 0.0.0.0:4222\n\
+         http: 0.0.0.0:8222\n\
+         jetstream {{\n  store_dir: /data/jetstream\n  # fsync every write: nothing acknowledged is lost if all three nodes lose power\n  sync_interval: always\n}}\n\
+         cluster {{\n  name: jetsaga\n  listen: 0.0.0.0:6222\n  routes: [\n    nats-route://nats-1:6222\n    nats-route://nats-2:6222\n    nats-route://nats-3:6222\n  ]\n}}\n\
+         {}",
+        nats_accounts()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_users_may_publish_only_what_their_function_emits() {
+        let (_, inventory) = deployable().into_iter().find(|(n, _)| *n == "inventory").unwrap();
+        let (publish, subscribe) = permissions("inventory", &[inventory]);
+        assert!(publish.contains(&"inventory.evt.reserved".to_string()));
+        assert!(!publish.iter().any(|s| s.starts_with("orders.")), "{publish:?}");
+        assert!(publish.contains(&"$JS.ACK.SAGA.inventory.>".to_string()));
+        assert!(!publish.iter().any(|s| s.contains("SAGA.order")), "{publish:?}");
+        assert!(
+            !publish.iter().any(
+                |s| (s.contains("STREAM.") && s != "$JS.API.STREAM.INFO.COMMANDS") || s.contains("CONSUMER.CREATE")
+            ),
+            "{publish:?}"
+        );
+        assert!(subscribe.contains(&"_INBOX_inventory.>".to_string()));
+        assert!(!subscribe.contains(&"_INBOX.>".to_string()));
+        assert!(subscribe.contains(&"inventory.query.products".to_string()));
+        assert!(subscribe.contains(&"inventory.cmd.upsert_product".to_string()));
+        // Its commands are consumed from the command stream and answered.
+        assert!(publish.contains(&"$JS.API.CONSUMER.MSG.NEXT.COMMANDS.inventory".to_string()));
+        assert!(publish.contains(&"$JETSAGA.ANSWER.inventory.*".to_string()));
+        assert!(subscribe.contains(&"$JETSAGA.ANSWER.inventory.*".to_string()));
+        // A function that accepts no command has no business there.
+        let (_, payment) = deployable().into_iter().find(|(n, _)| *n == "payment").unwrap();
+        let (publish, subscribe) = permissions("payment", &[payment]);
+        assert!(
+            !publish.iter().chain(&subscribe).any(|s| s.contains("COMMANDS") || s.contains("ANSWER")),
+            "{publish:?}"
+        );
+    }
+}

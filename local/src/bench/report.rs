@@ -1,0 +1,135 @@
+//! What a run measured, as a table for a person and as a plot.
+
+use serde::Serialize;
+
+use super::Report;
+
+/// Latency summary in milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Worst.
+    pub max_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+}
+
+impl Latency {
+    pub(crate) fn of(mut samples: Vec<f64>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+        Self {
+            p50_ms: at(0.5),
+            p90_ms: at(0.9),
+            p99_ms: at(0.99),
+            max_ms: *samples.last().unwrap(),
+            mean_ms: samples.iter().sum::<f64>() / samples.len() as f64,
+        }
+    }
+}
+
+/// The report as a table a person reads.
+pub fn print(report: &Report) {
+    println!(
+        "jetsaga bench: {} orders, {:?} x{}, {} store, {} saga{}",
+        report.orders,
+        report.layout,
+        report.copies,
+        report.store,
+        report.saga,
+        report.rate.map(|r| format!(", paced at {r}/s")).unwrap_or_default()
+    );
+    println!("  durability:        {}", report.durability);
+    println!("  sagas/s:           {:.0}  ({:.2} s)", report.sagas_per_sec, report.saga_seconds);
+    println!(
+        "  raw JetStream:     {:.0} msg/s  ({:.1} messages/saga of {} B -> bound {:.0} sagas/s)",
+        report.raw_msgs_per_sec, report.messages_per_saga, report.message_bytes, report.raw_bound_sagas_per_sec
+    );
+    println!("  ratio to raw:      {:.1}%", report.ratio_to_raw * 100.0);
+    let l = &report.latency;
+    println!("  latency (ms):      p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}", l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms);
+    println!(
+        "  per step (ms):     {}",
+        report.step_ms.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "  runner:            {:.1} CPU s, peak RSS {:.0} MiB",
+        report.runner_cpu_seconds, report.runner_peak_rss_mib
+    );
+    println!("  outcomes:          {:?}; failures {:?}", report.outcomes, report.failure_reasons);
+    if report.correct {
+        println!(
+            "  correctness:       ok (one end per order, nothing doubled, stock, credit and money conserved, \
+             no dead letter, nothing unpublished)"
+        );
+    } else {
+        println!("  correctness:       FAILED: {}", report.problems.join("; "));
+    }
+}
+
+/// A latency histogram and a throughput time series, as one SVG.
+pub fn svg(report: &Report) -> String {
+    let (w, h, pad) = (720.0, 260.0, 40.0);
+    let max_ms = report.samples.iter().cloned().fold(1.0f64, f64::max);
+    let buckets = 40usize;
+    let mut hist = vec![0usize; buckets];
+    for s in &report.samples {
+        hist[((s / max_ms) * (buckets as f64 - 1.0)) as usize] += 1;
+    }
+    let top = *hist.iter().max().unwrap_or(&1) as f64;
+    let bar_w = (w - 2.0 * pad) / buckets as f64;
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11">"#,
+        2.0 * h + 20.0
+    );
+    out += &format!(
+        r#"<text x="{pad}" y="16">end-to-end latency, {} orders (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)</text>"#,
+        report.orders, report.latency.p50_ms, report.latency.p99_ms, report.latency.max_ms
+    );
+    for (i, count) in hist.iter().enumerate() {
+        let bh = (*count as f64 / top.max(1.0)) * (h - 2.0 * pad);
+        out += &format!(
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4878a8"/>"##,
+            pad + i as f64 * bar_w,
+            h - pad - bh,
+            bar_w - 1.0,
+            bh
+        );
+    }
+    out += &format!(
+        r#"<text x="{pad}" y="{}">0 ms</text><text x="{}" y="{}" text-anchor="end">{max_ms:.1} ms</text>"#,
+        h - pad + 14.0,
+        w - pad,
+        h - pad + 14.0
+    );
+    let series = &report.throughput_series;
+    let smax = *series.iter().max().unwrap_or(&1) as f64;
+    let y0 = 2.0 * h - pad + 20.0;
+    out += &format!(
+        r#"<text x="{pad}" y="{}">sagas finished per second over time (peak {:.0}/s)</text>"#,
+        h + 30.0,
+        smax * 10.0
+    );
+    let points: Vec<String> = series
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                pad + i as f64 * (w - 2.0 * pad) / series.len().max(1) as f64,
+                y0 - (*v as f64 / smax.max(1.0)) * (h - 2.0 * pad)
+            )
+        })
+        .collect();
+    out += &format!(r##"<polyline fill="none" stroke="#c0504d" stroke-width="1.5" points="{}"/>"##, points.join(" "));
+    out += "</svg>\n";
+    out
+}

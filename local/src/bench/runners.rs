@@ -1,0 +1,71 @@
+//! The runner processes under test: this very binary running `jetsaga up`
+//! against the benchmark's own nats-server, and what they cost.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::tools::{self, Process};
+use crate::up::{SagaKind, StoreKind};
+
+use super::{BenchArgs, Layout};
+
+/// Starts the runners of `args` (one process, or one per function; each
+/// `args.copies` times), storing under `dir`.
+pub(crate) fn start(args: &BenchArgs, url: &str, dir: &Path) -> anyhow::Result<Vec<Process>> {
+    let exe = std::env::current_exe()?;
+    let functions: Vec<Vec<&str>> = match args.layout {
+        Layout::OneProcess => vec![Vec::new()],
+        Layout::PerFunction => crate::saga::names(args.saga.into()).into_iter().map(|f| vec![f]).collect(),
+    };
+    let schema_prefix = format!("bench_{}_", std::process::id());
+    let mut runners = Vec::new();
+    for copy in 0..args.copies {
+        for group in &functions {
+            let mut command = tools::tied_command(&exe);
+            command
+                .args(["up", "--nats-url", url, "--quiet", "--no-seed", "--no-http"])
+                .arg("--data-dir")
+                .arg(dir.join("runner"))
+                .args([
+                    "--saga",
+                    match args.saga {
+                        SagaKind::Choreographed => "choreographed",
+                        SagaKind::Orchestrated => "orchestrated",
+                    },
+                ])
+                .args([
+                    "--store",
+                    match args.store {
+                        StoreKind::Sqlite => "sqlite",
+                        StoreKind::Postgres => "postgres",
+                    },
+                ])
+                .args(["--schema-prefix", &schema_prefix])
+                .env("RUST_LOG", "error")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            if let Some(db) = &args.database_url {
+                command.args(["--database-url", db]);
+            }
+            if args.sync_full {
+                command.arg("--sync-full");
+            }
+            for f in group {
+                command.args(["--function", f]);
+            }
+            let child = command.spawn()?;
+            runners.push(Process::new(child, format!("runner {copy}")));
+        }
+    }
+    Ok(runners)
+}
+
+/// Reads (CPU seconds, peak RSS in KiB) of a process and its children's tree root.
+pub(crate) fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ticks / 100.0, hwm))
+}

@@ -1,0 +1,408 @@
+//! The HTTP API against a real nats-server running the whole saga: the
+//! `curl` flow of the README, and the statuses a client can rely on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jetsaga_events::{OrderStatus, SagaMode};
+use jetsaga_http::{Gateway, Keys};
+use jetsaga_tests::saga::{Backend, SETTLE, Saga, Setup};
+use jetsaga_tests::stream::wait_until;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SECRET: &[u8] = b"a test signing secret of at least 32 bytes";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    saga: Saga,
+}
+
+impl Api {
+    async fn start() -> Self {
+        jetsaga_tests::init_tracing();
+        let saga = Saga::start(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed }).await;
+        saga.product("p-a", 1250, 10).await;
+        let gateway = Arc::new(Gateway::new(saga.server.connect().await, Keys::from_secret(SECRET).unwrap()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = jetsaga_http::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { base, http: reqwest::Client::new(), saga }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = self.http.post(self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn sign_up(&self, email: &str) -> Value {
+        let response =
+            self.post("/api/users", None, json!({"email": email, "password": PASSWORD, "name": "Ada"})).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    /// Logs in; returns the token and the Set-Cookie header.
+    async fn log_in(&self, email: &str) -> (String, String) {
+        let response = self.post("/api/session", None, json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let cookie = response.headers()["set-cookie"].to_str().unwrap().to_string();
+        let body: Value = response.json().await.unwrap();
+        (body["token"].as_str().unwrap().to_string(), cookie)
+    }
+}
+
+/// The events of a server-sent event stream: (id, event, data).
+fn sse(text: &str) -> Vec<(u64, String, String)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::to_string);
+            Some((field("id:")?.trim().parse().ok()?, field("event:")?.trim().to_string(), field("data:")?))
+        })
+        .collect()
+}
+
+/// Asserts a problem document with this status; returns it.
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_log_in_order_and_follow_it_over_http() {
+    let api = Api::start().await;
+    let ada = api.sign_up("Ada@Example.com").await;
+    assert_eq!(ada["email"], "ada@example.com");
+    assert!(ada.get("password_hash").is_none(), "{ada}");
+    let again =
+        api.post("/api/users", None, json!({"email": "ada@example.com", "password": PASSWORD, "name": "A"})).await;
+    let again = problem(again, StatusCode::CONFLICT).await;
+    assert_eq!(
+        (again["detail"].as_str(), again["field"].as_str()),
+        (Some("ada@example.com is already registered"), Some("email"))
+    );
+
+    let (token, cookie) = api.log_in("ada@example.com").await;
+    assert!(
+        cookie.starts_with("jetsaga_session=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let me: Value =
+        api.http.get(api.url("/api/me")).header("cookie", session).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["user_id"], ada["user_id"], "the cookie is a session");
+    let me: Value = api.get("/api/me", Some(&token)).await.json().await.unwrap();
+    assert_eq!(me["customer_id"], ada["customer_id"], "and so is the Bearer token");
+
+    let products: Value = api.get("/api/products", None).await.json().await.unwrap();
+    assert_eq!(products["products"][0]["product_id"], "p-a");
+
+    // The customer comes from the session; the same Idempotency-Key makes one order.
+    wait_until(SETTLE, "ada's customer", || async {
+        api.saga.client.customer(ada["customer_id"].as_str().unwrap()).await.is_ok()
+    })
+    .await;
+    let order = json!({"items": [{"product_id": "p-a", "quantity": 2}]});
+    let create =
+        || api.http.post(api.url("/api/orders")).bearer_auth(&token).header("Idempotency-Key", "basket-1").json(&order);
+    let first = create().send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let location = first.headers()["location"].to_str().unwrap().to_string();
+    let first: Value = first.json().await.unwrap();
+    let second: Value = create().send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["order_id"], second["order_id"], "one order for one key");
+    assert_eq!(location, format!("/api/orders/{}", first["order_id"].as_str().unwrap()));
+    let other_items = api
+        .http
+        .post(api.url("/api/orders"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "basket-1")
+        .json(&json!({"items": [{"product_id": "p-a", "quantity": 3}]}))
+        .send()
+        .await
+        .unwrap();
+    problem(other_items, StatusCode::CONFLICT).await;
+
+    // Live: the saga's events as they happen, in order, ending with the terminal one.
+    let live = api.http.get(api.url(&format!("{location}/events"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let events = sse(&live.text().await.unwrap());
+    let types: Vec<&str> = events.iter().map(|(_, t, _)| t.as_str()).collect();
+    assert_eq!(types.first(), Some(&"orders.evt.created"), "{types:?}");
+    assert_eq!(types.last(), Some(&"orders.evt.completed"), "{types:?}");
+    for step in
+        ["inventory.evt.reserved", "customers.evt.credit_reserved", "payments.evt.executed", "shipping.evt.scheduled"]
+    {
+        assert_eq!(types.iter().filter(|t| **t == step).count(), 1, "{step} once in {types:?}");
+    }
+    assert!(events.windows(2).all(|w| w[0].0 < w[1].0), "ids are increasing stream sequences");
+    assert!(events.iter().all(|(_, _, data)| data.contains(first["order_id"].as_str().unwrap())));
+    // A reconnect with Last-Event-ID gets what followed, nothing twice.
+    let resumed = api
+        .http
+        .get(api.url(&format!("{location}/events")))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", events[2].0.to_string())
+        .send()
+        .await
+        .unwrap();
+    let rest = sse(&resumed.text().await.unwrap());
+    assert_eq!(rest, events[3..].to_vec(), "the rest, exactly once");
+
+    let mut view = Value::Null;
+    for _ in 0..100 {
+        view = api.get(&location, Some(&token)).await.json().await.unwrap();
+        if view["status"] == json!(OrderStatus::Completed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(view["total_cents"], 2500);
+
+    // The gateway counts how orders end.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = api.get("/metrics", None).await.text().await.unwrap();
+        if metrics.contains(r#"jetsaga_saga_outcomes_total{outcome="completed"} 1"#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(r#"jetsaga_saga_outcomes_total{outcome="completed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"jetsaga_saga_outcomes_total{outcome="failed"} 0"#));
+
+    // Her orders, newest first; others' never.
+    let mine: Value = api.get("/api/orders?limit=10", Some(&token)).await.json().await.unwrap();
+    assert_eq!(mine["orders"].as_array().map(Vec::len), Some(1), "{mine}");
+    assert_eq!(mine["orders"][0]["order_id"], first["order_id"]);
+    let completed: Value = api.get("/api/orders?status=completed", Some(&token)).await.json().await.unwrap();
+    assert_eq!(completed["orders"].as_array().map(Vec::len), Some(1));
+    let failed: Value = api.get("/api/orders?status=failed", Some(&token)).await.json().await.unwrap();
+    assert_eq!(failed["orders"], json!([]));
+    problem(api.get("/api/orders?limit=0", Some(&token)).await, StatusCode::BAD_REQUEST).await;
+    problem(api.get("/api/orders?status=lost", Some(&token)).await, StatusCode::BAD_REQUEST).await;
+
+    // Another user cannot tell the order exists.
+    api.sign_up("bob@example.com").await;
+    let (bob, _) = api.log_in("bob@example.com").await;
+    let peek = problem(api.get(&location, Some(&bob)).await, StatusCode::NOT_FOUND).await;
+    let missing = problem(api.get("/api/orders/o-none", Some(&bob)).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(peek["detail"].as_str().map(|d| d.starts_with("no order ")), Some(true));
+    assert_eq!(missing["title"], peek["title"]);
+    problem(api.post(&format!("{location}/cancel"), Some(&bob), json!({})).await, StatusCode::NOT_FOUND).await;
+    problem(api.get(&format!("{location}/events"), Some(&bob)).await, StatusCode::NOT_FOUND).await;
+    let bobs: Value = api.get("/api/orders", Some(&bob)).await.json().await.unwrap();
+    assert_eq!(bobs["orders"], json!([]), "bob sees none of ada's orders");
+    // Its owner may try: a completed order refuses, with the reason.
+    let refused = problem(
+        api.post(&format!("{location}/cancel"), Some(&token), json!({"reason": "late"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(refused["detail"].as_str().unwrap().ends_with("is already completed"), "{refused}");
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_see_every_saga_and_run_the_shop_and_customers_may_not() {
+    let api = Api::start().await;
+    api.sign_up("ada@example.com").await;
+    api.sign_up("root@example.com").await;
+    let (ada, _) = api.log_in("ada@example.com").await;
+    let (root, _) = api.log_in("root@example.com").await;
+    let product = json!({"name": "Lamp", "price_cents": 3000, "stock": 4});
+    let put = |token: &str| api.http.put(api.url("/api/products/p-lamp")).bearer_auth(token).json(&product).send();
+    for path in ["/api/sagas", "/api/customers", "/api/customers/c-1"] {
+        problem(api.get(path, Some(&ada)).await, StatusCode::FORBIDDEN).await;
+    }
+    problem(put(&ada).await.unwrap(), StatusCode::FORBIDDEN).await;
+
+    // The first admin is made from the command line (`jetsaga users grant-admin`).
+    let grant = jetsaga_events::SetRole { email: "root@example.com".into(), role: jetsaga_events::Role::Admin };
+    api.saga.client.command(jetsaga_events::subjects::USERS_CMD_SET_ROLE, &grant).await.unwrap();
+    let lamp: Value = put(&root).await.unwrap().json().await.unwrap();
+    assert_eq!((lamp["product_id"].as_str(), lamp["stock"].as_u64()), (Some("p-lamp"), Some(4)));
+    let created = api
+        .post(
+            "/api/customers",
+            Some(&root),
+            json!({"customer_id": "c-shop", "name": "Shop", "credit_limit_cents": 500}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let shop: Value = api.get("/api/customers/c-shop", Some(&root)).await.json().await.unwrap();
+    assert_eq!(shop["credit_limit_cents"], 500);
+    let invalid =
+        api.post("/api/customers", Some(&root), json!({"customer_id": "", "name": "", "credit_limit_cents": 1})).await;
+    let invalid = problem(invalid, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(invalid["detail"].as_str().unwrap().contains("customer_id must not be empty"), "{invalid}");
+
+    let order = json!({"items": [{"product_id": "p-lamp", "quantity": 1}]});
+    let placed: Value = api.post("/api/orders", Some(&ada), order).await.json().await.unwrap();
+    let all: Value = api.get("/api/sagas?limit=50", Some(&root)).await.json().await.unwrap();
+    assert!(all["orders"].as_array().unwrap().iter().any(|o| o["order_id"] == placed["order_id"]), "{all}");
+    let order: Value = api.get(placed["href"].as_str().unwrap(), Some(&root)).await.json().await.unwrap();
+    assert_eq!(order["order_id"], placed["order_id"], "admins see any order");
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tampered_expired_foreign_or_logged_out_tokens_are_401() {
+    let api = Api::start().await;
+    let ada = api.sign_up("ada@example.com").await;
+    let (token, _) = api.log_in("ada@example.com").await;
+    problem(api.get("/api/me", None).await, StatusCode::UNAUTHORIZED).await;
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    problem(api.get("/api/me", Some(&tampered)).await, StatusCode::UNAUTHORIZED).await;
+    let keys = Keys::from_secret(SECRET).unwrap();
+    let user_id = ada["user_id"].as_str().unwrap();
+    let (expired, _) = jetsaga_http::auth::issue(&keys, user_id, chrono::Utc::now() - chrono::Duration::hours(2));
+    let body = problem(api.get("/api/me", Some(&expired)).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(body["detail"], "the session has expired: log in again");
+    let foreign_keys = Keys::from_secret(b"another secret, also 32 bytes long!!").unwrap();
+    let (foreign, _) = jetsaga_http::auth::issue(&foreign_keys, user_id, chrono::Utc::now());
+    problem(api.get("/api/me", Some(&foreign)).await, StatusCode::UNAUTHORIZED).await;
+
+    assert_eq!(api.get("/api/me", Some(&token)).await.status(), StatusCode::OK);
+    let out = api.http.delete(api.url("/api/session")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    let body = problem(api.get("/api/me", Some(&token)).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(body["detail"], "the session has ended (logged out): log in again");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (fresh, _) = api.log_in("ada@example.com").await;
+    assert_eq!(api.get("/api/me", Some(&fresh)).await.status(), StatusCode::OK, "a new login works");
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_precise_problems() {
+    let api = Api::start().await;
+    let no_json = api.http.post(api.url("/api/users")).body("email=a").send().await.unwrap();
+    problem(no_json, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let huge = "x".repeat(70 * 1024);
+    let too_big = api.post("/api/users", None, json!({"email": "a@b.co", "password": huge, "name": "A"})).await;
+    problem(too_big, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let garbled =
+        api.http.post(api.url("/api/users")).header("content-type", "application/json").body("{").send().await.unwrap();
+    problem(garbled, StatusCode::BAD_REQUEST).await;
+    let short = api.post("/api/users", None, json!({"email": "a@b.co", "password": "short", "name": "A"})).await;
+    let short = problem(short, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(short["field"], "password");
+    assert_eq!(short["detail"], "password must be 8 to 256 characters, got 5");
+    let bad_email = api.post("/api/users", None, json!({"email": "nope", "password": PASSWORD, "name": "A"})).await;
+    let bad_email = problem(bad_email, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(bad_email["detail"].as_str().unwrap().contains("email must look like name@example.com"), "{bad_email}");
+    problem(api.get("/api/nothing-here", None).await, StatusCode::NOT_FOUND).await;
+    // An id with control characters is refused before it reaches a function
+    // (found by schemathesis: its error message broke the reply's header).
+    api.sign_up("ada@example.com").await;
+    let (token, _) = api.log_in("ada@example.com").await;
+    let odd = problem(api.get("/api/orders/a%0Ab", Some(&token)).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(odd["field"], "id");
+    let response = api.get("/healthz", None).await;
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let docs = api.get("/api/docs", None).await;
+    assert!(docs.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(docs.text().await.unwrap().contains("/api/openapi.json"), "the docs page reads the document");
+    let document: Value = api.get("/api/openapi.json", None).await.json().await.unwrap();
+    assert_eq!(document, jetsaga_http::openapi::document(), "the served document is the generated one");
+    let ready: Value = api.get("/readyz", None).await.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    // Requests are counted by route pattern and status, and timed.
+    let metrics = api.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"jetsaga_http_requests_total{route="/api/users",method="POST",status="422"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"jetsaga_http_request_duration_seconds_count{route="/api/users",method="POST"}"#));
+    assert!(!metrics.contains("nothing-here"), "unmatched paths do not make series of their own");
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_origin_calls_only_from_configured_origins() {
+    let saga = Saga::start(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed }).await;
+    let keys = Keys::from_secret(SECRET).unwrap();
+    let gateway = Gateway {
+        cors_origins: vec!["https://shop.example.com".parse().unwrap()],
+        ..Gateway::new(saga.server.connect().await, keys)
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, jetsaga_http::router(Arc::new(gateway))).await.unwrap() });
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{base}/api/orders"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://shop.example.com").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://shop.example.com");
+    assert_eq!(allowed.headers()["access-control-allow-credentials"], "true");
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"), "{:?}", other.headers());
+    // Without configuration (the default gateway of the other tests) no origin is allowed.
+    let api = Api::start().await;
+    let default = api
+        .http
+        .request(reqwest::Method::OPTIONS, api.url("/api/orders"))
+        .header("origin", "https://shop.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(!default.headers().contains_key("access-control-allow-origin"));
+    api.saga.stop().await;
+    saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_lock_the_account_with_429() {
+    let api = Api::start().await;
+    api.sign_up("ada@example.com").await;
+    for _ in 0..jetsaga_users::MAX_FAILURES {
+        let wrong = api.post("/api/session", None, json!({"email": "ada@example.com", "password": "wrong one"})).await;
+        problem(wrong, StatusCode::UNAUTHORIZED).await;
+    }
+    let mut locked = None;
+    for _ in 0..50 {
+        let attempt = api.post("/api/session", None, json!({"email": "ada@example.com", "password": PASSWORD})).await;
+        if attempt.status() == StatusCode::TOO_MANY_REQUESTS {
+            locked = Some(attempt);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let locked = locked.expect("the account locks after repeated failures, even for the right password");
+    assert!(locked.headers().contains_key("retry-after"));
+    let body = problem(locked, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(body["detail"].as_str().unwrap().starts_with("too many failed logins for this account"), "{body}");
+    api.saga.stop().await;
+}
