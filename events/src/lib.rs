@@ -5,6 +5,7 @@
 //! - [`subjects`]: every subject name, `<context>.<kind>.<name>`.
 //! - [`payloads`]: one serde type per command, event and query.
 //! - [`limits`]: the bounds every client command is checked against at intake.
+//! - [`ops`]: the operations service's contract (status, dead letters, redrive).
 //! - [`catalog`]: the list of all of them, from which the checked-in JSON
 //!   Schemas (`events/schemas/`) and the AsyncAPI document
 //!   (`events/asyncapi.json`) are generated.
@@ -14,6 +15,7 @@
 pub mod catalog;
 pub mod envelope;
 pub mod limits;
+pub mod ops;
 pub mod payloads;
 pub mod subjects;
 

@@ -68,6 +68,8 @@ fn gateway_permissions(specs: &[&FunctionSpec]) -> Permissions {
         .map(|s| s.to_string())
         .collect();
     publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
+    // The admin API's status and dead letters: asked of the operations service, never read itself.
+    publish.extend(jetsaga_events::ops::OPS_SUBJECTS.iter().map(|s| s.to_string()));
     // `/readyz`: whether the command stream exists.
     publish.push(format!("$JS.API.STREAM.INFO.{}", jetsaga_jetstream::Config::default().command_stream));
     let consumer_apis = ["CREATE", "MSG.NEXT", "DELETE", "INFO"];
@@ -88,6 +90,45 @@ fn gateway_permissions(specs: &[&FunctionSpec]) -> Permissions {
     deny_publish.dedup();
     let subscribe = vec![format!("{}.>", jetsaga_jetstream::service::inbox_prefix(GATEWAY_USER))];
     Permissions { publish, deny_publish, subscribe }
+}
+
+/// What the host of the `jetsaga-ops` service needs beyond its functions'
+/// subjects: the state of the streams and of every function's consumer
+/// (`jetsaga status`, the DLQ depth), each function's outbox figures, the
+/// dead letters (read with ephemeral consumers, removed once redriven), and
+/// publishing a dead letter again to the subject a function took it from.
+/// No stream or consumer management, and no event a function takes in
+/// can be written by anyone who only may ask it (the gateway).
+fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
+    let defaults = jetsaga_jetstream::Config::default();
+    let (saga, commands, dlq) = (&defaults.stream, &defaults.command_stream, &defaults.dlq_stream);
+    let mut publish = Vec::new();
+    for stream in [saga, commands, dlq] {
+        publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
+    }
+    for stream in [saga, commands] {
+        publish.push(format!("$JS.API.CONSUMER.NAMES.{stream}"));
+        publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.*"));
+    }
+    publish.push(format!("$JS.API.STREAM.MSG.GET.{dlq}"));
+    publish.push(format!("$JS.API.DIRECT.GET.{dlq}"));
+    publish.push(format!("$JS.API.STREAM.MSG.DELETE.{dlq}"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.{dlq}"));
+    for api in ["CREATE", "MSG.NEXT", "DELETE", "INFO"] {
+        publish.push(format!("$JS.API.CONSUMER.{api}.{dlq}.>"));
+    }
+    publish.push(jetsaga_jetstream::service::outbox_subject("*"));
+    publish.extend(
+        specs
+            .iter()
+            .flat_map(|spec| spec.subscribes.iter().chain(spec.accepts).chain(spec.direct))
+            .map(|s| s.to_string()),
+    );
+    let service = jetsaga_jetstream::ops::SERVICE_NAME;
+    let mut subscribe: Vec<String> = jetsaga_events::ops::OPS_SUBJECTS.iter().map(|s| s.to_string()).collect();
+    subscribe.push(format!("$SRV.*.{service}"));
+    subscribe.push(format!("$SRV.*.{service}.>"));
+    (publish, subscribe)
 }
 
 /// What one NATS user may do.
@@ -128,10 +169,20 @@ pub fn nats_accounts() -> String {
         users.push_str(&user(name, &format!("JETSAGA_{}_PASSWORD", name.to_uppercase()), &[spec]));
     }
     let specs: Vec<&FunctionSpec> = all.iter().map(|(_, s)| *s).collect();
-    let mut bridge = user("bridge", "JETSAGA_BRIDGE_PASSWORD", &specs);
-    // The bridge reports the DLQ depth (`--metrics-interval-secs`): it may read that stream's info.
-    bridge = bridge.replacen("publish: { allow: [", "publish: { allow: [\"$JS.API.STREAM.INFO.DLQ\", ", 1);
-    users.push_str(&bridge);
+    // The bridge also hosts the operations service (status, dead letters, redrive).
+    let (mut publish, mut subscribe) = permissions("bridge", &specs);
+    let (ops_publish, ops_subscribe) = ops_permissions(&specs);
+    publish.extend(ops_publish);
+    subscribe.extend(ops_subscribe);
+    for list in [&mut publish, &mut subscribe] {
+        list.sort();
+        list.dedup();
+    }
+    users.push_str(&account_user(
+        "bridge",
+        "JETSAGA_BRIDGE_PASSWORD",
+        Permissions { publish, deny_publish: Vec::new(), subscribe },
+    ));
     users.push_str(&account_user(GATEWAY_USER, "JETSAGA_GATEWAY_PASSWORD", gateway_permissions(&specs)));
     format!("accounts {{\n  SAGA {{\n    jetstream: enabled\n    users: [\n{users}    ]\n  }}\n}}\n")
 }

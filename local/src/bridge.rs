@@ -109,7 +109,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
     if args.metrics_interval_secs > 0 {
         tokio::spawn(report_dead_letters(nats.clone(), Duration::from_secs(args.metrics_interval_secs)));
     }
-    let mut runtime = Runtime::new(nats.clone(), config);
+    // The bridge also answers the operations (status, dead letters, redrive) for the HTTP admin API.
+    let mut runtime = Runtime::new(nats.clone(), config).serving_operations();
     for name in &names {
         let spec = options.function(name).map_err(anyhow::Error::msg)?.spec();
         let processor = LambdaProcessor::new(spec, client.clone(), format!("{}{name}", args.function_prefix))

@@ -198,6 +198,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ..crate::saga::runtime_config(&options)
     };
     let mut runtime = Runtime::new(nats.clone(), config);
+    if args.functions.is_empty() {
+        // The whole saga in one process: it answers the operations too (the HTTP admin API asks them).
+        runtime = runtime.serving_operations();
+    }
     // Keeps the emulator and the function processes alive in --lambda mode.
     let mut _lambda_local = None;
     let mut banner = Vec::new();

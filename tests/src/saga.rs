@@ -115,7 +115,8 @@ impl Saga {
     pub async fn host(&mut self, functions: &[&str]) {
         let names: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
         let config = jetsaga_local::saga::runtime_config(&self.options);
-        let mut runtime = Runtime::new(self.server.connect().await, config);
+        // Every runtime answers the operations, as `jetsaga up` and the bridge do.
+        let mut runtime = Runtime::new(self.server.connect().await, config).serving_operations();
         match &mut self.hosting {
             Hosting::Local(stores) => {
                 let engines = stores.engines(&names, &self.options).await.unwrap_or_else(|e| {

@@ -406,3 +406,80 @@ async fn repeated_failed_logins_lock_the_account_with_429() {
     assert!(body["detail"].as_str().unwrap().starts_with("too many failed logins for this account"), "{body}");
     api.saga.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_see_the_status_and_redrive_dead_letters() {
+    let api = Api::start().await;
+    let customer = api.sign_up("ada@example.com").await["customer_id"].as_str().unwrap().to_string();
+    api.sign_up("root@example.com").await;
+    let (ada, _) = api.log_in("ada@example.com").await;
+    let (root, _) = api.log_in("root@example.com").await;
+    let grant = jetsaga_events::SetRole { email: "root@example.com".into(), role: jetsaga_events::Role::Admin };
+    api.saga.client.command(jetsaga_events::subjects::USERS_CMD_SET_ROLE, &grant).await.unwrap();
+    for path in ["/api/status", "/api/dlq"] {
+        problem(api.get(path, Some(&ada)).await, StatusCode::FORBIDDEN).await;
+    }
+    problem(api.post("/api/dlq/1/redrive", Some(&ada), json!({})).await, StatusCode::FORBIDDEN).await;
+    problem(api.post("/api/dlq/1/redrive", None, json!({})).await, StatusCode::UNAUTHORIZED).await;
+
+    let empty: Value = api.get("/api/dlq", Some(&root)).await.json().await.unwrap();
+    assert_eq!(empty, json!({"dead_letters": []}));
+    // A command the order function gave up on (its store was down, say):
+    // the dead letter as the runtime writes it.
+    let order_id = "o-redriven";
+    let command =
+        json!({"order_id": order_id, "customer_id": customer, "items": [{"product_id": "p-a", "quantity": 1}]});
+    let headers = jetsaga_jetstream::dlq::headers(
+        None,
+        "order",
+        "the store is unavailable",
+        5,
+        jetsaga_events::subjects::ORDERS_CMD_CREATE,
+        "COMMANDS/7",
+    );
+    api.saga
+        .js
+        .publish_with_headers(jetsaga_jetstream::dlq::subject_for("order"), headers, command.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let status: Value = api.get("/api/status", Some(&root)).await.json().await.unwrap();
+    assert_eq!(status["dead_letters"], 1, "{status}");
+    let functions: Vec<&str> =
+        status["consumers"].as_array().unwrap().iter().filter_map(|c| c["function"].as_str()).collect();
+    for function in ["order", "inventory", "customer", "payment", "shipping", "users"] {
+        assert!(functions.contains(&function), "{function} is in {status}");
+    }
+    let listed: Value = api.get("/api/dlq", Some(&root)).await.json().await.unwrap();
+    let letter = &listed["dead_letters"][0];
+    assert_eq!(
+        (
+            letter["function"].as_str(),
+            letter["subject"].as_str(),
+            letter["reason"].as_str(),
+            letter["attempts"].as_u64()
+        ),
+        (Some("order"), Some("orders.cmd.create"), Some("the store is unavailable"), Some(5)),
+        "{listed}"
+    );
+    let sequence = letter["dlq_sequence"].as_u64().unwrap();
+
+    problem(api.post("/api/dlq/abc/redrive", Some(&root), json!({})).await, StatusCode::BAD_REQUEST).await;
+    let missing = problem(api.post("/api/dlq/999/redrive", Some(&root), json!({})).await, StatusCode::NOT_FOUND).await;
+    assert!(missing["detail"].as_str().unwrap().contains("no dead letter 999"), "{missing}");
+    let redriven = api.post(&format!("/api/dlq/{sequence}/redrive"), Some(&root), json!({})).await;
+    assert_eq!(redriven.status(), StatusCode::OK);
+    let redriven: Value = redriven.json().await.unwrap();
+    assert_eq!(redriven["subject"], "orders.cmd.create", "{redriven}");
+    assert!(redriven["answer"].as_str().unwrap().contains(order_id), "the order function's answer: {redriven}");
+    // Processed: the order it carried runs to completion, and the letter is gone.
+    let view = api.saga.client.wait_terminal(order_id, SETTLE).await.unwrap();
+    assert_eq!(view.status, OrderStatus::Completed, "{view:?}");
+    let after: Value = api.get("/api/dlq", Some(&root)).await.json().await.unwrap();
+    assert_eq!(after, json!({"dead_letters": []}));
+    problem(api.post(&format!("/api/dlq/{sequence}/redrive"), Some(&root), json!({})).await, StatusCode::NOT_FOUND)
+        .await;
+    api.saga.stop().await;
+}

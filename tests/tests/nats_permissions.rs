@@ -158,6 +158,7 @@ async fn each_function_runs_with_only_its_own_permissions() {
     assert_eq!(completed.len(), 1, "only the order function's completion is in the stream");
 
     gateway_drives_the_saga_and_may_do_nothing_else(&server, &admin).await;
+    operations_are_asked_of_the_bridge_user(&server, &admin).await;
 
     for (cancel, task) in running {
         cancel.cancel();
@@ -169,13 +170,7 @@ async fn each_function_runs_with_only_its_own_permissions() {
 /// orders over HTTP to completion; the gateway user may not publish an
 /// event or read the saga's events.
 async fn gateway_drives_the_saga_and_may_do_nothing_else(server: &NatsServer, admin: &Client) {
-    use jetsaga_infra::nats::GATEWAY_USER;
-    let nats = connect_as(server, GATEWAY_USER).await;
-    let keys = jetsaga_http::Keys::from_secret(b"a test signing secret of at least 32 bytes").unwrap();
-    let gateway = std::sync::Arc::new(jetsaga_http::Gateway::new(nats.clone(), keys));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, jetsaga_http::router(gateway)).await.unwrap() });
+    let (base, nats) = gateway_as_its_user(server).await;
     let http = reqwest::Client::new();
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), reqwest::StatusCode::OK, "{}", ready.text().await.unwrap());
@@ -236,6 +231,85 @@ async fn gateway_drives_the_saga_and_may_do_nothing_else(server: &NatsServer, ad
     );
     assert!(!deleted, "the gateway could delete a function's consumer");
     assert!(!widened, "the gateway could change a function's consumer");
+}
+
+/// A gateway serving HTTP on a free port, connected as the `gateway` user.
+async fn gateway_as_its_user(server: &NatsServer) -> (String, async_nats::Client) {
+    let nats = connect_as(server, jetsaga_infra::nats::GATEWAY_USER).await;
+    let keys = jetsaga_http::Keys::from_secret(b"a test signing secret of at least 32 bytes").unwrap();
+    let gateway = std::sync::Arc::new(jetsaga_http::Gateway::new(nats.clone(), keys));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = jetsaga_http::router(gateway).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, nats)
+}
+
+/// The admin API's operations: the `bridge` user hosts the operations
+/// service and runs a whole dead-letter cycle for it (list, status,
+/// redrive); the gateway only asks, and may not read the DLQ itself.
+async fn operations_are_asked_of_the_bridge_user(server: &NatsServer, admin: &Client) {
+    let config = runtime_config(&SagaOptions::default());
+    let cancel = CancellationToken::new();
+    let ops = jetsaga_jetstream::ops::serve(&connect_as(server, "bridge").await, config, cancel.clone()).await.unwrap();
+    let (base, nats) = gateway_as_its_user(server).await;
+    let http = reqwest::Client::new();
+    let login = serde_json::json!({"email": "ada@example.com", "password": "correct horse battery"});
+    let grant = jetsaga_events::SetRole { email: "ada@example.com".into(), role: jetsaga_events::Role::Admin };
+    admin.command(jetsaga_events::subjects::USERS_CMD_SET_ROLE, &grant).await.unwrap();
+    let session: serde_json::Value =
+        http.post(format!("{base}/api/session")).json(&login).send().await.unwrap().json().await.unwrap();
+    let token = session["token"].as_str().expect("a token").to_string();
+    let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(&token).send();
+
+    // A command nobody can read: the order function dead-letters it.
+    admin.nats.publish("orders.cmd.create", "not json".into()).await.unwrap();
+    admin.nats.flush().await.unwrap();
+    // (The gateway's forged event above is in the DLQ too.)
+    let unreadable = |letters: &serde_json::Value| -> Vec<u64> {
+        letters["dead_letters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["function"] == "order" && l["payload"] == "not json")
+            .filter_map(|l| l["dlq_sequence"].as_u64())
+            .collect()
+    };
+    jetsaga_tests::stream::wait_until(Duration::from_secs(30), "a dead letter", || async {
+        let letters: serde_json::Value = get("/api/dlq").await.unwrap().json().await.unwrap();
+        unreadable(&letters).len() == 1
+    })
+    .await;
+    let letters: serde_json::Value = get("/api/dlq").await.unwrap().json().await.unwrap();
+    let sequence = unreadable(&letters)[0];
+    let before = letters["dead_letters"].as_array().unwrap().len();
+    let status: serde_json::Value = get("/api/status").await.unwrap().json().await.unwrap();
+    assert_eq!(status["dead_letters"], before, "{status}");
+    let redriven = http.post(format!("{base}/api/dlq/{sequence}/redrive")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(redriven.status(), reqwest::StatusCode::OK, "{}", redriven.text().await.unwrap());
+    // Still not JSON: dead-lettered again, under a new sequence.
+    jetsaga_tests::stream::wait_until(Duration::from_secs(30), "the redriven letter back in the DLQ", || async {
+        let letters: serde_json::Value = get("/api/dlq").await.unwrap().json().await.unwrap();
+        matches!(unreadable(&letters)[..], [again] if again != sequence)
+    })
+    .await;
+
+    // The gateway user may not read, delete or write dead letters itself.
+    let js = jetstream::new(nats.clone());
+    let (read, deleted, written) = tokio::join!(
+        within(async {
+            js.get_stream("DLQ").await?.get_raw_message(sequence + 1).await.map_err(async_nats::Error::from)
+        }),
+        within(async {
+            js.get_stream("DLQ").await?.delete_message(sequence + 1).await.map_err(async_nats::Error::from)
+        }),
+        within(async { js.publish("dlq.order", "{}".into()).await?.await.map_err(async_nats::Error::from) }),
+    );
+    assert!(!read, "the gateway could read a dead letter");
+    assert!(!deleted, "the gateway could delete a dead letter");
+    assert!(!written, "the gateway could write a dead letter");
+    cancel.cancel();
+    ops.await.unwrap();
 }
 
 /// Whether a JetStream call succeeded within a few seconds (a refused

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use jetsaga_events::ops::{self, DeadLetterList, RedriveRequest, Redriven, StatusReport};
 use jetsaga_events::subjects::*;
 use jetsaga_events::*;
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,9 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .route("/api/orders", post(create_order).get(list_orders))
         .route("/api/orders/{id}", get(get_order))
         .route("/api/orders/{id}/cancel", post(cancel_order))
+        .route("/api/status", get(status))
+        .route("/api/dlq", get(dead_letters))
+        .route("/api/dlq/{seq}/redrive", post(redrive))
         .route("/api/orders/{id}/events", get(crate::live::order_events))
         .route("/api/sagas", get(list_sagas))
         .route("/api/customers", get(list_customers).post(create_customer))
@@ -484,4 +488,29 @@ async fn cancel_order(
     let _: Value =
         request(&gateway.nats, ORDERS_CMD_CANCEL, None, &CancelOrder { order_id: id.clone(), reason }).await?;
     accepted(id)
+}
+
+async fn status(State(gateway): Shared, session: Session) -> Result<Json<StatusReport>, Problem> {
+    session.require_admin()?;
+    Ok(Json(request(&gateway.nats, ops::STATUS_SUBJECT, None, &json!({})).await?))
+}
+
+async fn dead_letters(State(gateway): Shared, session: Session) -> Result<Json<DeadLetterList>, Problem> {
+    session.require_admin()?;
+    Ok(Json(request(&gateway.nats, ops::DLQ_LIST_SUBJECT, None, &json!({})).await?))
+}
+
+async fn redrive(
+    State(gateway): Shared,
+    session: Session,
+    Path(sequence): Path<String>,
+) -> Result<Json<Redriven>, Problem> {
+    session.require_admin()?;
+    let sequence = sequence.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "seq: {:?} is not a dead letter's sequence (a whole number from 1, as `GET /api/dlq` lists)",
+            sequence.chars().take(40).collect::<String>()
+        ))
+    })?;
+    Ok(Json(request(&gateway.nats, ops::DLQ_REDRIVE_SUBJECT, None, &RedriveRequest { sequence }).await?))
 }

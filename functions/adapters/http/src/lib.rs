@@ -23,6 +23,8 @@
 //! | `GET /api/orders/{id}/events` | its customer, admins | the saga live as server-sent events, resumable with `Last-Event-ID` |
 //! | `GET /api/sagas?status=&customer_id=&limit=&after=` | admins | every order, newest first |
 //! | `GET /api/customers`, `GET /api/customers/{id}`, `POST /api/customers` | admins | customers and their credit |
+//! | `GET /api/status` | admins | what `jetsaga status` shows (asked of the `jetsaga-ops` service) |
+//! | `GET /api/dlq`, `POST /api/dlq/{seq}/redrive` | admins | the dead letters; send one again to its subject |
 //! | `PUT /api/products/{id}` | admins | `{name, price_cents, stock}` → the product |
 //! | `GET /api/openapi.json` | anyone | this API as an OpenAPI 3.1 document |
 //! | `GET /api/docs` | anyone | a page that lists the operations of that document (no CDN) |

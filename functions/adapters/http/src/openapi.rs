@@ -12,6 +12,7 @@ use crate::api::{
     SignUpRequest,
 };
 use crate::problem::Problem;
+use jetsaga_events::ops::{DeadLetterList, Redriven, StatusReport};
 use jetsaga_events::{
     CreateCustomer, CustomerList, CustomerView, OrderPage, OrderView, ProductList, ProductView, UserView,
 };
@@ -214,6 +215,40 @@ pub fn document() -> Value {
         },
         Operation {
             method: "get",
+            path: "/api/status",
+            summary: "What `jetsaga status` shows: each function's backlog, redeliveries and unpublished events",
+            access: Access::Admin,
+            body: None,
+            query: vec![],
+            ok: (200, "The saga's status", Some(schema(&mut generator, |g| g.subschema_for::<StatusReport>()))),
+            errors: &[401, 403, 404, 503],
+        },
+        Operation {
+            method: "get",
+            path: "/api/dlq",
+            summary: "The dead letters: messages a function gave up on, with the reason",
+            access: Access::Admin,
+            body: None,
+            query: vec![],
+            ok: (
+                200,
+                "The dead letters, oldest first",
+                Some(schema(&mut generator, |g| g.subschema_for::<DeadLetterList>())),
+            ),
+            errors: &[401, 403, 503],
+        },
+        Operation {
+            method: "post",
+            path: "/api/dlq/{seq}/redrive",
+            summary: "Send a dead letter again to its subject, then remove it (kept if that fails: 502)",
+            access: Access::Admin,
+            body: None,
+            query: vec![],
+            ok: (200, "Redriven", Some(schema(&mut generator, |g| g.subschema_for::<Redriven>()))),
+            errors: &[400, 401, 403, 404, 502, 503],
+        },
+        Operation {
+            method: "get",
             path: "/healthz",
             summary: "The process runs",
             access: Access::Anyone,
@@ -247,6 +282,9 @@ pub fn document() -> Value {
     let mut paths = Map::new();
     for op in operations {
         let mut parameters = op.query.clone();
+        if op.path.contains("{seq}") {
+            parameters.push(json!({"name": "seq", "in": "path", "required": true, "description": "The dead letter's sequence (`GET /api/dlq`)", "schema": {"type": "integer", "minimum": 1}}));
+        }
         if op.path.contains("{id}") {
             parameters.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 128}}));
         }

@@ -24,26 +24,7 @@ pub fn subject_for(function: &str) -> String {
     format!("dlq.{function}")
 }
 
-/// A dead letter as read back from the `DLQ` stream.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct DeadLetter {
-    /// Sequence in the DLQ stream.
-    pub dlq_sequence: u64,
-    /// Function that gave up.
-    pub function: String,
-    /// Why.
-    pub reason: String,
-    /// Deliveries made.
-    pub attempts: u64,
-    /// Original subject.
-    pub subject: String,
-    /// Original stream and sequence (`SAGA/42`).
-    pub origin: String,
-    /// When.
-    pub at: Option<DateTime<Utc>>,
-    /// Original payload, as text.
-    pub payload: String,
-}
+pub use jetsaga_events::ops::DeadLetter;
 
 /// Builds the headers of a dead letter, keeping the original headers
 /// (trace context, envelope marker) except the de-duplication id.
@@ -78,19 +59,17 @@ pub fn headers(
     headers
 }
 
-impl DeadLetter {
-    /// Reads a dead letter from a DLQ stream message.
-    pub fn from_message(dlq_sequence: u64, headers: &HeaderMap, payload: &[u8]) -> Self {
-        let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
-        Self {
-            dlq_sequence,
-            function: get(FUNCTION),
-            reason: get(REASON),
-            attempts: get(ATTEMPTS).parse().unwrap_or(0),
-            subject: get(SUBJECT),
-            origin: get(ORIGIN),
-            at: DateTime::parse_from_rfc3339(&get(AT)).ok().map(|t| t.with_timezone(&Utc)),
-            payload: String::from_utf8_lossy(payload).into_owned(),
-        }
+/// Reads a dead letter from a DLQ stream message.
+pub fn read(dlq_sequence: u64, headers: &HeaderMap, payload: &[u8]) -> DeadLetter {
+    let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
+    DeadLetter {
+        dlq_sequence,
+        function: get(FUNCTION),
+        reason: get(REASON),
+        attempts: get(ATTEMPTS).parse().unwrap_or(0),
+        subject: get(SUBJECT),
+        origin: get(ORIGIN),
+        at: DateTime::parse_from_rfc3339(&get(AT)).ok().map(|t| t.with_timezone(&Utc)),
+        payload: String::from_utf8_lossy(payload).into_owned(),
     }
 }

@@ -15,12 +15,14 @@
 //!    failures are nak'd with backoff, malformed or exhausted messages go
 //!    to the `DLQ` stream with the reason ([`dlq`]);
 //! 4. serves the function's queries and request/reply commands as a NATS
-//!    micro service ([`service`]).
+//!    micro service ([`service`]); and, if asked to, the saga's operations
+//!    (status, dead letters, redrive: [`ops`]).
 //!
 //! It knows no business rule: everything specific lives in the functions.
 
 pub mod answers;
 pub mod dlq;
+pub mod ops;
 pub mod provision;
 mod publisher;
 pub mod relay;
@@ -197,19 +199,28 @@ pub struct Runtime {
     js: jetstream::Context,
     config: Config,
     engines: Vec<Arc<dyn Processor>>,
+    operations: bool,
 }
 
 impl Runtime {
     /// A runtime on `client` with `config`.
     pub fn new(client: async_nats::Client, config: Config) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js, config, engines: Vec::new() }
+        Self { client, js, config, engines: Vec::new(), operations: false }
     }
 
     /// Adds a function: an [`Engine`](jetsaga_core::Engine) over its
     /// store, or any other [`Processor`] (the Lambda bridge's invoker).
     pub fn with(mut self, processor: impl Processor) -> Self {
         self.engines.push(Arc::new(processor));
+        self
+    }
+
+    /// Also serves the `jetsaga-ops` service (status, dead letters,
+    /// redrive) for clients that may not read the streams themselves, such
+    /// as the HTTP gateway. Its NATS user needs the operations' subjects.
+    pub fn serving_operations(mut self) -> Self {
+        self.operations = true;
         self
     }
 
@@ -255,6 +266,9 @@ impl Runtime {
             );
             publishers.push(publisher);
             answerers.push(answers);
+        }
+        if self.operations {
+            services.push(ops::serve(&self.client, self.config.clone(), cancel.clone()).await?);
         }
         let consuming = async {
             if self.config.provision {

@@ -377,7 +377,7 @@ pub(crate) fn answer_of(outcome: &Outcome, envelope: &Envelope) -> Answer {
 /// Answers a request (a plain publish has nobody to answer). Errors set the
 /// `Nats-Service-Error` headers and repeat them as a JSON body, for clients
 /// that ignore headers.
-async fn respond(request: &Request, subject: &str, reply: Result<Value, (u16, String)>) {
+pub(crate) async fn respond(request: &Request, subject: &str, reply: Result<Value, (u16, String)>) {
     if request.message.reply.is_none() {
         if let Err((code, error)) = &reply {
             debug!(subject, code, %error, "published command refused");
