@@ -89,7 +89,8 @@ pub struct LambdaLocal {
 fn emulator_manifest() -> String {
     let mut manifest =
         String::from("[package]\nname = \"jetsaga-lambda-emulator\"\nversion = \"0.0.0\"\nedition = \"2021\"\n");
-    for name in crate::saga::all_names() {
+    let gateway = std::iter::once(GATEWAY_FUNCTION);
+    for name in crate::saga::all_names().into_iter().chain(gateway) {
         manifest.push_str(&format!("\n[[bin]]\nname = \"{}\"\npath = \"main.rs\"\n", function_name(name)));
     }
     manifest.push_str("\n[workspace]\n");
@@ -108,6 +109,9 @@ pub struct Bootstraps {
 }
 
 pub use jetsaga_lambda::{BOOTSTRAP_BINARY, function_name};
+
+/// What `JETSAGA_FUNCTION` names for the HTTP gateway's Lambda.
+pub const GATEWAY_FUNCTION: &str = "gateway";
 
 /// The bootstrap binary next to the running executable (cargo puts every
 /// binary of the workspace in one directory).
@@ -167,6 +171,22 @@ impl LambdaLocal {
     /// them yourself, as the chaos suite does).
     pub fn bootstraps(&self) -> &Bootstraps {
         &self.bootstraps
+    }
+
+    /// Starts the HTTP gateway's bootstrap (`JETSAGA_FUNCTION=gateway`),
+    /// reaching the saga at `nats_url`; the emulator serves it as a Function
+    /// URL at [`Self::gateway_url`].
+    pub fn spawn_gateway(&mut self, nats_url: &str, jwt_secret: &str) -> Result<(), String> {
+        let mut command = self.bootstraps.command(GATEWAY_FUNCTION)?;
+        command.env("NATS_URL", nats_url).env("JETSAGA_JWT_SECRET", jwt_secret);
+        let child = command.stderr(Stdio::inherit()).spawn().map_err(|e| format!("cannot start the gateway: {e}"))?;
+        self.functions.push(Process::new(child, function_name(GATEWAY_FUNCTION)));
+        Ok(())
+    }
+
+    /// The gateway's Function URL under the emulator (`…/lambda-url/jetsaga-gateway`).
+    pub fn gateway_url(&self) -> String {
+        format!("{}/lambda-url/{}", self.invoke_url, function_name(GATEWAY_FUNCTION))
     }
 
     /// Starts one function's bootstrap, polling the emulator's Runtime API

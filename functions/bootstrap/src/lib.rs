@@ -3,6 +3,8 @@
 //! Lambda runs (the template sets it per function), so a new function
 //! needs no bootstrap of its own.
 
+pub mod gateway;
+
 use jetsaga_events::SagaMode;
 use jetsaga_saga::SagaOptions;
 
@@ -35,7 +37,7 @@ pub fn function_from(
     let options = options_from(&var)?;
     let Some(name) = var(FUNCTION_VAR) else {
         return Err(format!(
-            "{FUNCTION_VAR} is not set: it names the saga function this Lambda runs ({})",
+            "{FUNCTION_VAR} is not set: it names the saga function this Lambda runs ({}), or `gateway` for the HTTP API",
             options.names().join(", ")
         ));
     };
