@@ -37,6 +37,55 @@ pub(crate) async fn seed(client: &Client, orders: usize) -> anyhow::Result<Vec<P
     Ok(products)
 }
 
+/// How the orders go in.
+#[derive(Clone, Debug)]
+pub(crate) enum Entry {
+    /// `orders.cmd.create` requests over NATS, as the benchmark's customer.
+    Nats,
+    /// `POST /api/orders` to the HTTP gateway, as a signed-in user.
+    Http {
+        /// The API's base URL.
+        base: String,
+        /// The user's session token.
+        token: String,
+        /// A pooled client (keep-alive, as a shop's backend would have).
+        http: reqwest::Client,
+    },
+}
+
+impl Entry {
+    /// Sends the `i`th order; answers the order's id once accepted.
+    async fn send(&self, client: &Client, i: usize, items: Vec<OrderItem>) -> anyhow::Result<String> {
+        match self {
+            Entry::Nats => {
+                let order_id = format!("b-{i}");
+                let create = jetsaga_events::CreateOrder {
+                    order_id: Some(order_id.clone()),
+                    customer_id: "c-bench".into(),
+                    items,
+                };
+                client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await?;
+                Ok(order_id)
+            }
+            Entry::Http { base, token, http } => {
+                let answer = http
+                    .post(format!("{base}/api/orders"))
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", format!("h-{i}"))
+                    .json(&serde_json::json!({ "items": items }))
+                    .send()
+                    .await?;
+                let status = answer.status();
+                let body: serde_json::Value = answer.json().await?;
+                match body["order_id"].as_str() {
+                    Some(order_id) if status.is_success() => Ok(order_id.to_string()),
+                    _ => anyhow::bail!("POST /api/orders answered {status}: {body}"),
+                }
+            }
+        }
+    }
+}
+
 /// What driving the orders saw.
 #[derive(Debug)]
 pub(crate) struct Drive {
@@ -57,6 +106,7 @@ pub(crate) async fn drive(
     nats: &async_nats::Client,
     args: &BenchArgs,
     products: &[Product],
+    entry: Entry,
 ) -> anyhow::Result<Drive> {
     // Terminal events, as they happen.
     let mut terminal = nats.subscribe("orders.evt.*").await?;
@@ -93,22 +143,22 @@ pub(crate) async fn drive(
                 }
                 let permit = window.clone().acquire_owned().await.expect("the window is never closed");
                 while in_flight.try_join_next().is_some() {}
-                let order_id = format!("b-{i}");
                 let items = vec![
                     OrderItem { product_id: products[i % products.len()].clone(), quantity: 1 + (i % 2) as u32 },
                     OrderItem { product_id: products[(i + 1) % products.len()].clone(), quantity: 1 },
                 ];
-                let create = jetsaga_events::CreateOrder {
-                    order_id: Some(order_id.clone()),
-                    customer_id: "c-bench".into(),
-                    items,
-                };
-                sent_at.lock().unwrap().insert(order_id, Instant::now());
-                let client = client.clone();
+                let (client, entry, sent_at) = (client.clone(), entry.clone(), sent_at.clone());
                 in_flight.spawn(async move {
-                    let answer = client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await;
+                    // Sent now; its id known once accepted (over HTTP, the gateway names it).
+                    let sent = Instant::now();
+                    let answer = entry.send(&client, i, items).await;
                     drop(permit);
-                    answer
+                    match answer {
+                        Ok(order_id) => {
+                            sent_at.lock().unwrap().insert(order_id, sent);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "an order was not accepted"),
+                    }
                 });
             }
             while in_flight.join_next().await.is_some() {}

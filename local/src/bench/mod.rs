@@ -77,6 +77,12 @@ pub struct BenchArgs {
     /// Write a latency histogram and throughput time series (SVG) here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Then the same orders (count and pace) again through the HTTP API: a
+    /// `jetsaga gateway` process in front of the same saga, a signed-in user
+    /// posting `/api/orders`; both latencies side by side show what the
+    /// gateway adds.
+    #[arg(long)]
+    pub http: bool,
     /// Instead of the saga: measure the Lambda bootstrap in this directory
     /// (e.g. target/x86_64-unknown-linux-gnu/lambda) as each function: size,
     /// and start-up time from process start to its first `next` poll of
@@ -128,6 +134,8 @@ pub struct Report {
     pub ratio_to_raw: f64,
     /// Command sent → terminal event received.
     pub latency: Latency,
+    /// With `--http`: the same orders through the HTTP gateway, after the NATS run.
+    pub http: Option<HttpRun>,
     /// Mean time from one event of a saga to the next, by the later event's type.
     pub step_ms: Vec<(String, f64)>,
     /// CPU seconds used by the runner processes.
@@ -156,6 +164,19 @@ pub struct Report {
     /// Every end-to-end latency (ms), for the histogram.
     #[serde(skip)]
     pub samples: Vec<f64>,
+}
+
+/// The orders driven through the HTTP gateway (`--http`).
+#[derive(Clone, Debug, Serialize)]
+pub struct HttpRun {
+    /// Completed sagas per second.
+    pub sagas_per_sec: f64,
+    /// `POST /api/orders` sent → terminal event received.
+    pub latency: Latency,
+    /// CPU seconds used by the gateway process.
+    pub gateway_cpu_seconds: f64,
+    /// The signed-up user's customer, who placed these orders.
+    pub customer_id: String,
 }
 
 /// Runs the benchmark.
@@ -189,21 +210,36 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let runner_pids: Vec<u32> = runners.iter().filter_map(Process::program_pid).collect();
     let cpu_before: f64 = runner_pids.iter().filter_map(|p| runners::proc_usage(*p)).map(|u| u.0).sum();
 
-    let products = load::seed(&client, args.orders).await?;
+    // Stock for both runs with --http.
+    let products = load::seed(&client, args.orders * if args.http { 2 } else { 1 }).await?;
     let first_seq = js.get_stream("SAGA").await?.info().await?.state.last_sequence;
 
-    let load::Drive { start, sent_at, finished, duplicates } = load::drive(&client, &nats, &args, &products).await?;
+    let load::Drive { start, mut sent_at, mut finished, mut duplicates } =
+        load::drive(&client, &nats, &args, &products, load::Entry::Nats).await?;
     let end = finished.values().map(|(_, at)| *at).max().unwrap_or_else(Instant::now);
     let saga_seconds = (end - start).as_secs_f64();
+    let samples = latencies(&sent_at, &finished);
+    let latency = Latency::of(samples.clone());
 
     let usage: Vec<(f64, u64)> = runner_pids.iter().filter_map(|p| runners::proc_usage(*p)).collect();
     let runner_cpu_seconds = usage.iter().map(|u| u.0).sum::<f64>() - cpu_before;
     let runner_peak_rss_mib = usage.iter().map(|u| u.1).max().unwrap_or(0) as f64 / 1024.0;
+    // (The runners' CPU is the NATS run's: measured before the HTTP run.)
+    let http = if args.http {
+        let run = http_run(&client, &nats, &args, &products, &url, &dir).await?;
+        sent_at.extend(run.1.sent_at);
+        finished.extend(run.1.finished);
+        duplicates.extend(run.1.duplicates);
+        Some(run.0)
+    } else {
+        None
+    };
 
     // Correctness and per-step latency, from what the stream holds.
     let mut problems = Vec::new();
-    if finished.len() < args.orders {
-        problems.push(format!("{} orders never reached a terminal state", args.orders - finished.len()));
+    let driven = args.orders * if args.http { 2 } else { 1 };
+    if finished.len() < driven {
+        problems.push(format!("{} orders never reached a terminal state", driven - finished.len()));
     }
     let readback::Record { stored, bytes, history, mut per_order, terminal_count } =
         readback::read(&js, first_seq).await?;
@@ -237,7 +273,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let expected = crate::invariants::Expected {
         accepted: sent_at.keys().cloned().collect(),
         initial_stock: products.iter().map(|(id, _, stock)| (id.clone(), *stock)).collect(),
-        initial_credit: [("c-bench".to_string(), 0)].into(),
+        initial_credit: std::iter::once("c-bench".to_string())
+            .chain(http.as_ref().map(|h| h.customer_id.clone()))
+            .map(|customer| (customer, 0))
+            .collect(),
     };
     let observed = crate::invariants::Observed {
         events: history,
@@ -254,10 +293,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     if tally.findings.len() > 20 {
         problems.push(format!("… and {} more findings", tally.findings.len() - 20));
     }
-    let samples: Vec<f64> = finished
-        .iter()
-        .filter_map(|(id, (_, at))| sent_at.get(id).map(|s| (*at - *s).as_secs_f64() * 1000.0))
-        .collect();
     let mut throughput_series = vec![0usize; (saga_seconds * 10.0).ceil() as usize + 1];
     for (_, at) in finished.values() {
         let bucket = ((*at - start).as_secs_f64() * 10.0) as usize;
@@ -265,14 +300,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             *slot += 1;
         }
     }
-    let messages_per_saga = stored as f64 / args.orders as f64;
+    let messages_per_saga = stored as f64 / driven as f64;
     let message_bytes = if stored > 0 { bytes / stored as usize } else { 0 };
     drop(runners);
 
     // The raw JetStream baseline: same server, same message count and size.
     let raw_msgs_per_sec = raw::raw_baseline(&js, stored.max(1) as usize, message_bytes.max(16)).await?;
     let raw_bound = raw_msgs_per_sec / messages_per_saga.max(1.0);
-    let sagas_per_sec = finished.len() as f64 / saga_seconds.max(1e-9);
+    let sagas_per_sec = args.orders.min(finished.len()) as f64 / saga_seconds.max(1e-9);
     drop(nats_server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Report {
@@ -294,7 +329,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         raw_msgs_per_sec,
         raw_bound_sagas_per_sec: raw_bound,
         ratio_to_raw: sagas_per_sec / raw_bound.max(1e-9),
-        latency: Latency::of(samples.clone()),
+        latency,
+        http,
         step_ms,
         runner_cpu_seconds,
         runner_peak_rss_mib,
@@ -308,6 +344,54 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         throughput_series,
         samples,
     })
+}
+
+/// Command sent → terminal event received, in ms, for every order seen to end.
+fn latencies(sent_at: &HashMap<String, Instant>, finished: &HashMap<String, (String, Instant)>) -> Vec<f64> {
+    finished.iter().filter_map(|(id, (_, at))| sent_at.get(id).map(|s| (*at - *s).as_secs_f64() * 1000.0)).collect()
+}
+
+/// `--http`: a gateway process in front of the same saga, a user signed up
+/// and logged in over HTTP (their customer given the benchmark's credit),
+/// then the same orders through `POST /api/orders`.
+async fn http_run(
+    client: &Client,
+    nats: &async_nats::Client,
+    args: &BenchArgs,
+    products: &[load::Product],
+    url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(HttpRun, load::Drive)> {
+    let (gateway, base) = runners::start_gateway(url, dir)?;
+    let http = reqwest::Client::new();
+    let user =
+        serde_json::json!({"email": "bench@example.com", "password": "the benchmark's password", "name": "Bench"});
+    let signed: serde_json::Value =
+        http.post(format!("{base}/api/users")).json(&user).send().await?.error_for_status()?.json().await?;
+    let customer_id = signed["customer_id"].as_str().unwrap_or_default().to_string();
+    let credit = jetsaga_events::CreateCustomer {
+        customer_id: customer_id.clone(),
+        name: "Bench".into(),
+        credit_limit_cents: jetsaga_events::limits::MAX_CREDIT_LIMIT_CENTS,
+    };
+    client.command(jetsaga_events::subjects::CUSTOMERS_CMD_CREATE, &credit).await?;
+    let login = serde_json::json!({"email": user["email"], "password": user["password"]});
+    let session: serde_json::Value =
+        http.post(format!("{base}/api/session")).json(&login).send().await?.error_for_status()?.json().await?;
+    let token = session["token"].as_str().unwrap_or_default().to_string();
+    let pid = gateway.program_pid();
+    let cpu_before = pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0);
+    let drive = load::drive(client, nats, args, products, load::Entry::Http { base, token, http }).await?;
+    let gateway_cpu_seconds = pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0) - cpu_before;
+    let end = drive.finished.values().map(|(_, at)| *at).max().unwrap_or_else(Instant::now);
+    let run = HttpRun {
+        sagas_per_sec: drive.finished.len() as f64 / (end - drive.start).as_secs_f64().max(1e-9),
+        latency: Latency::of(latencies(&drive.sent_at, &drive.finished)),
+        gateway_cpu_seconds,
+        customer_id,
+    };
+    drop(gateway);
+    Ok((run, drive))
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

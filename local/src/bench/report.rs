@@ -64,6 +64,20 @@ pub fn print(report: &Report) {
         "  runner:            {:.1} CPU s, peak RSS {:.0} MiB",
         report.runner_cpu_seconds, report.runner_peak_rss_mib
     );
+    if let Some(http) = &report.http {
+        let (n, h) = (&report.latency, &http.latency);
+        println!(
+            "  via HTTP (ms):     p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({:.0} sagas/s; gateway {:.1} CPU s)",
+            h.p50_ms, h.p90_ms, h.p99_ms, h.max_ms, http.sagas_per_sec, http.gateway_cpu_seconds
+        );
+        println!(
+            "  HTTP / NATS:       p50 x{:.2} (+{:.1} ms), p99 x{:.2} (+{:.1} ms)",
+            h.p50_ms / n.p50_ms.max(1e-9),
+            h.p50_ms - n.p50_ms,
+            h.p99_ms / n.p99_ms.max(1e-9),
+            h.p99_ms - n.p99_ms
+        );
+    }
     println!("  outcomes:          {:?}; failures {:?}", report.outcomes, report.failure_reasons);
     if report.correct {
         println!(

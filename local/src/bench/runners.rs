@@ -60,6 +60,24 @@ pub(crate) fn start(args: &BenchArgs, url: &str, dir: &Path) -> anyhow::Result<V
     Ok(runners)
 }
 
+/// Starts `jetsaga gateway` (this binary) in front of the saga at `url`;
+/// returns it and the API's base URL once it listens.
+pub(crate) fn start_gateway(url: &str, dir: &Path) -> anyhow::Result<(Process, String)> {
+    let port = tools::free_port()?;
+    let child = tools::tied_command(&std::env::current_exe()?)
+        .args(["--nats-url", url, "gateway", "--http-host", "127.0.0.1", "--http-port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.join("gateway"))
+        .env("JETSAGA_JWT_SECRET", "the benchmark's session signing secret, 32+ bytes")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut gateway = Process::new(child, "the gateway");
+    gateway.wait_for_port(port, std::time::Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
+    Ok((gateway, format!("http://127.0.0.1:{port}")))
+}
+
 /// Reads (CPU seconds, peak RSS in KiB) of a process and its children's tree root.
 pub(crate) fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
