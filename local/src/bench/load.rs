@@ -40,8 +40,14 @@ pub(crate) async fn seed(client: &Client, orders: usize) -> anyhow::Result<Vec<P
 /// How the orders go in.
 #[derive(Clone, Debug)]
 pub(crate) enum Entry {
-    /// `orders.cmd.create` requests over NATS, as the benchmark's customer.
-    Nats,
+    /// `orders.cmd.create` requests over NATS, as the benchmark's customer;
+    /// `keyed`: with a `Nats-Msg-Id` (the order id), as the gateway sends
+    /// them (processed at once by the function's service, not through the
+    /// command stream), so the two ways in compare like for like.
+    Nats {
+        /// Whether the command carries its own `Nats-Msg-Id`.
+        keyed: bool,
+    },
     /// `POST /api/orders` to the HTTP gateway, as a signed-in user.
     Http {
         /// The API's base URL.
@@ -57,14 +63,25 @@ impl Entry {
     /// Sends the `i`th order; answers the order's id once accepted.
     async fn send(&self, client: &Client, i: usize, items: Vec<OrderItem>) -> anyhow::Result<String> {
         match self {
-            Entry::Nats => {
+            Entry::Nats { keyed } => {
                 let order_id = format!("b-{i}");
                 let create = jetsaga_events::CreateOrder {
                     order_id: Some(order_id.clone()),
                     customer_id: "c-bench".into(),
                     items,
                 };
-                client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await?;
+                if *keyed {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", order_id.as_str());
+                    let subject = jetsaga_events::subjects::ORDERS_CMD_CREATE;
+                    let reply =
+                        client.nats.request_with_headers(subject, headers, serde_json::to_vec(&create)?.into()).await?;
+                    if let Some(error) = reply.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")) {
+                        anyhow::bail!("{subject}: {error}");
+                    }
+                } else {
+                    client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await?;
+                }
                 Ok(order_id)
             }
             Entry::Http { base, token, http } => {
@@ -97,16 +114,19 @@ pub(crate) struct Drive {
     pub(crate) finished: HashMap<String, (String, Instant)>,
     /// Orders whose end was seen twice live.
     pub(crate) duplicates: Vec<String>,
+    /// The orders that went in through HTTP (with `--http`, every other one).
+    pub(crate) via_http: std::collections::HashSet<String>,
 }
 
-/// Sends `args.orders` orders and waits for their ends (or gives up after
-/// a deadline proportional to the run).
+/// Sends `args.orders` orders, the `i`th through `entries[i % len]`, and
+/// waits for their ends (or gives up after a deadline proportional to the
+/// run). Interleaved, every entry sees the same load at the same time.
 pub(crate) async fn drive(
     client: &Client,
     nats: &async_nats::Client,
     args: &BenchArgs,
     products: &[Product],
-    entry: Entry,
+    entries: Vec<Entry>,
 ) -> anyhow::Result<Drive> {
     // Terminal events, as they happen.
     let mut terminal = nats.subscribe("orders.evt.*").await?;
@@ -125,10 +145,11 @@ pub(crate) async fn drive(
     });
 
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let via_http: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
     let start = Instant::now();
     let sender = {
         let client = client.clone();
-        let sent_at = sent_at.clone();
+        let (sent_at, via_http) = (sent_at.clone(), via_http.clone());
         let (orders, window, rate) = (args.orders, args.window, args.rate);
         let products: Vec<String> = products.iter().map(|p| p.0.clone()).collect();
         tokio::spawn(async move {
@@ -147,7 +168,8 @@ pub(crate) async fn drive(
                     OrderItem { product_id: products[i % products.len()].clone(), quantity: 1 + (i % 2) as u32 },
                     OrderItem { product_id: products[(i + 1) % products.len()].clone(), quantity: 1 },
                 ];
-                let (client, entry, sent_at) = (client.clone(), entry.clone(), sent_at.clone());
+                let entry = entries[i % entries.len()].clone();
+                let (client, sent_at, via_http) = (client.clone(), sent_at.clone(), via_http.clone());
                 in_flight.spawn(async move {
                     // Sent now; its id known once accepted (over HTTP, the gateway names it).
                     let sent = Instant::now();
@@ -155,6 +177,9 @@ pub(crate) async fn drive(
                     drop(permit);
                     match answer {
                         Ok(order_id) => {
+                            if matches!(entry, Entry::Http { .. }) {
+                                via_http.lock().unwrap().insert(order_id.clone());
+                            }
                             sent_at.lock().unwrap().insert(order_id, sent);
                         }
                         Err(e) => tracing::warn!(error = %e, "an order was not accepted"),
@@ -188,5 +213,6 @@ pub(crate) async fn drive(
     eprintln!("\r  {} / {} orders finished", finished.len(), args.orders);
     sender.await?;
     let sent_at = sent_at.lock().unwrap().clone();
-    Ok(Drive { start, sent_at, finished, duplicates })
+    let via_http = via_http.lock().unwrap().clone();
+    Ok(Drive { start, sent_at, finished, duplicates, via_http })
 }

@@ -77,10 +77,10 @@ pub struct BenchArgs {
     /// Write a latency histogram and throughput time series (SVG) here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// Then the same orders (count and pace) again through the HTTP API: a
-    /// `jetsaga gateway` process in front of the same saga, a signed-in user
-    /// posting `/api/orders`; both latencies side by side show what the
-    /// gateway adds.
+    /// Every other order through the HTTP API instead of NATS: a `jetsaga
+    /// gateway` process in front of the same saga, a signed-in user posting
+    /// `/api/orders`. Interleaved, both see the same load at the same time;
+    /// their latencies side by side show what the gateway adds.
     #[arg(long)]
     pub http: bool,
     /// Instead of the saga: measure the Lambda bootstrap in this directory
@@ -134,7 +134,8 @@ pub struct Report {
     pub ratio_to_raw: f64,
     /// Command sent → terminal event received.
     pub latency: Latency,
-    /// With `--http`: the same orders through the HTTP gateway, after the NATS run.
+    /// With `--http`: the orders that went in through the HTTP gateway
+    /// (every other one; `latency` above is then the NATS orders').
     pub http: Option<HttpRun>,
     /// Mean time from one event of a saga to the next, by the later event's type.
     pub step_ms: Vec<(String, f64)>,
@@ -169,8 +170,8 @@ pub struct Report {
 /// The orders driven through the HTTP gateway (`--http`).
 #[derive(Clone, Debug, Serialize)]
 pub struct HttpRun {
-    /// Completed sagas per second.
-    pub sagas_per_sec: f64,
+    /// Orders that went in through HTTP.
+    pub orders: usize,
     /// `POST /api/orders` sent → terminal event received.
     pub latency: Latency,
     /// CPU seconds used by the gateway process.
@@ -210,36 +211,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let runner_pids: Vec<u32> = runners.iter().filter_map(Process::program_pid).collect();
     let cpu_before: f64 = runner_pids.iter().filter_map(|p| runners::proc_usage(*p)).map(|u| u.0).sum();
 
-    // Stock for both runs with --http.
-    let products = load::seed(&client, args.orders * if args.http { 2 } else { 1 }).await?;
+    let products = load::seed(&client, args.orders).await?;
     let first_seq = js.get_stream("SAGA").await?.info().await?.state.last_sequence;
 
-    let load::Drive { start, mut sent_at, mut finished, mut duplicates } =
-        load::drive(&client, &nats, &args, &products, load::Entry::Nats).await?;
+    let gateway = if args.http { Some(http_entry(&client, &url, &dir).await?) } else { None };
+    // With --http, the NATS orders carry a Nats-Msg-Id as the gateway's do (see `Entry::Nats`).
+    let mut entries = vec![load::Entry::Nats { keyed: args.http }];
+    entries.extend(gateway.as_ref().map(|g| g.entry.clone()));
+    let gateway_cpu_before = gateway.as_ref().and_then(|g| g.process.program_pid()).and_then(runners::proc_usage);
+    let load::Drive { start, sent_at, finished, duplicates, via_http } =
+        load::drive(&client, &nats, &args, &products, entries).await?;
     let end = finished.values().map(|(_, at)| *at).max().unwrap_or_else(Instant::now);
     let saga_seconds = (end - start).as_secs_f64();
-    let samples = latencies(&sent_at, &finished);
+    let (over_http, over_nats): (HashMap<_, _>, HashMap<_, _>) =
+        finished.iter().map(|(id, end)| (id.clone(), end.clone())).partition(|(id, _)| via_http.contains(id));
+    let samples = latencies(&sent_at, &over_nats);
     let latency = Latency::of(samples.clone());
 
     let usage: Vec<(f64, u64)> = runner_pids.iter().filter_map(|p| runners::proc_usage(*p)).collect();
     let runner_cpu_seconds = usage.iter().map(|u| u.0).sum::<f64>() - cpu_before;
     let runner_peak_rss_mib = usage.iter().map(|u| u.1).max().unwrap_or(0) as f64 / 1024.0;
-    // (The runners' CPU is the NATS run's: measured before the HTTP run.)
-    let http = if args.http {
-        let run = http_run(&client, &nats, &args, &products, &url, &dir).await?;
-        sent_at.extend(run.1.sent_at);
-        finished.extend(run.1.finished);
-        duplicates.extend(run.1.duplicates);
-        Some(run.0)
-    } else {
-        None
-    };
+    let http = gateway.map(|g| {
+        let cpu = g.process.program_pid().and_then(runners::proc_usage);
+        HttpRun {
+            orders: via_http.len(),
+            latency: Latency::of(latencies(&sent_at, &over_http)),
+            gateway_cpu_seconds: cpu.zip(gateway_cpu_before).map_or(0.0, |(after, before)| after.0 - before.0),
+            customer_id: g.customer_id,
+        }
+    });
 
     // Correctness and per-step latency, from what the stream holds.
     let mut problems = Vec::new();
-    let driven = args.orders * if args.http { 2 } else { 1 };
-    if finished.len() < driven {
-        problems.push(format!("{} orders never reached a terminal state", driven - finished.len()));
+    if finished.len() < args.orders {
+        problems.push(format!("{} orders never reached a terminal state", args.orders - finished.len()));
     }
     let readback::Record { stored, bytes, history, mut per_order, terminal_count } =
         readback::read(&js, first_seq).await?;
@@ -300,14 +305,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             *slot += 1;
         }
     }
-    let messages_per_saga = stored as f64 / driven as f64;
+    let messages_per_saga = stored as f64 / args.orders as f64;
     let message_bytes = if stored > 0 { bytes / stored as usize } else { 0 };
     drop(runners);
 
     // The raw JetStream baseline: same server, same message count and size.
     let raw_msgs_per_sec = raw::raw_baseline(&js, stored.max(1) as usize, message_bytes.max(16)).await?;
     let raw_bound = raw_msgs_per_sec / messages_per_saga.max(1.0);
-    let sagas_per_sec = args.orders.min(finished.len()) as f64 / saga_seconds.max(1e-9);
+    let sagas_per_sec = finished.len() as f64 / saga_seconds.max(1e-9);
     drop(nats_server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Report {
@@ -351,18 +356,17 @@ fn latencies(sent_at: &HashMap<String, Instant>, finished: &HashMap<String, (Str
     finished.iter().filter_map(|(id, (_, at))| sent_at.get(id).map(|s| (*at - *s).as_secs_f64() * 1000.0)).collect()
 }
 
-/// `--http`: a gateway process in front of the same saga, a user signed up
-/// and logged in over HTTP (their customer given the benchmark's credit),
-/// then the same orders through `POST /api/orders`.
-async fn http_run(
-    client: &Client,
-    nats: &async_nats::Client,
-    args: &BenchArgs,
-    products: &[load::Product],
-    url: &str,
-    dir: &std::path::Path,
-) -> anyhow::Result<(HttpRun, load::Drive)> {
-    let (gateway, base) = runners::start_gateway(url, dir)?;
+/// `--http`'s way in: a gateway process in front of the same saga, and a
+/// user signed up and logged in over HTTP, their customer given the
+/// benchmark's credit.
+struct Gateway {
+    process: Process,
+    entry: load::Entry,
+    customer_id: String,
+}
+
+async fn http_entry(client: &Client, url: &str, dir: &std::path::Path) -> anyhow::Result<Gateway> {
+    let (process, base) = runners::start_gateway(url, dir)?;
     let http = reqwest::Client::new();
     let user =
         serde_json::json!({"email": "bench@example.com", "password": "the benchmark's password", "name": "Bench"});
@@ -379,19 +383,7 @@ async fn http_run(
     let session: serde_json::Value =
         http.post(format!("{base}/api/session")).json(&login).send().await?.error_for_status()?.json().await?;
     let token = session["token"].as_str().unwrap_or_default().to_string();
-    let pid = gateway.program_pid();
-    let cpu_before = pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0);
-    let drive = load::drive(client, nats, args, products, load::Entry::Http { base, token, http }).await?;
-    let gateway_cpu_seconds = pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0) - cpu_before;
-    let end = drive.finished.values().map(|(_, at)| *at).max().unwrap_or_else(Instant::now);
-    let run = HttpRun {
-        sagas_per_sec: drive.finished.len() as f64 / (end - drive.start).as_secs_f64().max(1e-9),
-        latency: Latency::of(latencies(&drive.sent_at, &drive.finished)),
-        gateway_cpu_seconds,
-        customer_id,
-    };
-    drop(gateway);
-    Ok((run, drive))
+    Ok(Gateway { process, entry: load::Entry::Http { base, token, http }, customer_id })
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -55,7 +55,11 @@ pub fn print(report: &Report) {
     );
     println!("  ratio to raw:      {:.1}%", report.ratio_to_raw * 100.0);
     let l = &report.latency;
-    println!("  latency (ms):      p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}", l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms);
+    let over = if report.http.is_some() { "  (the orders sent over NATS)" } else { "" };
+    println!(
+        "  latency (ms):      p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}{over}",
+        l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+    );
     println!(
         "  per step (ms):     {}",
         report.step_ms.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ")
@@ -67,11 +71,11 @@ pub fn print(report: &Report) {
     if let Some(http) = &report.http {
         let (n, h) = (&report.latency, &http.latency);
         println!(
-            "  via HTTP (ms):     p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({:.0} sagas/s; gateway {:.1} CPU s)",
-            h.p50_ms, h.p90_ms, h.p99_ms, h.max_ms, http.sagas_per_sec, http.gateway_cpu_seconds
+            "  via HTTP (ms):     p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({} orders; gateway {:.1} CPU s)",
+            h.p50_ms, h.p90_ms, h.p99_ms, h.max_ms, http.orders, http.gateway_cpu_seconds
         );
         println!(
-            "  HTTP / NATS:       p50 x{:.2} (+{:.1} ms), p99 x{:.2} (+{:.1} ms)",
+            "  HTTP / NATS:       p50 x{:.2} ({:+.1} ms), p99 x{:.2} ({:+.1} ms)",
             h.p50_ms / n.p50_ms.max(1e-9),
             h.p50_ms - n.p50_ms,
             h.p99_ms / n.p99_ms.max(1e-9),
