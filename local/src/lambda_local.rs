@@ -108,10 +108,7 @@ pub struct Bootstraps {
     dynamodb_url: String,
 }
 
-pub use jetsaga_lambda::{BOOTSTRAP_BINARY, function_name};
-
-/// What `JETSAGA_FUNCTION` names for the HTTP gateway's Lambda.
-pub const GATEWAY_FUNCTION: &str = "gateway";
+pub use jetsaga_lambda::{BOOTSTRAP_BINARY, GATEWAY_FUNCTION, function_name};
 
 /// The bootstrap binary next to the running executable (cargo puts every
 /// binary of the workspace in one directory).

@@ -12,7 +12,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{RequestExt, tower::ServiceBuilder};
 
 /// `JETSAGA_FUNCTION=gateway` runs the HTTP gateway instead of a saga function.
-pub const GATEWAY: &str = "gateway";
+pub use jetsaga_lambda::GATEWAY_FUNCTION as GATEWAY;
 
 /// What the gateway Lambda reads from its environment.
 #[derive(Clone, PartialEq, Eq)]

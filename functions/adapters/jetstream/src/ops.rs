@@ -103,23 +103,34 @@ pub async fn dead_letters(
     limit: usize,
 ) -> Result<Vec<DeadLetter>, OpsError> {
     let mut letters = Vec::new();
-    if js.get_stream(dlq_stream).await.is_err() {
-        return Ok(letters);
-    }
-    read_stream(js, dlq_stream, None, |sequence, message| {
+    let read = read_stream(js, dlq_stream, None, |sequence, message| {
         let empty = async_nats::HeaderMap::new();
         letters.push(dlq::read(sequence, message.headers.as_ref().unwrap_or(&empty), &message.payload));
         letters.len() < limit
     })
-    .await?;
-    Ok(letters)
+    .await;
+    match read {
+        // No DLQ stream yet: nothing was ever dead-lettered.
+        Ok(()) | Err(OpsError::NoStream(_)) => Ok(letters),
+        Err(e) => Err(e),
+    }
 }
 
 /// One dead letter, by its sequence.
 pub async fn dead_letter(js: &jetstream::Context, dlq_stream: &str, sequence: u64) -> Result<DeadLetter, OpsError> {
+    let (_, raw) = stored_letter(js, dlq_stream, sequence).await?;
+    Ok(dlq::read(sequence, &raw.headers, &raw.payload))
+}
+
+/// The DLQ stream and one message of it, as stored (headers included).
+async fn stored_letter(
+    js: &jetstream::Context,
+    dlq_stream: &str,
+    sequence: u64,
+) -> Result<(jetstream::stream::Stream, jetstream::message::StreamMessage), OpsError> {
     let stream = js.get_stream(dlq_stream).await.map_err(|_| OpsError::NoDeadLetter(sequence))?;
     let raw = stream.get_raw_message(sequence).await.map_err(|_| OpsError::NoDeadLetter(sequence))?;
-    Ok(dlq::read(sequence, &raw.headers, &raw.payload))
+    Ok((stream, raw))
 }
 
 /// Sends a dead letter again to its original subject with its original
@@ -139,8 +150,7 @@ pub async fn redrive(
     config: &Config,
     sequence: u64,
 ) -> Result<Redriven, OpsError> {
-    let stream = js.get_stream(&config.dlq_stream).await.map_err(|_| OpsError::NoDeadLetter(sequence))?;
-    let raw = stream.get_raw_message(sequence).await.map_err(|_| OpsError::NoDeadLetter(sequence))?;
+    let (stream, raw) = stored_letter(js, &config.dlq_stream, sequence).await?;
     let letter = dlq::read(sequence, &raw.headers, &raw.payload);
     let mut headers = async_nats::HeaderMap::new();
     for (name, values) in raw.headers.iter() {

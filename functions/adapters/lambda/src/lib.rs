@@ -84,6 +84,10 @@ fn bad_request(message: String) -> Diagnostic {
 /// cargo-lambda packages it as `bootstrap`).
 pub const BOOTSTRAP_BINARY: &str = "jetsaga-bootstrap";
 
+/// What `JETSAGA_FUNCTION` names for the HTTP gateway's Lambda (the same
+/// bootstrap runs the gateway's router instead of a saga function).
+pub const GATEWAY_FUNCTION: &str = "gateway";
+
 /// The Lambda function name of a saga function, `jetsaga-<function>`
 /// (the deploy template adds its own prefix instead).
 pub fn function_name(function: &str) -> String {
