@@ -288,6 +288,11 @@ pub(crate) async fn host(
             }
         }
     }
+    // The demo data first: "is up" means the banner's `try` lines work at once.
+    let mut flow = if quiet { None } else { Some(nats.subscribe("*.evt.>").await?) };
+    if seed_demo {
+        seed(&client, &crate::saga::accepted_commands(options, names)).await?;
+    }
     println!("{title}: {} on {url}", names.join(", "));
     for line in banner {
         println!("{line}");
@@ -296,10 +301,6 @@ pub(crate) async fn host(
     println!("     or:  jetsaga order create --customer c-ada --item p-keyboard:1 --item p-mouse:2 --wait");
     println!("  stop:   Ctrl-C");
 
-    let mut flow = if quiet { None } else { Some(nats.subscribe("*.evt.>").await?) };
-    if seed_demo {
-        seed(&client, &crate::saga::accepted_commands(options, names)).await?;
-    }
     let mut printer = FlowPrinter::new();
     let stop = shutdown_signal();
     tokio::pin!(stop);
