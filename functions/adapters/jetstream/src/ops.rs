@@ -213,21 +213,29 @@ pub async fn status(nats: &async_nats::Client, config: &Config) -> Result<Status
     let commands = js.get_stream(&config.command_stream).await.ok();
     // Every function with a durable consumer on the saga stream, or on the
     // command stream (a function that only takes commands has no other).
+    // Readers' ephemeral consumers (a live view, a trace) come and go while
+    // this runs: one that is gone by the time it is asked about is skipped.
     let mut functions = BTreeSet::new();
     let mut names = stream.consumer_names();
     while let Some(Ok(name)) = names.next().await {
         functions.insert(name);
     }
+    let mut command_consumers = BTreeSet::new();
     if let Some(commands) = &commands {
         let mut names = commands.consumer_names();
         while let Some(Ok(name)) = names.next().await {
+            command_consumers.insert(name.clone());
             functions.insert(name);
         }
     }
     let mut consumers = Vec::new();
     for name in functions {
         let saga_consumer = match stream.get_consumer::<consumer::pull::Config>(&name).await {
-            Ok(mut consumer) => Some(consumer.info().await.map_err(nats_error)?.clone()),
+            Ok(mut consumer) => match consumer.info().await {
+                Ok(info) => Some(info.clone()),
+                Err(_) => continue,
+            },
+            Err(_) if !command_consumers.contains(&name) => continue,
             Err(_) => None,
         };
         if saga_consumer.as_ref().is_some_and(|ci| ci.config.durable_name.is_none()) {
@@ -247,8 +255,8 @@ pub async fn status(nats: &async_nats::Client, config: &Config) -> Result<Status
         let mut commands_pending = None;
         if let Some(commands) = &commands
             && let Ok(mut consumer) = commands.get_consumer::<consumer::pull::Config>(&name).await
+            && let Ok(info) = consumer.info().await
         {
-            let info = consumer.info().await.map_err(nats_error)?;
             commands_pending = Some(info.num_pending + info.num_ack_pending as u64);
         }
         let field = |f: fn(&consumer::Info) -> u64| saga_consumer.as_ref().map(f);
