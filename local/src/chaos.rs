@@ -134,6 +134,13 @@ const LAMBDA_BATCH: usize = 10;
 const SETTLE: Duration = Duration::from_secs(180);
 /// How long one command is retried (through restarts) before the client gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// How long the client waits for each attempt's answer before sending it
+/// again. On the Lambda path a command is an invocation that may queue
+/// behind the function's batches and is given up by the bridge only after
+/// its invoke timeout: a client retrying sooner only adds invocations for
+/// a function already behind.
+const PATIENCE: Duration = Duration::from_secs(5);
+const LAMBDA_PATIENCE: Duration = LAMBDA_INVOKE_TIMEOUT.saturating_add(Duration::from_secs(5));
 
 /// What a run did and found.
 #[derive(Clone, Debug, Serialize)]
@@ -376,14 +383,19 @@ enum Answer {
 /// Sends a command, retrying through restarts and outages with the same
 /// `Nats-Msg-Id`, so a retry of something that went through is answered,
 /// not done twice.
-async fn send(nats: &async_nats::Client, subject: &str, body: &Value, msg_id: &str) -> Answer {
+/// Each attempt waits `patience` for its answer.
+async fn send(nats: &async_nats::Client, subject: &str, body: &Value, msg_id: &str, patience: Duration) -> Answer {
     let deadline = Instant::now() + GIVE_UP_AFTER;
     let mut last = String::new();
     while Instant::now() < deadline {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id);
-        let request = nats.request_with_headers(subject.to_string(), headers, body.to_string().into());
-        match tokio::time::timeout(Duration::from_secs(5), request).await {
+        let request = async_nats::client::Request::new()
+            .headers(headers)
+            .payload(body.to_string().into())
+            .timeout(Some(patience));
+        let request = nats.send_request(subject.to_string(), request);
+        match tokio::time::timeout(patience + Duration::from_secs(1), request).await {
             Ok(Ok(reply)) => {
                 let code = reply
                     .headers
@@ -398,7 +410,7 @@ async fn send(nats: &async_nats::Client, subject: &str, body: &Value, msg_id: &s
                 }
             }
             Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "no answer within 5s".into(),
+            Err(_) => last = format!("no answer within {patience:?}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -609,6 +621,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         let (nats, accepted, unanswered, cancels) =
             (nats.clone(), accepted.clone(), unanswered.clone(), cancels.clone());
         let rate = args.rate;
+        let patience = if args.lambda { LAMBDA_PATIENCE } else { PATIENCE };
         tokio::spawn(async move {
             let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
             let mut tasks = tokio::task::JoinSet::new();
@@ -624,7 +637,9 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
                         }
                         return;
                     }
-                    match send(&nats, ORDERS_CMD_CREATE, &order.body, &format!("create-{}", order.order_id)).await {
+                    match send(&nats, ORDERS_CMD_CREATE, &order.body, &format!("create-{}", order.order_id), patience)
+                        .await
+                    {
                         Answer::Ok => {
                             accepted.lock().await.insert(order.order_id.clone());
                         }
@@ -642,7 +657,8 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
                         cancels.fetch_add(1, Ordering::Relaxed);
                         let body = json!({"order_id": order.order_id, "reason": "chaos"});
                         // Refused (already shipped) is a fine answer too.
-                        let _ = send(&nats, ORDERS_CMD_CANCEL, &body, &format!("cancel-{}", order.order_id)).await;
+                        let _ = send(&nats, ORDERS_CMD_CANCEL, &body, &format!("cancel-{}", order.order_id), patience)
+                            .await;
                     }
                 });
                 while tasks.try_join_next().is_some() {}

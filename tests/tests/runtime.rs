@@ -561,3 +561,64 @@ async fn the_inbox_is_swept_past_its_retention_and_unsafe_retentions_are_refused
     let err = runtime.run(std::future::pending()).await.unwrap_err().to_string();
     assert!(err.contains("inbox_retention") && err.contains("max_age"), "{err}");
 }
+
+/// The ledger where opening the account "slow" takes long (an invocation
+/// lost with its Lambda instance, waited out until the invoke timeout).
+#[derive(Debug)]
+struct SlowForOne {
+    engine: Engine,
+}
+
+#[async_trait::async_trait]
+impl jetsaga_core::Processor for SlowForOne {
+    fn spec(&self) -> &'static jetsaga_core::FunctionSpec {
+        self.engine.spec()
+    }
+    async fn process(&self, batch: &[jetsaga_core::Incoming]) -> Vec<jetsaga_core::Outcome> {
+        if batch.iter().any(|i| i.envelope.data["account"] == "slow") {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
+        self.engine.process(batch).await
+    }
+    async fn query(&self, subject: &str, request: &[u8]) -> Result<serde_json::Value, jetsaga_core::QueryError> {
+        self.engine.query(subject, request).await
+    }
+    async fn unpublished(&self, limit: usize) -> Result<Vec<jetsaga_core::OutboxRecord>, jetsaga_core::StoreError> {
+        self.engine.unpublished(limit).await
+    }
+    async fn mark_published(&self, ids: &[String]) -> Result<(), jetsaga_core::StoreError> {
+        self.engine.mark_published(ids).await
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_batch_holds_up_only_itself() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let client = server.connect().await;
+    let store = SqliteStore::open(dir.path().join("ledger.db"), Durability::Normal).await.unwrap();
+    let slow = SlowForOne { engine: Engine::new(Arc::new(Ledger::default()), Arc::new(store)) };
+    let runtime = Runtime::new(client.clone(), Config { concurrency: 2, ..fast_config() }).with(slow);
+    runtime.provision().await.unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(runtime.run(cancel.clone().cancelled_owned()));
+    wait_until(WAIT, "the ledger service to answer", || async {
+        client.request("$SRV.PING.ledger", "".into()).await.is_ok()
+    })
+    .await;
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { open_with_id(&client, r#"{"account":"slow"}"#, "open-slow").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Sent while the slow one is being processed: answered long before it.
+    let started = std::time::Instant::now();
+    let quick = open_with_id(&client, r#"{"account":"quick"}"#, "open-quick").await;
+    assert_eq!(quick["events"], json!(["ledger.evt.opened"]));
+    assert!(started.elapsed() < Duration::from_secs(2), "waited {:?} behind the slow batch", started.elapsed());
+    assert!(!slow.is_finished(), "the slow one is still being processed");
+    assert_eq!(slow.await.unwrap()["events"], json!(["ledger.evt.opened"]));
+    cancel.cancel();
+    tokio::time::timeout(WAIT, task).await.expect("runtime stops").unwrap().unwrap();
+}

@@ -132,6 +132,13 @@ pub async fn many_keys_read_at_once(store: Arc<dyn Store>) {
     let found: Vec<Option<(Vec<u8>, u64)>> = found.into_iter().map(|i| i.map(|i| (i.value, i.version))).collect();
     assert_eq!(found, vec![Some((b"3".to_vec(), 1)), None, Some((b"1".to_vec(), 1)), Some((b"3".to_vec(), 1))]);
     assert!(store.get_many(&[]).await.unwrap().is_empty());
+    // More keys than one round trip of some backends takes (DynamoDB: 100).
+    let many: Vec<String> = (0..250).map(|i| if i % 50 == 0 { "a".to_string() } else { format!("k{i}") }).collect();
+    let found = store.get_many(&many).await.unwrap();
+    assert_eq!(found.len(), 250);
+    for (key, item) in many.iter().zip(found) {
+        assert_eq!(item.map(|i| i.value), (key == "a").then(|| b"1".to_vec()), "{key}");
+    }
 }
 
 /// A batch of commits is one transaction: one bad commit refuses them all.
@@ -192,6 +199,15 @@ pub async fn the_outbox_drains(store: Arc<dyn Store>) {
     assert_eq!(store.processed("e0").await.unwrap(), Some(vec![]));
     assert_eq!(store.processed("e1").await.unwrap(), Some(vec![record("o1b")]));
     store.mark_published(&[]).await.unwrap();
+    // Many at once (more than one round trip of some backends takes:
+    // DynamoDB, 25), with ids marked before, twice, or never committed.
+    let many: Vec<OutboxRecord> = (0..40).map(|i| record(&format!("p{i:02}"))).collect();
+    store.commit(&[commit("e-many", vec![], many)]).await.unwrap();
+    let mut ids: Vec<String> = store.unpublished(100).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 47);
+    ids.extend(["o0a", "p00", "never"].map(String::from));
+    store.mark_published(&ids).await.unwrap();
+    assert!(store.unpublished(100).await.unwrap().is_empty());
 }
 
 /// Scans return exactly the keys under a prefix, in order; SQL wildcards are literal.

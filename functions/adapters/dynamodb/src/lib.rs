@@ -29,8 +29,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest, KeySchemaElement, KeyType,
+    KeysAndAttributes, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use aws_smithy_http_client::tls;
 use jetsaga_core::{
@@ -83,6 +83,11 @@ fn inbox_pk(event_id: &str) -> String {
 }
 
 const OUTBOX_PK: &str = "outbox";
+
+/// Most keys one `BatchGetItem` may ask for.
+const BATCH_GET_LIMIT: usize = 100;
+/// Most writes one `BatchWriteItem` may carry.
+const BATCH_WRITE_LIMIT: usize = 25;
 
 /// A function's store in its own DynamoDB table.
 #[derive(Clone, Debug)]
@@ -209,6 +214,48 @@ impl DynamoStore {
         Ok(inbox.item().cloned())
     }
 
+    /// The items at `keys` (`(pk, sk)` pairs) that exist, read consistently
+    /// with one `BatchGetItem` per 100 keys instead of a `GetItem` per key;
+    /// keys DynamoDB leaves unprocessed (throttling) are asked for again.
+    async fn batch_get(
+        &self,
+        mut keys: Vec<(String, String)>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        // DynamoDB refuses a key asked for twice in one request.
+        keys.sort_unstable();
+        keys.dedup();
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
+            let key_maps = chunk
+                .iter()
+                .map(|(pk, sk)| HashMap::from([("pk".to_string(), s(pk.as_str())), ("sk".to_string(), s(sk.as_str()))]))
+                .collect::<Vec<_>>();
+            let mut wanted =
+                Some(KeysAndAttributes::builder().set_keys(Some(key_maps)).consistent_read(true).build().map_err(err)?);
+            let mut attempt = 0u32;
+            while let Some(request) = wanted.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("batch_get_item", e))?;
+                found.extend(out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten().cloned());
+                wanted =
+                    out.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
+                if wanted.is_some() {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(err("batch_get_item left keys unprocessed after 8 attempts"));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn outbox_record(item: &HashMap<String, AttributeValue>) -> Result<OutboxRecord, StoreError> {
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
         Ok(OutboxRecord {
@@ -321,6 +368,17 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| sdk_err("get_item", e))?;
         out.item().map(|item| Self::state_item(item).map(|(_, item)| item)).transpose()
+    }
+
+    /// Reads many keys at once: state keys with [`DynamoStore::batch_get`].
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
+        let wanted = keys.iter().map(|key| (kv_pk(key), key.clone())).collect();
+        let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
+        for item in self.batch_get(wanted).await? {
+            let (key, item) = Self::state_item(&item)?;
+            found.insert(key, item);
+        }
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
 
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Item)>, StoreError> {
@@ -464,22 +522,13 @@ impl Store for DynamoStore {
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default();
-        let mut pending = Vec::new();
-        for id in ids {
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key("pk", s(OUTBOX_PK))
-                .key("sk", s(&id))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_err("get_item", e))?;
-            if let Some(item) = out.item() {
-                pending.push(Self::outbox_record(item)?);
-            }
+        // Those still unpublished, in the order they were emitted.
+        let mut unpublished: HashMap<String, OutboxRecord> = HashMap::new();
+        for item in self.batch_get(ids.iter().map(|id| (OUTBOX_PK.to_string(), id.clone())).collect()).await? {
+            let record = Self::outbox_record(&item)?;
+            unpublished.insert(record.id.clone(), record);
         }
+        let pending: Vec<OutboxRecord> = ids.iter().filter_map(|id| unpublished.remove(id)).collect();
         Ok(Some(pending))
     }
 
@@ -544,16 +593,43 @@ impl Store for DynamoStore {
         }
     }
 
+    /// One `BatchWriteItem` per 25 ids (deleting an id already gone is no
+    /// error), instead of a `DeleteItem` per id; deletes DynamoDB leaves
+    /// unprocessed (throttling) are sent again.
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
-        for id in ids {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .key("pk", s(OUTBOX_PK))
-                .key("sk", s(id))
-                .send()
-                .await
-                .map_err(|e| sdk_err("delete_item", e))?;
+        let mut unique: Vec<&String> = ids.iter().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        for chunk in unique.chunks(BATCH_WRITE_LIMIT) {
+            let mut deletes = chunk
+                .iter()
+                .map(|id| {
+                    let delete = DeleteRequest::builder()
+                        .key("pk", s(OUTBOX_PK))
+                        .key("sk", s(id.as_str()))
+                        .build()
+                        .map_err(err)?;
+                    Ok(WriteRequest::builder().delete_request(delete).build())
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let mut attempt = 0u32;
+            while !deletes.is_empty() {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, deletes)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("batch_write_item", e))?;
+                deletes = out.unprocessed_items().and_then(|u| u.get(&self.table)).cloned().unwrap_or_default();
+                if !deletes.is_empty() {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(err("batch_write_item left deletes unprocessed after 8 attempts"));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
+                }
+            }
         }
         Ok(())
     }

@@ -259,11 +259,12 @@ impl Runtime {
             let answers =
                 answers::Answers::start(&self.client, engine.name(), &self.config.command_stream, cancel.clone())
                     .await?;
-            let answer_timeout = self.config.answer_timeout;
-            services.push(
-                service::serve(&self.client, publisher.clone(), answers.clone(), answer_timeout, cancel.clone())
-                    .await?,
-            );
+            let intake = service::Intake {
+                answer_timeout: self.config.answer_timeout,
+                batches_in_flight: self.config.concurrency.max(1),
+            };
+            services
+                .push(service::serve(&self.client, publisher.clone(), answers.clone(), intake, cancel.clone()).await?);
             publishers.push(publisher);
             answerers.push(answers);
         }

@@ -59,9 +59,10 @@ pub(crate) async fn serve(
     client: &async_nats::Client,
     publisher: Publisher,
     answers: Answers,
-    answer_timeout: Duration,
+    intake: Intake,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
+    let answer_timeout = intake.answer_timeout;
     let engine = publisher.engine.clone();
     let spec = engine.spec();
     let err = |e: async_nats::Error| RuntimeError::Service { function: spec.name.into(), message: e.to_string() };
@@ -86,7 +87,7 @@ pub(crate) async fn serve(
     let outbox = outbox_subject(spec.name);
     let endpoint = service.endpoint_builder().name("outbox").add(outbox.as_str()).await.map_err(err)?;
     endpoints.push((outbox.into(), Kind::Outbox, endpoint));
-    let batcher = CommandBatcher::new(engine);
+    let batcher = CommandBatcher::new(engine, intake.batches_in_flight);
     Ok(tokio::spawn(async move {
         let mut handlers = tokio::task::JoinSet::new();
         for (subject, kind, mut endpoint) in endpoints {
@@ -179,6 +180,18 @@ fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 /// Most commands committed in one store transaction.
 const COMMAND_BATCH: usize = 256;
 
+/// How the request endpoints take commands.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Intake {
+    /// How long a request for a command without `Nats-Msg-Id` waits for the
+    /// command stream's copy to be processed.
+    pub answer_timeout: Duration,
+    /// Batches of request/reply commands processed at once (the function's
+    /// `concurrency`): one slow batch (a Lambda invocation whose instance
+    /// died, waited out until the invoke timeout) then holds up only itself.
+    pub batches_in_flight: usize,
+}
+
 /// Groups concurrent request/reply commands so that many of them share one
 /// store transaction, as consumed events do; each caller gets its own outcome.
 #[derive(Clone, Debug)]
@@ -187,11 +200,14 @@ struct CommandBatcher {
 }
 
 impl CommandBatcher {
-    fn new(processor: Arc<dyn Processor>) -> Self {
+    fn new(processor: Arc<dyn Processor>, batches_in_flight: usize) -> Self {
         let (queue, mut commands) =
             tokio::sync::mpsc::channel::<(Incoming, tokio::sync::oneshot::Sender<Outcome>)>(4 * COMMAND_BATCH);
+        let slots = Arc::new(tokio::sync::Semaphore::new(batches_in_flight.max(1)));
         tokio::spawn(async move {
             while let Some(first) = commands.recv().await {
+                // A batch forms while the slots are busy: what arrived meanwhile goes in one.
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 let mut batch = vec![first];
                 while batch.len() < COMMAND_BATCH {
                     match commands.try_recv() {
@@ -199,11 +215,15 @@ impl CommandBatcher {
                         Err(_) => break,
                     }
                 }
-                let (incoming, replies): (Vec<Incoming>, Vec<_>) = batch.into_iter().unzip();
-                let outcomes = processor.process(&incoming).await;
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
-                }
+                let processor = processor.clone();
+                tokio::spawn(async move {
+                    let (incoming, replies): (Vec<Incoming>, Vec<_>) = batch.into_iter().unzip();
+                    let outcomes = processor.process(&incoming).await;
+                    drop(slot);
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                });
             }
         });
         Self { queue }
