@@ -562,11 +562,13 @@ async fn the_inbox_is_swept_past_its_retention_and_unsafe_retentions_are_refused
     assert!(err.contains("inbox_retention") && err.contains("max_age"), "{err}");
 }
 
-/// The ledger where opening the account "slow" takes long (an invocation
-/// lost with its Lambda instance, waited out until the invoke timeout).
+/// The ledger where anything for the account "slow" takes 4 s (an
+/// invocation lost with its Lambda instance, waited out until the invoke
+/// timeout), counting the inputs for it that it is handed.
 #[derive(Debug)]
 struct SlowForOne {
     engine: Engine,
+    slow_inputs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[async_trait::async_trait]
@@ -575,7 +577,9 @@ impl jetsaga_core::Processor for SlowForOne {
         self.engine.spec()
     }
     async fn process(&self, batch: &[jetsaga_core::Incoming]) -> Vec<jetsaga_core::Outcome> {
-        if batch.iter().any(|i| i.envelope.data["account"] == "slow") {
+        let slow = batch.iter().filter(|i| i.envelope.data["account"] == "slow").count();
+        if slow > 0 {
+            self.slow_inputs.fetch_add(slow, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(4)).await;
         }
         self.engine.process(batch).await
@@ -591,15 +595,21 @@ impl jetsaga_core::Processor for SlowForOne {
     }
 }
 
-#[tokio::test]
-async fn a_slow_request_batch_holds_up_only_itself() {
-    jetsaga_tests::init_tracing();
-    let server = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
+/// The slow ledger on a fresh server (ack wait 2 s): the runtime's
+/// cancellation, its task, and the count of inputs for "slow".
+async fn slow_ledger(
+    server: &NatsServer,
+    dir: &std::path::Path,
+    config: Config,
+) -> (CancellationToken, JoinHandle<Result<(), jetsaga_jetstream::RuntimeError>>, Arc<std::sync::atomic::AtomicUsize>) {
     let client = server.connect().await;
-    let store = SqliteStore::open(dir.path().join("ledger.db"), Durability::Normal).await.unwrap();
-    let slow = SlowForOne { engine: Engine::new(Arc::new(Ledger::default()), Arc::new(store)) };
-    let runtime = Runtime::new(client.clone(), Config { concurrency: 2, ..fast_config() }).with(slow);
+    let store = SqliteStore::open(dir.join("ledger.db"), Durability::Normal).await.unwrap();
+    let slow_inputs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slow = SlowForOne {
+        engine: Engine::new(Arc::new(Ledger::default()), Arc::new(store)),
+        slow_inputs: slow_inputs.clone(),
+    };
+    let runtime = Runtime::new(client.clone(), config).with(slow);
     runtime.provision().await.unwrap();
     let cancel = CancellationToken::new();
     let task = tokio::spawn(runtime.run(cancel.clone().cancelled_owned()));
@@ -607,6 +617,16 @@ async fn a_slow_request_batch_holds_up_only_itself() {
         client.request("$SRV.PING.ledger", "".into()).await.is_ok()
     })
     .await;
+    (cancel, task, slow_inputs)
+}
+
+#[tokio::test]
+async fn a_slow_request_batch_holds_up_only_itself() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cancel, task, _) = slow_ledger(&server, dir.path(), Config { concurrency: 2, ..fast_config() }).await;
+    let client = server.connect().await;
     let slow = tokio::spawn({
         let client = client.clone();
         async move { open_with_id(&client, r#"{"account":"slow"}"#, "open-slow").await }
@@ -619,6 +639,26 @@ async fn a_slow_request_batch_holds_up_only_itself() {
     assert!(started.elapsed() < Duration::from_secs(2), "waited {:?} behind the slow batch", started.elapsed());
     assert!(!slow.is_finished(), "the slow one is still being processed");
     assert_eq!(slow.await.unwrap()["events"], json!(["ledger.evt.opened"]));
+    cancel.cancel();
+    tokio::time::timeout(WAIT, task).await.expect("runtime stops").unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_slower_than_the_ack_wait_is_kept_in_progress_not_redelivered() {
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Ack wait 2 s; the deposit takes 4 s.
+    let (cancel, task, slow_inputs) = slow_ledger(&server, dir.path(), fast_config()).await;
+    let js = jetstream::new(server.connect().await);
+    publish(&js, json!({"account": "slow", "amount": 3})).await;
+    wait_drained(&js, "SAGA", "ledger", WAIT).await;
+    let stream = js.get_stream("SAGA").await.unwrap();
+    let mut consumer = stream.get_consumer::<jetstream::consumer::pull::Config>("ledger").await.unwrap();
+    let info = consumer.info().await.unwrap().clone();
+    assert_eq!(info.num_redelivered, 0, "in-progress acks kept the slow deposit from being redelivered");
+    assert_eq!(slow_inputs.load(std::sync::atomic::Ordering::SeqCst), 1, "handed to the function once");
+    assert_eq!(deposited(&js).await.iter().map(|d| d.amount).collect::<Vec<_>>(), vec![3]);
     cancel.cancel();
     tokio::time::timeout(WAIT, task).await.expect("runtime stops").unwrap().unwrap();
 }

@@ -17,6 +17,11 @@ use crate::answers::{Answer, Answers, command_key};
 use crate::publisher::Publisher;
 use crate::{Config, service};
 
+/// How long a batch is kept from redelivery by in-progress acks at most
+/// (Lambda's longest invocation): past it, work that is still not done is
+/// presumed stuck, and the server redelivers the batch after the ack wait.
+const MAX_IN_PROGRESS: Duration = Duration::from_secs(15 * 60);
+
 /// What happened to one input, decided before acking.
 enum Disposition {
     Ack,
@@ -144,9 +149,16 @@ impl Worker {
                 Err(reason) => dispositions.push(Some(Disposition::DeadLetter(reason))),
             }
         }
-        let outcomes = self.engine.process(&incoming).await;
-        let records: Vec<OutboxRecord> = outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
-        let mut published = self.publisher.publish(&records).await.into_iter();
+        let (outcomes, published) = self
+            .in_progress(&batch, async {
+                let outcomes = self.engine.process(&incoming).await;
+                let records: Vec<OutboxRecord> =
+                    outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
+                let published = self.publisher.publish(&records).await;
+                (outcomes, published)
+            })
+            .await;
+        let mut published = published.into_iter();
         let mut answers: Vec<Option<Answer>> = vec![None; batch.len()];
         for ((i, outcome), input) in positions.into_iter().zip(outcomes).zip(&incoming) {
             let message = &batch[i];
@@ -198,6 +210,33 @@ impl Worker {
             }
         });
         join_all(acks).await;
+    }
+
+    /// Runs `work` on `batch`, telling the server every third of the ack
+    /// wait that the batch is still being worked on, so that a slow step (a
+    /// Lambda invocation, waited for up to the invoke timeout; a store
+    /// catching up) is not redelivered to another copy meanwhile, which
+    /// would only do it twice. A process that is paused or dead sends
+    /// nothing, and its batch is redelivered after the ack wait as before;
+    /// a batch is kept in progress for [`MAX_IN_PROGRESS`] at most.
+    async fn in_progress<T>(&self, batch: &[Message], work: impl std::future::Future<Output = T>) -> T {
+        let every = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        let until = tokio::time::Instant::now() + MAX_IN_PROGRESS;
+        let mut work = std::pin::pin!(work);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = ticks.tick(), if tokio::time::Instant::now() < until => {
+                    let progress = batch.iter().map(|message| message.ack_with(AckKind::Progress));
+                    for result in join_all(progress).await {
+                        if let Err(e) = result {
+                            debug!(error = %e, "in-progress ack not sent");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Answers the requests waiting for these commands: those that reached
