@@ -68,9 +68,9 @@ async fn on_the_lambda_path_bootstrap_and_bridge_kills_lose_and_double_nothing()
     // function has exactly two instances (Lambda would start more), and an
     // invocation lost with its instance is given up only after the invoke
     // timeout (Lambda would fail it at once).
-    let orders = 150;
+    let orders = 120;
     let report =
-        chaos::run(ChaosArgs { orders, rate: 5, fault_every: 1.0, lambda: true, ..args(20261123) }).await.unwrap();
+        chaos::run(ChaosArgs { orders, rate: 3, fault_every: 1.0, lambda: true, ..args(20261123) }).await.unwrap();
     chaos::print(&report);
     let t = &report.tally;
     assert_eq!(report.store, "dynamodb");
