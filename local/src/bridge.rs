@@ -39,7 +39,8 @@ pub struct BridgeArgs {
     /// Milliseconds to wait for a batch to fill before invoking.
     #[arg(long, default_value_t = 0)]
     pub batch_window_ms: u64,
-    /// Invocations in flight per function.
+    /// Batches in flight per function: of each consumer (saga events,
+    /// captured commands), and of request/reply commands.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
     /// Stream replicas (3 on a 3-node cluster).
