@@ -89,6 +89,17 @@ const BATCH_GET_LIMIT: usize = 100;
 /// Most writes one `BatchWriteItem` may carry.
 const BATCH_WRITE_LIMIT: usize = 25;
 
+/// Waits before sending again what a batch operation left unprocessed
+/// (DynamoDB throttling part of it), longer each time; gives up after 8.
+async fn back_off_unprocessed(attempt: &mut u32, operation: &str) -> Result<(), StoreError> {
+    *attempt += 1;
+    if *attempt > 8 {
+        return Err(err(format!("{operation} left part of its request unprocessed after 8 attempts")));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20 << (*attempt).min(5))).await;
+    Ok(())
+}
+
 /// A function's store in its own DynamoDB table.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -245,11 +256,7 @@ impl DynamoStore {
                 wanted =
                     out.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
                 if wanted.is_some() {
-                    attempt += 1;
-                    if attempt > 8 {
-                        return Err(err("batch_get_item left keys unprocessed after 8 attempts"));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
+                    back_off_unprocessed(&mut attempt, "batch_get_item").await?;
                 }
             }
         }
@@ -623,11 +630,7 @@ impl Store for DynamoStore {
                     .map_err(|e| sdk_err("batch_write_item", e))?;
                 deletes = out.unprocessed_items().and_then(|u| u.get(&self.table)).cloned().unwrap_or_default();
                 if !deletes.is_empty() {
-                    attempt += 1;
-                    if attempt > 8 {
-                        return Err(err("batch_write_item left deletes unprocessed after 8 attempts"));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
+                    back_off_unprocessed(&mut attempt, "batch_write_item").await?;
                 }
             }
         }
