@@ -14,8 +14,12 @@ pub const DLQ_LIST_SUBJECT: &str = "$JETSAGA.OPS.DLQ.LIST";
 /// (errors: 400 a bad request, 404 no such dead letter, 502 sending it
 /// again failed and it is kept).
 pub const DLQ_REDRIVE_SUBJECT: &str = "$JETSAGA.OPS.DLQ.REDRIVE";
+/// `$JETSAGA.OPS.DLQ.DELETE` with a [`DeleteRequest`] → a [`Deleted`]
+/// (errors: 400 a bad request, 404 no such dead letter): the dead letter
+/// is gone for good, its message never sent again.
+pub const DLQ_DELETE_SUBJECT: &str = "$JETSAGA.OPS.DLQ.DELETE";
 /// Every operations subject.
-pub const OPS_SUBJECTS: [&str; 3] = [STATUS_SUBJECT, DLQ_LIST_SUBJECT, DLQ_REDRIVE_SUBJECT];
+pub const OPS_SUBJECTS: [&str; 4] = [STATUS_SUBJECT, DLQ_LIST_SUBJECT, DLQ_REDRIVE_SUBJECT, DLQ_DELETE_SUBJECT];
 
 /// Dead letters listed at most at once (the oldest first).
 pub const MAX_LISTED_DEAD_LETTERS: usize = 1_000;
@@ -96,6 +100,25 @@ pub struct DeadLetterList {
 pub struct RedriveRequest {
     /// Its sequence in the DLQ stream.
     pub sequence: u64,
+}
+
+/// Which dead letter to delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    /// Its sequence in the DLQ stream.
+    pub sequence: u64,
+}
+
+/// A deleted dead letter: removed without being sent again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Deleted {
+    /// Its sequence in the DLQ stream (now removed).
+    pub sequence: u64,
+    /// The function that had given up on it.
+    pub function: String,
+    /// The subject it had come from.
+    pub subject: String,
 }
 
 /// A redriven dead letter: sent again to its subject, then removed.

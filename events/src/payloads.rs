@@ -582,6 +582,12 @@ pub struct ListOrders {
     /// The page after this cursor (the previous page's `next`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// Only orders created at or after this moment (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only orders created before this moment (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_until: Option<DateTime<Utc>>,
 }
 
 /// One order in a list.

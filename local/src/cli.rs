@@ -211,6 +211,11 @@ enum DlqCommand {
         #[arg(long, conflicts_with = "sequence")]
         all: bool,
     },
+    /// Remove a dead letter for good, without sending it again.
+    Delete {
+        /// Sequence number from `dlq list`.
+        sequence: u64,
+    },
 }
 
 fn parse_item(text: &str) -> Result<OrderItem, String> {
@@ -470,6 +475,7 @@ impl Cli {
             Command::Dlq(DlqCommand::Redrive { sequence, all }) => {
                 inspect::dlq_redrive(&client, "DLQ", if all { None } else { sequence }).await?
             }
+            Command::Dlq(DlqCommand::Delete { sequence }) => inspect::dlq_delete(&client, "DLQ", sequence).await?,
             Command::Users(command) => {
                 let (email, role) = match command {
                     UsersCommand::GrantAdmin { email } => (email, jetsaga_events::Role::Admin),

@@ -148,6 +148,16 @@ pub async fn dlq_redrive(client: &Client, dlq_stream: &str, sequence: Option<u64
     Ok(())
 }
 
+/// `jetsaga dlq delete`: removes a dead letter without sending it again.
+pub async fn dlq_delete(client: &Client, dlq_stream: &str, sequence: u64) -> anyhow::Result<()> {
+    let js = jetstream::new(client.nats.clone());
+    let config = jetsaga_jetstream::Config { dlq_stream: dlq_stream.into(), ..jetsaga_jetstream::Config::default() };
+    let deleted =
+        ops::delete(&js, &config, sequence).await.map_err(|e| anyhow::anyhow!("{e} (see `jetsaga dlq list`)"))?;
+    println!("deleted {} ({} from {})", deleted.sequence, deleted.function, deleted.subject);
+    Ok(())
+}
+
 /// `jetsaga status`: streams, consumers and services at a glance.
 pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: bool) -> anyhow::Result<()> {
     let config = jetsaga_jetstream::Config {

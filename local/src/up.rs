@@ -231,6 +231,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let keys = crate::gateway::keys(&args.http, &args.data_dir)?;
         let listener = crate::gateway::bind(&args.http).await?;
         let http = crate::gateway::serve(listener, nats.clone(), keys, &args.http)?;
+        banner.push(format!(
+            "  web UI: {http}/  (the shop; the operations console at {http}/#/admin for administrators)"
+        ));
         banner.push(format!("  http:   {http}/api/... (sign up: curl -X POST {http}/api/users -H 'content-type: application/json' -d '{{\"email\":\"you@example.com\",\"password\":\"at least 8\",\"name\":\"You\"}}')"));
     }
     if url != "nats://127.0.0.1:4222" {

@@ -145,18 +145,23 @@ async fn sign_up_log_in_order_and_follow_it_over_http() {
         .unwrap();
     problem(other_items, StatusCode::CONFLICT).await;
 
-    // Live: the saga's events as they happen, in order, ending with the terminal one.
+    // Live: the saga's events as they happen, in order; after the terminal
+    // one, what follows it for a moment (stock consumed, points), then `end`.
     let live = api.http.get(api.url(&format!("{location}/events"))).bearer_auth(&token).send().await.unwrap();
     assert_eq!(live.headers()["content-type"], "text/event-stream");
-    let events = sse(&live.text().await.unwrap());
+    let text = live.text().await.unwrap();
+    assert!(text.trim_end().ends_with("event: end\ndata: {}"), "the stream says it is over: {text}");
+    let events = sse(&text);
     let types: Vec<&str> = events.iter().map(|(_, t, _)| t.as_str()).collect();
     assert_eq!(types.first(), Some(&"orders.evt.created"), "{types:?}");
-    assert_eq!(types.last(), Some(&"orders.evt.completed"), "{types:?}");
+    let completed = types.iter().position(|t| *t == "orders.evt.completed").expect("the terminal event");
     for step in
         ["inventory.evt.reserved", "customers.evt.credit_reserved", "payments.evt.executed", "shipping.evt.scheduled"]
     {
         assert_eq!(types.iter().filter(|t| **t == step).count(), 1, "{step} once in {types:?}");
+        assert!(types.iter().position(|t| *t == step) < Some(completed), "{step} before the end: {types:?}");
     }
+    assert!(types.contains(&"inventory.evt.consumed"), "what follows the end is streamed too: {types:?}");
     assert!(events.windows(2).all(|w| w[0].0 < w[1].0), "ids are increasing stream sequences");
     assert!(events.iter().all(|(_, _, data)| data.contains(first["order_id"].as_str().unwrap())));
     // A reconnect with Last-Event-ID gets what followed, nothing twice.
@@ -266,6 +271,73 @@ async fn admins_see_every_saga_and_run_the_shop_and_customers_may_not() {
     assert!(all["orders"].as_array().unwrap().iter().any(|o| o["order_id"] == placed["order_id"]), "{all}");
     let order: Value = api.get(placed["href"].as_str().unwrap(), Some(&root)).await.json().await.unwrap();
     assert_eq!(order["order_id"], placed["order_id"], "admins see any order");
+    // A time range: the order is in the minute around its creation, not after it.
+    let created = chrono::DateTime::parse_from_rfc3339(order["timeline"][0]["at"].as_str().unwrap()).unwrap();
+    let range = |from: chrono::DateTime<chrono::FixedOffset>, until: chrono::DateTime<chrono::FixedOffset>| {
+        let q = |t: chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        format!(
+            "/api/sagas?created_from={}&created_until={}",
+            q(from).replace('+', "%2B"),
+            q(until).replace('+', "%2B")
+        )
+    };
+    let minute = chrono::Duration::seconds(30);
+    let around: Value = api.get(&range(created - minute, created + minute), Some(&root)).await.json().await.unwrap();
+    assert!(around["orders"].as_array().unwrap().iter().any(|o| o["order_id"] == placed["order_id"]), "{around}");
+    let later: Value = api.get(&range(created + minute, created + minute * 2), Some(&root)).await.json().await.unwrap();
+    assert_eq!(later["orders"], json!([]), "{later}");
+    problem(api.get("/api/sagas?created_from=yesterday", Some(&root)).await, StatusCode::BAD_REQUEST).await;
+
+    // Throughput: the orders ended lately, second by second, for admins only.
+    problem(api.get("/api/throughput", Some(&ada)).await, StatusCode::FORBIDDEN).await;
+    let view = api.saga.client.wait_terminal(placed["order_id"].as_str().unwrap(), SETTLE).await.unwrap();
+    assert_eq!(view.status, OrderStatus::Completed);
+    let mut ended = 0;
+    for _ in 0..40 {
+        let throughput: Value = api.get("/api/throughput", Some(&root)).await.json().await.unwrap();
+        let seconds = throughput["seconds"].as_array().unwrap();
+        assert_eq!(seconds.len(), jetsaga_http::metrics::THROUGHPUT_SECONDS, "{throughput}");
+        ended = seconds.iter().map(|s| s["completed"].as_u64().unwrap()).sum::<u64>();
+        if ended > 0 {
+            let second = seconds.iter().find(|s| s["completed"] != 0).unwrap();
+            let (p50, p99) = (second["p50_ms"].as_f64().unwrap(), second["p99_ms"].as_f64().unwrap());
+            assert!(p50 > 0.0 && p50 <= p99 && p99 < 10_000.0, "latencies from created to ended: {second}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ended, 1, "the one completed order, once the second it ended in is over");
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_is_served_from_the_binary_with_a_strict_content_security_policy() {
+    let api = Api::start().await;
+    let page = api.http.get(api.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "no inline script or style: {csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/ui/app.js">"#), "{html}");
+    for (file, content_type) in [("app.js", "text/javascript; charset=utf-8"), ("style.css", "text/css; charset=utf-8")]
+    {
+        let asset = api.http.get(api.url(&format!("/ui/{file}"))).send().await.unwrap();
+        assert_eq!(asset.status(), StatusCode::OK, "{file}");
+        assert_eq!(asset.headers()["content-type"], content_type, "{file}");
+        assert!(!asset.text().await.unwrap().contains("http://"), "{file} fetches nothing from elsewhere");
+    }
+    // Every module the UI imports is served.
+    let app = api.http.get(api.url("/ui/app.js")).send().await.unwrap().text().await.unwrap();
+    for import in app.lines().filter_map(|l| l.split("from \"./").nth(1)).map(|l| l.trim_end_matches("\";")) {
+        let status = api.http.get(api.url(&format!("/ui/{import}"))).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::OK, "{import}");
+    }
+    let missing =
+        problem(api.http.get(api.url("/ui/../Cargo.toml")).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    assert!(missing["detail"].as_str().is_some(), "{missing}");
+    problem(api.http.get(api.url("/ui/secret.js")).send().await.unwrap(), StatusCode::NOT_FOUND).await;
     api.saga.stop().await;
 }
 
@@ -481,5 +553,48 @@ async fn admins_see_the_status_and_redrive_dead_letters() {
     assert_eq!(after, json!({"dead_letters": []}));
     problem(api.post(&format!("/api/dlq/{sequence}/redrive"), Some(&root), json!({})).await, StatusCode::NOT_FOUND)
         .await;
+
+    // Delete: a letter an operator decides must never run is gone, unsent.
+    let dropped = "o-dropped";
+    let command =
+        json!({"order_id": dropped, "customer_id": customer, "items": [{"product_id": "p-a", "quantity": 1}]});
+    let headers = jetsaga_jetstream::dlq::headers(
+        None,
+        "order",
+        "poison",
+        5,
+        jetsaga_events::subjects::ORDERS_CMD_CREATE,
+        "COMMANDS/8",
+    );
+    api.saga
+        .js
+        .publish_with_headers(jetsaga_jetstream::dlq::subject_for("order"), headers, command.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let listed: Value = api.get("/api/dlq", Some(&root)).await.json().await.unwrap();
+    let sequence = listed["dead_letters"][0]["dlq_sequence"].as_u64().unwrap();
+    let delete = |token: Option<&str>, seq: String| {
+        let request = api.http.delete(api.url(&format!("/api/dlq/{seq}")));
+        match token {
+            Some(token) => request.bearer_auth(token.to_string()).send(),
+            None => request.send(),
+        }
+    };
+    problem(delete(Some(&ada), sequence.to_string()).await.unwrap(), StatusCode::FORBIDDEN).await;
+    problem(delete(None, sequence.to_string()).await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    let bad = problem(delete(Some(&root), "0".into()).await.unwrap(), StatusCode::BAD_REQUEST).await;
+    assert_eq!(bad["field"], "seq", "{bad}");
+    problem(delete(Some(&root), "999".into()).await.unwrap(), StatusCode::NOT_FOUND).await;
+    let deleted = delete(Some(&root), sequence.to_string()).await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let deleted: Value = deleted.json().await.unwrap();
+    assert_eq!((deleted["function"].as_str(), deleted["subject"].as_str()), (Some("order"), Some("orders.cmd.create")));
+    let after: Value = api.get("/api/dlq", Some(&root)).await.json().await.unwrap();
+    assert_eq!(after, json!({"dead_letters": []}));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    problem(api.get(&format!("/api/orders/{dropped}"), Some(&root)).await, StatusCode::NOT_FOUND).await;
+    problem(delete(Some(&root), sequence.to_string()).await.unwrap(), StatusCode::NOT_FOUND).await;
     api.saga.stop().await;
 }

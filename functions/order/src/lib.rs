@@ -405,6 +405,8 @@ async fn list(ctx: &QueryCtx<'_>, request: ListOrders) -> Result<OrderPage, Quer
             };
             (cursor(created_at, &summary.order_id), summary)
         })
+        .filter(|(_, o)| request.created_from.is_none_or(|from| o.created_at >= from))
+        .filter(|(_, o)| request.created_until.is_none_or(|until| o.created_at < until))
         .filter(|(key, _)| request.after.as_ref().is_none_or(|after| key < after))
         .collect();
     orders.sort_by(|a, b| b.0.cmp(&a.0));
@@ -501,6 +503,7 @@ mod tests {
             status,
             limit: Some(2),
             after,
+            ..ListOrders::default()
         };
         let first: OrderPage = t.query(&page(None, None)).await.unwrap();
         let ids: Vec<&str> = first.orders.iter().map(|o| o.order_id.as_str()).collect();
@@ -513,6 +516,16 @@ mod tests {
         assert_eq!(failed.orders[0].reason.as_deref(), Some("declined"));
         let everyone: OrderPage = t.query(&ListOrders { limit: Some(100), ..ListOrders::default() }).await.unwrap();
         assert_eq!(everyone.orders.len(), 4);
+        // A time range: from the second order's creation, before the third's.
+        let created = |id: &str| everyone.orders.iter().find(|o| o.order_id == id).unwrap().created_at;
+        let range = ListOrders {
+            created_from: Some(created("o-2")),
+            created_until: Some(created("o-3")),
+            ..ListOrders::default()
+        };
+        let between: OrderPage = t.query(&range).await.unwrap();
+        let ids: Vec<&str> = between.orders.iter().map(|o| o.order_id.as_str()).collect();
+        assert_eq!(ids, ["o-2"], "from is inclusive, until exclusive");
         let err = t.query::<_, OrderPage>(&ListOrders { limit: Some(0), ..ListOrders::default() }).await.unwrap_err();
         assert_eq!((err.code(), err.to_string()), (400, "limit must be 1 to 100, got 0".into()));
     }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use jetsaga_events::ops::{self, DeadLetterList, RedriveRequest, Redriven, StatusReport};
+use jetsaga_events::ops::{self, DeadLetterList, DeleteRequest, Deleted, RedriveRequest, Redriven, StatusReport};
 use jetsaga_events::subjects::*;
 use jetsaga_events::*;
 use serde::{Deserialize, Serialize};
@@ -50,12 +50,15 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .route("/api/orders/{id}/cancel", post(cancel_order))
         .route("/api/status", get(status))
         .route("/api/dlq", get(dead_letters))
+        .route("/api/dlq/{seq}", axum::routing::delete(delete_dead_letter))
         .route("/api/dlq/{seq}/redrive", post(redrive))
+        .route("/api/throughput", get(crate::metrics::throughput))
         .route("/api/orders/{id}/events", get(crate::live::order_events))
         .route("/api/sagas", get(list_sagas))
         .route("/api/customers", get(list_customers).post(create_customer))
         .route("/api/customers/{id}", get(get_customer))
         .route("/api/products/{id}", axum::routing::put(put_product))
+        .merge(crate::ui::routes())
         .fallback(|| async { Problem::not_found("no such endpoint") })
 }
 
@@ -278,6 +281,7 @@ async fn list_orders(
         status: params.status,
         limit: params.limit,
         after: params.after,
+        ..ListOrders::default()
     };
     Ok(Json(request(&gateway.nats, ORDERS_QUERY_LIST, None, &list).await?))
 }
@@ -294,6 +298,10 @@ pub struct SagaParams {
     pub limit: Option<u32>,
     /// The page after this cursor (the previous page's `next`).
     pub after: Option<String>,
+    /// Only orders created at or after this moment (RFC 3339).
+    pub created_from: Option<chrono::DateTime<Utc>>,
+    /// Only orders created before this moment (RFC 3339).
+    pub created_until: Option<chrono::DateTime<Utc>>,
 }
 
 async fn list_sagas(
@@ -302,8 +310,14 @@ async fn list_sagas(
     Params(params): Params<SagaParams>,
 ) -> Result<Json<OrderPage>, Problem> {
     session.require_admin()?;
-    let list =
-        ListOrders { customer_id: params.customer_id, status: params.status, limit: params.limit, after: params.after };
+    let list = ListOrders {
+        customer_id: params.customer_id,
+        status: params.status,
+        limit: params.limit,
+        after: params.after,
+        created_from: params.created_from,
+        created_until: params.created_until,
+    };
     Ok(Json(request(&gateway.nats, ORDERS_QUERY_LIST, None, &list).await?))
 }
 
@@ -500,17 +514,33 @@ async fn dead_letters(State(gateway): Shared, session: Session) -> Result<Json<D
     Ok(Json(request(&gateway.nats, ops::DLQ_LIST_SUBJECT, None, &json!({})).await?))
 }
 
+/// A dead letter's sequence from the path: a whole number from 1.
+fn dead_letter_sequence(sequence: &str) -> Result<u64, Problem> {
+    sequence.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "seq: {:?} is not a dead letter's sequence (a whole number from 1, as `GET /api/dlq` lists)",
+            sequence.chars().take(40).collect::<String>()
+        ))
+        .field("seq")
+    })
+}
+
 async fn redrive(
     State(gateway): Shared,
     session: Session,
     Path(sequence): Path<String>,
 ) -> Result<Json<Redriven>, Problem> {
     session.require_admin()?;
-    let sequence = sequence.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
-        Problem::bad_request(format!(
-            "seq: {:?} is not a dead letter's sequence (a whole number from 1, as `GET /api/dlq` lists)",
-            sequence.chars().take(40).collect::<String>()
-        ))
-    })?;
+    let sequence = dead_letter_sequence(&sequence)?;
     Ok(Json(request(&gateway.nats, ops::DLQ_REDRIVE_SUBJECT, None, &RedriveRequest { sequence }).await?))
+}
+
+async fn delete_dead_letter(
+    State(gateway): Shared,
+    session: Session,
+    Path(sequence): Path<String>,
+) -> Result<Json<Deleted>, Problem> {
+    session.require_admin()?;
+    let sequence = dead_letter_sequence(&sequence)?;
+    Ok(Json(request(&gateway.nats, ops::DLQ_DELETE_SUBJECT, None, &DeleteRequest { sequence }).await?))
 }

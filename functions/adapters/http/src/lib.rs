@@ -21,7 +21,7 @@
 //! | `GET /api/orders/{id}` | its customer, admins | status, items, total, reason, timeline (404 for anyone else) |
 //! | `POST /api/orders/{id}/cancel` | its customer, admins | `{reason?}` → 202 |
 //! | `GET /api/orders/{id}/events` | its customer, admins | the saga live as server-sent events, resumable with `Last-Event-ID` |
-//! | `GET /api/sagas?status=&customer_id=&limit=&after=` | admins | every order, newest first |
+//! | `GET /api/sagas?status=&customer_id=&created_from=&created_until=&limit=&after=` | admins | every order, newest first |
 //! | `GET /api/customers`, `GET /api/customers/{id}`, `POST /api/customers` | admins | customers and their credit |
 //! | `GET /api/status` | admins | what `jetsaga status` shows (asked of the `jetsaga-ops` service) |
 //! | `GET /api/dlq`, `POST /api/dlq/{seq}/redrive` | admins | the dead letters; send one again to its subject |
@@ -31,6 +31,9 @@
 //! | `GET /healthz` | anyone | the process runs |
 //! | `GET /readyz` | anyone | connected to NATS and the saga's streams exist (else 503) |
 //! | `GET /metrics` | anyone | Prometheus text: requests by route, method and status; latency histograms; saga outcomes |
+//! | `GET /api/throughput` | admins | orders ended each second of the last minute, with p50/p99 latency |
+//! | `DELETE /api/dlq/{seq}` | admins | remove a dead letter without sending it again |
+//! | `GET /`, `GET /ui/{file}` | anyone | the web UI (shop and operations console; see [`ui`]) |
 
 pub mod api;
 pub mod auth;
@@ -38,6 +41,7 @@ pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod ui;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -3,8 +3,12 @@
 //! Each event of the order becomes one SSE event: `id` is its stream
 //! sequence, `event` its subject, `data` the envelope. A client that
 //! reconnects sends the last id it saw (`Last-Event-ID`) and gets what
-//! followed, nothing twice; the stream ends after the order's terminal
-//! event (`orders.evt.completed`, `failed` or `canceled`).
+//! followed, nothing twice. After the order's terminal event
+//! (`orders.evt.completed`, `failed` or `canceled`) it goes on for
+//! [`SETTLE`] more, for what follows an end (stock, credit and payment
+//! released, points awarded), then sends one `end` event (no id) and
+//! closes: a client closes its `EventSource` on `end` instead of
+//! reconnecting.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,6 +32,12 @@ pub const SAGA_STREAM: &str = "SAGA";
 /// How long a live view stays open at most (the client reconnects with
 /// `Last-Event-ID` and loses nothing).
 pub const MAX_LIVE: Duration = Duration::from_secs(15 * 60);
+
+/// How long the stream goes on after the terminal event.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// The event that says the stream is over.
+pub const END_EVENT: &str = "end";
 
 const TERMINAL: [&str; 3] = [ORDERS_EVT_COMPLETED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED];
 
@@ -61,14 +71,26 @@ pub(crate) async fn order_events(
         .map_err(|e| unavailable(&e))?;
     let messages = reader.messages().await.map_err(|e| unavailable(&e))?;
     let order_id = id;
-    let events = futures::stream::unfold((messages, false), move |(mut messages, ended)| {
+    // Live until the terminal event, then settling until `SETTLE` after it.
+    let events = futures::stream::unfold((messages, Phase::Live), move |(mut messages, phase)| {
         let order_id = order_id.clone();
         async move {
-            if ended {
-                return None;
-            }
+            let settle_until = match phase {
+                Phase::Over => return None,
+                Phase::Live => None,
+                Phase::Settling(until) => Some(until),
+            };
             loop {
-                let message = match messages.next().await {
+                let next = match settle_until {
+                    None => messages.next().await,
+                    Some(until) => match tokio::time::timeout_at(until, messages.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            return Some((Ok(Event::default().event(END_EVENT).data("{}")), (messages, Phase::Over)));
+                        }
+                    },
+                };
+                let message = match next {
                     Some(Ok(message)) => message,
                     Some(Err(_)) | None => return None, // the client reconnects with Last-Event-ID
                 };
@@ -77,17 +99,34 @@ pub(crate) async fn order_events(
                     continue;
                 }
                 let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
-                let terminal = TERMINAL.contains(&envelope.event_type.as_str());
+                let phase = match settle_until {
+                    Some(until) => Phase::Settling(until),
+                    None if TERMINAL.contains(&envelope.event_type.as_str()) => {
+                        Phase::Settling(tokio::time::Instant::now() + SETTLE)
+                    }
+                    None => Phase::Live,
+                };
                 let event = Event::default()
                     .id(sequence.to_string())
                     .event(envelope.event_type.clone())
                     .data(String::from_utf8_lossy(&envelope.encode()));
-                return Some((Ok(event), (messages, terminal)));
+                return Some((Ok(event), (messages, phase)));
             }
         }
     });
     let bounded = for_at_most(events, MAX_LIVE);
     Ok(Sse::new(bounded).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Where a live view is.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Before the terminal event.
+    Live,
+    /// After it, until this moment.
+    Settling(tokio::time::Instant),
+    /// `end` sent.
+    Over,
 }
 
 /// Ends `events` after `limit`.

@@ -12,7 +12,9 @@ use crate::api::{
     SignUpRequest,
 };
 use crate::problem::Problem;
-use jetsaga_events::ops::{DeadLetterList, Redriven, StatusReport};
+use jetsaga_events::ops::{DeadLetterList, Deleted, Redriven, StatusReport};
+
+use crate::metrics::ThroughputReport;
 use jetsaga_events::{
     CreateCustomer, CustomerList, CustomerView, OrderPage, OrderView, ProductList, ProductView, UserView,
 };
@@ -246,6 +248,30 @@ pub fn document() -> Value {
             query: vec![],
             ok: (200, "Redriven", Some(schema(&mut generator, |g| g.subschema_for::<Redriven>()))),
             errors: &[400, 401, 403, 404, 502, 503],
+        },
+        Operation {
+            method: "delete",
+            path: "/api/dlq/{seq}",
+            summary: "Remove a dead letter for good, without sending it again",
+            access: Access::Admin,
+            body: None,
+            query: vec![],
+            ok: (200, "Deleted", Some(schema(&mut generator, |g| g.subschema_for::<Deleted>()))),
+            errors: &[400, 401, 403, 404, 503],
+        },
+        Operation {
+            method: "get",
+            path: "/api/throughput",
+            summary: "Orders ended each second of the last minute, with p50/p99 latency from created to ended (as this gateway saw them since it started)",
+            access: Access::Admin,
+            body: None,
+            query: vec![],
+            ok: (
+                200,
+                "One entry a second, oldest first",
+                Some(schema(&mut generator, |g| g.subschema_for::<ThroughputReport>())),
+            ),
+            errors: &[401, 403],
         },
         Operation {
             method: "get",

@@ -205,6 +205,15 @@ pub async fn redrive(
     Ok(Redriven { sequence, function: letter.function, subject: letter.subject, answer })
 }
 
+/// Removes a dead letter for good (an operator decided it must never run).
+pub async fn delete(js: &jetstream::Context, config: &Config, sequence: u64) -> Result<Deleted, OpsError> {
+    let (stream, raw) = stored_letter(js, &config.dlq_stream, sequence).await?;
+    let letter = dlq::read(sequence, &raw.headers, &raw.payload);
+    stream.delete_message(sequence).await.map_err(nats_error)?;
+    info!(sequence, function = %letter.function, subject = %letter.subject, "dead letter deleted");
+    Ok(Deleted { sequence, function: letter.function, subject: letter.subject })
+}
+
 /// The saga's streams, consumers and outboxes at a glance.
 pub async fn status(nats: &async_nats::Client, config: &Config) -> Result<StatusReport, OpsError> {
     let js = jetstream::new(nats.clone());
@@ -299,7 +308,7 @@ pub async fn serve(
     let err = |e: async_nats::Error| RuntimeError::Service { function: SERVICE_NAME.into(), message: e.to_string() };
     let service = client
         .service_builder()
-        .description("jetsaga operations: status, dead letters, redrive")
+        .description("jetsaga operations: status, dead letters, redrive, delete")
         .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(err)?;
@@ -351,6 +360,12 @@ async fn answer(
         DLQ_LIST_SUBJECT => {
             let dead_letters = dead_letters(js, &config.dlq_stream, MAX_LISTED_DEAD_LETTERS).await?;
             Ok(json(&DeadLetterList { dead_letters }))
+        }
+        DLQ_DELETE_SUBJECT => {
+            let request: DeleteRequest = serde_json::from_slice(payload).map_err(|e| {
+                OpsError::BadRequest(format!("a delete request is {{\"sequence\": <DLQ sequence>}}: {e}"))
+            })?;
+            Ok(json(&delete(js, config, request.sequence).await?))
         }
         _ => {
             let request: RedriveRequest = serde_json::from_slice(payload).map_err(|e| {

@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""Writes a dead letter into the DLQ stream the way jetsaga's runtime does
+(a function that gave up on a message): nats-url function subject reason payload."""
+import asyncio
+import sys
+from datetime import datetime, timezone
+
+import nats
+
+
+async def main(url, function, subject, reason, payload):
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    headers = {
+        "Jetsaga-Dlq-Function": function,
+        "Jetsaga-Dlq-Reason": reason,
+        "Jetsaga-Dlq-Attempts": "5",
+        "Jetsaga-Dlq-Subject": subject,
+        "Jetsaga-Dlq-Origin": "COMMANDS/1",
+        "Jetsaga-Dlq-At": datetime.now(timezone.utc).isoformat(),
+    }
+    await js.publish(f"dlq.{function}", payload.encode(), headers=headers)
+    await nc.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:6]))
