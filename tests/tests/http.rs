@@ -150,7 +150,11 @@ async fn sign_up_log_in_order_and_follow_it_over_http() {
     let live = api.http.get(api.url(&format!("{location}/events"))).bearer_auth(&token).send().await.unwrap();
     assert_eq!(live.headers()["content-type"], "text/event-stream");
     let text = live.text().await.unwrap();
-    assert!(text.trim_end().ends_with("event: end\ndata: {}"), "the stream says it is over: {text}");
+    let end = format!(
+        "event: end\ndata: {{\"order_id\":\"{}\",\"outcome\":\"completed\"}}",
+        first["order_id"].as_str().unwrap()
+    );
+    assert!(text.trim_end().ends_with(&end), "the stream says it is over, and how: {text}");
     let events = sse(&text);
     let types: Vec<&str> = events.iter().map(|(_, t, _)| t.as_str()).collect();
     assert_eq!(types.first(), Some(&"orders.evt.created"), "{types:?}");

@@ -6,8 +6,8 @@
 //! followed, nothing twice. After the order's terminal event
 //! (`orders.evt.completed`, `failed` or `canceled`) it goes on for
 //! [`SETTLE`] more, for what follows an end (stock, credit and payment
-//! released, points awarded), then sends one `end` event (no id) and
-//! closes: a client closes its `EventSource` on `end` instead of
+//! released, points awarded), then sends one `end` event (no id; data
+//! `{"order_id", "outcome"}`) and closes: a client closes its `EventSource` on `end` instead of
 //! reconnecting.
 
 use std::convert::Infallible;
@@ -78,15 +78,16 @@ pub(crate) async fn order_events(
             let settle_until = match phase {
                 Phase::Over => return None,
                 Phase::Live => None,
-                Phase::Settling(until) => Some(until),
+                Phase::Settling(until, outcome) => Some((until, outcome)),
             };
             loop {
                 let next = match settle_until {
                     None => messages.next().await,
-                    Some(until) => match tokio::time::timeout_at(until, messages.next()).await {
+                    Some((until, outcome)) => match tokio::time::timeout_at(until, messages.next()).await {
                         Ok(next) => next,
                         Err(_) => {
-                            return Some((Ok(Event::default().event(END_EVENT).data("{}")), (messages, Phase::Over)));
+                            let end = serde_json::json!({"order_id": order_id, "outcome": outcome}).to_string();
+                            return Some((Ok(Event::default().event(END_EVENT).data(end)), (messages, Phase::Over)));
                         }
                     },
                 };
@@ -100,11 +101,14 @@ pub(crate) async fn order_events(
                 }
                 let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
                 let phase = match settle_until {
-                    Some(until) => Phase::Settling(until),
-                    None if TERMINAL.contains(&envelope.event_type.as_str()) => {
-                        Phase::Settling(tokio::time::Instant::now() + SETTLE)
-                    }
-                    None => Phase::Live,
+                    Some((until, outcome)) => Phase::Settling(until, outcome),
+                    None => match TERMINAL.iter().find(|t| **t == envelope.event_type) {
+                        Some(terminal) => Phase::Settling(
+                            tokio::time::Instant::now() + SETTLE,
+                            terminal.rsplit('.').next().unwrap_or_default(),
+                        ),
+                        None => Phase::Live,
+                    },
                 };
                 let event = Event::default()
                     .id(sequence.to_string())
@@ -123,8 +127,8 @@ pub(crate) async fn order_events(
 enum Phase {
     /// Before the terminal event.
     Live,
-    /// After it, until this moment.
-    Settling(tokio::time::Instant),
+    /// After it (the outcome it said), until this moment.
+    Settling(tokio::time::Instant, &'static str),
     /// `end` sent.
     Over,
 }

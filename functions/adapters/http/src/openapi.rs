@@ -383,27 +383,52 @@ pub fn document() -> Value {
 /// event's subject, `data` its envelope as JSON.
 fn sse_event() -> Value {
     json!({
-        "type": "object",
-        "required": ["id", "event", "data"],
-        "properties": {
-            "id": {"type": "string", "pattern": "^[0-9]+$"},
-            "event": {"type": "string", "minLength": 1},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": {
-                    "type": "object",
-                    "required": ["id", "type", "order_id", "occurred_at", "data"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "type": {"type": "string"},
-                        "order_id": {"type": "string"},
-                        "occurred_at": {"type": "string", "format": "date-time"},
-                        "data": {"type": "object"}
+        "oneOf": [
+            {
+                "description": "One of the order's saga events",
+                "type": "object",
+                "required": ["id", "event", "data"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "event": {"type": "string", "minLength": 1, "not": {"const": crate::live::END_EVENT}},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "type": "object",
+                            "required": ["id", "type", "order_id", "occurred_at", "data"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "type": {"type": "string"},
+                                "order_id": {"type": "string"},
+                                "occurred_at": {"type": "string", "format": "date-time"},
+                                "data": {"type": "object"}
+                            }
+                        }
+                    }
+                }
+            },
+            {
+                "description": "The stream is over (sent once, a moment after the terminal event): close it",
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": crate::live::END_EVENT},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "type": "object",
+                            "required": ["order_id", "outcome"],
+                            "properties": {
+                                "order_id": {"type": "string"},
+                                "outcome": {"enum": ["completed", "failed", "canceled"]}
+                            }
+                        }
                     }
                 }
             }
-        }
+        ]
     })
 }
 
