@@ -110,6 +110,8 @@ pub fn entries() -> Vec<Entry> {
         entry::<OrderCancelRequested>(),
         entry::<OrderCanceled>(),
         entry::<OrderCancelRefused>(),
+        entry::<DeadlinePassed>(),
+        entry::<DeadlineCanceled>(),
         entry::<ProductUpserted>(),
         entry::<InventoryReserved>(),
         entry::<ReservationFailed>(),

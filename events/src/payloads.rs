@@ -254,6 +254,49 @@ pub struct OrderCanceled {
     pub reason: Option<String>,
 }
 
+/// A deadline the order is waiting under: what it waits for, since which
+/// status, and when it is due.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct PendingDeadline {
+    /// The step the order waits for (`inventory`, `customer`, `payment`,
+    /// `shipping`), or `saga` for the whole order's deadline.
+    pub waiting_for: String,
+    /// The status the order was in when the deadline was set: a deadline
+    /// arriving in any other status changes nothing.
+    pub status: OrderStatus,
+    /// How long the wait may last, in milliseconds.
+    pub after_ms: u64,
+    /// When it is due.
+    pub due_at: DateTime<Utc>,
+}
+
+/// `orders.evt.deadline_passed`: published by JetStream itself at the
+/// deadline (a message schedule the order function set when the order began
+/// waiting). If the order still waits as it did then, it fails with
+/// "<step> did not answer within <time>"; otherwise it changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct DeadlinePassed {
+    /// The order.
+    pub order_id: String,
+    /// The deadline.
+    #[serde(flatten)]
+    pub deadline: PendingDeadline,
+}
+
+/// `orders.evt.deadline_canceled`: the order ended before its deadline;
+/// this event also ended the schedule (the server's atomic cancel).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct DeadlineCanceled {
+    /// The order.
+    pub order_id: String,
+    /// The deadline no longer pending.
+    #[serde(flatten)]
+    pub deadline: PendingDeadline,
+}
+
 /// `orders.evt.cancel_refused`: a cancel arrived too late (shipped or terminal); nothing changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -588,6 +631,9 @@ pub struct ListOrders {
     /// Only orders created before this moment (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_until: Option<DateTime<Utc>>,
+    /// Only orders past their deadline that have not ended (stuck).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub past_due: Option<bool>,
 }
 
 /// One order in a list.
@@ -685,6 +731,9 @@ pub struct OrderView {
     pub reason: Option<String>,
     /// Every event of the saga seen by the order function, oldest first.
     pub timeline: Vec<TimelineEntry>,
+    /// The deadline it waits under, while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<PendingDeadline>,
 }
 
 /// `inventory.query.products` request (empty object).
@@ -847,6 +896,8 @@ payloads! {
     OrderCancelRequested => subjects::ORDERS_EVT_CANCEL_REQUESTED, order_id = required;
     OrderCanceled => subjects::ORDERS_EVT_CANCELED, order_id = required;
     OrderCancelRefused => subjects::ORDERS_EVT_CANCEL_REFUSED, order_id = required;
+    DeadlinePassed => subjects::ORDERS_EVT_DEADLINE_PASSED, order_id = required;
+    DeadlineCanceled => subjects::ORDERS_EVT_DEADLINE_CANCELED, order_id = required;
     ProductUpserted => subjects::INVENTORY_EVT_PRODUCT_UPSERTED;
     InventoryReserved => subjects::INVENTORY_EVT_RESERVED, order_id = required;
     ReservationFailed => subjects::INVENTORY_EVT_RESERVATION_FAILED, order_id = required;

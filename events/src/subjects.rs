@@ -65,6 +65,11 @@ pub const ORDERS_EVT_FAILED: &str = "orders.evt.failed";
 pub const ORDERS_EVT_CANCEL_REQUESTED: &str = "orders.evt.cancel_requested";
 pub const ORDERS_EVT_CANCELED: &str = "orders.evt.canceled";
 pub const ORDERS_EVT_CANCEL_REFUSED: &str = "orders.evt.cancel_refused";
+pub const ORDERS_EVT_DEADLINE_PASSED: &str = "orders.evt.deadline_passed";
+pub const ORDERS_EVT_DEADLINE_CANCELED: &str = "orders.evt.deadline_canceled";
+/// Where the order function's deadlines wait (JetStream message schedules):
+/// `schedules.order.<digest of the order id>`.
+pub const ORDER_SCHEDULES: &str = "schedules.order.>";
 pub const INVENTORY_EVT_PRODUCT_UPSERTED: &str = "inventory.evt.product_upserted";
 pub const INVENTORY_EVT_RESERVED: &str = "inventory.evt.reserved";
 pub const INVENTORY_EVT_RESERVATION_FAILED: &str = "inventory.evt.reservation_failed";

@@ -84,6 +84,18 @@ pub struct UpArgs {
     /// Share of shipments that fail, 0.0 to 1.0 (a knob for demos and tests).
     #[arg(long, default_value_t = 0.0)]
     pub shipping_failure_rate: f64,
+    /// How long an order waits for a step before it fails and gives back
+    /// what it holds: `30s` for every step, or `payment=10s` for one
+    /// (repeat; steps: inventory, customer, payment, shipping). Units ms, s, m, h.
+    #[arg(long = "step-timeout", value_name = "[STEP=]WAIT", default_value = "30s")]
+    pub step_timeouts: Vec<String>,
+    /// How long an order may take in all, from creation to its end.
+    #[arg(long, value_name = "WAIT", default_value = "5m")]
+    pub saga_timeout: String,
+    /// No deadlines: an order waits for its steps forever (for nats-server
+    /// older than 2.14, which cannot schedule messages).
+    #[arg(long, conflicts_with_all = ["step_timeouts", "saga_timeout"])]
+    pub no_deadlines: bool,
     /// Do not print the saga flow.
     #[arg(long)]
     pub quiet: bool,
@@ -176,7 +188,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::write(&url_file, &url)?;
 
     let mode = SagaMode::from(args.saga);
-    let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate, mode };
+    let deadlines = if args.no_deadlines {
+        None
+    } else {
+        Some(
+            jetsaga_saga::Deadlines::from_settings(&args.step_timeouts, Some(&args.saga_timeout))
+                .map_err(anyhow::Error::msg)?,
+        )
+    };
+    let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate, mode, deadlines };
     let names: Vec<String> = if args.functions.is_empty() {
         options.names().iter().map(|s| s.to_string()).collect()
     } else {
@@ -195,6 +215,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
         provision: !args.no_provision,
+        message_schedules: !args.no_deadlines,
         ..crate::saga::runtime_config(&options)
     };
     let mut runtime = Runtime::new(nats.clone(), config);

@@ -271,7 +271,7 @@ pub async fn garbage_on_the_command_subject_does_not_stop_the_next_order(setup: 
 }
 
 pub async fn a_failed_shipment_releases_everything_and_refunds(setup: Setup) {
-    let options = SagaOptions { shipping_failure_rate: 1.0, mode: setup.mode };
+    let options = SagaOptions { shipping_failure_rate: 1.0, mode: setup.mode, ..SagaOptions::default() };
     let saga = Saga::start_with(setup.backend, &options.names(), options).await;
     saga.product("p-a", 1000, 10).await;
     saga.customer("c-1", 100_000).await;
@@ -365,7 +365,9 @@ pub async fn two_copies_of_every_function_share_the_work(setup: Setup) {
 /// The outbox relay covers the request/reply path (and, on Lambda, the
 /// bridge): a create committed while the stream refuses new messages is
 /// answered, waits in the outbox, and is published once the stream accepts.
-pub async fn events_committed_while_the_stream_is_full_are_published_once_it_is_not(setup: Setup) {
+/// (The stream refuses them by no longer taking their subjects: a stream
+/// with message schedules cannot discard new messages when full.)
+pub async fn events_committed_while_the_stream_refuses_them_are_published_once_it_takes_them(setup: Setup) {
     let saga = shop(setup).await;
     let outbox = |function: &'static str| {
         let nats = saga.client.nats.clone();
@@ -374,21 +376,19 @@ pub async fn events_committed_while_the_stream_is_full_are_published_once_it_is_
             serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
         }
     };
-    // A full stream (`maximum messages exceeded`) refuses every new event.
+    // A stream that takes none of the saga's subjects refuses every new event.
     let mut stream = saga.js.get_stream("SAGA").await.unwrap();
     let info = stream.info().await.unwrap().clone();
-    let full = async_nats::jetstream::stream::Config {
-        max_messages: i64::try_from(info.state.messages).unwrap(),
-        discard: async_nats::jetstream::stream::DiscardPolicy::New,
-        ..info.config.clone()
-    };
-    saga.js.update_stream(full).await.unwrap();
+    let refusing =
+        async_nats::jetstream::stream::Config { subjects: vec!["nothing.goes.here".into()], ..info.config.clone() };
+    saga.js.update_stream(refusing).await.unwrap();
 
     let order_function = saga.functions()[0];
     let id = saga.order("c-1", &[("p-a", 1)]).await;
     let waiting = outbox(order_function).await;
-    // orders.evt.created (and, orchestrated, inventory.cmd.reserve) wait.
-    let expected = if setup.mode == SagaMode::Orchestrated { 2 } else { 1 };
+    // orders.evt.created, its deadline's schedule (and, orchestrated,
+    // inventory.cmd.reserve) wait.
+    let expected = if setup.mode == SagaMode::Orchestrated { 3 } else { 2 };
     assert_eq!(waiting["unpublished"], expected, "{waiting}");
     assert!(waiting["oldest_age_ms"].as_i64().is_some(), "{waiting}");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;

@@ -136,8 +136,8 @@ async fn an_envelope_whose_type_is_not_its_subject_is_dead_lettered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_committed_while_the_stream_is_full_are_published_once_it_is_not() {
-    jetsaga_tests::scenarios::events_committed_while_the_stream_is_full_are_published_once_it_is_not(Setup {
+async fn events_committed_while_the_stream_refuses_them_are_published_once_it_takes_them() {
+    jetsaga_tests::scenarios::events_committed_while_the_stream_refuses_them_are_published_once_it_takes_them(Setup {
         backend: Backend::Sqlite,
         mode: SagaMode::Choreographed,
     })

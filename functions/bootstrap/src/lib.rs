@@ -13,7 +13,9 @@ pub const FUNCTION_VAR: &str = "JETSAGA_FUNCTION";
 
 /// The saga mode and knobs from the environment: `JETSAGA_SAGA`
 /// (`choreographed`, the default, or `orchestrated`) and
-/// `JETSAGA_SHIPPING_FAILURE_RATE` (0.0–1.0, default 0).
+/// `JETSAGA_SHIPPING_FAILURE_RATE` (0.0–1.0, default 0); the order's
+/// deadlines from `JETSAGA_STEP_TIMEOUT` (`30s`, or `30s,payment=10s`),
+/// `JETSAGA_SAGA_TIMEOUT` (`5m`) and `JETSAGA_DEADLINES` (`on`, `off`).
 pub fn options_from(var: impl Fn(&str) -> Option<String>) -> Result<SagaOptions, String> {
     let mode = match var("JETSAGA_SAGA").as_deref() {
         None | Some("choreographed") => SagaMode::Choreographed,
@@ -27,7 +29,19 @@ pub fn options_from(var: impl Fn(&str) -> Option<String>) -> Result<SagaOptions,
             _ => return Err(format!("JETSAGA_SHIPPING_FAILURE_RATE={text:?}: expected a number from 0 to 1")),
         },
     };
-    Ok(SagaOptions { mode, shipping_failure_rate })
+    let deadlines = match var("JETSAGA_DEADLINES").as_deref() {
+        Some("off") => None,
+        None | Some("on") => {
+            let steps: Vec<String> = var("JETSAGA_STEP_TIMEOUT").into_iter().collect();
+            let saga = var("JETSAGA_SAGA_TIMEOUT");
+            Some(
+                jetsaga_saga::Deadlines::from_settings(&steps, saga.as_deref())
+                    .map_err(|e| format!("JETSAGA_STEP_TIMEOUT/JETSAGA_SAGA_TIMEOUT: {e}"))?,
+            )
+        }
+        Some(other) => return Err(format!("JETSAGA_DEADLINES={other:?}: expected on or off")),
+    };
+    Ok(SagaOptions { mode, shipping_failure_rate, deadlines })
 }
 
 /// The function this Lambda runs, from `JETSAGA_FUNCTION` and the options.

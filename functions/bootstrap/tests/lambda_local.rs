@@ -39,7 +39,7 @@ macro_rules! lambda_scenarios {
                 cancel_after_completion_is_refused_and_changes_nothing,
                 the_same_create_twice_makes_one_order,
                 orders_racing_for_the_last_unit_have_one_winner,
-                events_committed_while_the_stream_is_full_are_published_once_it_is_not,
+                events_committed_while_the_stream_refuses_them_are_published_once_it_takes_them,
             ]
         );
     };

@@ -129,7 +129,12 @@ fn receipt(input: &Envelope, events: &[PendingEvent], rejected: Option<&str>) ->
     let receipt = Receipt {
         digest: Receipt::digest_of(input),
         rejected: rejected.map(str::to_string),
-        events: events.iter().map(|e| e.subject.clone()).collect(),
+        // What was published now: a schedule is published later, if ever.
+        events: events
+            .iter()
+            .filter(|e| !matches!(e.schedule, Some(crate::schedule::Schedule::At { .. })))
+            .map(|e| e.subject.clone())
+            .collect(),
         order_id: events.iter().find_map(|e| e.order_id.clone()).or_else(|| input.order_key().map(str::to_string)),
     };
     serde_json::to_string(&receipt).expect("receipts serialize")
@@ -519,14 +524,21 @@ impl Engine {
                     order_id: event.order_id.or_else(|| input.order_id.clone()),
                     correlation_id: input.correlation_id.clone(),
                     causation_id: Some(input.id.clone()),
-                    occurred_at: now,
+                    // A scheduled event happens when it is published.
+                    occurred_at: match &event.schedule {
+                        Some(crate::schedule::Schedule::At { at, .. }) => *at,
+                        _ => now,
+                    },
                     version: ENVELOPE_VERSION,
                     data: event.data,
                 };
                 OutboxRecord {
                     traceparent: Some(trace.child(&id).to_string()),
                     id,
-                    subject: event.subject,
+                    subject: match &event.schedule {
+                        Some(schedule) => schedule.encode(&event.subject),
+                        None => event.subject,
+                    },
                     payload: envelope.encode(),
                 }
             })

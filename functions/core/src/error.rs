@@ -14,6 +14,8 @@ pub struct PendingEvent {
     pub order_id: Option<String>,
     /// Payload.
     pub data: serde_json::Value,
+    /// Published later by JetStream, or ending such a schedule (see [`crate::schedule`]).
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 impl PendingEvent {
@@ -23,6 +25,7 @@ impl PendingEvent {
             subject: P::SUBJECT.to_string(),
             order_id: payload.order_id().map(str::to_string),
             data: serde_json::to_value(payload).expect("payloads serialize"),
+            schedule: None,
         }
     }
 }

@@ -193,6 +193,25 @@ impl<'a> Ctx<'a> {
         self.emitted.push(PendingEvent::new(&payload));
     }
 
+    /// Emits `payload` at `at` instead of now: JetStream holds it (one
+    /// schedule per `key` of this function; a new one replaces the old) and
+    /// stores it on its subject then. Committed with the rest, like any event.
+    pub fn schedule<P: Payload>(&mut self, function: &str, key: &str, at: DateTime<Utc>, payload: P) {
+        let mut event = PendingEvent::new(&payload);
+        event.schedule =
+            Some(crate::schedule::Schedule::At { subject: crate::schedule::subject_for(function, key), at });
+        self.emitted.push(event);
+    }
+
+    /// Emits `payload` now, ending this function's schedule for `key` in the
+    /// same write (nothing happens to a schedule that fired or never was).
+    pub fn unschedule<P: Payload>(&mut self, function: &str, key: &str, payload: P) {
+        let mut event = PendingEvent::new(&payload);
+        event.schedule =
+            Some(crate::schedule::Schedule::Cancel { scheduler: crate::schedule::subject_for(function, key) });
+        self.emitted.push(event);
+    }
+
     /// Emits an event that is not in the jetsaga catalog (frameworks users'
     /// own subjects). `order_id: None` inherits the input's saga key.
     pub fn emit_raw<T: Serialize>(&mut self, subject: &str, order_id: Option<&str>, data: &T) {
@@ -200,6 +219,7 @@ impl<'a> Ctx<'a> {
             subject: subject.to_string(),
             order_id: order_id.map(str::to_string),
             data: serde_json::to_value(data).expect("event payloads serialize"),
+            schedule: None,
         });
     }
 

@@ -21,6 +21,7 @@ pub mod function;
 pub mod hold;
 pub mod ids;
 pub mod memory;
+pub mod schedule;
 pub mod store;
 pub mod testing;
 

@@ -39,8 +39,11 @@ pub struct Run {
     pub input: Envelope,
     /// What the engine decided.
     pub outcome: Outcome,
-    /// Events emitted (empty unless the outcome is `Publish`).
+    /// Events emitted (empty unless the outcome is `Publish`), schedules aside.
     pub emitted: Vec<Envelope>,
+    /// Events scheduled for later, and those that end a schedule: how they
+    /// are published, and the event itself.
+    pub scheduled: Vec<(crate::schedule::Publication, Envelope)>,
 }
 
 /// Builds an envelope around a payload, as a client or upstream function would.
@@ -96,15 +99,21 @@ impl TestFunction {
     }
 
     async fn finish(&self, input: Envelope, outcome: Outcome) -> Run {
-        let emitted = match outcome.outbox() {
-            Some(records) => {
-                let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-                self.store.mark_published(&ids).await.unwrap();
-                records.iter().map(|r| Envelope::decode(&r.payload).expect("outbox holds envelopes")).collect()
+        let (mut emitted, mut scheduled) = (Vec::new(), Vec::new());
+        if let Some(records) = outcome.outbox() {
+            let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+            self.store.mark_published(&ids).await.unwrap();
+            for record in records {
+                let envelope = Envelope::decode(&record.payload).expect("outbox holds envelopes");
+                let publication = crate::schedule::Publication::of(&record.subject);
+                if !publication.headers.is_empty() {
+                    scheduled.push((publication, envelope));
+                } else {
+                    emitted.push(envelope);
+                }
             }
-            None => Vec::new(),
-        };
-        Run { input, outcome, emitted }
+        }
+        Run { input, outcome, emitted, scheduled }
     }
 
     /// Reads a stored value.

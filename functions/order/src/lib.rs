@@ -48,6 +48,9 @@ pub struct Order {
     pub reason: Option<String>,
     /// Events seen and emitted, oldest first.
     pub timeline: Vec<TimelineEntry>,
+    /// The deadline the order waits under (scheduled with JetStream), while it waits.
+    #[serde(default)]
+    pub deadline: Option<PendingDeadline>,
 }
 
 impl Order {
@@ -64,6 +67,7 @@ impl Order {
             total_cents: self.total_cents,
             reason: self.reason,
             timeline: self.timeline,
+            deadline: self.deadline,
         }
     }
 }
@@ -72,13 +76,150 @@ fn key(order_id: &str) -> String {
     format!("order/{order_id}")
 }
 
-/// The order function; in orchestrated mode, the orchestrator.
-#[derive(Clone, Copy, Debug, Default)]
+/// The order function; in orchestrated mode, the orchestrator. By default
+/// choreographed, with the default deadlines.
+#[derive(Clone, Debug)]
 pub struct Orders {
     /// Choreographed: announce events, the steps react. Orchestrated: also
     /// send each step its command, and the compensation commands.
     pub mode: SagaMode,
+    /// How long an order waits for each step and in all; `None`: forever.
+    pub deadlines: Option<Deadlines>,
 }
+
+/// How long an order may wait for each step, and in all, before it fails
+/// (and everything it holds is given back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Each step's wait, by step name (`inventory`, `customer`, `payment`,
+    /// `shipping`); [`Deadlines::step`] for the others.
+    pub steps: std::collections::BTreeMap<String, std::time::Duration>,
+    /// A step's wait unless `steps` says otherwise.
+    pub step: std::time::Duration,
+    /// The whole order's wait, from its creation to its end.
+    pub saga: std::time::Duration,
+}
+
+/// A step's wait by default.
+pub const DEFAULT_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An order's wait in all by default.
+pub const DEFAULT_SAGA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What the order waits for in each status it can still fail in.
+pub const WAITS: [(OrderStatus, &str); 4] = [
+    (OrderStatus::Pending, "inventory"),
+    (OrderStatus::StockReserved, "customer"),
+    (OrderStatus::CreditReserved, "payment"),
+    (OrderStatus::Paid, "shipping"),
+];
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self { steps: Default::default(), step: DEFAULT_STEP_TIMEOUT, saga: DEFAULT_SAGA_TIMEOUT }
+    }
+}
+
+impl Deadlines {
+    /// How long `step` may take.
+    pub fn step(&self, step: &str) -> std::time::Duration {
+        self.steps.get(step).copied().unwrap_or(self.step)
+    }
+
+    /// The deadline of an order created at `created` that enters `status` at `now`, if it waits for a step.
+    fn for_status(&self, status: OrderStatus, created: DateTime<Utc>, now: DateTime<Utc>) -> Option<PendingDeadline> {
+        let (_, step) = WAITS.iter().find(|(s, _)| *s == status)?;
+        let wait = self.step(step);
+        let step_due = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        let saga_due = created + chrono::Duration::from_std(self.saga).unwrap_or(chrono::Duration::MAX);
+        Some(if saga_due < step_due {
+            PendingDeadline { waiting_for: "saga".into(), status, after_ms: millis(self.saga), due_at: saga_due }
+        } else {
+            PendingDeadline { waiting_for: step.to_string(), status, after_ms: millis(wait), due_at: step_due }
+        })
+    }
+}
+
+impl Deadlines {
+    /// Deadlines from settings as people write them: `steps` each `30s`
+    /// (every step) or `payment=10s` (one step), `saga` like `5m`. Waits
+    /// are `<number><ms|s|m|h>` (a bare number is seconds), from 100 ms to 7 days.
+    pub fn from_settings(steps: &[String], saga: Option<&str>) -> Result<Self, String> {
+        let mut deadlines = Self::default();
+        for setting in steps.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+            match setting.split_once('=') {
+                None => deadlines.step = parse_wait("step timeout", setting)?,
+                Some((step, wait)) => {
+                    let step = step.trim();
+                    if !WAITS.iter().any(|(_, name)| *name == step) {
+                        let names: Vec<&str> = WAITS.iter().map(|(_, name)| *name).collect();
+                        return Err(format!(
+                            "step timeout {setting:?}: {step:?} is not a step the order waits for (one of {})",
+                            names.join(", ")
+                        ));
+                    }
+                    deadlines.steps.insert(step.to_string(), parse_wait("step timeout", wait.trim())?);
+                }
+            }
+        }
+        if let Some(saga) = saga {
+            deadlines.saga = parse_wait("saga timeout", saga.trim())?;
+        }
+        Ok(deadlines)
+    }
+}
+
+/// `30s`, `500ms`, `5m`, `1h`, or seconds: a wait from 100 ms to 7 days.
+pub fn parse_wait(what: &str, text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{what} {text:?}: the unit must be ms, s, m or h (for example 30s or 5m)")),
+    };
+    let seconds = number
+        .parse::<f64>()
+        .map_err(|_| format!("{what} {text:?}: expected a number and a unit, for example 30s or 5m"))?
+        * scale;
+    if !(0.1..=7.0 * 24.0 * 3600.0).contains(&seconds) {
+        return Err(format!("{what} {text:?}: must be from 100ms to 7 days"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// "30 s", "1.5 s", "5 min": a wait as a person reads it.
+pub fn human(ms: u64) -> String {
+    match ms {
+        ms if ms < 1_000 => format!("{ms} ms"),
+        ms if ms % 60_000 == 0 => format!("{} min", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{} s", ms / 1_000),
+        ms => format!("{:.1} s", ms as f64 / 1_000.0),
+    }
+}
+
+/// Why a deadline failed an order, in a person's words.
+pub fn deadline_reason(deadline: &PendingDeadline) -> String {
+    match deadline.waiting_for.as_str() {
+        "saga" => format!("the order did not end within {}", human(deadline.after_ms)),
+        step => format!("{step} did not answer within {}", human(deadline.after_ms)),
+    }
+}
+
+impl Default for Orders {
+    fn default() -> Self {
+        Self { mode: SagaMode::default(), deadlines: Some(Deadlines::default()) }
+    }
+}
+
+/// The function name schedules are kept under (both modes share the subjects).
+const SCHEDULER: &str = "order";
 
 /// Declaration in the choreographed saga.
 pub static SPEC: FunctionSpec = FunctionSpec {
@@ -95,6 +236,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         SHIPPING_EVT_INFORMED,
         SHIPPING_EVT_FAILED,
         SHIPPING_EVT_CANCELED,
+        ORDERS_EVT_DEADLINE_PASSED,
     ],
     accepts: &[ORDERS_CMD_CREATE, ORDERS_CMD_CANCEL],
     direct: &[],
@@ -105,6 +247,8 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         ORDERS_EVT_CANCEL_REQUESTED,
         ORDERS_EVT_CANCELED,
         ORDERS_EVT_CANCEL_REFUSED,
+        ORDERS_EVT_DEADLINE_CANCELED,
+        ORDER_SCHEDULES,
     ],
     queries: &[ORDERS_QUERY_GET, ORDERS_QUERY_LIST],
 };
@@ -121,6 +265,8 @@ pub static ORCHESTRATED_SPEC: FunctionSpec = FunctionSpec {
         ORDERS_EVT_CANCEL_REQUESTED,
         ORDERS_EVT_CANCELED,
         ORDERS_EVT_CANCEL_REFUSED,
+        ORDERS_EVT_DEADLINE_CANCELED,
+        ORDER_SCHEDULES,
         INVENTORY_CMD_RESERVE,
         INVENTORY_CMD_RELEASE,
         INVENTORY_CMD_CONSUME,
@@ -156,10 +302,12 @@ impl Orders {
             lines: Vec::new(),
             reason: None,
             timeline: Vec::new(),
+            deadline: None,
         };
         order.record(ORDERS_EVT_CREATED, ctx.now(), None);
+        ctx.emit(OrderCreated { order_id: order_id.clone(), customer_id: cmd.customer_id, items: cmd.items });
+        self.set_deadline(ctx, &mut order);
         ctx.put(&key(&order_id), &order);
-        ctx.emit(OrderCreated { order_id, customer_id: cmd.customer_id, items: cmd.items });
         self.steer(ctx, &order);
         Ok(())
     }
@@ -205,6 +353,54 @@ impl Orders {
         }
     }
 
+    /// After the order entered its status: a new deadline if it now waits
+    /// for a step (replacing the previous schedule), none once it ended (the
+    /// schedule is ended with the event that says so). Shipped and canceling
+    /// keep theirs: it comes, finds the order moved on, and changes nothing.
+    fn set_deadline(&self, ctx: &mut Ctx<'_>, order: &mut Order) {
+        let Some(deadlines) = &self.deadlines else { return };
+        if order.status.is_terminal() {
+            if let Some(deadline) = order.deadline.take() {
+                let canceled = DeadlineCanceled { order_id: order.order_id.clone(), deadline };
+                ctx.unschedule(SCHEDULER, &order.order_id, canceled);
+            }
+            return;
+        }
+        let created = order.timeline.first().map_or_else(|| ctx.now(), |e| e.at);
+        if let Some(deadline) = deadlines.for_status(order.status, created, ctx.now()) {
+            let passed = DeadlinePassed { order_id: order.order_id.clone(), deadline: deadline.clone() };
+            ctx.schedule(SCHEDULER, &order.order_id, deadline.due_at, passed);
+            order.deadline = Some(deadline);
+        }
+    }
+
+    /// A deadline came: the order fails if it still waits as it did when the
+    /// deadline was set; a late, replaced or repeated one changes nothing.
+    async fn deadline_passed(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let passed: DeadlinePassed = event.data_as()?;
+        let Some(mut order) = ctx.get::<Order>(&key(&passed.order_id)).await? else {
+            return Ok(());
+        };
+        if order.status.is_terminal()
+            || order.status != passed.deadline.status
+            || order.deadline.as_ref() != Some(&passed.deadline)
+        {
+            return Ok(());
+        }
+        let reason = deadline_reason(&passed.deadline);
+        let from = order.status;
+        order.deadline = None; // it fired: the server removed its schedule
+        order.record(ORDERS_EVT_DEADLINE_PASSED, event.occurred_at, Some(reason.clone()));
+        order.status = OrderStatus::Failed;
+        order.reason = Some(reason.clone());
+        order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
+        ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(passed.deadline.waiting_for) });
+        debug_assert!(from != OrderStatus::Failed);
+        ctx.put(&key(&order.order_id), &order);
+        self.steer(ctx, &order);
+        Ok(())
+    }
+
     /// Moves the order along on another step's event, by [`next_status`].
     async fn follow(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let Some(order_id) = event.order_key().map(str::to_string) else {
@@ -243,6 +439,7 @@ impl Orders {
             let from = order.status;
             order.status = next;
             self.entered(ctx, &mut order, from, target, event);
+            self.set_deadline(ctx, &mut order);
             changed = true;
         }
         if changed {
@@ -393,6 +590,12 @@ async fn list(ctx: &QueryCtx<'_>, request: ListOrders) -> Result<OrderPage, Quer
         .map(|(_, order)| order)
         .filter(|o| request.customer_id.as_ref().is_none_or(|c| *c == o.customer_id))
         .filter(|o| request.status.is_none_or(|s| s == o.status))
+        .filter(|o| {
+            // Stuck: not ended, and its deadline is behind us.
+            let now = Utc::now();
+            request.past_due != Some(true)
+                || (!o.status.is_terminal() && o.deadline.as_ref().is_some_and(|d| d.due_at < now))
+        })
         .map(|o| {
             let created_at = o.timeline.first().map_or_else(Utc::now, |e| e.at);
             let summary = OrderSummary {
@@ -438,6 +641,7 @@ impl Function for Orders {
         match event.event_type.as_str() {
             ORDERS_CMD_CREATE => self.create(ctx, event).await,
             ORDERS_CMD_CANCEL => self.cancel(ctx, event.data_as()?).await,
+            ORDERS_EVT_DEADLINE_PASSED => self.deadline_passed(ctx, event).await,
             _ => self.follow(ctx, event).await,
         }
     }
@@ -687,7 +891,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_orchestrator_sends_each_step_its_command() {
-        let t = TestFunction::new(Orders { mode: SagaMode::Orchestrated });
+        let t = TestFunction::new(Orders { mode: SagaMode::Orchestrated, ..Orders::default() });
         let run = t.when(&create(Some("o-1"), &[("p", 2)])).await;
         assert_eq!(run.emitted_types(), [ORDERS_EVT_CREATED, INVENTORY_CMD_RESERVE]);
         let lines = vec![PricedLine { product_id: "p".into(), quantity: 2, unit_price_cents: 125 }];
@@ -718,7 +922,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_orchestrator_compensates_every_step_on_failure_and_cancel() {
-        let t = TestFunction::new(Orders { mode: SagaMode::Orchestrated });
+        let t = TestFunction::new(Orders { mode: SagaMode::Orchestrated, ..Orders::default() });
         t.when(&create(Some("o-1"), &[("p", 1)])).await;
         let run = t.when(&PaymentFailed { order_id: "o-1".into(), reason: "declined".into() }).await;
         let compensations = [INVENTORY_CMD_RELEASE, CUSTOMERS_CMD_RELEASE_CREDIT, PAYMENTS_CMD_REFUND];
@@ -786,7 +990,7 @@ mod tests {
         assert_eq!(orders.len(), 120);
         for mode in [SagaMode::Choreographed, SagaMode::Orchestrated] {
             for order in &orders {
-                let t = TestFunction::new(Orders { mode });
+                let t = TestFunction::new(Orders { mode, ..Orders::default() });
                 t.when(&create(Some("o"), &[("p", 1)])).await.all::<OrderCreated>();
                 let mut completed = 0;
                 let mut last = progress(OrderStatus::Pending);

@@ -14,11 +14,16 @@ use std::sync::Arc;
 
 use jetsaga_core::{Function, FunctionSpec};
 use jetsaga_events::SagaMode;
+pub use jetsaga_order::{Deadlines, parse_wait};
 
 /// The saga's functions, in flow order (the order the runner lists them).
 pub static STEPS: &[Step] = &[
-    Step::only(SagaMode::Choreographed, |o| Arc::new(jetsaga_order::Orders { mode: o.mode })),
-    Step::only(SagaMode::Orchestrated, |o| Arc::new(jetsaga_order::Orders { mode: o.mode })),
+    Step::only(SagaMode::Choreographed, |o| {
+        Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone() })
+    }),
+    Step::only(SagaMode::Orchestrated, |o| {
+        Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone() })
+    }),
     Step::both(|o| Arc::new(jetsaga_inventory::Inventory { mode: o.mode })),
     Step::both(|o| Arc::new(jetsaga_customer::CustomerCredit { mode: o.mode })),
     Step::both(|o| Arc::new(jetsaga_payment::Payments { mode: o.mode })),
@@ -72,12 +77,26 @@ impl Step {
 }
 
 /// Knobs of the demo saga.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SagaOptions {
     /// Share of shipments that fail (0.0–1.0).
     pub shipping_failure_rate: f64,
     /// Choreographed (events) or orchestrated (commands from one orchestrator).
     pub mode: SagaMode,
+    /// How long an order waits for each step and in all (`None`: forever).
+    pub deadlines: Option<jetsaga_order::Deadlines>,
+}
+
+impl Default for SagaOptions {
+    /// Choreographed, no failing shipments, the default deadlines (each step
+    /// 30 s, the whole order 5 min).
+    fn default() -> Self {
+        Self {
+            shipping_failure_rate: 0.0,
+            mode: SagaMode::default(),
+            deadlines: Some(jetsaga_order::Deadlines::default()),
+        }
+    }
 }
 
 impl SagaOptions {

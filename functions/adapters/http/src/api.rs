@@ -302,6 +302,8 @@ pub struct SagaParams {
     pub created_from: Option<chrono::DateTime<Utc>>,
     /// Only orders created before this moment (RFC 3339).
     pub created_until: Option<chrono::DateTime<Utc>>,
+    /// Only orders past their deadline that have not ended (stuck).
+    pub past_due: Option<bool>,
 }
 
 async fn list_sagas(
@@ -317,6 +319,7 @@ async fn list_sagas(
         after: params.after,
         created_from: params.created_from,
         created_until: params.created_until,
+        past_due: params.past_due,
     };
     Ok(Json(request(&gateway.nats, ORDERS_QUERY_LIST, None, &list).await?))
 }

@@ -131,6 +131,10 @@ pub struct Config {
     /// so every process provisions the same stream whichever functions it
     /// hosts and whichever starts first.
     pub stream_subjects: Vec<String>,
+    /// Let JetStream publish scheduled events (the saga's deadlines; needs
+    /// nats-server 2.14+). Off: no schedule subjects in the stream, and a
+    /// function that schedules must not (`jetsaga up --no-deadlines`).
+    pub message_schedules: bool,
 }
 
 impl Default for Config {
@@ -160,6 +164,7 @@ impl Default for Config {
             inbox_retention: Duration::from_secs(21 * 24 * 3600),
             stream_subjects: Vec::new(),
             provision: true,
+            message_schedules: true,
         }
     }
 }

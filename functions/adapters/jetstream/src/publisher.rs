@@ -80,11 +80,16 @@ impl Publisher {
         }
         let max_payload = self.js.client().server_info().max_payload;
         let sends = records.iter().map(|record| async move {
+            // A schedule, or an event that ends one, says so in its subject.
+            let publication = jetsaga_core::schedule::Publication::of(&record.subject);
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, record.id.as_str());
             headers.insert(ENVELOPE_HEADER, "1");
             if let Some(tp) = &record.traceparent {
                 headers.insert(TRACEPARENT_HEADER, tp.as_str());
+            }
+            for (name, value) in &publication.headers {
+                headers.insert(*name, value.as_str());
             }
             // Headers and subject count too; the server's limit is on the whole message.
             let size = record.payload.len() + record.subject.len() + 256;
@@ -95,7 +100,7 @@ impl Publisher {
                 )));
             }
             let payload = Bytes::copy_from_slice(&record.payload);
-            match self.js.publish_with_headers(record.subject.clone(), headers, payload).await {
+            match self.js.publish_with_headers(publication.subject, headers, payload).await {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| Unpublished::Later(e.to_string())),
                 Err(e) => Err(Unpublished::Later(e.to_string())),
             }

@@ -113,7 +113,7 @@ async fn customer_payment_and_shipping_answer_through_the_adapter() {
 
 #[tokio::test]
 async fn a_redelivered_batch_returns_the_same_events_and_changes_nothing() {
-    let engine = engine(jetsaga_order::Orders { mode: SagaMode::Orchestrated });
+    let engine = engine(jetsaga_order::Orders { mode: SagaMode::Orchestrated, ..Default::default() });
     let create = CreateOrder {
         order_id: Some("o-1".into()),
         customer_id: "c".into(),
