@@ -40,6 +40,9 @@ pub struct StatusReport {
     pub consumers: Vec<FunctionStatus>,
     /// Messages in the dead-letter stream.
     pub dead_letters: u64,
+    /// Deadlines scheduled and not yet come (one per order waiting for a step).
+    #[serde(default)]
+    pub pending_deadlines: u64,
 }
 
 /// One function's backlog. A field is null where it does not apply (a

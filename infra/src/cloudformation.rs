@@ -155,7 +155,10 @@ pub fn cloudformation() -> Value {
             "JETSAGA_FUNCTION": name,
             "JETSAGA_TABLE": {"Ref": table},
             "JETSAGA_SAGA": {"Ref": "SagaMode"},
-            "JETSAGA_SHIPPING_FAILURE_RATE": {"Ref": "ShippingFailureRate"}
+            "JETSAGA_SHIPPING_FAILURE_RATE": {"Ref": "ShippingFailureRate"},
+            "JETSAGA_STEP_TIMEOUT": {"Ref": "StepTimeout"},
+            "JETSAGA_SAGA_TIMEOUT": {"Ref": "SagaTimeout"},
+            "JETSAGA_DEADLINES": {"Ref": "Deadlines"}
         });
         resources.insert(
             function.clone(),
@@ -337,6 +340,9 @@ pub fn cloudformation() -> Value {
             "Architecture": {"Type": "String", "Default": "arm64", "AllowedValues": ["arm64", "x86_64"], "Description": "Must match how the bootstraps were built"},
             "MemorySize": {"Type": "Number", "Default": 128, "MinValue": 128, "MaxValue": 10240},
             "ShippingFailureRate": {"Type": "String", "Default": "0", "Description": "Share of shipments that fail, 0 to 1 (demo knob)"},
+            "StepTimeout": {"Type": "String", "Default": "30s", "AllowedPattern": "^[a-z0-9.=,]{1,200}$", "Description": "How long an order waits for a step before it fails: 30s, or 30s,payment=10s (units ms, s, m, h)"},
+            "SagaTimeout": {"Type": "String", "Default": "5m", "AllowedPattern": "^[0-9.]+(ms|s|m|h)?$", "Description": "How long an order may take in all"},
+            "Deadlines": {"Type": "String", "Default": "on", "AllowedValues": ["on", "off"], "Description": "off: orders wait for their steps forever (NATS older than 2.14 cannot schedule messages)"},
             "NatsUrl": {"Type": "String", "Description": "NATS server or cluster the bridge connects to, e.g. tls://nats.internal:4222"},
             "GatewayNatsPassword": {"Type": "String", "NoEcho": true, "MinLength": 16, "Description": "Password of the NATS user `gateway` (infra/nats: $JETSAGA_GATEWAY_PASSWORD)"},
             "JwtSecret": {"Type": "String", "NoEcho": true, "MinLength": 32, "Description": "The HTTP API's session token signing secret (32 characters or more)"},

@@ -9,7 +9,12 @@
 //! - `kill`: `kill -9` of a function process, restarted a moment later;
 //! - `pause`: `SIGSTOP` of a function process for longer than the ack wait, then `SIGCONT`;
 //! - `server`: `kill -9` of nats-server (restarted on the same store), or of
-//!   one node of a 3-node cluster with `--cluster` (R3 streams).
+//!   one node of a 3-node cluster with `--cluster` (R3 streams);
+//! - `hang`: `SIGSTOP` of every copy of one step (inventory, customer,
+//!   payment or shipping) for longer than the step's deadline, then
+//!   `SIGCONT`: orders waiting for it fail by their deadline, give back what
+//!   they hold, and what the step does late is compensated (not with
+//!   `--lambda`; the runs with `hang` give each step a 6 s deadline).
 //!
 //! With `--lambda` it runs the Lambda path instead: each function's real
 //! bootstrap under cargo-lambda's emulator, storing in DynamoDB, fed by
@@ -59,7 +64,7 @@ pub struct ChaosArgs {
     /// Seed of the order mix and the fault schedule [default: from the clock, printed].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Faults to inject.
+    /// Faults to inject (`hang` too: every copy of one step stopped past its deadline).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,server")]
     pub faults: Vec<Fault>,
     /// Mean seconds between two faults.
@@ -117,7 +122,16 @@ pub enum Fault {
     Pause,
     /// `kill -9` nats-server (or one cluster node), then start it again on the same store.
     Server,
+    /// `SIGSTOP` every copy of one step for longer than its deadline, then `SIGCONT`.
+    Hang,
 }
+
+/// A step's deadline in runs with the `hang` fault (the default, 30 s, in
+/// the others): a hang lasts longer than this.
+pub const HANG_STEP_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The steps a hang stops: those an order waits for.
+const HANGING_STEPS: [&str; 4] = ["inventory", "customer", "payment", "shipping"];
 
 /// Ack wait of the function processes: short, so a paused process's
 /// messages go to the other copy within the run.
@@ -425,6 +439,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     if !(0.0..=1.0).contains(&args.cancel_share) {
         anyhow::bail!("--cancel-share must be between 0.0 and 1.0, got {}", args.cancel_share);
     }
+    if args.lambda && args.faults.contains(&Fault::Hang) {
+        anyhow::bail!(
+            "the hang fault stops every copy of a step's function process; on the Lambda path (--lambda) use kill and pause"
+        );
+    }
     if args.lambda && args.store != StoreKind::Sqlite {
         anyhow::bail!("--store does not apply with --lambda: the Lambda path stores in DynamoDB");
     }
@@ -561,6 +580,9 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         ]);
         if let Some(db) = &args.database_url {
             function_args.extend(["--database-url".into(), db.clone()]);
+        }
+        if args.faults.contains(&Fault::Hang) {
+            function_args.extend(["--step-timeout".into(), format!("{}s", HANG_STEP_TIMEOUT.as_secs())]);
         }
         for copy in 0..args.copies {
             for name in &names {
@@ -743,6 +765,30 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
                 fleet.workers[i].paused = true;
                 resumes.push((now + ack_wait + rng.between(0.5, 2.0), i));
             }
+            Fault::Hang => {
+                // Every copy of one step, so no other copy takes its messages over.
+                let step = HANGING_STEPS[rng.below(HANGING_STEPS.len())];
+                let copies: Vec<usize> = idle
+                    .iter()
+                    .copied()
+                    .filter(|i| {
+                        let args = &fleet.workers[*i].args;
+                        args.windows(2).any(|w| w[0] == "--function" && w[1] == step)
+                    })
+                    .collect();
+                if copies.is_empty() {
+                    continue;
+                }
+                let until = now + HANG_STEP_TIMEOUT + rng.between(1.0, 3.0);
+                for i in copies {
+                    if let Some(process) = &fleet.workers[i].process {
+                        signal(process, "STOP");
+                    }
+                    fleet.workers[i].paused = true;
+                    resumes.push((until, i));
+                }
+                key = format!("hang {step}");
+            }
             Fault::Server if node_down.is_none() => {
                 let i = rng.below(fleet.nodes.len());
                 if let Some(process) = &fleet.nodes[i].process {
@@ -764,7 +810,11 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         fleet.spawn(&mut worker)?;
         fleet.workers[i] = worker;
     }
-    for (_, i) in resumes.drain(..) {
+    // Pauses and hangs last as long as they were meant to (a hang past the
+    // step's deadline is the point), then resume.
+    resumes.sort_by_key(|(at, _)| *at);
+    for (at, i) in resumes.drain(..) {
+        tokio::time::sleep_until(at.into()).await;
         if let Some(process) = &fleet.workers[i].process {
             signal(process, "CONT");
         }
@@ -949,7 +999,11 @@ async fn kept_creates(js: &jetstream::Context) -> anyhow::Result<BTreeSet<String
 /// Every envelope in the saga stream, in order.
 async fn read_stream(js: &jetstream::Context) -> anyhow::Result<Vec<Envelope>> {
     let messages = read_all(js, "SAGA").await?;
-    Ok(messages.iter().filter_map(|message| Envelope::decode(&message.payload).ok()).collect())
+    Ok(messages
+        .iter()
+        .filter(|message| !jetsaga_core::schedule::is_pending_schedule(&message.subject))
+        .filter_map(|message| Envelope::decode(&message.payload).ok())
+        .collect())
 }
 
 /// Every message of a stream, in order, up to its last sequence when

@@ -56,6 +56,26 @@ enum Command {
     /// Create, inspect or cancel orders.
     #[command(subcommand)]
     Order(OrderCommand),
+    /// List orders, newest first: every one, or those of a status or a
+    /// customer, or the stuck ones (not ended and past their deadline).
+    Sagas {
+        /// Only orders in this status (pending, stock_reserved, credit_reserved,
+        /// paid, shipped, completed, failed, canceling, canceled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this customer's orders.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only orders that have not ended and are past their deadline.
+        #[arg(long)]
+        stuck: bool,
+        /// At most this many (1 to 100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the catalog with available and reserved stock.
     Products {
         /// Print JSON instead of text.
@@ -248,6 +268,9 @@ fn print_order(view: &OrderView) {
     if let Some(reason) = &view.reason {
         println!("  reason:   {reason}");
     }
+    if let Some(deadline) = &view.deadline {
+        println!("  deadline: {}", crate::inspect::describe_deadline(deadline, chrono::Utc::now()));
+    }
     println!("  timeline:");
     for entry in &view.timeline {
         let note = entry.note.as_ref().map(|n| format!("  ({n})")).unwrap_or_default();
@@ -424,6 +447,45 @@ impl Cli {
                     print(&reply)
                 } else {
                     println!("cancel of order {order_id} requested");
+                }
+            }
+            Command::Sagas { status, customer, stuck, limit, json } => {
+                let status = status
+                    .map(|s| {
+                        serde_json::from_value::<jetsaga_events::OrderStatus>(serde_json::Value::String(s.clone()))
+                            .map_err(|_| anyhow::anyhow!("--status {s:?}: not a status (pending, stock_reserved, credit_reserved, paid, shipped, completed, failed, canceling, canceled)"))
+                    })
+                    .transpose()?;
+                let list = jetsaga_events::ListOrders {
+                    customer_id: customer,
+                    status,
+                    limit: Some(limit),
+                    past_due: stuck.then_some(true),
+                    ..Default::default()
+                };
+                let page: jetsaga_events::OrderPage =
+                    client.query(jetsaga_events::subjects::ORDERS_QUERY_LIST, &list).await?;
+                if json {
+                    print(&serde_json::to_value(&page)?);
+                } else if page.orders.is_empty() {
+                    println!(
+                        "{}",
+                        if stuck { "no stuck orders: every order waiting is within its deadline" } else { "no orders" }
+                    );
+                } else {
+                    println!("{:<40} {:<14} {:<16} {:>10}  created", "order", "customer", "status", "total");
+                    for o in &page.orders {
+                        let total = o.total_cents.map(dollars).unwrap_or_default();
+                        println!(
+                            "{:<40} {:<14} {:<16} {:>10}  {}{}",
+                            o.order_id,
+                            o.customer_id,
+                            serde_json::to_value(o.status)?.as_str().unwrap_or_default().to_string(),
+                            total,
+                            o.created_at.format("%Y-%m-%d %H:%M:%S"),
+                            o.reason.as_ref().map(|r| format!("  ({r})")).unwrap_or_default()
+                        );
+                    }
                 }
             }
             Command::Products { json } => {

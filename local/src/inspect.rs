@@ -31,7 +31,8 @@ pub async fn trace(client: &Client, stream: &str, order_id: &str, json: bool) ->
     let js = jetstream::new(client.nats.clone());
     let mut events = Vec::new();
     ops::read_stream(&js, stream, start, |sequence, message| {
-        if let Ok(envelope) = Envelope::decode(&message.payload)
+        if !jetsaga_core::schedule::is_pending_schedule(&message.subject)
+            && let Ok(envelope) = Envelope::decode(&message.payload)
             && envelope.order_id.as_deref() == Some(order_id)
         {
             events.push((sequence, envelope));
@@ -65,6 +66,9 @@ pub async fn trace(client: &Client, stream: &str, order_id: &str, json: bool) ->
     }
     if let Some(last) = steps.last() {
         println!("{} events, {:.1} ms from first to last", steps.len(), last.total_ms);
+    }
+    if let Some(deadline) = &order.deadline {
+        println!("pending deadline: {}", crate::inspect::describe_deadline(deadline, Utc::now()));
     }
     Ok(())
 }
@@ -197,5 +201,17 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
     }
     let dead = report.dead_letters;
     println!("dead letters: {dead}{}", if dead > 0 { " (jetsaga dlq list)" } else { "" });
+    let pending = report.pending_deadlines;
+    println!(
+        "pending deadlines: {pending}{}",
+        if pending > 0 { " (jetsaga sagas --stuck: those past due)" } else { "" }
+    );
     Ok(())
+}
+
+/// "payment by 12:00:30.000 (in 12.3 s)", or "... (4.1 s overdue)".
+pub fn describe_deadline(deadline: &jetsaga_events::PendingDeadline, now: DateTime<Utc>) -> String {
+    let left = (deadline.due_at - now).num_milliseconds() as f64 / 1000.0;
+    let when = if left >= 0.0 { format!("in {left:.1} s") } else { format!("{:.1} s overdue", -left) };
+    format!("{} by {} ({when})", deadline.waiting_for, deadline.due_at.format("%H:%M:%S%.3f"))
 }

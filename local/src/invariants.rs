@@ -73,7 +73,7 @@ pub struct Tally {
     pub ended_unacknowledged: usize,
     /// Dead letters.
     pub dead_letters: u64,
-    /// Failed orders by kind of reason (stock, credit, unknown customer, payment, shipping).
+    /// Failed orders by kind of reason (stock, credit, unknown customer, payment, shipping, deadline).
     pub failure_reasons: BTreeMap<String, usize>,
     /// Every violation.
     pub findings: Vec<Finding>,
@@ -88,6 +88,8 @@ fn kind_of_reason(reason: &str) -> String {
         ("unknown customer", "unknown customer"),
         ("declined", "payment declined"),
         ("delivery worker", "shipment failed"),
+        ("did not answer within", "deadline"),
+        ("did not end within", "deadline"),
     ];
     kinds.iter().find(|(needle, _)| reason.contains(needle)).map_or("other", |(_, kind)| kind).to_string()
 }

@@ -222,6 +222,15 @@ impl Bootstraps {
             .env("JETSAGA_SAGA", mode)
             .env("JETSAGA_SHIPPING_FAILURE_RATE", self.options.shipping_failure_rate.to_string())
             .stdout(Stdio::null());
+        match &self.options.deadlines {
+            Some(deadlines) => {
+                let (steps, saga) = deadlines.settings();
+                command.env("JETSAGA_STEP_TIMEOUT", steps).env("JETSAGA_SAGA_TIMEOUT", saga);
+            }
+            None => {
+                command.env("JETSAGA_DEADLINES", "off");
+            }
+        }
         // A local endpoint needs no real identity.
         for (name, value) in
             [("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")]

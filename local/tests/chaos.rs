@@ -14,7 +14,7 @@ fn args(seed: u64) -> ChaosArgs {
         orders: 400,
         rate: 80,
         seed: Some(seed),
-        faults: vec![Fault::Kill, Fault::Pause, Fault::Server],
+        faults: vec![Fault::Kill, Fault::Pause, Fault::Server, Fault::Hang],
         fault_every: 0.4,
         cluster: false,
         store: StoreKind::Sqlite,
@@ -54,6 +54,11 @@ async fn kills_pauses_and_server_restarts_lose_and_double_nothing() {
     for fault in ["kill", "server"] {
         assert!(report.faults.get(fault).copied().unwrap_or(0) >= 1, "no {fault} fault injected: {:?}", report.faults);
     }
+    // A step hung past its deadline: orders waiting for it failed by it,
+    // and everything above still holds (what it did late was compensated).
+    let hangs: usize = report.faults.iter().filter(|(k, _)| k.starts_with("hang")).map(|(_, n)| n).sum();
+    assert!(hangs >= 1, "no hang injected: {:?}", report.faults);
+    assert!(t.failure_reasons.get("deadline").copied().unwrap_or(0) >= 1, "no order failed by its deadline: {t:?}");
     // The mix exercised every ending.
     for outcome in ["completed", "failed", "canceled"] {
         assert!(t.outcomes.get(outcome).copied().unwrap_or(0) > 0, "no {outcome} order: {:?}", t.outcomes);
@@ -69,8 +74,16 @@ async fn on_the_lambda_path_bootstrap_and_bridge_kills_lose_and_double_nothing()
     // invocation lost with its instance is given up only after the invoke
     // timeout (Lambda would fail it at once).
     let orders = 120;
-    let report =
-        chaos::run(ChaosArgs { orders, rate: 3, fault_every: 1.0, lambda: true, ..args(20261123) }).await.unwrap();
+    let report = chaos::run(ChaosArgs {
+        orders,
+        rate: 3,
+        fault_every: 1.0,
+        lambda: true,
+        faults: vec![Fault::Kill, Fault::Pause, Fault::Server],
+        ..args(20261123)
+    })
+    .await
+    .unwrap();
     chaos::print(&report);
     let t = &report.tally;
     assert_eq!(report.store, "dynamodb");

@@ -231,6 +231,15 @@ impl Saga {
         self.events(subject).await.into_iter().filter(|e| e.order_id.as_deref() == Some(order_id)).collect()
     }
 
+    /// Stops the runtimes started so far (their functions stop answering);
+    /// [`Saga::host`] starts them again.
+    pub async fn stop_hosts(&mut self) {
+        for (cancel, task) in self.runtimes.drain(..) {
+            cancel.cancel();
+            tokio::time::timeout(SETTLE, task).await.expect("runtime stops").unwrap();
+        }
+    }
+
     /// Stops every runtime, finishing in-flight work.
     pub async fn stop(self) {
         for (cancel, task) in self.runtimes {

@@ -5,7 +5,11 @@
 use jetsaga_events::{OrderStatus, SagaMode};
 use jetsaga_local::saga::SagaOptions;
 
-use crate::saga::{SETTLE, Saga, Setup};
+use std::time::{Duration, Instant};
+
+use jetsaga_events::subjects::*;
+
+use crate::saga::{Backend, SETTLE, Saga, Setup};
 use crate::stream::{messages, wait_until};
 
 async fn shop(setup: Setup) -> Saga {
@@ -401,4 +405,98 @@ pub async fn events_committed_while_the_stream_refuses_them_are_published_once_i
     wait_until(SETTLE, "the order's outbox to be empty", || async { outbox(order_function).await["unpublished"] == 0 })
         .await;
     saga.stop().await;
+}
+
+// Deadlines.
+
+/// A step's deadline in the deadline scenarios: short, and longer on the
+/// Lambda path, whose steps take longer under the emulator.
+pub fn step_deadline(backend: Backend) -> std::time::Duration {
+    match backend {
+        Backend::Lambda(_) => std::time::Duration::from_secs(6),
+        _ => std::time::Duration::from_millis(1500),
+    }
+}
+
+/// The saga with short deadlines (each step [`step_deadline`], the whole
+/// order 60 s), without the function `missing`, with a product and a customer.
+pub async fn shop_with_deadlines(setup: Setup, missing: Option<&str>) -> Saga {
+    let step = format!("{}ms", step_deadline(setup.backend).as_millis());
+    let deadlines = jetsaga_local::saga::Deadlines::from_settings(&[step], Some("60s")).unwrap();
+    let options = SagaOptions { mode: setup.mode, deadlines: Some(deadlines), ..SagaOptions::default() };
+    let names: Vec<&str> = options.names().into_iter().filter(|n| Some(*n) != missing).collect();
+    let saga = Saga::start_with(setup.backend, &names, options).await;
+    saga.product("p-a", 1250, 10).await;
+    saga.customer("c-1", 100_000).await;
+    saga
+}
+
+/// Messages waiting on schedule subjects (pending deadlines).
+pub async fn pending_schedules(saga: &Saga) -> u64 {
+    use futures::TryStreamExt;
+    let stream = saga.js.get_stream("SAGA").await.unwrap();
+    let mut subjects = stream.info_with_subjects("schedules.>").await.unwrap();
+    let mut total = 0;
+    while let Some((_, count)) = subjects.try_next().await.unwrap() {
+        total += count as u64;
+    }
+    total
+}
+
+/// The order's terminal events (exactly one, always).
+pub async fn terminal_events(saga: &Saga, order_id: &str) -> usize {
+    let mut count = 0;
+    for subject in [ORDERS_EVT_COMPLETED, ORDERS_EVT_FAILED, ORDERS_EVT_CANCELED] {
+        count += saga.events_for(subject, order_id).await.len();
+    }
+    count
+}
+
+/// A step that never answers (payment not running): the order fails with
+/// the deadline's reason within the deadline and a small margin, and gives
+/// back what it holds. Then payment starts: it charges from its backlog,
+/// and refunds; the order stays failed with one terminal event.
+pub async fn a_step_that_never_answers_fails_the_order_in_time_and_its_late_answer_is_refunded(setup: Setup) {
+    let mut saga = shop_with_deadlines(setup, Some("payment")).await;
+    let deadline = step_deadline(setup.backend);
+    let reason = format!("payment did not answer within {}", jetsaga_order_human(deadline));
+    let started = Instant::now();
+    let id = saga.order("c-1", &[("p-a", 2)]).await;
+    let view = saga.finish(&id).await;
+    let took = started.elapsed();
+    assert_eq!(view.status, OrderStatus::Failed, "{view:?}");
+    assert_eq!(view.reason.as_deref(), Some(reason.as_str()));
+    assert!(took >= deadline, "not before its deadline: {took:?}");
+    assert!(took < deadline * 2 + Duration::from_secs(2), "within the deadline and a small margin: {took:?}");
+    assert_eq!(view.deadline, None, "no deadline left pending");
+    // Everything held is given back.
+    saga.expect_stock("p-a", (10, 0)).await;
+    saga.expect_used_credit("c-1", 0).await;
+
+    // The late answer: payment comes back, charges from its backlog, and refunds.
+    saga.host(&["payment"]).await;
+    wait_until(SETTLE, "the late charge refunded", || async {
+        saga.events_for(PAYMENTS_EVT_REFUNDED, &id).await.len() == 1
+    })
+    .await;
+    let charged = saga.events_for(PAYMENTS_EVT_EXECUTED, &id).await;
+    let refunded = saga.events_for(PAYMENTS_EVT_REFUNDED, &id).await;
+    assert_eq!((charged.len(), refunded.len()), (1, 1), "charged once, refunded once");
+    assert_eq!(charged[0].data["amount_cents"], refunded[0].data["amount_cents"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(saga.client.order(&id).await.unwrap().status, OrderStatus::Failed, "it stays failed");
+    assert_eq!(terminal_events(&saga, &id).await, 1, "exactly one terminal event");
+    assert_eq!(saga.events_for(ORDERS_EVT_DEADLINE_PASSED, &id).await.len(), 1);
+    saga.expect_stock("p-a", (10, 0)).await;
+    saga.expect_used_credit("c-1", 0).await;
+    saga.stop().await;
+}
+
+fn jetsaga_order_human(wait: Duration) -> String {
+    let ms = u64::try_from(wait.as_millis()).unwrap();
+    match ms {
+        ms if ms % 60_000 == 0 => format!("{} min", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{} s", ms / 1_000),
+        ms => format!("{:.1} s", ms as f64 / 1_000.0),
+    }
 }

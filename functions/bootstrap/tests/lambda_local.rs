@@ -30,6 +30,7 @@ macro_rules! lambda_scenarios {
             $mode,
             [
                 happy_path,
+                a_step_that_never_answers_fails_the_order_in_time_and_its_late_answer_is_refunded,
                 completed_orders_earn_loyalty_points,
                 users_sign_up_and_log_in_without_secrets_in_any_stream,
                 out_of_stock,

@@ -22,6 +22,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// The subjects that schedules live on (the saga stream takes them).
 pub const SCHEDULE_SUBJECTS: &str = "schedules.>";
 
+/// Whether a stream message is a schedule still waiting (its event has not
+/// happened yet: readers of the saga's history skip it).
+pub fn is_pending_schedule(subject: &str) -> bool {
+    subject.starts_with(SCHEDULE_SUBJECTS.trim_end_matches('>'))
+}
+
 /// The nats-server version message schedules, with their atomic cancel, need.
 pub const MIN_SERVER: (u64, u64) = (2, 14);
 

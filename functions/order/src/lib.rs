@@ -169,6 +169,16 @@ impl Deadlines {
     }
 }
 
+impl Deadlines {
+    /// The settings [`Deadlines::from_settings`] reads back: the step waits
+    /// (`30000ms,payment=1000ms`) and the saga's (`300000ms`).
+    pub fn settings(&self) -> (String, String) {
+        let mut steps = vec![format!("{}ms", millis(self.step))];
+        steps.extend(self.steps.iter().map(|(step, wait)| format!("{step}={}ms", millis(*wait))));
+        (steps.join(","), format!("{}ms", millis(self.saga)))
+    }
+}
+
 /// `30s`, `500ms`, `5m`, `1h`, or seconds: a wait from 100 ms to 7 days.
 pub fn parse_wait(what: &str, text: &str) -> Result<std::time::Duration, String> {
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
@@ -578,7 +588,14 @@ fn cursor(created_at: DateTime<Utc>, order_id: &str) -> String {
 /// Orders newest first, filtered and a page at a time. Reads every order
 /// of the store (fine for a shop's back office; an index would serve
 /// millions).
-async fn list(ctx: &QueryCtx<'_>, request: ListOrders) -> Result<OrderPage, QueryError> {
+/// Lists orders. Past due ("stuck"): not ended, and past the deadline it
+/// waits under, or (waiting under none: deadlines off, or shipped or
+/// canceling) older than the whole order's wait.
+async fn list(
+    ctx: &QueryCtx<'_>,
+    request: ListOrders,
+    saga_wait: std::time::Duration,
+) -> Result<OrderPage, QueryError> {
     let limit = request.limit.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(QueryError::BadRequest(format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
@@ -591,10 +608,10 @@ async fn list(ctx: &QueryCtx<'_>, request: ListOrders) -> Result<OrderPage, Quer
         .filter(|o| request.customer_id.as_ref().is_none_or(|c| *c == o.customer_id))
         .filter(|o| request.status.is_none_or(|s| s == o.status))
         .filter(|o| {
-            // Stuck: not ended, and its deadline is behind us.
             let now = Utc::now();
-            request.past_due != Some(true)
-                || (!o.status.is_terminal() && o.deadline.as_ref().is_some_and(|d| d.due_at < now))
+            let saga_due = o.timeline.first().map(|e| e.at + chrono::Duration::from_std(saga_wait).unwrap_or_default());
+            let due = o.deadline.as_ref().map(|d| d.due_at).or(saga_due);
+            request.past_due != Some(true) || (!o.status.is_terminal() && due.is_some_and(|due| due < now))
         })
         .map(|o| {
             let created_at = o.timeline.first().map_or_else(Utc::now, |e| e.at);
@@ -649,7 +666,10 @@ impl Function for Orders {
     async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         if subject == ORDERS_QUERY_LIST {
             let request: ListOrders = jetsaga_events::envelope::decode_json(subject, request)?;
-            return Ok(serde_json::to_value(list(ctx, request).await?).expect("pages serialize"));
+            return Ok(serde_json::to_value(
+                list(ctx, request, self.deadlines.as_ref().map_or(DEFAULT_SAGA_TIMEOUT, |d| d.saga)).await?,
+            )
+            .expect("pages serialize"));
         }
         if subject != ORDERS_QUERY_GET {
             return Err(QueryError::NotFound(format!("order serves no query {subject}")));
@@ -690,6 +710,166 @@ mod tests {
 
     fn scheduled(id: &str) -> ShipmentScheduled {
         ShipmentScheduled { order_id: id.into(), shipment_id: "s".into(), worker: "w".into() }
+    }
+
+    /// The deadline the order set last, decoded, and where it waits.
+    fn deadline_of(run: &jetsaga_core::testing::Run) -> (String, DeadlinePassed) {
+        let [(publication, envelope)] = run.scheduled.as_slice() else {
+            panic!("expected one schedule, got {:?}", run.scheduled);
+        };
+        assert_eq!(envelope.event_type, ORDERS_EVT_DEADLINE_PASSED);
+        assert!(publication.is_schedule(), "{publication:?}");
+        let target = publication.headers.iter().find(|(n, _)| *n == "Nats-Schedule-Target").map(|(_, v)| v.as_str());
+        assert_eq!(target, Some(ORDERS_EVT_DEADLINE_PASSED));
+        (publication.subject.clone(), envelope.data_as().unwrap())
+    }
+
+    fn short() -> Orders {
+        let deadlines = Deadlines::from_settings(&["2s".into(), "payment=1s".into()], Some("5s")).unwrap();
+        Orders { deadlines: Some(deadlines), ..Orders::default() }
+    }
+
+    #[tokio::test]
+    async fn each_waiting_status_schedules_its_step_deadline_on_one_subject_per_order() {
+        let t = TestFunction::new(short());
+        let created = t.when(&create(Some("o-1"), &[("p", 1)])).await;
+        created.single::<OrderCreated>();
+        let (subject, first) = deadline_of(&created);
+        assert_eq!(subject, jetsaga_core::schedule::subject_for("order", "o-1"));
+        assert_eq!((first.deadline.waiting_for.as_str(), first.deadline.status), ("inventory", OrderStatus::Pending));
+        assert_eq!(first.deadline.after_ms, 2_000);
+        let stock = t.when(&reserved("o-1")).await;
+        let (same, second) = deadline_of(&stock);
+        assert_eq!(same, subject, "the new deadline replaces the old one");
+        assert_eq!((second.deadline.waiting_for.as_str(), second.deadline.after_ms), ("customer", 2_000));
+        let credit =
+            t.when(&CreditReserved { order_id: "o-1".into(), customer_id: "c-1".into(), amount_cents: 250 }).await;
+        let (_, third) = deadline_of(&credit);
+        assert_eq!((third.deadline.waiting_for.as_str(), third.deadline.after_ms), ("payment", 1_000), "per step");
+        let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
+        assert_eq!(view.deadline, Some(third.deadline), "the order shows the deadline it waits under");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_that_finds_the_order_still_waiting_fails_it_with_a_readable_reason() {
+        let t = TestFunction::new(short());
+        placed(&t, "o-1").await;
+        t.when(&reserved("o-1")).await;
+        let credit =
+            t.when(&CreditReserved { order_id: "o-1".into(), customer_id: "c-1".into(), amount_cents: 250 }).await;
+        let (_, passed) = deadline_of(&credit);
+        let failed: OrderFailed = t.when(&passed).await.single();
+        assert_eq!(failed.reason, "payment did not answer within 1 s");
+        assert_eq!(failed.step.as_deref(), Some("payment"));
+        let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
+        assert_eq!((view.status, view.deadline), (OrderStatus::Failed, None));
+        // The same deadline again, and the late answer, change nothing.
+        t.when(&passed).await.assert_nothing_emitted();
+        let late = PaymentExecuted {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            amount_cents: 250,
+            payment_id: "pay".into(),
+        };
+        t.when(&late).await.assert_nothing_emitted();
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_or_late_deadline_changes_nothing_and_completing_cancels_the_pending_one() {
+        let t = TestFunction::new(short());
+        let created = t.when(&create(Some("o-1"), &[("p", 1)])).await;
+        let (_, for_inventory) = deadline_of(&created);
+        t.when(&reserved("o-1")).await;
+        // Inventory's deadline, delivered after inventory answered: stale.
+        t.when(&for_inventory).await.assert_nothing_emitted();
+        assert_eq!(status(&t, "o-1").await, OrderStatus::StockReserved);
+        t.when(&CreditReserved { order_id: "o-1".into(), customer_id: "c-1".into(), amount_cents: 250 }).await;
+        t.when(&PaymentExecuted {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            amount_cents: 250,
+            payment_id: "pay".into(),
+        })
+        .await;
+        let shipped = t.when(&scheduled("o-1")).await;
+        assert!(shipped.scheduled.is_empty(), "a shipped order cannot fail: no new deadline");
+        let informed = ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() };
+        let done = t.when(&informed).await;
+        done.single::<OrderCompleted>();
+        let [(cancel, event)] = done.scheduled.as_slice() else { panic!("{:?}", done.scheduled) };
+        assert_eq!(event.event_type, ORDERS_EVT_DEADLINE_CANCELED);
+        assert_eq!(cancel.subject, ORDERS_EVT_DEADLINE_CANCELED);
+        let scheduler = cancel.headers.iter().find(|(n, _)| *n == "Nats-Scheduler").map(|(_, v)| v.clone());
+        assert_eq!(scheduler, Some(jetsaga_core::schedule::subject_for("order", "o-1")), "ends the schedule");
+        let canceled: DeadlineCanceled = event.data_as().unwrap();
+        assert_eq!(canceled.deadline.waiting_for, "shipping");
+        // A deadline firing after completion changes nothing.
+        let late = DeadlinePassed { order_id: "o-1".into(), deadline: canceled.deadline };
+        t.when(&late).await.assert_nothing_emitted();
+        assert_eq!(status(&t, "o-1").await, OrderStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn the_whole_order_deadline_wins_when_it_comes_first() {
+        let deadlines = Deadlines::from_settings(&["10s".into()], Some("3s")).unwrap();
+        let t = TestFunction::new(Orders { deadlines: Some(deadlines), ..Orders::default() });
+        let (_, passed) = deadline_of(&t.when(&create(Some("o-1"), &[("p", 1)])).await);
+        assert_eq!((passed.deadline.waiting_for.as_str(), passed.deadline.after_ms), ("saga", 3_000));
+        let failed: OrderFailed = t.when(&passed).await.single();
+        assert_eq!(failed.reason, "the order did not end within 3 s");
+    }
+
+    #[tokio::test]
+    async fn orders_past_their_deadline_and_not_ended_are_listed_as_stuck() {
+        let deadlines = Deadlines::from_settings(&["100ms".into()], Some("10s")).unwrap();
+        let t = TestFunction::new(Orders { deadlines: Some(deadlines), ..Orders::default() });
+        placed(&t, "o-stuck").await;
+        placed(&t, "o-done").await;
+        t.when(&PaymentFailed { order_id: "o-done".into(), reason: "declined".into() }).await;
+        let list = ListOrders { past_due: Some(true), ..ListOrders::default() };
+        let page: OrderPage = t.query(&list).await.unwrap();
+        assert_eq!(page.orders, vec![], "within its deadline: not stuck");
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let page: OrderPage = t.query(&list).await.unwrap();
+        let ids: Vec<String> = page.orders.into_iter().map(|o| o.order_id).collect();
+        assert_eq!(ids, ["o-stuck"], "past due and not ended (its deadline never came)");
+    }
+
+    #[tokio::test]
+    async fn without_deadlines_nothing_is_scheduled() {
+        let t = TestFunction::new(Orders { deadlines: None, ..Orders::default() });
+        let created = t.when(&create(Some("o-1"), &[("p", 1)])).await;
+        assert!(created.scheduled.is_empty());
+    }
+
+    #[test]
+    fn waits_are_read_as_people_write_them_and_refused_with_what_is_accepted() {
+        let d = Deadlines::from_settings(&["45s".into(), "payment=500ms, shipping=2m".into()], Some("1h")).unwrap();
+        assert_eq!(d.step("inventory"), std::time::Duration::from_secs(45));
+        assert_eq!(d.step("payment"), std::time::Duration::from_millis(500));
+        assert_eq!(d.step("shipping"), std::time::Duration::from_secs(120));
+        assert_eq!(d.saga, std::time::Duration::from_secs(3600));
+        assert_eq!(Deadlines::from_settings(&[], None).unwrap(), Deadlines::default());
+        let (steps, saga) = d.settings();
+        assert_eq!(Deadlines::from_settings(&[steps], Some(&saga)).unwrap(), d, "settings read back");
+        let err = |steps: &[&str], saga: Option<&str>| {
+            Deadlines::from_settings(&steps.iter().map(|s| s.to_string()).collect::<Vec<_>>(), saga).unwrap_err()
+        };
+        assert_eq!(
+            err(&["warehouse=1s"], None),
+            "step timeout \"warehouse=1s\": \"warehouse\" is not a step the order waits for (one of inventory, customer, payment, shipping)"
+        );
+        assert!(
+            err(&["30 seconds"], None).contains("the unit must be ms, s, m or h"),
+            "{}",
+            err(&["30 seconds"], None)
+        );
+        assert!(err(&["10ms"], None).contains("from 100ms to 7 days"));
+        assert!(err(&[], Some("soon")).starts_with("saga timeout \"soon\""));
+        assert_eq!(human(30_000), "30 s");
+        assert_eq!(human(300_000), "5 min");
+        assert_eq!(human(1_500), "1.5 s");
     }
 
     #[tokio::test]

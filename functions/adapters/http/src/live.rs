@@ -95,6 +95,10 @@ pub(crate) async fn order_events(
                     Some(Ok(message)) => message,
                     Some(Err(_)) | None => return None, // the client reconnects with Last-Event-ID
                 };
+                // A deadline still scheduled has not happened: it shows when it comes.
+                if jetsaga_core::schedule::is_pending_schedule(&message.subject) {
+                    continue;
+                }
                 let Ok(envelope) = Envelope::decode(&message.payload) else { continue };
                 if envelope.order_id.as_deref() != Some(order_id.as_str()) {
                     continue;

@@ -24,11 +24,17 @@ export const EVENTS = {
   "shipping.evt.canceled": ["Shipment stopped", "step", () => "nothing had left the warehouse"],
   "orders.evt.cancel_refused": ["Cancel refused", "failure", (d) => d.reason],
   "orders.evt.canceled": ["Canceled", "end-bad", (d) => d.reason ?? ""],
+  "orders.evt.deadline_passed": ["Deadline passed", "failure", (d) => `${d.waiting_for === "saga" ? "the order" : d.waiting_for} had ${wait(d.after_ms)}`],
+  "orders.evt.deadline_canceled": ["Deadline cleared", "after", (d) => `${d.waiting_for} deadline no longer pending`],
   "inventory.evt.released": ["Stock released", "compensation", () => "the reserved units are back on sale"],
   "customers.evt.credit_released": ["Credit released", "compensation", (d) => money(d.amount_cents)],
   "payments.evt.refunded": ["Payment refunded", "compensation", (d) => money(d.amount_cents)],
   "loyalty.evt.points_revoked": ["Loyalty points revoked", "compensation", (d) => `−${d.points ?? ""}`],
 };
+
+function wait(ms) {
+  return ms % 60000 === 0 ? `${ms / 60000} min` : `${(ms / 1000).toFixed(ms % 1000 ? 1 : 0)} s`;
+}
 
 /** The happy path, for "what comes next". */
 export const HAPPY_PATH = [
@@ -48,6 +54,7 @@ export const CANCELABLE = ["pending", "stock_reserved", "credit_reserved", "paid
 
 /** Why an order failed, in a person's words, from the step that refused. */
 export function failureTitle(step, reason = "") {
+  if (/did not (answer|end) within/.test(reason)) return "Timed out";
   if (step === "inventory" || /stock/i.test(reason)) return "Out of stock";
   if (step === "customer" || /credit/i.test(reason)) return "Not enough credit";
   if (step === "payment" || /payment|declin/i.test(reason)) return "Payment declined";

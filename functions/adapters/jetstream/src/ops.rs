@@ -284,6 +284,16 @@ pub async fn status(nats: &async_nats::Client, config: &Config) -> Result<Status
         Ok(mut dlq) => dlq.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,
     };
+    // Pending deadlines: the schedules the stream holds (one per waiting order).
+    let mut pending_deadlines = 0;
+    if info.config.allow_message_schedules {
+        use futures::TryStreamExt;
+        if let Ok(mut subjects) = stream.info_with_subjects(jetsaga_core::schedule::SCHEDULE_SUBJECTS).await {
+            while let Ok(Some((_, count))) = subjects.try_next().await {
+                pending_deadlines += u64::try_from(count).unwrap_or(0);
+            }
+        }
+    }
     Ok(StatusReport {
         stream: config.stream.clone(),
         messages: info.state.messages,
@@ -291,6 +301,7 @@ pub async fn status(nats: &async_nats::Client, config: &Config) -> Result<Status
         subjects: info.config.subjects,
         consumers,
         dead_letters,
+        pending_deadlines,
     })
 }
 
