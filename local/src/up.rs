@@ -49,8 +49,8 @@ impl From<SagaKind> for SagaMode {
 /// Options of `jetsaga up`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct UpArgs {
-    /// Use this NATS server instead of starting one (must be 2.10+ with
-    /// JetStream); the nodes of a cluster separated by commas.
+    /// Use this NATS server instead of starting one (must be 2.14+ with
+    /// JetStream, or 2.10+ with --no-deadlines); the nodes of a cluster separated by commas.
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// Where SQLite stores and the started nats-server keep their data.

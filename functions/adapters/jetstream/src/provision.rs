@@ -359,4 +359,30 @@ mod tests {
         let info = async_nats::ServerInfo { version: "2.15.1".into(), jetstream: false, ..Default::default() };
         assert!(check_server_version(&info).unwrap_err().to_string().contains("-js"));
     }
+
+    #[test]
+    fn servers_without_message_schedules_are_refused_for_deadlines_with_a_way_out() {
+        let info = async_nats::ServerInfo { version: "2.12.3".into(), jetstream: true, ..Default::default() };
+        let err = check_schedules_supported(&info).unwrap_err().to_string();
+        assert!(err.contains("2.12.3") && err.contains("2.14") && err.contains("--no-deadlines"), "{err}");
+        let info = async_nats::ServerInfo { version: "2.14.0".into(), jetstream: true, ..Default::default() };
+        assert!(check_schedules_supported(&info).is_ok());
+    }
+
+    #[test]
+    fn the_saga_needs_schedules_because_the_order_function_sets_deadlines() {
+        let config = Config::default();
+        let spec = |name: &'static str, emits: &'static [&'static str]| FunctionSpec {
+            name,
+            description: "",
+            subscribes: &[],
+            accepts: &[],
+            direct: &[],
+            emits,
+            queries: &[],
+        };
+        let (order, other) = (spec("order", &["schedules.order.>"]), spec("other", &["other.evt.done"]));
+        assert!(needs_schedules(&config, &[&order, &other]));
+        assert!(!needs_schedules(&config, &[&other]));
+    }
 }

@@ -49,7 +49,14 @@ async fn order_accepts_creates_and_reports_validation_failures() {
     let bad = CreateOrder { order_id: Some("o-2".into()), customer_id: "c".into(), items: vec![] };
     let response = invoke(&engine, batch(&[good, bad])).await;
     assert_eq!(statuses(&response), ["processed", "rejected"]);
-    assert_eq!(emitted(&response, 0), ["orders.evt.created"]);
+    // The order's deadline travels like any event: its subject says where it
+    // waits and when the server publishes it (the bridge turns that into headers).
+    let subjects = emitted(&response, 0);
+    assert_eq!(subjects[0], "orders.evt.created");
+    let schedule = jetsaga_core::schedule::Publication::of(&subjects[1]);
+    assert_eq!(schedule.subject, jetsaga_core::schedule::subject_for("order", "o-1"), "{subjects:?}");
+    assert!(schedule.is_schedule(), "{subjects:?}");
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
     assert_eq!(response["results"][1]["reason"], "invalid order: items must list at least one product");
     assert_eq!(response["batchItemFailures"], json!([]));
     // Events carry the envelope as JSON text and their de-duplication id.
@@ -125,10 +132,9 @@ async fn a_redelivered_batch_returns_the_same_events_and_changes_nothing() {
     let Response::Batch { results: first, .. } = first else { panic!() };
     let Response::Batch { results: again, .. } = again else { panic!() };
     let RecordResult::Processed { events, .. } = &first[0] else { panic!("{first:?}") };
-    assert_eq!(
-        events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(),
-        ["orders.evt.created", "inventory.cmd.reserve"]
-    );
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject.split(' ').next().unwrap()).collect();
+    let schedule = jetsaga_core::schedule::subject_for("order", "o-1");
+    assert_eq!(subjects, ["orders.evt.created", schedule.as_str(), "inventory.cmd.reserve"]);
     // Not marked published yet, so the same events come back, with how it went the first time.
     let RecordResult::Repeated { events: again_events, receipt, .. } = &again[0] else { panic!("{again:?}") };
     assert_eq!(again_events, events);
@@ -149,10 +155,12 @@ async fn the_outbox_relay_reads_and_clears_what_was_committed_but_not_published(
     // The bridge died before publishing: the relay asks the function for its outbox.
     let outbox = invoke(&engine, json!({"kind": "outbox", "limit": 10})).await;
     assert_eq!(outbox["kind"], "outbox");
-    assert_eq!(outbox["events"].as_array().unwrap().len(), 1);
+    // The created event and the deadline's schedule.
+    assert_eq!(outbox["events"].as_array().unwrap().len(), 2, "{outbox}");
     assert_eq!(outbox["events"][0]["id"], id.as_str());
     assert_eq!(outbox["events"][0]["subject"], "orders.evt.created");
-    let marked = invoke(&engine, json!({"kind": "mark_published", "ids": [id]})).await;
+    let schedule_id = outbox["events"][1]["id"].clone();
+    let marked = invoke(&engine, json!({"kind": "mark_published", "ids": [id, schedule_id]})).await;
     assert_eq!(marked, json!({"kind": "marked"}));
     let outbox = invoke(&engine, json!({"kind": "outbox", "limit": 10})).await;
     assert_eq!(outbox["events"], json!([]));
