@@ -376,7 +376,12 @@ pub(crate) fn answer_of(outcome: &Outcome, envelope: &Envelope) -> Answer {
     };
     match outcome {
         Outcome::Publish(records) => {
-            let events: Vec<Envelope> = records.iter().filter_map(|r| Envelope::decode(&r.payload).ok()).collect();
+            // What was published now (as the receipt a retry is answered from): a schedule comes later, if ever.
+            let events: Vec<Envelope> = records
+                .iter()
+                .filter(|r| !jetsaga_core::schedule::Publication::of(&r.subject).is_schedule())
+                .filter_map(|r| Envelope::decode(&r.payload).ok())
+                .collect();
             let order_id = events.iter().find_map(|e| e.order_id.clone()).or_else(|| envelope.order_id.clone());
             Ok(reply(order_id, events.into_iter().map(|e| e.event_type).collect(), false))
         }
