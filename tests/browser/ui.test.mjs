@@ -271,6 +271,12 @@ test("an administrator finds a saga by status, opens its timeline, redrives a de
     return badges.length > 0 && badges.every((b) => b.classList.contains("badge-failed"));
   });
   await capture(page, "console-sagas");
+  // Stuck: nothing is past its deadline here.
+  await page.getByLabel("Status").selectOption("");
+  await page.getByLabel(/Stuck only/).check();
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.getByText("No saga matches.").waitFor();
+  await page.getByLabel(/Stuck only/).uncheck();
   await page.getByLabel("Status").selectOption("completed");
   await page.getByRole("button", { name: "Filter" }).click();
   await page.getByRole("link", { name: adaOrder, exact: true }).click();

@@ -107,7 +107,10 @@ export function sagas(main, params, ctx) {
   customer.value = params.query?.get("customer") ?? "";
   const [fromField, from] = field("Created from", { name: "created_from", type: "datetime-local", step: 1 });
   const [untilField, until] = field("Created before", { name: "created_until", type: "datetime-local", step: 1 });
-  const form = h("form", { class: "card filters-form", role: "search", "aria-label": "Filter sagas" }, statusField, customerField, fromField, untilField,
+  const stuck = h("input", { type: "checkbox", id: "f-past_due", name: "past_due" });
+  stuck.checked = params.query?.get("stuck") === "1";
+  const stuckField = h("div", { class: "field field-check" }, h("label", { for: "f-past_due" }, stuck, " Stuck only (past their deadline, not ended)"));
+  const form = h("form", { class: "card filters-form", role: "search", "aria-label": "Filter sagas" }, statusField, customerField, fromField, untilField, stuckField,
     h("div", { class: "field" }, h("button", { class: "btn btn-primary", type: "submit" }, "Filter")),
     h("p", { class: "form-error notice notice-bad", role: "alert", hidden: true }));
   const list = h("div", { class: "card" }, loading());
@@ -117,7 +120,7 @@ export function sagas(main, params, ctx) {
   const load = async () => {
     let page;
     try {
-      page = await get(`/api/sagas${query({ status: status.value, customer_id: customer.value.trim(), created_from: iso(from.value), created_until: iso(until.value), limit: 20, after: cursors.at(-1) })}`);
+      page = await get(`/api/sagas${query({ status: status.value, customer_id: customer.value.trim(), created_from: iso(from.value), created_until: iso(until.value), past_due: stuck.checked ? "true" : undefined, limit: 20, after: cursors.at(-1) })}`);
       showError(form, { message: "" });
       form.querySelector(".form-error").hidden = true;
     } catch (e) {
