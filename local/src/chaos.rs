@@ -743,7 +743,15 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         // Kills are what a deploy or a crash does most: they get three times the weight.
         let weighted: Vec<Fault> =
             args.faults.iter().flat_map(|f| std::iter::repeat_n(*f, if *f == Fault::Kill { 3 } else { 1 })).collect();
-        let fault = weighted[rng.below(weighted.len())];
+        let mut fault = weighted[rng.below(weighted.len())];
+        // A run with `hang` hangs a step early (its second fault), so that even
+        // a short run has orders outlive their deadline.
+        if args.faults.contains(&Fault::Hang)
+            && counts.values().sum::<usize>() == 1
+            && !counts.keys().any(|k| k.starts_with("hang"))
+        {
+            fault = Fault::Hang;
+        }
         let busy: BTreeSet<usize> = restarts.iter().chain(&resumes).map(|(_, i)| *i).collect();
         let idle: Vec<usize> = (0..fleet.workers.len()).filter(|i| !busy.contains(i)).collect();
         let mut key = format!("{fault:?}").to_lowercase();
