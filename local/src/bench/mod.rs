@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// Start nats-server with `sync_interval: always` (fsync every JetStream write).
     #[arg(long)]
     pub nats_sync_always: bool,
+    /// Run the saga without deadlines (no schedules: five fewer messages a
+    /// saga), to measure what they cost.
+    #[arg(long)]
+    pub no_deadlines: bool,
     /// Write the full results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -118,6 +122,8 @@ pub struct Report {
     pub saga: String,
     /// Durability settings the figures hold for.
     pub durability: String,
+    /// Whether the saga ran with deadlines (JetStream message schedules).
+    pub deadlines: bool,
     /// Completed sagas per second (first command to last terminal event).
     pub sagas_per_sec: f64,
     /// Wall time of the saga run.
@@ -327,6 +333,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             if args.nats_sync_always { "always" } else { "default (2 min)" },
             if args.sync_full { "FULL" } else { "NORMAL" }
         ),
+        deadlines: !args.no_deadlines,
         sagas_per_sec,
         saga_seconds,
         messages_per_saga,

@@ -48,6 +48,7 @@ pub fn print(report: &Report) {
         report.rate.map(|r| format!(", paced at {r}/s")).unwrap_or_default()
     );
     println!("  durability:        {}", report.durability);
+    println!("  deadlines:         {}", if report.deadlines { "on (each step 30 s, the order 5 min)" } else { "off" });
     println!("  sagas/s:           {:.0}  ({:.2} s)", report.sagas_per_sec, report.saga_seconds);
     println!(
         "  raw JetStream:     {:.0} msg/s  ({:.1} messages/saga of {} B -> bound {:.0} sagas/s)",

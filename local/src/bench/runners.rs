@@ -50,6 +50,9 @@ pub(crate) fn start(args: &BenchArgs, url: &str, dir: &Path) -> anyhow::Result<V
             if args.sync_full {
                 command.arg("--sync-full");
             }
+            if args.no_deadlines {
+                command.arg("--no-deadlines");
+            }
             for f in group {
                 command.args(["--function", f]);
             }
