@@ -483,6 +483,22 @@ async fn repeated_failed_logins_lock_the_account_with_429() {
     api.saga.stop().await;
 }
 
+/// A create the order function gave up on (its store was down, say), as
+/// the runtime dead-letters it.
+async fn dead_letter_a_create(api: &Api, order_id: &str, customer: &str, reason: &str, origin: &str) {
+    let command =
+        json!({"order_id": order_id, "customer_id": customer, "items": [{"product_id": "p-a", "quantity": 1}]});
+    let headers =
+        jetsaga_jetstream::dlq::headers(None, "order", reason, 5, jetsaga_events::subjects::ORDERS_CMD_CREATE, origin);
+    api.saga
+        .js
+        .publish_with_headers(jetsaga_jetstream::dlq::subject_for("order"), headers, command.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_see_the_status_and_redrive_dead_letters() {
     let api = Api::start().await;
@@ -503,23 +519,7 @@ async fn admins_see_the_status_and_redrive_dead_letters() {
     // A command the order function gave up on (its store was down, say):
     // the dead letter as the runtime writes it.
     let order_id = "o-redriven";
-    let command =
-        json!({"order_id": order_id, "customer_id": customer, "items": [{"product_id": "p-a", "quantity": 1}]});
-    let headers = jetsaga_jetstream::dlq::headers(
-        None,
-        "order",
-        "the store is unavailable",
-        5,
-        jetsaga_events::subjects::ORDERS_CMD_CREATE,
-        "COMMANDS/7",
-    );
-    api.saga
-        .js
-        .publish_with_headers(jetsaga_jetstream::dlq::subject_for("order"), headers, command.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    dead_letter_a_create(&api, order_id, &customer, "the store is unavailable", "COMMANDS/7").await;
 
     let status: Value = api.get("/api/status", Some(&root)).await.json().await.unwrap();
     assert_eq!(status["dead_letters"], 1, "{status}");
@@ -560,23 +560,7 @@ async fn admins_see_the_status_and_redrive_dead_letters() {
 
     // Delete: a letter an operator decides must never run is gone, unsent.
     let dropped = "o-dropped";
-    let command =
-        json!({"order_id": dropped, "customer_id": customer, "items": [{"product_id": "p-a", "quantity": 1}]});
-    let headers = jetsaga_jetstream::dlq::headers(
-        None,
-        "order",
-        "poison",
-        5,
-        jetsaga_events::subjects::ORDERS_CMD_CREATE,
-        "COMMANDS/8",
-    );
-    api.saga
-        .js
-        .publish_with_headers(jetsaga_jetstream::dlq::subject_for("order"), headers, command.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    dead_letter_a_create(&api, dropped, &customer, "poison", "COMMANDS/8").await;
     let listed: Value = api.get("/api/dlq", Some(&root)).await.json().await.unwrap();
     let sequence = listed["dead_letters"][0]["dlq_sequence"].as_u64().unwrap();
     let delete = |token: Option<&str>, seq: String| {

@@ -203,23 +203,31 @@ function pretty(text) {
   }
 }
 
-/** `#/admin/products`: the catalog, editable. */
-export function products(main, _params, ctx) {
-  if (!ctx.requireAdmin()) return;
+/**
+ * An administration page: a table of `kind` (loaded by `fetchRows`, one row
+ * each by `row`) and a form of `fields` that saves one (`save`) and reloads.
+ * `row` gets the form, to fill it for editing.
+ */
+function adminPage(main, { title, kind, fields, columns, fetchRows, row, save }) {
   const list = h("div", { class: "card" }, loading());
-  const [idField] = field("Product id", { name: "product_id", required: true, placeholder: "p-lamp", maxlength: 128 });
-  const [nameField] = field("Name", { name: "name", required: true, maxlength: 200 });
-  const [priceField] = field("Price (cents)", { name: "price_cents", type: "number", min: 0, required: true });
-  const [stockField] = field("Stock", { name: "stock", type: "number", min: 0, required: true });
-  const form = h("form", { class: "card form-inline", "aria-label": "Add or change a product" },
-    h("h2", {}, "Add or change a product"), h("p", { class: "form-error notice notice-bad", role: "alert", hidden: true }),
-    h("div", { class: "row" }, idField, nameField, priceField, stockField),
-    h("button", { class: "btn btn-primary", type: "submit" }, "Save product"));
+  const form = h("form", { class: "card form-inline", "aria-label": `Add or change a ${kind}` },
+    h("h2", {}, `Add or change a ${kind}`), h("p", { class: "form-error notice notice-bad", role: "alert", hidden: true }),
+    h("div", { class: "row" }, fields.map(([label, attrs]) => field(label, attrs)[0])),
+    h("button", { class: "btn btn-primary", type: "submit" }, `Save ${kind}`));
+  const load = async () => {
+    try {
+      const rows = await fetchRows();
+      fill(list, h("div", { class: "scroll" }, h("table", { class: "table" },
+        h("thead", {}, h("tr", {}, columns.map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, rows.map((r) => row(r, form))))));
+    } catch (e) {
+      fill(list, h("p", { class: "notice notice-bad" }, e.message));
+    }
+  };
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const data = Object.fromEntries(new FormData(form));
     try {
-      const saved = await put(`/api/products/${encodeURIComponent(data.product_id.trim())}`, { name: data.name, price_cents: Number(data.price_cents), stock: Number(data.stock) });
+      const saved = await save(Object.fromEntries(new FormData(form)));
       toast(`${saved.name} saved`, "ok");
       form.reset();
       load();
@@ -227,65 +235,57 @@ export function products(main, _params, ctx) {
       showError(form, e);
     }
   });
-  const load = async () => {
-    try {
-      const { products } = await get("/api/products");
-      fill(list, h("div", { class: "scroll" }, h("table", { class: "table" },
-        h("thead", {}, h("tr", {}, ["Product", "Name", "Price", "Stock", "Reserved", ""].map((t) => h("th", { scope: "col" }, t)))),
-        h("tbody", {}, products.map((p) => h("tr", { "data-product": p.product_id },
-          h("td", {}, p.product_id), h("th", { scope: "row" }, p.name), h("td", {}, money(p.price_cents)),
-          h("td", {}, String(p.stock)), h("td", {}, String(p.reserved)),
-          h("td", {}, h("button", { class: "btn btn-ghost", type: "button", "aria-label": `Edit ${p.name}`, onclick: () => {
-            form.elements.product_id.value = p.product_id;
-            form.elements.name.value = p.name;
-            form.elements.price_cents.value = p.price_cents;
-            form.elements.stock.value = p.stock;
-            form.elements.name.focus();
-          } }, "Edit"))))))));
-    } catch (e) {
-      fill(list, h("p", { class: "notice notice-bad" }, e.message));
-    }
-  };
-  fill(main, heading("Products"), consoleNav(), list, form);
+  fill(main, heading(title), consoleNav(), list, form);
   load();
+}
+
+/** `#/admin/products`: the catalog, editable. */
+export function products(main, _params, ctx) {
+  if (!ctx.requireAdmin()) return;
+  adminPage(main, {
+    title: "Products",
+    kind: "product",
+    fields: [
+      ["Product id", { name: "product_id", required: true, placeholder: "p-lamp", maxlength: 128 }],
+      ["Name", { name: "name", required: true, maxlength: 200 }],
+      ["Price (cents)", { name: "price_cents", type: "number", min: 0, required: true }],
+      ["Stock", { name: "stock", type: "number", min: 0, required: true }],
+    ],
+    columns: ["Product", "Name", "Price", "Stock", "Reserved", ""],
+    fetchRows: async () => (await get("/api/products")).products,
+    row: (p, form) => h("tr", { "data-product": p.product_id },
+      h("td", {}, p.product_id), h("th", { scope: "row" }, p.name), h("td", {}, money(p.price_cents)),
+      h("td", {}, String(p.stock)), h("td", {}, String(p.reserved)),
+      h("td", {}, h("button", { class: "btn btn-ghost", type: "button", "aria-label": `Edit ${p.name}`, onclick: () => {
+        form.elements.product_id.value = p.product_id;
+        form.elements.name.value = p.name;
+        form.elements.price_cents.value = p.price_cents;
+        form.elements.stock.value = p.stock;
+        form.elements.name.focus();
+      } }, "Edit"))),
+    save: (data) => put(`/api/products/${encodeURIComponent(data.product_id.trim())}`,
+      { name: data.name, price_cents: Number(data.price_cents), stock: Number(data.stock) }),
+  });
 }
 
 /** `#/admin/customers`: customers and their credit. */
 export function customers(main, _params, ctx) {
   if (!ctx.requireAdmin()) return;
-  const list = h("div", { class: "card" }, loading());
-  const [idField] = field("Customer id", { name: "customer_id", required: true, placeholder: "c-new", maxlength: 128 });
-  const [nameField] = field("Name", { name: "name", required: true, maxlength: 200 });
-  const [limitField] = field("Credit limit (cents)", { name: "credit_limit_cents", type: "number", min: 0, required: true });
-  const form = h("form", { class: "card form-inline", "aria-label": "Add or change a customer" },
-    h("h2", {}, "Add or change a customer"), h("p", { class: "form-error notice notice-bad", role: "alert", hidden: true }),
-    h("div", { class: "row" }, idField, nameField, limitField),
-    h("button", { class: "btn btn-primary", type: "submit" }, "Save customer"));
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const data = Object.fromEntries(new FormData(form));
-    try {
-      const saved = await post("/api/customers", { customer_id: data.customer_id.trim(), name: data.name, credit_limit_cents: Number(data.credit_limit_cents) });
-      toast(`${saved.name} saved`, "ok");
-      form.reset();
-      load();
-    } catch (e) {
-      showError(form, e);
-    }
+  adminPage(main, {
+    title: "Customers",
+    kind: "customer",
+    fields: [
+      ["Customer id", { name: "customer_id", required: true, placeholder: "c-new", maxlength: 128 }],
+      ["Name", { name: "name", required: true, maxlength: 200 }],
+      ["Credit limit (cents)", { name: "credit_limit_cents", type: "number", min: 0, required: true }],
+    ],
+    columns: ["Customer", "Name", "Credit limit", "Used", "Available", ""],
+    fetchRows: async () => (await get("/api/customers")).customers,
+    row: (c) => h("tr", { "data-customer": c.customer_id },
+      h("td", {}, c.customer_id), h("th", { scope: "row" }, c.name), h("td", {}, money(c.credit_limit_cents)),
+      h("td", {}, money(c.used_cents)), h("td", {}, money(c.available_cents)),
+      h("td", {}, h("a", { href: `#/admin/sagas?customer=${encodeURIComponent(c.customer_id)}`, class: "btn btn-ghost" }, "Sagas"))),
+    save: (data) => post("/api/customers",
+      { customer_id: data.customer_id.trim(), name: data.name, credit_limit_cents: Number(data.credit_limit_cents) }),
   });
-  const load = async () => {
-    try {
-      const { customers } = await get("/api/customers");
-      fill(list, h("div", { class: "scroll" }, h("table", { class: "table" },
-        h("thead", {}, h("tr", {}, ["Customer", "Name", "Credit limit", "Used", "Available", ""].map((t) => h("th", { scope: "col" }, t)))),
-        h("tbody", {}, customers.map((c) => h("tr", { "data-customer": c.customer_id },
-          h("td", {}, c.customer_id), h("th", { scope: "row" }, c.name), h("td", {}, money(c.credit_limit_cents)),
-          h("td", {}, money(c.used_cents)), h("td", {}, money(c.available_cents)),
-          h("td", {}, h("a", { href: `#/admin/sagas?customer=${encodeURIComponent(c.customer_id)}`, class: "btn btn-ghost" }, "Sagas"))))))));
-    } catch (e) {
-      fill(list, h("p", { class: "notice notice-bad" }, e.message));
-    }
-  };
-  fill(main, heading("Customers"), consoleNav(), list, form);
-  load();
 }
