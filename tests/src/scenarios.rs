@@ -459,7 +459,10 @@ pub async fn terminal_events(saga: &Saga, order_id: &str) -> usize {
 pub async fn a_step_that_never_answers_fails_the_order_in_time_and_its_late_answer_is_refunded(setup: Setup) {
     let mut saga = shop_with_deadlines(setup, Some("payment")).await;
     let deadline = step_deadline(setup.backend);
-    let reason = format!("payment did not answer within {}", jetsaga_order_human(deadline));
+    let reason = format!(
+        "payment did not answer within {}",
+        jetsaga_local::saga::human(u64::try_from(deadline.as_millis()).unwrap())
+    );
     let started = Instant::now();
     let id = saga.order("c-1", &[("p-a", 2)]).await;
     let view = saga.finish(&id).await;
@@ -490,13 +493,4 @@ pub async fn a_step_that_never_answers_fails_the_order_in_time_and_its_late_answ
     saga.expect_stock("p-a", (10, 0)).await;
     saga.expect_used_credit("c-1", 0).await;
     saga.stop().await;
-}
-
-fn jetsaga_order_human(wait: Duration) -> String {
-    let ms = u64::try_from(wait.as_millis()).unwrap();
-    match ms {
-        ms if ms % 60_000 == 0 => format!("{} min", ms / 60_000),
-        ms if ms % 1_000 == 0 => format!("{} s", ms / 1_000),
-        ms => format!("{:.1} s", ms as f64 / 1_000.0),
-    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use jetsaga_core::{Function, FunctionSpec};
 use jetsaga_events::SagaMode;
-pub use jetsaga_order::{Deadlines, parse_wait};
+pub use jetsaga_order::{Deadlines, human, parse_wait};
 
 /// The saga's functions, in flow order (the order the runner lists them).
 pub static STEPS: &[Step] = &[
