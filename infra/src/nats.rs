@@ -41,6 +41,7 @@ fn permissions(user: &str, specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>
         }
         subscribe.extend(spec.queries.iter().chain(spec.accepts).chain(spec.direct).map(|s| s.to_string()));
         subscribe.push(jetsaga_jetstream::service::outbox_subject(name));
+        subscribe.push(jetsaga_jetstream::timings::timings_subject(name));
         subscribe.push(format!("$SRV.*.{name}"));
         subscribe.push(format!("$SRV.*.{name}.>"));
     }
@@ -118,6 +119,7 @@ fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
         publish.push(format!("$JS.API.CONSUMER.{api}.{dlq}.>"));
     }
     publish.push(jetsaga_jetstream::service::outbox_subject("*"));
+    publish.push(jetsaga_jetstream::timings::timings_subject("*"));
     publish.extend(
         specs
             .iter()

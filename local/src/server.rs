@@ -103,6 +103,11 @@ impl NatsProcess {
         self.process.signal_program(signal);
     }
 
+    /// The nats-server process's pid (not its wrapper's), for what it costs.
+    pub fn program_pid(&self) -> Option<u32> {
+        self.process.program_pid()
+    }
+
     /// Stops the server (its file store is crash-safe, and `jetsaga` has drained by then).
     pub fn stop(&mut self) {
         self.process.stop();

@@ -7,7 +7,9 @@ use std::time::Duration;
 use jetsaga_events::subjects::*;
 use jetsaga_events::{DeadlinePassed, OrderStatus, SagaMode};
 use jetsaga_tests::saga::{Backend, SETTLE, Setup};
-use jetsaga_tests::scenarios::{self, pending_schedules, shop_with_deadlines, terminal_events};
+use jetsaga_tests::scenarios::{
+    self, assert_deadline_came_once, pending_schedules, shop_with_deadlines, terminal_events,
+};
 use jetsaga_tests::stream::wait_until;
 
 const SQLITE: Setup = Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed };
@@ -95,7 +97,7 @@ async fn a_pending_deadline_fires_once_after_the_server_and_the_functions_restar
     assert_eq!(view.status, OrderStatus::Failed, "{view:?}");
     assert_eq!(view.reason.as_deref(), Some("payment did not answer within 1.5 s"));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(saga.events_for(ORDERS_EVT_DEADLINE_PASSED, &id).await.len(), 1, "it fired once");
+    assert_deadline_came_once(&saga, &id, "payment").await;
     assert_eq!(terminal_events(&saga, &id).await, 1);
     saga.expect_stock("p-a", (10, 0)).await;
     saga.expect_used_credit("c-1", 0).await;

@@ -48,9 +48,22 @@ pub struct Order {
     pub reason: Option<String>,
     /// Events seen and emitted, oldest first.
     pub timeline: Vec<TimelineEntry>,
-    /// The deadline the order waits under (scheduled with JetStream), while it waits.
+    /// The deadline the order waits under, while it waits.
     #[serde(default)]
     pub deadline: Option<PendingDeadline>,
+    /// The deadline JetStream holds a schedule for, when it is not
+    /// `deadline` itself: an earlier one, set in an earlier status (see
+    /// [`Orders::set_deadline`]). `None` with a `deadline`: that one is
+    /// scheduled (as it always was before schedules were armed lazily).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed: Option<PendingDeadline>,
+}
+
+impl Order {
+    /// The deadline a schedule is pending for, if any.
+    fn scheduled(&self) -> Option<&PendingDeadline> {
+        self.armed.as_ref().or(self.deadline.as_ref())
+    }
 }
 
 impl Order {
@@ -313,6 +326,7 @@ impl Orders {
             reason: None,
             timeline: Vec::new(),
             deadline: None,
+            armed: None,
         };
         order.record(ORDERS_EVT_CREATED, ctx.now(), None);
         ctx.emit(OrderCreated { order_id: order_id.clone(), customer_id: cmd.customer_id, items: cmd.items });
@@ -364,13 +378,22 @@ impl Orders {
     }
 
     /// After the order entered its status: a new deadline if it now waits
-    /// for a step (replacing the previous schedule), none once it ended (the
-    /// schedule is ended with the event that says so). Shipped and canceling
-    /// keep theirs: it comes, finds the order moved on, and changes nothing.
+    /// for a step, none once it ended (its schedule is ended with the event
+    /// that says so). Shipped and canceling keep theirs: it comes, finds
+    /// the order moved on, and changes nothing.
+    ///
+    /// Schedules are armed lazily: a new deadline that is due no earlier
+    /// than the one already scheduled publishes nothing, because that
+    /// schedule comes first and then re-arms for the order's deadline of
+    /// the moment (see [`Orders::deadline_passed`]). An order whose steps
+    /// answer in time so costs one schedule and one cancel, not one
+    /// schedule per step; a deadline is still met to the same time.
     fn set_deadline(&self, ctx: &mut Ctx<'_>, order: &mut Order) {
         let Some(deadlines) = &self.deadlines else { return };
         if order.status.is_terminal() {
-            if let Some(deadline) = order.deadline.take() {
+            if let Some(scheduled) = order.scheduled().cloned() {
+                let deadline = order.deadline.take().unwrap_or(scheduled);
+                order.armed = None;
                 let canceled = DeadlineCanceled { order_id: order.order_id.clone(), deadline };
                 ctx.unschedule(SCHEDULER, &order.order_id, canceled);
             }
@@ -378,33 +401,56 @@ impl Orders {
         }
         let created = order.timeline.first().map_or_else(|| ctx.now(), |e| e.at);
         if let Some(deadline) = deadlines.for_status(order.status, created, ctx.now()) {
-            let passed = DeadlinePassed { order_id: order.order_id.clone(), deadline: deadline.clone() };
-            ctx.schedule(SCHEDULER, &order.order_id, deadline.due_at, passed);
+            match order.scheduled().cloned() {
+                Some(scheduled) if scheduled.due_at <= deadline.due_at => order.armed = Some(scheduled),
+                _ => self.arm(ctx, order, &deadline),
+            }
             order.deadline = Some(deadline);
         }
     }
 
-    /// A deadline came: the order fails if it still waits as it did when the
-    /// deadline was set; a late, replaced or repeated one changes nothing.
+    /// Schedules `deadline` (replacing whatever was scheduled for the order).
+    fn arm(&self, ctx: &mut Ctx<'_>, order: &mut Order, deadline: &PendingDeadline) {
+        let passed = DeadlinePassed { order_id: order.order_id.clone(), deadline: deadline.clone() };
+        ctx.schedule(SCHEDULER, &order.order_id, deadline.due_at, passed);
+        order.armed = None;
+        order.deadline = Some(deadline.clone());
+    }
+
+    /// A scheduled deadline came. If the order still waits under a
+    /// deadline that is now due, it fails; if it waits under a later one
+    /// (it moved on to another step meanwhile), that one is scheduled; a
+    /// replaced or repeated schedule, or one that finds the order no longer
+    /// waiting for a step, changes nothing.
     async fn deadline_passed(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         let passed: DeadlinePassed = event.data_as()?;
         let Some(mut order) = ctx.get::<Order>(&key(&passed.order_id)).await? else {
             return Ok(());
         };
-        if order.status.is_terminal()
-            || order.status != passed.deadline.status
-            || order.deadline.as_ref() != Some(&passed.deadline)
-        {
+        if order.status.is_terminal() || order.scheduled() != Some(&passed.deadline) {
             return Ok(());
         }
-        let reason = deadline_reason(&passed.deadline);
+        // It fired: the server removed its schedule.
+        order.armed = None;
+        let waiting = order.deadline.clone().filter(|d| d.status == order.status);
+        let Some(current) = waiting else {
+            order.deadline = None; // shipped or canceling: no step to wait for
+            ctx.put(&key(&order.order_id), &order);
+            return Ok(());
+        };
+        if current != passed.deadline && current.due_at > event.occurred_at.max(ctx.now()) {
+            self.arm(ctx, &mut order, &current);
+            ctx.put(&key(&order.order_id), &order);
+            return Ok(());
+        }
+        let reason = deadline_reason(&current);
         let from = order.status;
-        order.deadline = None; // it fired: the server removed its schedule
+        order.deadline = None;
         order.record(ORDERS_EVT_DEADLINE_PASSED, event.occurred_at, Some(reason.clone()));
         order.status = OrderStatus::Failed;
         order.reason = Some(reason.clone());
         order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
-        ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(passed.deadline.waiting_for) });
+        ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(current.waiting_for) });
         debug_assert!(from != OrderStatus::Failed);
         ctx.put(&key(&order.order_id), &order);
         self.steer(ctx, &order);
@@ -730,7 +776,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_waiting_status_schedules_its_step_deadline_on_one_subject_per_order() {
+    async fn the_first_wait_arms_one_schedule_and_a_later_step_re_arms_only_when_due_sooner() {
         let t = TestFunction::new(short());
         let created = t.when(&create(Some("o-1"), &[("p", 1)])).await;
         created.single::<OrderCreated>();
@@ -738,13 +784,17 @@ mod tests {
         assert_eq!(subject, jetsaga_core::schedule::subject_for("order", "o-1"));
         assert_eq!((first.deadline.waiting_for.as_str(), first.deadline.status), ("inventory", OrderStatus::Pending));
         assert_eq!(first.deadline.after_ms, 2_000);
+        // Customer's deadline is due after inventory's, still scheduled: that one comes first and re-arms.
         let stock = t.when(&reserved("o-1")).await;
-        let (same, second) = deadline_of(&stock);
-        assert_eq!(same, subject, "the new deadline replaces the old one");
-        assert_eq!((second.deadline.waiting_for.as_str(), second.deadline.after_ms), ("customer", 2_000));
+        assert!(stock.scheduled.is_empty(), "nothing to schedule yet: {:?}", stock.scheduled);
+        let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
+        let waits = view.deadline.expect("the order shows the deadline it waits under");
+        assert_eq!((waits.waiting_for.as_str(), waits.after_ms), ("customer", 2_000));
+        // Payment's wait is shorter: due before what is scheduled, so it is scheduled now, on the same subject.
         let credit =
             t.when(&CreditReserved { order_id: "o-1".into(), customer_id: "c-1".into(), amount_cents: 250 }).await;
-        let (_, third) = deadline_of(&credit);
+        let (same, third) = deadline_of(&credit);
+        assert_eq!(same, subject, "the new deadline replaces the old one");
         assert_eq!((third.deadline.waiting_for.as_str(), third.deadline.after_ms), ("payment", 1_000), "per step");
         let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
         assert_eq!(view.deadline, Some(third.deadline), "the order shows the deadline it waits under");
@@ -776,14 +826,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_replaced_or_late_deadline_changes_nothing_and_completing_cancels_the_pending_one() {
+    async fn an_early_deadline_re_arms_for_the_next_step_a_replaced_one_changes_nothing_and_completing_cancels() {
         let t = TestFunction::new(short());
         let created = t.when(&create(Some("o-1"), &[("p", 1)])).await;
         let (_, for_inventory) = deadline_of(&created);
         t.when(&reserved("o-1")).await;
-        // Inventory's deadline, delivered after inventory answered: stale.
-        t.when(&for_inventory).await.assert_nothing_emitted();
+        // Inventory's deadline, come after inventory answered: the order now
+        // waits for the customer, due later: that deadline is scheduled instead.
+        let early = t.when(&for_inventory).await;
+        early.assert_nothing_emitted();
+        let (_, for_customer) = deadline_of(&early);
+        assert_eq!(
+            (for_customer.deadline.waiting_for.as_str(), for_customer.deadline.status),
+            ("customer", OrderStatus::StockReserved)
+        );
         assert_eq!(status(&t, "o-1").await, OrderStatus::StockReserved);
+        // The same inventory deadline again: replaced, nothing happens at all.
+        let again = t.when(&for_inventory).await;
+        again.assert_nothing_emitted();
+        assert!(again.scheduled.is_empty(), "{:?}", again.scheduled);
         t.when(&CreditReserved { order_id: "o-1".into(), customer_id: "c-1".into(), amount_cents: 250 }).await;
         t.when(&PaymentExecuted {
             order_id: "o-1".into(),

@@ -34,9 +34,11 @@ mod raw;
 mod readback;
 mod report;
 mod runners;
+mod split;
 
 pub use bootstraps::{BootstrapFigure, measure_bootstraps};
 pub use report::{Latency, print, svg};
+pub use split::{FunctionSplit, Phase};
 
 /// Options of `jetsaga bench`.
 #[derive(Clone, Debug, clap::Args)]
@@ -145,8 +147,16 @@ pub struct Report {
     pub http: Option<HttpRun>,
     /// Mean time from one event of a saga to the next, by the later event's type.
     pub step_ms: Vec<(String, f64)>,
+    /// Where each consumed message's time went inside the runner, per
+    /// function and for `all`: queue wait, handling, publish, ack.
+    pub split: Vec<FunctionSplit>,
     /// CPU seconds used by the runner processes.
     pub runner_cpu_seconds: f64,
+    /// Runner CPU per completed saga, in milliseconds.
+    pub runner_cpu_ms_per_saga: f64,
+    /// CPU seconds used by the benchmark's nats-server meanwhile (it also
+    /// serves the benchmark's own requests and subscription).
+    pub nats_server_cpu_seconds: f64,
     /// Peak resident memory of the largest runner process (MiB).
     pub runner_peak_rss_mib: f64,
     /// Completed, failed, canceled.
@@ -216,6 +226,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     client.wait_for_services(&names, Duration::from_secs(60)).await?;
     let runner_pids: Vec<u32> = runners.iter().filter_map(Process::program_pid).collect();
     let cpu_before: f64 = runner_pids.iter().filter_map(|p| runners::proc_usage(*p)).map(|u| u.0).sum();
+    let server_pid = nats_server.program_pid();
+    let server_cpu_before = server_pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0);
 
     let products = load::seed(&client, args.orders).await?;
     let first_seq = js.get_stream("SAGA").await?.info().await?.state.last_sequence;
@@ -234,8 +246,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let samples = latencies(&sent_at, &over_nats);
     let latency = Latency::of(samples.clone());
 
+    let split = split::gather(&nats, &names, args.copies).await?;
     let usage: Vec<(f64, u64)> = runner_pids.iter().filter_map(|p| runners::proc_usage(*p)).collect();
     let runner_cpu_seconds = usage.iter().map(|u| u.0).sum::<f64>() - cpu_before;
+    let nats_server_cpu_seconds = server_pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0) - server_cpu_before;
     let runner_peak_rss_mib = usage.iter().map(|u| u.1).max().unwrap_or(0) as f64 / 1024.0;
     let http = gateway.map(|g| {
         let cpu = g.process.program_pid().and_then(runners::proc_usage);
@@ -344,7 +358,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         latency,
         http,
         step_ms,
+        split,
         runner_cpu_seconds,
+        runner_cpu_ms_per_saga: runner_cpu_seconds * 1000.0 / finished.len().max(1) as f64,
+        nats_server_cpu_seconds,
         runner_peak_rss_mib,
         outcomes,
         republished_terminal_events: duplicates.len(),

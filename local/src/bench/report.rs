@@ -65,9 +65,30 @@ pub fn print(report: &Report) {
         "  per step (ms):     {}",
         report.step_ms.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ")
     );
+    println!("  where a consumed message's time goes (ms, p50 / p99):");
     println!(
-        "  runner:            {:.1} CPU s, peak RSS {:.0} MiB",
-        report.runner_cpu_seconds, report.runner_peak_rss_mib
+        "    {:<13} {:>8} {:>6}  {:>13}  {:>13}  {:>13}  {:>13}",
+        "function", "messages", "batch", "queue wait", "handling", "publish", "ack"
+    );
+    let phase = |p: &super::Phase| format!("{:.2} / {:.1}", p.p50_ms, p.p99_ms);
+    for s in &report.split {
+        println!(
+            "    {:<13} {:>8} {:>6.1}  {:>13}  {:>13}  {:>13}  {:>13}",
+            s.function,
+            s.messages,
+            s.messages as f64 / s.batches.max(1) as f64,
+            phase(&s.queue_wait),
+            phase(&s.handling),
+            phase(&s.publish),
+            phase(&s.ack)
+        );
+    }
+    println!(
+        "  runner:            {:.1} CPU s ({:.2} ms per saga), peak RSS {:.0} MiB; nats-server {:.1} CPU s",
+        report.runner_cpu_seconds,
+        report.runner_cpu_ms_per_saga,
+        report.runner_peak_rss_mib,
+        report.nats_server_cpu_seconds
     );
     if let Some(http) = &report.http {
         let (n, h) = (&report.latency, &http.latency);

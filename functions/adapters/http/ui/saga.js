@@ -24,7 +24,7 @@ export const EVENTS = {
   "shipping.evt.canceled": ["Shipment stopped", "step", () => "nothing had left the warehouse"],
   "orders.evt.cancel_refused": ["Cancel refused", "failure", (d) => d.reason],
   "orders.evt.canceled": ["Canceled", "end-bad", (d) => d.reason ?? ""],
-  "orders.evt.deadline_passed": ["Deadline passed", "failure", (d) => `${d.waiting_for === "saga" ? "the order" : d.waiting_for} had ${wait(d.after_ms)}`],
+  "orders.evt.deadline_passed": ["Deadline reached", "after", (d) => `${d.waiting_for === "saga" ? "the order" : d.waiting_for} had ${wait(d.after_ms)}`],
   "orders.evt.deadline_canceled": ["Deadline cleared", "after", (d) => `${d.waiting_for} deadline no longer pending`],
   "inventory.evt.released": ["Stock released", "compensation", () => "the reserved units are back on sale"],
   "customers.evt.credit_released": ["Credit released", "compensation", (d) => money(d.amount_cents)],

@@ -27,6 +27,7 @@ pub mod provision;
 mod publisher;
 pub mod relay;
 pub mod service;
+pub mod timings;
 pub mod worker;
 
 use std::future::Future;

@@ -31,7 +31,14 @@ pub(crate) struct Publisher {
     /// Set once the function's consumers are bound: it processes what its
     /// streams hold (reported by its outbox endpoint, waited for by tools).
     pub(crate) consuming: Arc<std::sync::atomic::AtomicBool>,
+    /// Where its consumed messages' time goes (`$JETSAGA.TIMINGS.<function>`).
+    pub(crate) timings: Arc<crate::timings::Timings>,
 }
+
+/// Records handed to the connection, their acks still to come (one per
+/// record, in order; or why it was not sent).
+#[derive(Debug)]
+pub(crate) struct Sent(Vec<Result<jetstream::context::PublishAckFuture, Unpublished>>);
 
 /// Why one record was not published.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +70,7 @@ impl Publisher {
                 }
             }
         });
-        Self { engine, js, sweeper, failed: Arc::default(), consuming: Arc::default() }
+        Self { engine, js, sweeper, failed: Arc::default(), consuming: Arc::default(), timings: Arc::default() }
     }
 
     /// Publishes outbox records concurrently, waiting for every ack, and
@@ -75,13 +82,30 @@ impl Publisher {
 
     /// Like [`Publisher::publish`], saying why a record was not published.
     pub(crate) async fn try_publish(&self, records: &[OutboxRecord]) -> Vec<Result<(), Unpublished>> {
-        if records.is_empty() {
-            return Vec::new();
-        }
+        let sent = self.send(records).await;
+        self.confirm(records, sent).await
+    }
+
+    /// Hands every record to the connection, in order, without waiting for
+    /// JetStream's acks ([`Publisher::confirm`] does). In order matters: a
+    /// key's newer schedule must reach the server after the one it
+    /// replaces, and a consumer that pipelines batches sends a batch's
+    /// events before it takes the next batch.
+    pub(crate) async fn send(&self, records: &[OutboxRecord]) -> Sent {
         let max_payload = self.js.client().server_info().max_payload;
-        let sends = records.iter().map(|record| async move {
+        let mut sent = Vec::with_capacity(records.len());
+        for record in records {
             // A schedule, or an event that ends one, says so in its subject.
             let publication = jetsaga_core::schedule::Publication::of(&record.subject);
+            // Headers and subject count too; the server's limit is on the whole message.
+            let size = record.payload.len() + record.subject.len() + 256;
+            if max_payload > 0 && size > max_payload {
+                sent.push(Err(Unpublished::Never(format!(
+                    "the event is {} bytes, more than the server's max_payload of {max_payload} bytes",
+                    record.payload.len()
+                ))));
+                continue;
+            }
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, record.id.as_str());
             headers.insert(ENVELOPE_HEADER, "1");
@@ -91,21 +115,31 @@ impl Publisher {
             for (name, value) in &publication.headers {
                 headers.insert(*name, value.as_str());
             }
-            // Headers and subject count too; the server's limit is on the whole message.
-            let size = record.payload.len() + record.subject.len() + 256;
-            if max_payload > 0 && size > max_payload {
-                return Err(Unpublished::Never(format!(
-                    "the event is {} bytes, more than the server's max_payload of {max_payload} bytes",
-                    record.payload.len()
-                )));
-            }
             let payload = Bytes::copy_from_slice(&record.payload);
-            match self.js.publish_with_headers(publication.subject, headers, payload).await {
+            sent.push(
+                self.js
+                    .publish_with_headers(publication.subject, headers, payload)
+                    .await
+                    .map_err(|e| Unpublished::Later(e.to_string())),
+            );
+        }
+        Sent(sent)
+    }
+
+    /// Waits for the acks of what [`Publisher::send`] sent, and marks the
+    /// stored records published. Returns, per record, whether JetStream has
+    /// it (a duplicate counts: it was stored before), or why not.
+    pub(crate) async fn confirm(&self, records: &[OutboxRecord], sent: Sent) -> Vec<Result<(), Unpublished>> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let acks = sent.0.into_iter().map(|sent| async move {
+            match sent {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| Unpublished::Later(e.to_string())),
-                Err(e) => Err(Unpublished::Later(e.to_string())),
+                Err(e) => Err(e),
             }
         });
-        let results = join_all(sends).await;
+        let results = join_all(acks).await;
         for (record, result) in records.iter().zip(&results) {
             if let Err(Unpublished::Later(e) | Unpublished::Never(e)) = result {
                 warn!(subject = %record.subject, id = %record.id, error = %e, "publish failed; the event stays in the outbox");

@@ -36,6 +36,8 @@ enum Kind {
     /// A command never kept in a stream (see `FunctionSpec::direct`).
     Direct,
     Outbox,
+    /// The latency split of its consumed messages.
+    Timings,
 }
 
 /// `$JETSAGA.OUTBOX.<function>`: whether the function consumes its streams
@@ -87,6 +89,9 @@ pub(crate) async fn serve(
     let outbox = outbox_subject(spec.name);
     let endpoint = service.endpoint_builder().name("outbox").add(outbox.as_str()).await.map_err(err)?;
     endpoints.push((outbox.into(), Kind::Outbox, endpoint));
+    let timings = crate::timings::timings_subject(spec.name);
+    let endpoint = service.endpoint_builder().name("timings").add(timings.as_str()).await.map_err(err)?;
+    endpoints.push((timings.into(), Kind::Timings, endpoint));
     let batcher = CommandBatcher::new(engine, intake.batches_in_flight);
     Ok(tokio::spawn(async move {
         let mut handlers = tokio::task::JoinSet::new();
@@ -125,6 +130,7 @@ pub(crate) async fn serve(
                                 None => return,
                             },
                             Kind::Outbox => backlog(&publisher).await,
+                            Kind::Timings => Ok(publisher.timings.summary(publisher.engine.name())),
                         };
                         respond(&request, subject, reply).await;
                     });

@@ -1,7 +1,7 @@
 //! One function's consume loop: pull a batch, decode, process through the
 //! engine, publish the outbox, then ack / nak / dead-letter each input.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::{FutureExt, StreamExt, future::join_all};
@@ -21,6 +21,13 @@ use crate::{Config, service};
 /// (Lambda's longest invocation): past it, work that is still not done is
 /// presumed stuck, and the server redelivers the batch after the ack wait.
 const MAX_IN_PROGRESS: Duration = Duration::from_secs(15 * 60);
+
+/// Batches of one worker whose publish acks (and then input acks) are
+/// awaited while it takes and commits the next ones: a batch's commit no
+/// longer waits for the previous batch's round trips to the server. Its
+/// events were handed to the connection before the next batch was taken,
+/// so they reach the server in commit order.
+const PIPELINED_BATCHES: usize = 4;
 
 /// What happened to one input, decided before acking.
 enum Disposition {
@@ -54,11 +61,14 @@ impl Worker {
     pub(crate) async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
         let name = self.engine.name();
         let span = info_span!("function", function = name);
+        let this = Arc::new(self);
+        // Batches committed and sent whose acks are still awaited (see `PIPELINED_BATCHES`).
+        let mut tails = tokio::task::JoinSet::new();
         async move {
             while !cancel.is_cancelled() {
                 let mut messages = match consumer
                     .stream()
-                    .max_messages_per_batch(self.config.batch_size)
+                    .max_messages_per_batch(this.config.batch_size)
                     .heartbeat(Duration::from_secs(5))
                     .expires(Duration::from_secs(30))
                     .messages()
@@ -85,9 +95,9 @@ impl Worker {
                         }
                         None => break,
                     };
-                    let deadline = tokio::time::Instant::now() + self.config.batch_window;
-                    while batch.len() < self.config.batch_size {
-                        let next = if self.config.batch_window.is_zero() {
+                    let deadline = tokio::time::Instant::now() + this.config.batch_window;
+                    while batch.len() < this.config.batch_size {
+                        let next = if this.config.batch_window.is_zero() {
                             messages.next().now_or_never()
                         } else {
                             tokio::time::timeout_at(deadline, messages.next()).await.ok()
@@ -97,12 +107,18 @@ impl Worker {
                             _ => break,
                         }
                     }
-                    self.process(batch).await;
+                    while tails.try_join_next().is_some() {}
+                    while tails.len() >= PIPELINED_BATCHES {
+                        tails.join_next().await;
+                    }
+                    tails.spawn(this.clone().process(batch).await.in_current_span());
                 }
                 if !cancel.is_cancelled() {
                     warn!("message stream ended; re-subscribing");
                 }
             }
+            // Shutting down: every batch taken is finished (published, acked).
+            while tails.join_next().await.is_some() {}
             info!("stopped");
         }
         .instrument(span)
@@ -135,7 +151,16 @@ impl Worker {
         Ok(Incoming { envelope, traceparent })
     }
 
-    async fn process(&self, batch: Vec<Message>) {
+    /// Processes a batch up to its commit and hands its events to the
+    /// connection; returns the rest (awaiting the publish acks, then acking
+    /// or nak'ing each input), which runs while the next batch is processed.
+    async fn process(self: Arc<Self>, batch: Vec<Message>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let taken = Instant::now();
+        let timings = self.publisher.timings.clone();
+        timings.record_queue(
+            batch.iter().filter_map(|m| m.info().ok()).map(|i| SystemTime::from(i.published)),
+            SystemTime::now(),
+        );
         let mut dispositions: Vec<Option<Disposition>> = Vec::with_capacity(batch.len());
         let mut incoming = Vec::with_capacity(batch.len());
         let mut positions = Vec::with_capacity(batch.len());
@@ -149,18 +174,40 @@ impl Worker {
                 Err(reason) => dispositions.push(Some(Disposition::DeadLetter(reason))),
             }
         }
-        let (outcomes, published) = self
+        let (outcomes, records, sent) = self
             .in_progress(&batch, async {
                 let outcomes = self.engine.process(&incoming).await;
+                timings.handling.record(taken.elapsed(), batch.len() as u64);
                 let records: Vec<OutboxRecord> =
                     outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
-                let published = self.publisher.publish(&records).await;
-                (outcomes, published)
+                let sent = self.publisher.send(&records).await;
+                (outcomes, records, sent)
             })
             .await;
-        let mut published = published.into_iter();
+        let committed = Instant::now();
+        async move {
+            let published = self.in_progress(&batch, self.publisher.confirm(&records, sent)).await;
+            timings.publish.record(committed.elapsed(), batch.len() as u64);
+            let acking = Instant::now();
+            self.settle(&batch, dispositions, positions, outcomes, &incoming, published).await;
+            timings.ack.record(acking.elapsed(), batch.len() as u64);
+        }
+    }
+
+    /// Decides each input's fate from its outcome and whether its events
+    /// are out, answers waiting requests, then acks, naks or dead-letters.
+    async fn settle(
+        &self,
+        batch: &[Message],
+        mut dispositions: Vec<Option<Disposition>>,
+        positions: Vec<usize>,
+        outcomes: Vec<Outcome>,
+        incoming: &[Incoming],
+        published: Vec<Result<(), crate::publisher::Unpublished>>,
+    ) {
+        let mut published = published.into_iter().map(|r| r.is_ok());
         let mut answers: Vec<Option<Answer>> = vec![None; batch.len()];
-        for ((i, outcome), input) in positions.into_iter().zip(outcomes).zip(&incoming) {
+        for ((i, outcome), input) in positions.into_iter().zip(outcomes).zip(incoming) {
             let message = &batch[i];
             let delivered = delivered_of(message);
             let awaited = self.answers.is_some() && service::client_id(message.headers.as_ref()).is_none();
@@ -189,7 +236,7 @@ impl Worker {
             });
         }
         if let Some(answerer) = &self.answers {
-            self.answer(answerer, &batch, &dispositions, answers).await;
+            self.answer(answerer, batch, &dispositions, answers).await;
         }
         let acks = batch.iter().zip(dispositions).map(|(message, disposition)| async move {
             let result = match disposition.expect("every message has a disposition") {

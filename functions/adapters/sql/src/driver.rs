@@ -104,11 +104,12 @@ where
     i64: Encode<'q, DB> + Type<DB>,
 {
     for bind in binds {
-        query = match *bind {
-            Bind::Text(v) => query.bind(v),
-            Bind::MaybeText(v) => query.bind(v),
-            Bind::Blob(v) => query.bind(v),
-            Bind::Int(v) => query.bind(v),
+        query = match bind {
+            Bind::Text(v) => query.bind(*v),
+            Bind::MaybeText(v) => query.bind(*v),
+            Bind::Blob(v) => query.bind(*v),
+            Bind::Int(v) => query.bind(*v),
+            Bind::Json(v) => query.bind(v.as_str()),
         };
     }
     query

@@ -11,22 +11,97 @@
 
 use jetsaga_core::{Commit, Effect, Expect, KeyChange};
 
-/// How a driver numbers bind parameters.
+/// How a driver numbers bind parameters, and how a statement takes many rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Params {
-    /// `?`: SQLite, where numbering continues across the statements of one script.
-    Positional,
-    /// `$1, $2, …` per statement: PostgreSQL.
+    /// `$1, $2, …` per statement: PostgreSQL; rows as `VALUES ($1, $2), …`.
     Numbered,
+    /// `?`, with every row of a statement in one JSON array parameter read
+    /// by `json_each` (SQLite): the statement's text is the same whatever
+    /// the batch, so it is prepared once and cached, where a `VALUES` list
+    /// of a new length would be parsed and planned again on every commit.
+    Json,
 }
 
 /// A value bound to a parameter.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Bind<'a> {
     Text(&'a str),
     MaybeText(Option<&'a str>),
     Blob(&'a [u8]),
     Int(i64),
+    /// Many rows or keys as one JSON array ([`Params::Json`]).
+    Json(String),
+}
+
+impl Bind<'_> {
+    /// The value as JSON, blobs as hex strings (read back with `unhex`).
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Bind::Text(v) | Bind::MaybeText(Some(v)) => {
+                out.push_str(&serde_json::to_string(v).expect("a string serializes"));
+            }
+            Bind::MaybeText(None) => out.push_str("null"),
+            Bind::Blob(v) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.reserve(v.len() * 2 + 2);
+                out.push('"');
+                for byte in v.iter() {
+                    out.push(HEX[usize::from(byte >> 4)] as char);
+                    out.push(HEX[usize::from(byte & 15)] as char);
+                }
+                out.push('"');
+            }
+            Bind::Int(v) => out.push_str(&v.to_string()),
+            Bind::Json(v) => out.push_str(v),
+        }
+    }
+
+    /// How `json_each` reads this column of a row back: `value->>i`, and `unhex` for a blob.
+    fn json_column(&self, i: usize) -> String {
+        match self {
+            Bind::Blob(_) => format!("unhex(value->>{i})"),
+            _ => format!("value->>{i}"),
+        }
+    }
+}
+
+/// `[["a", 1], ["b", 2]]`: rows for [`Params::Json`].
+pub(crate) fn json_rows(rows: &[Vec<Bind<'_>>]) -> String {
+    let mut out = String::from("[");
+    for (r, row) in rows.iter().enumerate() {
+        out.push_str(if r == 0 { "[" } else { ",[" });
+        for (c, value) in row.iter().enumerate() {
+            if c > 0 {
+                out.push(',');
+            }
+            value.write_json(&mut out);
+        }
+        out.push(']');
+    }
+    out.push(']');
+    out
+}
+
+/// `["a", "b"]`: a flat list of keys for [`Params::Json`] (`IN (SELECT value FROM json_each(?))`).
+pub(crate) fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::from("[");
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        Bind::Text(value).write_json(&mut out);
+    }
+    out.push(']');
+    out
+}
+
+/// What stands for a list of keys in `IN (…)`: `n` parameters, or the JSON array's elements.
+pub(crate) fn key_list(params: Params, n: usize) -> String {
+    match params {
+        Params::Json => "SELECT value FROM json_each(?)".to_string(),
+        _ => list(params, n),
+    }
 }
 
 /// What a failed check means.
@@ -84,7 +159,7 @@ pub(crate) fn tuples(params: Params, rows: usize, width: usize) -> String {
                 out.push_str(", ");
             }
             match params {
-                Params::Positional => out.push('?'),
+                Params::Json => out.push('?'),
                 Params::Numbered => {
                     out.push('$');
                     out.push_str(&(r * width + c + 1).to_string());
@@ -132,7 +207,7 @@ pub(crate) fn commit_steps<'a>(
         3,
         &|values| {
             format!(
-                "INSERT INTO {inbox} (event_id, processed_at_ms, receipt) VALUES {values} ON CONFLICT (event_id) DO NOTHING"
+                "INSERT INTO {inbox} (event_id, processed_at_ms, receipt) {values} ON CONFLICT (event_id) DO NOTHING"
             )
         },
         &|n| Check::Affects(n, Refusal::Duplicate),
@@ -163,7 +238,18 @@ pub(crate) fn commit_steps<'a>(
             (_, Effect::Delete) => blind_deletes.push(vec![key]),
         }
     }
-    for chunk in absent.chunks(ROWS_PER_STATEMENT) {
+    if params == Params::Json && !absent.is_empty() {
+        let keys = absent.iter().map(|k| match k {
+            Bind::Text(k) => *k,
+            _ => unreachable!("keys are text"),
+        });
+        steps.push(Step {
+            sql: format!("SELECT key FROM {kv} WHERE key IN ({}) LIMIT 1", key_list(params, 0)),
+            binds: vec![Bind::Json(json_list(keys))],
+            check: Check::NoRows,
+        });
+    }
+    for chunk in absent.chunks(ROWS_PER_STATEMENT).filter(|_| params != Params::Json) {
         steps.push(Step {
             sql: format!("SELECT key FROM {kv} WHERE key IN ({}) LIMIT 1", list(params, chunk.len())),
             binds: chunk.to_vec(),
@@ -175,7 +261,7 @@ pub(crate) fn commit_steps<'a>(
         params,
         inserts,
         3,
-        &|values| format!("INSERT INTO {kv} (key, value, version) VALUES {values} ON CONFLICT (key) DO NOTHING"),
+        &|values| format!("INSERT INTO {kv} (key, value, version) {values} ON CONFLICT (key) DO NOTHING"),
         &conflict,
     );
     chunked(
@@ -185,7 +271,7 @@ pub(crate) fn commit_steps<'a>(
         4,
         &|values| {
             format!(
-                "WITH v (k, val, expected, next) AS (VALUES {values}) \
+                "WITH v (k, val, expected, next) AS ({values}) \
                  UPDATE {kv} AS t SET value = v.val, version = v.next FROM v WHERE t.key = v.k AND t.version = v.expected"
             )
         },
@@ -198,7 +284,7 @@ pub(crate) fn commit_steps<'a>(
         3,
         &|values| {
             format!(
-                "INSERT INTO {kv} AS t (key, value, version) VALUES {values} \
+                "INSERT INTO {kv} AS t (key, value, version) {values} \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version"
             )
         },
@@ -211,7 +297,7 @@ pub(crate) fn commit_steps<'a>(
         3,
         &|values| {
             format!(
-                "INSERT INTO {kv} AS t (key, value, version) VALUES {values} \
+                "INSERT INTO {kv} AS t (key, value, version) {values} \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = t.version + excluded.version"
             )
         },
@@ -222,7 +308,7 @@ pub(crate) fn commit_steps<'a>(
         params,
         deletes,
         2,
-        &|values| format!("DELETE FROM {kv} WHERE (key, version) IN (VALUES {values})"),
+        &|values| format!("DELETE FROM {kv} WHERE (key, version) IN ({values})"),
         &conflict,
     );
     chunked(
@@ -230,7 +316,7 @@ pub(crate) fn commit_steps<'a>(
         params,
         blind_deletes,
         1,
-        &|values| format!("DELETE FROM {kv} WHERE key IN (VALUES {values})"),
+        &|values| format!("DELETE FROM {kv} WHERE key IN ({values})"),
         &unchecked,
     );
 
@@ -253,13 +339,15 @@ pub(crate) fn commit_steps<'a>(
         params,
         outbox_rows,
         5,
-        &|values| format!("INSERT INTO {outbox} (id, event_id, subject, payload, traceparent) VALUES {values}"),
+        &|values| format!("INSERT INTO {outbox} (id, event_id, subject, payload, traceparent) {values}"),
         &unchecked,
     );
     steps
 }
 
-/// Pushes one statement per [`ROWS_PER_STATEMENT`] rows.
+/// Pushes the statements for `rows` (`sql` given what stands for the
+/// rows: `VALUES (…), (…)` or, with [`Params::Json`], a `SELECT` from the
+/// JSON array): one per [`ROWS_PER_STATEMENT`] rows, or one in all with JSON.
 fn chunked<'a>(
     steps: &mut Vec<Step<'a>>,
     params: Params,
@@ -268,10 +356,22 @@ fn chunked<'a>(
     sql: &dyn Fn(&str) -> String,
     check: &dyn Fn(u64) -> Check,
 ) {
+    if params == Params::Json {
+        let Some(first) = rows.first() else { return };
+        let columns: Vec<String> = first.iter().enumerate().map(|(i, b)| b.json_column(i)).collect();
+        // `WHERE true`: an INSERT … SELECT followed by ON CONFLICT needs a WHERE to parse.
+        let select = format!("SELECT {} FROM json_each(?) WHERE true", columns.join(", "));
+        steps.push(Step {
+            sql: sql(&select),
+            binds: vec![Bind::Json(json_rows(&rows))],
+            check: check(rows.len() as u64),
+        });
+        return;
+    }
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         steps.push(Step {
-            sql: sql(&tuples(params, chunk.len(), width)),
-            binds: chunk.iter().flatten().copied().collect(),
+            sql: sql(&format!("VALUES {}", tuples(params, chunk.len(), width))),
+            binds: chunk.iter().flatten().cloned().collect(),
             check: check(chunk.len() as u64),
         });
     }
@@ -300,7 +400,7 @@ mod tests {
     #[test]
     fn placeholders_follow_the_driver() {
         assert_eq!(tuples(Params::Numbered, 2, 2), "($1, $2), ($3, $4)");
-        assert_eq!(tuples(Params::Positional, 2, 1), "(?), (?)");
+        assert_eq!(tuples(Params::Json, 2, 1), "(?), (?)");
         assert_eq!(list(Params::Numbered, 3), "$1, $2, $3");
     }
 
@@ -323,7 +423,7 @@ mod tests {
             })
             .collect();
         let changes = net_changes(&commits);
-        let steps = commit_steps(&Tables::new(""), Params::Positional, &commits, &changes, 0);
+        let steps = commit_steps(&Tables::new(""), Params::Numbered, &commits, &changes, 0);
         let checks: Vec<Check> = steps.iter().map(|s| s.check).collect();
         assert_eq!(
             checks,
@@ -336,7 +436,26 @@ mod tests {
         );
         // The hot key is written once, from the first version read to the last one written.
         assert!(matches!(steps[2].binds[..], [Bind::Text("hot"), _, Bind::Int(1), Bind::Int(51)]));
-        let placeholders: usize = steps.iter().map(|s| s.sql.matches('?').count()).sum();
-        assert_eq!(placeholders, steps.iter().map(|s| s.binds.len()).sum::<usize>());
+        for step in &steps {
+            assert_eq!(step.sql.matches('$').count(), step.binds.len(), "{}", step.sql);
+        }
+
+        // With JSON rows (SQLite): the same statements, each with one parameter
+        // and a text that does not depend on how many rows it has.
+        let json = commit_steps(&Tables::new(""), Params::Json, &commits, &changes, 0);
+        assert_eq!(json.iter().map(|s| s.check).collect::<Vec<_>>(), checks);
+        assert!(json.iter().all(|s| s.binds.len() == 1 && s.sql.matches('?').count() == 1));
+        let fewer = commit_steps(&Tables::new(""), Params::Json, &commits[..3], &net_changes(&commits[..3]), 0);
+        let texts = |steps: &[Step<'_>]| steps.iter().map(|s| s.sql.clone()).collect::<Vec<_>>();
+        assert_eq!(texts(&fewer), texts(&json), "3 events or 50: the same statements");
+        let Bind::Json(outbox) = &json[3].binds[0] else { panic!("{:?}", json[3].binds) };
+        assert!(outbox.starts_with(r#"[["o0","e0","s","7b7d",null],["o1""#), "blobs as hex, null as null: {outbox}");
+    }
+
+    #[test]
+    fn json_rows_escape_text_and_keep_numbers() {
+        let rows = vec![vec![Bind::Text("a\"b\n"), Bind::Int(-7), Bind::MaybeText(None), Bind::Blob(&[0, 255])]];
+        assert_eq!(json_rows(&rows), r#"[["a\"b\n",-7,null,"00ff"]]"#);
+        assert_eq!(json_list(["k1", "k\"2"]), r#"["k1","k\"2"]"#);
     }
 }

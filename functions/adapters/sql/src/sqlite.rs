@@ -88,7 +88,7 @@ impl SqlStore<SqliteDriver> {
                 .await
                 .map_err(|e| StoreError::new("sqlite", format!("cannot upgrade {}: {e}", path.display())))?;
         }
-        Ok(Self::new(SqliteDriver { pool }, Statements::new("", Params::Positional)))
+        Ok(Self::new(SqliteDriver { pool }, Statements::new("", Params::Json)))
     }
 
     /// Closes the connection.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jetsaga_core::{Commit, CommitError, Item, OutboxRecord, Store, StoreError, async_trait, net_changes};
 
 use crate::driver::{Cell, Column, Driver, Refused};
-use crate::plan::{Bind, Params, Refusal, Tables, commit_steps, first_conflict, list};
+use crate::plan::{Bind, Params, Refusal, Tables, commit_steps, first_conflict, json_list, key_list};
 
 /// The fixed statements of one store, with table names resolved.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ impl Statements {
     pub(crate) fn new(prefix: &str, params: Params) -> Self {
         let s = |sql: String| -> Arc<str> { sql.into() };
         let p = |n: usize| match params {
-            Params::Positional => "?".to_string(),
+            Params::Json => "?".to_string(),
             Params::Numbered => format!("${n}"),
         };
         Self {
@@ -62,12 +62,20 @@ impl Statements {
 
     /// `SELECT key, value, version … WHERE key IN (…)` for `n` keys.
     fn get_many(&self, n: usize) -> Arc<str> {
-        format!("SELECT key, value, version FROM {} WHERE key IN ({})", self.tables.kv, list(self.params, n)).into()
+        format!("SELECT key, value, version FROM {} WHERE key IN ({})", self.tables.kv, key_list(self.params, n)).into()
     }
 
     /// `DELETE FROM outbox WHERE id IN (…)` for `n` ids.
     fn outbox_delete(&self, n: usize) -> Arc<str> {
-        format!("DELETE FROM {} WHERE id IN ({})", self.tables.outbox, list(self.params, n)).into()
+        format!("DELETE FROM {} WHERE id IN ({})", self.tables.outbox, key_list(self.params, n)).into()
+    }
+
+    /// The binds of a key list (see [`key_list`]), and whether its statement recurs enough to be cached.
+    fn keys<'k>(&self, keys: &'k [String]) -> (Vec<Bind<'k>>, bool) {
+        match self.params {
+            Params::Json => (vec![Bind::Json(json_list(keys.iter().map(String::as_str)))], true),
+            _ => (keys.iter().map(|k| Bind::Text(k)).collect(), keys.len() <= CACHED_UP_TO),
+        }
     }
 }
 
@@ -190,10 +198,9 @@ impl<D: Driver> Store for SqlStore<D> {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
         let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(KEYS_PER_STATEMENT) {
-            let binds: Vec<Bind<'_>> = chunk.iter().map(|k| Bind::Text(k)).collect();
+            let (binds, cached) = self.sql.keys(chunk);
             let sql = self.sql.get_many(chunk.len());
-            let rows =
-                self.driver.fetch(sql, &binds, &KEYED_ITEM, chunk.len() <= CACHED_UP_TO).await.map_err(Self::error)?;
+            let rows = self.driver.fetch(sql, &binds, &KEYED_ITEM, cached).await.map_err(Self::error)?;
             found.extend(rows.into_iter().map(keyed_item));
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
@@ -212,7 +219,9 @@ impl<D: Driver> Store for SqlStore<D> {
         }
         let changes = net_changes(commits);
         let steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
-        match self.driver.transact(&steps, commits.len() <= CACHED_UP_TO).await.map_err(Self::error)? {
+        // With JSON rows a commit's text depends only on which kinds of change it has: always worth caching.
+        let cached = self.sql.params == Params::Json || commits.len() <= CACHED_UP_TO;
+        match self.driver.transact(&steps, cached).await.map_err(Self::error)? {
             None => Ok(()),
             Some(refused) => Err(self.culprit(commits, refused).await),
         }
@@ -245,9 +254,9 @@ impl<D: Driver> Store for SqlStore<D> {
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         // Each chunk on its own: removing a published record twice is harmless.
         for chunk in ids.chunks(KEYS_PER_STATEMENT) {
-            let binds: Vec<Bind<'_>> = chunk.iter().map(|id| Bind::Text(id)).collect();
+            let (binds, cached) = self.sql.keys(chunk);
             let sql = self.sql.outbox_delete(chunk.len());
-            self.driver.execute(sql, &binds, chunk.len() <= CACHED_UP_TO).await.map_err(Self::error)?;
+            self.driver.execute(sql, &binds, cached).await.map_err(Self::error)?;
         }
         Ok(())
     }
