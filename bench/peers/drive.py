@@ -22,8 +22,9 @@ import sys
 import time
 
 PRODUCTS = [(f"p-bench-{i}", 100 + i * 25) for i in range(1, 6)]
-CUSTOMER = "c-bench"
 MAX_CREDIT = 10**15
+# One customer, as in jetsaga's benchmark; --customers spreads the orders.
+CUSTOMERS = ["c-bench"]
 
 
 def order_of(i):
@@ -32,7 +33,8 @@ def order_of(i):
         {"product_id": PRODUCTS[i % 5][0], "quantity": 1 + i % 2},
         {"product_id": PRODUCTS[(i + 1) % 5][0], "quantity": 1},
     ]
-    return {"order_id": f"b-{i}", "customer_id": CUSTOMER, "items": items, "prices": dict(PRODUCTS)}
+    customer = CUSTOMERS[i % len(CUSTOMERS)]
+    return {"order_id": f"b-{i}", "customer_id": customer, "items": items, "prices": dict(PRODUCTS)}
 
 
 def cpu_seconds(pids):
@@ -108,7 +110,8 @@ class Restate:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         for product, _ in PRODUCTS:
             await self.call(f"inventory/{product}/set", orders * 3)
-        await self.call(f"customer/{CUSTOMER}/create", MAX_CREDIT)
+        for customer in CUSTOMERS:
+            await self.call(f"customer/{customer}/create", MAX_CREDIT)
 
     async def order(self, order):
         return await self.call(f"order/{order['order_id']}/run", order)
@@ -135,7 +138,8 @@ class Temporal:
         db.execute("PRAGMA journal_mode=WAL")
         for product, _ in PRODUCTS:
             db.execute("INSERT OR REPLACE INTO stock VALUES (?, ?, 0, 0)", (product, orders * 3))
-        db.execute("INSERT OR REPLACE INTO credit VALUES (?, ?, 0)", (CUSTOMER, MAX_CREDIT))
+        for customer in CUSTOMERS:
+            db.execute("INSERT OR REPLACE INTO credit VALUES (?, ?, 0)", (customer, MAX_CREDIT))
         db.close()
 
     async def order(self, order):
@@ -230,6 +234,7 @@ async def drive(system, args):
         "orders": args.orders,
         "rate": args.rate,
         "window": args.window,
+        "customers": args.customers,
         "durability": args.durability,
         "sagas_per_sec": len(ends) / max(seconds, 1e-9),
         "saga_seconds": seconds,
@@ -258,11 +263,15 @@ def main():
     parser.add_argument("--ingress", default="http://127.0.0.1:8080", help="Restate's ingress")
     parser.add_argument("--address", default="127.0.0.1:7233", help="Temporal's frontend")
     parser.add_argument("--db", help="Temporal: the activities' SQLite file")
+    parser.add_argument(
+        "--customers", type=int, default=1, help="customers the orders are spread over (jetsaga's benchmark has one)"
+    )
     parser.add_argument("--durability", default="", help="what the figures hold for, as stated in the report")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    if args.orders < 1 or args.window < 1:
-        parser.error("--orders and --window must be at least 1")
+    if args.orders < 1 or args.window < 1 or args.customers < 1:
+        parser.error("--orders, --window and --customers must be at least 1")
+    CUSTOMERS[:] = [f"c-bench-{i}" for i in range(args.customers)] if args.customers > 1 else ["c-bench"]
     if args.system == "temporal" and not args.db:
         parser.error("temporal needs --db, the worker's SQLite file")
     system = Restate(args) if args.system == "restate" else Temporal(args)

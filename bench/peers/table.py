@@ -19,15 +19,18 @@ def row(path):
         done = sum(r["outcomes"].values()) or 1
         cpu = (r["runner_cpu_seconds"] + r.get("nats_server_cpu_seconds", 0.0)) * 1000 / done
         rss = r["runner_peak_rss_mib"]
-        load = f"paced at {r['rate']}/s" if r.get("rate") else "as fast as possible"
+        load = f"paced at {r['rate']}/s" if r.get("rate") else "as fast as possible (window 256)"
     else:
         system = r["system"].capitalize()
+        if r.get("customers", 1) > 1:
+            system += f" ({r['customers']} customers)"
         cpu = r["cpu_ms_per_saga"]
         rss = r["rss_mib"]
         load = f"paced at {r['rate']:g}/s" if r.get("rate") else f"as fast as possible (window {r['window']})"
     l = r["latency"]
     return (
         load,
+        str(r["orders"]),
         system,
         r["durability"],
         f"{r['sagas_per_sec']:.0f}",
@@ -40,9 +43,9 @@ def row(path):
 
 def main():
     folder = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/peers")
-    rows = sorted((row(p) for p in folder.glob("*.json")), key=lambda r: (r[0], r[1]))
-    print("| load | system | durability | sagas/s | p50 / p99 (ms) | CPU per saga (ms) | RSS (MiB) | correct |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = sorted((row(p) for p in folder.glob("*.json")), key=lambda r: (r[0], r[2]))
+    print("| load | orders | system | durability | sagas/s | p50 / p99 (ms) | CPU per saga (ms) | RSS (MiB) | correct |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
 
