@@ -37,11 +37,10 @@ def order_of(i):
     return {"order_id": f"b-{i}", "customer_id": customer, "items": items, "prices": dict(PRODUCTS)}
 
 
-def cpu_seconds(pids):
-    """CPU (user + system) of these processes and all their descendants."""
-    tick = os.sysconf("SC_CLK_TCK")
-    children = {}
-    stats = {}
+def usage(pids):
+    """CPU seconds (user + system) and resident MiB of these processes and all their descendants."""
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    children, stats = {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -52,42 +51,17 @@ def cpu_seconds(pids):
             continue
         pid, ppid = int(entry), int(fields[1])
         children.setdefault(ppid, []).append(pid)
-        stats[pid] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo, seen = 0.0, list(pids), set()
+        stats[pid] = ((int(fields[11]) + int(fields[12])) / tick, int(fields[21]) * page / 2**20)
+    cpu, rss, todo, seen = 0.0, 0.0, list(pids), set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += stats.get(pid, 0.0)
+        pid_cpu, pid_rss = stats.get(pid, (0.0, 0.0))
+        cpu, rss = cpu + pid_cpu, rss + pid_rss
         todo.extend(children.get(pid, []))
-    return total
-
-
-def rss_mib(pids):
-    """Resident memory of these processes and their descendants, in MiB."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            pid, ppid = int(entry), int(fields[1])
-        except OSError:
-            continue
-        chain, p = set(), pid
-        while p > 1 and p not in chain:
-            chain.add(p)
-            if p in pids:
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-                break
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    p = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                break
-    return total / 2**20
+    return cpu, rss
 
 
 class Restate:
@@ -167,7 +141,7 @@ def percentile(samples, q):
 async def drive(system, args):
     await system.seed(args.orders)
     pids = [int(p) for p in args.pids.split(",") if p]
-    cpu_before = cpu_seconds(pids)
+    cpu_before, _ = usage(pids)
     window = asyncio.Semaphore(args.window)
     ends, latencies, errors = {}, [], []
 
@@ -202,8 +176,8 @@ async def drive(system, args):
     print(f"\r  {len(ends)} / {args.orders} orders finished", file=sys.stderr)
     last = max((at for _, at in ends.values()), default=time.perf_counter())
     seconds = last - start
-    cpu = cpu_seconds(pids) - cpu_before
-    rss = rss_mib(set(pids))
+    cpu, rss = usage(pids)
+    cpu -= cpu_before
 
     # Correctness: one completed end per order, stock conserved.
     problems = list(errors[:20])
