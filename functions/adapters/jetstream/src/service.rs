@@ -90,7 +90,11 @@ pub(crate) async fn serve(
     let endpoint = service.endpoint_builder().name("outbox").add(outbox.as_str()).await.map_err(err)?;
     endpoints.push((outbox.into(), Kind::Outbox, endpoint));
     let timings = crate::timings::timings_subject(spec.name);
-    let endpoint = service.endpoint_builder().name("timings").add(timings.as_str()).await.map_err(err)?;
+    // Every copy answers (a group of its own, named by its own inbox), so a
+    // caller can sum the copies' timings instead of sampling one.
+    let own_group = client.new_inbox().replace(['_', '.'], "-");
+    let endpoint =
+        service.endpoint_builder().name("timings").queue_group(own_group).add(timings.as_str()).await.map_err(err)?;
     endpoints.push((timings.into(), Kind::Timings, endpoint));
     let batcher = CommandBatcher::new(engine, intake.batches_in_flight);
     Ok(tokio::spawn(async move {

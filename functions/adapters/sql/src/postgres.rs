@@ -27,6 +27,10 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // No ping before each checkout (a round trip per statement): a
+        // connection that broke fails its next statement, which the worker
+        // retries, and the pool replaces it.
+        .test_before_acquire(false)
         .connect(url)
         .await
         .map_err(|e| StoreError::new("postgres", format!("cannot connect to {}: {e}", redact(url))))

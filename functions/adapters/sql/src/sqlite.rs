@@ -1,13 +1,14 @@
 //! SQLite: one database file per function, WAL mode, one connection.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use jetsaga_core::{StoreError, async_trait};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Either, Executor, Row};
+use sqlx::error::ErrorKind;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Connection, Row};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::driver::{Cell, Column, Driver, Refused, bind_all, cells};
 use crate::plan::{Bind, Check, Params, Refusal, Step};
@@ -27,17 +28,49 @@ pub enum Durability {
 /// A function's store in its own SQLite file.
 pub type SqliteStore = SqlStore<SqliteDriver>;
 
-/// The SQLite side of a [`SqliteStore`].
+/// The SQLite side of a [`SqliteStore`]: one connection, owned.
+///
+/// Not a pool: SQLite has one writer anyway, a connection's page cache is
+/// dropped whenever another connection has written (so several would
+/// re-read pages on every transaction), and sqlx's pool pings a connection
+/// on every checkout and again on every return, each a round trip to the
+/// connection's worker thread. Owned, a read is one round trip and a whole
+/// commit is one too.
 #[derive(Debug)]
 pub struct SqliteDriver {
-    pool: SqlitePool,
+    session: Mutex<Session>,
+    options: SqliteConnectOptions,
+    path: PathBuf,
 }
 
+#[derive(Debug, Default)]
+struct Session {
+    /// `None` once closed, or after the connection's worker died (the next
+    /// use connects again).
+    connection: Option<SqliteConnection>,
+    /// A commit script was started and not seen to end: its caller was
+    /// cancelled while the script ran, which may have left its transaction
+    /// open. The next user rolls it back first.
+    unfinished: bool,
+}
+
+/// Every b-tree a commit touches is a page more written to the WAL, so:
+/// the inbox (small rows, only ever inserted) is keyed by its event id
+/// itself, not by a rowid plus an index on the id; the outbox's `seq` is
+/// the rowid without `AUTOINCREMENT`, whose counter is one more page per
+/// commit (a new row still gets a larger `seq` than every row left, which
+/// is all "oldest first" needs). `kv` keeps its rowid: its values are big,
+/// and updates, most of its writes, leave the key's index alone. Files
+/// created with the earlier schema keep it; the statements suit both.
 const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS inbox (event_id TEXT PRIMARY KEY, processed_at_ms INTEGER NOT NULL, receipt TEXT);
+CREATE TABLE IF NOT EXISTS inbox (
+    event_id TEXT PRIMARY KEY,
+    processed_at_ms INTEGER NOT NULL,
+    receipt TEXT
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     event_id TEXT NOT NULL,
     subject TEXT NOT NULL,
@@ -47,6 +80,17 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_event_id ON outbox (event_id);
 CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at_ms);
 ";
+
+/// A connection's own table (never stored in the file) that no row can
+/// enter: a commit script inserts into it where a check fails, and the
+/// named constraint that refuses the row stops the script and says which
+/// check it was. SQLite cannot roll back on a condition by itself, and
+/// without this each check would be a round trip of its own.
+const REFUSALS: &str = "
+CREATE TEMP TABLE IF NOT EXISTS jetsaga_refused (
+    duplicate INTEGER CONSTRAINT jetsaga_duplicate CHECK (duplicate IS NULL),
+    conflict INTEGER CONSTRAINT jetsaga_conflict CHECK (conflict IS NULL)
+)";
 
 impl SqlStore<SqliteDriver> {
     /// Opens (creating if needed) the store file at `path`.
@@ -65,36 +109,133 @@ impl SqlStore<SqliteDriver> {
                 Durability::Full => SqliteSynchronous::Full,
             })
             .busy_timeout(Duration::from_secs(10));
-        // One connection: SQLite has one writer anyway, and a connection's
-        // page cache is dropped whenever another connection has written,
-        // so a pool of several re-reads pages from disk on every transaction.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::new("sqlite", format!("cannot open {}: {e}", path.display())))?;
-        sqlx::raw_sql(SQLITE_SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(|e| StoreError::new("sqlite", format!("cannot create tables in {}: {e}", path.display())))?;
-        // Stores created before inbox records kept receipts get the column.
-        let columns = sqlx::query("SELECT name FROM pragma_table_info('inbox')")
-            .fetch_all(&pool)
-            .await
-            .map_err(|e| StoreError::new("sqlite", e.to_string()))?;
-        if !columns.iter().any(|row| row.get::<String, _>(0) == "receipt") {
-            sqlx::raw_sql("ALTER TABLE inbox ADD COLUMN receipt TEXT")
-                .execute(&pool)
+        let driver = SqliteDriver { session: Mutex::default(), options, path: path.to_path_buf() };
+        {
+            let mut session = driver.session().await.map_err(|e| driver.open_error("cannot open", e))?;
+            let connection = session.connection.as_mut().expect("just connected");
+            sqlx::raw_sql(SQLITE_SCHEMA)
+                .execute(&mut *connection)
                 .await
-                .map_err(|e| StoreError::new("sqlite", format!("cannot upgrade {}: {e}", path.display())))?;
+                .map_err(|e| driver.open_error("cannot create tables in", e))?;
+            // Stores created before inbox records kept receipts get the column.
+            let columns = sqlx::query("SELECT name FROM pragma_table_info('inbox')")
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(|e| StoreError::new("sqlite", e.to_string()))?;
+            if !columns.iter().any(|row| row.get::<String, _>(0) == "receipt") {
+                sqlx::raw_sql("ALTER TABLE inbox ADD COLUMN receipt TEXT")
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(|e| driver.open_error("cannot upgrade", e))?;
+            }
         }
-        Ok(Self::new(SqliteDriver { pool }, Statements::new("", Params::Json)))
+        Ok(Self::new(driver, Statements::new("", Params::Json)))
     }
 
     /// Closes the connection.
     pub async fn close(&self) {
-        self.driver.pool.close().await;
+        let connection = self.driver.session.lock().await.connection.take();
+        if let Some(connection) = connection {
+            connection.close().await.ok();
+        }
     }
+}
+
+impl SqliteDriver {
+    fn open_error(&self, what: &str, e: sqlx::Error) -> StoreError {
+        StoreError::new("sqlite", format!("{what} {}: {e}", self.path.display()))
+    }
+
+    /// The connection, to use alone: connected if it is not, with what a
+    /// cancelled commit may have left open rolled back.
+    async fn session(&self) -> Result<MutexGuard<'_, Session>, sqlx::Error> {
+        let mut session = self.session.lock().await;
+        if session.connection.is_none() {
+            let mut connection = SqliteConnection::connect_with(&self.options).await?;
+            sqlx::raw_sql(REFUSALS).execute(&mut connection).await?;
+            *session = Session { connection: Some(connection), unfinished: false };
+        }
+        if session.unfinished {
+            let connection = session.connection.as_mut().expect("connected above");
+            if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(connection).await
+                && !no_transaction(&e)
+            {
+                return Err(session.failed(e));
+            }
+            session.unfinished = false;
+        }
+        Ok(session)
+    }
+}
+
+impl Session {
+    fn connection(&mut self) -> &mut SqliteConnection {
+        self.connection.as_mut().expect("SqliteDriver::session connects")
+    }
+
+    /// Passes `e` on; if the connection's worker thread is gone, the next use connects again.
+    fn failed(&mut self, e: sqlx::Error) -> sqlx::Error {
+        if matches!(e, sqlx::Error::WorkerCrashed) {
+            self.connection = None;
+        }
+        e
+    }
+}
+
+/// SQLite's answer to a `ROLLBACK` with no transaction open (the script had
+/// ended it, or never began it).
+fn no_transaction(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|e| e.message().contains("no transaction is active"))
+}
+
+/// Which check a commit script's error is, if it is one (see [`REFUSALS`]).
+fn refusal_of(e: &sqlx::Error) -> Option<Refusal> {
+    let e = e.as_database_error().filter(|e| e.kind() == ErrorKind::CheckViolation)?;
+    let message = e.message();
+    if message.contains("jetsaga_duplicate") {
+        Some(Refusal::Duplicate)
+    } else if message.contains("jetsaga_conflict") {
+        Some(Refusal::Conflict)
+    } else {
+        None
+    }
+}
+
+/// A commit's steps as one script, from `BEGIN IMMEDIATE` to `COMMIT`,
+/// each check right after its statement (SQLite numbers `?` across the
+/// script). Its text depends only on which steps there are.
+fn commit_script<'s>(steps: &'s [Step<'s>]) -> (String, Vec<Bind<'s>>) {
+    let mut script = String::from("BEGIN IMMEDIATE;\n");
+    let mut binds = Vec::new();
+    for step in steps {
+        script.push_str(&step.sql);
+        script.push_str(";\n");
+        binds.extend(step.binds.iter().cloned());
+        match step.check {
+            Check::Affects(n, refusal) => {
+                // `changes()` is the last completed statement's: the step's.
+                let column = match refusal {
+                    Refusal::Duplicate => "duplicate",
+                    Refusal::Conflict => "conflict",
+                };
+                script
+                    .push_str(&format!("INSERT INTO temp.jetsaga_refused ({column}) SELECT 1 WHERE changes() <> ?;\n"));
+                binds.push(Bind::Int(i64::try_from(n).unwrap_or(i64::MAX)));
+            }
+            Check::NoRows => {
+                // The step's query becomes the condition: a key it finds refuses.
+                let query = script.len() - step.sql.len() - 2;
+                script.truncate(query);
+                script.push_str(&format!(
+                    "INSERT INTO temp.jetsaga_refused (conflict) SELECT 1 FROM ({}) LIMIT 1;\n",
+                    step.sql
+                ));
+            }
+            Check::Nothing => {}
+        }
+    }
+    script.push_str("COMMIT");
+    (script, binds)
 }
 
 #[async_trait]
@@ -108,65 +249,74 @@ impl Driver for SqliteDriver {
         columns: &[Column],
         cached: bool,
     ) -> Result<Vec<Vec<Cell>>, sqlx::Error> {
+        let mut session = self.session().await?;
         let query = bind_all(sqlx::query(AssertSqlSafe(sql)).persistent(cached), binds);
-        query.fetch_all(&self.pool).await?.iter().map(|row| cells(row, columns)).collect()
+        let rows = query.fetch_all(session.connection()).await.map_err(|e| session.failed(e))?;
+        rows.iter().map(|row| cells(row, columns)).collect()
     }
 
     async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>], cached: bool) -> Result<u64, sqlx::Error> {
+        let mut session = self.session().await?;
         let query = bind_all(sqlx::query(AssertSqlSafe(sql)).persistent(cached), binds);
-        Ok(query.execute(&self.pool).await?.rows_affected())
+        Ok(query.execute(session.connection()).await.map_err(|e| session.failed(e))?.rows_affected())
     }
 
-    /// Runs a commit's statements as one script: one round trip to the
-    /// connection's worker thread (SQLite numbers `?` across the script).
-    /// `BEGIN IMMEDIATE` takes the write lock up front, so two writers
-    /// queue on `busy_timeout` instead of failing on lock upgrade.
+    /// Runs a commit as one script: one round trip to the connection's
+    /// worker thread when every check holds. `BEGIN IMMEDIATE` takes the
+    /// write lock up front, so two writers (two processes on one file)
+    /// queue on `busy_timeout` instead of failing on lock upgrade. A failed
+    /// check stops the script; the transaction is then rolled back.
     async fn transact(&self, steps: &[Step<'_>], cached: bool) -> Result<Option<Refused>, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let script = steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>().join(";\n");
-        let query =
-            bind_all(sqlx::query(AssertSqlSafe(script)).persistent(cached), steps.iter().flat_map(|s| &s.binds));
-        let mut refused = None;
-        {
-            let connection: &mut sqlx::SqliteConnection = &mut tx;
-            let mut results = connection.fetch_many(query);
-            let mut step = 0;
-            loop {
-                let result = match results.try_next().await {
-                    Ok(Some(result)) => result,
-                    Ok(None) => break,
-                    // The script goes on after a refused check, and a later
-                    // statement may fail because of what was refused: an input
-                    // already processed (its inbox row exists) also left its
-                    // outbox rows, whose ids are derived from it, so inserting
-                    // them again breaks their uniqueness. The refusal is the
-                    // answer (the transaction is rolled back either way).
-                    Err(_) if refused.is_some() => break,
-                    Err(e) => return Err(e),
-                };
-                match result {
-                    // Only a check for absent keys returns rows, each a key that exists.
-                    Either::Right(row) => {
-                        if refused.is_none() {
-                            refused = Some(Refused { refusal: Refusal::Conflict, key: Some(row.try_get(0)?) });
-                        }
-                    }
-                    Either::Left(done) => {
-                        if let Some(Check::Affects(n, refusal)) = steps.get(step).map(|s| s.check)
-                            && done.rows_affected() != n
-                            && refused.is_none()
-                        {
-                            refused = Some(Refused { refusal, key: None });
-                        }
-                        step += 1;
-                    }
-                }
+        let (script, binds) = commit_script(steps);
+        let mut session = self.session().await?;
+        session.unfinished = true;
+        let query = bind_all(sqlx::query(AssertSqlSafe(script)).persistent(cached), &binds);
+        let error = match query.execute(session.connection()).await {
+            Ok(_) => {
+                session.unfinished = false;
+                return Ok(None);
             }
+            Err(e) => e,
+        };
+        if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(session.connection()).await
+            && !no_transaction(&e)
+        {
+            return Err(session.failed(e));
         }
-        match refused {
-            None => tx.commit().await?,
-            Some(_) => tx.rollback().await?,
+        session.unfinished = false;
+        match refusal_of(&error) {
+            Some(refusal) => Ok(Some(Refused { refusal, key: None })),
+            None => Err(session.failed(error)),
         }
-        Ok(refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_script_checks_each_statement_where_it_runs() {
+        let steps = [
+            Step {
+                sql: "INSERT INTO inbox …".into(),
+                binds: vec![Bind::Int(1)],
+                check: Check::Affects(3, Refusal::Duplicate),
+            },
+            Step { sql: "SELECT key FROM kv …".into(), binds: vec![Bind::Int(2)], check: Check::NoRows },
+            Step { sql: "INSERT INTO outbox …".into(), binds: vec![Bind::Int(4)], check: Check::Nothing },
+        ];
+        let (script, binds) = commit_script(&steps);
+        assert_eq!(
+            script,
+            "BEGIN IMMEDIATE;\n\
+             INSERT INTO inbox …;\n\
+             INSERT INTO temp.jetsaga_refused (duplicate) SELECT 1 WHERE changes() <> ?;\n\
+             INSERT INTO temp.jetsaga_refused (conflict) SELECT 1 FROM (SELECT key FROM kv …) LIMIT 1;\n\
+             INSERT INTO outbox …;\n\
+             COMMIT"
+        );
+        let ints: Vec<i64> = binds.iter().map(|b| if let Bind::Int(i) = b { *i } else { panic!("{b:?}") }).collect();
+        assert_eq!(ints, [1, 3, 2, 4], "each check's count right after its statement's values");
     }
 }

@@ -75,3 +75,48 @@ async fn postgres_schemas_keep_functions_apart() {
     a.drop_schema().await.unwrap();
     b.drop_schema().await.unwrap();
 }
+
+/// A commit whose caller gives up while SQLite runs it (a shutdown, a
+/// timeout) may leave its transaction open on the one connection: the next
+/// use must find the store as if the commit either happened whole or not at
+/// all, and be able to write.
+#[tokio::test]
+async fn sqlite_a_cancelled_commit_leaves_nothing_half_done() {
+    use futures::FutureExt;
+    use jetsaga_core::{Commit, Expect, OutboxRecord, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("fn.db"), Durability::Normal).await.unwrap();
+    let commit = |i: usize| Commit {
+        event_id: format!("e{i}"),
+        writes: (0..50)
+            .map(|k| Write { key: format!("k{i}/{k}"), value: Some(vec![7; 512]), expect: Expect::Absent })
+            .collect(),
+        outbox: vec![OutboxRecord {
+            id: format!("o{i}"),
+            subject: "s".into(),
+            payload: b"{}".to_vec(),
+            traceparent: None,
+        }],
+        receipt: None,
+    };
+    let mut cancelled = 0;
+    for i in 0..20 {
+        let first = [commit(i)];
+        // Polled once: the script is handed to SQLite's thread, then its
+        // caller is gone (unless the thread was quick enough to finish it).
+        if store.commit(&first).now_or_never().is_none() {
+            cancelled += 1;
+        }
+        let next = [commit(1000 + i)];
+        store.commit(&next).await.unwrap();
+        let done = store.processed(&format!("e{i}")).await.unwrap().is_some();
+        let written = store.get(&format!("k{i}/49")).await.unwrap().is_some();
+        assert_eq!(done, written, "commit {i}: its inbox row and its last write go together");
+        let keys: Vec<String> = (0..50).map(|k| format!("k{i}/{k}")).collect();
+        let found = store.get_many(&keys).await.unwrap().iter().filter(|v| v.is_some()).count();
+        assert!(found == 0 || found == 50, "commit {i}: {found} of its 50 writes");
+        assert!(store.get(&format!("k{}/49", 1000 + i)).await.unwrap().is_some());
+    }
+    assert!(cancelled > 0, "no commit was cancelled while it ran: the test proved nothing");
+}
