@@ -62,7 +62,8 @@ impl FunctionSplit {
 }
 
 /// Asks every copy of every function for its timings (`copies` answers
-/// each, waited for a second at most) and sums them, per function and for all.
+/// each, waited for 3 s at most: a busy copy answers late) and sums them,
+/// per function and for all.
 pub(crate) async fn gather(
     nats: &async_nats::Client,
     names: &[String],
@@ -76,7 +77,7 @@ pub(crate) async fn gather(
         nats.publish_with_reply(timings_subject(name), inbox, "".into()).await?;
         nats.flush().await?;
         let timings = Timings::default();
-        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
         for _ in 0..copies {
             let Ok(Some(reply)) = tokio::time::timeout_at(until, replies.next()).await else { break };
             let summary: serde_json::Value = serde_json::from_slice(&reply.payload)?;
