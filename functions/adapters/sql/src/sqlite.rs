@@ -208,30 +208,26 @@ fn commit_script<'s>(steps: &'s [Step<'s>]) -> (String, Vec<Bind<'s>>) {
     let mut script = String::from("BEGIN IMMEDIATE;\n");
     let mut binds = Vec::new();
     for step in steps {
-        script.push_str(&step.sql);
-        script.push_str(";\n");
         binds.extend(step.binds.iter().cloned());
         match step.check {
+            // The step's query becomes the condition: a key it finds refuses.
+            Check::NoRows => script.push_str(&format!(
+                "INSERT INTO temp.jetsaga_refused (conflict) SELECT 1 FROM ({}) LIMIT 1;\n",
+                step.sql
+            )),
             Check::Affects(n, refusal) => {
                 // `changes()` is the last completed statement's: the step's.
                 let column = match refusal {
                     Refusal::Duplicate => "duplicate",
                     Refusal::Conflict => "conflict",
                 };
-                script
-                    .push_str(&format!("INSERT INTO temp.jetsaga_refused ({column}) SELECT 1 WHERE changes() <> ?;\n"));
-                binds.push(Bind::Int(i64::try_from(n).unwrap_or(i64::MAX)));
-            }
-            Check::NoRows => {
-                // The step's query becomes the condition: a key it finds refuses.
-                let query = script.len() - step.sql.len() - 2;
-                script.truncate(query);
                 script.push_str(&format!(
-                    "INSERT INTO temp.jetsaga_refused (conflict) SELECT 1 FROM ({}) LIMIT 1;\n",
+                    "{};\nINSERT INTO temp.jetsaga_refused ({column}) SELECT 1 WHERE changes() <> ?;\n",
                     step.sql
                 ));
+                binds.push(Bind::Int(i64::try_from(n).unwrap_or(i64::MAX)));
             }
-            Check::Nothing => {}
+            Check::Nothing => script.push_str(&format!("{};\n", step.sql)),
         }
     }
     script.push_str("COMMIT");
