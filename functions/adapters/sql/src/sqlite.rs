@@ -1,18 +1,24 @@
-//! SQLite: one database file per function, WAL mode, one connection.
+//! SQLite: one database file per function, WAL mode, one connection,
+//! driven in place on the caller's thread (see `raw.rs` for why).
+
+mod raw;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use jetsaga_core::{StoreError, async_trait};
-use sqlx::error::ErrorKind;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Connection, Row};
-use tokio::sync::{Mutex, MutexGuard};
 
-use crate::driver::{Cell, Column, Driver, Refused, bind_all, cells};
+use crate::driver::{Cell, Column, Driver, Refused};
 use crate::plan::{Bind, Check, Params, Refusal, Step};
 use crate::store::{SqlStore, Statements};
+
+/// How long a commit waits for another connection's write lock (another
+/// process on the same file) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest pause between two tries while another connection holds the lock.
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
 
 /// How durable SQLite commits are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,30 +34,25 @@ pub enum Durability {
 /// A function's store in its own SQLite file.
 pub type SqliteStore = SqlStore<SqliteDriver>;
 
-/// The SQLite side of a [`SqliteStore`]: one connection, owned.
+/// The SQLite side of a [`SqliteStore`]: one connection, owned, used in place.
 ///
-/// Not a pool: SQLite has one writer anyway, a connection's page cache is
-/// dropped whenever another connection has written (so several would
-/// re-read pages on every transaction), and sqlx's pool pings a connection
-/// on every checkout and again on every return, each a round trip to the
-/// connection's worker thread. Owned, a read is one round trip and a whole
-/// commit is one too.
+/// Not a pool: SQLite has one writer anyway, and a connection's page cache
+/// is dropped whenever another connection has written (so several would
+/// re-read pages on every transaction). Not on a thread of its own: each
+/// round trip to it was two thread wake-ups, which cost more than the
+/// statements. A read or a whole commit is one call, made with the
+/// connection's lock held; nothing awaits while it is held, so a commit
+/// cannot be cancelled halfway. It never sleeps in SQLite on another
+/// process's lock either (`busy_timeout` is 0): a busy database is tried
+/// again after an asynchronous pause, for [`BUSY_TIMEOUT`] at most. Under
+/// [`Durability::Full`] a write's fsync runs with the thread marked as
+/// blocking, so the runtime moves its other tasks elsewhere meanwhile.
 #[derive(Debug)]
 pub struct SqliteDriver {
-    session: Mutex<Session>,
-    options: SqliteConnectOptions,
+    /// `None` once closed (the next use opens it again).
+    connection: Mutex<Option<raw::Connection>>,
+    durability: Durability,
     path: PathBuf,
-}
-
-#[derive(Debug, Default)]
-struct Session {
-    /// `None` once closed, or after the connection's worker died (the next
-    /// use connects again).
-    connection: Option<SqliteConnection>,
-    /// A commit script was started and not seen to end: its caller was
-    /// cancelled while the script ran, which may have left its transaction
-    /// open. The next user rolls it back first.
-    unfinished: bool,
 }
 
 /// Every b-tree a commit touches is a page more written to the WAL, so:
@@ -100,105 +101,134 @@ impl SqlStore<SqliteDriver> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::new("sqlite", format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Normal => SqliteSynchronous::Normal,
-                Durability::Full => SqliteSynchronous::Full,
+        let driver = SqliteDriver { connection: Mutex::default(), durability, path: path.to_path_buf() };
+        driver.run(|_| Ok(())).await.map_err(|e| driver.open_error("cannot open", e))?;
+        driver
+            .run(|connection| connection.execute_batch(SQLITE_SCHEMA))
+            .await
+            .map_err(|e| driver.open_error("cannot create tables in", e))?;
+        // Stores created before inbox records kept receipts get the column.
+        let columns: Arc<str> = "SELECT name FROM pragma_table_info('inbox')".into();
+        driver
+            .run(|connection| {
+                let mut has_receipts = false;
+                connection.run(&columns, &[], false, |row| {
+                    has_receipts |= row.text(0)? == "receipt";
+                    Ok(())
+                })?;
+                if !has_receipts {
+                    connection.execute_batch("ALTER TABLE inbox ADD COLUMN receipt TEXT")?;
+                }
+                Ok(())
             })
-            .busy_timeout(Duration::from_secs(10));
-        let driver = SqliteDriver { session: Mutex::default(), options, path: path.to_path_buf() };
-        {
-            let mut session = driver.session().await.map_err(|e| driver.open_error("cannot open", e))?;
-            let connection = session.connection.as_mut().expect("just connected");
-            sqlx::raw_sql(SQLITE_SCHEMA)
-                .execute(&mut *connection)
-                .await
-                .map_err(|e| driver.open_error("cannot create tables in", e))?;
-            // Stores created before inbox records kept receipts get the column.
-            let columns = sqlx::query("SELECT name FROM pragma_table_info('inbox')")
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(|e| StoreError::new("sqlite", e.to_string()))?;
-            if !columns.iter().any(|row| row.get::<String, _>(0) == "receipt") {
-                sqlx::raw_sql("ALTER TABLE inbox ADD COLUMN receipt TEXT")
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(|e| driver.open_error("cannot upgrade", e))?;
-            }
-        }
+            .await
+            .map_err(|e| driver.open_error("cannot upgrade", e))?;
         Ok(Self::new(driver, Statements::new("", Params::Json)))
     }
 
     /// Closes the connection.
     pub async fn close(&self) {
-        let connection = self.driver.session.lock().await.connection.take();
-        if let Some(connection) = connection {
-            connection.close().await.ok();
-        }
+        let connection = self.driver.connection.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(connection);
     }
 }
 
 impl SqliteDriver {
-    fn open_error(&self, what: &str, e: sqlx::Error) -> StoreError {
+    fn open_error(&self, what: &str, e: raw::Error) -> StoreError {
         StoreError::new("sqlite", format!("{what} {}: {e}", self.path.display()))
     }
 
-    /// The connection, to use alone: connected if it is not, with what a
-    /// cancelled commit may have left open rolled back.
-    async fn session(&self) -> Result<MutexGuard<'_, Session>, sqlx::Error> {
-        let mut session = self.session.lock().await;
-        if session.connection.is_none() {
-            let mut connection = SqliteConnection::connect_with(&self.options).await?;
-            sqlx::raw_sql(REFUSALS).execute(&mut connection).await?;
-            *session = Session { connection: Some(connection), unfinished: false };
+    fn connect(&self) -> Result<raw::Connection, raw::Error> {
+        let mut connection = raw::Connection::open(&self.path)?;
+        let synchronous = match self.durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        // Switching to WAL needs the lock for a moment: waited for here, once.
+        connection.execute_batch(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA busy_timeout = 0;",
+            BUSY_TIMEOUT.as_millis()
+        ))?;
+        connection.execute_batch(REFUSALS)?;
+        Ok(connection)
+    }
+
+    /// Runs `work` on the connection, alone, opening it if it is closed.
+    /// A transaction left open (by a panic halfway through a script) is
+    /// rolled back first.
+    fn with<T>(&self, work: &mut impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>) -> Result<T, raw::Error> {
+        let mut connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
+        if connection.is_none() {
+            *connection = Some(self.connect()?);
         }
-        if session.unfinished {
-            let connection = session.connection.as_mut().expect("connected above");
-            if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(connection).await
-                && !no_transaction(&e)
-            {
-                return Err(session.failed(e));
+        let connection = connection.as_mut().expect("opened above");
+        if connection.in_transaction() {
+            connection.execute_batch("ROLLBACK")?;
+        }
+        work(connection)
+    }
+
+    /// Runs `work` (see [`SqliteDriver::with`]), again after a pause while
+    /// another connection holds the database's lock.
+    async fn run<T>(
+        &self,
+        mut work: impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>,
+    ) -> Result<T, raw::Error> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.with(&mut work) {
+                Err(e) if e.is_busy() && started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(BUSY_PAUSE);
+                }
+                done => return done,
             }
-            session.unfinished = false;
         }
-        Ok(session)
-    }
-}
-
-impl Session {
-    fn connection(&mut self) -> &mut SqliteConnection {
-        self.connection.as_mut().expect("SqliteDriver::session connects")
     }
 
-    /// Passes `e` on; if the connection's worker thread is gone, the next use connects again.
-    fn failed(&mut self, e: sqlx::Error) -> sqlx::Error {
-        if matches!(e, sqlx::Error::WorkerCrashed) {
-            self.connection = None;
+    /// Runs a write: with the thread marked as blocking when it fsyncs.
+    async fn write<T>(&self, work: impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>) -> Result<T, raw::Error> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let fsyncs = self.durability == Durability::Full
+            && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if fsyncs {
+            let mut work = work;
+            self.run(move |connection| tokio::task::block_in_place(|| work(connection))).await
+        } else {
+            self.run(work).await
         }
-        e
     }
-}
-
-/// SQLite's answer to a `ROLLBACK` with no transaction open (the script had
-/// ended it, or never began it).
-fn no_transaction(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|e| e.message().contains("no transaction is active"))
 }
 
 /// Which check a commit script's error is, if it is one (see [`REFUSALS`]).
-fn refusal_of(e: &sqlx::Error) -> Option<Refusal> {
-    let e = e.as_database_error().filter(|e| e.kind() == ErrorKind::CheckViolation)?;
-    let message = e.message();
-    if message.contains("jetsaga_duplicate") {
+fn refusal_of(e: &raw::Error) -> Option<Refusal> {
+    if e.code != libsqlite3_sys::SQLITE_CONSTRAINT_CHECK {
+        None
+    } else if e.message.contains("jetsaga_duplicate") {
         Some(Refusal::Duplicate)
-    } else if message.contains("jetsaga_conflict") {
+    } else if e.message.contains("jetsaga_conflict") {
         Some(Refusal::Conflict)
     } else {
         None
     }
+}
+
+/// Reads `columns` from a row.
+fn cells(row: &raw::Row<'_>, columns: &[Column]) -> Result<Vec<Cell>, raw::Error> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            Ok(match column {
+                Column::Text => Cell::Text(row.text(i)?),
+                Column::MaybeText => Cell::MaybeText(row.maybe_text(i)?),
+                Column::Blob => Cell::Blob(row.blob(i)?),
+                Column::Int => Cell::Int(row.int(i)?),
+            })
+        })
+        .collect()
 }
 
 /// A commit's steps as one script, from `BEGIN IMMEDIATE` to `COMMIT`,
@@ -245,45 +275,45 @@ impl Driver for SqliteDriver {
         columns: &[Column],
         cached: bool,
     ) -> Result<Vec<Vec<Cell>>, sqlx::Error> {
-        let mut session = self.session().await?;
-        let query = bind_all(sqlx::query(AssertSqlSafe(sql)).persistent(cached), binds);
-        let rows = query.fetch_all(session.connection()).await.map_err(|e| session.failed(e))?;
-        rows.iter().map(|row| cells(row, columns)).collect()
+        let rows = self
+            .run(|connection| {
+                let mut rows = Vec::new();
+                connection.run(&sql, binds, cached, |row| {
+                    rows.push(cells(row, columns)?);
+                    Ok(())
+                })?;
+                Ok(rows)
+            })
+            .await?;
+        Ok(rows)
     }
 
     async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>], cached: bool) -> Result<u64, sqlx::Error> {
-        let mut session = self.session().await?;
-        let query = bind_all(sqlx::query(AssertSqlSafe(sql)).persistent(cached), binds);
-        Ok(query.execute(session.connection()).await.map_err(|e| session.failed(e))?.rows_affected())
+        Ok(self.write(|connection| connection.run(&sql, binds, cached, |_| Ok(()))).await?)
     }
 
-    /// Runs a commit as one script: one round trip to the connection's
-    /// worker thread when every check holds. `BEGIN IMMEDIATE` takes the
-    /// write lock up front, so two writers (two processes on one file)
-    /// queue on `busy_timeout` instead of failing on lock upgrade. A failed
-    /// check stops the script; the transaction is then rolled back.
+    /// Runs a commit as one script. `BEGIN IMMEDIATE` takes the write lock
+    /// up front, so two writers (two processes on one file) queue for it
+    /// instead of failing on lock upgrade. A failed check stops the
+    /// script; the transaction is then rolled back.
     async fn transact(&self, steps: &[Step<'_>], cached: bool) -> Result<Option<Refused>, sqlx::Error> {
         let (script, binds) = commit_script(steps);
-        let mut session = self.session().await?;
-        session.unfinished = true;
-        let query = bind_all(sqlx::query(AssertSqlSafe(script)).persistent(cached), &binds);
-        let error = match query.execute(session.connection()).await {
-            Ok(_) => {
-                session.unfinished = false;
-                return Ok(None);
-            }
-            Err(e) => e,
-        };
-        if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(session.connection()).await
-            && !no_transaction(&e)
-        {
-            return Err(session.failed(e));
-        }
-        session.unfinished = false;
-        match refusal_of(&error) {
-            Some(refusal) => Ok(Some(Refused { refusal, key: None })),
-            None => Err(session.failed(error)),
-        }
+        let script: Arc<str> = script.into();
+        let refused = self
+            .write(|connection| match connection.run(&script, &binds, cached, |_| Ok(())) {
+                Ok(_) => Ok(None),
+                Err(e) => {
+                    if connection.in_transaction() {
+                        connection.execute_batch("ROLLBACK")?;
+                    }
+                    match refusal_of(&e) {
+                        Some(refusal) => Ok(Some(Refused { refusal, key: None })),
+                        None => Err(e),
+                    }
+                }
+            })
+            .await?;
+        Ok(refused)
     }
 }
 
