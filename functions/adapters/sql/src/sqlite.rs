@@ -4,6 +4,7 @@
 mod raw;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest pause between two tries while another connection holds the lock.
 const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Pages of write-ahead log past which it is checkpointed in the
+/// background (SQLite's own threshold).
+const CHECKPOINT_PAGES: u32 = 1000;
+
+/// Pages past which the writer checkpoints itself after its commit, should
+/// the background checkpoints fail: the log must not grow without bound.
+const CHECKPOINT_NOW_PAGES: u32 = 16 * CHECKPOINT_PAGES;
 
 /// How durable SQLite commits are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,12 +56,73 @@ pub type SqliteStore = SqlStore<SqliteDriver>;
 /// again after an asynchronous pause, for [`BUSY_TIMEOUT`] at most. Under
 /// [`Durability::Full`] a write's fsync runs with the thread marked as
 /// blocking, so the runtime moves its other tasks elsewhere meanwhile.
+/// Checkpoints (copying the write-ahead log into the database file and
+/// syncing it, which SQLite would do inside a commit every 1,000 pages)
+/// run on a blocking thread of their own, on a second connection.
 #[derive(Debug)]
 pub struct SqliteDriver {
     /// `None` once closed (the next use opens it again).
     connection: Mutex<Option<raw::Connection>>,
+    /// Pages in the write-ahead log, as of the last commit.
+    wal_pages: Arc<AtomicU32>,
+    checkpointer: Arc<Checkpointer>,
     durability: Durability,
     path: PathBuf,
+}
+
+/// Checkpoints a store's write-ahead log on a connection of its own.
+#[derive(Debug)]
+struct Checkpointer {
+    connection: Mutex<Option<raw::Connection>>,
+    /// A checkpoint is under way (at most one at a time).
+    running: AtomicBool,
+    durability: Durability,
+    path: PathBuf,
+}
+
+impl Checkpointer {
+    /// Copies the log into the database in two passes: `PASSIVE` copies
+    /// what is there without holding up the writer, which goes on
+    /// committing; `FULL` then holds the write lock while it copies the few
+    /// pages committed meanwhile, so that the next commit starts the log
+    /// over (commits wait for it asynchronously, see [`SqliteDriver::run`]).
+    fn checkpoint(&self) {
+        let mut connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
+        let done = match connection.as_mut() {
+            Some(connection) => Ok(connection),
+            None => connect(&self.path, self.durability)
+                .and_then(|mut opened| {
+                    // Waits for the writer's transaction in progress, if any.
+                    opened.execute_batch("PRAGMA busy_timeout = 1000")?;
+                    Ok(opened)
+                })
+                .map(|opened| connection.insert(opened)),
+        }
+        .and_then(|connection| connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE); PRAGMA wal_checkpoint(FULL)"));
+        if let Err(e) = done
+            && !e.is_busy()
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot checkpoint the write-ahead log; tried again after later commits");
+        }
+        self.running.store(false, Ordering::Release);
+    }
+}
+
+/// Opens a connection to the store's file, set up as every use needs.
+fn connect(path: &Path, durability: Durability) -> Result<raw::Connection, raw::Error> {
+    let mut connection = raw::Connection::open(path)?;
+    let synchronous = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    // Switching to WAL needs the lock for a moment: waited for here, once.
+    connection.execute_batch(&format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+         PRAGMA busy_timeout = 0;",
+        BUSY_TIMEOUT.as_millis()
+    ))?;
+    connection.execute_batch(REFUSALS)?;
+    Ok(connection)
 }
 
 /// Every b-tree a commit touches is a page more written to the WAL, so:
@@ -101,7 +171,19 @@ impl SqlStore<SqliteDriver> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::new("sqlite", format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        let driver = SqliteDriver { connection: Mutex::default(), durability, path: path.to_path_buf() };
+        let checkpointer = Arc::new(Checkpointer {
+            connection: Mutex::default(),
+            running: AtomicBool::new(false),
+            durability,
+            path: path.to_path_buf(),
+        });
+        let driver = SqliteDriver {
+            connection: Mutex::default(),
+            wal_pages: Arc::default(),
+            checkpointer,
+            durability,
+            path: path.to_path_buf(),
+        };
         driver.run(|_| Ok(())).await.map_err(|e| driver.open_error("cannot open", e))?;
         driver
             .run(|connection| connection.execute_batch(SQLITE_SCHEMA))
@@ -130,6 +212,8 @@ impl SqlStore<SqliteDriver> {
     pub async fn close(&self) {
         let connection = self.driver.connection.lock().unwrap_or_else(PoisonError::into_inner).take();
         drop(connection);
+        let checkpointer = self.driver.checkpointer.connection.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(checkpointer);
     }
 }
 
@@ -139,19 +223,26 @@ impl SqliteDriver {
     }
 
     fn connect(&self) -> Result<raw::Connection, raw::Error> {
-        let mut connection = raw::Connection::open(&self.path)?;
-        let synchronous = match self.durability {
-            Durability::Normal => "NORMAL",
-            Durability::Full => "FULL",
-        };
-        // Switching to WAL needs the lock for a moment: waited for here, once.
-        connection.execute_batch(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-             PRAGMA busy_timeout = 0;",
-            BUSY_TIMEOUT.as_millis()
-        ))?;
-        connection.execute_batch(REFUSALS)?;
+        let mut connection = connect(&self.path, self.durability)?;
+        connection.count_wal_pages(self.wal_pages.clone());
         Ok(connection)
+    }
+
+    /// After a write: checkpoints the log once it is long, in the
+    /// background, or in place once it is far too long (see [`CHECKPOINT_NOW_PAGES`]).
+    fn checkpoint_when_due(&self, connection: &mut raw::Connection) -> Result<(), raw::Error> {
+        let pages = self.wal_pages.load(Ordering::Relaxed);
+        if pages >= CHECKPOINT_NOW_PAGES {
+            return blocking(|| connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"));
+        }
+        if pages >= CHECKPOINT_PAGES && !self.checkpointer.running.swap(true, Ordering::AcqRel) {
+            let checkpointer = self.checkpointer.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || checkpointer.checkpoint())),
+                Err(_) => checkpointer.checkpoint(),
+            }
+        }
+        Ok(())
     }
 
     /// Runs `work` on the connection, alone, opening it if it is closed.
@@ -188,17 +279,30 @@ impl SqliteDriver {
         }
     }
 
-    /// Runs a write: with the thread marked as blocking when it fsyncs.
-    async fn write<T>(&self, work: impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>) -> Result<T, raw::Error> {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        let fsyncs = self.durability == Durability::Full
-            && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-        if fsyncs {
-            let mut work = work;
-            self.run(move |connection| tokio::task::block_in_place(|| work(connection))).await
-        } else {
-            self.run(work).await
-        }
+    /// Runs a write: with the thread marked as blocking when it fsyncs;
+    /// then checkpoints if the log is due.
+    async fn write<T>(
+        &self,
+        mut work: impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>,
+    ) -> Result<T, raw::Error> {
+        let fsyncs = self.durability == Durability::Full;
+        self.run(|connection| {
+            let done = if fsyncs { blocking(|| work(connection))? } else { work(connection)? };
+            self.checkpoint_when_due(connection)?;
+            Ok(done)
+        })
+        .await
+    }
+}
+
+/// Runs `work`, which may wait on the disk, telling a multi-threaded tokio
+/// runtime so, so that it moves this thread's other tasks elsewhere meanwhile.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
     }
 }
 

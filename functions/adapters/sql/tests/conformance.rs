@@ -76,6 +76,38 @@ async fn postgres_schemas_keep_functions_apart() {
     b.drop_schema().await.unwrap();
 }
 
+/// SQLite would checkpoint its write-ahead log inside the commit that makes
+/// it long; the store does it on another connection instead, and the log
+/// must still start over rather than grow with every commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_write_ahead_log_is_checkpointed_and_stays_short() {
+    use jetsaga_core::{Commit, Expect, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fn.db");
+    let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+    let commits = 3000;
+    for i in 0..commits {
+        let commit = Commit {
+            event_id: format!("e{i}"),
+            writes: (0..2)
+                .map(|k| Write { key: format!("k{i}/{k}"), value: Some(vec![7; 4096]), expect: Expect::Absent })
+                .collect(),
+            outbox: Vec::new(),
+            receipt: None,
+        };
+        store.commit(&[commit]).await.unwrap();
+    }
+    let wal = std::fs::metadata(dir.path().join("fn.db-wal")).unwrap().len();
+    let database = std::fs::metadata(&path).unwrap().len();
+    // Never checkpointed, the log would hold every page written: more than the 24 MiB of values.
+    assert!(wal < 16 << 20, "the log is {} MiB after {commits} commits", wal >> 20);
+    assert!(database > 24 << 20, "the values reached the database file: {} MiB", database >> 20);
+    for i in [0, commits / 2, commits - 1] {
+        assert_eq!(store.get(&format!("k{i}/1")).await.unwrap().map(|v| v.value.len()), Some(4096));
+    }
+}
+
 /// A caller that gives up on a commit (a shutdown, a timeout) must never
 /// leave it halfway: the store then holds it whole or not at all, and the
 /// next commit goes through. SQLite commits run in place, so a commit is

@@ -21,6 +21,7 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::Path;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use libsqlite3_sys as ffi;
 
@@ -168,6 +169,9 @@ impl Row<'_> {
 pub(crate) struct Connection {
     db: NonNull<ffi::sqlite3>,
     cache: HashMap<Arc<str>, Script>,
+    /// Pages in the write-ahead log after the last commit, once
+    /// [`Connection::count_wal_pages`] is on (kept alive here: SQLite holds a pointer to it).
+    wal_pages: Option<Arc<AtomicU32>>,
 }
 
 // SAFETY: opened with SQLITE_OPEN_NOMUTEX (SQLite's multi-thread mode): a
@@ -205,7 +209,7 @@ impl Connection {
             return Err(Error::new(code, "out of memory opening the database"));
         };
         // From here on `Drop` closes the handle, also when opening failed.
-        let connection = Self { db, cache: HashMap::new() };
+        let connection = Self { db, cache: HashMap::new(), wal_pages: None };
         if code != ffi::SQLITE_OK {
             return Err(connection.error(code));
         }
@@ -225,6 +229,20 @@ impl Connection {
             (if extended & 0xff == code & 0xff { extended } else { code }, message)
         };
         Error::new(code, message)
+    }
+
+    /// Counts the pages in the write-ahead log after each commit instead
+    /// of checkpointing it: SQLite checkpoints in the commit that crosses
+    /// its threshold, and a checkpoint writes and syncs the database file,
+    /// which must not happen on the caller's thread. The caller
+    /// checkpoints, on another connection, when the count is high.
+    pub(crate) fn count_wal_pages(&mut self, pages: Arc<AtomicU32>) {
+        let pages = self.wal_pages.insert(pages);
+        // SAFETY: the hook's argument points into the `Arc` the connection
+        // keeps for as long as it is open; the hook only stores into it.
+        unsafe {
+            ffi::sqlite3_wal_hook(self.db.as_ptr(), Some(wal_hook), Arc::as_ptr(pages).cast_mut().cast());
+        }
     }
 
     /// Whether a transaction is open (a script stopped before its `COMMIT`).
@@ -400,6 +418,19 @@ impl Connection {
     }
 }
 
+/// SQLite's call after each commit in WAL mode: records the log's size.
+unsafe extern "C" fn wal_hook(
+    pages: *mut std::ffi::c_void,
+    _db: *mut ffi::sqlite3,
+    _name: *const c_char,
+    count: c_int,
+) -> c_int {
+    // SAFETY: `pages` is the `AtomicU32` that `count_wal_pages` registered, alive while the connection is.
+    let pages = unsafe { &*pages.cast::<AtomicU32>() };
+    pages.store(u32::try_from(count).unwrap_or(0), Ordering::Relaxed);
+    ffi::SQLITE_OK
+}
+
 /// Binds a text parameter without copying it.
 ///
 /// # Safety
@@ -475,6 +506,33 @@ mod tests {
         let e = db.run(&"SELEC 1".into(), &[], false, |_| Ok(())).unwrap_err();
         assert!(e.message.contains("syntax error"), "{e}");
         db.run(&insert, &[Bind::Text("d")], true, |_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn the_log_grows_until_another_connection_checkpoints_it() {
+        let (dir, mut db) = open();
+        db.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB)").unwrap();
+        let pages = Arc::new(AtomicU32::new(0));
+        db.count_wal_pages(pages.clone());
+        let insert: Arc<str> = "INSERT INTO t VALUES (?)".into();
+        let value = vec![7u8; 8192];
+        for _ in 0..600 {
+            db.run(&insert, &[Bind::Blob(&value)], true, |_| Ok(())).unwrap();
+        }
+        // SQLite alone would have checkpointed and restarted the log at 1,000 pages.
+        assert!(pages.load(Ordering::Relaxed) > 1500, "{} pages", pages.load(Ordering::Relaxed));
+        let mut checkpointer = Connection::open(&dir.path().join("t.db")).unwrap();
+        let mut frames = Vec::new();
+        checkpointer
+            .run(&"PRAGMA wal_checkpoint(PASSIVE)".into(), &[], false, |row| {
+                frames.push((row.int(1)?, row.int(2)?));
+                Ok(())
+            })
+            .unwrap();
+        let (logged, copied) = frames[0];
+        assert!(logged > 1500 && copied == logged, "{logged} frames in the log, {copied} copied");
+        db.run(&insert, &[Bind::Blob(&value)], true, |_| Ok(())).unwrap();
+        assert!(pages.load(Ordering::Relaxed) < 10, "the log starts over once checkpointed");
     }
 
     #[test]
