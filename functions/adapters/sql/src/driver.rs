@@ -109,7 +109,6 @@ where
             Bind::MaybeText(v) => query.bind(*v),
             Bind::Blob(v) => query.bind(*v),
             Bind::Int(v) => query.bind(*v),
-            Bind::Json(v) => query.bind(v.as_str()),
         };
     }
     query

@@ -1,26 +1,29 @@
 //! A commit as a short list of multi-row statements, written once for both
 //! drivers.
 //!
-//! Every statement is a round trip to the database (for SQLite, to the
-//! connection's worker thread), so a batch's commit is not "one statement
-//! per write" but one statement per *kind* of change: all inbox rows, all
+//! A statement costs a round trip (PostgreSQL) or a run of SQLite's
+//! virtual machine, so a batch's commit is not "one statement per write"
+//! but one statement per *kind* of change: all inbox rows, all
 //! version-checked updates, all inserts, … Each statement says how many
 //! rows it must affect; a shortfall means a condition failed somewhere in
 //! it, and the store works out which key or event after rolling back.
 //! The happy path returns no rows at all.
+//!
+//! A kind of change with many rows is split into statements of a power of
+//! two rows each (13 rows: 8, 4 and 1), so each kind has a handful of
+//! statement texts whatever the batch, and every one is prepared once and
+//! kept: parsing and planning a new text on every commit cost more than
+//! the rows.
 
 use jetsaga_core::{Commit, Effect, Expect, KeyChange};
 
 /// How a driver numbers bind parameters, and how a statement takes many rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Params {
-    /// `$1, $2, …` per statement: PostgreSQL; rows as `VALUES ($1, $2), …`.
+    /// `$1, $2, …` per statement: PostgreSQL.
     Numbered,
-    /// `?`, with every row of a statement in one JSON array parameter read
-    /// by `json_each` (SQLite): the statement's text is the same whatever
-    /// the batch, so it is prepared once and cached, where a `VALUES` list
-    /// of a new length would be parsed and planned again on every commit.
-    Json,
+    /// `?, ?, …`, bound in order: SQLite.
+    Positional,
 }
 
 /// A value bound to a parameter.
@@ -30,78 +33,6 @@ pub enum Bind<'a> {
     MaybeText(Option<&'a str>),
     Blob(&'a [u8]),
     Int(i64),
-    /// Many rows or keys as one JSON array ([`Params::Json`]).
-    Json(String),
-}
-
-impl Bind<'_> {
-    /// The value as JSON, blobs as hex strings (read back with `unhex`).
-    fn write_json(&self, out: &mut String) {
-        match self {
-            Bind::Text(v) | Bind::MaybeText(Some(v)) => {
-                out.push_str(&serde_json::to_string(v).expect("a string serializes"));
-            }
-            Bind::MaybeText(None) => out.push_str("null"),
-            Bind::Blob(v) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.reserve(v.len() * 2 + 2);
-                out.push('"');
-                for byte in v.iter() {
-                    out.push(HEX[usize::from(byte >> 4)] as char);
-                    out.push(HEX[usize::from(byte & 15)] as char);
-                }
-                out.push('"');
-            }
-            Bind::Int(v) => out.push_str(&v.to_string()),
-            Bind::Json(v) => out.push_str(v),
-        }
-    }
-
-    /// How `json_each` reads this column of a row back: `value->>i`, and `unhex` for a blob.
-    fn json_column(&self, i: usize) -> String {
-        match self {
-            Bind::Blob(_) => format!("unhex(value->>{i})"),
-            _ => format!("value->>{i}"),
-        }
-    }
-}
-
-/// `[["a", 1], ["b", 2]]`: rows for [`Params::Json`].
-pub(crate) fn json_rows(rows: &[Vec<Bind<'_>>]) -> String {
-    let mut out = String::from("[");
-    for (r, row) in rows.iter().enumerate() {
-        out.push_str(if r == 0 { "[" } else { ",[" });
-        for (c, value) in row.iter().enumerate() {
-            if c > 0 {
-                out.push(',');
-            }
-            value.write_json(&mut out);
-        }
-        out.push(']');
-    }
-    out.push(']');
-    out
-}
-
-/// `["a", "b"]`: a flat list of keys for [`Params::Json`] (`IN (SELECT value FROM json_each(?))`).
-pub(crate) fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
-    let mut out = String::from("[");
-    for (i, value) in values.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        Bind::Text(value).write_json(&mut out);
-    }
-    out.push(']');
-    out
-}
-
-/// What stands for a list of keys in `IN (…)`: `n` parameters, or the JSON array's elements.
-pub(crate) fn key_list(params: Params, n: usize) -> String {
-    match params {
-        Params::Json => "SELECT value FROM json_each(?)".to_string(),
-        _ => list(params, n),
-    }
 }
 
 /// What a failed check means.
@@ -132,8 +63,20 @@ pub struct Step<'a> {
     pub(crate) check: Check,
 }
 
-/// Rows per multi-row statement, well under both drivers' parameter limits.
-const ROWS_PER_STATEMENT: usize = 200;
+/// Rows per multi-row statement at most (a power of two), well under both
+/// drivers' parameter limits.
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// The sizes of the statements `n` rows are split into: powers of two,
+/// largest first, none over `most` (a power of two). See the module's docs.
+pub(crate) fn statement_sizes(mut n: usize, most: usize) -> impl Iterator<Item = usize> {
+    debug_assert!(most.is_power_of_two());
+    std::iter::from_fn(move || {
+        let size = if n >= most { most } else { 1 << n.checked_ilog2()? };
+        n -= size;
+        Some(size)
+    })
+}
 
 /// Table names of one store (`"schema".kv` for PostgreSQL, `kv` for SQLite).
 #[derive(Debug)]
@@ -159,7 +102,7 @@ pub(crate) fn tuples(params: Params, rows: usize, width: usize) -> String {
                 out.push_str(", ");
             }
             match params {
-                Params::Json => out.push('?'),
+                Params::Positional => out.push('?'),
                 Params::Numbered => {
                     out.push('$');
                     out.push_str(&(r * width + c + 1).to_string());
@@ -238,21 +181,11 @@ pub(crate) fn commit_steps<'a>(
             (_, Effect::Delete) => blind_deletes.push(vec![key]),
         }
     }
-    if params == Params::Json && !absent.is_empty() {
-        let keys = absent.iter().map(|k| match k {
-            Bind::Text(k) => *k,
-            _ => unreachable!("keys are text"),
-        });
+    let mut absent = absent.into_iter();
+    for size in statement_sizes(absent.len(), ROWS_PER_STATEMENT) {
         steps.push(Step {
-            sql: format!("SELECT key FROM {kv} WHERE key IN ({}) LIMIT 1", key_list(params, 0)),
-            binds: vec![Bind::Json(json_list(keys))],
-            check: Check::NoRows,
-        });
-    }
-    for chunk in absent.chunks(ROWS_PER_STATEMENT).filter(|_| params != Params::Json) {
-        steps.push(Step {
-            sql: format!("SELECT key FROM {kv} WHERE key IN ({}) LIMIT 1", list(params, chunk.len())),
-            binds: chunk.to_vec(),
+            sql: format!("SELECT key FROM {kv} WHERE key IN ({}) LIMIT 1", list(params, size)),
+            binds: absent.by_ref().take(size).collect(),
             check: Check::NoRows,
         });
     }
@@ -345,9 +278,8 @@ pub(crate) fn commit_steps<'a>(
     steps
 }
 
-/// Pushes the statements for `rows` (`sql` given what stands for the
-/// rows: `VALUES (…), (…)` or, with [`Params::Json`], a `SELECT` from the
-/// JSON array): one per [`ROWS_PER_STATEMENT`] rows, or one in all with JSON.
+/// Pushes the statements for `rows` (`sql` given the `VALUES (…), (…)`
+/// that stands for them), split as [`statement_sizes`] says.
 fn chunked<'a>(
     steps: &mut Vec<Step<'a>>,
     params: Params,
@@ -356,23 +288,12 @@ fn chunked<'a>(
     sql: &dyn Fn(&str) -> String,
     check: &dyn Fn(u64) -> Check,
 ) {
-    if params == Params::Json {
-        let Some(first) = rows.first() else { return };
-        let columns: Vec<String> = first.iter().enumerate().map(|(i, b)| b.json_column(i)).collect();
-        // `WHERE true`: an INSERT … SELECT followed by ON CONFLICT needs a WHERE to parse.
-        let select = format!("SELECT {} FROM json_each(?) WHERE true", columns.join(", "));
+    let mut rows = rows.into_iter();
+    for size in statement_sizes(rows.len(), ROWS_PER_STATEMENT) {
         steps.push(Step {
-            sql: sql(&select),
-            binds: vec![Bind::Json(json_rows(&rows))],
-            check: check(rows.len() as u64),
-        });
-        return;
-    }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        steps.push(Step {
-            sql: sql(&format!("VALUES {}", tuples(params, chunk.len(), width))),
-            binds: chunk.iter().flatten().cloned().collect(),
-            check: check(chunk.len() as u64),
+            sql: sql(&format!("VALUES {}", tuples(params, size, width))),
+            binds: rows.by_ref().take(size).flatten().collect(),
+            check: check(size as u64),
         });
     }
 }
@@ -400,12 +321,12 @@ mod tests {
     #[test]
     fn placeholders_follow_the_driver() {
         assert_eq!(tuples(Params::Numbered, 2, 2), "($1, $2), ($3, $4)");
-        assert_eq!(tuples(Params::Json, 2, 1), "(?), (?)");
+        assert_eq!(tuples(Params::Positional, 2, 1), "(?), (?)");
         assert_eq!(list(Params::Numbered, 3), "$1, $2, $3");
     }
 
     #[test]
-    fn a_batch_is_one_statement_per_kind_of_change() {
+    fn a_batch_is_a_few_statements_per_kind_of_change() {
         let commits: Vec<Commit> = (0..50)
             .map(|i| Commit {
                 event_id: format!("e{i}"),
@@ -425,37 +346,57 @@ mod tests {
         let changes = net_changes(&commits);
         let steps = commit_steps(&Tables::new(""), Params::Numbered, &commits, &changes, 0);
         let checks: Vec<Check> = steps.iter().map(|s| s.check).collect();
+        let (dup, conflict) = (|n| Check::Affects(n, Refusal::Duplicate), |n| Check::Affects(n, Refusal::Conflict));
         assert_eq!(
             checks,
             [
-                Check::Affects(50, Refusal::Duplicate),
-                Check::Affects(50, Refusal::Conflict),
-                Check::Affects(1, Refusal::Conflict),
-                Check::Nothing
+                // 50 inbox rows, in statements of 32, 16 and 2 rows
+                dup(32),
+                dup(16),
+                dup(2),
+                // 50 inserts
+                conflict(32),
+                conflict(16),
+                conflict(2),
+                // one update
+                conflict(1),
+                // 50 outbox rows
+                Check::Nothing,
+                Check::Nothing,
+                Check::Nothing,
             ]
         );
         // The hot key is written once, from the first version read to the last one written.
-        assert!(matches!(steps[2].binds[..], [Bind::Text("hot"), _, Bind::Int(1), Bind::Int(51)]));
+        assert!(matches!(steps[6].binds[..], [Bind::Text("hot"), _, Bind::Int(1), Bind::Int(51)]));
+        let outbox: Vec<&Bind<'_>> = steps[7..].iter().flat_map(|s| &s.binds).collect();
+        assert_eq!(outbox.len(), 50 * 5, "every outbox row once");
+        assert!(matches!(outbox[..5], [Bind::Text("o0"), Bind::Text("e0"), Bind::Text("s"), Bind::Blob(b"{}"), _]));
         for step in &steps {
             assert_eq!(step.sql.matches('$').count(), step.binds.len(), "{}", step.sql);
         }
 
-        // With JSON rows (SQLite): the same statements, each with one parameter
-        // and a text that does not depend on how many rows it has.
-        let json = commit_steps(&Tables::new(""), Params::Json, &commits, &changes, 0);
-        assert_eq!(json.iter().map(|s| s.check).collect::<Vec<_>>(), checks);
-        assert!(json.iter().all(|s| s.binds.len() == 1 && s.sql.matches('?').count() == 1));
-        let fewer = commit_steps(&Tables::new(""), Params::Json, &commits[..3], &net_changes(&commits[..3]), 0);
-        let texts = |steps: &[Step<'_>]| steps.iter().map(|s| s.sql.clone()).collect::<Vec<_>>();
-        assert_eq!(texts(&fewer), texts(&json), "3 events or 50: the same statements");
-        let Bind::Json(outbox) = &json[3].binds[0] else { panic!("{:?}", json[3].binds) };
-        assert!(outbox.starts_with(r#"[["o0","e0","s","7b7d",null],["o1""#), "blobs as hex, null as null: {outbox}");
+        // SQLite: the same statements with `?`.
+        let positional = commit_steps(&Tables::new(""), Params::Positional, &commits, &changes, 0);
+        assert_eq!(positional.iter().map(|s| s.check).collect::<Vec<_>>(), checks);
+        for step in &positional {
+            assert_eq!(step.sql.matches('?').count(), step.binds.len(), "{}", step.sql);
+        }
     }
 
     #[test]
-    fn json_rows_escape_text_and_keep_numbers() {
-        let rows = vec![vec![Bind::Text("a\"b\n"), Bind::Int(-7), Bind::MaybeText(None), Bind::Blob(&[0, 255])]];
-        assert_eq!(json_rows(&rows), r#"[["a\"b\n",-7,null,"00ff"]]"#);
-        assert_eq!(json_list(["k1", "k\"2"]), r#"["k1","k\"2"]"#);
+    fn many_rows_go_in_statements_of_a_few_sizes() {
+        let sizes = |n, most| statement_sizes(n, most).collect::<Vec<_>>();
+        assert_eq!(sizes(0, 64), Vec::<usize>::new());
+        assert_eq!(sizes(1, 64), [1]);
+        assert_eq!(sizes(13, 64), [8, 4, 1]);
+        assert_eq!(sizes(64, 64), [64]);
+        assert_eq!(sizes(150, 64), [64, 64, 16, 4, 2]);
+        // Every batch size from 1 to 1,000 uses the same few texts per kind of change.
+        let mut seen = std::collections::HashSet::new();
+        for n in 1..=1000 {
+            assert_eq!(statement_sizes(n, 64).sum::<usize>(), n);
+            seen.extend(statement_sizes(n, 64));
+        }
+        assert_eq!(seen.len(), 7, "{seen:?}");
     }
 }

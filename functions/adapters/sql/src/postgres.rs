@@ -24,6 +24,11 @@ pub struct PostgresDriver {
 
 /// Connects a pool to `url` for [`PostgresStore::open`].
 pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options: sqlx::postgres::PgConnectOptions =
+        url.parse().map_err(|e| StoreError::new("postgres", format!("invalid database URL {}: {e}", redact(url))))?;
+    // Every statement text a store uses, kept prepared: each kind of change
+    // comes in a few sizes (see `plan.rs`), about a hundred texts in all.
+    let options = options.statement_cache_capacity(256);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -31,7 +36,7 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
         // connection that broke fails its next statement, which the worker
         // retries, and the pool replaces it.
         .test_before_acquire(false)
-        .connect(url)
+        .connect_with(options)
         .await
         .map_err(|e| StoreError::new("postgres", format!("cannot connect to {}: {e}", redact(url))))
 }

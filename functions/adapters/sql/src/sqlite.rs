@@ -5,7 +5,7 @@ mod raw;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use jetsaga_core::{StoreError, async_trait};
@@ -25,10 +25,6 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 /// background (SQLite's own threshold).
 const CHECKPOINT_PAGES: u32 = 1000;
 
-/// Pages past which the writer checkpoints itself after its commit, should
-/// the background checkpoints fail: the log must not grow without bound.
-const CHECKPOINT_NOW_PAGES: u32 = 16 * CHECKPOINT_PAGES;
-
 /// How durable SQLite commits are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -43,6 +39,9 @@ pub enum Durability {
 /// A function's store in its own SQLite file.
 pub type SqliteStore = SqlStore<SqliteDriver>;
 
+/// The connection, to use alone; `None` once closed (the next use opens it again).
+type Shared = Arc<tokio::sync::Mutex<Option<raw::Connection>>>;
+
 /// The SQLite side of a [`SqliteStore`]: one connection, owned, used in place.
 ///
 /// Not a pool: SQLite has one writer anyway, and a connection's page cache
@@ -56,13 +55,13 @@ pub type SqliteStore = SqlStore<SqliteDriver>;
 /// again after an asynchronous pause, for [`BUSY_TIMEOUT`] at most. Under
 /// [`Durability::Full`] a write's fsync runs with the thread marked as
 /// blocking, so the runtime moves its other tasks elsewhere meanwhile.
+///
 /// Checkpoints (copying the write-ahead log into the database file and
-/// syncing it, which SQLite would do inside a commit every 1,000 pages)
-/// run on a blocking thread of their own, on a second connection.
+/// syncing it), which SQLite would run inside the commit that takes the
+/// log past 1,000 pages, run on a blocking thread instead (see [`Checkpointer`]).
 #[derive(Debug)]
 pub struct SqliteDriver {
-    /// `None` once closed (the next use opens it again).
-    connection: Mutex<Option<raw::Connection>>,
+    connection: Shared,
     /// Pages in the write-ahead log, as of the last commit.
     wal_pages: Arc<AtomicU32>,
     checkpointer: Arc<Checkpointer>,
@@ -70,10 +69,19 @@ pub struct SqliteDriver {
     path: PathBuf,
 }
 
-/// Checkpoints a store's write-ahead log on a connection of its own.
+/// Checkpoints a store's write-ahead log, off the commit path.
+///
+/// First on a connection of its own, `PASSIVE`: it copies what the log
+/// holds while the writer goes on committing. That never lets the log
+/// start over under a steady load (there are always newer pages behind
+/// it), so it then takes the writer's connection for a moment (commits
+/// wait for it asynchronously) and checkpoints the few pages committed
+/// meanwhile on it, with no commit in progress: the log is then wholly
+/// copied, and the next commit starts it over.
 #[derive(Debug)]
 struct Checkpointer {
-    connection: Mutex<Option<raw::Connection>>,
+    own: std::sync::Mutex<Option<raw::Connection>>,
+    writer: Shared,
     /// A checkpoint is under way (at most one at a time).
     running: AtomicBool,
     durability: Durability,
@@ -81,27 +89,23 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Copies the log into the database in two passes: `PASSIVE` copies
-    /// what is there without holding up the writer, which goes on
-    /// committing; `FULL` then holds the write lock while it copies the few
-    /// pages committed meanwhile, so that the next commit starts the log
-    /// over (commits wait for it asynchronously, see [`SqliteDriver::run`]).
+    /// Runs on a blocking thread (it waits for the disk and for the writer's lock).
     fn checkpoint(&self) {
-        let mut connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
-        let done = match connection.as_mut() {
-            Some(connection) => Ok(connection),
-            None => connect(&self.path, self.durability)
-                .and_then(|mut opened| {
-                    // Waits for the writer's transaction in progress, if any.
-                    opened.execute_batch("PRAGMA busy_timeout = 1000")?;
-                    Ok(opened)
-                })
-                .map(|opened| connection.insert(opened)),
-        }
-        .and_then(|connection| connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE); PRAGMA wal_checkpoint(FULL)"));
-        if let Err(e) = done
-            && !e.is_busy()
-        {
+        const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+        let bulk = {
+            let mut own = self.own.lock().unwrap_or_else(PoisonError::into_inner);
+            match own.as_mut() {
+                Some(connection) => connection.execute_batch(CHECKPOINT),
+                None => {
+                    connect(&self.path, self.durability).and_then(|opened| own.insert(opened).execute_batch(CHECKPOINT))
+                }
+            }
+        };
+        let tail = bulk.and_then(|()| match self.writer.blocking_lock().as_mut() {
+            Some(writer) => writer.execute_batch(CHECKPOINT),
+            None => Ok(()),
+        });
+        if let Err(e) = tail {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot checkpoint the write-ahead log; tried again after later commits");
         }
         self.running.store(false, Ordering::Release);
@@ -121,7 +125,6 @@ fn connect(path: &Path, durability: Durability) -> Result<raw::Connection, raw::
          PRAGMA busy_timeout = 0;",
         BUSY_TIMEOUT.as_millis()
     ))?;
-    connection.execute_batch(REFUSALS)?;
     Ok(connection)
 }
 
@@ -152,17 +155,6 @@ CREATE INDEX IF NOT EXISTS outbox_event_id ON outbox (event_id);
 CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at_ms);
 ";
 
-/// A connection's own table (never stored in the file) that no row can
-/// enter: a commit script inserts into it where a check fails, and the
-/// named constraint that refuses the row stops the script and says which
-/// check it was. SQLite cannot roll back on a condition by itself, and
-/// without this each check would be a round trip of its own.
-const REFUSALS: &str = "
-CREATE TEMP TABLE IF NOT EXISTS jetsaga_refused (
-    duplicate INTEGER CONSTRAINT jetsaga_duplicate CHECK (duplicate IS NULL),
-    conflict INTEGER CONSTRAINT jetsaga_conflict CHECK (conflict IS NULL)
-)";
-
 impl SqlStore<SqliteDriver> {
     /// Opens (creating if needed) the store file at `path`.
     pub async fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
@@ -171,30 +163,27 @@ impl SqlStore<SqliteDriver> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::new("sqlite", format!("cannot create directory {}: {e}", dir.display())))?;
         }
+        let connection = Shared::default();
         let checkpointer = Arc::new(Checkpointer {
-            connection: Mutex::default(),
+            own: std::sync::Mutex::default(),
+            writer: connection.clone(),
             running: AtomicBool::new(false),
             durability,
             path: path.to_path_buf(),
         });
-        let driver = SqliteDriver {
-            connection: Mutex::default(),
-            wal_pages: Arc::default(),
-            checkpointer,
-            durability,
-            path: path.to_path_buf(),
-        };
+        let driver =
+            SqliteDriver { connection, wal_pages: Arc::default(), checkpointer, durability, path: path.to_path_buf() };
         driver.run(|_| Ok(())).await.map_err(|e| driver.open_error("cannot open", e))?;
         driver
             .run(|connection| connection.execute_batch(SQLITE_SCHEMA))
             .await
             .map_err(|e| driver.open_error("cannot create tables in", e))?;
         // Stores created before inbox records kept receipts get the column.
-        let columns: Arc<str> = "SELECT name FROM pragma_table_info('inbox')".into();
+        let columns = "SELECT name FROM pragma_table_info('inbox')";
         driver
             .run(|connection| {
                 let mut has_receipts = false;
-                connection.run(&columns, &[], false, |row| {
+                connection.run(columns, &[], false, |row| {
                     has_receipts |= row.text(0)? == "receipt";
                     Ok(())
                 })?;
@@ -205,14 +194,14 @@ impl SqlStore<SqliteDriver> {
             })
             .await
             .map_err(|e| driver.open_error("cannot upgrade", e))?;
-        Ok(Self::new(driver, Statements::new("", Params::Json)))
+        Ok(Self::new(driver, Statements::new("", Params::Positional)))
     }
 
     /// Closes the connection.
     pub async fn close(&self) {
-        let connection = self.driver.connection.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let connection = self.driver.connection.lock().await.take();
         drop(connection);
-        let checkpointer = self.driver.checkpointer.connection.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let checkpointer = self.driver.checkpointer.own.lock().unwrap_or_else(PoisonError::into_inner).take();
         drop(checkpointer);
     }
 }
@@ -228,28 +217,24 @@ impl SqliteDriver {
         Ok(connection)
     }
 
-    /// After a write: checkpoints the log once it is long, in the
-    /// background, or in place once it is far too long (see [`CHECKPOINT_NOW_PAGES`]).
-    fn checkpoint_when_due(&self, connection: &mut raw::Connection) -> Result<(), raw::Error> {
-        let pages = self.wal_pages.load(Ordering::Relaxed);
-        if pages >= CHECKPOINT_NOW_PAGES {
-            return blocking(|| connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"));
-        }
-        if pages >= CHECKPOINT_PAGES && !self.checkpointer.running.swap(true, Ordering::AcqRel) {
+    /// After a write: has the log checkpointed once it is long.
+    fn checkpoint_when_due(&self) {
+        if self.wal_pages.load(Ordering::Relaxed) >= CHECKPOINT_PAGES
+            && !self.checkpointer.running.swap(true, Ordering::AcqRel)
+        {
             let checkpointer = self.checkpointer.clone();
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(move || checkpointer.checkpoint())),
-                Err(_) => checkpointer.checkpoint(),
-            }
+            drop(tokio::task::spawn_blocking(move || checkpointer.checkpoint()));
         }
-        Ok(())
     }
 
     /// Runs `work` on the connection, alone, opening it if it is closed.
     /// A transaction left open (by a panic halfway through a script) is
     /// rolled back first.
-    fn with<T>(&self, work: &mut impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>) -> Result<T, raw::Error> {
-        let mut connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn with<T>(
+        &self,
+        work: &mut impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>,
+    ) -> Result<T, raw::Error> {
+        let mut connection = self.connection.lock().await;
         if connection.is_none() {
             *connection = Some(self.connect()?);
         }
@@ -269,7 +254,7 @@ impl SqliteDriver {
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
-            match self.with(&mut work) {
+            match self.with(&mut work).await {
                 Err(e) if e.is_busy() && started.elapsed() < BUSY_TIMEOUT => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(BUSY_PAUSE);
@@ -280,18 +265,15 @@ impl SqliteDriver {
     }
 
     /// Runs a write: with the thread marked as blocking when it fsyncs;
-    /// then checkpoints if the log is due.
+    /// then has the log checkpointed if it is due.
     async fn write<T>(
         &self,
         mut work: impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>,
     ) -> Result<T, raw::Error> {
         let fsyncs = self.durability == Durability::Full;
-        self.run(|connection| {
-            let done = if fsyncs { blocking(|| work(connection))? } else { work(connection)? };
-            self.checkpoint_when_due(connection)?;
-            Ok(done)
-        })
-        .await
+        let done = self.run(|connection| if fsyncs { blocking(|| work(connection)) } else { work(connection) }).await;
+        self.checkpoint_when_due();
+        done
     }
 }
 
@@ -303,19 +285,6 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
         tokio::task::block_in_place(work)
     } else {
         work()
-    }
-}
-
-/// Which check a commit script's error is, if it is one (see [`REFUSALS`]).
-fn refusal_of(e: &raw::Error) -> Option<Refusal> {
-    if e.code != libsqlite3_sys::SQLITE_CONSTRAINT_CHECK {
-        None
-    } else if e.message.contains("jetsaga_duplicate") {
-        Some(Refusal::Duplicate)
-    } else if e.message.contains("jetsaga_conflict") {
-        Some(Refusal::Conflict)
-    } else {
-        None
     }
 }
 
@@ -335,37 +304,28 @@ fn cells(row: &raw::Row<'_>, columns: &[Column]) -> Result<Vec<Cell>, raw::Error
         .collect()
 }
 
-/// A commit's steps as one script, from `BEGIN IMMEDIATE` to `COMMIT`,
-/// each check right after its statement (SQLite numbers `?` across the
-/// script). Its text depends only on which steps there are.
-fn commit_script<'s>(steps: &'s [Step<'s>]) -> (String, Vec<Bind<'s>>) {
-    let mut script = String::from("BEGIN IMMEDIATE;\n");
-    let mut binds = Vec::new();
+/// Runs a commit's statements in the transaction open on `connection`,
+/// checking each as it runs; stops at the first check that fails.
+fn run_steps(connection: &mut raw::Connection, steps: &[Step<'_>]) -> Result<Option<Refused>, raw::Error> {
     for step in steps {
-        binds.extend(step.binds.iter().cloned());
-        match step.check {
-            // The step's query becomes the condition: a key it finds refuses.
-            Check::NoRows => script.push_str(&format!(
-                "INSERT INTO temp.jetsaga_refused (conflict) SELECT 1 FROM ({}) LIMIT 1;\n",
-                step.sql
-            )),
-            Check::Affects(n, refusal) => {
-                // `changes()` is the last completed statement's: the step's.
-                let column = match refusal {
-                    Refusal::Duplicate => "duplicate",
-                    Refusal::Conflict => "conflict",
-                };
-                script.push_str(&format!(
-                    "{};\nINSERT INTO temp.jetsaga_refused ({column}) SELECT 1 WHERE changes() <> ?;\n",
-                    step.sql
-                ));
-                binds.push(Bind::Int(i64::try_from(n).unwrap_or(i64::MAX)));
+        let mut found = None;
+        let changed = connection.run(&step.sql, &step.binds, true, |row| {
+            if found.is_none() {
+                found = Some(row.text(0)?);
             }
-            Check::Nothing => script.push_str(&format!("{};\n", step.sql)),
+            Ok(())
+        })?;
+        let refused = match step.check {
+            // A key the query finds refuses the commit, and is its culprit.
+            Check::NoRows => found.map(|key| Refused { refusal: Refusal::Conflict, key: Some(key) }),
+            Check::Affects(n, refusal) => (changed != n).then_some(Refused { refusal, key: None }),
+            Check::Nothing => None,
+        };
+        if refused.is_some() {
+            return Ok(refused);
         }
     }
-    script.push_str("COMMIT");
-    (script, binds)
+    Ok(None)
 }
 
 #[async_trait]
@@ -396,57 +356,26 @@ impl Driver for SqliteDriver {
         Ok(self.write(|connection| connection.run(&sql, binds, cached, |_| Ok(()))).await?)
     }
 
-    /// Runs a commit as one script. `BEGIN IMMEDIATE` takes the write lock
-    /// up front, so two writers (two processes on one file) queue for it
-    /// instead of failing on lock upgrade. A failed check stops the
-    /// script; the transaction is then rolled back.
-    async fn transact(&self, steps: &[Step<'_>], cached: bool) -> Result<Option<Refused>, sqlx::Error> {
-        let (script, binds) = commit_script(steps);
-        let script: Arc<str> = script.into();
+    /// Runs a commit's statements in one transaction. `BEGIN IMMEDIATE`
+    /// takes the write lock up front, so two writers (two processes on one
+    /// file) queue for it instead of failing on lock upgrade. A check that
+    /// fails, or an error, rolls the transaction back.
+    async fn transact(&self, steps: &[Step<'_>], _cached: bool) -> Result<Option<Refused>, sqlx::Error> {
         let refused = self
-            .write(|connection| match connection.run(&script, &binds, cached, |_| Ok(())) {
-                Ok(_) => Ok(None),
-                Err(e) => {
-                    if connection.in_transaction() {
-                        connection.execute_batch("ROLLBACK")?;
+            .write(|connection| {
+                connection.run("BEGIN IMMEDIATE", &[], true, |_| Ok(()))?;
+                let refused = run_steps(connection, steps).and_then(|refused| {
+                    if refused.is_none() {
+                        connection.run("COMMIT", &[], true, |_| Ok(()))?;
                     }
-                    match refusal_of(&e) {
-                        Some(refusal) => Ok(Some(Refused { refusal, key: None })),
-                        None => Err(e),
-                    }
+                    Ok(refused)
+                });
+                if connection.in_transaction() {
+                    connection.run("ROLLBACK", &[], true, |_| Ok(()))?;
                 }
+                refused
             })
             .await?;
         Ok(refused)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_commit_script_checks_each_statement_where_it_runs() {
-        let steps = [
-            Step {
-                sql: "INSERT INTO inbox …".into(),
-                binds: vec![Bind::Int(1)],
-                check: Check::Affects(3, Refusal::Duplicate),
-            },
-            Step { sql: "SELECT key FROM kv …".into(), binds: vec![Bind::Int(2)], check: Check::NoRows },
-            Step { sql: "INSERT INTO outbox …".into(), binds: vec![Bind::Int(4)], check: Check::Nothing },
-        ];
-        let (script, binds) = commit_script(&steps);
-        assert_eq!(
-            script,
-            "BEGIN IMMEDIATE;\n\
-             INSERT INTO inbox …;\n\
-             INSERT INTO temp.jetsaga_refused (duplicate) SELECT 1 WHERE changes() <> ?;\n\
-             INSERT INTO temp.jetsaga_refused (conflict) SELECT 1 FROM (SELECT key FROM kv …) LIMIT 1;\n\
-             INSERT INTO outbox …;\n\
-             COMMIT"
-        );
-        let ints: Vec<i64> = binds.iter().map(|b| if let Bind::Int(i) = b { *i } else { panic!("{b:?}") }).collect();
-        assert_eq!(ints, [1, 3, 2, 4], "each check's count right after its statement's values");
     }
 }

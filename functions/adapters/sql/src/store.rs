@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jetsaga_core::{Commit, CommitError, Item, OutboxRecord, Store, StoreError, async_trait, net_changes};
 
 use crate::driver::{Cell, Column, Driver, Refused};
-use crate::plan::{Bind, Params, Refusal, Tables, commit_steps, first_conflict, json_list, key_list};
+use crate::plan::{Bind, Params, Refusal, Tables, commit_steps, first_conflict, list, statement_sizes};
 
 /// The fixed statements of one store, with table names resolved.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ impl Statements {
     pub(crate) fn new(prefix: &str, params: Params) -> Self {
         let s = |sql: String| -> Arc<str> { sql.into() };
         let p = |n: usize| match params {
-            Params::Json => "?".to_string(),
+            Params::Positional => "?".to_string(),
             Params::Numbered => format!("${n}"),
         };
         Self {
@@ -62,30 +62,24 @@ impl Statements {
 
     /// `SELECT key, value, version … WHERE key IN (…)` for `n` keys.
     fn get_many(&self, n: usize) -> Arc<str> {
-        format!("SELECT key, value, version FROM {} WHERE key IN ({})", self.tables.kv, key_list(self.params, n)).into()
+        format!("SELECT key, value, version FROM {} WHERE key IN ({})", self.tables.kv, list(self.params, n)).into()
     }
 
     /// `DELETE FROM outbox WHERE id IN (…)` for `n` ids.
     fn outbox_delete(&self, n: usize) -> Arc<str> {
-        format!("DELETE FROM {} WHERE id IN ({})", self.tables.outbox, key_list(self.params, n)).into()
-    }
-
-    /// The binds of a key list (see [`key_list`]), and whether its statement recurs enough to be cached.
-    fn keys<'k>(&self, keys: &'k [String]) -> (Vec<Bind<'k>>, bool) {
-        match self.params {
-            Params::Json => (vec![Bind::Json(json_list(keys.iter().map(String::as_str)))], true),
-            _ => (keys.iter().map(|k| Bind::Text(k)).collect(), keys.len() <= CACHED_UP_TO),
-        }
+        format!("DELETE FROM {} WHERE id IN ({})", self.tables.outbox, list(self.params, n)).into()
     }
 }
 
-/// Keys per `IN (…)` list.
-const KEYS_PER_STATEMENT: usize = 500;
+/// Keys per `IN (…)` list at most (a power of two: see [`statement_sizes`]).
+const KEYS_PER_STATEMENT: usize = 256;
 
-/// Statement texts that vary with the batch are cached only for the small
-/// batches that recur (a steady trickle of single events); big batches
-/// rarely repeat their shape.
-const CACHED_UP_TO: usize = 2;
+/// `keys` in lists of the sizes [`statement_sizes`] gives, as binds.
+fn key_lists(keys: &[String]) -> impl Iterator<Item = Vec<Bind<'_>>> {
+    let mut keys = keys.iter();
+    statement_sizes(keys.len(), KEYS_PER_STATEMENT)
+        .map(move |size| keys.by_ref().take(size).map(|k| Bind::Text(k)).collect())
+}
 
 const ITEM: [Column; 2] = [Column::Blob, Column::Int];
 const KEYED_ITEM: [Column; 3] = [Column::Text, Column::Blob, Column::Int];
@@ -197,10 +191,9 @@ impl<D: Driver> Store for SqlStore<D> {
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
         let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(KEYS_PER_STATEMENT) {
-            let (binds, cached) = self.sql.keys(chunk);
-            let sql = self.sql.get_many(chunk.len());
-            let rows = self.driver.fetch(sql, &binds, &KEYED_ITEM, cached).await.map_err(Self::error)?;
+        for binds in key_lists(keys) {
+            let sql = self.sql.get_many(binds.len());
+            let rows = self.driver.fetch(sql, &binds, &KEYED_ITEM, true).await.map_err(Self::error)?;
             found.extend(rows.into_iter().map(keyed_item));
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
@@ -219,9 +212,7 @@ impl<D: Driver> Store for SqlStore<D> {
         }
         let changes = net_changes(commits);
         let steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
-        // With JSON rows a commit's text depends only on which kinds of change it has: always worth caching.
-        let cached = self.sql.params == Params::Json || commits.len() <= CACHED_UP_TO;
-        match self.driver.transact(&steps, cached).await.map_err(Self::error)? {
+        match self.driver.transact(&steps, true).await.map_err(Self::error)? {
             None => Ok(()),
             Some(refused) => Err(self.culprit(commits, refused).await),
         }
@@ -253,10 +244,9 @@ impl<D: Driver> Store for SqlStore<D> {
 
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         // Each chunk on its own: removing a published record twice is harmless.
-        for chunk in ids.chunks(KEYS_PER_STATEMENT) {
-            let (binds, cached) = self.sql.keys(chunk);
-            let sql = self.sql.outbox_delete(chunk.len());
-            self.driver.execute(sql, &binds, cached).await.map_err(Self::error)?;
+        for binds in key_lists(ids) {
+            let sql = self.sql.outbox_delete(binds.len());
+            self.driver.execute(sql, &binds, true).await.map_err(Self::error)?;
         }
         Ok(())
     }

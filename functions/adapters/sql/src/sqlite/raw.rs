@@ -168,7 +168,7 @@ impl Row<'_> {
 /// One SQLite connection, with its prepared statements.
 pub(crate) struct Connection {
     db: NonNull<ffi::sqlite3>,
-    cache: HashMap<Arc<str>, Script>,
+    cache: HashMap<Box<str>, Script>,
     /// Pages in the write-ahead log after the last commit, once
     /// [`Connection::count_wal_pages`] is on (kept alive here: SQLite holds a pointer to it).
     wal_pages: Option<Arc<AtomicU32>>,
@@ -289,20 +289,17 @@ impl Connection {
     /// `cached`: keep the statements prepared for the next run of the same text.
     pub(crate) fn run(
         &mut self,
-        sql: &Arc<str>,
+        sql: &str,
         binds: &[Bind<'_>],
         cached: bool,
         mut row: impl FnMut(&Row<'_>) -> Result<(), Error>,
     ) -> Result<u64, Error> {
         let mut binds = binds.iter();
         let mut changed = 0;
-        if let Some(script) = self.cache.remove(sql) {
-            let outcome = script.0.iter().try_for_each(|statement| {
+        if let Some(script) = self.cache.get(sql) {
+            for statement in &script.0 {
                 changed += self.run_one(statement, &mut binds, &mut row)?;
-                Ok(())
-            });
-            self.cache.insert(sql.clone(), script);
-            outcome?;
+            }
         } else {
             // Each statement is prepared once the ones before it ran: a
             // statement may use what an earlier one created.
@@ -320,7 +317,7 @@ impl Connection {
                 if self.cache.len() >= CACHED_SCRIPTS {
                     self.cache.clear();
                 }
-                self.cache.insert(sql.clone(), Script(statements));
+                self.cache.insert(sql.into(), Script(statements));
             }
         }
         let left = binds.count();
@@ -335,7 +332,7 @@ impl Connection {
 
     /// Runs SQL without parameters or rows (schema, pragmas, `ROLLBACK`), not cached.
     pub(crate) fn execute_batch(&mut self, sql: &str) -> Result<(), Error> {
-        self.run(&Arc::from(sql), &[], false, |_| Ok(())).map(|_| ())
+        self.run(sql, &[], false, |_| Ok(())).map(|_| ())
     }
 
     /// Binds, steps to the end, then resets one statement; returns the rows its write changed.
@@ -371,7 +368,6 @@ impl Connection {
             let code = unsafe {
                 match bind {
                     Bind::Text(v) | Bind::MaybeText(Some(v)) => text(stmt, index, v),
-                    Bind::Json(v) => text(stmt, index, v),
                     Bind::MaybeText(None) => ffi::sqlite3_bind_null(stmt, index),
                     Bind::Blob(v) => ffi::sqlite3_bind_blob(
                         stmt,
@@ -462,10 +458,10 @@ mod tests {
     fn binds_run_across_a_scripts_statements_and_rows_come_back_typed() {
         let (_dir, mut db) = open();
         db.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB, n INTEGER, o TEXT)").unwrap();
-        let insert: Arc<str> = "INSERT INTO t VALUES (?, ?, ?, ?); INSERT INTO t VALUES (?, ?, ?, NULL)".into();
+        let insert = "INSERT INTO t VALUES (?, ?, ?, ?); INSERT INTO t VALUES (?, ?, ?, NULL)";
         let changed = db
             .run(
-                &insert,
+                insert,
                 &[
                     Bind::Text("a"),
                     Bind::Blob(&[0, 1, 2]),
@@ -480,9 +476,9 @@ mod tests {
             )
             .unwrap();
         assert_eq!(changed, 2);
-        let select: Arc<str> = "SELECT k, v, n, o FROM t ORDER BY k".into();
+        let select = "SELECT k, v, n, o FROM t ORDER BY k";
         let mut rows = Vec::new();
-        db.run(&select, &[], true, |row| {
+        db.run(select, &[], true, |row| {
             rows.push((row.text(0)?, row.blob(1)?, row.int(2)?, row.maybe_text(3)?));
             Ok(())
         })
@@ -494,18 +490,18 @@ mod tests {
     fn a_failing_statement_says_why_and_the_connection_stays_usable() {
         let (_dir, mut db) = open();
         db.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)").unwrap();
-        let insert: Arc<str> = "INSERT INTO t VALUES (?)".into();
-        db.run(&insert, &[Bind::Text("a")], true, |_| Ok(())).unwrap();
-        let e = db.run(&insert, &[Bind::Text("a")], true, |_| Ok(())).unwrap_err();
+        let insert = "INSERT INTO t VALUES (?)";
+        db.run(insert, &[Bind::Text("a")], true, |_| Ok(())).unwrap();
+        let e = db.run(insert, &[Bind::Text("a")], true, |_| Ok(())).unwrap_err();
         assert_eq!(e.code, ffi::SQLITE_CONSTRAINT_PRIMARYKEY, "{e}");
         assert!(e.message.contains("UNIQUE constraint failed: t.k"), "{e}");
-        let e = db.run(&insert, &[], true, |_| Ok(())).unwrap_err();
+        let e = db.run(insert, &[], true, |_| Ok(())).unwrap_err();
         assert!(e.message.contains("no value for parameter 1"), "{e}");
-        let e = db.run(&insert, &[Bind::Text("b"), Bind::Text("c")], true, |_| Ok(())).unwrap_err();
+        let e = db.run(insert, &[Bind::Text("b"), Bind::Text("c")], true, |_| Ok(())).unwrap_err();
         assert!(e.message.contains("1 more values"), "{e}");
-        let e = db.run(&"SELEC 1".into(), &[], false, |_| Ok(())).unwrap_err();
+        let e = db.run("SELEC 1", &[], false, |_| Ok(())).unwrap_err();
         assert!(e.message.contains("syntax error"), "{e}");
-        db.run(&insert, &[Bind::Text("d")], true, |_| Ok(())).unwrap();
+        db.run(insert, &[Bind::Text("d")], true, |_| Ok(())).unwrap();
     }
 
     #[test]
@@ -514,24 +510,24 @@ mod tests {
         db.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB)").unwrap();
         let pages = Arc::new(AtomicU32::new(0));
         db.count_wal_pages(pages.clone());
-        let insert: Arc<str> = "INSERT INTO t VALUES (?)".into();
+        let insert = "INSERT INTO t VALUES (?)";
         let value = vec![7u8; 8192];
         for _ in 0..600 {
-            db.run(&insert, &[Bind::Blob(&value)], true, |_| Ok(())).unwrap();
+            db.run(insert, &[Bind::Blob(&value)], true, |_| Ok(())).unwrap();
         }
         // SQLite alone would have checkpointed and restarted the log at 1,000 pages.
         assert!(pages.load(Ordering::Relaxed) > 1500, "{} pages", pages.load(Ordering::Relaxed));
         let mut checkpointer = Connection::open(&dir.path().join("t.db")).unwrap();
         let mut frames = Vec::new();
         checkpointer
-            .run(&"PRAGMA wal_checkpoint(PASSIVE)".into(), &[], false, |row| {
+            .run("PRAGMA wal_checkpoint(PASSIVE)", &[], false, |row| {
                 frames.push((row.int(1)?, row.int(2)?));
                 Ok(())
             })
             .unwrap();
         let (logged, copied) = frames[0];
         assert!(logged > 1500 && copied == logged, "{logged} frames in the log, {copied} copied");
-        db.run(&insert, &[Bind::Blob(&value)], true, |_| Ok(())).unwrap();
+        db.run(insert, &[Bind::Blob(&value)], true, |_| Ok(())).unwrap();
         assert!(pages.load(Ordering::Relaxed) < 10, "the log starts over once checkpointed");
     }
 
@@ -539,13 +535,13 @@ mod tests {
     fn a_script_stopped_midway_leaves_its_transaction_open_for_the_caller_to_end() {
         let (_dir, mut db) = open();
         db.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)").unwrap();
-        let script: Arc<str> = "BEGIN IMMEDIATE; INSERT INTO t VALUES ('a'); INSERT INTO t VALUES ('a'); COMMIT".into();
-        assert!(db.run(&script, &[], false, |_| Ok(())).is_err());
+        let script = "BEGIN IMMEDIATE; INSERT INTO t VALUES ('a'); INSERT INTO t VALUES ('a'); COMMIT";
+        assert!(db.run(script, &[], false, |_| Ok(())).is_err());
         assert!(db.in_transaction());
         db.execute_batch("ROLLBACK").unwrap();
         assert!(!db.in_transaction());
         let mut count = 0;
-        db.run(&"SELECT count(*) FROM t".into(), &[], false, |row| {
+        db.run("SELECT count(*) FROM t", &[], false, |row| {
             count = row.int(0)?;
             Ok(())
         })
