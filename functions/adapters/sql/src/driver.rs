@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use jetsaga_core::async_trait;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
+use sqlx::{Database, Encode, Type};
 
 use crate::plan::{Bind, Refusal, Step};
 
@@ -73,22 +73,17 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// `sqlite` or `postgres`, for errors and `Store::backend`.
     const BACKEND: &'static str;
 
-    /// Runs a query and reads every row's `columns`. `cached`: prepare
-    /// once and keep the statement (for statements that recur).
-    async fn fetch(
-        &self,
-        sql: Arc<str>,
-        binds: &[Bind<'_>],
-        columns: &[Column],
-        cached: bool,
-    ) -> Result<Vec<Vec<Cell>>, sqlx::Error>;
+    /// Runs a query and reads every row's `columns`. Every statement is
+    /// prepared once and kept: the texts are few (see `plan.rs`).
+    async fn fetch(&self, sql: Arc<str>, binds: &[Bind<'_>], columns: &[Column])
+    -> Result<Vec<Vec<Cell>>, sqlx::Error>;
 
     /// Runs a statement; returns the rows it affected.
-    async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>], cached: bool) -> Result<u64, sqlx::Error>;
+    async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error>;
 
     /// Runs a commit's statements in one transaction, committed if every
     /// check held and rolled back otherwise (saying which refused).
-    async fn transact(&self, steps: &[Step<'_>], cached: bool) -> Result<Option<Refused>, sqlx::Error>;
+    async fn transact(&self, steps: &[Step<'_>]) -> Result<Option<Refused>, sqlx::Error>;
 }
 
 /// Binds a statement's values in order.
@@ -114,25 +109,26 @@ where
     query
 }
 
+/// A row of a driver's result, read a column at a time by its type.
+pub(crate) trait RowColumns {
+    type Error;
+    fn text(&self, column: usize) -> Result<String, Self::Error>;
+    fn maybe_text(&self, column: usize) -> Result<Option<String>, Self::Error>;
+    fn blob(&self, column: usize) -> Result<Vec<u8>, Self::Error>;
+    fn int(&self, column: usize) -> Result<i64, Self::Error>;
+}
+
 /// Reads `columns` from a row.
-pub(crate) fn cells<R>(row: &R, columns: &[Column]) -> Result<Vec<Cell>, sqlx::Error>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn cells<R: RowColumns>(row: &R, columns: &[Column]) -> Result<Vec<Cell>, R::Error> {
     columns
         .iter()
         .enumerate()
         .map(|(i, column)| {
             Ok(match column {
-                Column::Text => Cell::Text(row.try_get(i)?),
-                Column::MaybeText => Cell::MaybeText(row.try_get(i)?),
-                Column::Blob => Cell::Blob(row.try_get(i)?),
-                Column::Int => Cell::Int(row.try_get(i)?),
+                Column::Text => Cell::Text(row.text(i)?),
+                Column::MaybeText => Cell::MaybeText(row.maybe_text(i)?),
+                Column::Blob => Cell::Blob(row.blob(i)?),
+                Column::Int => Cell::Int(row.int(i)?),
             })
         })
         .collect()

@@ -135,24 +135,23 @@ impl Driver for PostgresDriver {
         sql: Arc<str>,
         binds: &[Bind<'_>],
         columns: &[Column],
-        cached: bool,
     ) -> Result<Vec<Vec<Cell>>, sqlx::Error> {
-        let query = bind_all(sqlx::query(AssertSqlSafe(sql)).persistent(cached), binds);
+        let query = bind_all(sqlx::query(AssertSqlSafe(sql)), binds);
         query.fetch_all(&self.pool).await?.iter().map(|row| cells(row, columns)).collect()
     }
 
-    async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>], cached: bool) -> Result<u64, sqlx::Error> {
-        let query = bind_all(sqlx::query(AssertSqlSafe(sql)).persistent(cached), binds);
+    async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error> {
+        let query = bind_all(sqlx::query(AssertSqlSafe(sql)), binds);
         Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
     /// Runs a commit's statements one by one (PostgreSQL prepares one
     /// statement at a time), stopping at the first check that fails.
-    async fn transact(&self, steps: &[Step<'_>], cached: bool) -> Result<Option<Refused>, sqlx::Error> {
+    async fn transact(&self, steps: &[Step<'_>]) -> Result<Option<Refused>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let mut refused = None;
         for step in steps {
-            let query = bind_all(sqlx::query(AssertSqlSafe(step.sql.clone())).persistent(cached), &step.binds);
+            let query = bind_all(sqlx::query(AssertSqlSafe(step.sql.clone())), &step.binds);
             match step.check {
                 Check::NoRows => {
                     if let Some(row) = query.fetch_optional(&mut *tx).await? {
@@ -177,6 +176,26 @@ impl Driver for PostgresDriver {
             Some(_) => tx.rollback().await?,
         }
         Ok(refused)
+    }
+}
+
+impl crate::driver::RowColumns for sqlx::postgres::PgRow {
+    type Error = sqlx::Error;
+
+    fn text(&self, column: usize) -> Result<String, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn maybe_text(&self, column: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn blob(&self, column: usize) -> Result<Vec<u8>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn int(&self, column: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jetsaga_core::{StoreError, async_trait};
 
-use crate::driver::{Cell, Column, Driver, Refused};
+use crate::driver::{Cell, Column, Driver, Refused, RowColumns, cells};
 use crate::plan::{Bind, Check, Params, Refusal, Step};
 use crate::store::{SqlStore, Statements};
 
@@ -288,22 +288,6 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Reads `columns` from a row.
-fn cells(row: &raw::Row<'_>, columns: &[Column]) -> Result<Vec<Cell>, raw::Error> {
-    columns
-        .iter()
-        .enumerate()
-        .map(|(i, column)| {
-            Ok(match column {
-                Column::Text => Cell::Text(row.text(i)?),
-                Column::MaybeText => Cell::MaybeText(row.maybe_text(i)?),
-                Column::Blob => Cell::Blob(row.blob(i)?),
-                Column::Int => Cell::Int(row.int(i)?),
-            })
-        })
-        .collect()
-}
-
 /// Runs a commit's statements in the transaction open on `connection`,
 /// checking each as it runs; stops at the first check that fails.
 fn run_steps(connection: &mut raw::Connection, steps: &[Step<'_>]) -> Result<Option<Refused>, raw::Error> {
@@ -337,12 +321,11 @@ impl Driver for SqliteDriver {
         sql: Arc<str>,
         binds: &[Bind<'_>],
         columns: &[Column],
-        cached: bool,
     ) -> Result<Vec<Vec<Cell>>, sqlx::Error> {
         let rows = self
             .run(|connection| {
                 let mut rows = Vec::new();
-                connection.run(&sql, binds, cached, |row| {
+                connection.run(&sql, binds, true, |row| {
                     rows.push(cells(row, columns)?);
                     Ok(())
                 })?;
@@ -352,15 +335,15 @@ impl Driver for SqliteDriver {
         Ok(rows)
     }
 
-    async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>], cached: bool) -> Result<u64, sqlx::Error> {
-        Ok(self.write(|connection| connection.run(&sql, binds, cached, |_| Ok(()))).await?)
+    async fn execute(&self, sql: Arc<str>, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error> {
+        Ok(self.write(|connection| connection.run(&sql, binds, true, |_| Ok(()))).await?)
     }
 
     /// Runs a commit's statements in one transaction. `BEGIN IMMEDIATE`
     /// takes the write lock up front, so two writers (two processes on one
     /// file) queue for it instead of failing on lock upgrade. A check that
     /// fails, or an error, rolls the transaction back.
-    async fn transact(&self, steps: &[Step<'_>], _cached: bool) -> Result<Option<Refused>, sqlx::Error> {
+    async fn transact(&self, steps: &[Step<'_>]) -> Result<Option<Refused>, sqlx::Error> {
         let refused = self
             .write(|connection| {
                 connection.run("BEGIN IMMEDIATE", &[], true, |_| Ok(()))?;

@@ -142,7 +142,7 @@ impl<D: Driver> SqlStore<D> {
         binds: &[Bind<'_>],
         columns: &[Column],
     ) -> Result<Vec<Vec<Cell>>, StoreError> {
-        self.driver.fetch(sql.clone(), binds, columns, true).await.map_err(Self::error)
+        self.driver.fetch(sql.clone(), binds, columns).await.map_err(Self::error)
     }
 
     /// Works out, after a refused commit was rolled back, which event or key refused it.
@@ -193,7 +193,7 @@ impl<D: Driver> Store for SqlStore<D> {
         let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
         for binds in key_lists(keys) {
             let sql = self.sql.get_many(binds.len());
-            let rows = self.driver.fetch(sql, &binds, &KEYED_ITEM, true).await.map_err(Self::error)?;
+            let rows = self.driver.fetch(sql, &binds, &KEYED_ITEM).await.map_err(Self::error)?;
             found.extend(rows.into_iter().map(keyed_item));
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
@@ -212,7 +212,7 @@ impl<D: Driver> Store for SqlStore<D> {
         }
         let changes = net_changes(commits);
         let steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
-        match self.driver.transact(&steps, true).await.map_err(Self::error)? {
+        match self.driver.transact(&steps).await.map_err(Self::error)? {
             None => Ok(()),
             Some(refused) => Err(self.culprit(commits, refused).await),
         }
@@ -239,14 +239,14 @@ impl<D: Driver> Store for SqlStore<D> {
 
     async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
         let binds = [Bind::Int(before.timestamp_millis())];
-        self.driver.execute(self.sql.inbox_sweep.clone(), &binds, true).await.map_err(Self::error)
+        self.driver.execute(self.sql.inbox_sweep.clone(), &binds).await.map_err(Self::error)
     }
 
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         // Each chunk on its own: removing a published record twice is harmless.
         for binds in key_lists(ids) {
             let sql = self.sql.outbox_delete(binds.len());
-            self.driver.execute(sql, &binds, true).await.map_err(Self::error)?;
+            self.driver.execute(sql, &binds).await.map_err(Self::error)?;
         }
         Ok(())
     }

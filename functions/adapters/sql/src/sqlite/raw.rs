@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use libsqlite3_sys as ffi;
 
+use crate::driver::RowColumns;
 use crate::plan::Bind;
 
 /// Statements kept prepared at most; past that the cache starts over
@@ -131,9 +132,13 @@ impl Row<'_> {
             if data.is_null() || len == 0 { Vec::new() } else { std::slice::from_raw_parts(data, len).to_vec() }
         }
     }
+}
+
+impl RowColumns for Row<'_> {
+    type Error = Error;
 
     /// A text column; `None` if it is NULL.
-    pub(crate) fn maybe_text(&self, column: usize) -> Result<Option<String>, Error> {
+    fn maybe_text(&self, column: usize) -> Result<Option<String>, Error> {
         if self.kind(column) == ffi::SQLITE_NULL {
             return Ok(None);
         }
@@ -143,12 +148,12 @@ impl Row<'_> {
     }
 
     /// A text column that must not be NULL.
-    pub(crate) fn text(&self, column: usize) -> Result<String, Error> {
+    fn text(&self, column: usize) -> Result<String, Error> {
         self.maybe_text(column)?.ok_or_else(|| Error::new(ffi::SQLITE_MISMATCH, format!("column {column} is NULL")))
     }
 
     /// A blob column (a NULL reads as an error).
-    pub(crate) fn blob(&self, column: usize) -> Result<Vec<u8>, Error> {
+    fn blob(&self, column: usize) -> Result<Vec<u8>, Error> {
         if self.kind(column) == ffi::SQLITE_NULL {
             return Err(Error::new(ffi::SQLITE_MISMATCH, format!("column {column} is NULL")));
         }
@@ -156,7 +161,7 @@ impl Row<'_> {
     }
 
     /// An integer column (a NULL reads as an error).
-    pub(crate) fn int(&self, column: usize) -> Result<i64, Error> {
+    fn int(&self, column: usize) -> Result<i64, Error> {
         match self.kind(column) {
             ffi::SQLITE_NULL => Err(Error::new(ffi::SQLITE_MISMATCH, format!("column {column} is NULL"))),
             // SAFETY: as in `kind`.
