@@ -120,9 +120,11 @@ fn connect(path: &Path, durability: Durability) -> Result<raw::Connection, raw::
         Durability::Full => "FULL",
     };
     // Switching to WAL needs the lock for a moment: waited for here, once.
+    // `temp_store = MEMORY` keeps statement journals (a multi-row statement's
+    // undo inside a commit) in memory; they spilled to a temporary file.
     connection.execute_batch(&format!(
         "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-         PRAGMA busy_timeout = 0;",
+         PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 0;",
         BUSY_TIMEOUT.as_millis()
     ))?;
     Ok(connection)
