@@ -2,10 +2,10 @@
 
 use clap::Parser;
 
-/// glibc's allocator was a fifth of the runner's CPU under load (its
-/// arenas consolidate and unlink chunks on every other free); mimalloc's
+/// glibc's allocator was about a fifth of the runner's CPU at full speed
+/// (bench/results/profile-runner-full-speed-round4.txt); mimalloc's
 /// thread-local free lists make the many short-lived envelopes, rows and
-/// buffers of a batch cheap.
+/// buffers of a batch cheaper.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
