@@ -199,8 +199,11 @@ impl SqlStore<SqliteDriver> {
         Ok(Self::new(driver, Statements::new("", Params::Positional)))
     }
 
-    /// Closes the connection.
+    /// Closes the connection, once published outbox records are removed.
     pub async fn close(&self) {
+        if let Err(e) = self.remove_published_now().await {
+            tracing::warn!(error = %e, "closing with published outbox records left: they are published again at the next start");
+        }
         let connection = self.driver.connection.lock().await.take();
         drop(connection);
         let checkpointer = self.driver.checkpointer.own.lock().unwrap_or_else(PoisonError::into_inner).take();

@@ -2,12 +2,17 @@
 //! commit and, after a refused commit, which key or event refused it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use jetsaga_core::{Commit, CommitError, Item, OutboxRecord, Store, StoreError, async_trait, net_changes};
 
 use crate::driver::{Cell, Column, Driver, Refused};
-use crate::plan::{Bind, Params, Refusal, Tables, commit_steps, first_conflict, list, statement_sizes};
+use crate::plan::{Bind, Check, Params, Refusal, Step, Tables, commit_steps, first_conflict, list, statement_sizes};
+
+/// How long published outbox records wait for a commit to remove them
+/// before a transaction of their own does (see [`Published`]).
+const REMOVAL_WAIT: Duration = Duration::from_millis(100);
 
 /// The fixed statements of one store, with table names resolved.
 #[derive(Debug)]
@@ -113,23 +118,109 @@ fn outbox_record(row: Vec<Cell>) -> OutboxRecord {
     }
 }
 
+/// Outbox records published but not yet removed from the store.
+///
+/// Removing them in a transaction of their own cost a write transaction
+/// (its lock, its log frames) every few dozen milliseconds per function,
+/// about one in eight of all write transactions at a steady load. The
+/// next commit removes them instead, in its own transaction: their rows
+/// sit on the outbox pages it writes anyway. When no commit comes within
+/// [`REMOVAL_WAIT`], a transaction of their own removes them. Until then
+/// the store answers as if they were gone: [`Store::unpublished`] and
+/// [`Store::processed`] leave them out. A crash before their removal is
+/// what it always was: they are published again at restart, and JetStream
+/// drops the copies by their `Nats-Msg-Id`.
+#[derive(Debug, Default)]
+struct Published(Mutex<HashSet<String>>);
+
+impl Published {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `ids`; true if none were waiting before (a removal is then due).
+    fn add(&self, ids: impl IntoIterator<Item = String>) -> bool {
+        let mut waiting = self.lock();
+        let was_empty = waiting.is_empty();
+        waiting.extend(ids);
+        was_empty && !waiting.is_empty()
+    }
+
+    /// Every id waiting, to remove now.
+    fn take(&self) -> Vec<String> {
+        self.lock().drain().collect()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.lock().contains(id)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 /// A function's store on a SQL database: see [`crate::SqliteStore`] and
 /// [`crate::PostgresStore`].
 #[derive(Debug)]
 pub struct SqlStore<D> {
     pub(crate) driver: Arc<D>,
     pub(crate) sql: Arc<Statements>,
+    published: Arc<Published>,
 }
 
 impl<D> Clone for SqlStore<D> {
     fn clone(&self) -> Self {
-        Self { driver: self.driver.clone(), sql: self.sql.clone() }
+        Self { driver: self.driver.clone(), sql: self.sql.clone(), published: self.published.clone() }
     }
 }
 
 impl<D: Driver> SqlStore<D> {
     pub(crate) fn new(driver: D, sql: Statements) -> Self {
-        Self { driver: Arc::new(driver), sql: Arc::new(sql) }
+        Self { driver: Arc::new(driver), sql: Arc::new(sql), published: Arc::default() }
+    }
+
+    /// The statements that remove published outbox records `ids`.
+    fn removals<'a>(&self, ids: &'a [String]) -> impl Iterator<Item = Step<'a>> {
+        key_lists(ids).map(|binds| Step {
+            sql: self.sql.outbox_delete(binds.len()).to_string(),
+            binds,
+            check: Check::Nothing,
+        })
+    }
+
+    /// Waits for [`Published`]'s records to be removed by a commit; removes
+    /// what no commit took in a transaction of its own.
+    fn remove_published_soon(&self) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REMOVAL_WAIT).await;
+            if let Err(e) = store.remove_published_now().await {
+                tracing::warn!(error = %e, "cannot remove published outbox records; tried again with the next commit");
+            }
+        });
+    }
+
+    /// Removes every published record still in the table, in one transaction.
+    pub(crate) async fn remove_published_now(&self) -> Result<(), StoreError> {
+        let ids = self.published.take();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let steps: Vec<Step<'_>> = self.removals(&ids).collect();
+        let done = self.driver.transact(&steps).await;
+        drop(steps);
+        done.map(drop).map_err(|e| {
+            self.give_back(ids);
+            Self::error(e)
+        })
+    }
+
+    /// Published ids a failed or refused transaction did not remove.
+    fn give_back(&self, ids: Vec<String>) {
+        if self.published.add(ids) {
+            self.remove_published_soon();
+        }
     }
 
     fn error(e: sqlx::Error) -> StoreError {
@@ -211,10 +302,21 @@ impl<D: Driver> Store for SqlStore<D> {
             return Err(CommitError::Duplicate { event_id: twice.event_id.clone() });
         }
         let changes = net_changes(commits);
-        let steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
-        match self.driver.transact(&steps).await.map_err(Self::error)? {
-            None => Ok(()),
-            Some(refused) => Err(self.culprit(commits, refused).await),
+        let removing = self.published.take();
+        let mut steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
+        steps.extend(self.removals(&removing));
+        let done = self.driver.transact(&steps).await;
+        drop(steps);
+        match done {
+            Ok(None) => Ok(()),
+            Ok(Some(refused)) => {
+                self.give_back(removing);
+                Err(self.culprit(commits, refused).await)
+            }
+            Err(e) => {
+                self.give_back(removing);
+                Err(CommitError::Store(Self::error(e)))
+            }
         }
     }
 
@@ -223,13 +325,16 @@ impl<D: Driver> Store for SqlStore<D> {
             return Ok(None);
         }
         let rows = self.fetch(&self.sql.outbox_for_event, &[Bind::Text(event_id)], &OUTBOX_RECORD).await?;
-        Ok(Some(rows.into_iter().map(outbox_record).collect()))
+        let pending = rows.into_iter().map(outbox_record).filter(|r| !self.published.contains(&r.id));
+        Ok(Some(pending.collect()))
     }
 
     async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        let limit = Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows = self.fetch(&self.sql.outbox_pending, &[limit], &OUTBOX_RECORD).await?;
-        Ok(rows.into_iter().map(outbox_record).collect())
+        // Published records still in the table are left out (see `Published`).
+        let rows = limit.saturating_add(self.published.len());
+        let rows = Bind::Int(i64::try_from(rows).unwrap_or(i64::MAX));
+        let rows = self.fetch(&self.sql.outbox_pending, &[rows], &OUTBOX_RECORD).await?;
+        Ok(rows.into_iter().map(outbox_record).filter(|r| !self.published.contains(&r.id)).take(limit).collect())
     }
 
     async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {
@@ -238,15 +343,16 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        // An input's record stays while its events are in the outbox table.
+        self.remove_published_now().await?;
         let binds = [Bind::Int(before.timestamp_millis())];
         self.driver.execute(self.sql.inbox_sweep.clone(), &binds).await.map_err(Self::error)
     }
 
+    /// Removed by the next commit, or soon by themselves (see [`Published`]).
     async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
-        // Each chunk on its own: removing a published record twice is harmless.
-        for binds in key_lists(ids) {
-            let sql = self.sql.outbox_delete(binds.len());
-            self.driver.execute(sql, &binds).await.map_err(Self::error)?;
+        if self.published.add(ids.iter().cloned()) {
+            self.remove_published_soon();
         }
         Ok(())
     }

@@ -150,3 +150,60 @@ async fn sqlite_a_cancelled_commit_leaves_nothing_half_done() {
         assert!(store.get(&format!("k{}/49", 1000 + i)).await.unwrap().is_some());
     }
 }
+
+/// Published outbox records leave the table itself, not just the store's
+/// answers: with the next commit's transaction, or by themselves when no
+/// commit comes. A second store on the same data (as after a restart) must
+/// not find them, and must find what is still unpublished.
+async fn published_records_leave_the_table(first: Arc<dyn Store>, reopen: impl AsyncFn() -> Arc<dyn Store>) {
+    use jetsaga_core::{Commit, OutboxRecord};
+
+    let record = |id: &str| OutboxRecord {
+        id: id.into(),
+        subject: "orders.evt.created".into(),
+        payload: b"{}".to_vec(),
+        traceparent: None,
+    };
+    let commit = |event: &str, records: &[&str]| Commit {
+        event_id: event.into(),
+        outbox: records.iter().map(|id| record(id)).collect(),
+        ..Default::default()
+    };
+    let ids = |records: Vec<OutboxRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+    // Removed with the next commit.
+    first.commit(&[commit("e1", &["a1", "a2"])]).await.unwrap();
+    first.mark_published(&["a1".into(), "a2".into()]).await.unwrap();
+    first.commit(&[commit("e2", &["b1"])]).await.unwrap();
+    assert_eq!(ids(reopen().await.unpublished(10).await.unwrap()), ["b1"], "the commit after removed a1 and a2");
+
+    // Removed by themselves when no commit follows.
+    first.mark_published(&["b1".into()]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(reopen().await.unpublished(10).await.unwrap().is_empty(), "b1 was removed without a commit");
+}
+
+#[tokio::test]
+async fn sqlite_published_records_leave_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fn.db");
+    let first: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Durability::Normal).await.unwrap());
+    published_records_leave_the_table(first, async || -> Arc<dyn Store> {
+        let reopened: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, Durability::Normal).await.unwrap());
+        reopened
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_published_records_leave_the_table() {
+    let pool = jetsaga_sql::connect_postgres(&postgres::database_url(), 4).await.unwrap();
+    let schema = format!("published_{}", uuid::Uuid::new_v4().simple());
+    let first = Arc::new(PostgresStore::open(pool.clone(), &schema).await.unwrap());
+    published_records_leave_the_table(first.clone(), async || -> Arc<dyn Store> {
+        let reopened: Arc<dyn Store> = Arc::new(PostgresStore::open(pool.clone(), &schema).await.unwrap());
+        reopened
+    })
+    .await;
+    first.drop_schema().await.unwrap();
+}
