@@ -207,3 +207,43 @@ async fn postgres_published_records_leave_the_table() {
     .await;
     first.drop_schema().await.unwrap();
 }
+
+/// A store file made when the outbox had an index on `event_id` loses the
+/// index when it is opened (every commit paid a page of it), and keeps
+/// its records: a redelivery still finds its events, the relay the rest.
+#[tokio::test]
+async fn sqlite_an_older_file_loses_the_outbox_event_index() {
+    use jetsaga_core::{Commit, OutboxRecord};
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fn.db");
+    let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+    let record = OutboxRecord { id: "o1".into(), subject: "s".into(), payload: b"{}".to_vec(), traceparent: None };
+    store
+        .commit(&[Commit { event_id: "e1".into(), outbox: vec![record.clone()], ..Default::default() }])
+        .await
+        .unwrap();
+    store.close().await;
+
+    let url = format!("sqlite://{}", path.display());
+    let index_count = async || -> i64 {
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let n =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'outbox_event_id'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        db.close().await.unwrap();
+        n
+    };
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE INDEX outbox_event_id ON outbox (event_id)").execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+    assert_eq!(index_count().await, 1, "the older schema, made by hand");
+
+    let reopened = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+    assert_eq!(index_count().await, 0, "opening dropped the index");
+    assert_eq!(reopened.processed("e1").await.unwrap(), Some(vec![record.clone()]));
+    assert_eq!(reopened.unpublished(10).await.unwrap(), vec![record]);
+}
