@@ -142,10 +142,10 @@ fn connect(path: &Path, durability: Durability) -> Result<raw::Connection, raw::
 /// The outbox has no index on `event_id`: it only served a redelivery's
 /// lookup of its input's events and the inbox sweep, while every commit
 /// and every removal paid a page of it (without it: less CPU per saga in
-/// six same-session pairs of seven, see bench/results/README.md). The outbox holds the few milliseconds of events not yet
-/// removed, or a backlog while NATS is away, so those lookups scan it;
-/// the sweep reads it once (`NOT IN`). Files that have the index lose it
-/// when they are opened.
+/// six same-session pairs of seven, see bench/results/README.md). The
+/// outbox holds the few milliseconds of events not yet removed, or a
+/// backlog while NATS is away, so those lookups scan it; the sweep reads
+/// it once (`NOT IN`). Files that have the index lose it when opened.
 const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS inbox (

@@ -204,17 +204,24 @@ impl<D: Driver> SqlStore<D> {
 
     /// Removes every published record still in the table, in one transaction.
     pub(crate) async fn remove_published_now(&self) -> Result<(), StoreError> {
-        let ids = self.published.take();
-        if ids.is_empty() {
-            return Ok(());
+        self.transact_removing_published(Vec::new()).await.map(drop).map_err(Self::error)
+    }
+
+    /// Runs `steps` in one transaction that also removes the published
+    /// records waiting (see [`Published`]); they wait again unless it commits.
+    async fn transact_removing_published(&self, steps: Vec<Step<'_>>) -> Result<Option<Refused>, sqlx::Error> {
+        let removing = self.published.take();
+        if steps.is_empty() && removing.is_empty() {
+            return Ok(None);
         }
-        let steps: Vec<Step<'_>> = self.removals(&ids).collect();
+        let mut steps = steps;
+        steps.extend(self.removals(&removing));
         let done = self.driver.transact(&steps).await;
         drop(steps);
-        done.map(drop).map_err(|e| {
-            self.give_back(ids);
-            Self::error(e)
-        })
+        if !matches!(done, Ok(None)) {
+            self.give_back(removing);
+        }
+        done
     }
 
     /// Published ids a failed or refused transaction did not remove.
@@ -303,21 +310,10 @@ impl<D: Driver> Store for SqlStore<D> {
             return Err(CommitError::Duplicate { event_id: twice.event_id.clone() });
         }
         let changes = net_changes(commits);
-        let removing = self.published.take();
-        let mut steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
-        steps.extend(self.removals(&removing));
-        let done = self.driver.transact(&steps).await;
-        drop(steps);
-        match done {
-            Ok(None) => Ok(()),
-            Ok(Some(refused)) => {
-                self.give_back(removing);
-                Err(self.culprit(commits, refused).await)
-            }
-            Err(e) => {
-                self.give_back(removing);
-                Err(CommitError::Store(Self::error(e)))
-            }
+        let steps = commit_steps(&self.sql.tables, self.sql.params, commits, &changes, now_ms());
+        match self.transact_removing_published(steps).await.map_err(Self::error)? {
+            None => Ok(()),
+            Some(refused) => Err(self.culprit(commits, refused).await),
         }
     }
 
