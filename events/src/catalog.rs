@@ -102,7 +102,6 @@ pub fn entries() -> Vec<Entry> {
         entry::<ScheduleShipment>(),
         entry::<SignUp>(),
         entry::<SetRole>(),
-        entry::<RecordLogin>(),
         entry::<LogOut>(),
         entry::<OrderCreated>(),
         entry::<OrderCompleted>(),

@@ -4,7 +4,7 @@
 //! the wire contract: a refused command is answered with every problem
 //! named (field, what was wrong, what is accepted).
 
-use crate::{CancelOrder, CreateCustomer, CreateOrder, LogOut, RecordLogin, SetRole, SignUp, UpsertProduct};
+use crate::{CancelOrder, CreateCustomer, CreateOrder, LogOut, SetRole, SignUp, UpsertProduct};
 
 /// Largest command body accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -162,15 +162,6 @@ impl SetRole {
         let mut p = Problems::default();
         p.email(&self.email);
         p.finish("role change")
-    }
-}
-
-impl RecordLogin {
-    /// Checks the command against the bounds.
-    pub fn validate(&self) -> Result<(), String> {
-        let mut p = Problems::default();
-        p.text("email", &self.email, MAX_EMAIL_CHARS, true);
-        p.finish("login record")
     }
 }
 

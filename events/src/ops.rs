@@ -43,6 +43,16 @@ pub struct StatusReport {
     /// Deadlines scheduled and not yet come (one per order waiting for a step).
     #[serde(default)]
     pub pending_deadlines: u64,
+    /// Bytes in the dead-letter stream.
+    #[serde(default)]
+    pub dead_letter_bytes: u64,
+    /// The most the dead-letter stream holds (bytes; none: unbounded).
+    #[serde(default)]
+    pub dead_letter_max_bytes: Option<u64>,
+    /// What an operator should look at now, for a person (the dead-letter
+    /// stream filling up, dead letters that could not be stored).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One function's backlog. A field is null where it does not apply (a
@@ -66,6 +76,11 @@ pub struct FunctionStatus {
     pub unpublished: Option<u64>,
     /// Age of the oldest of them, in milliseconds.
     pub oldest_unpublished_age_ms: Option<i64>,
+    /// Messages it gave up on whose dead letter could not be stored (the
+    /// dead-letter stream full or away) since it started: each is kept and
+    /// retried with backoff until its letter is stored.
+    #[serde(default)]
+    pub dead_letters_unstored: Option<u64>,
 }
 
 /// A dead letter as read back from the `DLQ` stream: the message a

@@ -509,17 +509,6 @@ pub struct SetRole {
     pub role: Role,
 }
 
-/// `users.cmd.record_login`: how a login attempt went, so repeated
-/// failures lock the account for a while.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub struct RecordLogin {
-    /// The email address tried (known or not).
-    pub email: String,
-    /// Whether the password was right.
-    pub succeeded: bool,
-}
-
 /// `users.cmd.log_out`: ends every session of a user issued so far.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -811,8 +800,10 @@ pub struct LoyaltyView {
 
 /// `users.query.authenticate` request: checks a password (request/reply,
 /// never stored). Answers the user, or 401 with the same reason whether
-/// the email is unknown or the password wrong, or 429 while the account is
-/// locked after repeated failures.
+/// the email is unknown or the password wrong, or 503 while the process
+/// already checks as many passwords as it has cores (a password hash is
+/// expensive: callers limit how often anyone may ask, as the HTTP gateway
+/// does per account and per client).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Authenticate {
@@ -888,7 +879,6 @@ payloads! {
     ScheduleShipment => subjects::SHIPPING_CMD_SCHEDULE, order_id = required;
     SignUp => subjects::USERS_CMD_SIGN_UP;
     SetRole => subjects::USERS_CMD_SET_ROLE;
-    RecordLogin => subjects::USERS_CMD_RECORD_LOGIN;
     LogOut => subjects::USERS_CMD_LOG_OUT;
     OrderCreated => subjects::ORDERS_EVT_CREATED, order_id = required;
     OrderCompleted => subjects::ORDERS_EVT_COMPLETED, order_id = required;

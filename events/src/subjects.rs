@@ -56,7 +56,6 @@ pub const PAYMENTS_CMD_REFUND: &str = "payments.cmd.refund";
 pub const SHIPPING_CMD_SCHEDULE: &str = "shipping.cmd.schedule";
 pub const USERS_CMD_SIGN_UP: &str = "users.cmd.sign_up";
 pub const USERS_CMD_SET_ROLE: &str = "users.cmd.set_role";
-pub const USERS_CMD_RECORD_LOGIN: &str = "users.cmd.record_login";
 pub const USERS_CMD_LOG_OUT: &str = "users.cmd.log_out";
 
 pub const ORDERS_EVT_CREATED: &str = "orders.evt.created";

@@ -77,6 +77,15 @@ fn gateway_permissions(specs: &[&FunctionSpec]) -> Permissions {
     publish.extend(consumer_apis.iter().map(|api| format!("$JS.API.CONSUMER.{api}.{stream}.>")));
     // An unnamed consumer (the server names it; a durable cannot be made this way).
     publish.push(format!("$JS.API.CONSUMER.CREATE.{stream}"));
+    // A message by sequence (where a live view's history starts).
+    publish.push(format!("$JS.API.DIRECT.GET.{stream}"));
+    // The request limits: read and compare-and-set counters in their bucket
+    // (made by `jetsaga provision`), nothing else of it.
+    let bucket = jetsaga_http::limits::BUCKET;
+    publish.push(format!("$JS.API.STREAM.INFO.KV_{bucket}"));
+    publish.push(format!("$JS.API.DIRECT.GET.KV_{bucket}.>"));
+    publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"));
+    publish.push(format!("$KV.{bucket}.>"));
     publish.sort();
     publish.dedup();
     let mut deny_publish = Vec::new();

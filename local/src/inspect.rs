@@ -141,11 +141,12 @@ pub async fn dlq_redrive(client: &Client, dlq_stream: &str, sequence: Option<u64
     if sequences.is_empty() {
         anyhow::bail!("the dead-letter queue is empty");
     }
-    let config = jetsaga_jetstream::Config { dlq_stream: dlq_stream.into(), ..jetsaga_jetstream::Config::default() };
+    let config = jetsaga_jetstream::Config { dlq_stream: dlq_stream.into(), ..jetsaga_jetstream::Config::default() }
+        .redriving_to(crate::saga::every_spec());
     for sequence in sequences {
         match ops::redrive(&client.nats, &js, &config, sequence).await {
             Ok(r) => println!("redriven {} ({} → {}): {}", r.sequence, r.function, r.subject, r.answer),
-            Err(e @ ops::OpsError::Kept { .. }) => println!("{e}"),
+            Err(e @ (ops::OpsError::Kept { .. } | ops::OpsError::Refused { .. })) => println!("{e}"),
             Err(e) => anyhow::bail!("{e} (see `jetsaga dlq list`)"),
         }
     }
@@ -206,6 +207,9 @@ pub async fn status(client: &Client, stream_name: &str, dlq_stream: &str, json: 
         "pending deadlines: {pending}{}",
         if pending > 0 { " (jetsaga sagas --stuck: those past due)" } else { "" }
     );
+    for warning in &report.warnings {
+        println!("warning: {warning}");
+    }
     Ok(())
 }
 

@@ -19,6 +19,12 @@ pub fn runtime_config(options: &SagaOptions) -> jetsaga_jetstream::Config {
         command_subjects: jetsaga_jetstream::provision::command_subjects(specs()).into_iter().collect(),
         ..jetsaga_jetstream::Config::default()
     }
+    .redriving_to(specs())
+}
+
+/// Every function's declaration in every saga mode it runs in.
+pub fn every_spec() -> Vec<&'static jetsaga_core::FunctionSpec> {
+    jetsaga_saga::STEPS.iter().flat_map(|step| step.modes.iter().map(|mode| step.spec(*mode))).collect()
 }
 
 /// The commands the functions called `names` accept (what a process

@@ -411,7 +411,8 @@ pub struct ProvisionArgs {
 }
 
 /// `jetsaga provision`: creates or updates the saga stream, the `DLQ`
-/// stream and every function's durable consumer, as an administrator's
+/// stream, every function's durable consumer and the gateway's
+/// request-limits bucket, as an administrator's
 /// deploy step; the functions then run with `--no-provision`.
 pub async fn provision(args: ProvisionArgs, url: &str, stream: &str) -> anyhow::Result<()> {
     if !(args.ack_wait >= 0.5 && args.ack_wait <= 3600.0) {
@@ -433,9 +434,13 @@ pub async fn provision(args: ProvisionArgs, url: &str, stream: &str) -> anyhow::
         .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))?;
     let js = async_nats::jetstream::new(nats.clone());
     jetsaga_jetstream::provision::provision(&nats, &js, &config, &specs).await?;
+    jetsaga_http::limits::provision(&js, args.replicas)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the gateway's request-limits bucket: {e}"))?;
     println!(
-        "provisioned streams {stream} and {} ({} replica(s)) and the consumers of {}",
+        "provisioned streams {stream} and {}, the gateway's request-limits bucket {} ({} replica(s)) and the consumers of {}",
         config.dlq_stream,
+        jetsaga_http::limits::BUCKET,
         args.replicas,
         specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
     );

@@ -263,3 +263,75 @@ async fn errors_quoting_control_characters_are_still_answered() {
     assert!(started.elapsed() < Duration::from_secs(5), "answered at once, took {:?}", started.elapsed());
     saga.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_command_still_reaches_the_dlq_with_only_its_trace_headers() {
+    let saga = Saga::start(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed }).await;
+    // A header that would make the DLQ stream refuse a copy of the message
+    // (it is not the COMMANDS stream): the letter would never be stored.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Expected-Stream", "COMMANDS");
+    headers.insert("Jetsaga-Something", "else");
+    headers.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    // Sent as `nats pub` sends it: the command stream keeps it, the order function refuses it.
+    let nats = saga.server.connect().await;
+    for _ in 0..5 {
+        nats.publish_with_headers("orders.cmd.create", headers.clone(), "{not json".into()).await.unwrap();
+    }
+    nats.flush().await.unwrap();
+    wait_until(WAIT, "five dead letters", || async { messages(&saga.js, "DLQ", None).await.len() == 5 }).await;
+    for letter in messages(&saga.js, "DLQ", None).await {
+        assert_eq!(letter.header("Nats-Expected-Stream"), None, "only allowed headers are kept");
+        assert_eq!(letter.header("Jetsaga-Something"), None);
+        assert_eq!(
+            letter.header("traceparent").as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+    }
+    // The DLQ is bounded and pushes nothing out to make room.
+    let info = saga.js.get_stream("DLQ").await.unwrap().info().await.unwrap().config.clone();
+    assert!(info.max_bytes > 0 && info.max_age > Duration::ZERO, "{info:?}");
+    assert_eq!(info.discard, async_nats::jetstream::stream::DiscardPolicy::New);
+    saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_sends_a_letter_only_where_its_function_takes_messages_in() {
+    let (saga, id) = shop_with_a_completed_order(SagaMode::Choreographed).await;
+    let js = &saga.js;
+    let config = jetsaga_local::saga::runtime_config(&jetsaga_local::saga::SagaOptions::default());
+    let forge = |function: &str, subject: &str, origin: &str| {
+        jetsaga_jetstream::dlq::headers(None, function, "forged", 1, subject, origin)
+    };
+    let completed = forged_failure(&id, "orders.evt.completed");
+    // Forged letters: an event inventory never takes in, a letter naming
+    // another function than its DLQ subject, and an outbox letter.
+    let forged = [
+        ("dlq.inventory", forge("inventory", "users.evt.signed_up", "SAGA/1")),
+        ("dlq.inventory", forge("order", "orders.cmd.create", "COMMANDS/1")),
+        ("dlq.order", forge("order", "orders.cmd.create", "outbox/x")),
+    ];
+    let mut sequences = Vec::new();
+    for (subject, headers) in forged {
+        let ack = js.publish_with_headers(subject, headers, completed.clone().into()).await.unwrap().await.unwrap();
+        sequences.push(ack.sequence);
+    }
+    let before = saga.events("orders.evt.completed").await.len();
+    let mut reasons = Vec::new();
+    for sequence in &sequences {
+        match jetsaga_jetstream::ops::redrive(&saga.server.connect().await, js, &config, *sequence).await {
+            Err(e @ jetsaga_jetstream::ops::OpsError::Refused { .. }) => {
+                assert_eq!(e.code(), 403);
+                reasons.push(e.to_string());
+            }
+            other => panic!("redrive of forged letter {sequence} was not refused: {other:?}"),
+        }
+    }
+    assert!(reasons[0].contains("inventory does not take messages on \"users.evt.signed_up\""), "{reasons:?}");
+    assert!(reasons[1].contains("stored on dlq.inventory but names the function \"order\""), "{reasons:?}");
+    assert!(reasons[2].contains("origin \"outbox/x\""), "{reasons:?}");
+    assert_eq!(saga.events("orders.evt.completed").await.len(), before, "nothing was published");
+    assert_eq!(messages(js, "DLQ", None).await.len(), 3, "refused letters are kept");
+    the_completed_order_is_untouched(&saga, &id).await;
+    saga.stop().await;
+}

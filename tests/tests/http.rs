@@ -23,10 +23,17 @@ struct Api {
 
 impl Api {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A saga and a gateway, configured by `configure`.
+    async fn start_with(configure: impl FnOnce(&mut Gateway)) -> Self {
         jetsaga_tests::init_tracing();
         let saga = Saga::start(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed }).await;
         saga.product("p-a", 1250, 10).await;
-        let gateway = Arc::new(Gateway::new(saga.server.connect().await, Keys::from_secret(SECRET).unwrap()));
+        let mut gateway = Gateway::new(saga.server.connect().await, Keys::from_secret(SECRET).unwrap());
+        configure(&mut gateway);
+        let gateway = Arc::new(gateway);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = jetsaga_http::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
@@ -460,26 +467,29 @@ async fn cross_origin_calls_only_from_configured_origins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failed_logins_lock_the_account_with_429() {
+async fn failed_logins_are_counted_atomically_and_lock_out_only_the_guesser() {
     let api = Api::start().await;
     api.sign_up("ada@example.com").await;
-    for _ in 0..jetsaga_users::MAX_FAILURES {
-        let wrong = api.post("/api/session", None, json!({"email": "ada@example.com", "password": "wrong one"})).await;
-        problem(wrong, StatusCode::UNAUTHORIZED).await;
-    }
-    let mut locked = None;
-    for _ in 0..50 {
-        let attempt = api.post("/api/session", None, json!({"email": "ada@example.com", "password": PASSWORD})).await;
-        if attempt.status() == StatusCode::TOO_MANY_REQUESTS {
-            locked = Some(attempt);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let locked = locked.expect("the account locks after repeated failures, even for the right password");
+    // A stranger on another address guesses 60 times at once: the count
+    // cannot be raced, so at most the limit of guesses are checked.
+    let stranger =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let guess = |password: &'static str| {
+        stranger.post(api.url("/api/session")).json(&json!({"email": "ada@example.com", "password": password})).send()
+    };
+    let answers = futures::future::join_all((0..60).map(|_| guess("wrong one"))).await;
+    let statuses: Vec<u16> = answers.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let limit = usize::try_from(jetsaga_http::limits::FAILURES_PER_ACCOUNT_AND_CLIENT.max).unwrap();
+    assert!((1..=limit).contains(&checked), "{checked} of 60 parallel guesses were checked: {statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 401 | 429 | 503)), "{statuses:?}");
+    // The stranger is locked out of the account, even with the right password ...
+    let locked = guess(PASSWORD).await.unwrap();
     assert!(locked.headers().contains_key("retry-after"));
     let body = problem(locked, StatusCode::TOO_MANY_REQUESTS).await;
-    assert!(body["detail"].as_str().unwrap().starts_with("too many failed logins for this account"), "{body}");
+    assert!(body["detail"].as_str().unwrap().starts_with("too many "), "{body}");
+    // ... and the owner, elsewhere, is not.
+    api.log_in("ada@example.com").await;
     api.saga.stop().await;
 }
 
@@ -584,5 +594,129 @@ async fn admins_see_the_status_and_redrive_dead_letters() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     problem(api.get(&format!("/api/orders/{dropped}"), Some(&root)).await, StatusCode::NOT_FOUND).await;
     problem(delete(Some(&root), sequence.to_string()).await.unwrap(), StatusCode::NOT_FOUND).await;
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_requests_from_another_site_or_as_a_form_are_refused() {
+    let api = Api::start().await;
+    let ada = api.sign_up("ada@example.com").await;
+    let (_, cookie) = api.log_in("ada@example.com").await;
+    let session = cookie.split(';').next().unwrap().to_string();
+    wait_until(SETTLE, "ada's customer", || async {
+        api.saga.client.customer(ada["customer_id"].as_str().unwrap()).await.is_ok()
+    })
+    .await;
+    let order = json!({"items": [{"product_id": "p-a", "quantity": 1}]});
+    let own = api.base.trim_start_matches("http://").to_string();
+    let post = |path: &str, origin: &str| {
+        api.http.post(api.url(path)).header("cookie", &session).header("origin", origin.to_string())
+    };
+    // Another site, and a sibling port of the same host (same site for SameSite=Lax).
+    for origin in ["https://evil.example", "http://127.0.0.1:1"] {
+        let refused = post("/api/orders", origin).json(&order).send().await.unwrap();
+        let body = problem(refused, StatusCode::FORBIDDEN).await;
+        assert!(body["detail"].as_str().unwrap().starts_with("cross-site request refused"), "{body}");
+    }
+    let fetch_metadata = api
+        .http
+        .post(api.url("/api/orders"))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "same-site")
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    problem(fetch_metadata, StatusCode::FORBIDDEN).await;
+    // The gateway's own page may.
+    let placed = post("/api/orders", &format!("http://{own}")).json(&order).send().await.unwrap();
+    assert_eq!(placed.status(), StatusCode::ACCEPTED);
+    let id = placed.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_string();
+    // A form post (even from the same origin) reaches no state-changing endpoint.
+    let form = post(&format!("/api/orders/{id}/cancel"), &format!("http://{own}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("reason=x")
+        .send()
+        .await
+        .unwrap();
+    problem(form, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let text = api
+        .http
+        .post(api.url(&format!("/api/orders/{id}/cancel")))
+        .header("cookie", &session)
+        .header("content-type", "text/plain")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    problem(text, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert!(api.saga.events_for("orders.evt.cancel_requested", &id).await.is_empty(), "nothing was canceled");
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_views_are_capped_per_user_and_end_at_logout() {
+    let api = Api::start_with(|gateway| {
+        gateway.live = jetsaga_http::live::LiveHub::new(jetsaga_http::live::LiveLimits {
+            per_user: 2,
+            ..jetsaga_http::live::LiveLimits::default()
+        });
+    })
+    .await;
+    let ada = api.sign_up("ada@example.com").await;
+    let (token, _) = api.log_in("ada@example.com").await;
+    wait_until(SETTLE, "ada's customer", || async {
+        api.saga.client.customer(ada["customer_id"].as_str().unwrap()).await.is_ok()
+    })
+    .await;
+    let placed = api.post("/api/orders", Some(&token), json!({"items": [{"product_id": "p-a", "quantity": 1}]})).await;
+    let id = placed.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_string();
+    let view = || {
+        api.http
+            .get(api.url(&format!("/api/orders/{id}/events")))
+            .bearer_auth(&token)
+            .header("Last-Event-ID", "1")
+            .send()
+    };
+    let first = view().await.unwrap();
+    let second = view().await.unwrap();
+    assert_eq!((first.status(), second.status()), (StatusCode::OK, StatusCode::OK));
+    let third = view().await.unwrap();
+    assert!(third.headers().contains_key("retry-after"));
+    let body = problem(third, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(body["detail"].as_str().unwrap().contains("at most 2"), "{body}");
+    // Logging out ends them: both streams close (each sends at most the order's own events).
+    let out = api.http.delete(api.url("/api/session")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    for open in [first, second] {
+        let text = tokio::time::timeout(Duration::from_secs(10), open.text()).await.expect("the view ended").unwrap();
+        assert!(sse(&text).iter().all(|(_, _, data)| data.contains(&id)), "{text}");
+    }
+    let (token, _) = api.log_in("ada@example.com").await;
+    let again = api.get(&format!("/api/orders/{id}/events"), Some(&token)).await;
+    assert_eq!(again.status(), StatusCode::OK, "ended views gave their places back");
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_are_limited_per_address_before_any_password_is_hashed() {
+    let api = Api::start().await;
+    let limit = jetsaga_http::limits::SIGN_UPS_PER_CLIENT.max;
+    let client =
+        reqwest::Client::builder().local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..limit + 2 {
+        let body = json!({"email": format!("u{i}@example.com"), "password": PASSWORD, "name": "U"});
+        let response = client.post(api.url("/api/users")).json(&body).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"));
+        }
+    }
+    let created = statuses.iter().filter(|s| **s == 201).count() as u64;
+    assert_eq!(created, limit, "{statuses:?}");
+    assert_eq!(&statuses[statuses.len() - 2..], &[429, 429]);
+    // Another address is not affected.
+    api.sign_up("ada@example.com").await;
     api.saga.stop().await;
 }

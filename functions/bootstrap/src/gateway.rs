@@ -60,6 +60,9 @@ pub fn gateway_settings_from(var: impl Fn(&str) -> Option<String>) -> Result<Gat
     })
 }
 
+/// How long a live view lasts on Lambda (see [`serve`]).
+pub const LAMBDA_LIVE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The NATS user the generated accounts (`infra/nats`) give the gateway.
 pub const DEFAULT_NATS_USER: &str = "gateway";
 
@@ -78,6 +81,13 @@ pub async fn serve(settings: GatewaySettings) -> Result<(), lambda_runtime::Erro
     let keys = jetsaga_http::Keys::from_secret(settings.jwt_secret.as_bytes())?;
     let mut gateway = jetsaga_http::Gateway::new(nats, keys);
     gateway.secure_cookies = settings.secure_cookies;
+    // An instance serves one request at a time: a live view holds it for as
+    // long as it lasts, so on Lambda a view lasts a minute (the browser's
+    // EventSource reconnects with Last-Event-ID and loses nothing).
+    gateway.live = jetsaga_http::live::LiveHub::new(jetsaga_http::live::LiveLimits {
+        live_for: LAMBDA_LIVE_FOR,
+        ..jetsaga_http::live::LiveLimits::default()
+    });
     let router = jetsaga_http::router(Arc::new(gateway));
     let service = ServiceBuilder::new().map_request(with_client_address).service(router);
     lambda_http::run_with_streaming_response(service).await

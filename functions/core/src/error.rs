@@ -106,6 +106,9 @@ pub enum QueryError {
     /// The store failed (500).
     #[error("{0}")]
     Internal(String),
+    /// Too busy to answer now; try again in a moment (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl QueryError {
@@ -117,7 +120,14 @@ impl QueryError {
             Self::Unauthorized(_) => 401,
             Self::TooManyRequests(_) => 429,
             Self::Internal(_) => 500,
+            Self::Unavailable(_) => 503,
         }
+    }
+}
+
+impl From<crate::cpu::Busy> for QueryError {
+    fn from(e: crate::cpu::Busy) -> Self {
+        Self::Unavailable(e.to_string())
     }
 }
 

@@ -13,8 +13,10 @@
 //! - [`hold`]: what a step keeps for an order until it ends (take once,
 //!   give back once, remember ended orders), the saga's common pattern.
 //! - [`testing`]: given state and an input, assert events and state.
+//! - [`cpu`]: a bounded pool for expensive CPU work (password hashes).
 
 pub mod conformance;
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod function;

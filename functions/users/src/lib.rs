@@ -7,33 +7,28 @@
 //!   the user's customer from it.
 //! - `users.query.authenticate` checks a password against the stored hash
 //!   (or, for an unknown email, against a decoy hash, so both take as long
-//!   and answer the same 401). While an account has had
-//!   [`MAX_FAILURES`] failed logins within [`LOCKOUT`], it answers 429.
-//! - `users.cmd.record_login` counts failures (the caller sends it after
-//!   each attempt: a query cannot write); a success clears them.
+//!   and answer the same 401). The check runs on the process's bounded
+//!   pool for expensive work ([`jetsaga_core::cpu`]), never on the async
+//!   runtime that runs the functions; when the pool stays full it answers
+//!   503. How often anyone may try is the caller's to limit (the HTTP
+//!   gateway counts attempts per account and client, shared by every
+//!   instance).
 //! - `users.cmd.set_role` makes a user an administrator.
 //!
 //! No password or hash ever leaves this function's store: events, answers
 //! and errors carry ids, emails, names and roles only.
 //!
-//! State: `user/<user_id>` ([`User`]), `email/<email>` (the user id),
-//! `attempts/<email>` ([`Attempts`]).
+//! State: `user/<user_id>` ([`User`]), `email/<email>` (the user id).
 
 use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, QueryCtx, QueryError, async_trait};
 use jetsaga_events::subjects::*;
 use jetsaga_events::*;
 use serde::{Deserialize, Serialize};
-
-/// Failed logins that lock an account ...
-pub const MAX_FAILURES: usize = 5;
-
-/// ... within this window (the lock lifts as the oldest failure ages out).
-pub const LOCKOUT: Duration = Duration::minutes(15);
 
 /// The longest password `authenticate` looks at (longer ones cannot match:
 /// the gateway refuses them at sign-up).
@@ -85,21 +80,6 @@ impl User {
     }
 }
 
-/// Recent failed logins of one email (known or not).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempts {
-    /// When each recent failure happened, oldest first, at most [`MAX_FAILURES`].
-    pub failures: Vec<DateTime<Utc>>,
-}
-
-impl Attempts {
-    /// When the account may be tried again, if it is locked at `now`.
-    pub fn locked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let recent: Vec<&DateTime<Utc>> = self.failures.iter().filter(|at| now - **at < LOCKOUT).collect();
-        (recent.len() >= MAX_FAILURES).then(|| *recent[recent.len() - MAX_FAILURES] + LOCKOUT)
-    }
-}
-
 /// The login name: emails compare case-insensitively.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
@@ -111,10 +91,6 @@ fn user_key(user_id: &str) -> String {
 
 fn email_key(email: &str) -> String {
     format!("email/{}", normalize_email(email))
-}
-
-fn attempts_key(email: &str) -> String {
-    format!("attempts/{}", normalize_email(email))
 }
 
 /// Hashes a password with Argon2id and a random salt, as a PHC string (what
@@ -143,9 +119,9 @@ pub struct Users;
 /// Declaration (the same in both saga modes).
 pub static SPEC: FunctionSpec = FunctionSpec {
     name: "users",
-    description: "Users: sign-up with Argon2id hashes, roles, password checks with lockout after repeated failures",
+    description: "Users: sign-up with Argon2id hashes, roles, password checks on a bounded pool",
     subscribes: &[],
-    accepts: &[USERS_CMD_SET_ROLE, USERS_CMD_RECORD_LOGIN, USERS_CMD_LOG_OUT],
+    accepts: &[USERS_CMD_SET_ROLE, USERS_CMD_LOG_OUT],
     direct: &[USERS_CMD_SIGN_UP],
     emits: &[USERS_EVT_SIGNED_UP, USERS_EVT_ROLE_CHANGED],
     queries: &[USERS_QUERY_AUTHENTICATE, USERS_QUERY_GET],
@@ -215,49 +191,20 @@ impl Users {
         Ok(())
     }
 
-    /// Counts a failed login, or clears the count after a success.
-    pub async fn record_login(&self, ctx: &mut Ctx<'_>, cmd: RecordLogin) -> Result<(), HandlerError> {
-        if let Err(reason) = cmd.validate() {
-            return Err(HandlerError::Rejected { reason, events: vec![] });
-        }
-        let key = attempts_key(&cmd.email);
-        let mut attempts = ctx.get::<Attempts>(&key).await?.unwrap_or_default();
-        if cmd.succeeded {
-            if !attempts.failures.is_empty() {
-                ctx.delete(&key);
-            }
-            return Ok(());
-        }
-        let now = ctx.now();
-        attempts.failures.retain(|at| now - *at < LOCKOUT);
-        attempts.failures.push(now);
-        let excess = attempts.failures.len().saturating_sub(MAX_FAILURES);
-        attempts.failures.drain(..excess);
-        ctx.put(&key, &attempts);
-        Ok(())
-    }
-
     async fn authenticate(&self, ctx: &QueryCtx<'_>, request: Authenticate) -> Result<UserView, QueryError> {
         let wrong = || QueryError::Unauthorized("invalid email or password".into());
         if request.password.chars().count() > MAX_PASSWORD_CHARS || request.email.chars().count() > 254 {
             return Err(wrong());
         }
-        let now = Utc::now();
-        if let Some(until) = ctx.get::<Attempts>(&attempts_key(&request.email)).await?.and_then(|a| a.locked_until(now))
-        {
-            let seconds = (until - now).num_seconds().max(1);
-            return Err(QueryError::TooManyRequests(format!(
-                "too many failed logins for this account: try again in {seconds} s"
-            )));
-        }
         let user = match ctx.get::<String>(&email_key(&request.email)).await? {
             Some(user_id) => ctx.get::<User>(&user_key(&user_id)).await?,
             None => None,
         };
-        let matches = match &user {
-            Some(user) => verify_password(&request.password, &user.password_hash),
-            None => verify_password(&request.password, decoy_hash()),
-        };
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let password = request.password;
+        let matches = jetsaga_core::cpu::CpuPool::shared()
+            .run(move || verify_password(&password, hash.as_deref().unwrap_or_else(|| decoy_hash())))
+            .await?;
         match user {
             Some(user) if matches => Ok(user.view()),
             _ => Err(wrong()),
@@ -273,7 +220,7 @@ impl Function for Users {
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
         match event.data.get("email").and_then(|v| v.as_str()) {
-            Some(email) => vec![email_key(email), attempts_key(email)],
+            Some(email) => vec![email_key(email)],
             None => Vec::new(),
         }
     }
@@ -282,7 +229,6 @@ impl Function for Users {
         match event.event_type.as_str() {
             USERS_CMD_SIGN_UP => self.sign_up(ctx, event).await,
             USERS_CMD_SET_ROLE => self.set_role(ctx, event.data_as()?).await,
-            USERS_CMD_RECORD_LOGIN => self.record_login(ctx, event.data_as()?).await,
             USERS_CMD_LOG_OUT => self.log_out(ctx, event.data_as()?).await,
             other => Err(HandlerError::malformed(format!("users does not handle {other}"))),
         }
@@ -350,38 +296,6 @@ mod tests {
         let unknown = login(&t, "nobody@example.com", PASSWORD).await.unwrap_err();
         assert_eq!((wrong.code(), wrong.to_string()), (401, "invalid email or password".into()));
         assert_eq!((unknown.code(), unknown.to_string()), (wrong.code(), wrong.to_string()));
-    }
-
-    #[tokio::test]
-    async fn repeated_failures_lock_the_account_and_a_success_clears_them() {
-        let t = TestFunction::new(Users);
-        t.when(&sign_up("ada@example.com")).await;
-        let failed = RecordLogin { email: "ada@example.com".into(), succeeded: false };
-        for _ in 0..MAX_FAILURES - 1 {
-            t.when(&failed).await.assert_nothing_emitted();
-        }
-        assert!(login(&t, "ada@example.com", PASSWORD).await.is_ok(), "not locked before the limit");
-        t.when(&failed).await;
-        let locked = login(&t, "ADA@example.com", PASSWORD).await.unwrap_err();
-        assert_eq!(locked.code(), 429, "{locked}");
-        assert!(locked.to_string().starts_with("too many failed logins for this account: try again in"), "{locked}");
-        // Unknown emails lock the same way, so a lock says nothing about existence.
-        for _ in 0..MAX_FAILURES {
-            t.when(&RecordLogin { email: "nobody@example.com".into(), succeeded: false }).await;
-        }
-        assert_eq!(login(&t, "nobody@example.com", "x").await.unwrap_err().code(), 429);
-        t.when(&RecordLogin { email: "ada@example.com".into(), succeeded: true }).await;
-        assert!(login(&t, "ada@example.com", PASSWORD).await.is_ok(), "a success clears the failures");
-    }
-
-    #[test]
-    fn the_lock_lifts_as_failures_age_out() {
-        let now = Utc::now();
-        let at = |minutes_ago: i64| now - Duration::minutes(minutes_ago);
-        let attempts = Attempts { failures: vec![at(16), at(10), at(9), at(8), at(7)] };
-        assert_eq!(attempts.locked_until(now), None, "only four within the window");
-        let attempts = Attempts { failures: vec![at(14), at(10), at(9), at(8), at(7)] };
-        assert_eq!(attempts.locked_until(now), Some(at(14) + LOCKOUT));
     }
 
     #[tokio::test]

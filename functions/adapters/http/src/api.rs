@@ -19,8 +19,10 @@ use serde_json::{Value, json};
 
 use crate::Gateway;
 use crate::auth::{self, Session};
+use crate::limits;
 use crate::problem::Problem;
 use crate::upstream::request;
+use jetsaga_core::cpu::CpuPool;
 
 type Shared = State<Arc<Gateway>>;
 
@@ -113,7 +115,11 @@ pub struct SignUpRequest {
     pub name: String,
 }
 
-async fn sign_up(State(gateway): Shared, Body(body): Body<SignUpRequest>) -> Result<Response, Problem> {
+async fn sign_up(
+    State(gateway): Shared,
+    ClientAddr(client): ClientAddr,
+    Body(body): Body<SignUpRequest>,
+) -> Result<Response, Problem> {
     let chars = body.password.chars().count();
     if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
         return Err(Problem::new(
@@ -122,11 +128,14 @@ async fn sign_up(State(gateway): Shared, Body(body): Body<SignUpRequest>) -> Res
         )
         .field("password"));
     }
-    // Hashed here, so that no password ever reaches a function, a stream or a log.
+    // Counted before the expensive part: a refused sign-up costs nothing.
+    gateway.limits.take(&limits::SIGN_UPS_PER_CLIENT, &limits::client_key(client)).await?;
+    gateway.limits.take(&limits::SIGN_UPS, "everyone").await?;
+    // Hashed here, so that no password ever reaches a function, a stream or
+    // a log; on the bounded pool, so that a burst of sign-ups neither
+    // stalls the functions nor runs the process out of memory.
     let password = body.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash(&password))
-        .await
-        .map_err(|_| Problem::unavailable("could not hash the password"))?;
+    let password_hash = CpuPool::shared().run(move || hash(&password)).await.map_err(busy)?;
     let command = SignUp { email: body.email, name: body.name, password_hash };
     // The command's id names the user (`u-<id>`, see the users function).
     let id = uuid::Uuid::now_v7().to_string();
@@ -146,17 +155,25 @@ async fn sign_up(State(gateway): Shared, Body(body): Body<SignUpRequest>) -> Res
     Ok((StatusCode::CREATED, [(header::LOCATION, HeaderValue::from_static("/api/me"))], Json(user)).into_response())
 }
 
+/// The pool for expensive work stayed full: 503, come back in a second.
+fn busy(e: jetsaga_core::cpu::Busy) -> Problem {
+    Problem::unavailable(format!("the server is {e}"))
+}
+
 /// The customer function creates the user's customer from the sign-up
-/// event, a moment later: the answer waits for it (a few seconds at most),
-/// so that an order placed right after signing up finds its customer.
+/// event, a moment later: the answer waits for it (a few seconds at most,
+/// asking less and less often), so that an order placed right after
+/// signing up finds its customer.
 async fn wait_for_customer(gateway: &Gateway, customer_id: &str) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     let get = GetCustomer { customer_id: customer_id.into() };
+    let mut pause = std::time::Duration::from_millis(25);
     while tokio::time::Instant::now() < deadline {
         if request::<_, Value>(&gateway.nats, CUSTOMERS_QUERY_GET, None, &get).await.is_ok() {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(1));
     }
 }
 
@@ -191,7 +208,7 @@ pub struct SessionView {
 }
 
 /// The caller's address, when the server knows it (`ConnectInfo`);
-/// loopback otherwise (then every caller shares one throttle).
+/// loopback otherwise (then every caller shares one set of limits).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -209,23 +226,29 @@ async fn log_in(
     ClientAddr(client): ClientAddr,
     Body(body): Body<LogInRequest>,
 ) -> Result<Response, Problem> {
-    if let Some(seconds) = gateway.throttle.wait(client) {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed logins from this address: try again in {seconds} s"),
-        )
-        .retry_after(seconds));
+    let client = limits::client_key(client);
+    gateway.limits.take(&limits::LOGINS_PER_CLIENT, &client).await?;
+    // Failures are counted in advance, before the password is checked, so
+    // that parallel attempts cannot all pass the check before any failure is
+    // recorded; a success (or an answer that is no failure) gives them back.
+    let account = format!("{}\n{client}", body.email.trim().to_lowercase());
+    gateway.limits.take(&limits::FAILURES_PER_CLIENT, &client).await?;
+    if let Err(refused) = gateway.limits.take(&limits::FAILURES_PER_ACCOUNT_AND_CLIENT, &account).await {
+        gateway.limits.give_back(&limits::FAILURES_PER_CLIENT, &client).await;
+        return Err(refused);
     }
-    let check = Authenticate { email: body.email.clone(), password: body.password };
+    let check = Authenticate { email: body.email, password: body.password };
     let outcome: Result<UserView, Problem> = request(&gateway.nats, USERS_QUERY_AUTHENTICATE, None, &check).await;
-    let succeeded = outcome.is_ok();
-    if outcome.as_ref().is_err_and(|p| p.status == 401) || succeeded {
-        if !succeeded {
-            gateway.throttle.failed(client);
+    match &outcome {
+        Err(p) if p.status == 401 => {} // a failure, counted
+        Ok(_) => {
+            gateway.limits.clear(&limits::FAILURES_PER_ACCOUNT_AND_CLIENT, &account).await;
+            gateway.limits.give_back(&limits::FAILURES_PER_CLIENT, &client).await;
         }
-        // Counts the attempt for the account's lock; the answer does not wait on it being kept.
-        let record = RecordLogin { email: body.email, succeeded };
-        let _ = request::<_, Value>(&gateway.nats, USERS_CMD_RECORD_LOGIN, None, &record).await;
+        Err(_) => {
+            gateway.limits.give_back(&limits::FAILURES_PER_ACCOUNT_AND_CLIENT, &account).await;
+            gateway.limits.give_back(&limits::FAILURES_PER_CLIENT, &client).await;
+        }
     }
     let user = outcome?;
     let (token, expires_at) = auth::issue(&gateway.keys, &user.user_id, Utc::now());
@@ -236,8 +259,10 @@ async fn log_in(
 }
 
 async fn log_out(State(gateway): Shared, session: Session) -> Result<Response, Problem> {
-    let command = LogOut { user_id: session.user.user_id };
+    let command = LogOut { user_id: session.user.user_id.clone() };
     let _: Value = request(&gateway.nats, USERS_CMD_LOG_OUT, None, &command).await?;
+    // Its live views here end now; those on other instances at their next session check.
+    gateway.live.end_views_of(&session.user.user_id);
     let cookie = auth::cleared_cookie(gateway.secure_cookies);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ASCII"))]).into_response())
 }

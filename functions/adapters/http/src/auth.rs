@@ -3,10 +3,8 @@
 //! clients. Every authenticated request asks the users function who the
 //! token's user is now, so a logout (or a role change) takes effect at once.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -118,6 +116,8 @@ fn token_of(parts: &Parts) -> Option<String> {
 pub struct Session {
     /// Who, as the users function knows them now.
     pub user: UserView,
+    /// When its token was issued (milliseconds): a logout after it ends it.
+    pub issued_at_ms: i64,
 }
 
 impl Session {
@@ -148,50 +148,6 @@ impl FromRequestParts<Arc<Gateway>> for Session {
         if user.sessions_valid_from.is_some_and(|from| claims.iat_ms < from.timestamp_millis()) {
             return Err(Problem::unauthorized("the session has ended (logged out): log in again"));
         }
-        Ok(Session { user })
-    }
-}
-
-/// Failed logins per client address within a window; past the limit a
-/// client gets 429 before its password is even checked. (Per account, the
-/// users function locks after repeated failures.) Soft state: a restart
-/// forgets it, which only gives a client a fresh window.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
-}
-
-/// Failed logins a client may make within [`THROTTLE_WINDOW`].
-pub const THROTTLE_FAILURES: usize = 20;
-
-/// The window of [`THROTTLE_FAILURES`].
-pub const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
-
-/// Addresses remembered at most (the oldest are forgotten first).
-const THROTTLE_CLIENTS: usize = 100_000;
-
-impl Throttle {
-    /// Seconds until `client` may try again, if it is throttled now.
-    pub fn wait(&self, client: IpAddr) -> Option<u64> {
-        let mut failures = self.failures.lock().expect("the throttle lock is never poisoned");
-        let recent = failures.get_mut(&client)?;
-        recent.retain(|at| at.elapsed() < THROTTLE_WINDOW);
-        (recent.len() >= THROTTLE_FAILURES)
-            .then(|| (THROTTLE_WINDOW.saturating_sub(recent[0].elapsed())).as_secs().max(1))
-    }
-
-    /// Counts a failed login from `client`.
-    pub fn failed(&self, client: IpAddr) {
-        let mut failures = self.failures.lock().expect("the throttle lock is never poisoned");
-        if failures.len() >= THROTTLE_CLIENTS && !failures.contains_key(&client) {
-            failures.retain(|_, recent| recent.last().is_some_and(|at| at.elapsed() < THROTTLE_WINDOW));
-            if failures.len() >= THROTTLE_CLIENTS {
-                return; // under a flood, the per-account lock still holds
-            }
-        }
-        let recent = failures.entry(client).or_default();
-        recent.push(Instant::now());
-        let excess = recent.len().saturating_sub(THROTTLE_FAILURES);
-        recent.drain(..excess);
+        Ok(Session { user, issued_at_ms: claims.iat_ms })
     }
 }

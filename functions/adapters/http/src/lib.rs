@@ -2,8 +2,8 @@
 //!
 //! An axum [`Router`] that turns REST calls into the saga's NATS commands
 //! and queries, exactly as any NATS client could send them: it holds no
-//! business rule and no state of its own (a per-client login throttle
-//! aside). It knows who is calling from a session token (see [`auth`]) and
+//! business rule and no state of its own (its request limits are counters
+//! in a JetStream bucket shared by every instance, see [`limits`]). It knows who is calling from a session token (see [`auth`]) and
 //! never takes a customer from a request body. Errors are RFC 9457
 //! problem documents ([`problem`]).
 //!
@@ -37,9 +37,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod origin;
 pub mod problem;
 pub mod ui;
 pub mod upstream;
@@ -69,8 +71,10 @@ pub struct Gateway {
     pub keys: Keys,
     /// Whether the gateway is served over TLS (cookies get `Secure`).
     pub secure_cookies: bool,
-    /// Failed logins per client.
-    pub throttle: auth::Throttle,
+    /// Log-in and sign-up limits, shared by every instance.
+    pub limits: limits::Limits,
+    /// The process's reader of the saga stream and its live views.
+    pub live: live::LiveHub,
     /// Requests and latencies, for `GET /metrics`.
     pub metrics: metrics::Metrics,
     /// Origins whose pages may call the API from a browser (CORS); none by default.
@@ -81,11 +85,12 @@ impl Gateway {
     /// A gateway over `nats`, signing tokens with `keys`.
     pub fn new(nats: async_nats::Client, keys: Keys) -> Self {
         Self {
+            limits: limits::Limits::new(nats.clone()),
             nats,
             keys,
             secure_cookies: false,
-            throttle: auth::Throttle::default(),
             metrics: metrics::Metrics::default(),
+            live: live::LiveHub::new(live::LiveLimits::default()),
             cors_origins: Vec::new(),
         }
     }
@@ -115,6 +120,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             .allow_credentials(true)
     });
     let router = api::routes()
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), origin::guard))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
         .with_state(gateway)
         // Enforced by the body extractors, so that a large body gets a 413 problem.

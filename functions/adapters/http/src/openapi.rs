@@ -69,7 +69,7 @@ pub fn document() -> Value {
             body: Some(schema(&mut generator, |g| g.subschema_for::<SignUpRequest>())),
             query: vec![],
             ok: (201, "The new user", Some(user.clone())),
-            errors: &[400, 409, 413, 415, 422, 503],
+            errors: &[400, 409, 413, 415, 422, 429, 503],
         },
         Operation {
             method: "post",
@@ -173,7 +173,7 @@ pub fn document() -> Value {
                 json!({"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string", "pattern": "^[0-9]+$"}}),
             ],
             ok: (200, "text/event-stream: id = stream sequence, event = subject, data = envelope", None),
-            errors: &[400, 401, 404, 503],
+            errors: &[400, 401, 404, 429, 503],
         },
         Operation {
             method: "get",
@@ -330,7 +330,10 @@ pub fn document() -> Value {
         responses.insert(status.to_string(), ok);
         // Every id in a path is checked first (1 to 128 characters, no control characters).
         let bad_id: &[u16] = if op.path.contains("{id}") && !op.errors.contains(&400) { &[400] } else { &[] };
-        for error in op.errors.iter().chain(bad_id) {
+        // Every state-changing request is refused from another site (403)
+        // and as anything but JSON (415): see `crate::origin`.
+        let cross_site: &[u16] = if op.method == "get" { &[] } else { &[403, 415] };
+        for error in op.errors.iter().chain(bad_id).chain(cross_site) {
             responses.insert(
                 error.to_string(),
                 json!({"description": reason(*error), "content": {"application/problem+json": {"schema": problem}}}),

@@ -79,12 +79,18 @@ impl Problem {
         let status = match code {
             400 => StatusCode::BAD_REQUEST,
             401 => StatusCode::UNAUTHORIZED,
+            403 => StatusCode::FORBIDDEN,
             404 => StatusCode::NOT_FOUND,
             409 => StatusCode::CONFLICT,
             422 => StatusCode::UNPROCESSABLE_ENTITY,
             429 => StatusCode::TOO_MANY_REQUESTS,
             503 | 504 => return Self::unavailable(message),
-            _ => StatusCode::BAD_GATEWAY,
+            _ => {
+                // A function's own failure (a store error, a path, a
+                // database message) is for the operator's log, never a client.
+                tracing::warn!(code, error = %message, "a function failed a request");
+                return Self::new(StatusCode::BAD_GATEWAY, "the saga failed this request; the gateway's log says why");
+            }
         };
         let problem = Self::new(status, message);
         if status == StatusCode::TOO_MANY_REQUESTS { problem.retry_after(60) } else { problem }
@@ -101,5 +107,22 @@ impl IntoResponse for Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_functions_internal_error_text_never_reaches_the_client() {
+        let problem =
+            Problem::from_service(500, "error returned from database: disk I/O error at /srv/users.db".into());
+        assert_eq!(problem.status, 502);
+        assert!(!problem.detail.contains("/srv") && !problem.detail.contains("database"), "{}", problem.detail);
+        assert_eq!(
+            Problem::from_service(422, "quantity must be at least 1".into()).detail,
+            "quantity must be at least 1"
+        );
     }
 }

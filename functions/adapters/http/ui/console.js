@@ -81,6 +81,7 @@ export function overview(main, _params, ctx) {
     try {
       const status = await get("/api/status");
       fill(functions, h("h2", { id: "fn" }, "Functions"),
+        ...(status.warnings || []).map((w) => h("p", { class: "notice notice-bad", role: "alert" }, w)),
         h("p", { class: "muted" }, `Stream ${status.stream}: ${status.messages} messages. Dead letters: `, h("a", { href: "#/admin/dlq" }, String(status.dead_letters))),
         h("div", { class: "scroll" }, h("table", { class: "table" },
           h("thead", {}, h("tr", {}, ["Function", "Consumer lag", "Ack pending", "Redelivered", "Commands waiting", "Outbox backlog", "Oldest unpublished"].map((t) => h("th", { scope: "col", class: t === "Function" ? "" : "num" }, t)))),

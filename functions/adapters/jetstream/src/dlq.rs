@@ -1,9 +1,10 @@
-//! The dead-letter format: the original payload and headers, plus headers
+//! The dead-letter format: the original payload and trace headers, plus headers
 //! saying which function gave up, why, and after how many attempts. The
 //! CLI's `dlq list|show|redrive` reads exactly these.
 
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
+use jetsaga_events::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
 
 /// Function that dead-lettered the message.
 pub const FUNCTION: &str = "Jetsaga-Dlq-Function";
@@ -26,8 +27,24 @@ pub fn subject_for(function: &str) -> String {
 
 pub use jetsaga_events::ops::DeadLetter;
 
-/// Builds the headers of a dead letter, keeping the original headers
-/// (trace context, envelope marker) except the de-duplication id.
+/// The original headers a dead letter keeps: trace context and the
+/// envelope marker. Nothing else crosses over, on the way in or on a
+/// redrive: a header such as `Nats-Expected-Stream` or `Nats-Schedule`
+/// would make the DLQ stream refuse the letter (so it would loop forever)
+/// or make a redrive do more than send the letter again.
+pub const KEPT_HEADERS: [&str; 3] = [TRACEPARENT_HEADER, "tracestate", ENVELOPE_HEADER];
+
+/// Copies the [`KEPT_HEADERS`] of `original` into `into`.
+pub fn keep_allowed(original: &HeaderMap, into: &mut HeaderMap) {
+    for name in KEPT_HEADERS {
+        if let Some(value) = original.get(name) {
+            into.insert(name, value.as_str());
+        }
+    }
+}
+
+/// Builds the headers of a dead letter: its own `Jetsaga-Dlq-*` headers
+/// and the [`KEPT_HEADERS`] of the original.
 pub fn headers(
     original: Option<&HeaderMap>,
     function: &str,
@@ -38,14 +55,7 @@ pub fn headers(
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(original) = original {
-        for (name, values) in original.iter() {
-            let name: &str = name.as_ref();
-            if name != "Nats-Msg-Id" {
-                for value in values {
-                    headers.append(name, value.as_str());
-                }
-            }
-        }
+        keep_allowed(original, &mut headers);
     }
     // Header values are single-line.
     let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();

@@ -30,6 +30,7 @@ pub mod service;
 pub mod timings;
 pub mod worker;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -132,6 +133,19 @@ pub struct Config {
     /// so every process provisions the same stream whichever functions it
     /// hosts and whichever starts first.
     pub stream_subjects: Vec<String>,
+    /// For redrive: the subjects each function of the saga takes in
+    /// (subscribes to, accepts, is sent directly), by function name. A dead
+    /// letter is sent again only to one of its own function's; a function
+    /// missing here has nothing redriven ([`ops::redrive_refusal`]).
+    pub redrive_subjects: BTreeMap<String, BTreeSet<String>>,
+    /// How long the `DLQ` stream keeps a dead letter that nobody redrove or
+    /// deleted.
+    pub dlq_max_age: Duration,
+    /// The most the `DLQ` stream holds, in bytes. When it is full a new dead
+    /// letter is refused (none is pushed out): its message stays with its
+    /// function, redelivered with backoff and counted as unstored, and
+    /// `jetsaga status` warns from [`DLQ_WARN_PERCENT`] of this on.
+    pub dlq_max_bytes: i64,
     /// Let JetStream publish scheduled events (the saga's deadlines; needs
     /// nats-server 2.14+). Off: no schedule subjects in the stream, and a
     /// function that schedules must not (`jetsaga up --no-deadlines`).
@@ -166,11 +180,27 @@ impl Default for Config {
             stream_subjects: Vec::new(),
             provision: true,
             message_schedules: true,
+            redrive_subjects: BTreeMap::new(),
+            dlq_max_age: Duration::from_secs(30 * 24 * 3600),
+            dlq_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
 
+/// How full the `DLQ` stream may get, in percent of
+/// [`Config::dlq_max_bytes`], before `jetsaga status` warns.
+pub const DLQ_WARN_PERCENT: u64 = 50;
+
 impl Config {
+    /// Fills [`Config::redrive_subjects`] from the saga's functions.
+    pub fn redriving_to<'a>(mut self, specs: impl IntoIterator<Item = &'a FunctionSpec>) -> Self {
+        for spec in specs {
+            let takes = spec.subscribes.iter().chain(spec.accepts).chain(spec.direct).map(|s| s.to_string());
+            self.redrive_subjects.entry(spec.name.to_string()).or_default().extend(takes);
+        }
+        self
+    }
+
     /// Refuses settings under which a redelivered message could miss its
     /// inbox record (and be processed twice).
     pub fn check(&self) -> Result<(), RuntimeError> {

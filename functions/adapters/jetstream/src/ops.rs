@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{Config, RuntimeError, dlq};
 
@@ -41,6 +41,14 @@ pub enum OpsError {
         /// Why.
         message: String,
     },
+    /// The dead letter may not be sent again (see [`redrive_refusal`]); it is kept.
+    #[error("dead letter {sequence} not sent again: {reason}")]
+    Refused {
+        /// Its sequence.
+        sequence: u64,
+        /// Why.
+        reason: String,
+    },
     /// The request is not understood.
     #[error("{0}")]
     BadRequest(String),
@@ -50,13 +58,15 @@ pub enum OpsError {
 }
 
 impl OpsError {
-    /// The NATS service error code: 404 for what does not exist, 502 when
-    /// the redriven message was refused, 503 otherwise.
+    /// The NATS service error code: 404 for what does not exist, 403 for a
+    /// letter that may not be sent again, 502 when the redriven message was
+    /// refused, 503 otherwise.
     pub fn code(&self) -> u16 {
         match self {
             OpsError::NoDeadLetter(_) | OpsError::NoStream(_) => 404,
             OpsError::Kept { .. } => 502,
             OpsError::BadRequest(_) => 400,
+            OpsError::Refused { .. } => 403,
             OpsError::Nats(_) => 503,
         }
     }
@@ -133,8 +143,46 @@ async fn stored_letter(
     Ok((stream, raw))
 }
 
-/// Sends a dead letter again to its original subject with its original
-/// headers, then removes it from the DLQ:
+/// Why a dead letter may not be sent again, if it may not. A letter is
+/// sent again only where its function takes messages in, and only if it
+/// is what the runtime itself stores: on `dlq.<function>`, naming that
+/// function, a subject that function subscribes to or accepts, and an
+/// origin of the saga's streams or a request. Anyone who may publish on a
+/// `dlq.` subject could otherwise have an administrator's redrive publish
+/// any event on their behalf.
+pub fn redrive_refusal(config: &Config, stored_on: &str, letter: &DeadLetter) -> Option<String> {
+    let function = &letter.function;
+    if stored_on != dlq::subject_for(function) {
+        return Some(format!(
+            "it was stored on {stored_on} but names the function {function:?}: only the runtime's own dead letters \
+             (on dlq.<function>) are sent again"
+        ));
+    }
+    let Some(takes) = config.redrive_subjects.get(function) else {
+        return Some(format!("{function:?} is not a function of this saga"));
+    };
+    if !takes.contains(&letter.subject) {
+        return Some(format!(
+            "{function} does not take messages on {:?}: a dead letter is sent again only to a subject its function \
+             subscribes to or accepts",
+            letter.subject
+        ));
+    }
+    let from_stream =
+        |stream: &str| letter.origin.strip_prefix(stream).and_then(|rest| rest.strip_prefix('/')).is_some();
+    if !(from_stream(&config.stream) || from_stream(&config.command_stream) || letter.origin.starts_with("request/")) {
+        return Some(format!(
+            "its origin {:?} is not one of the saga's streams or a request (an event its function emitted that no \
+             server accepts cannot be sent again: delete it)",
+            letter.origin
+        ));
+    }
+    None
+}
+
+/// Sends a dead letter again to its original subject with its trace
+/// headers ([`dlq::KEPT_HEADERS`]), then removes it from the DLQ, if
+/// [`redrive_refusal`] finds nothing against it:
 ///
 /// - a command that came by request/reply (never stored) is asked again,
 ///   and kept in the DLQ if that fails;
@@ -152,15 +200,12 @@ pub async fn redrive(
 ) -> Result<Redriven, OpsError> {
     let (stream, raw) = stored_letter(js, &config.dlq_stream, sequence).await?;
     let letter = dlq::read(sequence, &raw.headers, &raw.payload);
-    let mut headers = async_nats::HeaderMap::new();
-    for (name, values) in raw.headers.iter() {
-        let name: &str = name.as_ref();
-        if !name.starts_with("Jetsaga-Dlq-") && name != "Nats-Msg-Id" {
-            for value in values {
-                headers.append(name, value.as_str());
-            }
-        }
+    if let Some(reason) = redrive_refusal(config, &raw.subject, &letter) {
+        warn!(sequence, function = %letter.function, subject = %letter.subject, %reason, "redrive refused");
+        return Err(OpsError::Refused { sequence, reason });
     }
+    let mut headers = async_nats::HeaderMap::new();
+    dlq::keep_allowed(&raw.headers, &mut headers);
     let kept = |message: String| OpsError::Kept { sequence, message };
     if letter.subject.is_empty() {
         return Err(kept("it names no subject to send it to".into()));
@@ -278,12 +323,35 @@ pub async fn status(nats: &async_nats::Client, config: &Config) -> Result<Status
             commands_pending,
             unpublished: outbox.as_ref().and_then(|o| o["unpublished"].as_u64()),
             oldest_unpublished_age_ms: outbox.as_ref().and_then(|o| o["oldest_age_ms"].as_i64()),
+            dead_letters_unstored: outbox.as_ref().and_then(|o| o["dead_letters_unstored"].as_u64()),
         });
     }
-    let dead_letters = match js.get_stream(&config.dlq_stream).await {
-        Ok(mut dlq) => dlq.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
+    let (dead_letters, dead_letter_bytes, dead_letter_max_bytes) = match js.get_stream(&config.dlq_stream).await {
+        Ok(mut dlq) => match dlq.info().await {
+            Ok(i) => (i.state.messages, i.state.bytes, u64::try_from(i.config.max_bytes).ok()),
+            Err(_) => (0, 0, None),
+        },
+        Err(_) => (0, 0, None),
     };
+    let mut warnings = Vec::new();
+    if let Some(max) = dead_letter_max_bytes.filter(|max| *max > 0) {
+        let percent = dead_letter_bytes * 100 / max;
+        if percent >= crate::DLQ_WARN_PERCENT {
+            warnings.push(format!(
+                "the dead-letter stream {} is {percent}% full ({dead_letter_bytes} of {max} bytes): when full, new \
+                 dead letters are refused and their messages retried; redrive or delete letters (jetsaga dlq)",
+                config.dlq_stream
+            ));
+        }
+    }
+    for c in consumers.iter().filter(|c| c.dead_letters_unstored.unwrap_or(0) > 0) {
+        warnings.push(format!(
+            "{} could not store {} dead letter(s) since it started (the dead-letter stream full or away): their \
+             messages are kept and retried",
+            c.function,
+            c.dead_letters_unstored.unwrap_or(0)
+        ));
+    }
     // Pending deadlines: the schedules the stream holds (one per waiting order).
     let mut pending_deadlines = 0;
     if info.config.allow_message_schedules {
@@ -302,6 +370,9 @@ pub async fn status(nats: &async_nats::Client, config: &Config) -> Result<Status
         consumers,
         dead_letters,
         pending_deadlines,
+        dead_letter_bytes,
+        dead_letter_max_bytes,
+        warnings,
     })
 }
 

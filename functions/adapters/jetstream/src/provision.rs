@@ -179,6 +179,11 @@ async fn provision_once(js: &jetstream::Context, config: &Config, specs: &[&Func
         num_replicas: config.replicas,
         duplicate_window: config.duplicate_window,
         allow_direct: true,
+        // Bounded, and never pushing a letter out to make room: a letter
+        // refused when full stays with its function (see `Config::dlq_max_bytes`).
+        max_age: config.dlq_max_age,
+        max_bytes: config.dlq_max_bytes,
+        discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
     ensure_stream(js, dlq, &dlq_subjects).await?;
@@ -245,6 +250,8 @@ async fn ensure_stream(
             if subjects.is_subset(&have)
                 && info.config.num_replicas == wanted.num_replicas
                 && info.config.max_age == wanted.max_age
+                && info.config.max_bytes == wanted.max_bytes
+                && info.config.discard == wanted.discard
                 && info.config.allow_message_schedules >= wanted.allow_message_schedules
             {
                 return Ok(());

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use jetsaga_core::{OutboxRecord, Processor};
 use jetsaga_events::limits::MAX_COMMAND_BYTES;
 use jetsaga_events::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::dlq;
 
@@ -33,6 +33,9 @@ pub(crate) struct Publisher {
     pub(crate) consuming: Arc<std::sync::atomic::AtomicBool>,
     /// Where its consumed messages' time goes (`$JETSAGA.TIMINGS.<function>`).
     pub(crate) timings: Arc<crate::timings::Timings>,
+    /// Dead letters that could not be stored since it started (reported by
+    /// its outbox endpoint; `jetsaga status` warns).
+    pub(crate) unstored_dead_letters: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Records handed to the connection, their acks still to come (one per
@@ -70,7 +73,15 @@ impl Publisher {
                 }
             }
         });
-        Self { engine, js, sweeper, failed: Arc::default(), consuming: Arc::default(), timings: Arc::default() }
+        Self {
+            engine,
+            js,
+            sweeper,
+            failed: Arc::default(),
+            consuming: Arc::default(),
+            timings: Arc::default(),
+            unstored_dead_letters: Arc::default(),
+        }
     }
 
     /// Publishes outbox records concurrently, waiting for every ack, and
@@ -172,9 +183,15 @@ impl Publisher {
         // and the dead letter itself stays publishable.
         let payload = if payload.len() > MAX_COMMAND_BYTES { payload.slice(..OVERSIZED_EXCERPT) } else { payload };
         let headers = dlq::headers(headers, name, reason, attempts, subject, origin);
-        let ack =
-            self.js.publish_with_headers(dlq::subject_for(name), headers, payload).await.map_err(|e| e.to_string())?;
-        ack.await.map(|_| ()).map_err(|e| e.to_string())?;
+        let stored = async {
+            let ack = self.js.publish_with_headers(dlq::subject_for(name), headers, payload).await?;
+            ack.await
+        };
+        if let Err(e) = stored.await {
+            let unstored = self.unstored_dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            error!(%subject, %origin, error = %e, unstored, "cannot store the dead letter; its message is kept and retried");
+            return Err(e.to_string());
+        }
         debug!("dead letter stored");
         Ok(())
     }

@@ -158,6 +158,7 @@ const BACKLOG_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn backlog(publisher: &Publisher) -> Result<Value, (u16, String)> {
     let consuming = publisher.consuming.load(std::sync::atomic::Ordering::Relaxed);
+    let unstored = publisher.unstored_dead_letters.load(std::sync::atomic::Ordering::Relaxed);
     let function = publisher.engine.name();
     let pending =
         match tokio::time::timeout(BACKLOG_READ_TIMEOUT, publisher.engine.unpublished(OUTBOX_COUNT_LIMIT)).await {
@@ -179,6 +180,7 @@ async fn backlog(publisher: &Publisher) -> Result<Value, (u16, String)> {
         "unpublished": pending.len(),
         "at_least": pending.len() == OUTBOX_COUNT_LIMIT,
         "oldest_age_ms": oldest.map(|t| (Utc::now() - t).num_milliseconds().max(0)),
+        "dead_letters_unstored": unstored,
     }))
 }
 
