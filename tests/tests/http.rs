@@ -720,3 +720,144 @@ async fn sign_ups_are_limited_per_address_before_any_password_is_hashed() {
     api.sign_up("ada@example.com").await;
     api.saga.stop().await;
 }
+
+/// Resident memory of this process (the saga and the gateway run in it), in MiB.
+fn resident_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// p50 of how long `n` orders of a good customer take, one after another.
+async fn good_orders_p50(api: &Api, n: usize) -> Duration {
+    let mut took = Vec::new();
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let id = api.saga.order("c-good", &[("p-a", 1)]).await;
+        assert_eq!(api.saga.finish(&id).await.status, OrderStatus::Completed);
+        took.push(started.elapsed());
+    }
+    took.sort();
+    took[n / 2]
+}
+
+/// The hostile-load suite at a small scale: one signed-up attacker opens
+/// live views with `Last-Event-ID: 1`, logs in from 30 loops and floods
+/// sign-ups, while a good customer places orders. Every attack is refused
+/// early, memory stays bounded, and the good customer's p50 stays within a
+/// factor of the same run without attack. (`jetsaga chaos --hostile` is
+/// the long run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_attack_good_orders_keep_their_pace_and_memory_stays_bounded() {
+    let api = Api::start().await;
+    api.saga.product("p-a", 100, 10_000).await;
+    api.saga.customer("c-good", 100_000_000).await;
+    let attacker = api.sign_up("mallory@example.com").await;
+    let (token, _) = api.log_in("mallory@example.com").await;
+    wait_until(SETTLE, "mallory's customer", || async {
+        api.saga.client.customer(attacker["customer_id"].as_str().unwrap()).await.is_ok()
+    })
+    .await;
+    let placed = api.post("/api/orders", Some(&token), json!({"items": [{"product_id": "p-a", "quantity": 1}]})).await;
+    let own = placed.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_string();
+    let baseline = good_orders_p50(&api, 15).await;
+    let memory_before = resident_mib();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let counter = || Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (views_refused, logins_refused, sign_ups_refused) = (counter(), counter(), counter());
+    let mut attacks = tokio::task::JoinSet::new();
+    // 100 live views of the attacker's own order, replaying from the start.
+    for _ in 0..100 {
+        let (http, url, token, refused) =
+            (api.http.clone(), api.url(&format!("/api/orders/{own}/events")), token.clone(), views_refused.clone());
+        attacks.spawn(async move {
+            let response = http.get(url).bearer_auth(token).header("Last-Event-ID", "1").send().await.unwrap();
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let _ = response.text().await; // held open until it ends
+        });
+    }
+    // 30 loops of correct log-ins, and a flood of sign-ups from another address.
+    for loop_index in 0..30 {
+        let (http, url, stop, refused) =
+            (api.http.clone(), api.url("/api/session"), stop.clone(), logins_refused.clone());
+        attacks.spawn(async move {
+            while !stop.is_cancelled() {
+                let body = json!({"email": "mallory@example.com", "password": PASSWORD});
+                let status = http.post(&url).json(&body).send().await.unwrap().status();
+                if matches!(status.as_u16(), 429 | 503) {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50 + loop_index)).await;
+                }
+            }
+        });
+    }
+    let flood =
+        reqwest::Client::builder().local_address("127.0.0.4".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    for i in 0..100 {
+        let (flood, url, refused) = (flood.clone(), api.url("/api/users"), sign_ups_refused.clone());
+        attacks.spawn(async move {
+            let body = json!({"email": format!("bot{i}@example.com"), "password": PASSWORD, "name": "Bot"});
+            let status = flood.post(&url).json(&body).send().await.unwrap().status();
+            if matches!(status.as_u16(), 429 | 503) {
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attacked = good_orders_p50(&api, 15).await;
+    let memory_during = resident_mib();
+    stop.cancel();
+    attacks.abort_all();
+    while attacks.join_next().await.is_some() {}
+
+    let count = |c: &Arc<std::sync::atomic::AtomicUsize>| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (views, logins, sign_ups) = (count(&views_refused), count(&logins_refused), count(&sign_ups_refused));
+    println!(
+        "refused: {views} of 100 views, {logins} log-ins, {sign_ups} of 100 sign-ups; memory {memory_before} -> {memory_during} MiB"
+    );
+    assert!(views >= 80, "{views} of 100 live views refused");
+    assert!(logins > 0, "log-in loops were never refused");
+    assert!(sign_ups >= 70, "{sign_ups} of 100 sign-ups refused");
+    let bound = (baseline * 4).max(baseline + Duration::from_millis(300));
+    assert!(attacked <= bound, "good orders: p50 {attacked:?} under attack against {baseline:?} without");
+    // Bounded, not small: before the pool, 300 sign-ups took the gateway
+    // from under 100 MiB to 2 GiB. What the log-in loops still add here
+    // (about 200 MiB in this test process, whose allocator is glibc's; the
+    // jetsaga binary runs on mimalloc) is an open question of issue 26.
+    assert!(
+        memory_during <= memory_before + 400,
+        "memory grew from {memory_before} to {memory_during} MiB under attack"
+    );
+    println!(
+        "good orders p50: {baseline:?} without attack, {attacked:?} with; memory {memory_before} -> {memory_during} MiB"
+    );
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_gateway_accepts_never_becomes_a_dead_letter() {
+    let api = Api::start().await;
+    api.sign_up("ada@example.com").await;
+    let (token, _) = api.log_in("ada@example.com").await;
+    // Just under the body limit, with an id far over the saga's: refused by the rule, nothing dead-lettered.
+    let long_id = "p".repeat(jetsaga_http::MAX_BODY_BYTES - 100);
+    let refused =
+        api.post("/api/orders", Some(&token), json!({"items": [{"product_id": long_id, "quantity": 1}]})).await;
+    let body = problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(body["detail"].as_str().unwrap().contains("product_id must be at most 128 characters"), "{body}");
+    let too_large = "p".repeat(jetsaga_http::MAX_BODY_BYTES + 1);
+    let refused =
+        api.post("/api/orders", Some(&token), json!({"items": [{"product_id": too_large, "quantity": 1}]})).await;
+    problem(refused, StatusCode::PAYLOAD_TOO_LARGE).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(jetsaga_tests::stream::messages(&api.saga.js, "DLQ", None).await.is_empty(), "no dead letter");
+    api.saga.stop().await;
+}

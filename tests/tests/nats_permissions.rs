@@ -59,6 +59,8 @@ async fn each_function_runs_with_only_its_own_permissions() {
     jetsaga_jetstream::provision::provision(&admin_nats, &jetstream::new(admin_nats.clone()), &config, &specs)
         .await
         .unwrap();
+    // As `jetsaga provision` does: the gateway's request limits live in a bucket it may only use.
+    jetsaga_http::limits::provision(&jetstream::new(admin_nats.clone()), 1).await.unwrap();
 
     let mut running = Vec::new();
     let names = options.names();

@@ -56,8 +56,12 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use auth::Keys;
 
-/// The largest request body accepted (larger: 413).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The largest request body accepted (larger: 413): half the largest
+/// command the saga takes, so that every body accepted here makes a
+/// command the saga takes too (the command adds the customer and the
+/// order id; re-encoding never makes JSON larger), instead of a 400 and a
+/// dead letter.
+pub const MAX_BODY_BYTES: usize = jetsaga_events::limits::MAX_COMMAND_BYTES / 2;
 
 /// How long a request may take before the caller gets a 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);

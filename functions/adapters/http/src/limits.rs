@@ -64,7 +64,7 @@ pub const FAILURES_PER_CLIENT: Rule = Rule {
 
 /// Sign-ups from one client.
 pub const SIGN_UPS_PER_CLIENT: Rule =
-    Rule { name: "signup-client", what: "sign-ups from this address", max: 5, window: Duration::from_secs(60 * 60) };
+    Rule { name: "signup-client", what: "sign-ups from this address", max: 20, window: Duration::from_secs(60 * 60) };
 
 /// Sign-ups from everyone together: a flood of new accounts from many
 /// addresses slows to this.
