@@ -8,10 +8,9 @@
 //! core by default): at most that many at once, each waiting at most
 //! [`CpuPool`]'s wait for its turn, after which the caller is told to come
 //! back ([`Busy`], a 503 at the edge). Fixed threads, not tokio's blocking
-//! pool: the allocator keeps a freed 19 MiB block in the arena of the
-//! thread that used it, so the memory kept is bounded by the threads that
-//! ever hashed (measured: 48 → 422 MiB after a flood of sign-ups on
-//! tokio's blocking threads in the test process, whose allocator is glibc's).
+//! pool, whose threads come and go: glibc's allocator keeps freed blocks
+//! in per-thread arenas, so the memory kept is bounded by the threads that
+//! ever hashed.
 
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;

@@ -195,8 +195,11 @@ impl LiveHub {
 
     /// Ends every view of `user_id` on this process (they logged out).
     pub fn end_views_of(&self, user_id: &str) {
-        if let Some((_, ended)) = self.state.lock().expect("the live hub lock is never poisoned").users.get(user_id) {
+        if let Some((_, ended)) = self.state.lock().expect("the live hub lock is never poisoned").users.get_mut(user_id)
+        {
             ended.cancel();
+            // Views opened after the logout (a new session) are not ended with these.
+            *ended = CancellationToken::new();
         }
     }
 
