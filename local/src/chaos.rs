@@ -548,7 +548,11 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     // path every bootstrap `copies` times and `copies` bridges.
     let mut processes: Vec<(String, Role, Vec<String>)> = Vec::new();
     let lambda = if args.lambda {
-        let options = SagaOptions { mode: args.saga.into(), ..SagaOptions::default() };
+        let options = SagaOptions {
+            mode: args.saga.into(),
+            order_limits: crate::saga::OrderLimits::UNLIMITED,
+            ..SagaOptions::default()
+        };
         let beside = exe.parent().map(Path::to_path_buf).unwrap_or_default();
         let bootstrap = beside.join(crate::lambda_local::BOOTSTRAP_BINARY);
         let local =
@@ -577,6 +581,11 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
             dir.join("functions").display().to_string(),
             "--schema-prefix".into(),
             schema_prefix(seed),
+            // The load is a few customers at hundreds of orders a second, by design.
+            "--max-orders-in-flight".into(),
+            "0".into(),
+            "--max-orders-per-minute".into(),
+            "0".into(),
         ]);
         if let Some(db) = &args.database_url {
             function_args.extend(["--database-url".into(), db.clone()]);

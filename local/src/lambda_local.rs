@@ -221,6 +221,8 @@ impl Bootstraps {
             .env("JETSAGA_TABLE", format!("{}{function}", self.table_prefix))
             .env("JETSAGA_SAGA", mode)
             .env("JETSAGA_SHIPPING_FAILURE_RATE", self.options.shipping_failure_rate.to_string())
+            .env("JETSAGA_MAX_ORDERS_IN_FLIGHT", self.options.order_limits.in_flight.to_string())
+            .env("JETSAGA_MAX_ORDERS_PER_MINUTE", self.options.order_limits.per_minute.to_string())
             .stdout(Stdio::null());
         match &self.options.deadlines {
             Some(deadlines) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jetsaga_core::{Engine, Store};
 use jetsaga_sql::{Durability, PostgresStore, SqliteStore};
 
-pub use jetsaga_saga::{Deadlines, SagaOptions, all_names, human, mode_name, names};
+pub use jetsaga_saga::{Deadlines, OrderLimits, SagaOptions, all_names, human, mode_name, names};
 
 /// The runtime's configuration for the saga: every process asks for the
 /// same streams, whichever functions it hosts.

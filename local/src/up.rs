@@ -96,6 +96,13 @@ pub struct UpArgs {
     /// older than 2.14, which cannot schedule messages).
     #[arg(long, conflicts_with_all = ["step_timeouts", "saga_timeout"])]
     pub no_deadlines: bool,
+    /// Orders one customer may have under way at once; past it a create is
+    /// refused for now (429 over HTTP, an error over NATS). 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = jetsaga_saga::OrderLimits::default().in_flight)]
+    pub max_orders_in_flight: usize,
+    /// Orders one customer may start in a minute. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = jetsaga_saga::OrderLimits::default().per_minute)]
+    pub max_orders_per_minute: usize,
     /// Do not print the saga flow.
     #[arg(long)]
     pub quiet: bool,
@@ -196,7 +203,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
         )
     };
-    let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate, mode, deadlines };
+    let order_limits =
+        jetsaga_saga::OrderLimits { in_flight: args.max_orders_in_flight, per_minute: args.max_orders_per_minute };
+    let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate, mode, deadlines, order_limits };
     let names: Vec<String> = if args.functions.is_empty() {
         options.names().iter().map(|s| s.to_string()).collect()
     } else {

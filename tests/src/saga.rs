@@ -73,9 +73,14 @@ enum Hosting {
 }
 
 impl Saga {
-    /// Starts a server and every function.
+    /// Starts a server and every function. The scenarios send hundreds of
+    /// orders for a few customers at once: no per-customer limit.
     pub async fn start(setup: Setup) -> Self {
-        let options = SagaOptions { mode: setup.mode, ..SagaOptions::default() };
+        let options = SagaOptions {
+            mode: setup.mode,
+            order_limits: jetsaga_local::saga::OrderLimits::UNLIMITED,
+            ..SagaOptions::default()
+        };
         Self::start_with(setup.backend, &options.names(), options).await
     }
 

@@ -36,8 +36,13 @@ impl Api {
 
     /// A saga and a gateway, configured by `configure`.
     async fn start_with(configure: impl FnOnce(&mut Gateway)) -> Self {
-        jetsaga_tests::init_tracing();
         let saga = Saga::start(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed }).await;
+        Self::over(saga, configure).await
+    }
+
+    /// A gateway, configured by `configure`, over `saga`.
+    async fn over(saga: Saga, configure: impl FnOnce(&mut Gateway)) -> Self {
+        jetsaga_tests::init_tracing();
         saga.product("p-a", 1250, 10).await;
         let mut gateway = Gateway::new(saga.server.connect().await, Keys::from_secret(SECRET).unwrap());
         configure(&mut gateway);
@@ -865,5 +870,39 @@ async fn a_body_the_gateway_accepts_never_becomes_a_dead_letter() {
     problem(refused, StatusCode::PAYLOAD_TOO_LARGE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(jetsaga_tests::stream::messages(&api.saga.js, "DLQ", None).await.is_empty(), "no dead letter");
+    api.saga.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_orders_under_way_are_capped_for_every_client_alike() {
+    let options = jetsaga_local::saga::SagaOptions {
+        order_limits: jetsaga_local::saga::OrderLimits { in_flight: 2, per_minute: 0 },
+        ..jetsaga_local::saga::SagaOptions::default()
+    };
+    // Payment is away, so orders stay under way (waiting for it).
+    let names: Vec<&str> = options.names().into_iter().filter(|n| *n != "payment").collect();
+    let saga = Saga::start_with(Backend::Sqlite, &names, options).await;
+    let api = Api::over(saga, |_| {}).await;
+    let (token, first) = api.shopper_with_an_order("ada@example.com").await;
+    let customer = api.saga.client.order(&first).await.unwrap().customer_id;
+    let items = json!([{"product_id": "p-a", "quantity": 1}]);
+    let create = json!({"customer_id": customer, "items": items});
+    // The second over NATS, as any client may send it.
+    api.saga.client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await.unwrap();
+    let refused = api.post("/api/orders", Some(&token), json!({"items": items})).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(
+        body["detail"],
+        format!("customer {customer} already has 2 orders under way (at most 2): try again when one has ended")
+    );
+    let err = api.saga.client.command(jetsaga_events::subjects::ORDERS_CMD_CREATE, &create).await.unwrap_err();
+    assert!(err.to_string().ends_with("(429)"), "{err}");
+    // One ends (canceled): the customer may order again.
+    let canceled = api.post(&format!("/api/orders/{first}/cancel"), Some(&token), json!({})).await;
+    assert_eq!(canceled.status(), StatusCode::ACCEPTED);
+    assert_eq!(api.saga.finish(&first).await.status, OrderStatus::Canceled);
+    let again = api.post("/api/orders", Some(&token), json!({"items": items})).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
     api.saga.stop().await;
 }

@@ -15,7 +15,10 @@ pub const FUNCTION_VAR: &str = "JETSAGA_FUNCTION";
 /// (`choreographed`, the default, or `orchestrated`) and
 /// `JETSAGA_SHIPPING_FAILURE_RATE` (0.0–1.0, default 0); the order's
 /// deadlines from `JETSAGA_STEP_TIMEOUT` (`30s`, or `30s,payment=10s`),
-/// `JETSAGA_SAGA_TIMEOUT` (`5m`) and `JETSAGA_DEADLINES` (`on`, `off`).
+/// `JETSAGA_SAGA_TIMEOUT` (`5m`) and `JETSAGA_DEADLINES` (`on`, `off`); a
+/// customer's orders under way and a minute from
+/// `JETSAGA_MAX_ORDERS_IN_FLIGHT` (default 20) and
+/// `JETSAGA_MAX_ORDERS_PER_MINUTE` (default 60; 0: no limit).
 pub fn options_from(var: impl Fn(&str) -> Option<String>) -> Result<SagaOptions, String> {
     let mode = match var("JETSAGA_SAGA").as_deref() {
         None | Some("choreographed") => SagaMode::Choreographed,
@@ -41,7 +44,18 @@ pub fn options_from(var: impl Fn(&str) -> Option<String>) -> Result<SagaOptions,
         }
         Some(other) => return Err(format!("JETSAGA_DEADLINES={other:?}: expected on or off")),
     };
-    Ok(SagaOptions { mode, shipping_failure_rate, deadlines })
+    let defaults = jetsaga_saga::OrderLimits::default();
+    let limit = |name: &str, default: usize| match var(name) {
+        None => Ok(default),
+        Some(text) => {
+            text.parse::<usize>().map_err(|_| format!("{name}={text:?}: expected a whole number (0: no limit)"))
+        }
+    };
+    let order_limits = jetsaga_saga::OrderLimits {
+        in_flight: limit("JETSAGA_MAX_ORDERS_IN_FLIGHT", defaults.in_flight)?,
+        per_minute: limit("JETSAGA_MAX_ORDERS_PER_MINUTE", defaults.per_minute)?,
+    };
+    Ok(SagaOptions { mode, shipping_failure_rate, deadlines, order_limits })
 }
 
 /// The function this Lambda runs, from `JETSAGA_FUNCTION` and the options.

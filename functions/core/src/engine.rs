@@ -35,7 +35,7 @@ impl Outcome {
     pub fn outbox(&self) -> Option<&[OutboxRecord]> {
         match self {
             Self::Publish(outbox) | Self::Rejected { outbox, .. } | Self::Repeated { outbox, .. } => Some(outbox),
-            Self::Retry(_) | Self::Unavailable(_) | Self::DeadLetter(_) | Self::Conflict(_) => None,
+            Self::Retry(_) | Self::Unavailable(_) | Self::DeadLetter(_) | Self::Conflict(_) | Self::Refused(_) => None,
         }
     }
 }
@@ -127,6 +127,9 @@ pub enum Outcome {
     /// Its id was used before by a different input: not processed. A
     /// request/reply caller gets 409; a stream message is dead-lettered.
     Conflict(String),
+    /// Not processed, and nothing kept: the sender is over a limit (see
+    /// [`HandlerError::Refused`]). Acknowledge; a request/reply caller gets 429.
+    Refused(String),
 }
 
 /// The receipt of a run that emitted `events` (a rejection if `rejected`).
@@ -506,6 +509,10 @@ impl Engine {
             Err(HandlerError::Malformed(reason)) => {
                 warn!(%reason, "malformed input");
                 Err(Outcome::DeadLetter(reason))
+            }
+            Err(HandlerError::Refused(reason)) => {
+                debug!(%reason, "refused for now");
+                Err(Outcome::Refused(reason))
             }
         }
     }

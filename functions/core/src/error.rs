@@ -56,6 +56,12 @@ pub enum HandlerError {
     /// once with this reason, never retried, and processing continues.
     #[error("malformed: {0}")]
     Malformed(String),
+    /// Not now: the sender is over a limit (too many orders in flight, too
+    /// many too fast). Nothing is kept, not even the input's id, so the same
+    /// command sent again later may succeed; the input is acknowledged, and
+    /// a request/reply caller gets 429 with the reason.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl HandlerError {
@@ -67,6 +73,11 @@ impl HandlerError {
     /// A malformed input.
     pub fn malformed(reason: impl Into<String>) -> Self {
         Self::Malformed(reason.into())
+    }
+
+    /// A refusal for now (a limit): see [`HandlerError::Refused`].
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Self::Refused(reason.into())
     }
 
     /// A transient failure worth retrying.

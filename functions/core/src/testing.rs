@@ -172,6 +172,14 @@ impl Run {
         }
     }
 
+    /// The reason of a refusal for now (a limit); panics if it was not refused.
+    pub fn refusal_reason(&self) -> &str {
+        match &self.outcome {
+            Outcome::Refused(reason) => reason,
+            other => panic!("expected a refusal for now, got {other:?}"),
+        }
+    }
+
     /// The dead-letter reason; panics if the input was not dead-lettered.
     pub fn dead_letter_reason(&self) -> &str {
         match &self.outcome {

@@ -20,7 +20,12 @@
 //! shipment was dispatched first, the cancel is refused and the order
 //! completes. Late or duplicate events never change a terminal order.
 //!
-//! State: `order/<id>` ([`Order`]).
+//! A customer may have [`OrderLimits::in_flight`] orders under way at once
+//! and start [`OrderLimits::per_minute`] a minute; a create past either is
+//! refused for now (429 to a caller, nothing kept: the same create may be
+//! sent again later), whoever sends it, over HTTP or NATS.
+//!
+//! State: `order/<id>` ([`Order`]), `customer/<id>` ([`CustomerOrders`]).
 
 use chrono::{DateTime, Utc};
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, QueryCtx, QueryError, async_trait};
@@ -57,6 +62,52 @@ pub struct Order {
     /// scheduled (as it always was before schedules were armed lazily).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub armed: Option<PendingDeadline>,
+    /// Whether it counts among its customer's orders in flight (it was
+    /// created under a limit), so that its end gives the place back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holds_place: bool,
+}
+
+/// One customer's orders under way and recent starts, for [`OrderLimits`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerOrders {
+    /// Orders created under an in-flight limit that have not ended.
+    #[serde(default)]
+    pub in_flight: Vec<String>,
+    /// When the orders of the last minute were created (under a rate limit).
+    #[serde(default)]
+    pub started: Vec<DateTime<Utc>>,
+}
+
+fn customer_key(customer_id: &str) -> String {
+    format!("customer/{customer_id}")
+}
+
+/// How many orders one customer may have under way at once, and start in
+/// a minute (0: no limit). The cap lives with the saga, so it holds for
+/// every gateway instance and for NATS clients alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderLimits {
+    /// Orders not ended yet.
+    pub in_flight: usize,
+    /// Orders created within the last minute.
+    pub per_minute: usize,
+}
+
+impl Default for OrderLimits {
+    /// 20 under way, 60 a minute.
+    fn default() -> Self {
+        Self { in_flight: 20, per_minute: 60 }
+    }
+}
+
+impl OrderLimits {
+    /// No limit (load generators: one customer, thousands of orders a second).
+    pub const UNLIMITED: Self = Self { in_flight: 0, per_minute: 0 };
+
+    fn any(&self) -> bool {
+        self.in_flight > 0 || self.per_minute > 0
+    }
 }
 
 impl Order {
@@ -98,6 +149,8 @@ pub struct Orders {
     pub mode: SagaMode,
     /// How long an order waits for each step and in all; `None`: forever.
     pub deadlines: Option<Deadlines>,
+    /// How many orders a customer may have under way, and start a minute.
+    pub limits: OrderLimits,
 }
 
 /// How long an order may wait for each step, and in all, before it fails
@@ -237,7 +290,7 @@ pub fn deadline_reason(deadline: &PendingDeadline) -> String {
 
 impl Default for Orders {
     fn default() -> Self {
-        Self { mode: SagaMode::default(), deadlines: Some(Deadlines::default()) }
+        Self { mode: SagaMode::default(), deadlines: Some(Deadlines::default()), limits: OrderLimits::default() }
     }
 }
 
@@ -316,6 +369,7 @@ impl Orders {
         if ctx.get::<Order>(&key(&order_id)).await?.is_some() {
             return Ok(()); // the same create again: one order
         }
+        let holds_place = self.take_place(ctx, &cmd.customer_id, &order_id).await?;
         let mut order = Order {
             order_id: order_id.clone(),
             customer_id: cmd.customer_id.clone(),
@@ -327,12 +381,64 @@ impl Orders {
             timeline: Vec::new(),
             deadline: None,
             armed: None,
+            holds_place,
         };
         order.record(ORDERS_EVT_CREATED, ctx.now(), None);
         ctx.emit(OrderCreated { order_id: order_id.clone(), customer_id: cmd.customer_id, items: cmd.items });
         self.set_deadline(ctx, &mut order);
         ctx.put(&key(&order_id), &order);
         self.steer(ctx, &order);
+        Ok(())
+    }
+
+    /// Counts a new order against its customer's [`OrderLimits`], or
+    /// refuses it for now; whether it holds a place among those in flight.
+    async fn take_place(&self, ctx: &mut Ctx<'_>, customer_id: &str, order_id: &str) -> Result<bool, HandlerError> {
+        let limits = self.limits;
+        if !limits.any() {
+            return Ok(false);
+        }
+        let key = customer_key(customer_id);
+        let mut orders = ctx.get::<CustomerOrders>(&key).await?.unwrap_or_default();
+        let now = ctx.now();
+        let minute = chrono::Duration::minutes(1);
+        orders.started.retain(|at| now - *at < minute);
+        if limits.in_flight > 0 && orders.in_flight.len() >= limits.in_flight {
+            return Err(HandlerError::refused(format!(
+                "customer {customer_id} already has {} orders under way (at most {}): try again when one has ended",
+                orders.in_flight.len(),
+                limits.in_flight
+            )));
+        }
+        if limits.per_minute > 0 && orders.started.len() >= limits.per_minute {
+            let wait = orders.started.first().map_or(60, |first| (*first + minute - now).num_seconds().max(1));
+            return Err(HandlerError::refused(format!(
+                "customer {customer_id} placed {} orders in the last minute (at most {}): try again in {wait} s",
+                orders.started.len(),
+                limits.per_minute
+            )));
+        }
+        if limits.per_minute > 0 {
+            orders.started.push(now);
+        }
+        let holds_place = limits.in_flight > 0;
+        if holds_place {
+            orders.in_flight.push(order_id.to_string());
+        }
+        ctx.put(&key, &orders);
+        Ok(holds_place)
+    }
+
+    /// An order ended: it gives its place among its customer's back.
+    async fn give_place_back(&self, ctx: &mut Ctx<'_>, order: &mut Order) -> Result<(), HandlerError> {
+        if !std::mem::take(&mut order.holds_place) {
+            return Ok(());
+        }
+        let key = customer_key(&order.customer_id);
+        if let Some(mut orders) = ctx.get::<CustomerOrders>(&key).await? {
+            orders.in_flight.retain(|id| *id != order.order_id);
+            ctx.put(&key, &orders);
+        }
         Ok(())
     }
 
@@ -452,6 +558,7 @@ impl Orders {
         order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
         ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(current.waiting_for) });
         debug_assert!(from != OrderStatus::Failed);
+        self.give_place_back(ctx, &mut order).await?;
         ctx.put(&key(&order.order_id), &order);
         self.steer(ctx, &order);
         Ok(())
@@ -496,6 +603,9 @@ impl Orders {
             order.status = next;
             self.entered(ctx, &mut order, from, target, event);
             self.set_deadline(ctx, &mut order);
+            if order.status.is_terminal() {
+                self.give_place_back(ctx, &mut order).await?;
+            }
             changed = true;
         }
         if changed {
@@ -691,7 +801,13 @@ impl Function for Orders {
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
         // A create without a client-chosen id names the order after the command.
         let order_id = match event.event_type.as_str() {
-            ORDERS_CMD_CREATE => event.order_key().unwrap_or(&event.id),
+            ORDERS_CMD_CREATE => {
+                let order = key(event.order_key().unwrap_or(&event.id));
+                return match event.data.get("customer_id").and_then(|c| c.as_str()) {
+                    Some(customer) if self.limits.any() => vec![order, customer_key(customer)],
+                    _ => vec![order],
+                };
+            }
             _ => match event.order_key() {
                 Some(order_id) => order_id,
                 None => return Vec::new(),
@@ -931,6 +1047,55 @@ mod tests {
         assert_eq!(human(30_000), "30 s");
         assert_eq!(human(300_000), "5 min");
         assert_eq!(human(1_500), "1.5 s");
+    }
+
+    #[tokio::test]
+    async fn a_customer_has_at_most_the_limit_under_way_and_an_ended_order_gives_its_place_back() {
+        let limits = OrderLimits { in_flight: 3, per_minute: 0 };
+        let t = TestFunction::new(Orders { limits, ..Orders::default() });
+        for id in ["o-1", "o-2", "o-3"] {
+            t.when(&create(Some(id), &[("p", 1)])).await.single::<OrderCreated>();
+        }
+        // The same create (same envelope id) refused now, accepted later: nothing was kept.
+        let fourth = jetsaga_core::testing::envelope_for(&create(Some("o-4"), &[("p", 1)]));
+        let refused = t.deliver(fourth.clone()).await;
+        assert_eq!(
+            refused.refusal_reason(),
+            "customer c-1 already has 3 orders under way (at most 3): try again when one has ended"
+        );
+        assert!(refused.emitted.is_empty());
+        assert!(t.state::<Order>("order/o-4").await.is_none(), "a refused create stores nothing");
+        // Another customer is not affected.
+        let other = CreateOrder { customer_id: "c-2".into(), ..create(Some("o-9"), &[("p", 1)]) };
+        t.when(&other).await.single::<OrderCreated>();
+        // One of c-1's orders ends (failed): its place is free again, once.
+        t.when(&PaymentFailed { order_id: "o-2".into(), reason: "declined".into() }).await.single::<OrderFailed>();
+        t.when(&PaymentFailed { order_id: "o-2".into(), reason: "declined".into() }).await;
+        t.deliver(fourth).await.single::<OrderCreated>();
+        let fifth = t.when(&create(Some("o-5"), &[("p", 1)])).await;
+        assert!(fifth.refusal_reason().starts_with("customer c-1 already has 3 orders under way"));
+        let held: CustomerOrders = t.state("customer/c-1").await.unwrap();
+        assert_eq!(held.in_flight, vec!["o-1", "o-3", "o-4"]);
+    }
+
+    #[tokio::test]
+    async fn a_customer_starts_at_most_the_limit_a_minute_and_is_told_when_to_come_back() {
+        let limits = OrderLimits { in_flight: 0, per_minute: 2 };
+        let t = TestFunction::new(Orders { limits, ..Orders::default() });
+        t.when(&create(Some("o-1"), &[("p", 1)])).await.single::<OrderCreated>();
+        t.when(&create(Some("o-2"), &[("p", 1)])).await.single::<OrderCreated>();
+        let third = t.when(&create(Some("o-3"), &[("p", 1)])).await;
+        let reason = third.refusal_reason();
+        assert!(
+            reason.starts_with("customer c-1 placed 2 orders in the last minute (at most 2): try again in "),
+            "{reason}"
+        );
+        // Unlimited: nothing is counted at all.
+        let t = TestFunction::new(Orders { limits: OrderLimits::UNLIMITED, ..Orders::default() });
+        for i in 0..30 {
+            t.when(&create(Some(&format!("o-{i}")), &[("p", 1)])).await.single::<OrderCreated>();
+        }
+        assert!(t.state::<CustomerOrders>("customer/c-1").await.is_none());
     }
 
     #[tokio::test]

@@ -14,15 +14,15 @@ use std::sync::Arc;
 
 use jetsaga_core::{Function, FunctionSpec};
 use jetsaga_events::SagaMode;
-pub use jetsaga_order::{Deadlines, human, parse_wait};
+pub use jetsaga_order::{Deadlines, OrderLimits, human, parse_wait};
 
 /// The saga's functions, in flow order (the order the runner lists them).
 pub static STEPS: &[Step] = &[
     Step::only(SagaMode::Choreographed, |o| {
-        Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone() })
+        Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone(), limits: o.order_limits })
     }),
     Step::only(SagaMode::Orchestrated, |o| {
-        Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone() })
+        Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone(), limits: o.order_limits })
     }),
     Step::both(|o| Arc::new(jetsaga_inventory::Inventory { mode: o.mode })),
     Step::both(|o| Arc::new(jetsaga_customer::CustomerCredit { mode: o.mode })),
@@ -85,6 +85,8 @@ pub struct SagaOptions {
     pub mode: SagaMode,
     /// How long an order waits for each step and in all (`None`: forever).
     pub deadlines: Option<jetsaga_order::Deadlines>,
+    /// How many orders one customer may have under way, and start a minute.
+    pub order_limits: jetsaga_order::OrderLimits,
 }
 
 impl Default for SagaOptions {
@@ -95,6 +97,7 @@ impl Default for SagaOptions {
             shipping_failure_rate: 0.0,
             mode: SagaMode::default(),
             deadlines: Some(jetsaga_order::Deadlines::default()),
+            order_limits: jetsaga_order::OrderLimits::default(),
         }
     }
 }

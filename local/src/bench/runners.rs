@@ -41,6 +41,8 @@ pub(crate) fn start(args: &BenchArgs, url: &str, dir: &Path) -> anyhow::Result<V
                     },
                 ])
                 .args(["--schema-prefix", &schema_prefix])
+                // The load is one customer at thousands of orders a second, by design.
+                .args(["--max-orders-in-flight", "0", "--max-orders-per-minute", "0"])
                 .env("RUST_LOG", "error")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit());

@@ -131,7 +131,7 @@ pub fn document() -> Value {
                 json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 128}}),
             ],
             ok: (202, "Accepted; follow it at href", Some(schema(&mut generator, |g| g.subschema_for::<Accepted>()))),
-            errors: &[400, 401, 409, 413, 415, 422, 503],
+            errors: &[400, 401, 409, 413, 415, 422, 429, 503],
         },
         Operation {
             method: "get",

@@ -93,7 +93,14 @@ impl Problem {
             }
         };
         let problem = Self::new(status, message);
-        if status == StatusCode::TOO_MANY_REQUESTS { problem.retry_after(60) } else { problem }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // The function says when, where it knows ("... try again in 12 s").
+            let said = problem.detail.rsplit_once("try again in ").and_then(|(_, rest)| rest.strip_suffix(" s"));
+            let seconds = said.and_then(|s| s.parse().ok()).unwrap_or(5);
+            problem.retry_after(seconds)
+        } else {
+            problem
+        }
     }
 }
 

@@ -408,6 +408,7 @@ pub(crate) fn answer_of(outcome: &Outcome, envelope: &Envelope) -> Answer {
             Err((503, format!("temporarily unavailable, retry: {reason}")))
         }
         Outcome::DeadLetter(reason) => Err((400, reason.clone())),
+        Outcome::Refused(reason) => Err((429, reason.clone())),
     }
 }
 

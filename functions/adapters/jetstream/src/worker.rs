@@ -233,6 +233,8 @@ impl Worker {
                     Disposition::Nak(delay)
                 }
                 Outcome::DeadLetter(reason) | Outcome::Conflict(reason) => Disposition::DeadLetter(reason),
+                // Over a limit: answered (429) and let go, nothing kept.
+                Outcome::Refused(_) => Disposition::Ack,
             });
         }
         if let Some(answerer) = &self.answers {

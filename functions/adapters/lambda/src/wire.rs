@@ -117,6 +117,13 @@ pub enum Result {
         /// Why.
         reason: String,
     },
+    /// Over a limit: not processed, nothing kept; acknowledge (429 to a caller).
+    Refused {
+        /// Input event id.
+        event_id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A record to redeliver, in the shape AWS uses for partial batch responses.
@@ -213,6 +220,7 @@ impl Result {
             Outcome::DeadLetter(reason) => Self::DeadLetter { event_id, reason },
             Outcome::Repeated { receipt, outbox } => Self::Repeated { event_id, receipt, events: events(outbox) },
             Outcome::Conflict(reason) => Self::Conflict { event_id, reason },
+            Outcome::Refused(reason) => Self::Refused { event_id, reason },
         }
     }
 
@@ -227,6 +235,7 @@ impl Result {
             Self::DeadLetter { reason, .. } => Outcome::DeadLetter(reason),
             Self::Repeated { receipt, events, .. } => Outcome::Repeated { receipt, outbox: records(events) },
             Self::Conflict { reason, .. } => Outcome::Conflict(reason),
+            Self::Refused { reason, .. } => Outcome::Refused(reason),
         }
     }
 }
