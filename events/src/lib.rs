@@ -6,6 +6,7 @@
 //! - [`payloads`]: one serde type per command, event and query.
 //! - [`limits`]: the bounds every client command is checked against at intake.
 //! - [`ops`]: the operations service's contract (status, dead letters, redrive).
+//! - [`whole`]: counts and cents read as JSON Schema's integers (`1.0` too).
 //! - [`catalog`]: the list of all of them, from which the checked-in JSON
 //!   Schemas (`events/schemas/`) and the AsyncAPI document
 //!   (`events/asyncapi.json`) are generated.
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod ops;
 pub mod payloads;
 pub mod subjects;
+pub mod whole;
 
 pub use envelope::{DecodeError, ENVELOPE_HEADER, ENVELOPE_VERSION, Envelope, TRACEPARENT_HEADER, decode_payload};
 pub use payloads::*;

@@ -14,6 +14,8 @@ pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_NAME_CHARS: usize = 200;
 /// Longest free-text reason (a cancel's), in characters.
 pub const MAX_REASON_CHARS: usize = 500;
+/// Most orders one page of `orders.query.list` holds.
+pub const MAX_PAGE: u32 = 100;
 /// Most lines in one order.
 pub const MAX_ITEMS: usize = 100;
 /// Most units of one line.
@@ -22,6 +24,23 @@ pub const MAX_QUANTITY: u32 = 10_000;
 pub const MAX_PRICE_CENTS: u64 = 100_000_000;
 /// Highest credit limit: ten billion dollars.
 pub const MAX_CREDIT_LIMIT_CENTS: u64 = 1_000_000_000_000;
+
+/// The JSON Schema `pattern` of a required id or name: not blank, no
+/// control characters (what [`CreateOrder::validate`] and the others check).
+pub const REQUIRED_TEXT_PATTERN: &str =
+    r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+
+/// The JSON Schema `pattern` of optional free text: no control characters.
+pub const OPTIONAL_TEXT_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+
+/// The JSON Schema `pattern` of an email address: one `@`, a dot inside the
+/// domain, no spaces or control characters.
+pub const EMAIL_PATTERN: &str = concat!(
+    r"^[^@\s\u0000-\u001F\u007F-\u009F]+@",
+    r"[^@.\s\u0000-\u001F\u007F-\u009F][^@\s\u0000-\u001F\u007F-\u009F]*",
+    r"\.[^@\s\u0000-\u001F\u007F-\u009F]*[^@.\s\u0000-\u001F\u007F-\u009F]$"
+);
+
 /// Problems listed in one refusal; the rest are counted.
 const MAX_LISTED: usize = 10;
 
@@ -187,6 +206,39 @@ impl CreateCustomer {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_documented_patterns_accept_exactly_what_the_checks_accept() {
+        let full = |pattern: &str| regex::Regex::new(pattern).unwrap();
+        let (required, optional, email) =
+            (full(REQUIRED_TEXT_PATTERN), full(OPTIONAL_TEXT_PATTERN), full(EMAIL_PATTERN));
+        let texts = ["p-1", " p 1 ", "", " ", "\t", "a\u{7}b", "a\u{85}", "ünï cödé", "\u{3000}", "x\ny", "\u{feff}x"];
+        for text in texts {
+            let mut p = Problems::default();
+            p.id("id", text);
+            assert_eq!(required.is_match(text), p.0.is_empty(), "required text {text:?}");
+            let mut p = Problems::default();
+            p.text("reason", text, MAX_REASON_CHARS, false);
+            assert_eq!(optional.is_match(text), p.0.is_empty(), "optional text {text:?}");
+        }
+        let emails = [
+            "ada@example.com",
+            "a@b.c",
+            "ada@example",
+            "@example.com",
+            "a@.com",
+            "a@com.",
+            "a b@c.d",
+            "a@@b.c",
+            "a@b.c\u{7}",
+        ];
+        for address in emails {
+            let mut p = Problems::default();
+            p.email(address);
+            assert_eq!(email.is_match(address), p.0.is_empty(), "email {address:?}");
+        }
+    }
+
     use super::*;
     use crate::OrderItem;
 

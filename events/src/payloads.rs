@@ -44,8 +44,11 @@ macro_rules! payloads {
 #[serde(rename_all = "snake_case")]
 pub struct OrderItem {
     /// Catalog product id.
+    #[schemars(length(min = 1, max = crate::limits::MAX_ID_CHARS), regex(pattern = crate::limits::REQUIRED_TEXT_PATTERN))]
     pub product_id: String,
     /// Units ordered; must be at least 1.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
+    #[schemars(range(min = 1, max = crate::limits::MAX_QUANTITY))]
     pub quantity: u32,
 }
 
@@ -69,10 +72,13 @@ pub struct PricedLine {
 pub struct CreateOrder {
     /// Optional client-chosen id; sending the same create twice makes one order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = crate::limits::MAX_ID_CHARS), regex(pattern = crate::limits::REQUIRED_TEXT_PATTERN))]
     pub order_id: Option<String>,
     /// The customer placing the order.
+    #[schemars(length(min = 1, max = crate::limits::MAX_ID_CHARS), regex(pattern = crate::limits::REQUIRED_TEXT_PATTERN))]
     pub customer_id: String,
     /// At least one line; quantities above zero.
+    #[schemars(length(min = 1, max = crate::limits::MAX_ITEMS))]
     pub items: Vec<OrderItem>,
 }
 
@@ -81,9 +87,11 @@ pub struct CreateOrder {
 #[serde(rename_all = "snake_case")]
 pub struct CancelOrder {
     /// The order to cancel.
+    #[schemars(length(min = 1, max = crate::limits::MAX_ID_CHARS), regex(pattern = crate::limits::REQUIRED_TEXT_PATTERN))]
     pub order_id: String,
     /// Why the customer cancels (shown in the order's timeline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::limits::MAX_REASON_CHARS), regex(pattern = crate::limits::OPTIONAL_TEXT_PATTERN))]
     pub reason: Option<String>,
 }
 
@@ -92,12 +100,17 @@ pub struct CancelOrder {
 #[serde(rename_all = "snake_case")]
 pub struct UpsertProduct {
     /// Product id.
+    #[schemars(length(min = 1, max = crate::limits::MAX_ID_CHARS), regex(pattern = crate::limits::REQUIRED_TEXT_PATTERN))]
     pub product_id: String,
     /// Display name.
+    #[schemars(length(min = 1, max = crate::limits::MAX_NAME_CHARS), regex(pattern = crate::limits::REQUIRED_TEXT_PATTERN))]
     pub name: String,
     /// Unit price in cents.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
+    #[schemars(range(max = crate::limits::MAX_PRICE_CENTS))]
     pub price_cents: u64,
     /// Units available to reserve.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
     pub stock: u32,
 }
 
@@ -106,10 +119,14 @@ pub struct UpsertProduct {
 #[serde(rename_all = "snake_case")]
 pub struct CreateCustomer {
     /// Customer id.
+    #[schemars(length(min = 1, max = crate::limits::MAX_ID_CHARS), regex(pattern = crate::limits::REQUIRED_TEXT_PATTERN))]
     pub customer_id: String,
     /// Display name.
+    #[schemars(length(min = 1, max = crate::limits::MAX_NAME_CHARS), regex(pattern = crate::limits::REQUIRED_TEXT_PATTERN))]
     pub name: String,
     /// Credit limit in cents.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
+    #[schemars(range(max = crate::limits::MAX_CREDIT_LIMIT_CENTS))]
     pub credit_limit_cents: u64,
 }
 

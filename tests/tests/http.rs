@@ -906,3 +906,31 @@ async fn a_customers_orders_under_way_are_capped_for_every_client_alike() {
     assert_eq!(again.status(), StatusCode::ACCEPTED);
     api.saga.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_api_document_allows_is_accepted() {
+    let api = Api::start().await;
+    let (token, _) = api.shopper_with_an_order("ada@example.com").await;
+    // JSON Schema's integers include 1.0.
+    let whole = api.post("/api/orders", Some(&token), json!({"items": [{"product_id": "p-a", "quantity": 1.0}]})).await;
+    assert_eq!(whole.status(), StatusCode::ACCEPTED);
+    let fraction =
+        api.post("/api/orders", Some(&token), json!({"items": [{"product_id": "p-a", "quantity": 1.5}]})).await;
+    let body = problem(fraction, StatusCode::BAD_REQUEST).await;
+    assert!(body["detail"].as_str().unwrap().contains("1.5 is not a whole number"), "{body}");
+    // And the document declares what is refused.
+    let document = jetsaga_http::openapi::document();
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(schemas["OrderItem"]["properties"]["quantity"]["minimum"], 1);
+    assert_eq!(schemas["CreateOrderRequest"]["properties"]["items"]["minItems"], 1);
+    assert_eq!(schemas["SignUpRequest"]["properties"]["password"]["minLength"], 8);
+    let limit = document["paths"]["/api/orders"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    api.saga.stop().await;
+}

@@ -733,8 +733,7 @@ fn next_status(status: OrderStatus, target: Target) -> Option<OrderStatus> {
     }
 }
 
-/// The most orders one page of `orders.query.list` holds.
-pub const MAX_PAGE: u32 = 100;
+pub use jetsaga_events::limits::MAX_PAGE;
 
 /// Where an order sorts in a list (newest first): its cursor.
 fn cursor(created_at: DateTime<Utc>, order_id: &str) -> String {

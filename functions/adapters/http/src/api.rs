@@ -108,10 +108,13 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Par
 #[serde(deny_unknown_fields)]
 pub struct SignUpRequest {
     /// Email address (the login name).
+    #[schemars(length(max = jetsaga_events::limits::MAX_EMAIL_CHARS), regex(pattern = jetsaga_events::limits::EMAIL_PATTERN))]
     pub email: String,
-    /// At least 8 characters.
+    /// 8 to 256 characters.
+    #[schemars(length(min = MIN_PASSWORD_CHARS, max = MAX_PASSWORD_CHARS))]
     pub password: String,
     /// Display name.
+    #[schemars(length(min = 1, max = jetsaga_events::limits::MAX_NAME_CHARS), regex(pattern = jetsaga_events::limits::REQUIRED_TEXT_PATTERN))]
     pub name: String,
 }
 
@@ -193,6 +196,7 @@ pub struct LogInRequest {
     /// Email address.
     pub email: String,
     /// Password.
+    #[schemars(length(min = 1, max = MAX_PASSWORD_CHARS))]
     pub password: String,
 }
 
@@ -280,6 +284,7 @@ async fn products(State(gateway): Shared) -> Result<Json<ProductList>, Problem> 
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
     /// Lines: product and quantity.
+    #[schemars(length(min = 1, max = jetsaga_events::limits::MAX_ITEMS))]
     pub items: Vec<OrderItem>,
 }
 
@@ -290,6 +295,7 @@ pub struct ListParams {
     /// Only orders in this status.
     pub status: Option<OrderStatus>,
     /// At most this many (1 to 100; 20 if absent).
+    #[schemars(range(min = 1, max = jetsaga_events::limits::MAX_PAGE))]
     pub limit: Option<u32>,
     /// The page after this cursor (the previous page's `next`).
     pub after: Option<String>,
@@ -320,6 +326,7 @@ pub struct SagaParams {
     /// Only this customer's orders.
     pub customer_id: Option<String>,
     /// At most this many (1 to 100; 20 if absent).
+    #[schemars(range(min = 1, max = jetsaga_events::limits::MAX_PAGE))]
     pub limit: Option<u32>,
     /// The page after this cursor (the previous page's `next`).
     pub after: Option<String>,
@@ -398,10 +405,14 @@ fn check_id(field: &str, id: &str) -> Result<(), Problem> {
 #[serde(deny_unknown_fields)]
 pub struct ProductRequest {
     /// Display name.
+    #[schemars(length(min = 1, max = jetsaga_events::limits::MAX_NAME_CHARS), regex(pattern = jetsaga_events::limits::REQUIRED_TEXT_PATTERN))]
     pub name: String,
     /// Unit price in cents.
+    #[serde(deserialize_with = "jetsaga_events::whole::deserialize")]
+    #[schemars(range(max = jetsaga_events::limits::MAX_PRICE_CENTS))]
     pub price_cents: u64,
     /// Units available to reserve.
+    #[serde(deserialize_with = "jetsaga_events::whole::deserialize")]
     pub stock: u32,
 }
 
@@ -509,6 +520,7 @@ async fn get_order(
 pub struct CancelRequest {
     /// Why (shown in the timeline).
     #[serde(default)]
+    #[schemars(length(max = jetsaga_events::limits::MAX_REASON_CHARS), regex(pattern = jetsaga_events::limits::OPTIONAL_TEXT_PATTERN))]
     pub reason: Option<String>,
 }
 
