@@ -142,7 +142,7 @@ pub async fn dlq_redrive(client: &Client, dlq_stream: &str, sequence: Option<u64
         anyhow::bail!("the dead-letter queue is empty");
     }
     let config = jetsaga_jetstream::Config { dlq_stream: dlq_stream.into(), ..jetsaga_jetstream::Config::default() }
-        .redriving_to(crate::saga::every_spec());
+        .with_saga(crate::saga::every_spec());
     for sequence in sequences {
         match ops::redrive(&client.nats, &js, &config, sequence).await {
             Ok(r) => println!("redriven {} ({} → {}): {}", r.sequence, r.function, r.subject, r.answer),

@@ -19,7 +19,7 @@ pub fn runtime_config(options: &SagaOptions) -> jetsaga_jetstream::Config {
         command_subjects: jetsaga_jetstream::provision::command_subjects(specs()).into_iter().collect(),
         ..jetsaga_jetstream::Config::default()
     }
-    .redriving_to(specs())
+    .with_saga(specs())
 }
 
 /// Every function's declaration in every saga mode it runs in.

@@ -335,3 +335,43 @@ async fn redrive_sends_a_letter_only_where_its_function_takes_messages_in() {
     the_completed_order_is_untouched(&saga, &id).await;
     saga.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_cannot_publish_an_event_its_function_does_not_emit() {
+    let (saga, id) = shop_with_a_completed_order(SagaMode::Choreographed).await;
+    // 2 × $10 completed: loyalty awarded its points (one per dollar).
+    saga.expect_loyalty("c-1", (20, 0)).await;
+    // With the order function's right to schedule (a leaked credential), a
+    // schedule that the server would publish as payment's refund.
+    let refund = json!({
+        "id": "0193b1a2-7c4e-7d10-9f3b-2a6c1d0e4f52", "type": "payments.evt.refunded", "order_id": id,
+        "correlation_id": "forged", "occurred_at": "2026-11-22T01:00:00Z", "version": 1,
+        "data": {"order_id": id, "amount_cents": 2000, "payment_id": "forged"}
+    });
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Jetsaga-Envelope", "1");
+    headers
+        .insert("Nats-Schedule", format!("@at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).as_str());
+    headers.insert("Nats-Schedule-Target", "payments.evt.refunded");
+    let schedule = jetsaga_core::schedule::subject_for("order", "forged");
+    saga.js.publish_with_headers(schedule, headers, refund.to_string().into()).await.unwrap().await.unwrap();
+    wait_until(WAIT, "the fired forgery to be dead-lettered by loyalty", || async {
+        messages(&saga.js, "DLQ", None)
+            .await
+            .iter()
+            .any(|m| m.header("Jetsaga-Dlq-Function").as_deref() == Some("loyalty"))
+    })
+    .await;
+    let letter = messages(&saga.js, "DLQ", None).await.into_iter().next().unwrap();
+    let reason = letter.header("Jetsaga-Dlq-Reason").unwrap();
+    assert!(
+        reason.contains("published payments.evt.refunded, which the function that schedules there does not emit"),
+        "{reason}"
+    );
+    saga.expect_loyalty("c-1", (20, 0)).await;
+    // (The forgery itself is in the stream: the server put it there. What counts is that nobody took it.)
+    settle(&saga).await;
+    assert_eq!(saga.client.order(&id).await.unwrap().status, OrderStatus::Completed);
+    saga.stop().await;
+}

@@ -324,6 +324,8 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         ORDERS_EVT_CANCELED,
         ORDERS_EVT_CANCEL_REFUSED,
         ORDERS_EVT_DEADLINE_CANCELED,
+        // Published by the server when one of its schedules fires.
+        ORDERS_EVT_DEADLINE_PASSED,
         ORDER_SCHEDULES,
     ],
     queries: &[ORDERS_QUERY_GET, ORDERS_QUERY_LIST],
@@ -342,6 +344,8 @@ pub static ORCHESTRATED_SPEC: FunctionSpec = FunctionSpec {
         ORDERS_EVT_CANCELED,
         ORDERS_EVT_CANCEL_REFUSED,
         ORDERS_EVT_DEADLINE_CANCELED,
+        // Published by the server when one of its schedules fires.
+        ORDERS_EVT_DEADLINE_PASSED,
         ORDER_SCHEDULES,
         INVENTORY_CMD_RESERVE,
         INVENTORY_CMD_RELEASE,

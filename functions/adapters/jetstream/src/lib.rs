@@ -133,11 +133,12 @@ pub struct Config {
     /// so every process provisions the same stream whichever functions it
     /// hosts and whichever starts first.
     pub stream_subjects: Vec<String>,
-    /// For redrive: the subjects each function of the saga takes in
-    /// (subscribes to, accepts, is sent directly), by function name. A dead
-    /// letter is sent again only to one of its own function's; a function
-    /// missing here has nothing redriven ([`ops::redrive_refusal`]).
-    pub redrive_subjects: BTreeMap<String, BTreeSet<String>>,
+    /// What each function of the saga declares, by name ([`Config::with_saga`]):
+    /// a dead letter is sent again only to a subject its function takes in
+    /// ([`ops::redrive_refusal`]), and a scheduled message is taken only on
+    /// a subject the function that scheduled it emits. Empty: the runtime
+    /// does not know its saga, and checks neither.
+    pub saga: BTreeMap<String, Declared>,
     /// How long the `DLQ` stream keeps a dead letter that nobody redrove or
     /// deleted.
     pub dlq_max_age: Duration,
@@ -180,11 +181,20 @@ impl Default for Config {
             stream_subjects: Vec::new(),
             provision: true,
             message_schedules: true,
-            redrive_subjects: BTreeMap::new(),
+            saga: BTreeMap::new(),
             dlq_max_age: Duration::from_secs(30 * 24 * 3600),
             dlq_max_bytes: 256 * 1024 * 1024,
         }
     }
+}
+
+/// The subjects one function of the saga declares.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// What it takes in: subscribes to, accepts, is sent directly.
+    pub takes: BTreeSet<String>,
+    /// What it emits (its schedules may publish only these).
+    pub emits: BTreeSet<String>,
 }
 
 /// How full the `DLQ` stream may get, in percent of
@@ -192,13 +202,41 @@ impl Default for Config {
 pub const DLQ_WARN_PERCENT: u64 = 50;
 
 impl Config {
-    /// Fills [`Config::redrive_subjects`] from the saga's functions.
-    pub fn redriving_to<'a>(mut self, specs: impl IntoIterator<Item = &'a FunctionSpec>) -> Self {
+    /// Fills [`Config::saga`] from the saga's functions (in every mode
+    /// they run in: a function's declarations add up).
+    pub fn with_saga<'a>(mut self, specs: impl IntoIterator<Item = &'a FunctionSpec>) -> Self {
         for spec in specs {
-            let takes = spec.subscribes.iter().chain(spec.accepts).chain(spec.direct).map(|s| s.to_string());
-            self.redrive_subjects.entry(spec.name.to_string()).or_default().extend(takes);
+            let declared = self.saga.entry(spec.name.to_string()).or_default();
+            declared.takes.extend(spec.subscribes.iter().chain(spec.accepts).chain(spec.direct).map(|s| s.to_string()));
+            declared.emits.extend(spec.emits.iter().map(|s| s.to_string()));
         }
         self
+    }
+
+    /// Whether a message that a schedule (`Nats-Scheduler`, set by the
+    /// server; no client may set it) published on `subject` may be taken:
+    /// a function that may publish that schedule must also emit `subject`.
+    /// So a stolen credential that may schedule cannot have the server
+    /// publish another function's event.
+    pub fn check_scheduled(&self, scheduler: &str, subject: &str) -> Result<(), String> {
+        if self.saga.is_empty() {
+            return Ok(());
+        }
+        let covers = |pattern: &str, s: &str| match pattern.strip_suffix('>') {
+            Some(prefix) => s.starts_with(prefix),
+            None => pattern == s,
+        };
+        let schedulers: Vec<&Declared> =
+            self.saga.values().filter(|d| d.emits.iter().any(|p| covers(p, scheduler))).collect();
+        if schedulers.is_empty() {
+            return Err(format!("a schedule ({scheduler}) no function of this saga may publish published {subject}"));
+        }
+        if schedulers.iter().any(|d| d.emits.contains(subject)) {
+            return Ok(());
+        }
+        Err(format!(
+            "a schedule ({scheduler}) published {subject}, which the function that schedules there does not emit"
+        ))
     }
 
     /// Refuses settings under which a redelivered message could miss its
@@ -353,5 +391,32 @@ impl Runtime {
         }
         info!("runtime stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SCHEDULER: FunctionSpec = FunctionSpec {
+        name: "order",
+        description: "",
+        subscribes: &[],
+        accepts: &[],
+        direct: &[],
+        emits: &["orders.evt.deadline_passed", "schedules.order.>"],
+        queries: &[],
+    };
+    static PAYMENT: FunctionSpec = FunctionSpec { name: "payment", emits: &["payments.evt.refunded"], ..SCHEDULER };
+
+    #[test]
+    fn a_schedule_may_publish_only_what_the_function_scheduling_there_emits() {
+        let config = Config::default().with_saga([&SCHEDULER, &PAYMENT]);
+        assert!(config.check_scheduled("schedules.order.abc", "orders.evt.deadline_passed").is_ok());
+        let forged = config.check_scheduled("schedules.order.abc", "payments.evt.refunded").unwrap_err();
+        assert!(forged.contains("does not emit"), "{forged}");
+        let nobodys = config.check_scheduled("schedules.payment.abc", "payments.evt.refunded").unwrap_err();
+        assert!(nobodys.contains("no function of this saga may publish"), "{nobodys}");
+        assert!(Config::default().check_scheduled("schedules.x.y", "anything").is_ok(), "no saga known: no check");
     }
 }

@@ -158,10 +158,10 @@ pub fn redrive_refusal(config: &Config, stored_on: &str, letter: &DeadLetter) ->
              (on dlq.<function>) are sent again"
         ));
     }
-    let Some(takes) = config.redrive_subjects.get(function) else {
+    let Some(declared) = config.saga.get(function) else {
         return Some(format!("{function:?} is not a function of this saga"));
     };
-    if !takes.contains(&letter.subject) {
+    if !declared.takes.contains(&letter.subject) {
         return Some(format!(
             "{function} does not take messages on {:?}: a dead letter is sent again only to a subject its function \
              subscribes to or accepts",

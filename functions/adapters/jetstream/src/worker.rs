@@ -127,6 +127,9 @@ impl Worker {
 
     fn decode(&self, message: &Message) -> Result<Incoming, String> {
         let traceparent = header(message, TRACEPARENT_HEADER).map(str::to_string);
+        if let Some(scheduler) = header(message, "Nats-Scheduler") {
+            self.config.check_scheduled(scheduler, &message.subject)?;
+        }
         if self.answers.is_some() {
             // What a client sent: held to the same rules as at the request endpoint.
             service::intake_check(&message.subject, message.payload.len(), message.headers.as_ref())?;
