@@ -542,7 +542,8 @@ async fn the_inbox_is_swept_past_its_retention_and_unsafe_retentions_are_refused
     js.publish_with_headers(DEPOSIT, headers, envelope.to_string().into()).await.unwrap().await.unwrap();
     wait_drained(&js, "SAGA", "ledger", WAIT).await;
     use jetsaga_core::Store;
-    let id = "0193b1a2-7c4e-7d10-9f3b-2a6c1d0e4f52";
+    // A command, remembered under its inbox identity.
+    let id = &jetsaga_core::engine::inbox_id(&serde_json::from_value(envelope).unwrap());
     assert!(running.store.processed(id).await.unwrap().is_some(), "remembered while it can be redelivered");
     let store = running.store.clone();
     running.stop().await;

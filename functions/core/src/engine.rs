@@ -189,6 +189,18 @@ pub fn command_envelope(
     })
 }
 
+/// The id an input is remembered by in its function's inbox. A command's
+/// id may be its sender's choice (`Nats-Msg-Id`), an event's is derived by
+/// the runtime: commands are kept in a namespace of their own, so that no
+/// sender can take an event's id before the event comes (which would turn
+/// that event into a conflict, and a dead letter).
+pub fn inbox_id(envelope: &Envelope) -> String {
+    match jetsaga_events::subjects::parse(&envelope.event_type) {
+        Some((_, jetsaga_events::subjects::SubjectKind::Command)) => format!("cmd:{}", envelope.id),
+        _ => envelope.id.clone(),
+    }
+}
+
 /// Processes events for one function, wherever the function runs: in this
 /// process over its store ([`Engine`]), or remotely (a Lambda function the
 /// bridge invokes). Transports drive this, so they work with either.
@@ -414,12 +426,13 @@ impl Engine {
     /// input is not the one that used its id.
     async fn earlier(&self, incoming: &Incoming) -> Option<Outcome> {
         let id = &incoming.envelope.id;
-        let pending = match self.store.processed(id).await {
+        let key = inbox_id(&incoming.envelope);
+        let pending = match self.store.processed(&key).await {
             Ok(Some(pending)) => pending,
             Ok(None) => return None,
             Err(e) => return Some(Outcome::Unavailable(e.to_string())),
         };
-        let receipt = match self.store.receipt(id).await {
+        let receipt = match self.store.receipt(&key).await {
             Ok(Some(text)) => serde_json::from_str::<Receipt>(&text).ok(),
             Ok(None) => None,
             Err(e) => return Some(Outcome::Unavailable(e.to_string())),
@@ -479,7 +492,7 @@ impl Engine {
                 let outbox = self.outbox(incoming, emitted, now);
                 debug!(writes = writes.len(), emitted = outbox.len(), "handled");
                 Ok(Ran {
-                    commit: Commit { event_id: envelope.id.clone(), writes, outbox, receipt: Some(receipt) },
+                    commit: Commit { event_id: inbox_id(envelope), writes, outbox, receipt: Some(receipt) },
                     rejected: None,
                 })
             }
@@ -489,12 +502,7 @@ impl Engine {
                 let receipt = receipt(envelope, &events, Some(&reason));
                 let outbox = self.outbox(incoming, events, now);
                 Ok(Ran {
-                    commit: Commit {
-                        event_id: envelope.id.clone(),
-                        writes: Vec::new(),
-                        outbox,
-                        receipt: Some(receipt),
-                    },
+                    commit: Commit { event_id: inbox_id(envelope), writes: Vec::new(), outbox, receipt: Some(receipt) },
                     rejected: Some(reason),
                 })
             }
@@ -525,11 +533,14 @@ impl Engine {
             .as_deref()
             .and_then(TraceParent::parse)
             .unwrap_or_else(|| TraceParent::root(&input.correlation_id));
+        // From the input's inbox identity: a command and an event sharing an
+        // id never derive the same event ids.
+        let input_key = inbox_id(input);
         emitted
             .into_iter()
             .enumerate()
             .map(|(index, event)| {
-                let id = derived_id(input.occurred_at, &format!("{}/{}/{index}", self.name(), input.id));
+                let id = derived_id(input.occurred_at, &format!("{}/{input_key}/{index}", self.name()));
                 let envelope = Envelope {
                     id: id.clone(),
                     event_type: event.subject.clone(),

@@ -318,3 +318,45 @@ async fn a_retry_gets_the_first_answer_and_a_reused_id_is_a_conflict() {
     };
     assert_eq!((receipt.rejected, receipt.events), (None, vec!["inventory.evt.released".to_string()]));
 }
+
+/// Takes a command and an event, keeps nothing.
+struct Both;
+
+static BOTH: FunctionSpec = FunctionSpec {
+    name: "both",
+    subscribes: &["inventory.evt.released"],
+    accepts: &["inventory.cmd.upsert_product"],
+    emits: &["inventory.evt.reservation_failed"],
+    ..SPEC
+};
+
+#[async_trait]
+impl Function for Both {
+    fn spec(&self) -> &'static FunctionSpec {
+        &BOTH
+    }
+
+    async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        ctx.emit(ReservationFailed { order_id: event.id.clone(), reason: event.event_type.clone() });
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_command_cannot_take_the_id_of_an_event_before_it_comes() {
+    // A client sends a command under the id an event will have (it chose its
+    // `Nats-Msg-Id`); the event, when it comes, is processed all the same,
+    // and the two emit different events.
+    let t = TestFunction::new(Both);
+    let event = envelope_for(&InventoryReleased { order_id: "o-1".into() });
+    let command = Envelope { id: event.id.clone(), ..envelope_for(&take("p", 1, "o-1")) };
+    let first = t.deliver(command).await.single::<ReservationFailed>();
+    let run = t.deliver(event).await;
+    assert!(matches!(run.outcome, Outcome::Publish(_)), "{:?}", run.outcome);
+    assert_eq!(run.single::<ReservationFailed>().reason, "inventory.evt.released");
+    assert_eq!(first.reason, "inventory.cmd.upsert_product");
+    assert_ne!(
+        run.emitted[0].id,
+        t.deliver(envelope_for(&InventoryReleased { order_id: "o-2".into() })).await.emitted[0].id
+    );
+}

@@ -35,6 +35,46 @@ pub const DEFAULT_INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// default: its batches, request/reply commands, queries and outbox reads.
 pub const DEFAULT_MAX_INVOCATIONS: usize = 10;
 
+/// The largest batch request one invocation carries: Lambda refuses a
+/// synchronous request over 6 MB, so a larger batch is split, and a record
+/// that alone would exceed it is dead-lettered rather than retried forever.
+/// (Room is left for the request's framing.)
+pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024 - 16 * 1024;
+
+/// One piece of a batch on its way to Lambda.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// These records (by position) in one invocation.
+    Invoke(std::ops::Range<usize>),
+    /// This record alone is over the limit.
+    TooLarge(usize),
+}
+
+/// Splits records of these encoded sizes into invocations of at most
+/// `max` bytes each, in order.
+pub fn split(sizes: &[usize], max: usize) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        if size > max || used + size > max {
+            if start < i {
+                parts.push(Part::Invoke(start..i));
+            }
+            (start, used) = (i, 0);
+        }
+        if size > max {
+            parts.push(Part::TooLarge(i));
+            start = i + 1;
+        } else {
+            used += size;
+        }
+    }
+    if start < sizes.len() {
+        parts.push(Part::Invoke(start..sizes.len()));
+    }
+    parts
+}
+
 impl LambdaProcessor {
     /// Invokes `function_name` for the function declared by `spec`.
     pub fn new(spec: &'static FunctionSpec, client: Client, function_name: impl Into<String>) -> Self {
@@ -88,6 +128,25 @@ impl LambdaProcessor {
         Client::new(&loader.load().await)
     }
 
+    /// Invokes the function with these records; one outcome each.
+    async fn invoke_batch(&self, records: Vec<Record>) -> Vec<Outcome> {
+        let count = records.len();
+        match self.invoke(&Request::Batch { records }).await {
+            Ok(Response::Batch { results, .. }) if results.len() == count => {
+                results.into_iter().map(crate::wire::Result::into_outcome).collect()
+            }
+            Ok(other) => {
+                let reason = format!("{} answered a batch of {count} with {other:?}", self.function_name);
+                warn!(%reason);
+                vec![Outcome::Unavailable(reason); count]
+            }
+            Err(reason) => {
+                warn!(%reason, "invocation failed; the batch will be redelivered");
+                vec![Outcome::Unavailable(reason); count]
+            }
+        }
+    }
+
     async fn invoke(&self, request: &Request) -> Result<Response, String> {
         let payload = serde_json::to_vec(request).map_err(|e| e.to_string())?;
         // The timeout counts from the invocation, not from the wait for a turn.
@@ -120,21 +179,22 @@ impl Processor for LambdaProcessor {
     }
 
     async fn process(&self, batch: &[Incoming]) -> Vec<Outcome> {
-        let request = Request::Batch { records: batch.iter().map(Record::from).collect() };
-        match self.invoke(&request).await {
-            Ok(Response::Batch { results, .. }) if results.len() == batch.len() => {
-                results.into_iter().map(crate::wire::Result::into_outcome).collect()
-            }
-            Ok(other) => {
-                let reason = format!("{} answered a batch of {} with {other:?}", self.function_name, batch.len());
-                warn!(%reason);
-                vec![Outcome::Unavailable(reason); batch.len()]
-            }
-            Err(reason) => {
-                warn!(%reason, "invocation failed; the batch will be redelivered");
-                vec![Outcome::Unavailable(reason); batch.len()]
+        let records: Vec<Record> = batch.iter().map(Record::from).collect();
+        // What each record weighs in a request (and a comma).
+        let sizes: Vec<usize> =
+            records.iter().map(|r| serde_json::to_vec(r).map_or(usize::MAX, |json| json.len() + 1)).collect();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for part in split(&sizes, MAX_REQUEST_BYTES) {
+            match part {
+                Part::Invoke(range) => outcomes.extend(self.invoke_batch(records[range].to_vec()).await),
+                Part::TooLarge(i) => outcomes.push(Outcome::DeadLetter(format!(
+                    "the event is {} bytes as a Lambda request, more than the {MAX_REQUEST_BYTES} one invocation may \
+                     carry",
+                    sizes[i]
+                ))),
             }
         }
+        outcomes
     }
 
     async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
@@ -174,10 +234,31 @@ impl Processor for LambdaProcessor {
                 404 => QueryError::NotFound(e.error),
                 401 => QueryError::Unauthorized(e.error),
                 429 => QueryError::TooManyRequests(e.error),
+                503 => QueryError::Unavailable(e.error),
                 _ => QueryError::Internal(e.error),
             }),
             Ok(other) => Err(QueryError::Internal(format!("unexpected answer {other:?}"))),
             Err(reason) => Err(QueryError::Internal(reason)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_split_at_the_request_limit_and_a_record_over_it_stands_alone() {
+        assert_eq!(split(&[3, 3, 3], 10), vec![Part::Invoke(0..3)]);
+        assert_eq!(split(&[4, 4, 4], 10), vec![Part::Invoke(0..2), Part::Invoke(2..3)]);
+        assert_eq!(
+            split(&[4, 11, 4, 4, 12], 10),
+            vec![Part::Invoke(0..1), Part::TooLarge(1), Part::Invoke(2..4), Part::TooLarge(4)]
+        );
+        assert_eq!(split(&[11], 10), vec![Part::TooLarge(0)]);
+        assert_eq!(split(&[], 10), vec![]);
+        // 100 commands of 64 KiB: two invocations under Lambda's 6 MB.
+        let parts = split(&[64 * 1024 + 200; 100], MAX_REQUEST_BYTES);
+        assert_eq!(parts, vec![Part::Invoke(0..95), Part::Invoke(95..100)]);
     }
 }
