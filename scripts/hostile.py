@@ -24,6 +24,8 @@ import argparse
 import asyncio
 import http.client
 import json
+import multiprocessing
+import os
 import statistics
 import subprocess
 import threading
@@ -80,7 +82,7 @@ def place_and_follow(client, product):
         status, view = client.call("GET", f"/api/orders/{order}")
         if status == 200 and view["status"] in ("completed", "failed", "canceled"):
             return time.monotonic() - started, view["status"]
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 def good_customers(customers, product, seconds):
@@ -104,6 +106,13 @@ def good_customers(customers, product, seconds):
     for t in threads:
         t.join()
     return latencies, outcomes
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Memory(threading.Thread):
@@ -188,7 +197,18 @@ def attack(api, attacker, own_order, victim_email, seconds, refused):
     for t in threads:
         t.daemon = True
         t.start()
-    return threads
+    for t in threads:
+        t.join(timeout=seconds + 10)
+
+
+def attacker_process(api, token, own_order, victim_email, seconds, results):
+    """The attack in a process of its own, at the lowest priority: on a
+    machine shared with jetsaga, the attacker's own CPU (a remote
+    attacker's, really) must not stand in for what the attack costs jetsaga."""
+    os.nice(19)
+    refused = {}
+    attack(api, Client(api, "127.0.0.4", token), own_order, victim_email, seconds, refused)
+    results.put(refused)
 
 
 async def over_nats(nats_url, poisoned):
@@ -226,7 +246,8 @@ def main():
                    stdout=subprocess.DEVNULL)
     status, _ = admin.call("PUT", "/api/products/p-cheap", {"name": "Sticker", "price_cents": 100, "stock": 1_000_000})
     assert status == 200, status
-    customers = [sign_up_and_log_in(args.api, f"good{i}@example.com") for i in range(4)]
+    # Good customers, each from an address of their own (as on the internet).
+    customers = [sign_up_and_log_in(args.api, f"good{i}@example.com", f"127.0.1.{i + 1}") for i in range(4)]
     attacker = sign_up_and_log_in(args.api, "mallory@example.com", "127.0.0.4")
     status, body = attacker.call("POST", "/api/orders", {"items": [{"product_id": "p-cheap", "quantity": 1}]})
     own_order = body["order_id"]
@@ -235,29 +256,38 @@ def main():
     memory = Memory(args.pid)
     memory.start()
     print(f"phase 1: {len(customers)} good customers for {args.seconds:.0f} s, no attack", flush=True)
+    cpu = (cpu_seconds(args.pid), os.times())
     calm, calm_outcomes = good_customers(customers, "p-cheap", args.seconds)
+    calm_cpu = (cpu_seconds(args.pid) - cpu[0], sum(os.times()[:2]) - sum(cpu[1][:2]))
     calm_memory, memory.most = memory.most, 0
 
-    print(f"phase 2: the same under attack", flush=True)
-    refused = {}
+    print("phase 2: the same under attack", flush=True)
     poisoned = 50
     forged_sequence = asyncio.run(over_nats(args.nats_url, poisoned))
-    threads = attack(args.api, attacker, own_order, "good0@example.com", args.seconds, refused)
+    cpu = (cpu_seconds(args.pid), os.times())
+    results = multiprocessing.Queue()
+    attacker_run = multiprocessing.Process(target=attacker_process, args=(
+        args.api, attacker.token, own_order, "good0@example.com", args.seconds, results))
+    attacker_run.start()
     attacked, attacked_outcomes = good_customers(customers, "p-cheap", args.seconds)
+    attack_cpu = (cpu_seconds(args.pid) - cpu[0], sum(os.times()[:2]) - sum(cpu[1][:2]))
     attack_memory = memory.most
-    for t in threads:
-        t.join(timeout=args.seconds + 10)
+    refused = results.get(timeout=args.seconds + 60)
+    attacker_run.join()
     memory.running = False
 
     redrive_status, redrive = admin.call("POST", f"/api/dlq/{forged_sequence}/redrive")
     time.sleep(2)
     dlq_after = len(admin.call("GET", "/api/dlq")[1]["dead_letters"])
-    owner_status, _ = Client(args.api, "127.0.0.1").call("POST", "/api/session", {"email": "good0@example.com", "password": PASSWORD})
+    owner_status, _ = Client(args.api, "127.0.1.1").call("POST", "/api/session", {"email": "good0@example.com", "password": PASSWORD})
 
     p50 = (statistics.median(calm), statistics.median(attacked))
     p99 = (percentile(calm, 0.99), percentile(attacked, 0.99))
-    print(f"good orders without attack: {len(calm)}, p50 {p50[0] * 1000:.0f} ms, p99 {p99[0] * 1000:.0f} ms; memory {calm_memory} MiB")
-    print(f"good orders under attack:   {len(attacked)}, p50 {p50[1] * 1000:.0f} ms, p99 {p99[1] * 1000:.0f} ms; memory {attack_memory} MiB")
+    for name, took, mem, (server, driver) in (("without attack", calm, calm_memory, calm_cpu),
+                                              ("under attack:  ", attacked, attack_memory, attack_cpu)):
+        print(f"good orders {name} {len(took)}, p50 {statistics.median(took) * 1000:.0f} ms, "
+              f"p99 {percentile(took, 0.99) * 1000:.0f} ms; jetsaga {mem} MiB, {server / args.seconds:.2f} cores; "
+              f"good customers' driver {driver / args.seconds:.2f} cores")
     print(f"p50 ratio {p50[1] / p50[0]:.2f} (bound {args.factor}), p99 ratio {p99[1] / p99[0]:.2f}")
     for kind, statuses in sorted(refused.items()):
         print(f"  {kind:<18} " + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))
@@ -272,9 +302,10 @@ def main():
         problems.append(f"jetsaga used {max(calm_memory, attack_memory)} MiB (bound {args.memory_mib})")
     if any(o not in ("completed",) for o in calm_outcomes + attacked_outcomes):
         problems.append(f"good orders did not all complete: {sorted(set(map(str, calm_outcomes + attacked_outcomes)))}")
-    allowed = {"live view": {200, 429, 503}, "log-in": {200, 429, 503}, "wrong password": {401, 429, 503},
-               "sign-up": {201, 429, 503}, "attacker's orders": {202, 429}, "oversized body": {413},
-               "cross-site post": {403}, "form post": {415}}
+    # (429 is always allowed: the per-address pace refuses anything first.)
+    allowed = {"live view": {200, 503}, "log-in": {200, 503}, "wrong password": {401, 503}, "sign-up": {201, 503},
+               "attacker's orders": {202}, "oversized body": {413}, "cross-site post": {403}, "form post": {415}}
+    allowed = {kind: statuses | {429} for kind, statuses in allowed.items()}
     for kind, statuses in refused.items():
         if not set(statuses) <= allowed[kind]:
             problems.append(f"{kind}: statuses {sorted(statuses)} beyond {sorted(allowed[kind])}")

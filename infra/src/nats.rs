@@ -119,6 +119,8 @@ fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
     for stream in [saga, commands] {
         publish.push(format!("$JS.API.CONSUMER.NAMES.{stream}"));
         publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.*"));
+        // A dead letter's original, to check the letter against before a redrive.
+        publish.push(format!("$JS.API.STREAM.MSG.GET.{stream}"));
     }
     publish.push(format!("$JS.API.STREAM.MSG.GET.{dlq}"));
     publish.push(format!("$JS.API.DIRECT.GET.{dlq}"));

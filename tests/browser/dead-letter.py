@@ -16,7 +16,8 @@ async def main(url, function, subject, reason, payload):
         "Jetsaga-Dlq-Reason": reason,
         "Jetsaga-Dlq-Attempts": "5",
         "Jetsaga-Dlq-Subject": subject,
-        "Jetsaga-Dlq-Origin": "COMMANDS/1",
+        # A command that came by request (nothing in a stream to check it against).
+        "Jetsaga-Dlq-Origin": "request/" + datetime.now(timezone.utc).strftime("%H%M%S%f"),
         "Jetsaga-Dlq-At": datetime.now(timezone.utc).isoformat(),
     }
     await js.publish(f"dlq.{function}", payload.encode(), headers=headers)

@@ -305,11 +305,15 @@ async fn redrive_sends_a_letter_only_where_its_function_takes_messages_in() {
     };
     let completed = forged_failure(&id, "orders.evt.completed");
     // Forged letters: an event inventory never takes in, a letter naming
-    // another function than its DLQ subject, and an outbox letter.
+    // another function than its DLQ subject, an outbox letter, one that
+    // inventory does take in but that is not what its origin holds (the
+    // issue's confused deputy), and an event said to have come by request.
     let forged = [
         ("dlq.inventory", forge("inventory", "users.evt.signed_up", "SAGA/1")),
         ("dlq.inventory", forge("order", "orders.cmd.create", "COMMANDS/1")),
         ("dlq.order", forge("order", "orders.cmd.create", "outbox/x")),
+        ("dlq.inventory", forge("inventory", "orders.evt.completed", "SAGA/2")),
+        ("dlq.inventory", forge("inventory", "orders.evt.completed", "request/x")),
     ];
     let mut sequences = Vec::new();
     for (subject, headers) in forged {
@@ -330,8 +334,10 @@ async fn redrive_sends_a_letter_only_where_its_function_takes_messages_in() {
     assert!(reasons[0].contains("inventory does not take messages on \"users.evt.signed_up\""), "{reasons:?}");
     assert!(reasons[1].contains("stored on dlq.inventory but names the function \"order\""), "{reasons:?}");
     assert!(reasons[2].contains("origin \"outbox/x\""), "{reasons:?}");
+    assert!(reasons[3].contains("it is not what SAGA/2 holds"), "{reasons:?}");
+    assert!(reasons[4].contains("orders.evt.completed is not a command"), "{reasons:?}");
     assert_eq!(saga.events("orders.evt.completed").await.len(), before, "nothing was published");
-    assert_eq!(messages(js, "DLQ", None).await.len(), 3, "refused letters are kept");
+    assert_eq!(messages(js, "DLQ", None).await.len(), 5, "refused letters are kept");
     the_completed_order_is_untouched(&saga, &id).await;
     saga.stop().await;
 }

@@ -557,7 +557,7 @@ async fn admins_see_the_status_and_redrive_dead_letters() {
     // A command the order function gave up on (its store was down, say):
     // the dead letter as the runtime writes it.
     let order_id = "o-redriven";
-    dead_letter_a_create(&api, order_id, &customer, "the store is unavailable", "COMMANDS/7").await;
+    dead_letter_a_create(&api, order_id, &customer, "the store is unavailable", "request/redrive-test-1").await;
 
     let status: Value = api.get("/api/status", Some(&root)).await.json().await.unwrap();
     assert_eq!(status["dead_letters"], 1, "{status}");
@@ -598,7 +598,7 @@ async fn admins_see_the_status_and_redrive_dead_letters() {
 
     // Delete: a letter an operator decides must never run is gone, unsent.
     let dropped = "o-dropped";
-    dead_letter_a_create(&api, dropped, &customer, "poison", "COMMANDS/8").await;
+    dead_letter_a_create(&api, dropped, &customer, "poison", "request/redrive-test-2").await;
     let listed: Value = api.get("/api/dlq", Some(&root)).await.json().await.unwrap();
     let sequence = listed["dead_letters"][0]["dlq_sequence"].as_u64().unwrap();
     let delete = |token: Option<&str>, seq: String| {

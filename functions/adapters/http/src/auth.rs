@@ -97,12 +97,11 @@ pub fn cleared_cookie(secure: bool) -> String {
 }
 
 /// The token a request carries: `Authorization: Bearer`, else the cookie.
-fn token_of(parts: &Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+fn token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         return value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
     }
-    parts
-        .headers
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -132,13 +131,26 @@ impl Session {
     }
 }
 
+/// The claims of a request's token, checked (signature, expiry) but not
+/// yet against the users function: enough to know whom to count a request
+/// against before anything is looked up.
+pub fn claims(gateway: &Gateway, headers: &axum::http::HeaderMap) -> Result<Claims, Problem> {
+    let token =
+        token_of(headers).ok_or_else(|| Problem::unauthorized("log in first (a session cookie or a Bearer token)"))?;
+    verify(&gateway.keys, &token)
+}
+
 impl FromRequestParts<Arc<Gateway>> for Session {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
-        let token = token_of(parts)
-            .ok_or_else(|| Problem::unauthorized("log in first (a session cookie or a Bearer token)"))?;
-        let claims = verify(&gateway.keys, &token)?;
+        Session::of(gateway, claims(gateway, &parts.headers)?).await
+    }
+}
+
+impl Session {
+    /// The session `claims` stand for, as the users function knows its user now.
+    pub async fn of(gateway: &Gateway, claims: Claims) -> Result<Self, Problem> {
         let user: UserView =
             crate::upstream::request(&gateway.nats, USERS_QUERY_GET, None, &GetUser { user_id: claims.sub.clone() })
                 .await

@@ -79,6 +79,8 @@ pub struct Gateway {
     pub limits: limits::Limits,
     /// The process's reader of the saga stream and its live views.
     pub live: live::LiveHub,
+    /// Every request of one client, per second ([`limits::Pace`]).
+    pub pace: limits::Pace,
     /// Requests and latencies, for `GET /metrics`.
     pub metrics: metrics::Metrics,
     /// Origins whose pages may call the API from a browser (CORS); none by default.
@@ -95,6 +97,7 @@ impl Gateway {
             secure_cookies: false,
             metrics: metrics::Metrics::default(),
             live: live::LiveHub::new(live::LiveLimits::default()),
+            pace: limits::Pace::default(),
             cors_origins: Vec::new(),
         }
     }
@@ -104,6 +107,15 @@ impl Gateway {
 pub fn router(gateway: Arc<Gateway>) -> Router {
     if tokio::runtime::Handle::try_current().is_ok() {
         metrics::count_outcomes(Arc::downgrade(&gateway));
+        let weak = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(gateway) = weak.upgrade() else { return };
+                gateway.pace.forget_quiet();
+            }
+        });
     }
     // Cross-origin calls only from the origins configured, with credentials
     // (the session cookie); none by default, and the UI is same-origin.
@@ -125,6 +137,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     });
     let router = api::routes()
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), origin::guard))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), limits::pace))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
         .with_state(gateway)
         // Enforced by the body extractors, so that a large body gets a 413 problem.

@@ -71,6 +71,77 @@ pub const SIGN_UPS_PER_CLIENT: Rule =
 pub const SIGN_UPS: Rule =
     Rule { name: "signup-all", what: "sign-ups right now", max: 120, window: Duration::from_secs(60) };
 
+/// Every request of one client, whatever it asks: per second, after a
+/// burst of [`PACE_BURST`]. Past it a client gets 429 before anything is
+/// looked up (no session check, no query): a flood from one address costs
+/// the gateway next to nothing, and others' requests go on.
+pub const PACE_PER_SECOND: u32 = 50;
+
+/// The burst of [`PACE_PER_SECOND`] (a page loading its assets at once).
+pub const PACE_BURST: u32 = 100;
+
+/// The per-client request pace, kept in this process (it protects the
+/// process; the limits that are promises are the shared ones above).
+#[derive(Debug)]
+pub struct Pace {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+    per_second: u32,
+}
+
+impl Pace {
+    /// `per_second` requests a second per client after a burst of `burst`
+    /// (0 per second: no pace).
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let rate = std::num::NonZeroU32::new(per_second.max(1)).expect("at least one");
+        let burst = std::num::NonZeroU32::new(burst.max(1)).expect("at least one");
+        Self { limiter: governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst)), per_second }
+    }
+
+    /// Counts a request of `client`; refuses it (429) past the pace.
+    pub fn check(&self, client: IpAddr) -> Result<(), Problem> {
+        if self.per_second == 0 {
+            return Ok(());
+        }
+        self.limiter.check_key(&client_key(client)).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            Problem::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests from this address: at most {} a second", self.per_second),
+            )
+            .retry_after(wait.as_secs().max(1))
+        })
+    }
+
+    /// Forgets clients that have been quiet (bounded memory).
+    pub fn forget_quiet(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self::new(PACE_PER_SECOND, PACE_BURST)
+    }
+}
+
+/// The middleware: the pace, first of all.
+pub(crate) async fn pace(
+    axum::extract::State(gateway): axum::extract::State<std::sync::Arc<crate::Gateway>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    match gateway.pace.check(client) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
 /// The longest window of any rule: how long the bucket keeps a counter.
 pub const LONGEST_WINDOW: Duration = Duration::from_secs(60 * 60);
 

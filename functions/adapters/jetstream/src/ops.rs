@@ -168,9 +168,17 @@ pub fn redrive_refusal(config: &Config, stored_on: &str, letter: &DeadLetter) ->
             letter.subject
         ));
     }
-    let from_stream =
-        |stream: &str| letter.origin.strip_prefix(stream).and_then(|rest| rest.strip_prefix('/')).is_some();
-    if !(from_stream(&config.stream) || from_stream(&config.command_stream) || letter.origin.starts_with("request/")) {
+    let is_command = matches!(
+        jetsaga_events::subjects::parse(&letter.subject),
+        Some((_, jetsaga_events::subjects::SubjectKind::Command))
+    );
+    if letter.origin.starts_with("request/") && !is_command {
+        return Some(format!(
+            "it says it came by request, but {} is not a command (only commands are sent by request)",
+            letter.subject
+        ));
+    }
+    if original_in_stream(config, &letter.origin).is_none() && !letter.origin.starts_with("request/") {
         return Some(format!(
             "its origin {:?} is not one of the saga's streams or a request (an event its function emitted that no \
              server accepts cannot be sent again: delete it)",
@@ -178,6 +186,42 @@ pub fn redrive_refusal(config: &Config, stored_on: &str, letter: &DeadLetter) ->
         ));
     }
     None
+}
+
+/// The stream and sequence of a letter's original, when it came from one
+/// of the saga's streams (`SAGA/42`).
+fn original_in_stream<'a>(config: &'a Config, origin: &str) -> Option<(&'a str, u64)> {
+    let (stream, sequence) = origin.split_once('/')?;
+    let stream = [&config.stream, &config.command_stream].into_iter().find(|s| s.as_str() == stream)?;
+    Some((stream.as_str(), sequence.parse().ok()?))
+}
+
+/// Why a letter from a stream is not what that stream holds, if it is
+/// not: the original must still be there, on the letter's subject, with
+/// the letter's payload. A letter anyone forged on a `dlq.` subject then
+/// names a message that is not its own, and is not sent.
+async fn unlike_its_original(
+    js: &jetstream::Context,
+    config: &Config,
+    letter: &DeadLetter,
+    payload: &[u8],
+) -> Option<String> {
+    let (stream, sequence) = original_in_stream(config, &letter.origin)?;
+    let original = match js.get_stream(stream).await {
+        Ok(stream) => stream.get_raw_message(sequence).await.ok(),
+        Err(_) => None,
+    };
+    match original {
+        None => Some(format!(
+            "its original {} is no longer in the stream, so the letter cannot be checked against it (delete it, or \
+             send the command again yourself)",
+            letter.origin
+        )),
+        Some(original) if original.subject.as_str() != letter.subject || original.payload.as_ref() != payload => {
+            Some(format!("it is not what {} holds (subject or payload differ): a forged or cut letter", letter.origin))
+        }
+        Some(_) => None,
+    }
 }
 
 /// Sends a dead letter again to its original subject with its trace
@@ -200,7 +244,11 @@ pub async fn redrive(
 ) -> Result<Redriven, OpsError> {
     let (stream, raw) = stored_letter(js, &config.dlq_stream, sequence).await?;
     let letter = dlq::read(sequence, &raw.headers, &raw.payload);
-    if let Some(reason) = redrive_refusal(config, &raw.subject, &letter) {
+    let refusal = match redrive_refusal(config, &raw.subject, &letter) {
+        Some(reason) => Some(reason),
+        None => unlike_its_original(js, config, &letter, &raw.payload).await,
+    };
+    if let Some(reason) = refusal {
         warn!(sequence, function = %letter.function, subject = %letter.subject, %reason, "redrive refused");
         return Err(OpsError::Refused { sequence, reason });
     }
