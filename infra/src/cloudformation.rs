@@ -160,7 +160,8 @@ pub fn cloudformation() -> Value {
             "JETSAGA_SAGA_TIMEOUT": {"Ref": "SagaTimeout"},
             "JETSAGA_DEADLINES": {"Ref": "Deadlines"},
             "JETSAGA_MAX_ORDERS_IN_FLIGHT": {"Ref": "MaxOrdersInFlight"},
-            "JETSAGA_MAX_ORDERS_PER_MINUTE": {"Ref": "MaxOrdersPerMinute"}
+            "JETSAGA_MAX_ORDERS_PER_MINUTE": {"Ref": "MaxOrdersPerMinute"},
+            "JETSAGA_SIGN_UP_CREDIT_CENTS": {"Ref": "SignUpCreditCents"}
         });
         resources.insert(
             function.clone(),
@@ -344,6 +345,7 @@ pub fn cloudformation() -> Value {
             "ShippingFailureRate": {"Type": "String", "Default": "0", "Description": "Share of shipments that fail, 0 to 1 (demo knob)"},
             "StepTimeout": {"Type": "String", "Default": "30s", "AllowedPattern": "^[a-z0-9.=,]{1,200}$", "Description": "How long an order waits for a step before it fails: 30s, or 30s,payment=10s (units ms, s, m, h)"},
             "SagaTimeout": {"Type": "String", "Default": "5m", "AllowedPattern": "^[0-9.]+(ms|s|m|h)?$", "Description": "How long an order may take in all"},
+            "SignUpCreditCents": {"Type": "Number", "Default": 10000, "MinValue": 0, "Description": "Credit, in cents, a user's sign-up gives their customer (anyone may sign up)"},
             "MaxOrdersInFlight": {"Type": "Number", "Default": 20, "MinValue": 0, "Description": "Orders one customer may have under way at once (0: no limit)"},
             "MaxOrdersPerMinute": {"Type": "Number", "Default": 60, "MinValue": 0, "Description": "Orders one customer may start in a minute (0: no limit)"},
             "Deadlines": {"Type": "String", "Default": "on", "AllowedValues": ["on", "off"], "Description": "off: orders wait for their steps forever (NATS older than 2.14 cannot schedule messages)"},

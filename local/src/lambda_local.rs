@@ -223,6 +223,7 @@ impl Bootstraps {
             .env("JETSAGA_SHIPPING_FAILURE_RATE", self.options.shipping_failure_rate.to_string())
             .env("JETSAGA_MAX_ORDERS_IN_FLIGHT", self.options.order_limits.in_flight.to_string())
             .env("JETSAGA_MAX_ORDERS_PER_MINUTE", self.options.order_limits.per_minute.to_string())
+            .env("JETSAGA_SIGN_UP_CREDIT_CENTS", self.options.sign_up_credit_cents.to_string())
             .stdout(Stdio::null());
         match &self.options.deadlines {
             Some(deadlines) => {

@@ -103,6 +103,10 @@ pub struct UpArgs {
     /// Orders one customer may start in a minute. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = jetsaga_saga::OrderLimits::default().per_minute)]
     pub max_orders_per_minute: usize,
+    /// The credit, in cents, a user's sign-up gives their customer (anyone
+    /// may sign up: keep it small where strangers can).
+    #[arg(long, value_name = "CENTS", default_value_t = jetsaga_saga::DEFAULT_SIGN_UP_CREDIT_CENTS)]
+    pub sign_up_credit_cents: u64,
     /// Do not print the saga flow.
     #[arg(long)]
     pub quiet: bool,
@@ -205,7 +209,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let order_limits =
         jetsaga_saga::OrderLimits { in_flight: args.max_orders_in_flight, per_minute: args.max_orders_per_minute };
-    let options = SagaOptions { shipping_failure_rate: args.shipping_failure_rate, mode, deadlines, order_limits };
+    let options = SagaOptions {
+        shipping_failure_rate: args.shipping_failure_rate,
+        mode,
+        deadlines,
+        order_limits,
+        sign_up_credit_cents: args.sign_up_credit_cents,
+    };
     let names: Vec<String> = if args.functions.is_empty() {
         options.names().iter().map(|s| s.to_string()).collect()
     } else {

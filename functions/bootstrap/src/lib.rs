@@ -18,7 +18,8 @@ pub const FUNCTION_VAR: &str = "JETSAGA_FUNCTION";
 /// `JETSAGA_SAGA_TIMEOUT` (`5m`) and `JETSAGA_DEADLINES` (`on`, `off`); a
 /// customer's orders under way and a minute from
 /// `JETSAGA_MAX_ORDERS_IN_FLIGHT` (default 20) and
-/// `JETSAGA_MAX_ORDERS_PER_MINUTE` (default 60; 0: no limit).
+/// `JETSAGA_MAX_ORDERS_PER_MINUTE` (default 60; 0: no limit); the credit a
+/// sign-up gives from `JETSAGA_SIGN_UP_CREDIT_CENTS` (default 10000).
 pub fn options_from(var: impl Fn(&str) -> Option<String>) -> Result<SagaOptions, String> {
     let mode = match var("JETSAGA_SAGA").as_deref() {
         None | Some("choreographed") => SagaMode::Choreographed,
@@ -55,7 +56,13 @@ pub fn options_from(var: impl Fn(&str) -> Option<String>) -> Result<SagaOptions,
         in_flight: limit("JETSAGA_MAX_ORDERS_IN_FLIGHT", defaults.in_flight)?,
         per_minute: limit("JETSAGA_MAX_ORDERS_PER_MINUTE", defaults.per_minute)?,
     };
-    Ok(SagaOptions { mode, shipping_failure_rate, deadlines, order_limits })
+    let sign_up_credit_cents = match var("JETSAGA_SIGN_UP_CREDIT_CENTS") {
+        None => jetsaga_saga::DEFAULT_SIGN_UP_CREDIT_CENTS,
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("JETSAGA_SIGN_UP_CREDIT_CENTS={text:?}: expected cents, a whole number"))?,
+    };
+    Ok(SagaOptions { mode, shipping_failure_rate, deadlines, order_limits, sign_up_credit_cents })
 }
 
 /// The function this Lambda runs, from `JETSAGA_FUNCTION` and the options.

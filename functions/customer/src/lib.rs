@@ -52,10 +52,18 @@ fn customer_key(id: &str) -> String {
 }
 
 /// The customer function.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct CustomerCredit {
     /// Reacts to saga events, or to the orchestrator's commands.
     pub mode: SagaMode,
+    /// The credit limit of a customer a user's sign-up creates.
+    pub sign_up_credit_cents: u64,
+}
+
+impl Default for CustomerCredit {
+    fn default() -> Self {
+        Self { mode: SagaMode::default(), sign_up_credit_cents: DEFAULT_CREDIT_LIMIT_CENTS }
+    }
 }
 
 /// Declaration in the choreographed saga.
@@ -80,8 +88,9 @@ pub static ORCHESTRATED_SPEC: FunctionSpec = FunctionSpec {
     ..SPEC
 };
 
-/// The credit limit of a customer created by a user's sign-up ($1,000).
-pub const DEFAULT_CREDIT_LIMIT_CENTS: u64 = 100_000;
+/// The credit limit of a customer created by a user's sign-up, unless set
+/// otherwise ($100): anyone may sign up, so it is small.
+pub const DEFAULT_CREDIT_LIMIT_CENTS: u64 = 10_000;
 
 impl CustomerCredit {
     /// A user signed up: their customer, with the default credit, unless it exists.
@@ -92,7 +101,7 @@ impl CustomerCredit {
         let create = CreateCustomer {
             customer_id: user.customer_id,
             name: user.name,
-            credit_limit_cents: DEFAULT_CREDIT_LIMIT_CENTS,
+            credit_limit_cents: self.sign_up_credit_cents,
         };
         self.create(ctx, create).await
     }
@@ -317,7 +326,11 @@ mod tests {
         };
         let created: CustomerCreated = t.when(&user).await.single();
         assert_eq!((created.customer_id.as_str(), created.credit_limit_cents), ("u-1", DEFAULT_CREDIT_LIMIT_CENTS));
+        assert_eq!(DEFAULT_CREDIT_LIMIT_CENTS, 10_000, "anyone may sign up: a small default ($100)");
         t.when(&user).await.assert_nothing_emitted();
+        // A setting (`jetsaga up --sign-up-credit-cents`).
+        let generous = TestFunction::new(CustomerCredit { sign_up_credit_cents: 100_000, ..CustomerCredit::default() });
+        assert_eq!(generous.when(&user).await.single::<CustomerCreated>().credit_limit_cents, 100_000);
     }
 
     #[tokio::test]

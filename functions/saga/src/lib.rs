@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use jetsaga_core::{Function, FunctionSpec};
+pub use jetsaga_customer::DEFAULT_CREDIT_LIMIT_CENTS as DEFAULT_SIGN_UP_CREDIT_CENTS;
 use jetsaga_events::SagaMode;
 pub use jetsaga_order::{Deadlines, OrderLimits, human, parse_wait};
 
@@ -25,7 +26,9 @@ pub static STEPS: &[Step] = &[
         Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone(), limits: o.order_limits })
     }),
     Step::both(|o| Arc::new(jetsaga_inventory::Inventory { mode: o.mode })),
-    Step::both(|o| Arc::new(jetsaga_customer::CustomerCredit { mode: o.mode })),
+    Step::both(|o| {
+        Arc::new(jetsaga_customer::CustomerCredit { mode: o.mode, sign_up_credit_cents: o.sign_up_credit_cents })
+    }),
     Step::both(|o| Arc::new(jetsaga_payment::Payments { mode: o.mode })),
     Step::both(|o| Arc::new(jetsaga_shipping::Shipping::new(o.mode, o.shipping_failure_rate))),
     Step::both(|_| Arc::new(jetsaga_loyalty::Loyalty)),
@@ -87,6 +90,8 @@ pub struct SagaOptions {
     pub deadlines: Option<jetsaga_order::Deadlines>,
     /// How many orders one customer may have under way, and start a minute.
     pub order_limits: jetsaga_order::OrderLimits,
+    /// The credit a user's sign-up gives their customer, in cents.
+    pub sign_up_credit_cents: u64,
 }
 
 impl Default for SagaOptions {
@@ -98,6 +103,7 @@ impl Default for SagaOptions {
             mode: SagaMode::default(),
             deadlines: Some(jetsaga_order::Deadlines::default()),
             order_limits: jetsaga_order::OrderLimits::default(),
+            sign_up_credit_cents: jetsaga_customer::DEFAULT_CREDIT_LIMIT_CENTS,
         }
     }
 }

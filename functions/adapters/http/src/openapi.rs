@@ -333,7 +333,8 @@ pub fn document() -> Value {
         // Every state-changing request is refused from another site (403)
         // and as anything but JSON (415): see `crate::origin`.
         let cross_site: &[u16] = if op.method == "get" { &[] } else { &[403, 415] };
-        for error in op.errors.iter().chain(bad_id).chain(cross_site) {
+        // Every request is paced per client address (`crate::limits::Pace`).
+        for error in op.errors.iter().chain(bad_id).chain(cross_site).chain(&[429]) {
             responses.insert(
                 error.to_string(),
                 json!({"description": reason(*error), "content": {"application/problem+json": {"schema": problem}}}),
