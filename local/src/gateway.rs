@@ -32,6 +32,11 @@ pub struct HttpArgs {
     /// https://shop.example.com (repeat for several); none by default.
     #[arg(long = "cors-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// Requests one client address may make per second (after a burst of
+    /// twice as many); past it, 429 before anything is looked up. 0: no
+    /// pace (a load generator, or a proxy in front that paces clients).
+    #[arg(long, value_name = "N", default_value_t = jetsaga_http::limits::PACE_PER_SECOND)]
+    pub client_requests_per_second: u32,
 }
 
 fn parse_origin(text: &str) -> Result<axum::http::HeaderValue, String> {
@@ -90,9 +95,11 @@ pub async fn bind(args: &HttpArgs) -> anyhow::Result<TcpListener> {
 /// Serves the API on `listener` until the process ends; returns its URL.
 pub fn serve(listener: TcpListener, nats: async_nats::Client, keys: Keys, args: &HttpArgs) -> anyhow::Result<String> {
     let address = listener.local_addr()?;
+    let pace = args.client_requests_per_second;
     let gateway = Arc::new(Gateway {
         secure_cookies: args.secure_cookies,
         cors_origins: args.cors_origins.clone(),
+        pace: jetsaga_http::limits::Pace::new(pace, pace.saturating_mul(2)),
         ..Gateway::new(nats, keys)
     });
     let app = jetsaga_http::router(gateway).into_make_service_with_connect_info::<SocketAddr>();

@@ -71,6 +71,8 @@ pub(crate) fn start_gateway(url: &str, dir: &Path) -> anyhow::Result<(Process, S
     let port = tools::free_port()?;
     let child = tools::tied_command(&std::env::current_exe()?)
         .args(["--nats-url", url, "gateway", "--http-host", "127.0.0.1", "--http-port", &port.to_string()])
+        // All the load comes from this one address, by design.
+        .args(["--client-requests-per-second", "0"])
         .arg("--data-dir")
         .arg(dir.join("gateway"))
         .env("JETSAGA_JWT_SECRET", "the benchmark's session signing secret, 32+ bytes")

@@ -78,7 +78,7 @@ pub const SIGN_UPS: Rule =
 pub const PACE_PER_SECOND: u32 = 50;
 
 /// The burst of [`PACE_PER_SECOND`] (a page loading its assets at once).
-pub const PACE_BURST: u32 = 100;
+pub const PACE_BURST: u32 = 2 * PACE_PER_SECOND;
 
 /// The per-client request pace, kept in this process (it protects the
 /// process; the limits that are promises are the shared ones above).
