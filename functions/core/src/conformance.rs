@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::store::{Commit, CommitError, Expect, Item, OutboxRecord, Store, Write};
 
 fn put(key: &str, value: &str, expect: Expect) -> Write {
-    Write { key: key.into(), value: Some(value.as_bytes().to_vec()), expect }
+    Write::new(key, Some(value.as_bytes().to_vec()), expect)
 }
 
 fn record(id: &str) -> OutboxRecord {
@@ -34,10 +34,7 @@ pub async fn versions_count_writes(store: Arc<dyn Store>) {
     assert_eq!(value(&*store, "k").await, Some(("a".into(), 1)));
     store.commit(&[commit("e2", vec![put("k", "b", Expect::Version(1))], vec![])]).await.unwrap();
     assert_eq!(value(&*store, "k").await, Some(("b".into(), 2)));
-    store
-        .commit(&[commit("e3", vec![Write { key: "k".into(), value: None, expect: Expect::Version(2) }], vec![])])
-        .await
-        .unwrap();
+    store.commit(&[commit("e3", vec![Write::new("k", None, Expect::Version(2))], vec![])]).await.unwrap();
     assert_eq!(value(&*store, "k").await, None);
     store.commit(&[commit("e4", vec![put("k", "c", Expect::Absent)], vec![])]).await.unwrap();
     assert_eq!(value(&*store, "k").await, Some(("c".into(), 1)));
@@ -58,7 +55,7 @@ pub async fn failed_conditions_change_nothing(store: Arc<dyn Store>) {
     assert_eq!(exists, Err(CommitError::Conflict { key: "k".into() }));
     let missing = store.commit(&[commit("e4", vec![put("nope", "b", Expect::Version(1))], vec![])]).await;
     assert_eq!(missing, Err(CommitError::Conflict { key: "nope".into() }));
-    let delete = Write { key: "k".into(), value: None, expect: Expect::Version(9) };
+    let delete = Write::new("k", None, Expect::Version(9));
     assert!(matches!(store.commit(&[commit("e5", vec![delete], vec![])]).await, Err(CommitError::Conflict { .. })));
     assert_eq!(value(&*store, "k").await, Some(("a".into(), 1)));
     assert_eq!(value(&*store, "nope").await, None);
@@ -92,7 +89,7 @@ pub async fn batches_chain_writes_on_one_key(store: Arc<dyn Store>) {
         .commit(&[commit("seed", vec![put("hot", "0", Expect::Absent), put("gone", "0", Expect::Absent)], vec![])])
         .await
         .unwrap();
-    let delete = |key: &str, expect| Write { key: key.into(), value: None, expect };
+    let delete = |key: &str, expect| Write::new(key, None, expect);
     let batch = [
         commit("e1", vec![put("hot", "1", Expect::Version(1)), put("new", "a", Expect::Absent)], vec![record("o1")]),
         commit("e2", vec![put("hot", "2", Expect::Version(2)), delete("new", Expect::Version(1))], vec![]),
@@ -272,12 +269,44 @@ pub async fn old_inbox_records_are_swept_once_their_events_are_out(store: Arc<dy
     store.commit(&[commit("quiet", vec![], vec![])]).await.unwrap();
 }
 
+/// Keys written with a retention stay readable until the sweep, which
+/// removes exactly those whose retention ended; writing a key again
+/// without one keeps it for good. Covers inserts, versioned updates and
+/// unconditional (counted) writes.
+pub async fn keys_past_their_retention_are_swept(store: Arc<dyn Store>) {
+    let now = chrono::Utc::now().timestamp();
+    let until = |mut write: Write, at: i64| {
+        write.expires_at = Some(at);
+        write
+    };
+    let writes = vec![
+        until(put("order/ended", "e", Expect::Absent), now - 10),
+        until(put("order/kept", "k", Expect::Absent), now - 10),
+        until(put("order/later", "l", Expect::Absent), now + 3600),
+        until(put("tally", "t", Expect::Any), now - 10),
+        put("order/plain", "p", Expect::Absent),
+    ];
+    store.commit(&[commit("e1", writes, vec![])]).await.unwrap();
+    let rewrites =
+        vec![put("order/kept", "k2", Expect::Version(1)), until(put("order/later", "l2", Expect::Version(1)), now - 5)];
+    store.commit(&[commit("e2", rewrites, vec![])]).await.unwrap();
+    assert_eq!(value(&*store, "order/ended").await, Some(("e".into(), 1)), "readable until swept");
+    assert_eq!(store.sweep_expired(now).await.unwrap(), 3, "ended, later (rewritten to end) and tally");
+    assert_eq!(value(&*store, "order/ended").await, None);
+    assert_eq!(value(&*store, "order/later").await, None);
+    assert_eq!(value(&*store, "tally").await, None);
+    assert_eq!(value(&*store, "order/kept").await, Some(("k2".into(), 2)), "rewritten without a retention");
+    assert_eq!(value(&*store, "order/plain").await, Some(("p".into(), 1)));
+    assert_eq!(store.sweep_expired(now).await.unwrap(), 0);
+}
+
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@cases $make;
             versions_count_writes,
             failed_conditions_change_nothing,
+            keys_past_their_retention_are_swept,
             commits_are_all_or_nothing,
             batches_are_all_or_nothing,
             batches_chain_writes_on_one_key,

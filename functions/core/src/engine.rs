@@ -239,6 +239,13 @@ pub trait Processor: Send + Sync + std::fmt::Debug + 'static {
         Ok(0)
     }
 
+    /// Removes keys whose retention ended by `now`, Unix seconds (see
+    /// [`Store::sweep_expired`]); remote functions' stores expire theirs by themselves.
+    async fn sweep_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let _ = now;
+        Ok(0)
+    }
+
     /// How long published ids are gathered before one [`Processor::mark_published`]
     /// removes them all: short for a local store, longer where each call
     /// costs a remote invocation.
@@ -271,6 +278,10 @@ impl Processor for Engine {
 
     async fn sweep_inbox(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.store.sweep_inbox(before).await
+    }
+
+    async fn sweep_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.store.sweep_expired(now).await
     }
 }
 

@@ -104,6 +104,8 @@ struct Touched {
     value: Option<Vec<u8>>,
     expect: Expect,
     written: bool,
+    /// The write's retention, if any (see [`Ctx::put_until`]).
+    expires_at: Option<i64>,
 }
 
 /// What a handler works through: its store (reads are tracked so writes
@@ -135,17 +137,20 @@ impl<'a> Ctx<'a> {
     async fn load(&mut self, key: &str) -> Result<&Touched, StoreError> {
         if !self.touched.contains_key(key) {
             let touched = if let Some((value, expect)) = self.overlay.entries.get(key) {
-                Touched { value: value.clone(), expect: *expect, written: false }
+                Touched { value: value.clone(), expect: *expect, written: false, expires_at: None }
             } else {
                 let stored = match self.overlay.prefetched.get(key) {
                     Some(item) => item.clone(),
                     None => self.store.get(key).await?,
                 };
                 match stored {
-                    Some(Item { value, version }) => {
-                        Touched { value: Some(value), expect: Expect::Version(version), written: false }
-                    }
-                    None => Touched { value: None, expect: Expect::Absent, written: false },
+                    Some(Item { value, version }) => Touched {
+                        value: Some(value),
+                        expect: Expect::Version(version),
+                        written: false,
+                        expires_at: None,
+                    },
+                    None => Touched { value: None, expect: Expect::Absent, written: false, expires_at: None },
                 }
             };
             self.touched.insert(key.to_string(), touched);
@@ -169,23 +174,34 @@ impl<'a> Ctx<'a> {
     /// key being absent if `get` found nothing); unconditional without a `get`.
     pub fn put<T: Serialize>(&mut self, key: &str, value: &T) {
         let bytes = serde_json::to_vec(value).expect("state values serialize");
-        self.set(key, Some(bytes));
+        self.set(key, Some(bytes), None);
+    }
+
+    /// Writes a value (like [`Ctx::put`]) that the store may remove once
+    /// `until` has passed: a retention. The value stays readable until the
+    /// store's sweep (SQL: hourly) or TTL (DynamoDB: within days) removes
+    /// it; writing the key again with [`Ctx::put`] keeps it for good.
+    pub fn put_until<T: Serialize>(&mut self, key: &str, value: &T, until: DateTime<Utc>) {
+        let bytes = serde_json::to_vec(value).expect("state values serialize");
+        self.set(key, Some(bytes), Some(until.timestamp()));
     }
 
     /// Deletes a key (conditional like [`Ctx::put`]).
     pub fn delete(&mut self, key: &str) {
-        self.set(key, None);
+        self.set(key, None, None);
     }
 
-    fn set(&mut self, key: &str, value: Option<Vec<u8>>) {
+    fn set(&mut self, key: &str, value: Option<Vec<u8>>, expires_at: Option<i64>) {
         let overlay_expect = self.overlay.entries.get(key).map(|(_, e)| *e);
         let entry = self.touched.entry(key.to_string()).or_insert_with(|| Touched {
             value: None,
             expect: overlay_expect.unwrap_or(Expect::Any),
             written: true,
+            expires_at: None,
         });
         entry.value = value;
         entry.written = true;
+        entry.expires_at = expires_at;
     }
 
     /// Emits an event; it is published after this handler's changes are durable.
@@ -230,7 +246,7 @@ impl<'a> Ctx<'a> {
             .into_iter()
             .filter(|(_, t)| t.written)
             .filter(|(_, t)| !(t.value.is_none() && t.expect == Expect::Absent))
-            .map(|(key, t)| Write { key, value: t.value, expect: t.expect })
+            .map(|(key, t)| Write { key, value: t.value, expect: t.expect, expires_at: t.expires_at })
             .collect();
         (writes, self.emitted)
     }

@@ -11,6 +11,8 @@ use crate::store::{Commit, CommitError, Expect, Item, OutboxRecord, Store, Store
 #[derive(Debug, Default)]
 struct Inner {
     kv: BTreeMap<String, Item>,
+    /// key -> when it may be removed (Unix seconds)
+    expiry: HashMap<String, i64>,
     /// input event id -> ids of the outbox records it produced
     inbox: HashMap<String, Vec<String>>,
     /// input event id -> its receipt
@@ -69,6 +71,7 @@ impl Store for MemoryStore {
         let mut guard = self.inner.lock().unwrap();
         // Work on a copy so a failing condition leaves nothing behind.
         let mut kv = guard.kv.clone();
+        let mut expiry = guard.expiry.clone();
         let mut seen = std::collections::HashSet::new();
         for commit in commits {
             if guard.inbox.contains_key(&commit.event_id) || !seen.insert(commit.event_id.clone()) {
@@ -82,14 +85,20 @@ impl Store for MemoryStore {
                     Some(value) => {
                         let version = kv.get(&write.key).map_or(1, |item| item.version + 1);
                         kv.insert(write.key.clone(), Item { value: value.clone(), version });
+                        match write.expires_at {
+                            Some(at) => expiry.insert(write.key.clone(), at),
+                            None => expiry.remove(&write.key),
+                        };
                     }
                     None => {
                         kv.remove(&write.key);
+                        expiry.remove(&write.key);
                     }
                 }
             }
         }
         guard.kv = kv;
+        guard.expiry = expiry;
         for commit in commits {
             let ids = commit.outbox.iter().map(|r| r.id.clone()).collect();
             guard.inbox.insert(commit.event_id.clone(), ids);
@@ -143,5 +152,16 @@ impl Store for MemoryStore {
             inner.receipts.remove(id);
         }
         Ok(old.len() as u64)
+    }
+
+    async fn sweep_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let mut guard = self.inner.lock().unwrap();
+        let inner = &mut *guard;
+        let due: Vec<String> = inner.expiry.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+        for key in &due {
+            inner.expiry.remove(key);
+            inner.kv.remove(key);
+        }
+        Ok(due.len() as u64)
     }
 }

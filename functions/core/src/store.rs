@@ -37,6 +37,18 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
     /// Condition.
     pub expect: Expect,
+    /// When the value may be removed (Unix seconds): a retention, not a
+    /// deadline. The key stays readable until the store removes it
+    /// ([`Store::sweep_expired`], or DynamoDB's TTL within days); a later
+    /// write without one keeps the key for good.
+    pub expires_at: Option<i64>,
+}
+
+impl Write {
+    /// A write that keeps the key for good.
+    pub fn new(key: impl Into<String>, value: Option<Vec<u8>>, expect: Expect) -> Self {
+        Self { key: key.into(), value, expect, expires_at: None }
+    }
 }
 
 /// An event waiting to be published, stored with the state change that produced it.
@@ -162,6 +174,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let _ = before;
         Ok(0)
     }
+
+    /// Removes the keys whose [`Write::expires_at`] is at or before `now`
+    /// (Unix seconds); returns how many. The runtime calls it with the
+    /// inbox sweep. Backends that expire keys by themselves (DynamoDB's
+    /// TTL) keep the default.
+    async fn sweep_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let _ = now;
+        Ok(0)
+    }
 }
 
 /// What a batch's writes to one key amount to.
@@ -201,6 +222,8 @@ pub struct KeyChange<'a> {
     pub expect: Expect,
     /// What it looks like after.
     pub effect: Effect<'a>,
+    /// The last write's [`Write::expires_at`].
+    pub expires_at: Option<i64>,
 }
 
 /// Folds the writes of `commits` into one [`KeyChange`] per key, in key order.
@@ -247,7 +270,7 @@ fn fold<'a>(key: &'a str, writes: &[&'a Write]) -> KeyChange<'a> {
         (Some(value), Some(version)) => Effect::Put { value, version },
         (Some(value), None) => Effect::PutCounting { value, writes: puts_since_delete.max(1) },
     };
-    KeyChange { key, expect, effect }
+    KeyChange { key, expect, effect, expires_at: writes[writes.len() - 1].expires_at }
 }
 
 #[cfg(test)]
@@ -255,7 +278,7 @@ mod tests {
     use super::*;
 
     fn write(key: &str, value: Option<&str>, expect: Expect) -> Write {
-        Write { key: key.into(), value: value.map(|v| v.as_bytes().to_vec()), expect }
+        Write::new(key, value.map(|v| v.as_bytes().to_vec()), expect)
     }
 
     fn commit(writes: Vec<Write>) -> Commit {
@@ -273,10 +296,20 @@ mod tests {
         assert_eq!(
             net_changes(&commits),
             vec![
-                KeyChange { key: "a", expect: Expect::Version(3), effect: Effect::Put { value: b"2", version: 5 } },
-                KeyChange { key: "b", expect: Expect::Absent, effect: Effect::CheckAbsent },
-                KeyChange { key: "c", expect: Expect::Any, effect: Effect::PutCounting { value: b"z", writes: 2 } },
-                KeyChange { key: "d", expect: Expect::Version(7), effect: Effect::Delete },
+                KeyChange {
+                    key: "a",
+                    expect: Expect::Version(3),
+                    effect: Effect::Put { value: b"2", version: 5 },
+                    expires_at: None
+                },
+                KeyChange { key: "b", expect: Expect::Absent, effect: Effect::CheckAbsent, expires_at: None },
+                KeyChange {
+                    key: "c",
+                    expect: Expect::Any,
+                    effect: Effect::PutCounting { value: b"z", writes: 2 },
+                    expires_at: None
+                },
+                KeyChange { key: "d", expect: Expect::Version(7), effect: Effect::Delete, expires_at: None },
             ]
         );
     }
@@ -287,7 +320,12 @@ mod tests {
             [commit(vec![write("k", None, Expect::Any)]), commit(vec![write("k", Some("v"), Expect::Absent)])];
         assert_eq!(
             net_changes(&commits),
-            vec![KeyChange { key: "k", expect: Expect::Any, effect: Effect::Put { value: b"v", version: 1 } }]
+            vec![KeyChange {
+                key: "k",
+                expect: Expect::Any,
+                effect: Effect::Put { value: b"v", version: 1 },
+                expires_at: None
+            }]
         );
     }
 }

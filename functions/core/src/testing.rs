@@ -70,7 +70,7 @@ impl TestFunction {
 
     /// Stores a value directly, as if an earlier event had written it.
     pub async fn given<T: Serialize>(&self, key: &str, value: &T) -> &Self {
-        let write = Write { key: key.into(), value: Some(serde_json::to_vec(value).unwrap()), expect: Expect::Any };
+        let write = Write::new(key, Some(serde_json::to_vec(value).unwrap()), Expect::Any);
         let commit = Commit { event_id: format!("given/{}", new_id()), writes: vec![write], ..Default::default() };
         self.store.commit(&[commit]).await.expect("memory store commits");
         self

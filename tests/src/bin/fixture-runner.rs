@@ -49,6 +49,10 @@ impl Processor for CrashAfterCommit {
     async fn sweep_inbox(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.0.sweep_inbox(before).await
     }
+
+    async fn sweep_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.0.sweep_expired(now).await
+    }
 }
 
 #[tokio::main]

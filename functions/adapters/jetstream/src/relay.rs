@@ -32,7 +32,8 @@ const DEAD_LETTER_EXCERPT: usize = 16 * 1024;
 pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the relay until `cancel` fires; it also sweeps the function's inbox
-/// of records older than `inbox_retention`, at start and every [`SWEEP_EVERY`].
+/// of records older than `inbox_retention`, and its store of keys whose
+/// retention ended, at start and every [`SWEEP_EVERY`].
 pub(crate) async fn run(publisher: Publisher, inbox_retention: Duration, cancel: CancellationToken) {
     let span = info_span!("outbox", function = publisher.engine.name());
     async move {
@@ -49,6 +50,11 @@ pub(crate) async fn run(publisher: Publisher, inbox_retention: Duration, cancel:
                     Ok(0) => {}
                     Ok(n) => info!(records = n, %before, "swept inbox records older than the retention"),
                     Err(e) => warn!(error = %e, "cannot sweep the inbox; trying again in an hour"),
+                }
+                match publisher.engine.sweep_expired(chrono::Utc::now().timestamp()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(keys = n, "removed stored keys whose retention ended"),
+                    Err(e) => warn!(error = %e, "cannot remove expired keys; trying again in an hour"),
                 }
             }
             let pause = match drain(&publisher, woken).await {

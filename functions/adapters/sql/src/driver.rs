@@ -97,6 +97,7 @@ where
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     &'q [u8]: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
 {
     for bind in binds {
         query = match bind {
@@ -104,6 +105,7 @@ where
             Bind::MaybeText(v) => query.bind(*v),
             Bind::Blob(v) => query.bind(*v),
             Bind::Int(v) => query.bind(*v),
+            Bind::MaybeInt(v) => query.bind(*v),
         };
     }
     query

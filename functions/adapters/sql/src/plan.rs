@@ -33,6 +33,7 @@ pub enum Bind<'a> {
     MaybeText(Option<&'a str>),
     Blob(&'a [u8]),
     Int(i64),
+    MaybeInt(Option<i64>),
 }
 
 /// What a failed check means.
@@ -160,22 +161,24 @@ pub(crate) fn commit_steps<'a>(
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for change in changes {
         let key = Bind::Text(change.key);
+        let expires_at = Bind::MaybeInt(change.expires_at);
         match (change.expect, &change.effect) {
             (_, Effect::CheckAbsent) => absent.push(key),
             (Expect::Absent, Effect::Put { value, version }) => {
-                inserts.push(vec![key, Bind::Blob(value), Bind::Int(to_version(*version))]);
+                inserts.push(vec![key, Bind::Blob(value), Bind::Int(to_version(*version)), expires_at]);
             }
             (Expect::Version(expected), Effect::Put { value, version }) => updates.push(vec![
                 key,
                 Bind::Blob(value),
                 Bind::Int(to_version(expected)),
                 Bind::Int(to_version(*version)),
+                expires_at,
             ]),
             (Expect::Any, Effect::Put { value, version }) => {
-                puts.push(vec![key, Bind::Blob(value), Bind::Int(to_version(*version))]);
+                puts.push(vec![key, Bind::Blob(value), Bind::Int(to_version(*version)), expires_at]);
             }
             (_, Effect::PutCounting { value, writes }) => {
-                counted.push(vec![key, Bind::Blob(value), Bind::Int(to_version(*writes))]);
+                counted.push(vec![key, Bind::Blob(value), Bind::Int(to_version(*writes)), expires_at]);
             }
             (Expect::Version(expected), Effect::Delete) => deletes.push(vec![key, Bind::Int(to_version(expected))]),
             (_, Effect::Delete) => blind_deletes.push(vec![key]),
@@ -193,19 +196,20 @@ pub(crate) fn commit_steps<'a>(
         &mut steps,
         params,
         inserts,
-        3,
-        &|values| format!("INSERT INTO {kv} (key, value, version) {values} ON CONFLICT (key) DO NOTHING"),
+        4,
+        &|values| format!("INSERT INTO {kv} (key, value, version, expires_at) {values} ON CONFLICT (key) DO NOTHING"),
         &conflict,
     );
     chunked(
         &mut steps,
         params,
         updates,
-        4,
+        5,
         &|values| {
             format!(
-                "WITH v (k, val, expected, next) AS ({values}) \
-                 UPDATE {kv} AS t SET value = v.val, version = v.next FROM v WHERE t.key = v.k AND t.version = v.expected"
+                "WITH v (k, val, expected, next, expires) AS ({values}) \
+                 UPDATE {kv} AS t SET value = v.val, version = v.next, expires_at = v.expires \
+                 FROM v WHERE t.key = v.k AND t.version = v.expected"
             )
         },
         &conflict,
@@ -214,11 +218,12 @@ pub(crate) fn commit_steps<'a>(
         &mut steps,
         params,
         puts,
-        3,
+        4,
         &|values| {
             format!(
-                "INSERT INTO {kv} AS t (key, value, version) {values} \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version"
+                "INSERT INTO {kv} AS t (key, value, version, expires_at) {values} \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, \
+                 expires_at = excluded.expires_at"
             )
         },
         &unchecked,
@@ -227,11 +232,12 @@ pub(crate) fn commit_steps<'a>(
         &mut steps,
         params,
         counted,
-        3,
+        4,
         &|values| {
             format!(
-                "INSERT INTO {kv} AS t (key, value, version) {values} \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = t.version + excluded.version"
+                "INSERT INTO {kv} AS t (key, value, version, expires_at) {values} \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = t.version + excluded.version, \
+                 expires_at = excluded.expires_at"
             )
         },
         &unchecked,
@@ -331,8 +337,8 @@ mod tests {
             .map(|i| Commit {
                 event_id: format!("e{i}"),
                 writes: vec![
-                    Write { key: format!("new/{i}"), value: Some(b"1".to_vec()), expect: Expect::Absent },
-                    Write { key: "hot".into(), value: Some(b"2".to_vec()), expect: Expect::Version(i + 1) },
+                    Write::new(format!("new/{i}"), Some(b"1".to_vec()), Expect::Absent),
+                    Write::new("hot", Some(b"2".to_vec()), Expect::Version(i + 1)),
                 ],
                 outbox: vec![OutboxRecord {
                     id: format!("o{i}"),
@@ -367,7 +373,10 @@ mod tests {
             ]
         );
         // The hot key is written once, from the first version read to the last one written.
-        assert!(matches!(steps[6].binds[..], [Bind::Text("hot"), _, Bind::Int(1), Bind::Int(51)]));
+        assert!(matches!(
+            steps[6].binds[..],
+            [Bind::Text("hot"), _, Bind::Int(1), Bind::Int(51), Bind::MaybeInt(None)]
+        ));
         let outbox: Vec<&Bind<'_>> = steps[7..].iter().flat_map(|s| &s.binds).collect();
         assert_eq!(outbox.len(), 50 * 5, "every outbox row once");
         assert!(matches!(outbox[..5], [Bind::Text("o0"), Bind::Text("e0"), Bind::Text("s"), Bind::Blob(b"{}"), _]));

@@ -80,6 +80,8 @@ impl SqlStore<PostgresDriver> {
         let ddl = format!(
             "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
              CREATE TABLE IF NOT EXISTS \"{schema}\".kv (key TEXT COLLATE \"C\" PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL);
+             ALTER TABLE \"{schema}\".kv ADD COLUMN IF NOT EXISTS expires_at BIGINT;
+             CREATE INDEX IF NOT EXISTS kv_expires_at ON \"{schema}\".kv (expires_at) WHERE expires_at IS NOT NULL;
              CREATE TABLE IF NOT EXISTS \"{schema}\".inbox (event_id TEXT PRIMARY KEY, processed_at_ms BIGINT NOT NULL, receipt TEXT);
              ALTER TABLE \"{schema}\".inbox ADD COLUMN IF NOT EXISTS receipt TEXT;
              CREATE TABLE IF NOT EXISTS \"{schema}\".outbox (

@@ -147,7 +147,7 @@ fn connect(path: &Path, durability: Durability) -> Result<raw::Connection, raw::
 /// backlog while NATS is away, so those lookups scan it; the sweep reads
 /// it once (`NOT IN`). Files that have the index lose it when opened.
 const SQLITE_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL, expires_at INTEGER);
 CREATE TABLE IF NOT EXISTS inbox (
     event_id TEXT PRIMARY KEY,
     processed_at_ms INTEGER NOT NULL,
@@ -164,6 +164,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 DROP INDEX IF EXISTS outbox_event_id;
 CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at_ms);
 ";
+
+/// The sweep of expired keys reads only keys that expire.
+const EXPIRY_INDEX: &str = "CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;";
 
 impl SqlStore<SqliteDriver> {
     /// Opens (creating if needed) the store file at `path`.
@@ -188,19 +191,25 @@ impl SqlStore<SqliteDriver> {
             .run(|connection| connection.execute_batch(SQLITE_SCHEMA))
             .await
             .map_err(|e| driver.open_error("cannot create tables in", e))?;
-        // Stores created before inbox records kept receipts get the column.
-        let columns = "SELECT name FROM pragma_table_info('inbox')";
+        // Stores created before inbox records kept receipts, or before keys
+        // could expire, get the column.
+        let columns = "SELECT name FROM pragma_table_info('inbox') UNION ALL SELECT name FROM pragma_table_info('kv')";
         driver
             .run(|connection| {
-                let mut has_receipts = false;
+                let (mut has_receipts, mut has_expiry) = (false, false);
                 connection.run(columns, &[], false, |row| {
-                    has_receipts |= row.text(0)? == "receipt";
+                    let name = row.text(0)?;
+                    has_receipts |= name == "receipt";
+                    has_expiry |= name == "expires_at";
                     Ok(())
                 })?;
                 if !has_receipts {
                     connection.execute_batch("ALTER TABLE inbox ADD COLUMN receipt TEXT")?;
                 }
-                Ok(())
+                if !has_expiry {
+                    connection.execute_batch("ALTER TABLE kv ADD COLUMN expires_at INTEGER")?;
+                }
+                connection.execute_batch(EXPIRY_INDEX)
             })
             .await
             .map_err(|e| driver.open_error("cannot upgrade", e))?;
@@ -373,5 +382,34 @@ impl Driver for SqliteDriver {
             })
             .await?;
         Ok(refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jetsaga_core::{Commit, Expect, Store, Write};
+
+    use super::*;
+
+    /// A file written before keys could expire (no `expires_at` column)
+    /// opens with its values intact and takes retentions from then on.
+    #[tokio::test]
+    async fn a_store_from_before_retentions_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut old = raw::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
+             INSERT INTO kv VALUES ('order/1', X'7B7D', 3);",
+        )
+        .unwrap();
+        drop(old);
+        let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+        assert_eq!(store.get("order/1").await.unwrap().unwrap().version, 3);
+        let mut ended = Write::new("order/1", Some(b"{}".to_vec()), Expect::Version(3));
+        ended.expires_at = Some(0);
+        store.commit(&[Commit { event_id: "e".into(), writes: vec![ended], ..Commit::default() }]).await.unwrap();
+        assert_eq!(store.sweep_expired(1).await.unwrap(), 1);
+        assert_eq!(store.get("order/1").await.unwrap(), None);
     }
 }

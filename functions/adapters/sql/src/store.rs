@@ -24,6 +24,7 @@ pub(crate) struct Statements {
     inbox_get: Arc<str>,
     inbox_receipt: Arc<str>,
     inbox_sweep: Arc<str>,
+    expired_sweep: Arc<str>,
     outbox_for_event: Arc<str>,
     outbox_pending: Arc<str>,
 }
@@ -55,6 +56,7 @@ impl Statements {
                  AND event_id NOT IN (SELECT event_id FROM {prefix}outbox)",
                 p(1)
             )),
+            expired_sweep: s(format!("DELETE FROM {prefix}kv WHERE expires_at <= {}", p(1))),
             outbox_for_event: s(format!(
                 "SELECT id, subject, payload, traceparent FROM {prefix}outbox WHERE event_id = {} ORDER BY seq",
                 p(1)
@@ -344,6 +346,10 @@ impl<D: Driver> Store for SqlStore<D> {
         self.remove_published_now().await?;
         let binds = [Bind::Int(before.timestamp_millis())];
         self.driver.execute(self.sql.inbox_sweep.clone(), &binds).await.map_err(Self::error)
+    }
+
+    async fn sweep_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.driver.execute(self.sql.expired_sweep.clone(), &[Bind::Int(now)]).await.map_err(Self::error)
     }
 
     /// Removed by the next commit, or soon by themselves (see [`Published`]).

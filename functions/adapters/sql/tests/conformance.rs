@@ -44,8 +44,7 @@ async fn sqlite_state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/fn.db");
     let store = SqliteStore::open(&path, Durability::Full).await.unwrap();
-    let write =
-        jetsaga_core::Write { key: "k".into(), value: Some(b"1".to_vec()), expect: jetsaga_core::Expect::Absent };
+    let write = jetsaga_core::Write::new("k", Some(b"1".to_vec()), jetsaga_core::Expect::Absent);
     store
         .commit(&[jetsaga_core::Commit { event_id: "e".into(), writes: vec![write], ..Default::default() }])
         .await
@@ -62,8 +61,7 @@ async fn postgres_schemas_keep_functions_apart() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let a = PostgresStore::open(pool.clone(), &format!("iso_a_{tag}")).await.unwrap();
     let b = PostgresStore::open(pool.clone(), &format!("iso_b_{tag}")).await.unwrap();
-    let write =
-        jetsaga_core::Write { key: "k".into(), value: Some(b"1".to_vec()), expect: jetsaga_core::Expect::Absent };
+    let write = jetsaga_core::Write::new("k", Some(b"1".to_vec()), jetsaga_core::Expect::Absent);
     a.commit(&[jetsaga_core::Commit { event_id: "e".into(), writes: vec![write], ..Default::default() }])
         .await
         .unwrap();
@@ -90,9 +88,7 @@ async fn sqlite_the_write_ahead_log_is_checkpointed_and_stays_short() {
     for i in 0..commits {
         let commit = Commit {
             event_id: format!("e{i}"),
-            writes: (0..2)
-                .map(|k| Write { key: format!("k{i}/{k}"), value: Some(vec![7; 4096]), expect: Expect::Absent })
-                .collect(),
+            writes: (0..2).map(|k| Write::new(format!("k{i}/{k}"), Some(vec![7; 4096]), Expect::Absent)).collect(),
             outbox: Vec::new(),
             receipt: None,
         };
@@ -123,9 +119,7 @@ async fn sqlite_a_cancelled_commit_leaves_nothing_half_done() {
     let store = SqliteStore::open(dir.path().join("fn.db"), Durability::Normal).await.unwrap();
     let commit = |i: usize| Commit {
         event_id: format!("e{i}"),
-        writes: (0..50)
-            .map(|k| Write { key: format!("k{i}/{k}"), value: Some(vec![7; 512]), expect: Expect::Absent })
-            .collect(),
+        writes: (0..50).map(|k| Write::new(format!("k{i}/{k}"), Some(vec![7; 512]), Expect::Absent)).collect(),
         outbox: vec![OutboxRecord {
             id: format!("o{i}"),
             subject: "s".into(),

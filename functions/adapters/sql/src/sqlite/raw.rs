@@ -373,7 +373,7 @@ impl Connection {
             let code = unsafe {
                 match bind {
                     Bind::Text(v) | Bind::MaybeText(Some(v)) => text(stmt, index, v),
-                    Bind::MaybeText(None) => ffi::sqlite3_bind_null(stmt, index),
+                    Bind::MaybeText(None) | Bind::MaybeInt(None) => ffi::sqlite3_bind_null(stmt, index),
                     Bind::Blob(v) => ffi::sqlite3_bind_blob(
                         stmt,
                         index,
@@ -381,7 +381,7 @@ impl Connection {
                         c_int::try_from(v.len()).unwrap_or(c_int::MAX),
                         ffi::SQLITE_STATIC(),
                     ),
-                    Bind::Int(v) => ffi::sqlite3_bind_int64(stmt, index, *v),
+                    Bind::Int(v) | Bind::MaybeInt(Some(v)) => ffi::sqlite3_bind_int64(stmt, index, *v),
                 }
             };
             if code != ffi::SQLITE_OK {
