@@ -668,7 +668,9 @@ pub struct OrderSummary {
 pub struct OrderPage {
     /// Newest first.
     pub orders: Vec<OrderSummary>,
-    /// The cursor of the next page, if there is one.
+    /// The cursor of the next page, if there is one. A page holds fewer
+    /// orders than asked for when filters skipped many (a page reads a
+    /// bounded part of the list): go on while `next` is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }

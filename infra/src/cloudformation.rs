@@ -161,7 +161,8 @@ pub fn cloudformation() -> Value {
             "JETSAGA_DEADLINES": {"Ref": "Deadlines"},
             "JETSAGA_MAX_ORDERS_IN_FLIGHT": {"Ref": "MaxOrdersInFlight"},
             "JETSAGA_MAX_ORDERS_PER_MINUTE": {"Ref": "MaxOrdersPerMinute"},
-            "JETSAGA_SIGN_UP_CREDIT_CENTS": {"Ref": "SignUpCreditCents"}
+            "JETSAGA_SIGN_UP_CREDIT_CENTS": {"Ref": "SignUpCreditCents"},
+            "JETSAGA_KEEP_ENDED_ORDERS": {"Ref": "KeepEndedOrders"}
         });
         resources.insert(
             function.clone(),
@@ -348,6 +349,7 @@ pub fn cloudformation() -> Value {
             "SignUpCreditCents": {"Type": "Number", "Default": 10000, "MinValue": 0, "Description": "Credit, in cents, a user's sign-up gives their customer (anyone may sign up)"},
             "MaxOrdersInFlight": {"Type": "Number", "Default": 20, "MinValue": 0, "Description": "Orders one customer may have under way at once (0: no limit)"},
             "MaxOrdersPerMinute": {"Type": "Number", "Default": 60, "MinValue": 0, "Description": "Orders one customer may start in a minute (0: no limit)"},
+            "KeepEndedOrders": {"Type": "String", "Default": "30d", "AllowedPattern": "^[0-9]{1,6}(d|h|m)$", "Description": "How long an ended order is kept before DynamoDB's TTL removes it: 30d, 12h (1 minute to 10 years)"},
             "Deadlines": {"Type": "String", "Default": "on", "AllowedValues": ["on", "off"], "Description": "off: orders wait for their steps forever (NATS older than 2.14 cannot schedule messages)"},
             "NatsUrl": {"Type": "String", "Description": "NATS server or cluster the bridge connects to, e.g. tls://nats.internal:4222"},
             "GatewayNatsPassword": {"Type": "String", "NoEcho": true, "MinLength": 16, "Description": "Password of the NATS user `gateway` (infra/nats: $JETSAGA_GATEWAY_PASSWORD)"},

@@ -456,15 +456,27 @@ impl Cli {
                             .map_err(|_| anyhow::anyhow!("--status {s:?}: not a status (pending, stock_reserved, credit_reserved, paid, shipped, completed, failed, canceling, canceled)"))
                     })
                     .transpose()?;
-                let list = jetsaga_events::ListOrders {
+                let mut list = jetsaga_events::ListOrders {
                     customer_id: customer,
                     status,
                     limit: Some(limit),
                     past_due: stuck.then_some(true),
                     ..Default::default()
                 };
-                let page: jetsaga_events::OrderPage =
-                    client.query(jetsaga_events::subjects::ORDERS_QUERY_LIST, &list).await?;
+                // A page ends early where filters skip many orders: go on until it is full.
+                let mut page = jetsaga_events::OrderPage { orders: Vec::new(), next: None };
+                loop {
+                    let part: jetsaga_events::OrderPage =
+                        client.query(jetsaga_events::subjects::ORDERS_QUERY_LIST, &list).await?;
+                    page.orders.extend(part.orders);
+                    page.next = part.next;
+                    let wanted = limit as usize - page.orders.len().min(limit as usize);
+                    if wanted == 0 || page.next.is_none() {
+                        break;
+                    }
+                    list.limit = Some(wanted as u32);
+                    list.after = page.next.clone();
+                }
                 if json {
                     print(&serde_json::to_value(&page)?);
                 } else if page.orders.is_empty() {

@@ -224,6 +224,7 @@ impl Bootstraps {
             .env("JETSAGA_MAX_ORDERS_IN_FLIGHT", self.options.order_limits.in_flight.to_string())
             .env("JETSAGA_MAX_ORDERS_PER_MINUTE", self.options.order_limits.per_minute.to_string())
             .env("JETSAGA_SIGN_UP_CREDIT_CENTS", self.options.sign_up_credit_cents.to_string())
+            .env("JETSAGA_KEEP_ENDED_ORDERS", format!("{}m", self.options.keep_ended_orders.as_secs() / 60))
             .stdout(Stdio::null());
         match &self.options.deadlines {
             Some(deadlines) => {

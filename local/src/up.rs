@@ -107,6 +107,10 @@ pub struct UpArgs {
     /// may sign up: keep it small where strangers can).
     #[arg(long, value_name = "CENTS", default_value_t = jetsaga_saga::DEFAULT_SIGN_UP_CREDIT_CENTS)]
     pub sign_up_credit_cents: u64,
+    /// How long an ended order is kept (its store removes it after, and it
+    /// leaves the lists): a whole number and d, h or m.
+    #[arg(long, value_name = "AGE", default_value = "30d")]
+    pub keep_ended_orders: String,
     /// Do not print the saga flow.
     #[arg(long)]
     pub quiet: bool,
@@ -215,6 +219,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         deadlines,
         order_limits,
         sign_up_credit_cents: args.sign_up_credit_cents,
+        keep_ended_orders: jetsaga_saga::parse_retention("--keep-ended-orders", &args.keep_ended_orders)
+            .map_err(anyhow::Error::msg)?,
     };
     let names: Vec<String> = if args.functions.is_empty() {
         options.names().iter().map(|s| s.to_string()).collect()

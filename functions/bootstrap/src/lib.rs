@@ -19,7 +19,8 @@ pub const FUNCTION_VAR: &str = "JETSAGA_FUNCTION";
 /// customer's orders under way and a minute from
 /// `JETSAGA_MAX_ORDERS_IN_FLIGHT` (default 20) and
 /// `JETSAGA_MAX_ORDERS_PER_MINUTE` (default 60; 0: no limit); the credit a
-/// sign-up gives from `JETSAGA_SIGN_UP_CREDIT_CENTS` (default 10000).
+/// sign-up gives from `JETSAGA_SIGN_UP_CREDIT_CENTS` (default 10000); how
+/// long ended orders are kept from `JETSAGA_KEEP_ENDED_ORDERS` (`30d`).
 pub fn options_from(var: impl Fn(&str) -> Option<String>) -> Result<SagaOptions, String> {
     let mode = match var("JETSAGA_SAGA").as_deref() {
         None | Some("choreographed") => SagaMode::Choreographed,
@@ -62,7 +63,11 @@ pub fn options_from(var: impl Fn(&str) -> Option<String>) -> Result<SagaOptions,
             .parse()
             .map_err(|_| format!("JETSAGA_SIGN_UP_CREDIT_CENTS={text:?}: expected cents, a whole number"))?,
     };
-    Ok(SagaOptions { mode, shipping_failure_rate, deadlines, order_limits, sign_up_credit_cents })
+    let keep_ended_orders = match var("JETSAGA_KEEP_ENDED_ORDERS") {
+        None => jetsaga_saga::DEFAULT_KEEP_ENDED,
+        Some(text) => jetsaga_saga::parse_retention("JETSAGA_KEEP_ENDED_ORDERS", &text)?,
+    };
+    Ok(SagaOptions { mode, shipping_failure_rate, deadlines, order_limits, sign_up_credit_cents, keep_ended_orders })
 }
 
 /// The function this Lambda runs, from `JETSAGA_FUNCTION` and the options.

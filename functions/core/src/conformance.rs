@@ -219,6 +219,28 @@ pub async fn scans_match_prefixes_literally(store: Arc<dyn Store>) {
     assert!(store.scan("zzz").await.unwrap().is_empty());
 }
 
+/// A page of a prefix starts after the key given (or at the prefix),
+/// holds at most the number asked for, in key order, and never strays
+/// past the prefix, whatever `after` says.
+pub async fn scans_come_a_page_at_a_time(store: Arc<dyn Store>) {
+    let keys = ["idx/a/3", "idx/a/1", "idx/a/2", "idx/a/4", "idx/b/1", "idx/a", "idx/a0"];
+    let writes = keys.iter().map(|k| put(k, k, Expect::Absent)).collect();
+    store.commit(&[commit("e1", writes, vec![])]).await.unwrap();
+    let page = |after: Option<&'static str>, limit| {
+        let store = store.clone();
+        async move {
+            let found = store.scan_page("idx/a/", after, limit).await.unwrap();
+            found.into_iter().map(|(k, _)| k).collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(page(None, 2).await, ["idx/a/1", "idx/a/2"]);
+    assert_eq!(page(Some("idx/a/2"), 2).await, ["idx/a/3", "idx/a/4"]);
+    assert_eq!(page(Some("idx/a/4"), 2).await, Vec::<String>::new());
+    assert_eq!(page(Some("idx/a/"), 10).await, ["idx/a/1", "idx/a/2", "idx/a/3", "idx/a/4"]);
+    assert_eq!(page(Some("a"), 1).await, ["idx/a/1"], "an `after` before the prefix starts at it");
+    assert_eq!(page(Some("idx/b/0"), 5).await, Vec::<String>::new(), "an `after` past the prefix finds nothing");
+}
+
 /// Many writers race on one key from the same version: exactly one wins.
 pub async fn concurrent_writers_on_one_key_have_one_winner(store: Arc<dyn Store>) {
     store.commit(&[commit("seed", vec![put("stock", "10", Expect::Absent)], vec![])]).await.unwrap();
@@ -307,6 +329,7 @@ macro_rules! store_conformance_tests {
             versions_count_writes,
             failed_conditions_change_nothing,
             keys_past_their_retention_are_swept,
+            scans_come_a_page_at_a_time,
             commits_are_all_or_nothing,
             batches_are_all_or_nothing,
             batches_chain_writes_on_one_key,

@@ -273,17 +273,36 @@ impl<'a> QueryCtx<'a> {
         }
     }
 
+    /// Reads and decodes several values at once; one answer per key, in order.
+    pub async fn get_many<T: DeserializeOwned>(&self, keys: &[String]) -> Result<Vec<Option<T>>, QueryError> {
+        let found = self.store.get_many(keys).await?;
+        keys.iter().zip(found).map(|(key, item)| item.map(|item| decode(key, &item.value)).transpose()).collect()
+    }
+
     /// Reads and decodes every value under a key prefix, in key order.
     pub async fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>, QueryError> {
         self.store
             .scan(prefix)
             .await?
             .into_iter()
-            .map(|(key, item)| {
-                serde_json::from_slice(&item.value)
-                    .map(|v| (key.clone(), v))
-                    .map_err(|e| QueryError::Internal(format!("stored value of {key:?} does not decode: {e}")))
-            })
+            .map(|(key, item)| Ok((key.clone(), decode(&key, &item.value)?)))
             .collect()
     }
+
+    /// Reads and decodes at most `limit` values under a key prefix, after
+    /// the key `after`, in key order (see [`Store::scan_page`]).
+    pub async fn scan_page<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, QueryError> {
+        let found = self.store.scan_page(prefix, after, limit).await?;
+        found.into_iter().map(|(key, item)| Ok((key.clone(), decode(&key, &item.value)?))).collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, QueryError> {
+    serde_json::from_slice(value)
+        .map_err(|e| QueryError::Internal(format!("stored value of {key:?} does not decode: {e}")))
 }

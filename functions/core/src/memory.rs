@@ -67,6 +67,27 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Item)>, StoreError> {
+        use std::ops::Bound;
+        let inner = self.inner.lock().unwrap();
+        let from = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        Ok(inner
+            .kv
+            .range((from, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
         let mut guard = self.inner.lock().unwrap();
         // Work on a copy so a failing condition leaves nothing behind.

@@ -148,6 +148,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Reads every key starting with `prefix`, in key order.
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Item)>, StoreError>;
 
+    /// Reads at most `limit` keys starting with `prefix` and greater than
+    /// `after` (all of them without one), in key order: a page of an index
+    /// whatever its size. Backends answer from their key order; this
+    /// default reads the whole prefix (stores for tests).
+    async fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Item)>, StoreError> {
+        let found = self.scan(prefix).await?;
+        Ok(found.into_iter().filter(|(key, _)| after.is_none_or(|a| key.as_str() > a)).take(limit).collect())
+    }
+
     /// Applies every commit in one transaction: all of them or none.
     async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError>;
 

@@ -129,6 +129,12 @@ impl TestFunction {
         Ok(serde_json::from_value(value).expect("query reply decodes"))
     }
 
+    /// Runs the store's sweep as if it were `at`: removes what was kept
+    /// until then (see [`Ctx::put_until`](crate::Ctx::put_until)); how many keys.
+    pub async fn sweep_expired_at(&self, at: chrono::DateTime<chrono::Utc>) -> u64 {
+        self.store.sweep_expired(at.timestamp()).await.unwrap()
+    }
+
     /// The engine, for tests that need it directly.
     pub fn engine(&self) -> &Engine {
         &self.engine

@@ -111,6 +111,11 @@ impl OrderLimits {
 }
 
 impl Order {
+    /// Where the order sorts in the lists (`now` if it has no history yet).
+    fn position(&self, now: DateTime<Utc>) -> String {
+        position(self.timeline.first().map_or(now, |e| e.at), &self.order_id)
+    }
+
     /// The deadline a schedule is pending for, if any.
     fn scheduled(&self) -> Option<&PendingDeadline> {
         self.armed.as_ref().or(self.deadline.as_ref())
@@ -140,6 +145,34 @@ fn key(order_id: &str) -> String {
     format!("order/{order_id}")
 }
 
+/// The lists' indexes: a key per order under each, sorted newest first
+/// (see [`position`]), holding the order id. A list reads a page of one
+/// index and then those orders, so its cost is the page's, not the
+/// store's; an order's keys are written with it and kept as long.
+mod index {
+    /// Every order.
+    pub(super) const EVERY: &str = "orders-by-time/";
+    /// Orders not ended (the stuck list reads these only).
+    pub(super) const OPEN: &str = "orders-open/";
+
+    /// One customer's orders. A `/` or `%` in the id is escaped, so that no
+    /// customer's prefix is another's.
+    pub(super) fn of_customer(customer_id: &str) -> String {
+        format!("orders-of/{}/", customer_id.replace('%', "%25").replace('/', "%2F"))
+    }
+}
+
+/// Where an order sorts in the indexes, newest first; also the lists' cursor.
+fn position(created_at: DateTime<Utc>, order_id: &str) -> String {
+    format!("{:020}:{order_id}", i64::MAX - created_at.timestamp_micros().max(0))
+}
+
+/// Positions from here on are of orders created before `until`.
+fn position_before(until: DateTime<Utc>) -> String {
+    // ';' sorts right after ':': past every order created at `until` itself.
+    format!("{:020};", i64::MAX - until.timestamp_micros().max(0))
+}
+
 /// The order function; in orchestrated mode, the orchestrator. By default
 /// choreographed, with the default deadlines.
 #[derive(Clone, Debug)]
@@ -151,7 +184,13 @@ pub struct Orders {
     pub deadlines: Option<Deadlines>,
     /// How many orders a customer may have under way, and start a minute.
     pub limits: OrderLimits,
+    /// How long an ended order (and its place in the lists) is kept before
+    /// the store removes it.
+    pub keep_ended: std::time::Duration,
 }
+
+/// How long ended orders are kept by default: 30 days.
+pub const DEFAULT_KEEP_ENDED: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// How long an order may wait for each step, and in all, before it fails
 /// (and everything it holds is given back).
@@ -266,6 +305,26 @@ pub fn parse_wait(what: &str, text: &str) -> Result<std::time::Duration, String>
     Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
+/// A retention as written in settings: a whole number and a unit (`d`,
+/// `h` or `m`), from one minute to ten years: `30d`, `12h`.
+pub fn parse_retention(what: &str, text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" | "min" => 60,
+        _ => return Err(format!("{what} {text:?}: expected a whole number and a unit d, h or m (for example 30d)")),
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|s| (60..=10 * 366 * 86_400).contains(s))
+        .ok_or_else(|| format!("{what} {text:?}: must be from 1 minute to 10 years (for example 30d)"))?;
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -290,7 +349,12 @@ pub fn deadline_reason(deadline: &PendingDeadline) -> String {
 
 impl Default for Orders {
     fn default() -> Self {
-        Self { mode: SagaMode::default(), deadlines: Some(Deadlines::default()), limits: OrderLimits::default() }
+        Self {
+            mode: SagaMode::default(),
+            deadlines: Some(Deadlines::default()),
+            limits: OrderLimits::default(),
+            keep_ended: DEFAULT_KEEP_ENDED,
+        }
     }
 }
 
@@ -390,9 +454,33 @@ impl Orders {
         order.record(ORDERS_EVT_CREATED, ctx.now(), None);
         ctx.emit(OrderCreated { order_id: order_id.clone(), customer_id: cmd.customer_id, items: cmd.items });
         self.set_deadline(ctx, &mut order);
-        ctx.put(&key(&order_id), &order);
+        self.save(ctx, &order);
+        let position = order.position(ctx.now());
+        for list in [index::EVERY.to_string(), index::of_customer(&order.customer_id), index::OPEN.to_string()] {
+            ctx.put(&format!("{list}{position}"), &order_id);
+        }
         self.steer(ctx, &order);
         Ok(())
+    }
+
+    /// Stores the order. One that ended is kept for [`Orders::keep_ended`]
+    /// with its list entries, and leaves the list of open orders.
+    fn save(&self, ctx: &mut Ctx<'_>, order: &Order) {
+        if !order.status.is_terminal() {
+            ctx.put(&key(&order.order_id), order);
+            return;
+        }
+        let now = ctx.now();
+        let until = chrono::Duration::from_std(self.keep_ended)
+            .ok()
+            .and_then(|keep| now.checked_add_signed(keep))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        ctx.put_until(&key(&order.order_id), order, until);
+        let position = order.position(now);
+        for list in [index::EVERY.to_string(), index::of_customer(&order.customer_id)] {
+            ctx.put_until(&format!("{list}{position}"), &order.order_id, until);
+        }
+        ctx.delete(&format!("{}{position}", index::OPEN));
     }
 
     /// Counts a new order against its customer's [`OrderLimits`], or
@@ -466,7 +554,7 @@ impl Orders {
                 order.status = OrderStatus::Canceling;
                 order.reason = Some(cmd.reason.clone().unwrap_or_else(|| "canceled by the customer".into()));
                 order.record(ORDERS_EVT_CANCEL_REQUESTED, ctx.now(), cmd.reason.clone());
-                ctx.put(&key(&cmd.order_id), &order);
+                self.save(ctx, &order);
                 ctx.emit(OrderCancelRequested {
                     order_id: cmd.order_id,
                     customer_id: order.customer_id,
@@ -545,12 +633,12 @@ impl Orders {
         let waiting = order.deadline.clone().filter(|d| d.status == order.status);
         let Some(current) = waiting else {
             order.deadline = None; // shipped or canceling: no step to wait for
-            ctx.put(&key(&order.order_id), &order);
+            self.save(ctx, &order);
             return Ok(());
         };
         if current != passed.deadline && current.due_at > event.occurred_at.max(ctx.now()) {
             self.arm(ctx, &mut order, &current);
-            ctx.put(&key(&order.order_id), &order);
+            self.save(ctx, &order);
             return Ok(());
         }
         let reason = deadline_reason(&current);
@@ -563,7 +651,7 @@ impl Orders {
         ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(current.waiting_for) });
         debug_assert!(from != OrderStatus::Failed);
         self.give_place_back(ctx, &mut order).await?;
-        ctx.put(&key(&order.order_id), &order);
+        self.save(ctx, &order);
         self.steer(ctx, &order);
         Ok(())
     }
@@ -613,7 +701,7 @@ impl Orders {
             changed = true;
         }
         if changed {
-            ctx.put(&key(&order_id), &order);
+            self.save(ctx, &order);
         }
         Ok(())
     }
@@ -739,14 +827,11 @@ fn next_status(status: OrderStatus, target: Target) -> Option<OrderStatus> {
 
 pub use jetsaga_events::limits::MAX_PAGE;
 
-/// Where an order sorts in a list (newest first): its cursor.
-fn cursor(created_at: DateTime<Utc>, order_id: &str) -> String {
-    format!("{:020}:{order_id}", created_at.timestamp_micros().max(0))
-}
+/// Index entries a list reads at most to fill one page: past it, the page
+/// ends early with a cursor to go on from (filters that match few orders
+/// cost pages, not unbounded reads).
+pub const MAX_LIST_READS: usize = 1_000;
 
-/// Orders newest first, filtered and a page at a time. Reads every order
-/// of the store (fine for a shop's back office; an index would serve
-/// millions).
 /// Lists orders. Past due ("stuck"): not ended, and past the deadline it
 /// waits under, or (waiting under none: deadlines off, or shipped or
 /// canceling) older than the whole order's wait.
@@ -759,39 +844,73 @@ async fn list(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(QueryError::BadRequest(format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
     }
-    let mut orders: Vec<(String, OrderSummary)> = ctx
-        .scan::<Order>("order/")
-        .await?
+    let limit = limit as usize;
+    let prefix = match (&request.customer_id, request.past_due) {
+        (_, Some(true)) => index::OPEN.to_string(),
+        (Some(customer_id), _) => index::of_customer(customer_id),
+        (None, _) => index::EVERY.to_string(),
+    };
+    let now = Utc::now();
+    let matches = |o: &Order, created_at: DateTime<Utc>| {
+        let saga_due = created_at + chrono::Duration::from_std(saga_wait).unwrap_or_default();
+        let due = o.deadline.as_ref().map(|d| d.due_at).unwrap_or(saga_due);
+        request.customer_id.as_ref().is_none_or(|c| *c == o.customer_id)
+            && request.status.is_none_or(|s| s == o.status)
+            && (request.past_due != Some(true) || (!o.status.is_terminal() && due < now))
+    };
+    let mut after = [request.after.clone(), request.created_until.map(position_before)]
         .into_iter()
-        .map(|(_, order)| order)
-        .filter(|o| request.customer_id.as_ref().is_none_or(|c| *c == o.customer_id))
-        .filter(|o| request.status.is_none_or(|s| s == o.status))
-        .filter(|o| {
-            let now = Utc::now();
-            let saga_due = o.timeline.first().map(|e| e.at + chrono::Duration::from_std(saga_wait).unwrap_or_default());
-            let due = o.deadline.as_ref().map(|d| d.due_at).or(saga_due);
-            request.past_due != Some(true) || (!o.status.is_terminal() && due.is_some_and(|due| due < now))
-        })
-        .map(|o| {
-            let created_at = o.timeline.first().map_or_else(Utc::now, |e| e.at);
+        .flatten()
+        .max()
+        .map(|position| format!("{prefix}{position}"));
+    let (mut orders, mut read, mut more) = (Vec::new(), 0, false);
+    'pages: loop {
+        if read >= MAX_LIST_READS {
+            // Read as much as one page may: the next goes on from here.
+            more = true;
+            break;
+        }
+        let want = (limit + 1 - orders.len()).min(MAX_LIST_READS - read);
+        let entries: Vec<(String, String)> = ctx.scan_page(&prefix, after.as_deref(), want).await?;
+        read += entries.len();
+        let keys: Vec<String> = entries.iter().map(|(_, order_id)| key(order_id)).collect();
+        for ((entry, _), order) in entries.iter().zip(ctx.get_many::<Order>(&keys).await?) {
+            after = Some(entry.clone());
+            // Gone meanwhile (its retention ended): nothing to list.
+            let Some(order) = order else { continue };
+            let created_at = order.timeline.first().map_or(now, |e| e.at);
+            if request.created_from.is_some_and(|from| created_at < from) {
+                break 'pages; // the rest are older still
+            }
+            if !matches(&order, created_at) {
+                continue;
+            }
+            if orders.len() == limit {
+                more = true;
+                break 'pages;
+            }
             let summary = OrderSummary {
-                order_id: o.order_id,
-                customer_id: o.customer_id,
-                status: o.status,
-                total_cents: o.total_cents,
-                reason: o.reason,
+                order_id: order.order_id,
+                customer_id: order.customer_id,
+                status: order.status,
+                total_cents: order.total_cents,
+                reason: order.reason,
                 created_at,
             };
-            (cursor(created_at, &summary.order_id), summary)
-        })
-        .filter(|(_, o)| request.created_from.is_none_or(|from| o.created_at >= from))
-        .filter(|(_, o)| request.created_until.is_none_or(|until| o.created_at < until))
-        .filter(|(key, _)| request.after.as_ref().is_none_or(|after| key < after))
-        .collect();
-    orders.sort_by(|a, b| b.0.cmp(&a.0));
-    let more = orders.len() > limit as usize;
-    orders.truncate(limit as usize);
-    let next = if more { orders.last().map(|(key, _)| key.clone()) } else { None };
+            orders.push((position(created_at, &summary.order_id), summary));
+        }
+        if entries.len() < want {
+            break; // the index ends here
+        }
+    }
+    let next = if more {
+        match orders.len() {
+            n if n == limit => orders.last().map(|(position, _)| position.clone()),
+            _ => after.as_deref().and_then(|a| a.strip_prefix(prefix.as_str())).map(str::to_string),
+        }
+    } else {
+        None
+    };
     Ok(OrderPage { orders: orders.into_iter().map(|(_, o)| o).collect(), next })
 }
 
@@ -1141,6 +1260,59 @@ mod tests {
         assert_eq!(ids, ["o-2"], "from is inclusive, until exclusive");
         let err = t.query::<_, OrderPage>(&ListOrders { limit: Some(0), ..ListOrders::default() }).await.unwrap_err();
         assert_eq!((err.code(), err.to_string()), (400, "limit must be 1 to 100, got 0".into()));
+    }
+
+    fn ids(page: &OrderPage) -> Vec<&str> {
+        page.orders.iter().map(|o| o.order_id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_ended_order_leaves_with_its_list_entries_after_the_retention_and_open_ones_stay() {
+        let t = TestFunction::new(Orders { keep_ended: std::time::Duration::from_secs(3600), ..Orders::default() });
+        placed(&t, "o-open").await;
+        placed(&t, "o-ended").await;
+        let neighbour = CreateOrder { customer_id: "c-1/x".into(), ..create(Some("o-x"), &[("p", 1)]) };
+        t.when(&neighbour).await.single::<OrderCreated>();
+        t.when(&PaymentFailed { order_id: "o-ended".into(), reason: "declined".into() }).await;
+        let of_c1 = ListOrders { customer_id: Some("c-1".into()), ..ListOrders::default() };
+        let page: OrderPage = t.query(&of_c1).await.unwrap();
+        assert_eq!(ids(&page), ["o-ended", "o-open"], "c-1/x's order is not c-1's");
+        let now = Utc::now();
+        assert_eq!(t.sweep_expired_at(now + chrono::Duration::minutes(30)).await, 0, "within the retention");
+        let swept = t.sweep_expired_at(now + chrono::Duration::minutes(61)).await;
+        assert_eq!(swept, 3, "the ended order and its two list entries");
+        assert!(t.state::<Order>("order/o-ended").await.is_none());
+        let page: OrderPage = t.query(&of_c1).await.unwrap();
+        assert_eq!(ids(&page), ["o-open"]);
+        let everyone: OrderPage = t.query(&ListOrders::default()).await.unwrap();
+        assert_eq!(ids(&everyone), ["o-x", "o-open"]);
+        // A late event for the removed order finds nothing and changes nothing.
+        t.when(&reserved("o-ended")).await.assert_nothing_emitted();
+    }
+
+    #[tokio::test]
+    async fn a_list_reads_a_bounded_part_of_its_index_and_says_where_to_go_on() {
+        let t = TestFunction::new(Orders { limits: OrderLimits::UNLIMITED, ..Orders::default() });
+        placed(&t, "o-first").await;
+        t.when(&PaymentFailed { order_id: "o-first".into(), reason: "declined".into() }).await;
+        for i in 0..MAX_LIST_READS + 10 {
+            placed(&t, &format!("o-{i}")).await;
+        }
+        let failed = |after| ListOrders { status: Some(OrderStatus::Failed), after, ..ListOrders::default() };
+        let page: OrderPage = t.query(&failed(None)).await.unwrap();
+        assert!(page.orders.is_empty(), "the failed order is past what one page reads");
+        assert!(page.next.is_some(), "an empty page that is not the end says where to go on");
+        let page: OrderPage = t.query(&failed(page.next)).await.unwrap();
+        assert_eq!((ids(&page), page.next.as_deref()), (vec!["o-first"], None));
+    }
+
+    #[test]
+    fn retentions_are_read_as_people_write_them() {
+        assert_eq!(parse_retention("x", "30d").unwrap(), std::time::Duration::from_secs(30 * 86_400));
+        assert_eq!(parse_retention("x", "90m").unwrap(), std::time::Duration::from_secs(5_400));
+        let err = parse_retention("--keep-ended-orders", "30 days").unwrap_err();
+        assert!(err.contains("unit d, h or m"), "{err}");
+        assert!(parse_retention("x", "0d").unwrap_err().contains("from 1 minute to 10 years"));
     }
 
     #[tokio::test]

@@ -15,15 +15,25 @@ use std::sync::Arc;
 use jetsaga_core::{Function, FunctionSpec};
 pub use jetsaga_customer::DEFAULT_CREDIT_LIMIT_CENTS as DEFAULT_SIGN_UP_CREDIT_CENTS;
 use jetsaga_events::SagaMode;
-pub use jetsaga_order::{Deadlines, OrderLimits, human, parse_wait};
+pub use jetsaga_order::{DEFAULT_KEEP_ENDED, Deadlines, OrderLimits, human, parse_retention, parse_wait};
 
 /// The saga's functions, in flow order (the order the runner lists them).
 pub static STEPS: &[Step] = &[
     Step::only(SagaMode::Choreographed, |o| {
-        Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone(), limits: o.order_limits })
+        Arc::new(jetsaga_order::Orders {
+            mode: o.mode,
+            deadlines: o.deadlines.clone(),
+            limits: o.order_limits,
+            keep_ended: o.keep_ended_orders,
+        })
     }),
     Step::only(SagaMode::Orchestrated, |o| {
-        Arc::new(jetsaga_order::Orders { mode: o.mode, deadlines: o.deadlines.clone(), limits: o.order_limits })
+        Arc::new(jetsaga_order::Orders {
+            mode: o.mode,
+            deadlines: o.deadlines.clone(),
+            limits: o.order_limits,
+            keep_ended: o.keep_ended_orders,
+        })
     }),
     Step::both(|o| Arc::new(jetsaga_inventory::Inventory { mode: o.mode })),
     Step::both(|o| {
@@ -92,6 +102,8 @@ pub struct SagaOptions {
     pub order_limits: jetsaga_order::OrderLimits,
     /// The credit a user's sign-up gives their customer, in cents.
     pub sign_up_credit_cents: u64,
+    /// How long an ended order is kept before its store removes it.
+    pub keep_ended_orders: std::time::Duration,
 }
 
 impl Default for SagaOptions {
@@ -104,6 +116,7 @@ impl Default for SagaOptions {
             deadlines: Some(jetsaga_order::Deadlines::default()),
             order_limits: jetsaga_order::OrderLimits::default(),
             sign_up_credit_cents: jetsaga_customer::DEFAULT_CREDIT_LIMIT_CENTS,
+            keep_ended_orders: jetsaga_order::DEFAULT_KEEP_ENDED,
         }
     }
 }

@@ -444,6 +444,53 @@ impl Store for DynamoStore {
         Ok(found)
     }
 
+    /// One partition (the prefix's first segment, as [`Store::scan`]),
+    /// read in key order from `after`, a page at a time.
+    async fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Item)>, StoreError> {
+        if !prefix.contains('/') {
+            let found = self.scan(prefix).await?;
+            return Ok(found.into_iter().filter(|(k, _)| after.is_none_or(|a| k.as_str() > a)).take(limit).collect());
+        }
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        while found.len() < limit {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", s(kv_pk(prefix)))
+                .consistent_read(true)
+                .limit(i32::try_from(limit - found.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            let query = match after {
+                Some(after) if after >= prefix => query
+                    .key_condition_expression("pk = :pk AND sk > :after")
+                    .expression_attribute_values(":after", s(after)),
+                _ => query
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(prefix)),
+            };
+            let page = query.send().await.map_err(|e| sdk_err("query", e))?;
+            for item in page.items() {
+                let (key, item) = Self::state_item(item)?;
+                if !key.starts_with(prefix) {
+                    return Ok(found); // past the prefix: keys come in order
+                }
+                found.push((key, item));
+            }
+            match page.last_evaluated_key() {
+                Some(next) if !next.is_empty() => start = Some(next.clone()),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
     async fn commit(&self, commits: &[Commit]) -> Result<(), CommitError> {
         let mut actions = Vec::new();
         let mut meaning = Vec::new();

@@ -21,6 +21,8 @@ pub(crate) struct Statements {
     params: Params,
     get: Arc<str>,
     scan: Arc<str>,
+    scan_page_from: Arc<str>,
+    scan_page_after: Arc<str>,
     inbox_get: Arc<str>,
     inbox_receipt: Arc<str>,
     inbox_sweep: Arc<str>,
@@ -45,6 +47,18 @@ impl Statements {
                 "SELECT key, value, version FROM {prefix}kv WHERE key >= {} AND key < {} ORDER BY key",
                 p(1),
                 p(2)
+            )),
+            scan_page_from: s(format!(
+                "SELECT key, value, version FROM {prefix}kv WHERE key >= {} AND key < {} ORDER BY key LIMIT {}",
+                p(1),
+                p(2),
+                p(3)
+            )),
+            scan_page_after: s(format!(
+                "SELECT key, value, version FROM {prefix}kv WHERE key > {} AND key < {} ORDER BY key LIMIT {}",
+                p(1),
+                p(2),
+                p(3)
             )),
             inbox_get: s(format!("SELECT 1 FROM {prefix}inbox WHERE event_id = {}", p(1))),
             inbox_receipt: s(format!("SELECT receipt FROM {prefix}inbox WHERE event_id = {}", p(1))),
@@ -303,6 +317,22 @@ impl<D: Driver> Store for SqlStore<D> {
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Item)>, StoreError> {
         let end = prefix_end(prefix);
         let rows = self.fetch(&self.sql.scan, &[Bind::Text(prefix), Bind::Text(&end)], &KEYED_ITEM).await?;
+        Ok(rows.into_iter().map(keyed_item).collect())
+    }
+
+    async fn scan_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Item)>, StoreError> {
+        let end = prefix_end(prefix);
+        let (sql, from) = match after {
+            Some(after) if after >= prefix => (&self.sql.scan_page_after, after),
+            _ => (&self.sql.scan_page_from, prefix),
+        };
+        let limit = Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self.fetch(sql, &[Bind::Text(from), Bind::Text(&end), limit], &KEYED_ITEM).await?;
         Ok(rows.into_iter().map(keyed_item).collect())
     }
 
