@@ -41,6 +41,7 @@ fn permissions(user: &str, specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>
         }
         subscribe.extend(spec.queries.iter().chain(spec.accepts).chain(spec.direct).map(|s| s.to_string()));
         subscribe.push(jetsaga_jetstream::service::outbox_subject(name));
+        subscribe.push(jetsaga_jetstream::service::redrive_subject(name));
         subscribe.push(jetsaga_jetstream::timings::timings_subject(name));
         subscribe.push(format!("$SRV.*.{name}"));
         subscribe.push(format!("$SRV.*.{name}.>"));
@@ -102,13 +103,13 @@ fn gateway_permissions(specs: &[&FunctionSpec]) -> Permissions {
     Permissions { publish, deny_publish, subscribe }
 }
 
-/// What the host of the `jetsaga-ops` service needs beyond its functions'
-/// subjects: the state of the streams and of every function's consumer
-/// (`jetsaga status`, the DLQ depth), each function's outbox figures, the
-/// dead letters (read with ephemeral consumers, removed once redriven), and
-/// publishing a dead letter again to the subject a function took it from.
-/// No stream or consumer management, and no event a function takes in
-/// can be written by anyone who only may ask it (the gateway).
+/// What the host of the `jetsaga-ops` service needs: the state of the
+/// streams and of every function's consumer (`jetsaga status`, the DLQ
+/// depth), each function's outbox figures, the dead letters (read with
+/// ephemeral consumers, removed once redriven), handing a dead event back
+/// to its function and asking a dead command again. No stream or consumer
+/// management, and no event: it may write none (the `ops` user has only
+/// these; the `bridge`, which hosts it on AWS, has them besides its own).
 fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
     let defaults = jetsaga_jetstream::Config::default();
     let (saga, commands, dlq) = (&defaults.stream, &defaults.command_stream, &defaults.dlq_stream);
@@ -131,12 +132,10 @@ fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
     }
     publish.push(jetsaga_jetstream::service::outbox_subject("*"));
     publish.push(jetsaga_jetstream::timings::timings_subject("*"));
-    publish.extend(
-        specs
-            .iter()
-            .flat_map(|spec| spec.subscribes.iter().chain(spec.accepts).chain(spec.direct))
-            .map(|s| s.to_string()),
-    );
+    // A dead event goes back to its function, which processes it as itself;
+    // a dead command is asked again, as any client may. No event.
+    publish.push(jetsaga_jetstream::service::redrive_subject("*"));
+    publish.extend(specs.iter().flat_map(|spec| spec.accepts.iter().chain(spec.direct)).map(|s| s.to_string()));
     let service = jetsaga_jetstream::ops::SERVICE_NAME;
     let mut subscribe: Vec<String> = jetsaga_events::ops::OPS_SUBJECTS.iter().map(|s| s.to_string()).collect();
     subscribe.push(format!("$SRV.*.{service}"));
@@ -155,6 +154,9 @@ struct Permissions {
 /// The NATS user of the HTTP gateway.
 pub const GATEWAY_USER: &str = "gateway";
 
+/// The NATS user of a process that hosts only the operations service.
+pub const OPS_USER: &str = "ops";
+
 fn user(name: &str, password_var: &str, specs: &[&FunctionSpec]) -> String {
     let (publish, subscribe) = permissions(name, specs);
     account_user(name, password_var, Permissions { publish, deny_publish: Vec::new(), subscribe })
@@ -172,8 +174,8 @@ fn account_user(name: &str, password_var: &str, permissions: Permissions) -> Str
 
 /// The `accounts` block: an `admin` user (`jetsaga provision`, the CLI), one
 /// user per function allowed exactly its subjects, a `bridge` user with the
-/// union of every function's permissions, and a `gateway` user for the
-/// HTTP API. Passwords come from
+/// union of every function's permissions, a `gateway` user for the HTTP
+/// API, and an `ops` user for the operations service alone. Passwords come from
 /// environment variables (`$JETSAGA_<USER>_PASSWORD`) when the server starts.
 pub fn nats_accounts() -> String {
     let all = deployable();
@@ -197,6 +199,13 @@ pub fn nats_accounts() -> String {
         Permissions { publish, deny_publish: Vec::new(), subscribe },
     ));
     users.push_str(&account_user(GATEWAY_USER, "JETSAGA_GATEWAY_PASSWORD", gateway_permissions(&specs)));
+    let (publish, mut subscribe) = ops_permissions(&specs);
+    subscribe.insert(0, format!("{}.>", jetsaga_jetstream::service::inbox_prefix(OPS_USER)));
+    users.push_str(&account_user(
+        OPS_USER,
+        "JETSAGA_OPS_PASSWORD",
+        Permissions { publish, deny_publish: Vec::new(), subscribe },
+    ));
     format!("accounts {{\n  SAGA {{\n    jetstream: enabled\n    users: [\n{users}    ]\n  }}\n}}\n")
 }
 

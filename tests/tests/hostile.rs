@@ -338,6 +338,22 @@ async fn redrive_sends_a_letter_only_where_its_function_takes_messages_in() {
     assert!(reasons[4].contains("orders.evt.completed is not a command"), "{reasons:?}");
     assert_eq!(saga.events("orders.evt.completed").await.len(), before, "nothing was published");
     assert_eq!(messages(js, "DLQ", None).await.len(), 5, "refused letters are kept");
+
+    // A letter that is exactly its original (as if inventory had given up
+    // on the real completion) goes back to inventory, which processes it as
+    // itself: it had taken it already, so it answers "repeated" and nothing
+    // changes. The letter is gone, and no event was published again.
+    let original = messages(js, "SAGA", Some("orders.evt.completed")).await.into_iter().next().unwrap();
+    let headers = forge("inventory", "orders.evt.completed", &format!("SAGA/{}", original.sequence));
+    let letter =
+        js.publish_with_headers("dlq.inventory", headers, original.payload.clone()).await.unwrap().await.unwrap();
+    let redriven = jetsaga_jetstream::ops::redrive(&saga.server.connect().await, js, &config, letter.sequence)
+        .await
+        .expect("a true letter is redriven");
+    assert!(redriven.answer.starts_with("processed by inventory:"), "{}", redriven.answer);
+    assert!(redriven.answer.contains("\"repeated\":true"), "{}", redriven.answer);
+    assert_eq!(saga.events("orders.evt.completed").await.len(), before, "processed, not published again");
+    assert_eq!(messages(js, "DLQ", None).await.len(), 5, "the redriven letter is gone");
     the_completed_order_is_untouched(&saga, &id).await;
     saga.stop().await;
 }

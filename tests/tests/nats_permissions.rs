@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Every NATS user of the generated accounts.
 fn users() -> Vec<&'static str> {
-    let mut users = vec!["admin", "bridge", jetsaga_infra::nats::GATEWAY_USER];
+    let mut users = vec!["admin", "bridge", jetsaga_infra::nats::GATEWAY_USER, jetsaga_infra::nats::OPS_USER];
     users.extend(jetsaga_local::saga::all_names());
     users
 }
@@ -160,7 +160,7 @@ async fn each_function_runs_with_only_its_own_permissions() {
     assert_eq!(completed.len(), 1, "only the order function's completion is in the stream");
 
     gateway_drives_the_saga_and_may_do_nothing_else(&server, &admin).await;
-    operations_are_asked_of_the_bridge_user(&server, &admin).await;
+    operations_run_as_the_ops_user(&server, &admin).await;
 
     for (cancel, task) in running {
         cancel.cancel();
@@ -247,13 +247,16 @@ async fn gateway_as_its_user(server: &NatsServer) -> (String, async_nats::Client
     (base, nats)
 }
 
-/// The admin API's operations: the `bridge` user hosts the operations
+/// The admin API's operations: the `ops` user hosts the operations
 /// service and runs a whole dead-letter cycle for it (list, status,
-/// redrive); the gateway only asks, and may not read the DLQ itself.
-async fn operations_are_asked_of_the_bridge_user(server: &NatsServer, admin: &Client) {
+/// redrive); the gateway only asks, and may not read the DLQ itself. A
+/// dead event goes back to its function, and the `ops` user may write no
+/// event itself.
+async fn operations_run_as_the_ops_user(server: &NatsServer, admin: &Client) {
     let config = runtime_config(&SagaOptions::default());
     let cancel = CancellationToken::new();
-    let ops = jetsaga_jetstream::ops::serve(&connect_as(server, "bridge").await, config, cancel.clone()).await.unwrap();
+    let ops_nats = connect_as(server, jetsaga_infra::nats::OPS_USER).await;
+    let ops = jetsaga_jetstream::ops::serve(&ops_nats, config.clone(), cancel.clone()).await.unwrap();
     let (base, nats) = gateway_as_its_user(server).await;
     let http = reqwest::Client::new();
     let login = serde_json::json!({"email": "ada@example.com", "password": "correct horse battery"});
@@ -295,6 +298,26 @@ async fn operations_are_asked_of_the_bridge_user(server: &NatsServer, admin: &Cl
         matches!(unreadable(&letters)[..], [again] if again != sequence)
     })
     .await;
+
+    // A dead event: the bare `{}` published on orders.evt.completed above,
+    // which a function refused. Redriven, it goes back to that function,
+    // which refuses it again as itself: the letter stays, nothing is published.
+    let ops_js = jetstream::new(ops_nats.clone());
+    let letters = jetsaga_jetstream::ops::dead_letters(&ops_js, &config.dlq_stream, 100).await.unwrap();
+    let event = letters.iter().find(|l| l.subject == "orders.evt.completed").expect("a dead event");
+    let admin_js = jetstream::new(admin.nats.clone());
+    let completed_before = jetsaga_tests::stream::messages(&admin_js, "SAGA", Some("orders.evt.completed")).await.len();
+    let kept = jetsaga_jetstream::ops::redrive(&ops_nats, &ops_js, &config, event.dlq_sequence).await.unwrap_err();
+    let said = kept.to_string();
+    assert!(said.contains(&format!("{} did not take it", event.function)), "{said}");
+    assert!(said.contains("not an event envelope"), "{said}");
+    jetsaga_jetstream::ops::dead_letter(&ops_js, &config.dlq_stream, event.dlq_sequence).await.expect("kept");
+    let completed_after = jetsaga_tests::stream::messages(&admin_js, "SAGA", Some("orders.evt.completed")).await.len();
+    assert_eq!(completed_after, completed_before, "a redrive publishes no event");
+    let forged = within(async {
+        ops_js.publish("orders.evt.completed", "{}".into()).await?.await.map_err(async_nats::Error::from)
+    });
+    assert!(!forged.await, "the ops user could publish an event");
 
     // The gateway user may not read, delete or write dead letters itself.
     let js = jetstream::new(nats.clone());

@@ -233,9 +233,10 @@ async fn unlike_its_original(
 /// - a command from the command stream is sent as a request too: the
 ///   stream keeps it whatever happens (it never acknowledges a publish),
 ///   and the function's answer says how it went when a copy runs;
-/// - anything else is published to its stream, and kept if not stored.
+/// - an event is handed to its function (`$JETSAGA.REDRIVE.<function>`),
+///   which processes it as itself, and kept if that fails, with the reason.
 ///
-/// If it fails again, the function dead-letters it again (a new sequence).
+/// A command that fails again is dead-lettered again (a new sequence).
 pub async fn redrive(
     nats: &async_nats::Client,
     js: &jetstream::Context,
@@ -285,13 +286,21 @@ pub async fn redrive(
             Ok(Err(e)) => return Err(kept(e.to_string())),
         }
     } else {
-        let ack = js
-            .publish_with_headers(subject, headers, payload)
-            .await
-            .map_err(|e| kept(e.to_string()))?
-            .await
-            .map_err(|e| kept(e.to_string()))?;
-        format!("stored as {}/{}", ack.stream, ack.sequence)
+        // An event: handed to its function, which processes it as itself.
+        // Nobody publishes it again, so no identity here may write events.
+        use async_nats::RequestErrorKind;
+        headers.insert(crate::service::REDRIVE_SUBJECT_HEADER, subject.as_str());
+        let asked = nats.request_with_headers(crate::service::redrive_subject(&letter.function), headers, payload);
+        match asked.await {
+            Ok(reply) => match service_error(&reply) {
+                Some(error) => return Err(kept(format!("{} did not take it: {error}", letter.function))),
+                None => format!("processed by {}: {}", letter.function, String::from_utf8_lossy(&reply.payload)),
+            },
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                return Err(kept(format!("no copy of {} runs now", letter.function)));
+            }
+            Err(e) => return Err(kept(e.to_string())),
+        }
     };
     stream.delete_message(sequence).await.map_err(nats_error)?;
     info!(sequence, function = %letter.function, subject = %letter.subject, %answer, "dead letter redriven");

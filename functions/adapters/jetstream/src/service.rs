@@ -8,7 +8,10 @@
 //!   events it caused, or with an error saying why. A command with a
 //!   `Nats-Msg-Id` is processed here at once through the engine (commit,
 //!   then publish the outbox); one without waits for its copy in the
-//!   command stream to be processed ([`crate::answers`]).
+//!   command stream to be processed ([`crate::answers`]);
+//! - `$JETSAGA.REDRIVE.<function>`: a dead letter of one of its events,
+//!   handed back by the operations service, processed here as this
+//!   function (never published again by anyone: see [`crate::ops::redrive`]).
 
 use async_nats::HeaderMap;
 use async_nats::service::{Request, ServiceExt};
@@ -38,6 +41,8 @@ enum Kind {
     Outbox,
     /// The latency split of its consumed messages.
     Timings,
+    /// A dead letter handed back by the operations service.
+    Redrive,
 }
 
 /// `$JETSAGA.OUTBOX.<function>`: whether the function consumes its streams
@@ -46,6 +51,17 @@ enum Kind {
 pub fn outbox_subject(function: &str) -> String {
     format!("$JETSAGA.OUTBOX.{function}")
 }
+
+/// `$JETSAGA.REDRIVE.<function>`: where the operations service hands a
+/// function a dead letter of an event to process again. Only the
+/// operations user may publish there, and only the function's user
+/// receives it.
+pub fn redrive_subject(function: &str) -> String {
+    format!("$JETSAGA.REDRIVE.{function}")
+}
+
+/// The header naming the subject a redriven letter was taken from.
+pub const REDRIVE_SUBJECT_HEADER: &str = "Jetsaga-Redrive-Subject";
 
 /// The reply-inbox prefix of a function's connection, `_INBOX_<function>`:
 /// its NATS user may read replies there and nowhere else.
@@ -89,6 +105,9 @@ pub(crate) async fn serve(
     let outbox = outbox_subject(spec.name);
     let endpoint = service.endpoint_builder().name("outbox").add(outbox.as_str()).await.map_err(err)?;
     endpoints.push((outbox.into(), Kind::Outbox, endpoint));
+    let letters = redrive_subject(spec.name);
+    let endpoint = service.endpoint_builder().name("redrive").add(letters.as_str()).await.map_err(err)?;
+    endpoints.push((letters.into(), Kind::Redrive, endpoint));
     let timings = crate::timings::timings_subject(spec.name);
     // Every copy answers (a group of its own, named by its own inbox), so a
     // caller can sum the copies' timings instead of sampling one.
@@ -135,6 +154,7 @@ pub(crate) async fn serve(
                             },
                             Kind::Outbox => backlog(&publisher).await,
                             Kind::Timings => Ok(publisher.timings.summary(publisher.engine.name())),
+                            Kind::Redrive => redrive(&publisher, &batcher, &request).await,
                         };
                         respond(&request, subject, reply).await;
                     });
@@ -340,6 +360,38 @@ async fn process_now(
         Err(e) => return Err((400, e.to_string())),
     };
     let traceparent = header(message.headers.as_ref(), TRACEPARENT_HEADER).map(str::to_string);
+    let incoming = Incoming { envelope, traceparent };
+    let outcome = batcher.process(incoming.clone()).await;
+    if let Some(records) = outcome.outbox() {
+        // Committed: even if a publish fails now, the relay publishes it later.
+        publisher.publish(records).await;
+    }
+    answer_of(&outcome, &incoming.envelope)
+}
+
+/// Processes a dead letter of one of this function's events again, as a
+/// delivery from its stream would be: only on a subject it subscribes to,
+/// only as the envelope the runtime published, answered like a command
+/// (the letter's id is its identity, so an event it had processed after
+/// all is answered as repeated and changes nothing).
+async fn redrive(publisher: &Publisher, batcher: &CommandBatcher, request: &Request) -> Answer {
+    let message = &request.message;
+    let headers = message.headers.as_ref();
+    let spec = publisher.engine.spec();
+    let Some(subject) = header(headers, REDRIVE_SUBJECT_HEADER) else {
+        return Err((400, format!("a redrive names the letter's subject in the {REDRIVE_SUBJECT_HEADER} header")));
+    };
+    if !spec.subscribes.contains(&subject) {
+        return Err((403, format!("{} does not subscribe to {subject}: not one of its letters", spec.name)));
+    }
+    let envelope = match Envelope::decode(&message.payload) {
+        Ok(envelope) => envelope,
+        Err(e) => return Err((400, format!("the letter is not an event envelope: {e}"))),
+    };
+    if let Err(e) = envelope.check_arrival(subject) {
+        return Err((400, e.to_string()));
+    }
+    let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
     let incoming = Incoming { envelope, traceparent };
     let outcome = batcher.process(incoming.clone()).await;
     if let Some(records) = outcome.outbox() {
