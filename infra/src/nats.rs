@@ -30,6 +30,16 @@ fn permissions(user: &str, specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>
             publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"));
             publish.push(format!("$JS.ACK.{stream}.{name}.>"));
         }
+        // Reading back its own subjects before publishing again beyond the
+        // duplicate window (`recall`): which stream holds a subject, and one
+        // consumer of its own, filtered on a subject it emits, and no other.
+        publish.push("$JS.API.STREAM.NAMES".to_string());
+        let recall = jetsaga_jetstream::recall::consumer_name(name);
+        for stream in [&defaults.stream, &defaults.command_stream] {
+            publish.extend(spec.emits.iter().map(|s| format!("$JS.API.CONSUMER.CREATE.{stream}.{recall}.{s}")));
+            publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{recall}"));
+            publish.push(format!("$JS.API.CONSUMER.DELETE.{stream}.{recall}"));
+        }
         if !spec.accepts.is_empty() {
             // Whether the command stream exists (was a request's command kept?),
             // and answers to requests for commands processed from it.
@@ -91,9 +101,12 @@ fn gateway_permissions(specs: &[&FunctionSpec]) -> Permissions {
     publish.dedup();
     let mut deny_publish = Vec::new();
     for spec in specs {
+        let recall = jetsaga_jetstream::recall::consumer_name(spec.name);
         for api in consumer_apis {
-            deny_publish.push(format!("$JS.API.CONSUMER.{api}.{stream}.{}", spec.name));
-            deny_publish.push(format!("$JS.API.CONSUMER.{api}.{stream}.{}.>", spec.name));
+            for consumer in [spec.name, recall.as_str()] {
+                deny_publish.push(format!("$JS.API.CONSUMER.{api}.{stream}.{consumer}"));
+                deny_publish.push(format!("$JS.API.CONSUMER.{api}.{stream}.{consumer}.>"));
+            }
         }
     }
     deny_publish.push(format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"));

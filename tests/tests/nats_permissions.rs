@@ -121,6 +121,21 @@ async fn each_function_runs_with_only_its_own_permissions() {
                 filter_subject: ">".into(),
                 ..Default::default()
             };
+            // Its read-back consumer, filtered on another function's event.
+            let recall = jetsaga_jetstream::recall::consumer_name(name);
+            let read_back = |filter: &str| jetstream::consumer::pull::Config {
+                name: Some(recall.clone()),
+                filter_subject: filter.to_string(),
+                ..Default::default()
+            };
+            let own = spec.emits.iter().find(|s| !s.contains('>') && !s.contains('*'));
+            if let Some(own) = own {
+                assert!(
+                    within(js.create_consumer_on_stream(read_back(own), "SAGA")).await,
+                    "{name} cannot read back its own {own}"
+                );
+                assert!(within(js.delete_consumer_from_stream(&recall, "SAGA")).await);
+            }
             let (created, changed, deleted, spied, widened_own, peeked, forged) = tokio::join!(
                 within(js.create_stream(evil)),
                 within(js.update_stream(widened)),
@@ -130,7 +145,9 @@ async fn each_function_runs_with_only_its_own_permissions() {
                 within(js.get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(other, "SAGA")),
                 within(async { js.publish(foreign, "{}".into()).await?.await.map_err(async_nats::Error::from) }),
             );
+            let read_foreign = within(js.create_consumer_on_stream(read_back(foreign), "SAGA")).await;
             for (what, done) in [
+                ("read back another function's event", read_foreign),
                 ("create a stream", created),
                 ("change the saga stream", changed),
                 ("delete the DLQ", deleted),

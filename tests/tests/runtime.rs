@@ -663,3 +663,57 @@ async fn a_batch_slower_than_the_ack_wait_is_kept_in_progress_not_redelivered() 
     cancel.cancel();
     tokio::time::timeout(WAIT, task).await.expect("runtime stops").unwrap().unwrap();
 }
+
+/// An event published before a crash whose removal from the outbox was
+/// lost, found again at a start later than the duplicate window, is not
+/// stored twice: the relay reads back the stream and leaves it out. One
+/// that never reached the stream is published.
+#[tokio::test]
+async fn events_published_before_a_crash_are_not_doubled_after_the_duplicate_window() {
+    use jetsaga_core::Store;
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(server.connect().await);
+    let config = Config { duplicate_window: Duration::from_secs(1), ..fast_config() };
+    // Provisioned with a one-second window; then the process is gone.
+    let first = Running::start(&server.url(), dir.path(), config.clone()).await;
+    let store = first.store.clone();
+    first.stop().await;
+
+    // Two events committed an hour ago: the first reached the stream before
+    // the crash (its removal from the outbox did not), the second did not.
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let record = |seed: &str| {
+        let id = jetsaga_core::ids::derived_id(an_hour_ago, seed);
+        let envelope = json!({
+            "id": id, "type": DEPOSITED, "correlation_id": "c-1", "occurred_at": an_hour_ago.to_rfc3339(),
+            "version": 1, "data": {"account": "acc", "amount": 1, "balance": 1}
+        });
+        jetsaga_core::OutboxRecord {
+            id,
+            subject: DEPOSITED.into(),
+            payload: envelope.to_string().into_bytes(),
+            traceparent: None,
+        }
+    };
+    let (published, lost) = (record("published"), record("lost"));
+    let commit = jetsaga_core::Commit {
+        event_id: "input-an-hour-ago".into(),
+        outbox: vec![published.clone(), lost.clone()],
+        ..Default::default()
+    };
+    store.commit(&[commit]).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, published.id.as_str());
+    headers.insert("Jetsaga-Envelope", "1");
+    js.publish_with_headers(DEPOSITED, headers, published.payload.clone().into()).await.unwrap().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the window
+
+    let again = Running::start(&server.url(), dir.path(), config).await;
+    wait_until(WAIT, "the outbox to be empty", || async { store.unpublished(10).await.unwrap().is_empty() }).await;
+    let ids: Vec<String> =
+        messages(&js, "SAGA", Some(DEPOSITED)).await.iter().map(|m| m.envelope().id.clone()).collect();
+    assert_eq!(ids, vec![published.id.clone(), lost.id.clone()], "each event once");
+    again.stop().await;
+}

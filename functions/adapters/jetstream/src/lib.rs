@@ -25,6 +25,7 @@ pub mod dlq;
 pub mod ops;
 pub mod provision;
 mod publisher;
+pub mod recall;
 pub mod relay;
 pub mod service;
 pub mod timings;
@@ -327,7 +328,11 @@ impl Runtime {
             // One publisher and one outbox relay per function, whichever
             // path (consumer, command intake) committed the events.
             let publisher = publisher::Publisher::new(engine.clone(), self.js.clone());
-            tasks.spawn(relay::run(publisher.clone(), self.config.inbox_retention, cancel.clone()));
+            let recall = recall::Recall {
+                function: engine.spec().name.to_string(),
+                duplicate_window: self.config.duplicate_window,
+            };
+            tasks.spawn(relay::run(publisher.clone(), self.config.inbox_retention, recall, cancel.clone()));
             // Every function gets a service, even without endpoints, so
             // `$SRV.PING` / `nats micro ls` shows what is running where.
             let answers =

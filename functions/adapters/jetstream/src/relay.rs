@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::publisher::{Publisher, Unpublished};
+use crate::recall::Recall;
 
 /// How often the outbox is looked at without being woken.
 pub const SAFETY_NET: Duration = Duration::from_secs(30);
@@ -34,7 +35,7 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Runs the relay until `cancel` fires; it also sweeps the function's inbox
 /// of records older than `inbox_retention`, and its store of keys whose
 /// retention ended, at start and every [`SWEEP_EVERY`].
-pub(crate) async fn run(publisher: Publisher, inbox_retention: Duration, cancel: CancellationToken) {
+pub(crate) async fn run(publisher: Publisher, inbox_retention: Duration, recall: Recall, cancel: CancellationToken) {
     let span = info_span!("outbox", function = publisher.engine.name());
     async move {
         let mut woken = true; // at start: whatever a crash left behind
@@ -57,7 +58,7 @@ pub(crate) async fn run(publisher: Publisher, inbox_retention: Duration, cancel:
                     Err(e) => warn!(error = %e, "cannot remove expired keys; trying again in an hour"),
                 }
             }
-            let pause = match drain(&publisher, woken).await {
+            let pause = match drain(&publisher, &recall, woken).await {
                 Ok(true) => None,
                 Ok(false) => Some(RETRY_AFTER),
                 Err(e) => {
@@ -76,9 +77,11 @@ pub(crate) async fn run(publisher: Publisher, inbox_retention: Duration, cancel:
     .await
 }
 
-/// Publishes what the outbox holds. `Ok(true)` once it is empty (as far as
-/// this pass could tell), `Ok(false)` if something is still waiting.
-async fn drain(publisher: &Publisher, woken: bool) -> Result<bool, StoreError> {
+/// Publishes what the outbox holds, leaving out what the streams hold
+/// already beyond the duplicate window ([`Recall`]). `Ok(true)` once it is
+/// empty (as far as this pass could tell), `Ok(false)` if something is
+/// still waiting.
+async fn drain(publisher: &Publisher, recall: &Recall, woken: bool) -> Result<bool, StoreError> {
     loop {
         let pending = publisher.engine.unpublished(PAGE).await?;
         if pending.is_empty() {
@@ -89,8 +92,14 @@ async fn drain(publisher: &Publisher, woken: bool) -> Result<bool, StoreError> {
         } else {
             debug!(count = pending.len(), "outbox safety-net pass");
         }
+        let held = recall.already_stored(&publisher.js, &pending).await;
+        let (mut done, pending): (Vec<String>, Vec<OutboxRecord>) = {
+            let (held, rest): (Vec<OutboxRecord>, Vec<OutboxRecord>) =
+                pending.into_iter().partition(|r| held.contains(&r.id));
+            (held.into_iter().map(|r| r.id).collect(), rest)
+        };
+        let page_was_full = done.len() + pending.len() == PAGE;
         let results = publisher.try_publish(&pending).await;
-        let mut done = Vec::with_capacity(pending.len());
         let mut all_out = true;
         for (record, result) in pending.iter().zip(results) {
             match result {
@@ -110,7 +119,7 @@ async fn drain(publisher: &Publisher, woken: bool) -> Result<bool, StoreError> {
         if !all_out {
             return Ok(false);
         }
-        if pending.len() < PAGE {
+        if !page_was_full {
             return Ok(true);
         }
     }
