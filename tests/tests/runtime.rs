@@ -717,3 +717,69 @@ async fn events_published_before_a_crash_are_not_doubled_after_the_duplicate_win
     assert_eq!(ids, vec![published.id.clone(), lost.id.clone()], "each event once");
     again.stop().await;
 }
+
+/// A schedule left in the outbox by a crash, found again after the
+/// duplicate window, does not replace a newer schedule of the same key
+/// that the stream holds (it would put off or lose that deadline).
+#[tokio::test]
+async fn an_old_schedule_found_after_a_crash_does_not_replace_a_newer_one() {
+    use jetsaga_core::Store;
+    use jetsaga_core::schedule::{Publication, Schedule};
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let js = jetstream::new(server.connect().await);
+    let config = Config {
+        duplicate_window: Duration::from_secs(1),
+        stream_subjects: vec![jetsaga_core::schedule::SCHEDULE_SUBJECTS.into()],
+        ..fast_config()
+    };
+    let first = Running::start(&server.url(), dir.path(), config.clone()).await;
+    let store = first.store.clone();
+    first.stop().await;
+
+    let on = jetsaga_core::schedule::subject_for("ledger", "acc");
+    let schedule = |seed: &str, made: chrono::DateTime<chrono::Utc>, due: chrono::DateTime<chrono::Utc>| {
+        let id = jetsaga_core::ids::derived_id(made, seed);
+        let envelope = json!({
+            "id": id, "type": "ledger.evt.opened", "correlation_id": "c-1", "occurred_at": made.to_rfc3339(),
+            "version": 1, "data": {"account": "acc"}
+        });
+        jetsaga_core::OutboxRecord {
+            id,
+            subject: Schedule::At { subject: on.clone(), at: due }.encode("ledger.evt.opened"),
+            payload: envelope.to_string().into_bytes(),
+            traceparent: None,
+        }
+    };
+    let now = chrono::Utc::now();
+    // The older one fired long ago (the server removed it); the newer one waits.
+    let older = schedule("older", now - chrono::Duration::hours(2), now - chrono::Duration::minutes(90));
+    let newer = schedule("newer", now - chrono::Duration::hours(1), now + chrono::Duration::hours(1));
+    let commit = jetsaga_core::Commit {
+        event_id: "inputs-hours-ago".into(),
+        outbox: vec![older.clone(), newer.clone()],
+        ..Default::default()
+    };
+    store.commit(&[commit]).await.unwrap();
+    let publication = Publication::of(&newer.subject);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, newer.id.as_str());
+    headers.insert("Jetsaga-Envelope", "1");
+    for (name, value) in &publication.headers {
+        headers.insert(*name, value.as_str());
+    }
+    js.publish_with_headers(publication.subject.clone(), headers, newer.payload.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the window
+
+    let again = Running::start(&server.url(), dir.path(), config).await;
+    wait_until(WAIT, "the outbox to be empty", || async { store.unpublished(10).await.unwrap().is_empty() }).await;
+    let held: Vec<String> =
+        messages(&js, "SAGA", Some(&on)).await.iter().filter_map(|m| m.header("Nats-Msg-Id")).collect();
+    assert_eq!(held, vec![newer.id.clone()], "the newer schedule alone waits");
+    again.stop().await;
+}

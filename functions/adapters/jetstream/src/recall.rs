@@ -132,6 +132,8 @@ impl Recall {
             }
         };
         let mut found = HashSet::new();
+        // The newest message seen on the subject, by its id's time.
+        let mut newest: Option<DateTime<Utc>> = None;
         let mut read = 0u64;
         let outcome = async {
             loop {
@@ -149,10 +151,11 @@ impl Recall {
                     got += 1;
                     read += 1;
                     let id = message.headers.as_ref().and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID));
-                    if let Some(id) = id.map(|id| id.as_str())
-                        && wanted.remove(id)
-                    {
-                        found.insert(id.to_string());
+                    if let Some(id) = id.map(|id| id.as_str()) {
+                        newest = newest.max(ids::time_of(id));
+                        if wanted.remove(id) {
+                            found.insert(id.to_string());
+                        }
                     }
                     pending = message.info().map(|i| i.pending).unwrap_or(0);
                 }
@@ -169,6 +172,15 @@ impl Recall {
         if let Err(e) = stream.delete_consumer(&name).await {
             tracing::debug!(error = %e, "read-back consumer not deleted; it goes by itself when idle");
         }
-        outcome.map(|()| found)
+        outcome?;
+        // A schedule's subject holds one schedule, the newest: a schedule
+        // older than one already there would replace it, so it stays out.
+        for record in records.iter().filter(|r| Publication::of(&r.subject).is_schedule()) {
+            let superseded = ids::time_of(&record.id).is_some_and(|at| newest.is_some_and(|newer| newer > at));
+            if superseded {
+                found.insert(record.id.clone());
+            }
+        }
+        Ok(found)
     }
 }
