@@ -711,6 +711,35 @@ async fn live_views_are_capped_per_user_and_end_at_logout() {
     api.saga.stop().await;
 }
 
+/// As on Lambda, where every view holds an instance of its own: the views
+/// a user opens are counted across instances, closed ones too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_views_a_user_opens_are_counted_across_instances() {
+    let rule = jetsaga_http::limits::Rule { max: 3, ..jetsaga_http::limits::LIVE_VIEWS_PER_USER };
+    let api = Api::start_with(|gateway| {
+        gateway.live = jetsaga_http::live::LiveHub::new(jetsaga_http::live::LiveLimits {
+            opened_per_user: Some(rule),
+            ..jetsaga_http::live::LiveLimits::default()
+        });
+    })
+    .await;
+    let (token, id) = api.shopper_with_an_order("ada@example.com").await;
+    for _ in 0..3 {
+        let view = api.get(&format!("/api/orders/{id}/events"), Some(&token)).await;
+        assert_eq!(view.status(), StatusCode::OK);
+        drop(view); // closed: the place on this instance is free again
+    }
+    let fourth = api.get(&format!("/api/orders/{id}/events"), Some(&token)).await;
+    assert!(fourth.headers().contains_key("retry-after"));
+    let body = problem(fourth, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(body["detail"].as_str().unwrap().contains("live views opened by this user: at most 3"), "{body}");
+    // Another user is not affected.
+    let (other, other_id) = api.shopper_with_an_order("bob@example.com").await;
+    let view = api.get(&format!("/api/orders/{other_id}/events"), Some(&other)).await;
+    assert_eq!(view.status(), StatusCode::OK);
+    api.saga.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_ups_are_limited_per_address_before_any_password_is_hashed() {
     let api = Api::start().await;

@@ -83,9 +83,11 @@ pub async fn serve(settings: GatewaySettings) -> Result<(), lambda_runtime::Erro
     gateway.secure_cookies = settings.secure_cookies;
     // An instance serves one request at a time: a live view holds it for as
     // long as it lasts, so on Lambda a view lasts a minute (the browser's
-    // EventSource reconnects with Last-Event-ID and loses nothing).
+    // EventSource reconnects with Last-Event-ID and loses nothing), and a
+    // user's views are counted across every instance.
     gateway.live = jetsaga_http::live::LiveHub::new(jetsaga_http::live::LiveLimits {
         live_for: LAMBDA_LIVE_FOR,
+        opened_per_user: Some(jetsaga_http::limits::LIVE_VIEWS_PER_USER),
         ..jetsaga_http::live::LiveLimits::default()
     });
     let router = jetsaga_http::router(Arc::new(gateway));

@@ -71,6 +71,12 @@ pub const SIGN_UPS_PER_CLIENT: Rule =
 pub const SIGN_UPS: Rule =
     Rule { name: "signup-all", what: "sign-ups right now", max: 120, window: Duration::from_secs(60) };
 
+/// Live views one user opens, across every instance: where each view holds
+/// an instance (Lambda, a minute each), this is what bounds how many
+/// instances one user's views take (16 a minute: at most about 16 at once).
+pub const LIVE_VIEWS_PER_USER: Rule =
+    Rule { name: "live-user", what: "live views opened by this user", max: 16, window: Duration::from_secs(60) };
+
 /// Every request of one client, whatever it asks: per second, after a
 /// burst of [`PACE_BURST`]. Past it a client gets 429 before anything is
 /// looked up (no session check, no query): a flood from one address costs

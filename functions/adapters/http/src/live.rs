@@ -91,11 +91,16 @@ pub struct LiveLimits {
     /// `Last-Event-ID` and loses nothing). On Lambda each view holds an
     /// instance for that long: the bootstrap sets it shorter.
     pub live_for: Duration,
+    /// Views one user may open per window across every instance, counted in
+    /// the shared limits bucket. Where every view is an instance of its own
+    /// (Lambda) the caps above hold per instance only, so this one bounds a
+    /// user's views; `None` (a long-running gateway) counts nothing.
+    pub opened_per_user: Option<crate::limits::Rule>,
 }
 
 impl Default for LiveLimits {
     fn default() -> Self {
-        Self { per_user: 8, per_process: 2_000, live_for: Duration::from_secs(15 * 60) }
+        Self { per_user: 8, per_process: 2_000, live_for: Duration::from_secs(15 * 60), opened_per_user: None }
     }
 }
 
@@ -312,6 +317,9 @@ pub(crate) async fn order_events(
     // A place first, by the token alone: a user over the cap costs no lookup.
     let claims = crate::auth::claims(&gateway, &headers)?;
     let (mut admission, ended) = LiveHub::admit(&gateway, &claims.sub)?;
+    if let Some(rule) = &gateway.live.limits.opened_per_user {
+        gateway.limits.take(rule, &claims.sub).await?;
+    }
     let session = Session::of(&gateway, claims).await?;
     let order = crate::api::visible_order(&gateway, &session, &id).await?;
     LiveHub::ensure_reading(&gateway);
