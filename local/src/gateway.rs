@@ -37,6 +37,13 @@ pub struct HttpArgs {
     /// pace (a load generator, or a proxy in front that paces clients).
     #[arg(long, value_name = "N", default_value_t = jetsaga_http::limits::PACE_PER_SECOND)]
     pub client_requests_per_second: u32,
+    /// A reverse proxy or ingress in front of the gateway, by address or
+    /// network (10.0.0.0/8; repeat for several): its X-Forwarded-For then
+    /// names the client that the per-address limits count. Without one,
+    /// every client behind a proxy shares the proxy's limits. Nobody else's
+    /// X-Forwarded-For is believed.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = jetsaga_http::forwarded::parse_proxy)]
+    pub trusted_proxies: Vec<jetsaga_http::forwarded::IpNet>,
 }
 
 fn parse_origin(text: &str) -> Result<axum::http::HeaderValue, String> {
@@ -99,6 +106,7 @@ pub fn serve(listener: TcpListener, nats: async_nats::Client, keys: Keys, args: 
     let gateway = Arc::new(Gateway {
         secure_cookies: args.secure_cookies,
         cors_origins: args.cors_origins.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
         pace: jetsaga_http::limits::Pace::new(pace, pace.saturating_mul(2)),
         ..Gateway::new(nats, keys)
     });

@@ -711,6 +711,39 @@ async fn live_views_are_capped_per_user_and_end_at_logout() {
     api.saga.stop().await;
 }
 
+/// Behind a trusted proxy each client is counted on its own (the address
+/// the proxy puts in `X-Forwarded-For`); nobody else's header is believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_client_has_its_own_limits() {
+    let api = Api::start_with(|gateway| {
+        gateway.pace = jetsaga_http::limits::Pace::new(1, 2);
+        gateway.trusted_proxies = vec![jetsaga_http::forwarded::parse_proxy("127.0.0.1").unwrap()];
+    })
+    .await;
+    let from = |local: &str| {
+        reqwest::Client::builder().local_address(local.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+    };
+    let (proxy, stranger) = (from("127.0.0.1"), from("127.0.0.5"));
+    let ask = |client: &reqwest::Client, forwarded_for: &str| {
+        client.get(api.url("/api/products")).header("X-Forwarded-For", forwarded_for).send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(ask(&proxy, "203.0.113.7").await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429], "one client through the proxy is paced");
+    assert_eq!(ask(&proxy, "203.0.113.8").await.unwrap().status(), StatusCode::OK, "another is not");
+    // A client writing the header itself through the proxy gets no new address.
+    assert_eq!(ask(&proxy, "198.51.100.1, 203.0.113.7").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    // Straight from an untrusted address the header is ignored: it is paced as itself.
+    let mut statuses = Vec::new();
+    for forwarded_for in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        statuses.push(ask(&stranger, forwarded_for).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    api.saga.stop().await;
+}
+
 /// As on Lambda, where every view holds an instance of its own: the views
 /// a user opens are counted across instances, closed ones too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

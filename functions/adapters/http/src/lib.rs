@@ -37,6 +37,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod forwarded;
 pub mod limits;
 pub mod live;
 pub mod metrics;
@@ -85,6 +86,8 @@ pub struct Gateway {
     pub metrics: metrics::Metrics,
     /// Origins whose pages may call the API from a browser (CORS); none by default.
     pub cors_origins: Vec<HeaderValue>,
+    /// Proxies whose `X-Forwarded-For` is believed ([`forwarded`]); none by default.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Gateway {
@@ -99,6 +102,7 @@ impl Gateway {
             live: live::LiveHub::new(live::LiveLimits::default()),
             pace: limits::Pace::default(),
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -138,6 +142,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let router = api::routes()
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), origin::guard))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), limits::pace))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), forwarded::resolve))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
         .with_state(gateway)
         // Enforced by the body extractors, so that a large body gets a 413 problem.
