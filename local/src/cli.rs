@@ -31,6 +31,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start the saga locally: nats-server, streams, every function, demo data, live flow.
