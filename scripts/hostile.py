@@ -14,7 +14,8 @@ every attack of issue 26 at once:
   forged dead letter that an administrator then tries to redrive.
 
 Then it checks: the good customers' p50 under attack is at most --factor
-times the p50 without, every good order ended, the jetsaga process stayed
+times the p50 without and their p99 at most --p99-factor times the p99
+without, every good order ended, the jetsaga process stayed
 under --memory-mib, every attack was refused (counted by status), the good
 customer can still log in, and the DLQ grew by exactly the malformed
 commands. Exits 1 with the broken bound named.
@@ -22,6 +23,7 @@ commands. Exits 1 with the broken bound named.
 
 import argparse
 import asyncio
+import errno
 import http.client
 import json
 import multiprocessing
@@ -43,6 +45,17 @@ class Client:
         self.host, self.port, self.source, self.token = url.hostname, url.port, source, token
 
     def call(self, method, path, body=None, headers=None, timeout=30, raw=None):
+        # Thousands of refused requests a second from one address use up its
+        # ephemeral ports (TIME_WAIT): wait for one rather than die.
+        for attempt in range(50):
+            try:
+                return self._call(method, path, body, headers, timeout, raw)
+            except OSError as e:
+                if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL) or attempt == 49:
+                    raise
+                time.sleep(0.2)
+
+    def _call(self, method, path, body, headers, timeout, raw):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout, source_address=(self.source, 0))
         h = dict(headers or {})
         if self.token:
@@ -238,6 +251,7 @@ def main():
     parser.add_argument("--jetsaga", required=True, help="the jetsaga binary (to grant an administrator)")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--factor", type=float, default=2.0)
+    parser.add_argument("--p99-factor", type=float, default=3.0)
     parser.add_argument("--memory-mib", type=int, default=300)
     args = parser.parse_args()
 
@@ -288,7 +302,7 @@ def main():
         print(f"good orders {name} {len(took)}, p50 {statistics.median(took) * 1000:.0f} ms, "
               f"p99 {percentile(took, 0.99) * 1000:.0f} ms; jetsaga {mem} MiB, {server / args.seconds:.2f} cores; "
               f"good customers' driver {driver / args.seconds:.2f} cores")
-    print(f"p50 ratio {p50[1] / p50[0]:.2f} (bound {args.factor}), p99 ratio {p99[1] / p99[0]:.2f}")
+    print(f"p50 ratio {p50[1] / p50[0]:.2f} (bound {args.factor}), p99 ratio {p99[1] / p99[0]:.2f} (bound {args.p99_factor})")
     for kind, statuses in sorted(refused.items()):
         print(f"  {kind:<18} " + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))
     print(f"forged dead letter redriven by an administrator: {redrive_status} {redrive.get('detail', '') if isinstance(redrive, dict) else ''}")
@@ -298,6 +312,8 @@ def main():
     problems = []
     if p50[1] > args.factor * p50[0]:
         problems.append(f"good orders' p50 under attack is {p50[1] / p50[0]:.2f}x the p50 without (bound {args.factor}x)")
+    if p99[1] > args.p99_factor * p99[0]:
+        problems.append(f"good orders' p99 under attack is {p99[1] / p99[0]:.2f}x the p99 without (bound {args.p99_factor}x)")
     if max(calm_memory, attack_memory) > args.memory_mib:
         problems.append(f"jetsaga used {max(calm_memory, attack_memory)} MiB (bound {args.memory_mib})")
     if any(o not in ("completed",) for o in calm_outcomes + attacked_outcomes):
