@@ -15,8 +15,12 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// Connection options named `name`, authenticated by `NATS_CREDS` (the
 /// content of a `.creds` file, as Secrets Manager hands it to a container)
 /// or `NATS_CREDS_FILE` when set; otherwise by whatever the URL carries.
+/// TLS from `NATS_CA`, `NATS_CERT` and `NATS_KEY` (then required: see
+/// [`jetsaga_jetstream::tls`]).
 pub fn connect_options(name: &str) -> anyhow::Result<async_nats::ConnectOptions> {
-    let options = async_nats::ConnectOptions::new().name(name);
+    let tls = jetsaga_jetstream::tls::TlsSettings::from_env(|name| std::env::var(name).ok(), &[])
+        .map_err(anyhow::Error::msg)?;
+    let options = tls.apply(async_nats::ConnectOptions::new().name(name));
     if let (Ok(user), Ok(password)) = (std::env::var("NATS_USER"), std::env::var("NATS_PASSWORD")) {
         return Ok(options.user_and_password(user, password));
     }

@@ -76,6 +76,9 @@ pub async fn serve(settings: GatewaySettings) -> Result<(), lambda_runtime::Erro
         options = options.user_and_password(settings.nats_user.clone(), password.clone());
     }
     let servers: Vec<String> = settings.nats_url.split(',').map(|s| s.trim().to_string()).collect();
+    // NATS_CA (or a tls:// URL): TLS required, the password never in clear.
+    let tls = jetsaga_jetstream::tls::TlsSettings::from_env(|name| std::env::var(name).ok(), &servers)?;
+    options = tls.apply(options);
     let nats =
         options.connect(servers).await.map_err(|e| format!("cannot connect to NATS at {}: {e}", settings.nats_url))?;
     let keys = jetsaga_http::Keys::from_secret(settings.jwt_secret.as_bytes())?;

@@ -29,6 +29,7 @@ pub mod recall;
 pub mod relay;
 pub mod service;
 pub mod timings;
+pub mod tls;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
