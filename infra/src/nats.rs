@@ -33,13 +33,14 @@ fn permissions(user: &str, specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>
         // Reading back its own subjects before publishing again beyond the
         // duplicate window (`recall`): which stream holds a subject, and one
         // consumer of its own, filtered on a subject it emits, and no other.
+        // (What a function emits, events, schedules and the orchestrator's
+        // commands alike, is kept by the saga stream.)
         publish.push("$JS.API.STREAM.NAMES".to_string());
         let recall = jetsaga_jetstream::recall::consumer_name(name);
-        for stream in [&defaults.stream, &defaults.command_stream] {
-            publish.extend(spec.emits.iter().map(|s| format!("$JS.API.CONSUMER.CREATE.{stream}.{recall}.{s}")));
-            publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{recall}"));
-            publish.push(format!("$JS.API.CONSUMER.DELETE.{stream}.{recall}"));
-        }
+        let stream = &defaults.stream;
+        publish.extend(spec.emits.iter().map(|s| format!("$JS.API.CONSUMER.CREATE.{stream}.{recall}.{s}")));
+        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{recall}"));
+        publish.push(format!("$JS.API.CONSUMER.DELETE.{stream}.{recall}"));
         if !spec.accepts.is_empty() {
             // Whether the command stream exists (was a request's command kept?),
             // and answers to requests for commands processed from it.
@@ -277,12 +278,17 @@ mod tests {
         assert!(!publish.iter().any(|s| s.starts_with("orders.")), "{publish:?}");
         assert!(publish.contains(&"$JS.ACK.SAGA.inventory.>".to_string()));
         assert!(!publish.iter().any(|s| s.contains("SAGA.order")), "{publish:?}");
+        // No stream management; a consumer only to read back its own events.
+        let allowed = |s: &str| {
+            s == "$JS.API.STREAM.INFO.COMMANDS"
+                || s == "$JS.API.STREAM.NAMES"
+                || s.starts_with("$JS.API.CONSUMER.CREATE.SAGA.recall_inventory.inventory.evt.")
+        };
         assert!(
-            !publish.iter().any(
-                |s| (s.contains("STREAM.") && s != "$JS.API.STREAM.INFO.COMMANDS") || s.contains("CONSUMER.CREATE")
-            ),
+            !publish.iter().any(|s| (s.contains("STREAM.") || s.contains("CONSUMER.CREATE")) && !allowed(s)),
             "{publish:?}"
         );
+        assert!(publish.contains(&"$JS.API.CONSUMER.CREATE.SAGA.recall_inventory.inventory.evt.reserved".to_string()));
         assert!(subscribe.contains(&"_INBOX_inventory.>".to_string()));
         assert!(!subscribe.contains(&"_INBOX.>".to_string()));
         assert!(subscribe.contains(&"inventory.query.products".to_string()));

@@ -14,6 +14,7 @@ pub mod nats;
 pub mod saga;
 pub mod scenarios;
 pub mod stream;
+pub mod tls;
 
 /// Starts a `tracing` subscriber once, honouring `RUST_LOG` (quiet by default).
 pub fn init_tracing() {

@@ -364,7 +364,9 @@ async fn within<T, E>(call: impl std::future::Future<Output = Result<T, E>>) -> 
 fn the_generated_cluster_config_is_accepted_by_nats_server() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster.conf");
-    std::fs::write(&path, jetsaga_infra::nats_cluster_config()).unwrap();
+    let tls = jetsaga_tests::tls::certificates(&dir.path().join("tls"), &["nats-1", "nats-2", "nats-3"]);
+    let config = jetsaga_infra::nats_cluster_config().replace(jetsaga_infra::nats::TLS_DIR, &tls.display().to_string());
+    std::fs::write(&path, config).unwrap();
     let mut check = std::process::Command::new(jetsaga_tests::nats::server_binary());
     check.arg("-t").arg("-c").arg(&path).env("NATS_NODE_NAME", "nats-1");
     for user in users() {
