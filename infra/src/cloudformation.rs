@@ -19,6 +19,11 @@ fn logical(name: &str) -> String {
     chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
 }
 
+/// Whether `name` runs in the (default) choreographed saga.
+pub fn runs_choreographed(name: &str) -> bool {
+    STEPS.iter().any(|s| s.name() == name && s.modes.contains(&SagaMode::Choreographed))
+}
+
 /// The condition under which a function is deployed: none if it runs in
 /// both saga modes, else the one mode it runs in.
 fn condition(name: &str) -> Option<&'static str> {

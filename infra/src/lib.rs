@@ -1,11 +1,13 @@
 //! Deployment files generated from the saga definition and the functions'
 //! declarations, so names, subjects and permissions live in one place: the
-//! CloudFormation template (`infra/cloudformation.json`) and the NATS
-//! cluster configuration with one user per function (`infra/nats/`). A test
+//! CloudFormation template (`infra/cloudformation.json`), the NATS
+//! cluster configuration with one user per function (`infra/nats/`) and the
+//! Kubernetes manifests (`infra/kubernetes/`). A test
 //! fails when the checked-in files drift (`jetsaga infra write`
 //! regenerates them).
 
 pub mod cloudformation;
+pub mod kubernetes;
 pub mod nats;
 
 pub use cloudformation::{cloudformation, deployable};
@@ -15,5 +17,7 @@ pub use nats::{nats_accounts, nats_cluster_config};
 pub fn files() -> Vec<(&'static str, String)> {
     let mut template = serde_json::to_string_pretty(&cloudformation()).expect("templates serialize");
     template.push('\n');
-    vec![("infra/cloudformation.json", template), ("infra/nats/cluster.conf", nats_cluster_config())]
+    let mut files = vec![("infra/cloudformation.json", template), ("infra/nats/cluster.conf", nats_cluster_config())];
+    files.extend(kubernetes::files());
+    files
 }

@@ -12,7 +12,7 @@ use jetsaga_jetstream::{Config, Runtime};
 use jetsaga_lambda::invoker::LambdaProcessor;
 
 use crate::saga::SagaOptions;
-use crate::up::{SagaKind, host};
+use crate::up::{Hosting, SagaKind, host};
 
 /// Options of `jetsaga bridge`.
 #[derive(Clone, Debug, clap::Args)]
@@ -55,6 +55,9 @@ pub struct BridgeArgs {
     /// in the bridge. Keep it within the function's Lambda concurrency.
     #[arg(long, default_value_t = jetsaga_lambda::invoker::DEFAULT_MAX_INVOCATIONS)]
     pub max_invocations: usize,
+    /// Serve health probes on this port: GET /healthz and /readyz.
+    #[arg(long, value_name = "PORT")]
+    pub health_port: Option<u16>,
     /// Seconds JetStream waits for the bridge's ack before redelivering.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub ack_wait: f64,
@@ -125,7 +128,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         args.function_prefix
     )];
     let title = format!("jetsaga bridge is up ({:?} saga)", options.mode);
-    host(runtime, nats, &args.nats_url, &names, &title, banner, args.seed, args.quiet, &options).await
+    let hosting = Hosting { title, banner, seed_demo: args.seed, quiet: args.quiet, health_port: args.health_port };
+    host(runtime, nats, &args.nats_url, &names, hosting, &options).await
 }
 
 /// Prints the DLQ depth as a CloudWatch Embedded Metric Format line (the

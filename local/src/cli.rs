@@ -44,8 +44,19 @@ enum Command {
         #[command(flatten)]
         http: crate::gateway::HttpArgs,
         /// Where the session signing key is kept (jwt.key) unless given otherwise.
-        #[arg(long, default_value = ".jetsaga")]
+        #[arg(long, env = "JETSAGA_DATA_DIR", default_value = ".jetsaga")]
         data_dir: PathBuf,
+    },
+    /// Serve the operations service alone (status, dead letters, redrive:
+    /// what the HTTP admin API asks), as the NATS user `ops`, where the
+    /// functions run elsewhere (Kubernetes, compose).
+    Ops {
+        /// Which saga's functions it reports on.
+        #[arg(long, value_enum, default_value_t = up::SagaKind::Choreographed)]
+        saga: up::SagaKind,
+        /// Serve health probes on this port: GET /healthz and /readyz.
+        #[arg(long, value_name = "PORT")]
+        health_port: Option<u16>,
     },
     /// Measure sagas/s and latency against the raw JetStream limit, in one run.
     Bench(bench::BenchArgs),
@@ -355,7 +366,30 @@ impl Cli {
                 let listener = crate::gateway::bind(http).await?;
                 let served = crate::gateway::serve(listener, nats, keys, http)?;
                 println!("jetsaga gateway: the HTTP API at {served}/api/..., the saga at {url}; Ctrl-C stops it");
-                tokio::signal::ctrl_c().await?;
+                up::shutdown_signal().await;
+                return Ok(());
+            }
+            Command::Ops { saga, health_port } => {
+                let url = nats_url(&self);
+                // Its NATS user (`ops` in infra/nats) reads replies under its own inbox prefix only.
+                let nats = crate::client::connect_options("jetsaga ops")?
+                    .custom_inbox_prefix(crate::client::inbox_prefix(jetsaga_infra::nats::OPS_USER))
+                    .retry_on_initial_connect()
+                    .connect(crate::client::servers(&url))
+                    .await?;
+                if let Some(port) = health_port {
+                    crate::health::serve(port, crate::health::Probe { nats: nats.clone(), ready: None }).await?;
+                }
+                let options = crate::saga::SagaOptions { mode: saga.into(), ..Default::default() };
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let served =
+                    jetsaga_jetstream::ops::serve(&nats, crate::saga::runtime_config(&options), cancel.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot serve the operations: {e}"))?;
+                println!("jetsaga ops: status, dead letters and redrive for {url}; Ctrl-C stops it");
+                up::shutdown_signal().await;
+                cancel.cancel();
+                let _ = served.await;
                 return Ok(());
             }
             Command::Infra(command) => return infra_command(command),
@@ -417,7 +451,8 @@ impl Cli {
             | Command::Functions { .. }
             | Command::Bench(_)
             | Command::Chaos(_)
-            | Command::Provision(_) => {
+            | Command::Provision(_)
+            | Command::Ops { .. } => {
                 unreachable!("handled above")
             }
             Command::Order(OrderCommand::Create { customer, items, order_id, wait, json }) => {

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod flow;
 pub mod gateway;
+pub mod health;
 pub mod inspect;
 pub mod invariants;
 pub mod lambda_local;

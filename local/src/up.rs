@@ -54,7 +54,7 @@ pub struct UpArgs {
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// Where SQLite stores and the started nats-server keep their data.
-    #[arg(long, default_value = ".jetsaga")]
+    #[arg(long, env = "JETSAGA_DATA_DIR", default_value = ".jetsaga")]
     pub data_dir: PathBuf,
     /// Port for the nats-server `up` starts; a free one is chosen if it is taken.
     #[arg(long, default_value_t = 4222)]
@@ -140,6 +140,10 @@ pub struct UpArgs {
     /// Do not serve the HTTP API.
     #[arg(long)]
     pub no_http: bool,
+    /// Serve health probes on this port: GET /healthz (the process runs)
+    /// and /readyz (connected, every function consuming), for Kubernetes.
+    #[arg(long, value_name = "PORT")]
+    pub health_port: Option<u16>,
     #[command(flatten)]
     pub http: crate::gateway::HttpArgs,
 }
@@ -289,28 +293,45 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ));
     }
     let title = format!("jetsaga is up ({mode:?} saga)");
-    host(runtime, nats, &url, &names, &title, banner, !args.no_seed, args.quiet, &options).await?;
+    let hosting = Hosting { title, banner, seed_demo: !args.no_seed, quiet: args.quiet, health_port: args.health_port };
+    host(runtime, nats, &url, &names, hosting, &options).await?;
     drop(nats_process);
     let _ = std::fs::remove_file(&url_file);
     println!("stopped");
     Ok(())
 }
 
+/// How [`host`] presents a runtime.
+pub(crate) struct Hosting {
+    /// The banner's first line.
+    pub title: String,
+    /// Its other lines.
+    pub banner: Vec<String>,
+    /// Seed the demo catalog and customers.
+    pub seed_demo: bool,
+    /// Do not print the saga flow.
+    pub quiet: bool,
+    /// Serve health probes on this port.
+    pub health_port: Option<u16>,
+}
+
 /// Runs `runtime` until Ctrl-C: waits for its functions to answer, prints
 /// a banner, seeds demo data, prints the saga flow, then shuts down cleanly.
 /// Shared by `jetsaga up` and `jetsaga bridge`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn host(
     runtime: Runtime,
     nats: async_nats::Client,
     url: &str,
     names: &[String],
-    title: &str,
-    banner: Vec<String>,
-    seed_demo: bool,
-    quiet: bool,
+    hosting: Hosting,
     options: &SagaOptions,
 ) -> anyhow::Result<()> {
+    let Hosting { title, banner, seed_demo, quiet, health_port } = hosting;
+    let title = title.as_str();
+    if let Some(port) = health_port {
+        let probe = crate::health::Probe { nats: nats.clone(), ready: Some(runtime.readiness()) };
+        crate::health::serve(port, probe).await?;
+    }
     let cancel = CancellationToken::new();
     let shutdown = cancel.clone();
     let mut runner = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await });
@@ -378,7 +399,7 @@ pub(crate) async fn host(
 
 /// Ctrl-C, or SIGTERM (`kill`, `timeout`, a container stop): either way,
 /// drain and stop what we started.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("a SIGTERM handler can be installed");
     tokio::select! {

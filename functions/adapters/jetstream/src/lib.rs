@@ -268,6 +268,18 @@ impl Config {
     }
 }
 
+/// Whether a [`Runtime`] consumes its streams yet (every hosted function's
+/// consumers bound): what a readiness probe asks.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<std::sync::atomic::AtomicBool>);
+
+impl Readiness {
+    /// True once every hosted function consumes.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Hosts functions on one NATS connection.
 #[derive(Debug)]
 pub struct Runtime {
@@ -276,13 +288,14 @@ pub struct Runtime {
     config: Config,
     engines: Vec<Arc<dyn Processor>>,
     operations: bool,
+    ready: Readiness,
 }
 
 impl Runtime {
     /// A runtime on `client` with `config`.
     pub fn new(client: async_nats::Client, config: Config) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js, config, engines: Vec::new(), operations: false }
+        Self { client, js, config, engines: Vec::new(), operations: false, ready: Readiness::default() }
     }
 
     /// Adds a function: an [`Engine`](jetsaga_core::Engine) over its
@@ -298,6 +311,11 @@ impl Runtime {
     pub fn serving_operations(mut self) -> Self {
         self.operations = true;
         self
+    }
+
+    /// Becomes ready once [`Runtime::run`] consumes every hosted function's streams.
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
     }
 
     /// The hosted functions.
@@ -378,6 +396,7 @@ impl Runtime {
             }
             return Err(e);
         }
+        self.ready.0.store(true, std::sync::atomic::Ordering::Relaxed);
         info!(functions = self.engines.len(), stream = %self.config.stream, "runtime started");
         tokio::select! {
             () = shutdown => info!("shutting down: finishing in-flight batches"),
