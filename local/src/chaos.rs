@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -110,6 +110,15 @@ pub struct ChaosArgs {
     /// The `jetsaga` binary to run the functions with [default: this one].
     #[arg(long, hide = true)]
     pub runner: Option<PathBuf>,
+    /// Run every function as a container of this image (`scripts/image`)
+    /// on the host's network, as an orchestrator would: a kill is `kill
+    /// --signal KILL` of the container, a pause SIGSTOP to its process, a
+    /// restart a new container. The nats-server nodes stay processes.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "lambda")]
+    pub containers: Option<String>,
+    /// The container runtime's command line (CI passes `scripts/podman --print`).
+    #[arg(long, value_name = "COMMAND", default_value = "podman", requires = "containers")]
+    pub container_runtime: String,
 }
 
 /// A kind of fault.
@@ -317,6 +326,8 @@ struct Worker {
     log: PathBuf,
     process: Option<Process>,
     paused: bool,
+    /// The container it runs in, with `--containers`.
+    container: Option<String>,
 }
 
 /// Everything the run started.
@@ -329,6 +340,30 @@ struct Fleet {
     workers: Vec<Worker>,
     /// The emulator and DynamoDB endpoint on the Lambda path.
     lambda: Option<LambdaLocal>,
+    /// With `--containers`: the runtime's command line, the image, and the
+    /// directory the functions' stores live in (mounted at the same path).
+    containers: Option<Containers>,
+}
+
+/// How the functions run as containers.
+#[derive(Debug)]
+struct Containers {
+    runtime: Vec<String>,
+    image: String,
+    data_dir: PathBuf,
+}
+
+impl Containers {
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.runtime[0]);
+        command.args(&self.runtime[1..]);
+        command
+    }
+
+    /// Runs `<runtime> <args>` quietly; whether it succeeded.
+    fn run(&self, args: &[&str]) -> bool {
+        self.command().args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    }
 }
 
 impl Fleet {
@@ -337,13 +372,28 @@ impl Fleet {
 
     fn spawn(&self, worker: &mut Worker) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&worker.log)?;
-        let (mut command, what) = match worker.role {
-            Role::Bootstrap => {
+        let (mut command, what) = match (worker.role, &self.containers) {
+            (Role::Bootstrap, _) => {
                 let lambda = self.lambda.as_ref().ok_or_else(|| anyhow::anyhow!("a bootstrap needs the emulator"))?;
                 let name = &worker.args[0];
                 (lambda.bootstraps().command(name).map_err(anyhow::Error::msg)?, function_name(name))
             }
-            Role::Function | Role::Bridge => {
+            (Role::Function, Some(containers)) => {
+                let name = worker.container.clone().expect("a containerized worker has a container name");
+                // A container left by a kill of its client goes first.
+                containers.run(&["rm", "-f", &name]);
+                let data = containers.data_dir.display().to_string();
+                let mut command = containers.command();
+                command
+                    .args(["run", "--rm", "--name", &name, "--network", "host", "--read-only", "--tmpfs", "/tmp"])
+                    .args(["-v", &format!("{data}:{data}"), "-e", "RUST_LOG=warn", &containers.image])
+                    .args(&worker.args)
+                    .args(["--nats-url", &self.url, "--quiet"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null());
+                (command, format!("container {name}: jetsaga {}", worker.args.join(" ")))
+            }
+            (Role::Function | Role::Bridge, _) => {
                 let mut command = tools::tied_command(&self.exe);
                 command
                     .args(&worker.args)
@@ -358,6 +408,33 @@ impl Fleet {
         worker.paused = false;
         Ok(())
     }
+
+    /// Sends `kill -<signal>` to worker `i`'s program, in its container or not.
+    fn signal(&self, i: usize, signal: &str) {
+        let worker = &self.workers[i];
+        match (&self.containers, &worker.container) {
+            (Some(containers), Some(name)) => {
+                containers.run(&["kill", "--signal", signal, name]);
+            }
+            _ => {
+                if let Some(process) = &worker.process {
+                    process.signal_program(signal);
+                }
+            }
+        }
+    }
+
+    /// Starts worker `i` again (after a kill, or an exit).
+    fn respawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let mut worker = std::mem::replace(&mut self.workers[i], placeholder());
+        if let (Some(containers), Some(name)) = (&self.containers, &worker.container) {
+            containers.run(&["rm", "-f", name]);
+        }
+        drop(worker.process.take());
+        self.spawn(&mut worker)?;
+        self.workers[i] = worker;
+        Ok(())
+    }
 }
 
 impl Drop for Fleet {
@@ -365,10 +442,16 @@ impl Drop for Fleet {
     /// drain would be waited for in turn), then Lambda, then the servers, so
     /// nothing outlives what it talks to.
     fn drop(&mut self) {
-        for worker in &self.workers {
-            if let Some(process) = &worker.process {
-                process.signal_program("CONT");
-                process.signal_program("TERM");
+        for i in 0..self.workers.len() {
+            self.signal(i, "CONT");
+            self.signal(i, "TERM");
+        }
+        if let Some(containers) = &self.containers {
+            let names: Vec<&str> = self.workers.iter().filter_map(|w| w.container.as_deref()).collect();
+            if !names.is_empty() {
+                let mut args = vec!["rm", "-f", "-t", "10"];
+                args.extend(names);
+                containers.run(&args);
             }
         }
         for worker in &mut self.workers {
@@ -379,11 +462,6 @@ impl Drop for Fleet {
             drop(node.process.take());
         }
     }
-}
-
-/// Sends `kill -<signal>` to the program a tied process runs.
-fn signal(process: &Process, signal: &str) {
-    process.signal_program(signal);
 }
 
 /// A command's fate at the client.
@@ -603,10 +681,23 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         }
         None
     };
-    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), lambda };
+    let containers = match &args.containers {
+        Some(image) => {
+            let runtime: Vec<String> = args.container_runtime.split_whitespace().map(String::from).collect();
+            anyhow::ensure!(!runtime.is_empty(), "--container-runtime is empty");
+            // The functions' stores, written by the image's non-root user.
+            let data_dir = dir.join("functions");
+            std::fs::create_dir_all(&data_dir)?;
+            std::fs::set_permissions(&data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+            Some(Containers { runtime, image: image.clone(), data_dir })
+        }
+        None => None,
+    };
+    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), lambda, containers };
     for (label, role, args) in processes {
         let log = dir.join("logs").join(format!("{label}.log"));
-        let mut worker = Worker { role, args, log, process: None, paused: false };
+        let container = fleet.containers.as_ref().map(|_| format!("jetsaga-chaos-{seed}-{label}"));
+        let mut worker = Worker { role, args, log, process: None, paused: false, container };
         fleet.spawn(&mut worker)?;
         fleet.workers.push(worker);
     }
@@ -711,15 +802,10 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = Instant::now();
         for (_, i) in restarts.extract_if(.., |(at, _)| *at <= now) {
-            let mut worker = std::mem::replace(&mut fleet.workers[i], placeholder());
-            drop(worker.process.take());
-            fleet.spawn(&mut worker)?;
-            fleet.workers[i] = worker;
+            fleet.respawn(i)?;
         }
         for (_, i) in resumes.extract_if(.., |(at, _)| *at <= now) {
-            if let Some(process) = &fleet.workers[i].process {
-                signal(process, "CONT");
-            }
+            fleet.signal(i, "CONT");
             fleet.workers[i].paused = false;
         }
         // A process that exits by itself gave up on something it should
@@ -768,17 +854,13 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
             Fault::Kill if !idle.is_empty() => {
                 let i = idle[rng.below(idle.len())];
                 key = fault_key(fault, fleet.workers[i].role);
-                if let Some(process) = &fleet.workers[i].process {
-                    signal(process, "KILL");
-                }
+                fleet.signal(i, "KILL");
                 restarts.push((now + rng.between(0.2, 1.5), i));
             }
             Fault::Pause if !idle.is_empty() => {
                 let i = idle[rng.below(idle.len())];
                 key = fault_key(fault, fleet.workers[i].role);
-                if let Some(process) = &fleet.workers[i].process {
-                    signal(process, "STOP");
-                }
+                fleet.signal(i, "STOP");
                 fleet.workers[i].paused = true;
                 resumes.push((now + ack_wait + rng.between(0.5, 2.0), i));
             }
@@ -798,9 +880,7 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
                 }
                 let until = now + HANG_STEP_TIMEOUT + rng.between(1.0, 3.0);
                 for i in copies {
-                    if let Some(process) = &fleet.workers[i].process {
-                        signal(process, "STOP");
-                    }
+                    fleet.signal(i, "STOP");
                     fleet.workers[i].paused = true;
                     resumes.push((until, i));
                 }
@@ -822,19 +902,14 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     load.await?;
     // Heal everything before settling.
     for (_, i) in restarts.drain(..) {
-        let mut worker = std::mem::replace(&mut fleet.workers[i], placeholder());
-        drop(worker.process.take());
-        fleet.spawn(&mut worker)?;
-        fleet.workers[i] = worker;
+        fleet.respawn(i)?;
     }
     // Pauses and hangs last as long as they were meant to (a hang past the
     // step's deadline is the point), then resume.
     resumes.sort_by_key(|(at, _)| *at);
     for (at, i) in resumes.drain(..) {
         tokio::time::sleep_until(at.into()).await;
-        if let Some(process) = &fleet.workers[i].process {
-            signal(process, "CONT");
-        }
+        fleet.signal(i, "CONT");
     }
     if let Some((_, i)) = node_down.take() {
         fleet.nodes[i].start(&fleet.nats_binary)?;
@@ -879,6 +954,9 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     reproduce.push_str(&format!(" --publish-share {}", args.publish_share));
     if args.cluster {
         reproduce.push_str(" --cluster");
+    }
+    if let Some(image) = &args.containers {
+        reproduce.push_str(&format!(" --containers {image}"));
     }
     if args.lambda {
         reproduce.push_str(" --lambda");
@@ -927,7 +1005,7 @@ fn fault_key(fault: Fault, role: Role) -> String {
 }
 
 fn placeholder() -> Worker {
-    Worker { role: Role::Function, args: Vec::new(), log: PathBuf::new(), process: None, paused: false }
+    Worker { role: Role::Function, args: Vec::new(), log: PathBuf::new(), process: None, paused: false, container: None }
 }
 
 /// Waits until the run has settled, then reads back everything the checker needs.
