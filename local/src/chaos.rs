@@ -1005,7 +1005,14 @@ fn fault_key(fault: Fault, role: Role) -> String {
 }
 
 fn placeholder() -> Worker {
-    Worker { role: Role::Function, args: Vec::new(), log: PathBuf::new(), process: None, paused: false, container: None }
+    Worker {
+        role: Role::Function,
+        args: Vec::new(),
+        log: PathBuf::new(),
+        process: None,
+        paused: false,
+        container: None,
+    }
 }
 
 /// Waits until the run has settled, then reads back everything the checker needs.
