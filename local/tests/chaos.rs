@@ -27,6 +27,8 @@ fn args(seed: u64) -> ChaosArgs {
         json: None,
         keep: false,
         runner: Some(PathBuf::from(env!("CARGO_BIN_EXE_jetsaga"))),
+        containers: None,
+        container_runtime: "podman".into(),
     }
 }
 
