@@ -184,6 +184,8 @@ pub fn function_manifests() -> Vec<Value> {
             name,
             "--no-provision",
             "--no-http",
+            // No demo catalog in a real deployment.
+            "--no-seed",
             "--store",
             "postgres",
             "--health-port",
