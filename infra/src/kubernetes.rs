@@ -184,8 +184,9 @@ pub fn function_manifests() -> Vec<Value> {
             name,
             "--no-provision",
             "--no-http",
-            // No demo catalog in a real deployment.
+            // No demo catalog in a real deployment, and no flow printed.
             "--no-seed",
+            "--quiet",
             "--store",
             "postgres",
             "--health-port",

@@ -334,6 +334,7 @@ pub(crate) async fn host(
     }
     let cancel = CancellationToken::new();
     let shutdown = cancel.clone();
+    let consuming = runtime.readiness();
     let mut runner = tokio::spawn(async move { runtime.run(shutdown.cancelled_owned()).await });
 
     let client = Client::new(nats.clone(), url.to_string());
@@ -343,18 +344,40 @@ pub(crate) async fn host(
     // waited for, with a word every minute, never given up on: a bridge or
     // runner that exited would help nobody.
     let mut waited = 0;
-    loop {
+    let mut every_minute =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(60));
+    // First its own word that it consumes its streams (no NATS request: a
+    // function's own user may ask nothing of others)…
+    while !consuming.is_ready() {
         tokio::select! {
-            ready = client.wait_for_services(names, Duration::from_secs(60)) => match ready {
-                Ok(()) => break,
-                Err(e) => {
-                    waited += 1;
-                    warn!(error = %e, minutes = waited, "still waiting for the functions to answer; is their store (or Lambda) reachable?");
-                }
-            },
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = every_minute.tick() => {
+                waited += 1;
+                warn!(minutes = waited, "still waiting to consume the streams; is the server (or provisioning) there?");
+            }
             result = &mut runner => {
                 result??;
                 anyhow::bail!("the runtime stopped before its functions came up");
+            }
+        }
+    }
+    // …then, where this process talks to its functions as a client does
+    // (the demo data, the flow), that they answer: on the Lambda path that
+    // is when the Lambdas do.
+    if seed_demo || !quiet {
+        loop {
+            tokio::select! {
+                ready = client.wait_for_services(names, Duration::from_secs(60)) => match ready {
+                    Ok(()) => break,
+                    Err(e) => {
+                        waited += 1;
+                        warn!(error = %e, minutes = waited, "still waiting for the functions to answer; is their store (or Lambda) reachable?");
+                    }
+                },
+                result = &mut runner => {
+                    result??;
+                    anyhow::bail!("the runtime stopped before its functions came up");
+                }
             }
         }
     }
