@@ -172,28 +172,34 @@ fn disruption_budget(component: &str, min_available: u32) -> Value {
     })
 }
 
+/// How a function's process runs where something else provisions and
+/// serves HTTP: its store, its health on [`HEALTH_PORT`].
+pub(crate) fn function_args(name: &str, store: &str) -> Vec<String> {
+    [
+        "up",
+        "--function",
+        name,
+        "--no-provision",
+        "--no-http",
+        // No demo catalog in a real deployment, and no flow printed.
+        "--no-seed",
+        "--quiet",
+        "--store",
+        store,
+        "--health-port",
+        &HEALTH_PORT.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Every function: a Deployment of 2 copies and its budget.
 pub fn function_manifests() -> Vec<Value> {
     let mut docs = Vec::new();
     for (name, _) in functions() {
         let mut env = nats_env(name);
         env.push(secret_env("DATABASE_URL", POSTGRES_SECRET, "url"));
-        let args = [
-            "up",
-            "--function",
-            name,
-            "--no-provision",
-            "--no-http",
-            // No demo catalog in a real deployment, and no flow printed.
-            "--no-seed",
-            "--quiet",
-            "--store",
-            "postgres",
-            "--health-port",
-            &HEALTH_PORT.to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
+        let args = function_args(name, "postgres");
         docs.push(deployment(Workload {
             component: name,
             replicas: 2,

@@ -2,11 +2,13 @@
 //! declarations, so names, subjects and permissions live in one place: the
 //! CloudFormation template (`infra/cloudformation.json`), the NATS
 //! cluster configuration with one user per function (`infra/nats/`) and the
-//! Kubernetes manifests (`infra/kubernetes/`). A test
+//! Kubernetes manifests (`infra/kubernetes/`) and the compose file
+//! (`infra/compose/`). A test
 //! fails when the checked-in files drift (`jetsaga infra write`
 //! regenerates them).
 
 pub mod cloudformation;
+pub mod compose;
 pub mod kubernetes;
 pub mod nats;
 
@@ -19,5 +21,6 @@ pub fn files() -> Vec<(&'static str, String)> {
     template.push('\n');
     let mut files = vec![("infra/cloudformation.json", template), ("infra/nats/cluster.conf", nats_cluster_config())];
     files.extend(kubernetes::files());
+    files.extend(compose::files());
     files
 }

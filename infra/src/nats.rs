@@ -152,6 +152,8 @@ fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
     publish.extend(specs.iter().flat_map(|spec| spec.accepts.iter().chain(spec.direct)).map(|s| s.to_string()));
     let service = jetsaga_jetstream::ops::SERVICE_NAME;
     let mut subscribe: Vec<String> = jetsaga_events::ops::OPS_SUBJECTS.iter().map(|s| s.to_string()).collect();
+    // Discovery of the service (`nats micro ls` asks all services at once).
+    subscribe.extend(["$SRV.PING", "$SRV.INFO", "$SRV.STATS"].map(String::from));
     subscribe.push(format!("$SRV.*.{service}"));
     subscribe.push(format!("$SRV.*.{service}.>"));
     (publish, subscribe)
@@ -231,11 +233,11 @@ pub const TLS_DIR: &str = "/etc/nats/tls";
 /// routes (it must allow server *and* client authentication, and name the
 /// node's host: `nats-1`…, and the client address); `verify` asks peers
 /// for a certificate of the same CA.
-fn tls_block(indent: &str, verify: bool) -> String {
+pub(crate) fn tls_block(dir: &str, indent: &str, verify: bool) -> String {
     let verify = if verify { format!("{indent}  verify: true\n") } else { String::new() };
     format!(
-        "{indent}tls {{\n{indent}  cert_file: \"{TLS_DIR}/tls.crt\"\n{indent}  key_file: \"{TLS_DIR}/tls.key\"\n\
-         {indent}  ca_file: \"{TLS_DIR}/ca.crt\"\n{verify}{indent}  timeout: 2\n{indent}}}\n"
+        "{indent}tls {{\n{indent}  cert_file: \"{dir}/tls.crt\"\n{indent}  key_file: \"{dir}/tls.key\"\n\
+         {indent}  ca_file: \"{dir}/ca.crt\"\n{verify}{indent}  timeout: 2\n{indent}}}\n"
     )
 }
 
@@ -266,8 +268,8 @@ pub fn node_config(layout: &NodeLayout<'_>) -> String {
          {}",
         layout.server_name,
         layout.monitoring,
-        tls_block("", false),
-        tls_block("  ", true),
+        tls_block(TLS_DIR, "", false),
+        tls_block(TLS_DIR, "  ", true),
         nats_accounts()
     )
 }

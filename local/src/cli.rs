@@ -89,6 +89,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add the demo catalog and customers to a running saga, as `up` does
+    /// when it starts (those missing only), once inventory and customer
+    /// answer; as a user allowed their commands (admin).
+    Seed {
+        /// How many seconds to wait for the functions to answer.
+        #[arg(long, default_value_t = 60)]
+        wait_seconds: u64,
+    },
     /// List the catalog with available and reserved stock.
     Products {
         /// Print JSON instead of text.
@@ -167,7 +175,25 @@ enum InfraCommand {
     Template,
     /// Print the NATS cluster node configuration (one user per function).
     NatsConfig,
-    /// Regenerate infra/cloudformation.json and infra/nats/cluster.conf.
+    /// Make what a deployment without a secret store needs (compose's
+    /// `credentials` service runs it): a random password per NATS user in
+    /// OUT/<user>/password, the server's OUT/nats/passwords.conf, and a
+    /// private CA with the server's certificate (OUT/nats/tls.crt, tls.key,
+    /// ca.crt; OUT/<user>/ca.crt). Keeps what exists; prints no secret.
+    Credentials {
+        /// The directory to write under (one subdirectory per user).
+        #[arg(long)]
+        out: PathBuf,
+        /// Hand the files to this user id (the one the services run as).
+        #[arg(long)]
+        owner: Option<u32>,
+        /// Also hand this directory (not its contents) to --owner: a data
+        /// volume that starts out as root's (repeat for several).
+        #[arg(long = "own", value_name = "DIR", requires = "owner")]
+        own: Vec<PathBuf>,
+    },
+    /// Regenerate every generated file: infra/cloudformation.json,
+    /// infra/nats/cluster.conf, infra/kubernetes/, infra/compose/.
     Write {
         /// The repository root.
         #[arg(long, default_value = ".")]
@@ -334,6 +360,21 @@ fn infra_command(command: InfraCommand) -> anyhow::Result<()> {
     match command {
         InfraCommand::Template => print!("{}", jetsaga_infra::files()[0].1),
         InfraCommand::NatsConfig => print!("{}", jetsaga_infra::nats_cluster_config()),
+        InfraCommand::Credentials { out, owner, own } => {
+            let made = crate::credentials::write(&out, owner)?;
+            for dir in own.iter() {
+                let owner = owner.expect("clap requires --owner with --own");
+                std::os::unix::fs::chown(dir, Some(owner), Some(owner))
+                    .map_err(|e| anyhow::anyhow!("cannot hand {} to user {owner}: {e}", dir.display()))?;
+            }
+            println!(
+                "credentials in {}: {} NATS users ({} new passwords), certificate {}",
+                out.display(),
+                made.users,
+                made.new_passwords,
+                if made.new_certificate { "made (a new private CA)" } else { "kept" }
+            );
+        }
         InfraCommand::Write { root } => {
             for (path, contents) in jetsaga_infra::files() {
                 let path = root.join(path);
@@ -454,6 +495,13 @@ impl Cli {
             | Command::Provision(_)
             | Command::Ops { .. } => {
                 unreachable!("handled above")
+            }
+            Command::Seed { wait_seconds } => {
+                use jetsaga_events::subjects::{CUSTOMERS_CMD_CREATE, INVENTORY_CMD_UPSERT_PRODUCT};
+                let wait = Duration::from_secs(wait_seconds);
+                client.wait_for_services(&["inventory".into(), "customer".into()], wait).await?;
+                up::seed(&client, &[INVENTORY_CMD_UPSERT_PRODUCT, CUSTOMERS_CMD_CREATE]).await?;
+                println!("demo data: {} products, {} customers", up::DEMO_PRODUCTS.len(), up::DEMO_CUSTOMERS.len());
             }
             Command::Order(OrderCommand::Create { customer, items, order_id, wait, json }) => {
                 let create = CreateOrder { order_id, customer_id: customer, items };

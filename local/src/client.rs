@@ -12,7 +12,8 @@ use serde_json::Value;
 /// How long a command or query may take before we give up.
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Connection options named `name`, authenticated by `NATS_CREDS` (the
+/// Connection options named `name`, authenticated by `NATS_USER` with
+/// `NATS_PASSWORD` (or the file `NATS_PASSWORD_FILE`), by `NATS_CREDS` (the
 /// content of a `.creds` file, as Secrets Manager hands it to a container)
 /// or `NATS_CREDS_FILE` when set; otherwise by whatever the URL carries.
 /// TLS from `NATS_CA`, `NATS_CERT` and `NATS_KEY` (then required: see
@@ -21,8 +22,20 @@ pub fn connect_options(name: &str) -> anyhow::Result<async_nats::ConnectOptions>
     let tls = jetsaga_jetstream::tls::TlsSettings::from_env(|name| std::env::var(name).ok(), &[])
         .map_err(anyhow::Error::msg)?;
     let options = tls.apply(async_nats::ConnectOptions::new().name(name));
-    if let (Ok(user), Ok(password)) = (std::env::var("NATS_USER"), std::env::var("NATS_PASSWORD")) {
-        return Ok(options.user_and_password(user, password));
+    if let Ok(user) = std::env::var("NATS_USER") {
+        let password = match (std::env::var("NATS_PASSWORD"), std::env::var("NATS_PASSWORD_FILE")) {
+            (Ok(password), _) => Some(password),
+            (Err(_), Ok(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read NATS_PASSWORD_FILE {path}: {e}"))?
+                    .trim()
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        if let Some(password) = password {
+            return Ok(options.user_and_password(user, password));
+        }
     }
     if let Ok(creds) = std::env::var("NATS_CREDS") {
         return options.credentials(&creds).map_err(|e| anyhow::anyhow!("NATS_CREDS is not a valid .creds file: {e}"));

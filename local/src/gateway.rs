@@ -67,9 +67,7 @@ pub fn keys(args: &HttpArgs, data_dir: &Path) -> anyhow::Result<Keys> {
             let path = data_dir.join("jwt.key");
             if !path.exists() {
                 std::fs::create_dir_all(data_dir)?;
-                let secret: String =
-                    (0..2).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect::<Vec<_>>().concat();
-                write_private(&path, &secret)?;
+                write_private(&path, &random_secret())?;
                 info!(path = %path.display(), "created a session signing key");
             }
             path
@@ -78,6 +76,12 @@ pub fn keys(args: &HttpArgs, data_dir: &Path) -> anyhow::Result<Keys> {
     let secret = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("cannot read the session signing key {}: {e}", path.display()))?;
     Keys::from_secret(secret.trim().as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// 64 random hex characters (256 bits from the system's generator, by way
+/// of two v4 UUIDs' random bits: 244 of them).
+pub(crate) fn random_secret() -> String {
+    (0..2).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect::<Vec<_>>().concat()
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

@@ -19,6 +19,7 @@ pub mod bridge;
 pub mod chaos;
 pub mod cli;
 pub mod client;
+pub mod credentials;
 pub mod flow;
 pub mod gateway;
 pub mod health;

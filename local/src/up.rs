@@ -433,7 +433,7 @@ pub(crate) async fn shutdown_signal() {
 
 /// Creates the demo products and customers that do not exist yet, when
 /// this process hosts the functions that accept them.
-async fn seed(client: &Client, accepted: &[&str]) -> anyhow::Result<()> {
+pub(crate) async fn seed(client: &Client, accepted: &[&str]) -> anyhow::Result<()> {
     use jetsaga_events::subjects::{CUSTOMERS_CMD_CREATE, INVENTORY_CMD_UPSERT_PRODUCT};
     if accepted.contains(&INVENTORY_CMD_UPSERT_PRODUCT) {
         let existing = client.products().await?;

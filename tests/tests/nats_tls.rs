@@ -58,7 +58,16 @@ async fn routes_of(http: u16) -> u64 {
 }
 
 async fn connect(server: &NatsServer, user: &str, tls: &TlsSettings) -> Result<async_nats::Client, String> {
-    let options = async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+    connect_with(server, user, &password(user), tls).await
+}
+
+async fn connect_with(
+    server: &NatsServer,
+    user: &str,
+    password: &str,
+    tls: &TlsSettings,
+) -> Result<async_nats::Client, String> {
+    let options = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
         .custom_inbox_prefix(jetsaga_local::client::inbox_prefix(user))
         .retry_on_initial_connect()
         .max_reconnects(Some(1));
@@ -146,4 +155,37 @@ async fn the_generated_cluster_is_tls_only_and_admits_only_nodes_of_its_ca() {
     cancel.cancel();
     task.await.unwrap().unwrap();
     drop(b);
+}
+
+/// compose's server (`infra/compose/nats.conf`) with what `jetsaga infra
+/// credentials` made: each user gets in with its own password over TLS
+/// with the CA it was given, and not with another user's password, nor
+/// without trusting the CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_credentials_admit_each_user_by_its_own_password_over_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = jetsaga_local::credentials::write(dir.path(), None).unwrap();
+    assert!(made.new_certificate && made.new_passwords == made.users, "{made:?}");
+    let server_dir = dir.path().join("nats");
+    let variables = std::fs::read_to_string(server_dir.join("passwords.conf")).unwrap();
+    let generated = jetsaga_infra::compose::nats_config();
+    let include = "include \"credentials/passwords.conf\"\n";
+    assert!(generated.contains(include) && generated.contains("http: 127.0.0.1:8222\n"), "{generated}");
+    // (The include, inlined: the harness keeps its config elsewhere.)
+    let config = generated
+        .replace(include, &variables)
+        .replace("/etc/nats/credentials", &server_dir.display().to_string())
+        .replace("http: 127.0.0.1:8222", &format!("http: 127.0.0.1:{}", free_port()))
+        .replace("  store_dir: /data/jetstream\n", "");
+    let server = NatsServer::start_with_config(&config);
+    let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).unwrap().trim().to_string();
+    let with_ca = TlsSettings { ca: Some(dir.path().join("order/ca.crt")), client: None, required: true };
+
+    let order = connect_with(&server, "order", &read("order/password"), &with_ca).await;
+    assert!(order.is_ok(), "order with its own password: {order:?}");
+    let borrowed = connect_with(&server, "order", &read("users/password"), &with_ca).await;
+    assert!(borrowed.is_err(), "order got in with the users function's password");
+    let untrusting = TlsSettings { required: true, ..TlsSettings::default() };
+    let refused = connect_with(&server, "order", &read("order/password"), &untrusting).await;
+    assert!(refused.is_err(), "a client without the deployment's CA connected");
 }
