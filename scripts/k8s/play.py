@@ -1,9 +1,11 @@
-"""Runs the generated Kubernetes manifests with `podman kube play` on this
-machine, as closely as podman allows, and drives the saga through them.
+"""Runs the Kubernetes manifests as `scripts/deploy-k8s --render DIR`
+renders them (the generated infra/kubernetes with the image set) and the
+Secrets it made, with `podman kube play` on this machine, as closely as
+podman allows, and drives the saga through them.
 
 podman 4.3 runs Pods, Deployments, Secrets and env from them, args and
 volumes; not StatefulSets, Services, Jobs, Ingress or KEDA objects (those
-are validated offline by validate.py). So, from the manifests as generated:
+are validated offline by validate.py). So, from the rendered manifests:
 
 - the NATS StatefulSet becomes three Pods of its template (one per node),
   with the generated nats.conf, each node on ports of its own because every
@@ -12,18 +14,17 @@ are validated offline by validate.py). So, from the manifests as generated:
 - every function Deployment becomes its two copies as Pods of its
   template (each copy's health port its own, for the same reason);
 - the gateway and ops Deployments become a Pod each;
-- the Secrets the deploy script would create are created, with random
-  passwords and certificates from scripts/nats-certs.
+- deploy-k8s's Secrets are created as podman secrets (passwords, the
+  PostgreSQL URL, the JWT secret) and its certificates mounted.
 
-Images: the one `scripts/image` built, and NATS from the nats-server here
+Images: the one named to deploy-k8s, and NATS from the nats-server here
 (no registry is reachable; the manifests name the official image).
 
 Then it drives orders over NATS (TLS, as the admin user), kills one copy of
 each function mid-way (SIGKILL to its process: the pod's restart policy
 brings it back), and checks that every order ended exactly once.
 
-    python scripts/k8s/play.py --image localhost/jetsaga:0.1.0 --podman "$(scripts/podman --print)" \
-        --certs DIR --database-url URL [--orders N]
+    python scripts/k8s/play.py --rendered DIR --podman "$(scripts/podman --print)" [--orders N]
 """
 import argparse
 import asyncio
@@ -44,14 +45,9 @@ import urllib.request
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MANIFESTS = ROOT / "infra" / "kubernetes"
 NATS_PORTS = [(14222 + i, 16222 + i, 18222 + i) for i in range(3)]  # client, route, monitor
 FIRST_HEALTH_PORT = 19000
 GATEWAY_PORT = 18480
-
-
-def load(name):
-    return [d for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d]
 
 
 def run(podman, *args, check=True, capture=False):
@@ -59,12 +55,6 @@ def run(podman, *args, check=True, capture=False):
     if check and result.returncode != 0:
         sys.exit(f"{' '.join(podman + list(args))} failed:\n{result.stdout}{result.stderr}")
     return result.stdout if capture else result
-
-
-def secret(name, data):
-    # (podman 4.3 reads `data`, base64, not `stringData`.)
-    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": encoded}
 
 
 def host_network(pod_spec):
@@ -107,21 +97,28 @@ def replace_arg(args, flag, value):
 
 
 def build(args, work):
-    users_secret, tls_secret = "jetsaga-nats-users", "nats-tls"
-    statefulset = next(d for d in load("nats.yaml") if d["kind"] == "StatefulSet")
-    config_map = next(d for d in load("nats.yaml") if d["kind"] == "ConfigMap")
-    users = sorted(e["valueFrom"]["secretKeyRef"]["key"] for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
-                   if "secretKeyRef" in e.get("valueFrom", {}))
-    passwords = {user: secrets.token_urlsafe(24) for user in users}
-    docs = [
-        secret(users_secret, passwords),
-        secret("jetsaga-postgres", {"url": args.database_url}),
-        secret("jetsaga-jwt", {"secret": secrets.token_hex(32)}),
-    ]
-    certs = pathlib.Path(args.certs)
+    rendered = pathlib.Path(args.rendered)
+    manifests = [d for d in yaml.safe_load_all((rendered / "manifests.yaml").read_text()) if d]
+    # What deploy-k8s would create in the cluster: its secrets, as it made them.
+    docs = [d for d in yaml.safe_load_all((rendered / "secrets.yaml").read_text()) if d]
+    for doc in docs:
+        doc["metadata"].pop("namespace", None)
+        doc["metadata"].pop("creationTimestamp", None)
+    secret_data = {d["metadata"]["name"]: {k: base64.b64decode(v) for k, v in d["data"].items()} for d in docs}
+    passwords = {user: value.decode() for user, value in secret_data["jetsaga-nats-users"].items()}
+
+    def one(kind, name=None):
+        return next(d for d in manifests if d["kind"] == kind and (name is None or d["metadata"]["name"] == name))
+
+    statefulset = one("StatefulSet")
+    config_map = one("ConfigMap", "nats-config")
+    certs = work / "tls"
+    certs.mkdir()
+    for key, value in secret_data["nats-tls"].items():
+        (certs / key).write_bytes(value)
     ca_dir = work / "ca"
     ca_dir.mkdir()
-    (ca_dir / "ca.crt").write_bytes((certs / "ca.crt").read_bytes())
+    (ca_dir / "ca.crt").write_bytes(secret_data["nats-ca"]["ca.crt"])
     url = ",".join(f"tls://127.0.0.1:{client}" for client, _, _ in NATS_PORTS)
 
     # NATS: the StatefulSet's template, one pod per node.
@@ -163,19 +160,20 @@ def build(args, work):
             (work / name / sub).mkdir(parents=True, exist_ok=True)
             os.chmod(work / name / sub, 0o777)
         container = spec["containers"][0]
-        container["image"] = args.image
         set_env(container, "NATS_URL", url)
         set_env(container, "RUST_LOG", "warn")
         if health_port is not None:
             replace_arg(container["args"], "--health-port", str(health_port))
         return pod(name, template, restart)
 
-    provision = load("provision.yaml")[0]
+    provision = one("Job", "jetsaga-provision")
     docs.append(jetsaga_pod("jetsaga-provision", provision["spec"]["template"], restart="OnFailure"))
     health = {}
     port = FIRST_HEALTH_PORT
     schema_prefix = f"k8s_{secrets.token_hex(3)}_"
-    for deployment in [d for d in load("functions.yaml") if d["kind"] == "Deployment"]:
+    functions = [d for d in manifests if d["kind"] == "Deployment" and d["metadata"]["name"] not in
+                 ("jetsaga-gateway", "jetsaga-ops")]
+    for deployment in functions:
         for copy_index in range(deployment["spec"]["replicas"]):
             name = f"{deployment['metadata']['name']}-{copy_index}"
             doc = jetsaga_pod(name, deployment["spec"]["template"], health_port=port)
@@ -183,17 +181,17 @@ def build(args, work):
             docs.append(doc)
             health[name] = f"http://127.0.0.1:{port}"
             port += 1
-    ops = load("ops.yaml")[0]
+    ops = one("Deployment", "jetsaga-ops")
     docs.append(jetsaga_pod("jetsaga-ops-0", ops["spec"]["template"], health_port=port))
     health["jetsaga-ops-0"] = f"http://127.0.0.1:{port}"
-    gateway = next(d for d in load("gateway.yaml") if d["kind"] == "Deployment")
+    gateway = one("Deployment", "jetsaga-gateway")
     gateway_pod = jetsaga_pod("jetsaga-gateway-0", gateway["spec"]["template"])
     gateway_args = gateway_pod["spec"]["containers"][0]["args"]
     replace_arg(gateway_args, "--http-port", str(GATEWAY_PORT))
     gateway_args.remove("--secure-cookies")  # plain HTTP here: no TLS proxy in front
     docs.append(gateway_pod)
     health["jetsaga-gateway-0"] = f"http://127.0.0.1:{GATEWAY_PORT}"
-    return docs, passwords, url, health, schema_prefix
+    return docs, passwords, url, health, schema_prefix, ca_dir / "ca.crt"
 
 
 def remove(podman, docs):
@@ -221,12 +219,12 @@ def wait_ready(health, seconds):
     return pending
 
 
-async def drive(args, url, passwords, podman, health):
+async def drive(args, url, passwords, podman, health, ca):
     import ssl
 
     import nats
 
-    context = ssl.create_default_context(cafile=str(pathlib.Path(args.certs) / "ca.crt"))
+    context = ssl.create_default_context(cafile=str(ca))
     nc = await nats.connect(servers=url.split(","), user="admin", password=passwords["admin"], tls=context,
                             max_reconnect_attempts=-1)
 
@@ -327,11 +325,9 @@ async def drive(args, url, passwords, podman, health):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--image", required=True)
+    parser.add_argument("--rendered", required=True, help="the directory `scripts/deploy-k8s --render` wrote")
     parser.add_argument("--nats-image", default="localhost/jetsaga-nats:rehearsal")
     parser.add_argument("--podman", required=True)
-    parser.add_argument("--certs", required=True)
-    parser.add_argument("--database-url", required=True)
     parser.add_argument("--orders", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--kill-after", type=float, default=4)
@@ -339,7 +335,7 @@ def main():
     args = parser.parse_args()
     podman = shlex.split(args.podman)
     work = pathlib.Path(tempfile.mkdtemp(prefix="jetsaga-k8s-"))
-    docs, passwords, url, health, schema_prefix = build(args, work)
+    docs, passwords, url, health, schema_prefix, ca = build(args, work)
     play = work / "play.yaml"
     play.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     print(f"playing {sum(1 for d in docs if d['kind'] == 'Pod')} pods from infra/kubernetes ({play})", flush=True)
@@ -361,7 +357,7 @@ def main():
             sys.exit(f"not ready after 120 s: {sorted(not_ready)}")
         print(f"ready: {len(health)} pods answer /readyz (NATS 3 nodes over TLS, provisioned by the Job's pod)", flush=True)
         started = time.monotonic()
-        result = asyncio.run(drive(args, url, passwords, podman, health))
+        result = asyncio.run(drive(args, url, passwords, podman, health, ca))
         result["seconds"] = round(time.monotonic() - started, 1)
         # The killed copies came back by the pod's restart policy, and serve again.
         back = wait_ready({name: health[name] for name in result["killed"]}, 60)
