@@ -159,12 +159,15 @@ fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
     (publish, subscribe)
 }
 
-/// What one NATS user may do.
-#[derive(Debug)]
-struct Permissions {
-    publish: Vec<String>,
-    deny_publish: Vec<String>,
-    subscribe: Vec<String>,
+/// What one NATS user may do (and it may answer requests: one reply each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    /// Subjects it may publish to.
+    pub publish: Vec<String>,
+    /// Subjects it may not publish to, although `publish` covers them.
+    pub deny_publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
 }
 
 /// The NATS user of the HTTP gateway.
@@ -173,31 +176,31 @@ pub const GATEWAY_USER: &str = "gateway";
 /// The NATS user of a process that hosts only the operations service.
 pub const OPS_USER: &str = "ops";
 
-fn user(name: &str, password_var: &str, specs: &[&FunctionSpec]) -> String {
-    let (publish, subscribe) = permissions(name, specs);
-    account_user(name, password_var, Permissions { publish, deny_publish: Vec::new(), subscribe })
-}
-
-fn account_user(name: &str, password_var: &str, permissions: Permissions) -> String {
-    let Permissions { publish, deny_publish, subscribe } = permissions;
-    let deny = if deny_publish.is_empty() { String::new() } else { format!(", deny: [{}]", quoted(&deny_publish)) };
+fn account_user(name: &str, permissions: Option<&Permissions>) -> String {
+    let password = format!("$JETSAGA_{}_PASSWORD", name.to_uppercase());
+    let Some(Permissions { publish, deny_publish, subscribe }) = permissions else {
+        return format!("      {{ user: \"{name}\", password: {password} }}\n");
+    };
+    let deny = if deny_publish.is_empty() { String::new() } else { format!(", deny: [{}]", quoted(deny_publish)) };
     format!(
-        "      {{\n        user: \"{name}\", password: ${password_var}\n        permissions: {{\n          publish: {{ allow: [{}]{deny} }}\n          subscribe: {{ allow: [{}] }}\n          allow_responses: true\n        }}\n      }}\n",
-        quoted(&publish),
-        quoted(&subscribe)
+        "      {{\n        user: \"{name}\", password: {password}\n        permissions: {{\n          publish: {{ allow: [{}]{deny} }}\n          subscribe: {{ allow: [{}] }}\n          allow_responses: true\n        }}\n      }}\n",
+        quoted(publish),
+        quoted(subscribe)
     )
 }
 
-/// The `accounts` block: an `admin` user (`jetsaga provision`, the CLI), one
-/// user per function allowed exactly its subjects, a `bridge` user with the
-/// union of every function's permissions, a `gateway` user for the HTTP
-/// API, and an `ops` user for the operations service alone. Passwords come from
-/// environment variables (`$JETSAGA_<USER>_PASSWORD`) when the server starts.
-pub fn nats_accounts() -> String {
+/// Every NATS user and what it may do (`None`: everything, the `admin`
+/// that provisions and runs the CLI): one user per function allowed
+/// exactly its subjects, a `bridge` user with the union of every
+/// function's permissions, a `gateway` user for the HTTP API, and an `ops`
+/// user for the operations service alone. Password users
+/// ([`nats_accounts`]) and JWT users alike are made from this list.
+pub fn user_permissions() -> Vec<(String, Option<Permissions>)> {
     let all = deployable();
-    let mut users = String::from("      { user: \"admin\", password: $JETSAGA_ADMIN_PASSWORD }\n");
+    let mut users = vec![("admin".to_string(), None)];
     for (name, spec) in &all {
-        users.push_str(&user(name, &format!("JETSAGA_{}_PASSWORD", name.to_uppercase()), &[spec]));
+        let (publish, subscribe) = permissions(name, &[spec]);
+        users.push((name.to_string(), Some(Permissions { publish, deny_publish: Vec::new(), subscribe })));
     }
     let specs: Vec<&FunctionSpec> = all.iter().map(|(_, s)| *s).collect();
     // The bridge also hosts the operations service (status, dead letters, redrive).
@@ -209,19 +212,20 @@ pub fn nats_accounts() -> String {
         list.sort();
         list.dedup();
     }
-    users.push_str(&account_user(
-        "bridge",
-        "JETSAGA_BRIDGE_PASSWORD",
-        Permissions { publish, deny_publish: Vec::new(), subscribe },
-    ));
-    users.push_str(&account_user(GATEWAY_USER, "JETSAGA_GATEWAY_PASSWORD", gateway_permissions(&specs)));
+    users.push(("bridge".to_string(), Some(Permissions { publish, deny_publish: Vec::new(), subscribe })));
+    users.push((GATEWAY_USER.to_string(), Some(gateway_permissions(&specs))));
     let (publish, mut subscribe) = ops_permissions(&specs);
     subscribe.insert(0, format!("{}.>", jetsaga_jetstream::service::inbox_prefix(OPS_USER)));
-    users.push_str(&account_user(
-        OPS_USER,
-        "JETSAGA_OPS_PASSWORD",
-        Permissions { publish, deny_publish: Vec::new(), subscribe },
-    ));
+    users.push((OPS_USER.to_string(), Some(Permissions { publish, deny_publish: Vec::new(), subscribe })));
+    users
+}
+
+/// The `accounts` block: every user of [`user_permissions`] in the account
+/// `SAGA`. Passwords come from environment variables
+/// (`$JETSAGA_<USER>_PASSWORD`) when the server starts.
+pub fn nats_accounts() -> String {
+    let users: String =
+        user_permissions().iter().map(|(name, permissions)| account_user(name, permissions.as_ref())).collect();
     format!("accounts {{\n  SAGA {{\n    jetstream: enabled\n    users: [\n{users}    ]\n  }}\n}}\n")
 }
 
@@ -295,9 +299,7 @@ pub fn nats_cluster_config() -> String {
 /// Every NATS user of the generated accounts: `admin`, each function,
 /// `bridge`, `gateway` and `ops`.
 pub fn users() -> Vec<String> {
-    let mut users = vec!["admin".to_string()];
-    users.extend(deployable().into_iter().map(|(name, _)| name.to_string()));
-    users.extend(["bridge", GATEWAY_USER, OPS_USER].map(String::from));
+    let mut users: Vec<String> = user_permissions().into_iter().map(|(name, _)| name).collect();
     users.sort();
     users.dedup();
     users

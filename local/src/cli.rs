@@ -187,6 +187,12 @@ enum InfraCommand {
         /// Hand the files to this user id (the one the services run as).
         #[arg(long)]
         owner: Option<u32>,
+        /// NATS decentralized auth instead of passwords: an operator, the
+        /// accounts and a user JWT per process in OUT/<user>/user.creds
+        /// (NATS_CREDS_FILE), the server's part in OUT/nats/operator.conf
+        /// (include it), the keys' seeds in OUT/keys/. No certificate.
+        #[arg(long)]
+        jwt: bool,
         /// Also hand this directory (not its contents) to --owner: a data
         /// volume that starts out as root's (repeat for several).
         #[arg(long = "own", value_name = "DIR", requires = "owner")]
@@ -360,7 +366,19 @@ fn infra_command(command: InfraCommand) -> anyhow::Result<()> {
     match command {
         InfraCommand::Template => print!("{}", jetsaga_infra::files()[0].1),
         InfraCommand::NatsConfig => print!("{}", jetsaga_infra::nats_cluster_config()),
-        InfraCommand::Credentials { out, owner, own } => {
+        InfraCommand::Credentials { out, owner, jwt: true, own } => {
+            anyhow::ensure!(own.is_empty(), "--own goes with password credentials (compose), not with --jwt");
+            let made = crate::credentials::write_decentralized(&out, owner)?;
+            println!(
+                "credentials in {}: {} NATS users as JWTs ({} new), operator keys {}, account SAGA is {}",
+                out.display(),
+                made.users,
+                made.new_users,
+                if made.new_operator { "made" } else { "kept" },
+                made.account
+            );
+        }
+        InfraCommand::Credentials { out, owner, jwt: false, own } => {
             let made = crate::credentials::write(&out, owner)?;
             for dir in own.iter() {
                 let owner = owner.expect("clap requires --owner with --own");

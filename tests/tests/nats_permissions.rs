@@ -1,5 +1,8 @@
 //! The generated NATS accounts (one user per function, exactly its
-//! subjects) run the whole saga, and refuse a function what it may not do.
+//! subjects) run the whole saga, and refuse a function what it may not do:
+//! with passwords (`infra/nats`), and with NATS's decentralized auth
+//! (operator mode, a `.creds` file per process: `jetsaga infra credentials
+//! --jwt`).
 
 use std::time::Duration;
 
@@ -33,8 +36,44 @@ fn accounts() -> String {
     config
 }
 
-async fn connect_as(server: &NatsServer, user: &str) -> async_nats::Client {
-    async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+/// How every process proves who it is.
+enum Auth {
+    /// A password each, in the generated `accounts` block.
+    Passwords,
+    /// Operator mode: the JWTs and `.creds` files `jetsaga infra credentials --jwt` made here.
+    Creds(tempfile::TempDir),
+}
+
+impl Auth {
+    fn creds() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        jetsaga_local::credentials::write_decentralized(dir.path(), None).unwrap();
+        Auth::Creds(dir)
+    }
+
+    fn server(&self) -> NatsServer {
+        match self {
+            Auth::Passwords => NatsServer::start_with_config(&accounts()),
+            Auth::Creds(dir) => {
+                let operator = std::fs::read_to_string(dir.path().join("nats/operator.conf")).unwrap();
+                NatsServer::start_with_config(&operator)
+            }
+        }
+    }
+
+    fn options(&self, user: &str) -> async_nats::ConnectOptions {
+        match self {
+            Auth::Passwords => async_nats::ConnectOptions::with_user_and_password(user.into(), password(user)),
+            Auth::Creds(dir) => {
+                let creds = std::fs::read_to_string(dir.path().join(user).join("user.creds")).unwrap();
+                async_nats::ConnectOptions::with_credentials(&creds).unwrap()
+            }
+        }
+    }
+}
+
+async fn connect_as(server: &NatsServer, auth: &Auth, user: &str) -> async_nats::Client {
+    auth.options(user)
         .custom_inbox_prefix(jetsaga_local::client::inbox_prefix(user))
         .connect(server.url())
         .await
@@ -43,16 +82,22 @@ async fn connect_as(server: &NatsServer, user: &str) -> async_nats::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_function_runs_with_only_its_own_permissions() {
+    each_function_runs_with_only_its_own_permissions_by(Auth::Passwords).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_function_runs_with_only_its_own_permissions_by_jwt_creds() {
+    each_function_runs_with_only_its_own_permissions_by(Auth::creds()).await;
+}
+
+async fn each_function_runs_with_only_its_own_permissions_by(auth: Auth) {
     jetsaga_tests::init_tracing();
-    let server = NatsServer::start_with_config(&accounts());
+    let server = auth.server();
     let dir = tempfile::tempdir().unwrap();
     let stores = StoreConfig::sqlite(dir.path());
     let options = SagaOptions::default();
     // Provisioning is the administrator's deploy step.
-    let admin_nats = async_nats::ConnectOptions::with_user_and_password("admin".into(), password("admin"))
-        .connect(server.url())
-        .await
-        .unwrap();
+    let admin_nats = auth.options("admin").connect(server.url()).await.unwrap();
     let functions = options.functions();
     let specs: Vec<&jetsaga_core::FunctionSpec> = functions.iter().map(|f| f.spec()).collect();
     let config = runtime_config(&options);
@@ -67,7 +112,7 @@ async fn each_function_runs_with_only_its_own_permissions() {
     for name in names.iter().copied() {
         let engines = stores.engines(&[name.to_string()], &options).await.unwrap();
         let config = Config { provision: false, ..config.clone() };
-        let mut runtime = Runtime::new(connect_as(&server, name).await, config);
+        let mut runtime = Runtime::new(connect_as(&server, &auth, name).await, config);
         for engine in engines {
             runtime = runtime.with(engine);
         }
@@ -89,7 +134,7 @@ async fn each_function_runs_with_only_its_own_permissions() {
     let saga_before = admin_js.get_stream("SAGA").await.unwrap().info().await.unwrap().config.clone();
     // (Concurrently: a refused JetStream request only shows as a time-out.)
     let attempts = specs.iter().map(|spec| {
-        let (server, admin_nats, saga_before, specs) = (&server, &admin_nats, &saga_before, &specs);
+        let (server, auth, admin_nats, saga_before, specs) = (&server, &auth, &admin_nats, &saga_before, &specs);
         let name = &spec.name;
         // Another function, and an event only others may publish.
         let other = specs.iter().find(|s| s.name != spec.name).expect("the saga has several functions");
@@ -101,7 +146,7 @@ async fn each_function_runs_with_only_its_own_permissions() {
             .expect("some event belongs to another function");
         let other = other.name;
         async move {
-            let nats = connect_as(server, name).await;
+            let nats = connect_as(server, auth, name).await;
             let js = jetstream::new(nats.clone());
             let evil = jetstream::stream::Config {
                 name: "EVIL".into(),
@@ -176,8 +221,8 @@ async fn each_function_runs_with_only_its_own_permissions() {
     let completed = jetsaga_tests::stream::messages(&admin_js, "SAGA", Some("orders.evt.completed")).await;
     assert_eq!(completed.len(), 1, "only the order function's completion is in the stream");
 
-    gateway_drives_the_saga_and_may_do_nothing_else(&server, &admin).await;
-    operations_run_as_the_ops_user(&server, &admin).await;
+    gateway_drives_the_saga_and_may_do_nothing_else(&server, &auth, &admin).await;
+    operations_run_as_the_ops_user(&server, &auth, &admin).await;
 
     for (cancel, task) in running {
         cancel.cancel();
@@ -188,8 +233,8 @@ async fn each_function_runs_with_only_its_own_permissions() {
 /// The HTTP gateway as its own NATS user: a user signs up, logs in and
 /// orders over HTTP to completion; the gateway user may not publish an
 /// event or read the saga's events.
-async fn gateway_drives_the_saga_and_may_do_nothing_else(server: &NatsServer, admin: &Client) {
-    let (base, nats) = gateway_as_its_user(server).await;
+async fn gateway_drives_the_saga_and_may_do_nothing_else(server: &NatsServer, auth: &Auth, admin: &Client) {
+    let (base, nats) = gateway_as_its_user(server, auth).await;
     let http = reqwest::Client::new();
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), reqwest::StatusCode::OK, "{}", ready.text().await.unwrap());
@@ -253,8 +298,8 @@ async fn gateway_drives_the_saga_and_may_do_nothing_else(server: &NatsServer, ad
 }
 
 /// A gateway serving HTTP on a free port, connected as the `gateway` user.
-async fn gateway_as_its_user(server: &NatsServer) -> (String, async_nats::Client) {
-    let nats = connect_as(server, jetsaga_infra::nats::GATEWAY_USER).await;
+async fn gateway_as_its_user(server: &NatsServer, auth: &Auth) -> (String, async_nats::Client) {
+    let nats = connect_as(server, auth, jetsaga_infra::nats::GATEWAY_USER).await;
     let keys = jetsaga_http::Keys::from_secret(b"a test signing secret of at least 32 bytes").unwrap();
     let gateway = std::sync::Arc::new(jetsaga_http::Gateway::new(nats.clone(), keys));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -269,12 +314,12 @@ async fn gateway_as_its_user(server: &NatsServer) -> (String, async_nats::Client
 /// redrive); the gateway only asks, and may not read the DLQ itself. A
 /// dead event goes back to its function, and the `ops` user may write no
 /// event itself.
-async fn operations_run_as_the_ops_user(server: &NatsServer, admin: &Client) {
+async fn operations_run_as_the_ops_user(server: &NatsServer, auth: &Auth, admin: &Client) {
     let config = runtime_config(&SagaOptions::default());
     let cancel = CancellationToken::new();
-    let ops_nats = connect_as(server, jetsaga_infra::nats::OPS_USER).await;
+    let ops_nats = connect_as(server, auth, jetsaga_infra::nats::OPS_USER).await;
     let ops = jetsaga_jetstream::ops::serve(&ops_nats, config.clone(), cancel.clone()).await.unwrap();
-    let (base, nats) = gateway_as_its_user(server).await;
+    let (base, nats) = gateway_as_its_user(server, auth).await;
     let http = reqwest::Client::new();
     let login = serde_json::json!({"email": "ada@example.com", "password": "correct horse battery"});
     let grant = jetsaga_events::SetRole { email: "ada@example.com".into(), role: jetsaga_events::Role::Admin };
