@@ -390,9 +390,12 @@ pub(crate) async fn host(
     for line in banner {
         println!("{line}");
     }
-    println!("  try:    nats --server {url} pub orders.cmd.create \"$(cat events/samples/create-order.json)\"");
-    println!("     or:  jetsaga order create --customer c-ada --item p-keyboard:1 --item p-mouse:2 --wait");
-    println!("  stop:   Ctrl-C");
+    // (Hints for a person at a terminal, not for a deployment's logs.)
+    if !quiet {
+        println!("  try:    nats --server {url} pub orders.cmd.create \"$(cat events/samples/create-order.json)\"");
+        println!("     or:  jetsaga order create --customer c-ada --item p-keyboard:1 --item p-mouse:2 --wait");
+        println!("  stop:   Ctrl-C");
+    }
 
     let mut printer = FlowPrinter::new();
     let stop = shutdown_signal();
