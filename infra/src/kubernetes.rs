@@ -70,6 +70,8 @@ fn nats_env(user: &str) -> Vec<Value> {
         secret_env("NATS_PASSWORD", USERS_SECRET, user),
         json!({"name": "NATS_CA", "value": format!("{CA_DIR}/ca.crt")}),
         json!({"name": "RUST_LOG", "value": "info"}),
+        // One JSON object per line, for the cluster's log pipeline.
+        json!({"name": "JETSAGA_LOG_FORMAT", "value": "json"}),
     ]
 }
 

@@ -27,8 +27,36 @@ pub struct Cli {
     /// The saga stream.
     #[arg(long, global = true, default_value = "SAGA", hide_default_value = false)]
     stream: String,
+    /// How log lines look on stderr: `text` for a terminal, or `json`, one
+    /// object per line (level, target, message, fields and the spans it
+    /// happened in) for a log pipeline.
+    #[arg(long, global = true, env = "JETSAGA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The format of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Starts logging to stderr in `format`; `RUST_LOG` picks what is logged
+/// (by default warnings, and the runtime's and runner's own story).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,jetsaga_jetstream=info,jetsaga_local=info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        // Fields at the top level, beside `timestamp`, `level`, `target` and
+        // `message`, and the spans (function, …) the event happened in.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).with_span_list(true).init(),
+    }
 }
 
 // Parsed once at start: the size of its largest variant costs nothing.

@@ -11,15 +11,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,jetsaga_jetstream=info,jetsaga_local=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match jetsaga_local::cli::Cli::parse().run().await {
+    let cli = jetsaga_local::cli::Cli::parse();
+    let format = cli.log_format;
+    jetsaga_local::cli::init_logging(format);
+    match cli.run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if format == jetsaga_local::cli::LogFormat::Json => {
+            // Every line of a JSON log is JSON, the last word too.
+            tracing::error!(error = format!("{e:#}"), "jetsaga stopped on an error");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
