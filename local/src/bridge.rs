@@ -58,6 +58,10 @@ pub struct BridgeArgs {
     /// Serve health probes on this port: GET /healthz and /readyz.
     #[arg(long, value_name = "PORT")]
     pub health_port: Option<u16>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (messages per
+    /// function and outcome, batch handling time and size). Off unless given.
+    #[arg(long, value_name = "HOST:PORT", env = "JETSAGA_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Seconds JetStream waits for the bridge's ack before redelivering.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub ack_wait: f64,
@@ -128,7 +132,14 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         args.function_prefix
     )];
     let title = format!("jetsaga bridge is up ({:?} saga)", options.mode);
-    let hosting = Hosting { title, banner, seed_demo: args.seed, quiet: args.quiet, health_port: args.health_port };
+    let hosting = Hosting {
+        title,
+        banner,
+        seed_demo: args.seed,
+        quiet: args.quiet,
+        health_port: args.health_port,
+        metrics_addr: args.metrics_addr,
+    };
     host(runtime, nats, &args.nats_url, &names, hosting, &options).await
 }
 

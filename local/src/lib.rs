@@ -26,6 +26,7 @@ pub mod health;
 pub mod inspect;
 pub mod invariants;
 pub mod lambda_local;
+pub mod metrics;
 pub mod saga;
 pub mod server;
 pub mod tools;

@@ -144,6 +144,11 @@ pub struct UpArgs {
     /// and /readyz (connected, every function consuming), for Kubernetes.
     #[arg(long, value_name = "PORT")]
     pub health_port: Option<u16>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics: messages
+    /// handled per function and outcome, batch handling time and size.
+    /// Off unless given.
+    #[arg(long, value_name = "HOST:PORT", env = "JETSAGA_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub http: crate::gateway::HttpArgs,
 }
@@ -293,7 +298,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ));
     }
     let title = format!("jetsaga is up ({mode:?} saga)");
-    let hosting = Hosting { title, banner, seed_demo: !args.no_seed, quiet: args.quiet, health_port: args.health_port };
+    let hosting = Hosting {
+        title,
+        banner,
+        seed_demo: !args.no_seed,
+        quiet: args.quiet,
+        health_port: args.health_port,
+        metrics_addr: args.metrics_addr,
+    };
     host(runtime, nats, &url, &names, hosting, &options).await?;
     drop(nats_process);
     let _ = std::fs::remove_file(&url_file);
@@ -313,6 +325,8 @@ pub(crate) struct Hosting {
     pub quiet: bool,
     /// Serve health probes on this port.
     pub health_port: Option<u16>,
+    /// Serve Prometheus metrics here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs `runtime` until Ctrl-C: waits for its functions to answer, prints
@@ -326,8 +340,11 @@ pub(crate) async fn host(
     hosting: Hosting,
     options: &SagaOptions,
 ) -> anyhow::Result<()> {
-    let Hosting { title, banner, seed_demo, quiet, health_port } = hosting;
+    let Hosting { title, banner, seed_demo, quiet, health_port, metrics_addr } = hosting;
     let title = title.as_str();
+    if let Some(addr) = metrics_addr {
+        crate::metrics::serve(addr)?;
+    }
     if let Some(port) = health_port {
         let probe = crate::health::Probe { nats: nats.clone(), ready: Some(runtime.readiness()) };
         crate::health::serve(port, probe).await?;

@@ -174,13 +174,20 @@ impl Worker {
                     positions.push(i);
                     dispositions.push(None);
                 }
-                Err(reason) => dispositions.push(Some(Disposition::DeadLetter(reason))),
+                Err(reason) => {
+                    count(self.engine.name(), "dead_lettered");
+                    dispositions.push(Some(Disposition::DeadLetter(reason)))
+                }
             }
         }
         let (outcomes, records, sent) = self
             .in_progress(&batch, async {
                 let outcomes = self.engine.process(&incoming).await;
                 timings.handling.record(taken.elapsed(), batch.len() as u64);
+                metrics::histogram!("jetsaga_batch_handling_seconds", "function" => self.engine.name().to_string())
+                    .record(taken.elapsed().as_secs_f64());
+                metrics::histogram!("jetsaga_batch_size", "function" => self.engine.name().to_string())
+                    .record(batch.len() as f64);
                 let records: Vec<OutboxRecord> =
                     outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
                 let sent = self.publisher.send(&records).await;
@@ -218,6 +225,7 @@ impl Worker {
                 // Final once committed or refused, even if its events are published later.
                 answers[i] = Some(service::answer_of(&outcome, &input.envelope));
             }
+            count(self.engine.name(), outcome_label(&outcome, delivered >= self.config.max_deliver));
             dispositions[i] = Some(match outcome {
                 Outcome::Publish(records)
                 | Outcome::Rejected { outbox: records, .. }
@@ -330,5 +338,24 @@ impl Worker {
                 &origin,
             )
             .await
+    }
+}
+
+/// Counts one message handled by `function` (`jetsaga_messages_total`;
+/// a no-op unless the process installed a metrics recorder).
+fn count(function: &str, outcome: &'static str) {
+    metrics::counter!("jetsaga_messages_total", "function" => function.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// What became of a message, as the `outcome` label says it: a bounded set.
+fn outcome_label(outcome: &Outcome, last_attempt: bool) -> &'static str {
+    match outcome {
+        Outcome::Publish(_) => "processed",
+        Outcome::Rejected { .. } => "rejected",
+        Outcome::Repeated { .. } => "duplicate",
+        Outcome::Retry(_) if last_attempt => "dead_lettered",
+        Outcome::Retry(_) | Outcome::Unavailable(_) => "retry",
+        Outcome::DeadLetter(_) | Outcome::Conflict(_) => "dead_lettered",
+        Outcome::Refused(_) => "refused",
     }
 }

@@ -1,0 +1,77 @@
+//! `--metrics-addr`: a runner serves Prometheus metrics, and an order's
+//! steps show in them, per function and outcome.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page.
+fn sample(page: &str, name_and_labels: &str) -> Option<f64> {
+    page.lines().find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// The body of `GET path` on 127.0.0.1:`port` (HTTP/1.0: the answer ends with the connection).
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{head}");
+    body.to_string()
+}
+
+#[test]
+fn an_order_shows_in_the_runners_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let jetsaga = env!("CARGO_BIN_EXE_jetsaga");
+    let mut runner = Command::new(jetsaga)
+        .args(["up", "--quiet", "--no-http", "--nats-port"])
+        .arg(free_port().to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .env_remove("NATS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(runner.stdout.take().unwrap());
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.starts_with("jetsaga is up") {
+                let _ = up_tx.send(());
+            }
+        }
+    });
+    up_rx.recv_timeout(Duration::from_secs(120)).expect("the runner was not up within 120 s");
+
+    let url = std::fs::read_to_string(dir.path().join("nats.url")).unwrap();
+    let order = Command::new(jetsaga)
+        .args(["--nats-url", url.trim(), "order", "create", "--customer", "c-ada", "--item", "p-keyboard:1", "--wait"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&order.stdout);
+    assert!(order.status.success() && said.contains("completed"), "{said}");
+
+    let page = get(metrics_port, "/metrics");
+    Command::new("kill").args(["-TERM", &runner.id().to_string()]).status().unwrap();
+    assert!(runner.wait().unwrap().success());
+    reader.join().unwrap();
+
+    for function in ["order", "inventory", "customer", "payment", "shipping"] {
+        let processed =
+            sample(&page, &format!("jetsaga_messages_total{{function=\"{function}\",outcome=\"processed\"}}"));
+        assert!(processed.is_some_and(|n| n >= 1.0), "{function} processed nothing:\n{page}");
+    }
+    assert!(page.contains("# TYPE jetsaga_batch_handling_seconds histogram"), "{page}");
+    assert!(page.contains("jetsaga_batch_size_bucket{function=\"order\",le=\"1\"}"), "{page}");
+    assert!(!page.contains("order_id"), "no label may name an order:\n{page}");
+}
