@@ -21,3 +21,51 @@ pub fn serve(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
     Ok(())
 }
+
+/// How often the consumers' state is read for the gauges.
+const CONSUMER_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps `jetsaga_consumer_pending`, `jetsaga_consumer_ack_pending` and
+/// `jetsaga_consumer_redelivered` (labels `function`, `stream`) current
+/// for each function of `consumers` (its name and the streams it consumes),
+/// reading each durable consumer's state every 10 s: what KEDA scales on,
+/// as the runner sees it. A function's own NATS user may read its own
+/// consumer's state, nothing else is asked.
+pub fn watch_consumers(
+    nats: async_nats::Client,
+    consumers: Vec<(String, Vec<String>)>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let js = async_nats::jetstream::new(nats);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(CONSUMER_POLL);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            for (function, streams) in &consumers {
+                for stream in streams {
+                    let consumer = js
+                        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                            function.as_str(),
+                            stream.as_str(),
+                        )
+                        .await;
+                    let info = match consumer {
+                        Ok(mut consumer) => consumer.info().await.cloned(),
+                        Err(e) => {
+                            tracing::debug!(%function, %stream, error = %e, "consumer state not read");
+                            continue;
+                        }
+                    };
+                    let Ok(info) = info else { continue };
+                    let labels = [("function", function.clone()), ("stream", stream.clone())];
+                    metrics::gauge!("jetsaga_consumer_pending", &labels).set(info.num_pending as f64);
+                    metrics::gauge!("jetsaga_consumer_ack_pending", &labels).set(info.num_ack_pending as f64);
+                    metrics::gauge!("jetsaga_consumer_redelivered", &labels).set(info.num_redelivered as f64);
+                }
+            }
+        }
+    });
+}

@@ -378,6 +378,25 @@ pub(crate) async fn host(
             }
         }
     }
+    if metrics_addr.is_some() {
+        let config = crate::saga::runtime_config(options);
+        let consumers = names
+            .iter()
+            .filter_map(|name| options.function(name).ok())
+            .map(|function| {
+                let spec = function.spec();
+                let mut streams = Vec::new();
+                if !spec.subscribes.is_empty() {
+                    streams.push(config.stream.clone());
+                }
+                if !spec.accepts.is_empty() {
+                    streams.push(config.command_stream.clone());
+                }
+                (spec.name.to_string(), streams)
+            })
+            .collect();
+        crate::metrics::watch_consumers(nats.clone(), consumers, cancel.clone());
+    }
     // …then, where this process talks to its functions as a client does
     // (the demo data, the flow), that they answer: on the Lambda path that
     // is when the Lambdas do.

@@ -1,5 +1,5 @@
-//! `--metrics-addr`: a runner serves Prometheus metrics, and an order's
-//! steps show in them, per function and outcome.
+//! `--metrics-addr`: a runner serves Prometheus metrics: an order's steps
+//! show in them, per function and outcome, beside its consumers' state.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -71,6 +71,10 @@ fn an_order_shows_in_the_runners_metrics() {
             sample(&page, &format!("jetsaga_messages_total{{function=\"{function}\",outcome=\"processed\"}}"));
         assert!(processed.is_some_and(|n| n >= 1.0), "{function} processed nothing:\n{page}");
     }
+    // The consumers' state, read by the runner itself.
+    let pending = sample(&page, "jetsaga_consumer_pending{function=\"inventory\",stream=\"SAGA\"}");
+    assert!(pending.is_some(), "no consumer gauge:\n{page}");
+    assert!(page.contains("jetsaga_consumer_ack_pending{function=\"order\",stream=\"COMMANDS\"}"), "{page}");
     assert!(page.contains("# TYPE jetsaga_batch_handling_seconds histogram"), "{page}");
     assert!(page.contains("jetsaga_batch_size_bucket{function=\"order\",le=\"1\"}"), "{page}");
     assert!(!page.contains("order_id"), "no label may name an order:\n{page}");
