@@ -34,6 +34,8 @@ pub const NATS_IMAGE: &str = "docker.io/library/nats:2.15.1-alpine";
 const CA_DIR: &str = "/etc/jetsaga/tls";
 /// The port of a runner's health probes.
 pub const HEALTH_PORT: u16 = 8081;
+/// Where a function's process serves Prometheus metrics (`--metrics-addr`).
+pub const METRICS_PORT: u16 = 9090;
 /// The gateway's HTTP port.
 pub const HTTP_PORT: u16 = 8080;
 /// Secret of every NATS user's password, one key per user.
@@ -118,10 +120,23 @@ struct Workload<'a> {
     cpu: &'a str,
     memory: &'a str,
     memory_limit: &'a str,
+    /// Serves Prometheus metrics on [`METRICS_PORT`] (scrape annotations).
+    metrics: bool,
 }
 
 fn deployment(w: Workload<'_>) -> Value {
     let (volumes, mounts) = jetsaga_volumes();
+    let mut metadata = json!({"labels": labels(w.component)});
+    let mut ports = vec![json!({"name": "http", "containerPort": w.port})];
+    if w.metrics {
+        // The convention most Prometheus setups scrape by.
+        metadata["annotations"] = json!({
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": METRICS_PORT.to_string(),
+            "prometheus.io/path": "/metrics"
+        });
+        ports.push(json!({"name": "metrics", "containerPort": METRICS_PORT}));
+    }
     let name = format!("jetsaga-{}", w.component);
     json!({
         "apiVersion": "apps/v1",
@@ -132,7 +147,7 @@ fn deployment(w: Workload<'_>) -> Value {
             "selector": {"matchLabels": labels(w.component)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": labels(w.component)},
+                "metadata": metadata,
                 "spec": {
                     "automountServiceAccountToken": false,
                     // In-flight batches are finished (committed, published, acked) on SIGTERM.
@@ -143,7 +158,7 @@ fn deployment(w: Workload<'_>) -> Value {
                         "image": IMAGE,
                         "args": w.args,
                         "env": w.env,
-                        "ports": [{"name": "http", "containerPort": w.port}],
+                        "ports": ports,
                         "readinessProbe": probe("/readyz", w.port, 5),
                         "livenessProbe": probe("/healthz", w.port, 10),
                         "startupProbe": {
@@ -190,6 +205,8 @@ pub(crate) fn function_args(name: &str, store: &str) -> Vec<String> {
         store,
         "--health-port",
         &HEALTH_PORT.to_string(),
+        "--metrics-addr",
+        &format!("0.0.0.0:{METRICS_PORT}"),
     ]
     .map(String::from)
     .to_vec()
@@ -211,6 +228,7 @@ pub fn function_manifests() -> Vec<Value> {
             cpu: "100m",
             memory: "64Mi",
             memory_limit: "512Mi",
+            metrics: true,
         }));
         docs.push(disruption_budget(name, 1));
     }
@@ -290,6 +308,7 @@ pub fn gateway_manifests() -> Vec<Value> {
             cpu: "200m",
             memory: "128Mi",
             memory_limit: "1Gi",
+            metrics: false,
         }),
         json!({
             "apiVersion": "v1",
@@ -328,6 +347,7 @@ pub fn ops_manifests() -> Vec<Value> {
         cpu: "50m",
         memory: "32Mi",
         memory_limit: "256Mi",
+        metrics: false,
     })]
 }
 

@@ -47,6 +47,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NATS_PORTS = [(14222 + i, 16222 + i, 18222 + i) for i in range(3)]  # client, route, monitor
 FIRST_HEALTH_PORT = 19000
+METRICS_OFFSET = 1000  # a function pod's metrics port: its health port + 1000
 GATEWAY_PORT = 18480
 
 
@@ -169,6 +170,7 @@ def build(args, work):
     provision = one("Job", "jetsaga-provision")
     docs.append(jetsaga_pod("jetsaga-provision", provision["spec"]["template"], restart="OnFailure"))
     health = {}
+    metrics = {}
     port = FIRST_HEALTH_PORT
     schema_prefix = f"k8s_{secrets.token_hex(3)}_"
     functions = [d for d in manifests if d["kind"] == "Deployment" and d["metadata"]["name"] not in
@@ -178,6 +180,9 @@ def build(args, work):
             name = f"{deployment['metadata']['name']}-{copy_index}"
             doc = jetsaga_pod(name, deployment["spec"]["template"], health_port=port)
             replace_arg(doc["spec"]["containers"][0]["args"], "--schema-prefix", schema_prefix)
+            # Metrics, like health, on a port of its own (every pod shares the host's network).
+            replace_arg(doc["spec"]["containers"][0]["args"], "--metrics-addr", f"127.0.0.1:{port + METRICS_OFFSET}")
+            metrics[name] = f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics"
             docs.append(doc)
             health[name] = f"http://127.0.0.1:{port}"
             port += 1
@@ -191,7 +196,7 @@ def build(args, work):
     gateway_args.remove("--secure-cookies")  # plain HTTP here: no TLS proxy in front
     docs.append(gateway_pod)
     health["jetsaga-gateway-0"] = f"http://127.0.0.1:{GATEWAY_PORT}"
-    return docs, passwords, url, health, schema_prefix, ca_dir / "ca.crt"
+    return docs, passwords, url, health, metrics, schema_prefix, ca_dir / "ca.crt"
 
 
 def remove(podman, docs):
@@ -335,7 +340,7 @@ def main():
     args = parser.parse_args()
     podman = shlex.split(args.podman)
     work = pathlib.Path(tempfile.mkdtemp(prefix="jetsaga-k8s-"))
-    docs, passwords, url, health, schema_prefix, ca = build(args, work)
+    docs, passwords, url, health, metrics, schema_prefix, ca = build(args, work)
     play = work / "play.yaml"
     play.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     print(f"playing {sum(1 for d in docs if d['kind'] == 'Pod')} pods from infra/kubernetes ({play})", flush=True)
@@ -365,11 +370,20 @@ def main():
         restarts = {name: int(run(podman, "inspect", "--format", "{{.RestartCount}}", f"{name}-{name.split('-')[1]}",
                                   capture=True).strip() or 0) for name in result["killed"]}
         result["not_restarted"] = sorted(name for name, count in restarts.items() if count < 1)
+        # What Prometheus would scrape: the surviving copy of order counted its messages.
+        with urllib.request.urlopen(metrics["jetsaga-order-1"], timeout=5) as response:
+            page = response.read().decode()
+        processed = [line for line in page.splitlines()
+                     if line.startswith('jetsaga_messages_total{function="order",outcome="processed"}')]
+        result["order_1_processed"] = float(processed[0].split()[-1]) if processed else 0
         print(json.dumps(result, indent=2))
-        bad = result["stuck"] or result["doubled"] or result["without_end_event"] or result["refused"] or result["not_back"] or result["not_restarted"]
+        bad = (result["stuck"] or result["doubled"] or result["without_end_event"] or result["refused"]
+               or result["not_back"] or result["not_restarted"] or not result["order_1_processed"])
         if bad:
-            sys.exit("the rehearsal found lost, stuck, doubled or refused orders, or pods that did not come back")
-        print(f"k8s rehearsal: {result['orders']} orders ended once each, {len(result['killed'])} pods killed and restarted")
+            sys.exit("the rehearsal found lost, stuck, doubled or refused orders, pods that did not come back, "
+                     "or no metrics")
+        print(f"k8s rehearsal: {result['orders']} orders ended once each, {len(result['killed'])} pods killed and restarted, "
+              f"metrics scraped (order's other copy: {result['order_1_processed']:.0f} messages processed)")
     finally:
         if not args.keep:
             run(podman, "kube", "down", str(play), check=False)
