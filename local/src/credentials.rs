@@ -153,14 +153,9 @@ pub fn write_decentralized(out: &Path, owner: Option<u32>) -> anyhow::Result<Mad
     std::fs::create_dir_all(&keys).with_context(|| format!("cannot create {}", keys.display()))?;
     let mut made = MadeDecentralized::default();
     let mut key = |name: &str, new: fn() -> KeyPair| -> anyhow::Result<KeyPair> {
-        let path = keys.join(format!("{name}.nk"));
-        if !path.exists() {
-            let seed = new().seed().map_err(|e| anyhow::anyhow!("cannot make the {name} key: {e}"))?;
-            write_file(&path, &seed, 0o400)?;
-            made.new_operator = true;
-        }
-        let seed = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        KeyPair::from_seed(seed.trim()).map_err(|e| anyhow::anyhow!("{} is not a NATS key seed: {e}", path.display()))
+        let (key, made_now) = key_at(&keys.join(format!("{name}.nk")), new)?;
+        made.new_operator |= made_now;
+        Ok(key)
     };
     let operator = key("operator", KeyPair::new_operator)?;
     let system = key("system-account", KeyPair::new_account)?;
@@ -206,15 +201,9 @@ pub fn write_decentralized(out: &Path, owner: Option<u32>) -> anyhow::Result<Mad
     for (user, permissions) in &users {
         let dir = out.join(user);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let seed_path = keys.join(format!("user-{user}.nk"));
-        if !seed_path.exists() {
-            let seed = KeyPair::new_user().seed().map_err(|e| anyhow::anyhow!("cannot make {user}'s key: {e}"))?;
-            write_file(&seed_path, &seed, 0o400)?;
-            made.new_users += 1;
-        }
-        let seed = std::fs::read_to_string(&seed_path)?;
-        let key = KeyPair::from_seed(seed.trim())
-            .map_err(|e| anyhow::anyhow!("{} is not a NATS key seed: {e}", seed_path.display()))?;
+        let (key, made_now) = key_at(&keys.join(format!("user-{user}.nk")), KeyPair::new_user)?;
+        made.new_users += usize::from(made_now);
+        let seed = key.seed().map_err(|e| anyhow::anyhow!("{user}'s key has no seed: {e}"))?;
         let mut claims = serde_json::json!({"type": "user", "version": 2, "subs": -1, "data": -1, "payload": -1});
         if let Some(p) = permissions {
             claims["pub"] = serde_json::json!({"allow": p.publish});
@@ -226,7 +215,7 @@ pub fn write_decentralized(out: &Path, owner: Option<u32>) -> anyhow::Result<Mad
             claims["resp"] = serde_json::json!({"max": 1, "ttl": 0});
         }
         let token = jwt::encode(&key.public_key(), user, claims, &saga)?;
-        write_file(&dir.join("user.creds"), &jwt::creds(&token, seed.trim()), 0o400)?;
+        write_file(&dir.join("user.creds"), &jwt::creds(&token, &seed), 0o400)?;
     }
     let server = out.join("nats");
     std::fs::create_dir_all(&server)?;
@@ -251,6 +240,20 @@ pub fn write_decentralized(out: &Path, owner: Option<u32>) -> anyhow::Result<Mad
         hand_over(out, users.iter().map(|(u, _)| u.as_str()).chain(["nats", "keys"]), owner)?;
     }
     Ok(made)
+}
+
+/// The NATS key whose seed `path` holds, made by `new` and kept there if
+/// it is missing; and whether it was made now.
+fn key_at(path: &Path, new: fn() -> nkeys::KeyPair) -> anyhow::Result<(nkeys::KeyPair, bool)> {
+    let missing = !path.exists();
+    if missing {
+        let seed = new().seed().map_err(|e| anyhow::anyhow!("cannot make a NATS key: {e}"))?;
+        write_file(path, &seed, 0o400)?;
+    }
+    let seed = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let key = nkeys::KeyPair::from_seed(seed.trim())
+        .map_err(|e| anyhow::anyhow!("{} is not a NATS key seed: {e}", path.display()))?;
+    Ok((key, missing))
 }
 
 /// Gives every file of the named directories under `out`, and the

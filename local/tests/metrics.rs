@@ -1,13 +1,9 @@
 //! `--metrics-addr`: a runner serves Prometheus metrics: an order's steps
 //! show in them, per function and outcome, beside its consumers' state.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod common;
 
 /// The value of the sample `name{labels}` in a Prometheus text page.
 fn sample(page: &str, name_and_labels: &str) -> Option<f64> {
@@ -28,43 +24,19 @@ fn get(port: u16, path: &str) -> String {
 
 #[test]
 fn an_order_shows_in_the_runners_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics_port = free_port();
+    let metrics_port = common::free_port();
     let jetsaga = env!("CARGO_BIN_EXE_jetsaga");
-    let mut runner = Command::new(jetsaga)
-        .args(["up", "--quiet", "--no-http", "--nats-port"])
-        .arg(free_port().to_string())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .env_remove("NATS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(runner.stdout.take().unwrap());
-    let (up_tx, up_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if line.starts_with("jetsaga is up") {
-                let _ = up_tx.send(());
-            }
-        }
-    });
-    up_rx.recv_timeout(Duration::from_secs(120)).expect("the runner was not up within 120 s");
-
-    let url = std::fs::read_to_string(dir.path().join("nats.url")).unwrap();
+    let runner = common::Runner::start(&["--metrics-addr".into(), format!("127.0.0.1:{metrics_port}")], &[]);
+    let url = runner.nats_url();
     let order = Command::new(jetsaga)
-        .args(["--nats-url", url.trim(), "order", "create", "--customer", "c-ada", "--item", "p-keyboard:1", "--wait"])
+        .args(["--nats-url", &url, "order", "create", "--customer", "c-ada", "--item", "p-keyboard:1", "--wait"])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&order.stdout);
     assert!(order.status.success() && said.contains("completed"), "{said}");
 
     let page = get(metrics_port, "/metrics");
-    Command::new("kill").args(["-TERM", &runner.id().to_string()]).status().unwrap();
-    assert!(runner.wait().unwrap().success());
-    reader.join().unwrap();
+    runner.stop();
 
     for function in ["order", "inventory", "customer", "payment", "shipping"] {
         let processed =
