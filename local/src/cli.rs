@@ -49,7 +49,7 @@ pub enum LogFormat {
 /// (by default warnings, and the runtime's and runner's own story).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,jetsaga_jetstream=info,jetsaga_local=info".into());
+        .unwrap_or_else(|_| "warn,jetsaga_jetstream=info,jetsaga_local=info,jetsaga_otel=info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
@@ -436,6 +436,17 @@ fn infra_command(command: InfraCommand) -> anyhow::Result<()> {
 }
 
 impl Cli {
+    /// The service name its spans are exported under, unless
+    /// `OTEL_SERVICE_NAME` says otherwise.
+    pub fn service_name(&self) -> &'static str {
+        match self.command {
+            Command::Bridge(_) => "jetsaga-bridge",
+            Command::Gateway { .. } => "jetsaga-gateway",
+            Command::Ops { .. } => "jetsaga-ops",
+            _ => "jetsaga",
+        }
+    }
+
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {

@@ -14,7 +14,13 @@ async fn main() -> std::process::ExitCode {
     let cli = jetsaga_local::cli::Cli::parse();
     let format = cli.log_format;
     jetsaga_local::cli::init_logging(format);
-    match cli.run().await {
+    // Spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT asks; flushed when dropped at exit.
+    let spans = jetsaga_otel::install(cli.service_name()).map_err(anyhow::Error::from);
+    let result = match spans {
+        Ok(spans) => cli.run().await.map(|()| drop(spans)),
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if format == jetsaga_local::cli::LogFormat::Json => {
             // Every line of a JSON log is JSON, the last word too.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::{HandlerError, PendingEvent, QueryError};
-use crate::function::{Ctx, Function, FunctionSpec, Overlay, QueryCtx};
+use crate::function::{Ctx, Function, FunctionSpec, Milestone, Overlay, QueryCtx};
 use crate::ids::{TraceParent, derived_id};
 use crate::store::{Commit, CommitError, OutboxRecord, Store, StoreError};
 
@@ -71,10 +71,12 @@ impl Receipt {
     }
 }
 
-/// A handler run that can be committed; `rejected` holds the reason of a business rejection.
+/// A handler run that can be committed; `rejected` holds the reason of a
+/// business rejection, `milestones` the saga milestones it reached.
 struct Ran {
     commit: Commit,
     rejected: Option<String>,
+    milestones: Vec<Milestone>,
 }
 
 impl Ran {
@@ -349,9 +351,12 @@ impl Engine {
             }
         }
         let commits: Vec<Commit> = runs.iter().map(|r| r.commit.clone()).collect();
+        let started = std::time::SystemTime::now();
         match self.store.commit(&commits).await {
             Ok(()) => {
+                let ended = self.commit_took(started);
                 for (i, ran) in committed.into_iter().zip(runs) {
+                    self.committed(&batch[i], &ran, started, ended);
                     outcomes[i] = Some(ran.into_outcome());
                 }
             }
@@ -403,8 +408,13 @@ impl Engine {
                 Ok(ran) => ran,
                 Err(outcome) => return self.unless_processed(incoming, outcome).await,
             };
+            let started = std::time::SystemTime::now();
             match self.store.commit(std::slice::from_ref(&ran.commit)).await {
-                Ok(()) => return ran.into_outcome(),
+                Ok(()) => {
+                    let ended = self.commit_took(started);
+                    self.committed(incoming, &ran, started, ended);
+                    return ran.into_outcome();
+                }
                 Err(CommitError::Conflict { key }) => {
                     debug!(function = self.name(), event_id, key, "write conflict; re-running the handler");
                     last_conflict = key;
@@ -424,6 +434,34 @@ impl Engine {
             }
         }
         Outcome::Unavailable(format!("lost {MAX_CONFLICT_RETRIES} write races in a row on key {last_conflict:?}"))
+    }
+
+    /// Records how long a commit that began at `started` took; returns when it ended.
+    fn commit_took(&self, started: std::time::SystemTime) -> std::time::SystemTime {
+        let ended = std::time::SystemTime::now();
+        let took = ended.duration_since(started).unwrap_or_default();
+        metrics::histogram!("jetsaga_commit_seconds", "function" => self.name()).record(took.as_secs_f64());
+        ended
+    }
+
+    /// What follows a committed handler run: its spans (see
+    /// [`crate::telemetry`]) and its saga milestones, counted now that they
+    /// can never be counted again.
+    fn committed(&self, incoming: &Incoming, ran: &Ran, started: std::time::SystemTime, ended: std::time::SystemTime) {
+        crate::telemetry::committed(self.name(), incoming, &ran.commit.outbox, started, ended);
+        for milestone in &ran.milestones {
+            match milestone {
+                Milestone::Started { saga } => {
+                    metrics::counter!("jetsaga_sagas_started_total", "saga" => *saga).increment(1)
+                }
+                Milestone::Ended { saga, outcome, started_at } => {
+                    metrics::counter!("jetsaga_sagas_ended_total", "saga" => *saga, "outcome" => *outcome).increment(1);
+                    let took = (Utc::now() - *started_at).to_std().unwrap_or_default();
+                    metrics::histogram!("jetsaga_saga_duration_seconds", "saga" => *saga, "outcome" => *outcome)
+                        .record(took.as_secs_f64());
+                }
+            }
+        }
     }
 
     /// A handler failed: if the event was processed before (a redelivery
@@ -480,8 +518,20 @@ impl Engine {
             event_id = %envelope.id,
             event_type = %envelope.event_type,
             order_id = envelope.order_id.as_deref().unwrap_or(""),
-            traceparent = incoming.traceparent.as_deref().unwrap_or(""),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
+        if !span.is_disabled() {
+            // So that the log lines of this handling join its trace.
+            let context = incoming.traceparent.as_deref().and_then(TraceParent::parse);
+            let trace_id = context
+                .as_ref()
+                .map_or_else(|| TraceParent::root(&envelope.correlation_id).trace_id, |c| c.trace_id.clone());
+            span.record("trace_id", trace_id.as_str());
+            if let Some(context) = &context {
+                span.record("span_id", context.parent_id.as_str());
+            }
+        }
         let now = Utc::now();
         let mut ctx = Ctx::new(self.store.as_ref(), overlay, now);
         // A panicking handler is a bug for this one input, not a reason to
@@ -497,6 +547,7 @@ impl Engine {
         let _entered = span.enter();
         match result {
             Ok(()) => {
+                let milestones = ctx.take_milestones();
                 let (writes, emitted) = ctx.finish();
                 overlay.apply(&writes);
                 let receipt = receipt(envelope, &emitted, None);
@@ -505,6 +556,7 @@ impl Engine {
                 Ok(Ran {
                     commit: Commit { event_id: inbox_id(envelope), writes, outbox, receipt: Some(receipt) },
                     rejected: None,
+                    milestones,
                 })
             }
             Err(HandlerError::Rejected { reason, events }) => {
@@ -515,6 +567,7 @@ impl Engine {
                 Ok(Ran {
                     commit: Commit { event_id: inbox_id(envelope), writes: Vec::new(), outbox, receipt: Some(receipt) },
                     rejected: Some(reason),
+                    milestones: Vec::new(),
                 })
             }
             Err(HandlerError::Retryable(reason)) => {

@@ -115,7 +115,31 @@ pub struct Ctx<'a> {
     overlay: &'a Overlay,
     touched: BTreeMap<String, Touched>,
     emitted: Vec<PendingEvent>,
+    milestones: Vec<Milestone>,
     now: DateTime<Utc>,
+}
+
+/// A saga beginning or ending, as the handler that decides it says so
+/// ([`Ctx::saga_started`], [`Ctx::saga_ended`]): counted by the engine once
+/// the handler's effects are committed, so a redelivery or a re-run never
+/// counts twice (`jetsaga_sagas_started_total`, `jetsaga_sagas_ended_total`,
+/// `jetsaga_saga_duration_seconds`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Milestone {
+    /// A saga of this kind began.
+    Started {
+        /// The kind of saga (`order`): a metric label, so a fixed word.
+        saga: &'static str,
+    },
+    /// A saga of this kind reached an end.
+    Ended {
+        /// The kind of saga.
+        saga: &'static str,
+        /// Which end (`completed`, `failed`, …): a metric label, so a fixed word.
+        outcome: &'static str,
+        /// When the saga began, for its end-to-end duration.
+        started_at: DateTime<Utc>,
+    },
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -126,7 +150,7 @@ impl std::fmt::Debug for Ctx<'_> {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(store: &'a dyn Store, overlay: &'a Overlay, now: DateTime<Utc>) -> Self {
-        Self { store, overlay, touched: BTreeMap::new(), emitted: Vec::new(), now }
+        Self { store, overlay, touched: BTreeMap::new(), emitted: Vec::new(), milestones: Vec::new(), now }
     }
 
     /// Processing time of this event.
@@ -240,6 +264,22 @@ impl<'a> Ctx<'a> {
     }
 
     /// The writes and events this handler produced.
+    /// Says that this event begins a saga of kind `saga` (see [`Milestone`]).
+    pub fn saga_started(&mut self, saga: &'static str) {
+        self.milestones.push(Milestone::Started { saga });
+    }
+
+    /// Says that this event ends a saga of kind `saga` that began at
+    /// `started_at`, with `outcome` (see [`Milestone`]).
+    pub fn saga_ended(&mut self, saga: &'static str, outcome: &'static str, started_at: DateTime<Utc>) {
+        self.milestones.push(Milestone::Ended { saga, outcome, started_at });
+    }
+
+    /// The milestones said so far (taken: the engine counts them after the commit).
+    pub(crate) fn take_milestones(&mut self) -> Vec<Milestone> {
+        std::mem::take(&mut self.milestones)
+    }
+
     pub(crate) fn finish(self) -> (Vec<Write>, Vec<PendingEvent>) {
         let writes = self
             .touched

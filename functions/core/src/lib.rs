@@ -25,11 +25,12 @@ pub mod ids;
 pub mod memory;
 pub mod schedule;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 
 pub use engine::{Engine, Incoming, Outcome, Processor, Receipt, command_envelope};
 pub use error::{HandlerError, PendingEvent, QueryError};
-pub use function::{Ctx, Function, FunctionSpec, QueryCtx};
+pub use function::{Ctx, Function, FunctionSpec, Milestone, QueryCtx};
 pub use memory::MemoryStore;
 pub use store::{
     Commit, CommitError, Effect, Expect, Item, KeyChange, OutboxRecord, Store, StoreError, Write, net_changes,

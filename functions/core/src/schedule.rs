@@ -92,6 +92,11 @@ impl Publication {
         Self { subject, headers }
     }
 
+    /// The subject a schedule stores its event on when it fires.
+    pub fn target(&self) -> Option<&str> {
+        self.headers.iter().find(|(name, _)| *name == "Nats-Schedule-Target").map(|(_, value)| value.as_str())
+    }
+
     /// Whether this record holds a schedule (rather than an event to store now).
     pub fn is_schedule(&self) -> bool {
         self.headers.iter().any(|(name, _)| *name == "Nats-Schedule")

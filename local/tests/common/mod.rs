@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub mod collector;
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -21,11 +23,19 @@ pub struct Runner {
 
 impl Runner {
     /// Starts it with `args` added and `env` set, and waits until it says it is up.
+    /// It serves no HTTP unless `args` give an `--http-port`.
     pub fn start(args: &[String], env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), args, env)
+    }
+
+    /// Like [`Runner::start`], on the data (and stream) directory of one
+    /// that ran before: a restart.
+    pub fn start_in(dir: tempfile::TempDir, args: &[String], env: &[(&str, &str)]) -> Self {
+        let http = if args.iter().any(|a| a == "--http-port") { None } else { Some("--no-http") };
         let mut child = Command::new(env!("CARGO_BIN_EXE_jetsaga"))
-            .args(["up", "--quiet", "--no-http", "--nats-port"])
+            .args(["up", "--quiet", "--nats-port"])
             .arg(free_port().to_string())
+            .args(http)
             .arg("--data-dir")
             .arg(dir.path())
             .args(args)
@@ -62,12 +72,18 @@ impl Runner {
 
     /// Stops it with SIGTERM, as a deployment does; it must exit cleanly.
     /// Returns what it wrote to stderr.
-    pub fn stop(mut self) -> String {
+    pub fn stop(self) -> String {
+        self.stop_keeping_data().0
+    }
+
+    /// Stops it like [`Runner::stop`] and hands back its data directory
+    /// (for [`Runner::start_in`]).
+    pub fn stop_keeping_data(mut self) -> (String, tempfile::TempDir) {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         let status = self.child.wait().unwrap();
         self.stdout.join().unwrap();
         let log = self.stderr.join().unwrap();
         assert!(status.success(), "stopped with {status:?}:\n{log}");
-        log
+        (log, self.dir)
     }
 }

@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod origin;
 pub mod problem;
+mod trace;
 pub mod ui;
 pub mod upstream;
 

@@ -213,8 +213,14 @@ pub(crate) async fn track(State(gateway): State<Arc<Gateway>>, request: Request,
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = next.run(request).await;
-    gateway.metrics.record(&route, &method, response.status().as_u16(), started.elapsed().as_secs_f64());
+    let client_trace = request.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let span = crate::trace::RequestSpan::start(&method, &route, client_trace.as_deref());
+    let response = crate::trace::RequestSpan::around(span.as_ref(), next.run(request)).await;
+    let status = response.status().as_u16();
+    if let Some(span) = span {
+        span.end(status);
+    }
+    gateway.metrics.record(&route, &method, status, started.elapsed().as_secs_f64());
     response
 }
 

@@ -20,7 +20,11 @@ pub async fn request<T: Serialize, R: DeserializeOwned>(
     body: &T,
 ) -> Result<R, Problem> {
     let payload = serde_json::to_vec(body).expect("requests serialize").into();
-    let call = nats.request_with_headers(subject.to_string(), headers.unwrap_or_default(), payload);
+    let mut headers = headers.unwrap_or_default();
+    if let Some(traceparent) = crate::trace::current() {
+        headers.insert(jetsaga_events::TRACEPARENT_HEADER, traceparent.as_str());
+    }
+    let call = nats.request_with_headers(subject.to_string(), headers, payload);
     let reply = match tokio::time::timeout(UPSTREAM_TIMEOUT, call).await {
         Err(_) => return Err(Problem::unavailable(format!("{subject} did not answer within {UPSTREAM_TIMEOUT:?}"))),
         Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {

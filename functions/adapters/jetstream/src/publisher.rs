@@ -41,7 +41,7 @@ pub(crate) struct Publisher {
 /// Records handed to the connection, their acks still to come (one per
 /// record, in order; or why it was not sent).
 #[derive(Debug)]
-pub(crate) struct Sent(Vec<Result<jetstream::context::PublishAckFuture, Unpublished>>);
+pub(crate) struct Sent(Vec<Result<jetstream::context::PublishAckFuture, Unpublished>>, std::time::SystemTime);
 
 /// Why one record was not published.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +104,7 @@ impl Publisher {
     /// events before it takes the next batch.
     pub(crate) async fn send(&self, records: &[OutboxRecord]) -> Sent {
         let max_payload = self.js.client().server_info().max_payload;
+        let at = std::time::SystemTime::now();
         let mut sent = Vec::with_capacity(records.len());
         for record in records {
             // A schedule, or an event that ends one, says so in its subject.
@@ -134,7 +135,7 @@ impl Publisher {
                     .map_err(|e| Unpublished::Later(e.to_string())),
             );
         }
-        Sent(sent)
+        Sent(sent, at)
     }
 
     /// Waits for the acks of what [`Publisher::send`] sent, and marks the
@@ -144,13 +145,21 @@ impl Publisher {
         if records.is_empty() {
             return Vec::new();
         }
-        let acks = sent.0.into_iter().map(|sent| async move {
+        let Sent(sent, at) = sent;
+        let acks = sent.into_iter().map(|sent| async move {
             match sent {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| Unpublished::Later(e.to_string())),
                 Err(e) => Err(e),
             }
         });
         let results = join_all(acks).await;
+        if jetsaga_core::telemetry::enabled() {
+            let spans: Vec<Result<(), std::borrow::Cow<'_, str>>> = results
+                .iter()
+                .map(|r| r.as_ref().map(|_| ()).map_err(|(Unpublished::Later(e) | Unpublished::Never(e))| e.into()))
+                .collect();
+            jetsaga_core::telemetry::sent(records, &spans, at);
+        }
         for (record, result) in records.iter().zip(&results) {
             if let Err(Unpublished::Later(e) | Unpublished::Never(e)) = result {
                 warn!(subject = %record.subject, id = %record.id, error = %e, "publish failed; the event stays in the outbox");

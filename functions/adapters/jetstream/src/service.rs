@@ -20,6 +20,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jetsaga_core::telemetry::Delivery;
 use jetsaga_core::{Incoming, Outcome, Processor, command_envelope, ids};
 use jetsaga_events::limits::MAX_COMMAND_BYTES;
 use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
@@ -31,6 +32,7 @@ use tracing::{debug, warn};
 use crate::RuntimeError;
 use crate::answers::{Answer, Answers, command_key};
 use crate::publisher::Publisher;
+use crate::worker::{failure_of, outcome_label};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -360,8 +362,12 @@ async fn process_now(
         Err(e) => return Err((400, e.to_string())),
     };
     let traceparent = header(message.headers.as_ref(), TRACEPARENT_HEADER).map(str::to_string);
-    let incoming = Incoming { envelope, traceparent };
+    let mut incoming = Incoming { envelope, traceparent };
+    let delivery = Delivery::start(publisher.engine.name(), &mut incoming, 1);
     let outcome = batcher.process(incoming.clone()).await;
+    if let Some(delivery) = delivery {
+        delivery.end(outcome_label(&outcome, false), failure_of(&outcome));
+    }
     if let Some(records) = outcome.outbox() {
         // Committed: even if a publish fails now, the relay publishes it later.
         publisher.publish(records).await;
@@ -392,8 +398,13 @@ async fn redrive(publisher: &Publisher, batcher: &CommandBatcher, request: &Requ
         return Err((400, e.to_string()));
     }
     let traceparent = header(headers, TRACEPARENT_HEADER).map(str::to_string);
-    let incoming = Incoming { envelope, traceparent };
+    let mut incoming = Incoming { envelope, traceparent };
+    // A redrive is one more delivery of the letter, in the trace it came from.
+    let delivery = Delivery::start(publisher.engine.name(), &mut incoming, 1);
     let outcome = batcher.process(incoming.clone()).await;
+    if let Some(delivery) = delivery {
+        delivery.end(outcome_label(&outcome, false), failure_of(&outcome));
+    }
     if let Some(records) = outcome.outbox() {
         // Committed: even if a publish fails now, the relay publishes it later.
         publisher.publish(records).await;

@@ -7,6 +7,7 @@ use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::{FutureExt, StreamExt, future::join_all};
 use std::sync::Arc;
 
+use jetsaga_core::telemetry::Delivery;
 use jetsaga_core::{Incoming, OutboxRecord, Outcome, Processor, command_envelope};
 use jetsaga_events::subjects::{self, SubjectKind};
 use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
@@ -166,12 +167,14 @@ impl Worker {
         );
         let mut dispositions: Vec<Option<Disposition>> = Vec::with_capacity(batch.len());
         let mut incoming = Vec::with_capacity(batch.len());
+        // Each input's place in the batch, and the span of its delivery.
         let mut positions = Vec::with_capacity(batch.len());
         for (i, message) in batch.iter().enumerate() {
             match self.decode(message) {
-                Ok(event) => {
+                Ok(mut event) => {
+                    let attempt = delivered_of(message).max(1).unsigned_abs();
+                    positions.push((i, Delivery::start(self.engine.name(), &mut event, attempt)));
                     incoming.push(event);
-                    positions.push(i);
                     dispositions.push(None);
                 }
                 Err(reason) => {
@@ -210,14 +213,14 @@ impl Worker {
         &self,
         batch: &[Message],
         mut dispositions: Vec<Option<Disposition>>,
-        positions: Vec<usize>,
+        positions: Vec<(usize, Option<Delivery>)>,
         outcomes: Vec<Outcome>,
         incoming: &[Incoming],
         published: Vec<Result<(), crate::publisher::Unpublished>>,
     ) {
         let mut published = published.into_iter().map(|r| r.is_ok());
         let mut answers: Vec<Option<Answer>> = vec![None; batch.len()];
-        for ((i, outcome), input) in positions.into_iter().zip(outcomes).zip(incoming) {
+        for (((i, delivery), outcome), input) in positions.into_iter().zip(outcomes).zip(incoming) {
             let message = &batch[i];
             let delivered = delivered_of(message);
             let awaited = self.answers.is_some() && service::client_id(message.headers.as_ref()).is_none();
@@ -225,7 +228,11 @@ impl Worker {
                 // Final once committed or refused, even if its events are published later.
                 answers[i] = Some(service::answer_of(&outcome, &input.envelope));
             }
-            count(self.engine.name(), outcome_label(&outcome, delivered >= self.config.max_deliver));
+            let label = outcome_label(&outcome, delivered >= self.config.max_deliver);
+            count(self.engine.name(), label);
+            if let Some(delivery) = delivery {
+                delivery.end(label, failure_of(&outcome));
+            }
             dispositions[i] = Some(match outcome {
                 Outcome::Publish(records)
                 | Outcome::Rejected { outbox: records, .. }
@@ -347,8 +354,20 @@ fn count(function: &str, outcome: &'static str) {
     metrics::counter!("jetsaga_messages_total", "function" => function.to_string(), "outcome" => outcome).increment(1);
 }
 
+/// Why a message was not processed, if it was not.
+pub(crate) fn failure_of(outcome: &Outcome) -> Option<&str> {
+    match outcome {
+        Outcome::Retry(reason)
+        | Outcome::Unavailable(reason)
+        | Outcome::DeadLetter(reason)
+        | Outcome::Conflict(reason)
+        | Outcome::Refused(reason) => Some(reason),
+        Outcome::Publish(_) | Outcome::Rejected { .. } | Outcome::Repeated { .. } => None,
+    }
+}
+
 /// What became of a message, as the `outcome` label says it: a bounded set.
-fn outcome_label(outcome: &Outcome, last_attempt: bool) -> &'static str {
+pub(crate) fn outcome_label(outcome: &Outcome, last_attempt: bool) -> &'static str {
     match outcome {
         Outcome::Publish(_) => "processed",
         Outcome::Rejected { .. } => "rejected",
