@@ -150,6 +150,16 @@ fn receipt(input: &Envelope, events: &[PendingEvent], rejected: Option<&str>) ->
     serde_json::to_string(&receipt).expect("receipts serialize")
 }
 
+/// The trace id and span id an input's handling is logged with: those of
+/// its delivery's span (see [`crate::telemetry`]), or the trace id its saga
+/// is known by when it came without trace context.
+fn trace_ids(incoming: &Incoming) -> (String, Option<String>) {
+    match incoming.traceparent.as_deref().and_then(TraceParent::parse) {
+        Some(context) => (context.trace_id, Some(context.parent_id)),
+        None => (TraceParent::root(&incoming.envelope.correlation_id).trace_id, None),
+    }
+}
+
 /// The text a panic was raised with.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
@@ -523,13 +533,10 @@ impl Engine {
         );
         if !span.is_disabled() {
             // So that the log lines of this handling join its trace.
-            let context = incoming.traceparent.as_deref().and_then(TraceParent::parse);
-            let trace_id = context
-                .as_ref()
-                .map_or_else(|| TraceParent::root(&envelope.correlation_id).trace_id, |c| c.trace_id.clone());
+            let (trace_id, span_id) = trace_ids(incoming);
             span.record("trace_id", trace_id.as_str());
-            if let Some(context) = &context {
-                span.record("span_id", context.parent_id.as_str());
+            if let Some(span_id) = span_id {
+                span.record("span_id", span_id.as_str());
             }
         }
         let now = Utc::now();
@@ -571,15 +578,15 @@ impl Engine {
                 })
             }
             Err(HandlerError::Retryable(reason)) => {
-                warn!(%reason, "retryable failure");
+                warn!(%reason, trace_id = trace_ids(incoming).0, "retryable failure");
                 Err(Outcome::Retry(reason))
             }
             Err(HandlerError::Unavailable(reason)) => {
-                warn!(%reason, "store unavailable");
+                warn!(%reason, trace_id = trace_ids(incoming).0, "store unavailable");
                 Err(Outcome::Unavailable(reason))
             }
             Err(HandlerError::Malformed(reason)) => {
-                warn!(%reason, "malformed input");
+                warn!(%reason, trace_id = trace_ids(incoming).0, "malformed input");
                 Err(Outcome::DeadLetter(reason))
             }
             Err(HandlerError::Refused(reason)) => {

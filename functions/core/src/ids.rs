@@ -95,7 +95,13 @@ impl TraceParent {
     /// A root context for a saga that arrived without one, derived from its
     /// correlation id so every hop agrees on the trace id.
     pub fn root(correlation_id: &str) -> Self {
-        let h = hash16(&format!("trace/{correlation_id}"));
+        let mut h = hash16(&format!("trace/{correlation_id}"));
+        // A UUIDv5 fixes its version and variant bits (bytes 6 and 8); a
+        // trace id must be random throughout, since samplers read a ratio off
+        // its low 8 bytes (with 0b10 always on top, a 50% ratio took none).
+        let more = hash16(&format!("trace-bits/{correlation_id}"));
+        h[6] = more[0];
+        h[8] = more[1];
         Self { trace_id: hex(&h), parent_id: hex(&h[..8]), flags: "01".into() }
     }
 
@@ -127,6 +133,20 @@ mod tests {
         assert_eq!(uuid.get_version_num(), 7);
         let (secs, _) = uuid.get_timestamp().unwrap().to_unix();
         assert_eq!(secs as i64, at.timestamp());
+    }
+
+    #[test]
+    fn root_trace_ids_are_random_where_samplers_read_them() {
+        // OpenTelemetry's ratio sampler compares the low 8 bytes (shifted
+        // right by one) with ratio × 2^63: about half of the roots fall under 50%.
+        let under_half = (0..1000)
+            .filter(|i| {
+                let id = TraceParent::root(&format!("c-{i}")).trace_id;
+                let low = u64::from_str_radix(&id[16..], 16).unwrap() >> 1;
+                low < 1 << 62
+            })
+            .count();
+        assert!((400..=600).contains(&under_half), "{under_half} of 1000");
     }
 
     #[test]

@@ -187,7 +187,12 @@ impl Publisher {
         origin: &str,
     ) -> Result<(), String> {
         let name = self.engine.name();
-        warn!(%subject, %origin, attempts, %reason, "dead-lettered");
+        let trace_id = headers
+            .and_then(|h| h.get(TRACEPARENT_HEADER))
+            .and_then(|tp| jetsaga_core::ids::TraceParent::parse(tp.as_str()))
+            .map(|tp| tp.trace_id)
+            .unwrap_or_default();
+        warn!(%subject, %origin, attempts, %reason, trace_id, "dead-lettered");
         // An oversized command keeps only its start: enough to see what it was,
         // and the dead letter itself stays publishable.
         let payload = if payload.len() > MAX_COMMAND_BYTES { payload.slice(..OVERSIZED_EXCERPT) } else { payload };

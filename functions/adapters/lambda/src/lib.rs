@@ -112,11 +112,23 @@ pub async fn serve(function: Arc<dyn Function>) -> Result<(), lambda_runtime::Er
     if std::env::var("JETSAGA_CREATE_TABLE").as_deref() == Ok("1") {
         store.create_table_if_missing().await?;
     }
+    // Spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT asks: the commit and
+    // create spans of each batch, under the bridge's delivery spans.
+    let spans = jetsaga_otel::install(&format!("jetsaga-{name}"))?.map(Arc::new);
     tracing::info!(function = name, table = store.table(), backend = store.backend(), "ready");
     let engine = Engine::new(function, Arc::new(store));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Request>| {
         let engine = engine.clone();
-        async move { handle(&engine, event.payload).await }
+        let spans = spans.clone();
+        async move {
+            let response = handle(&engine, event.payload).await;
+            if let Some(spans) = spans {
+                // Sent before answering: a sandbox is frozen between
+                // invocations, and a batch left in memory may never go.
+                let _ = tokio::task::spawn_blocking(move || spans.flush()).await;
+            }
+            response
+        }
     }))
     .await
 }
