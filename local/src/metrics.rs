@@ -22,8 +22,8 @@ pub fn serve(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How often the consumers' state is read for the gauges.
-const CONSUMER_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the consumers' and stores' state is read for the gauges.
+pub const STATE_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Keeps `jetsaga_consumer_pending`, `jetsaga_consumer_ack_pending` and
 /// `jetsaga_consumer_redelivered` (labels `function`, `stream`) current
@@ -38,7 +38,7 @@ pub fn watch_consumers(
 ) {
     let js = async_nats::jetstream::new(nats);
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(CONSUMER_POLL);
+        let mut every = tokio::time::interval(STATE_POLL);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,

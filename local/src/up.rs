@@ -342,8 +342,10 @@ pub(crate) async fn host(
 ) -> anyhow::Result<()> {
     let Hosting { title, banner, seed_demo, quiet, health_port, metrics_addr } = hosting;
     let title = title.as_str();
+    let mut runtime = runtime;
     if let Some(addr) = metrics_addr {
         crate::metrics::serve(addr)?;
+        runtime = runtime.reporting_gauges(crate::metrics::STATE_POLL);
     }
     if let Some(port) = health_port {
         let probe = crate::health::Probe { nats: nats.clone(), ready: Some(runtime.readiness()) };

@@ -51,3 +51,118 @@ fn an_order_shows_in_the_runners_metrics() {
     assert!(page.contains("jetsaga_batch_size_bucket{function=\"order\",le=\"1\"}"), "{page}");
     assert!(!page.contains("order_id"), "no label may name an order:\n{page}");
 }
+
+/// The page parsed as Prometheus reads it.
+fn scrape(page: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+/// The value of the counter or gauge `name` with these labels (0 when absent);
+/// for a histogram, how many observations it holds.
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+        .sum()
+}
+
+#[test]
+fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
+    let metrics_port = common::free_port();
+    let jetsaga = env!("CARGO_BIN_EXE_jetsaga");
+    let runner = common::Runner::start(&["--metrics-addr".into(), format!("127.0.0.1:{metrics_port}")], &[]);
+    let url = runner.nats_url();
+    let order = |id: &str, item: &str| {
+        let out = Command::new(jetsaga)
+            .args([
+                "--nats-url",
+                &url,
+                "order",
+                "create",
+                "--order-id",
+                id,
+                "--customer",
+                "c-ada",
+                "--item",
+                item,
+                "--wait",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(order("o-fine", "p-keyboard:1").contains("completed"));
+    assert!(order("o-fine-2", "p-mouse:1").contains("completed"));
+    assert!(order("o-too-dear", "p-keyboard:40").contains("failed"), "more than the credit allows");
+
+    // An event its reader cannot read: the customer function dead-letters it.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let streams = runtime.block_on(async {
+        let nats = async_nats::connect(url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(nats);
+        let envelope = serde_json::json!({
+            "id": "0193a7a4-0000-7000-8000-00000000dead", "type": "inventory.evt.reserved", "order_id": "o-fine",
+            "correlation_id": "o-fine", "occurred_at": "2026-12-07T12:00:00Z", "version": 1,
+            "data": {"order_id": "o-fine"}
+        });
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Jetsaga-Envelope", "1");
+        js.publish_with_headers("inventory.evt.reserved", headers, envelope.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        // What the streams hold, subject by subject, once the letter is stored.
+        let dlq = js.get_stream("DLQ").await.unwrap();
+        let started = std::time::Instant::now();
+        while dlq.clone().info().await.unwrap().state.messages == 0 {
+            assert!(started.elapsed().as_secs() < 30, "no dead letter");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let mut counts = std::collections::BTreeMap::new();
+        for (stream, filter) in [("SAGA", "orders.evt.>"), ("DLQ", "dlq.>")] {
+            let stream = js.get_stream(stream).await.unwrap();
+            let mut subjects = stream.info_with_subjects(filter).await.unwrap();
+            use futures::StreamExt;
+            while let Some(Ok((subject, count))) = subjects.next().await {
+                counts.insert(subject, count as f64);
+            }
+        }
+        counts
+    });
+    // The store gauges are read every 10 s.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let page = get(metrics_port, "/metrics");
+    runner.stop();
+    let metrics = scrape(&page);
+    let stream = |subject: &str| streams.get(subject).copied().unwrap_or(0.0);
+
+    let started = value(&metrics, "jetsaga_sagas_started_total", &[("saga", "order")]);
+    assert_eq!(started, stream("orders.evt.created"), "{streams:?}\n{page}");
+    assert_eq!(started, 3.0);
+    for outcome in ["completed", "failed"] {
+        let ended = value(&metrics, "jetsaga_sagas_ended_total", &[("saga", "order"), ("outcome", outcome)]);
+        assert_eq!(ended, stream(&format!("orders.evt.{outcome}")), "{outcome}: {streams:?}\n{page}");
+        let timed = value(&metrics, "jetsaga_saga_duration_seconds", &[("saga", "order"), ("outcome", outcome)]);
+        assert_eq!(timed, ended, "every ended saga is timed");
+    }
+    let letters = value(&metrics, "jetsaga_dead_letters_total", &[("function", "customer")]);
+    assert_eq!(letters, stream("dlq.customer"), "{streams:?}\n{page}");
+    assert_eq!(letters, 1.0);
+    let given_up = value(&metrics, "jetsaga_messages_total", &[("function", "customer"), ("outcome", "dead_lettered")]);
+    assert_eq!(given_up, 1.0, "{page}");
+    // The order function read every order event and command once.
+    let commits = value(&metrics, "jetsaga_commit_seconds", &[("function", "order")]);
+    assert!(commits >= 3.0, "{page}");
+    assert_eq!(value(&metrics, "jetsaga_outbox_unpublished", &[("function", "order")]), 0.0, "{page}");
+    assert!(page.contains("jetsaga_outbox_oldest_age_seconds{function=\"order\"} 0"), "{page}");
+    assert!(value(&metrics, "jetsaga_inbox_size", &[("function", "order")]) >= 3.0, "{page}");
+}

@@ -251,6 +251,11 @@ pub trait Processor: Send + Sync + std::fmt::Debug + 'static {
         Ok(0)
     }
 
+    /// How many inputs its inbox remembers, if that can be counted (see [`Store::inbox_size`]).
+    async fn inbox_size(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Removes keys whose retention ended by `now`, Unix seconds (see
     /// [`Store::sweep_expired`]); remote functions' stores expire theirs by themselves.
     async fn sweep_expired(&self, now: i64) -> Result<u64, StoreError> {
@@ -294,6 +299,10 @@ impl Processor for Engine {
 
     async fn sweep_expired(&self, now: i64) -> Result<u64, StoreError> {
         self.store.sweep_expired(now).await
+    }
+
+    async fn inbox_size(&self) -> Result<Option<u64>, StoreError> {
+        self.store.inbox_size().await
     }
 }
 

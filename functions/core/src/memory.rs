@@ -157,6 +157,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn inbox_size(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.inner.lock().unwrap().inbox.len() as u64))
+    }
+
     async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
         let mut guard = self.inner.lock().unwrap();
         let inner = &mut *guard;

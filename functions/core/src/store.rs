@@ -189,6 +189,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         Ok(0)
     }
 
+    /// How many inputs the inbox remembers (`None`: this backend cannot
+    /// count them cheaply, as DynamoDB without a scan). A metric only.
+    async fn inbox_size(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Removes the keys whose [`Write::expires_at`] is at or before `now`
     /// (Unix seconds); returns how many. The runtime calls it with the
     /// inbox sweep. Backends that expire keys by themselves (DynamoDB's

@@ -123,6 +123,11 @@ impl Order {
 }
 
 impl Order {
+    /// When the order was created (its first timeline entry).
+    fn began(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.timeline.first().map_or(now, |e| e.at)
+    }
+
     fn record(&mut self, event: &str, at: DateTime<Utc>, note: Option<String>) {
         self.timeline.push(TimelineEntry { event: event.into(), at, note });
     }
@@ -360,6 +365,8 @@ impl Default for Orders {
 
 /// The function name schedules are kept under (both modes share the subjects).
 const SCHEDULER: &str = "order";
+/// The kind of saga the order function's milestones are counted under (the `saga` label).
+const SAGA: &str = "order";
 
 /// Declaration in the choreographed saga.
 pub static SPEC: FunctionSpec = FunctionSpec {
@@ -452,6 +459,7 @@ impl Orders {
             holds_place,
         };
         order.record(ORDERS_EVT_CREATED, ctx.now(), None);
+        ctx.saga_started(SAGA);
         ctx.emit(OrderCreated { order_id: order_id.clone(), customer_id: cmd.customer_id, items: cmd.items });
         self.set_deadline(ctx, &mut order);
         self.save(ctx, &order);
@@ -648,6 +656,7 @@ impl Orders {
         order.status = OrderStatus::Failed;
         order.reason = Some(reason.clone());
         order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
+        ctx.saga_ended(SAGA, "failed", order.began(ctx.now()));
         ctx.emit(OrderFailed { order_id: order.order_id.clone(), reason, step: Some(current.waiting_for) });
         debug_assert!(from != OrderStatus::Failed);
         self.give_place_back(ctx, &mut order).await?;
@@ -719,6 +728,7 @@ impl Orders {
         match order.status {
             OrderStatus::Completed => {
                 order.record(ORDERS_EVT_COMPLETED, ctx.now(), None);
+                ctx.saga_ended(SAGA, "completed", order.began(ctx.now()));
                 ctx.emit(OrderCompleted { order_id: order_id.clone(), total_cents: order.total_cents.unwrap_or(0) });
             }
             OrderStatus::Failed => {
@@ -726,10 +736,12 @@ impl Orders {
                 let reason = event.data["reason"].as_str().unwrap_or("no reason given").to_string();
                 order.reason = Some(reason.clone());
                 order.record(ORDERS_EVT_FAILED, ctx.now(), Some(reason.clone()));
+                ctx.saga_ended(SAGA, "failed", order.began(ctx.now()));
                 ctx.emit(OrderFailed { order_id: order_id.clone(), reason, step: Some(step.into()) });
             }
             OrderStatus::Canceled => {
                 order.record(ORDERS_EVT_CANCELED, ctx.now(), order.reason.clone());
+                ctx.saga_ended(SAGA, "canceled", order.began(ctx.now()));
                 ctx.emit(OrderCanceled { order_id: order_id.clone(), reason: order.reason.clone() });
             }
             _ => {}

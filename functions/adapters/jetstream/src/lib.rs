@@ -22,6 +22,7 @@
 
 pub mod answers;
 pub mod dlq;
+pub mod gauges;
 pub mod ops;
 pub mod provision;
 mod publisher;
@@ -289,13 +290,22 @@ pub struct Runtime {
     engines: Vec<Arc<dyn Processor>>,
     operations: bool,
     ready: Readiness,
+    gauges_every: Option<std::time::Duration>,
 }
 
 impl Runtime {
     /// A runtime on `client` with `config`.
     pub fn new(client: async_nats::Client, config: Config) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js, config, engines: Vec::new(), operations: false, ready: Readiness::default() }
+        Self {
+            client,
+            js,
+            config,
+            engines: Vec::new(),
+            operations: false,
+            ready: Readiness::default(),
+            gauges_every: None,
+        }
     }
 
     /// Adds a function: an [`Engine`](jetsaga_core::Engine) over its
@@ -310,6 +320,14 @@ impl Runtime {
     /// as the HTTP gateway. Its NATS user needs the operations' subjects.
     pub fn serving_operations(mut self) -> Self {
         self.operations = true;
+        self
+    }
+
+    /// Also reads each function's outbox and inbox every `every` into the
+    /// gauges of the `metrics` facade (see [`gauges`]): for a process that
+    /// serves metrics; each reading costs store queries.
+    pub fn reporting_gauges(mut self, every: std::time::Duration) -> Self {
+        self.gauges_every = Some(every);
         self
     }
 
@@ -352,6 +370,9 @@ impl Runtime {
                 duplicate_window: self.config.duplicate_window,
             };
             tasks.spawn(relay::run(publisher.clone(), self.config.inbox_retention, recall, cancel.clone()));
+            if let Some(every) = self.gauges_every {
+                tasks.spawn(gauges::report(publisher.clone(), every, cancel.clone()));
+            }
             // Every function gets a service, even without endpoints, so
             // `$SRV.PING` / `nats micro ls` shows what is running where.
             let answers =

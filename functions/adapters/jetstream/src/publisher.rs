@@ -206,6 +206,7 @@ impl Publisher {
             error!(%subject, %origin, error = %e, unstored, "cannot store the dead letter; its message is kept and retried");
             return Err(e.to_string());
         }
+        metrics::counter!("jetsaga_dead_letters_total", "function" => name).increment(1);
         debug!("dead letter stored");
         Ok(())
     }

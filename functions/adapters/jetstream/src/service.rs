@@ -178,7 +178,7 @@ pub(crate) async fn serve(
 /// count is an invocation that may queue behind the function's work).
 const BACKLOG_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn backlog(publisher: &Publisher) -> Result<Value, (u16, String)> {
+pub(crate) async fn backlog(publisher: &Publisher) -> Result<Value, (u16, String)> {
     let consuming = publisher.consuming.load(std::sync::atomic::Ordering::Relaxed);
     let unstored = publisher.unstored_dead_letters.load(std::sync::atomic::Ordering::Relaxed);
     let function = publisher.engine.name();

@@ -26,6 +26,7 @@ pub(crate) struct Statements {
     inbox_get: Arc<str>,
     inbox_receipt: Arc<str>,
     inbox_sweep: Arc<str>,
+    inbox_count: Arc<str>,
     expired_sweep: Arc<str>,
     outbox_for_event: Arc<str>,
     outbox_pending: Arc<str>,
@@ -70,6 +71,7 @@ impl Statements {
                  AND event_id NOT IN (SELECT event_id FROM {prefix}outbox)",
                 p(1)
             )),
+            inbox_count: s(format!("SELECT count(*) FROM {prefix}inbox")),
             expired_sweep: s(format!("DELETE FROM {prefix}kv WHERE expires_at <= {}", p(1))),
             outbox_for_event: s(format!(
                 "SELECT id, subject, payload, traceparent FROM {prefix}outbox WHERE event_id = {} ORDER BY seq",
@@ -369,6 +371,15 @@ impl<D: Driver> Store for SqlStore<D> {
     async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {
         let rows = self.fetch(&self.sql.inbox_receipt, &[Bind::Text(event_id)], &[Column::MaybeText]).await?;
         Ok(rows.into_iter().next().and_then(|row| row.into_iter().next()).and_then(Cell::maybe_text))
+    }
+
+    async fn inbox_size(&self) -> Result<Option<u64>, StoreError> {
+        let rows = self.fetch(&self.sql.inbox_count, &[], &[Column::Int]).await?;
+        let count = rows.into_iter().next().and_then(|row| row.into_iter().next());
+        Ok(count.map(|cell| match cell {
+            Cell::Int(n) => n.max(0).unsigned_abs(),
+            _ => 0,
+        }))
     }
 
     async fn sweep_inbox(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
