@@ -74,6 +74,11 @@ enum Command {
         /// Where the session signing key is kept (jwt.key) unless given otherwise.
         #[arg(long, env = "JETSAGA_DATA_DIR", default_value = ".jetsaga")]
         data_dir: PathBuf,
+        /// Also serve the gateway's Prometheus metrics (what its own GET
+        /// /metrics shows: requests, latency, order outcomes) at
+        /// http://HOST:PORT/metrics, for a scraper kept off the public port.
+        #[arg(long, value_name = "HOST:PORT", env = "JETSAGA_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Serve the operations service alone (status, dead letters, redrive:
     /// what the HTTP admin API asks), as the NATS user `ops`, where the
@@ -452,7 +457,7 @@ impl Cli {
         match self.command {
             Command::Up(args) => return up::run(args).await,
             Command::Bridge(args) => return bridge::run(args).await,
-            Command::Gateway { ref http, ref data_dir } => {
+            Command::Gateway { ref http, ref data_dir, metrics_addr } => {
                 let url = nats_url(&self);
                 // Its NATS user (infra/nats) may read replies under its own inbox prefix only.
                 let nats = crate::client::connect_options("jetsaga gateway")?
@@ -462,7 +467,10 @@ impl Cli {
                     .await?;
                 let keys = crate::gateway::keys(http, data_dir)?;
                 let listener = crate::gateway::bind(http).await?;
-                let served = crate::gateway::serve(listener, nats, keys, http)?;
+                let (served, metrics) = crate::gateway::serve(listener, nats, keys, http)?;
+                if let Some(addr) = metrics_addr {
+                    crate::metrics::serve_page(addr, metrics).await?;
+                }
                 println!("jetsaga gateway: the HTTP API at {served}/api/..., the saga at {url}; Ctrl-C stops it");
                 up::shutdown_signal().await;
                 return Ok(());

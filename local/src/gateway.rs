@@ -104,7 +104,14 @@ pub async fn bind(args: &HttpArgs) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves the API on `listener` until the process ends; returns its URL.
-pub fn serve(listener: TcpListener, nats: async_nats::Client, keys: Keys, args: &HttpArgs) -> anyhow::Result<String> {
+/// Serves the HTTP API on `listener`; returns its base URL and what its
+/// `GET /metrics` shows (for `--metrics-addr`).
+pub fn serve(
+    listener: TcpListener,
+    nats: async_nats::Client,
+    keys: Keys,
+    args: &HttpArgs,
+) -> anyhow::Result<(String, metrics_exporter_prometheus::PrometheusHandle)> {
     let address = listener.local_addr()?;
     let pace = args.client_requests_per_second;
     let gateway = Arc::new(Gateway {
@@ -114,11 +121,12 @@ pub fn serve(listener: TcpListener, nats: async_nats::Client, keys: Keys, args: 
         pace: jetsaga_http::limits::Pace::new(pace, pace.saturating_mul(2)),
         ..Gateway::new(nats, keys)
     });
+    let metrics = gateway.metrics.handle();
     let app = jetsaga_http::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "the HTTP API stopped");
         }
     });
-    Ok(format!("http://{address}"))
+    Ok((format!("http://{address}"), metrics))
 }

@@ -22,6 +22,27 @@ pub fn serve(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves `page` (a recorder's handle, not the process's global one) at
+/// `GET /metrics` on `addr`.
+pub async fn serve_page(
+    addr: std::net::SocketAddr,
+    page: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], page.render()) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+    Ok(())
+}
+
 /// How often the consumers' and stores' state is read for the gauges.
 pub const STATE_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 

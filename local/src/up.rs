@@ -285,7 +285,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if !args.no_http {
         let keys = crate::gateway::keys(&args.http, &args.data_dir)?;
         let listener = crate::gateway::bind(&args.http).await?;
-        let http = crate::gateway::serve(listener, nats.clone(), keys, &args.http)?;
+        let (http, _) = crate::gateway::serve(listener, nats.clone(), keys, &args.http)?;
         banner.push(format!(
             "  web UI: {http}/  (the shop; the operations console at {http}/#/admin for administrators)"
         ));

@@ -166,3 +166,36 @@ fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
     assert!(page.contains("jetsaga_outbox_oldest_age_seconds{function=\"order\"} 0"), "{page}");
     assert!(value(&metrics, "jetsaga_inbox_size", &[("function", "order")]) >= 3.0, "{page}");
 }
+
+#[test]
+fn a_gateway_serves_its_http_metrics_on_its_metrics_address() {
+    let runner = common::Runner::start(&[], &[]);
+    let (http_port, metrics_port) = (common::free_port(), common::free_port());
+    let data = tempfile::tempdir().unwrap();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_jetsaga"))
+        .args(["gateway", "--nats-url", &runner.nats_url(), "--http-port", &http_port.to_string()])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--data-dir"])
+        .arg(data.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
+        assert!(started.elapsed().as_secs() < 30, "the gateway did not serve its metrics");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for _ in 0..3 {
+        get(http_port, "/api/products");
+    }
+    let page = get(metrics_port, "/metrics");
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    runner.stop();
+    let metrics = scrape(&page);
+    let listed = [("route", "/api/products"), ("method", "GET"), ("status", "200")];
+    assert_eq!(value(&metrics, "jetsaga_http_requests_total", &listed), 3.0, "{page}");
+    let timed = value(&metrics, "jetsaga_http_request_duration_seconds", &[("route", "/api/products")]);
+    assert_eq!(timed, 3.0, "{page}");
+    assert!(page.contains("jetsaga_saga_outcomes_total{outcome=\"failed\"} 0"), "{page}");
+    assert!(!page.contains("jetsaga_messages_total"), "the gateway's page is its own:\n{page}");
+}

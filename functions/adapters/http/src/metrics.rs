@@ -1,9 +1,15 @@
 //! `GET /metrics` (Prometheus text) and `GET /readyz`.
+//!
+//! The gateway's metrics are recorded through the `metrics` facade into a
+//! Prometheus recorder of its own, never the process's global one: in
+//! `jetsaga up` the gateway shares its process with the runner, and each
+//! serves its own page (`GET /metrics` here, `--metrics-addr` there).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
@@ -17,23 +23,50 @@ use crate::problem::Problem;
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
-#[derive(Debug, Default, Clone)]
-struct Latency {
-    count: u64,
-    sum: f64,
-    /// Requests at or under each of [`BUCKETS`].
-    buckets: [u64; BUCKETS.len()],
-}
+/// The outcomes `jetsaga_saga_outcomes_total` counts (each shown from 0).
+const OUTCOMES: [&str; 3] = ["completed", "failed", "canceled"];
 
-/// Requests by route, method and status, and latency by route and method.
-#[derive(Debug, Default)]
+/// `jetsaga_http_requests_total{route,method,status}`,
+/// `jetsaga_http_request_duration_seconds{route,method}` and
+/// `jetsaga_saga_outcomes_total{outcome}`, and the orders ended second by
+/// second for `GET /api/throughput`.
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<(String, String), Latency>>,
-    /// Terminal events seen on the saga stream since the gateway started, by outcome.
-    outcomes: Mutex<BTreeMap<String, u64>>,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
     /// Orders ended, second by second, for `GET /api/throughput`.
     throughput: Mutex<Throughput>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("jetsaga_http_request_duration_seconds".into()), &BUCKETS)
+            .expect("the buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::describe_counter!(
+                "jetsaga_saga_outcomes_total",
+                "Orders ended since the gateway started, by outcome (as the saga stream shows them)."
+            );
+            metrics::describe_counter!("jetsaga_http_requests_total", "HTTP requests by route, method and status.");
+            metrics::describe_histogram!(
+                "jetsaga_http_request_duration_seconds",
+                metrics::Unit::Seconds,
+                "HTTP request latency by route and method."
+            );
+            for outcome in OUTCOMES {
+                metrics::counter!("jetsaga_saga_outcomes_total", "outcome" => outcome).absolute(0);
+            }
+        });
+        Self { recorder, handle, throughput: Mutex::default() }
+    }
 }
 
 /// Seconds of history `GET /api/throughput` answers.
@@ -145,18 +178,13 @@ pub struct ThroughputSecond {
 
 impl Metrics {
     fn record(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        let mut requests = self.requests.lock().expect("the metrics lock is never poisoned");
-        *requests.entry((route.to_string(), method.to_string(), status)).or_default() += 1;
-        drop(requests);
-        let mut latency = self.latency.lock().expect("the metrics lock is never poisoned");
-        let entry = latency.entry((route.to_string(), method.to_string())).or_default();
-        entry.count += 1;
-        entry.sum += seconds;
-        for (bucket, bound) in entry.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
+        metrics::with_local_recorder(&self.recorder, || {
+            let (route, method) = (route.to_string(), method.to_string());
+            metrics::counter!("jetsaga_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+                .increment(1);
+            metrics::histogram!("jetsaga_http_request_duration_seconds", "route" => route, "method" => method)
+                .record(seconds);
+        });
     }
 
     /// An event of the saga stream: creations and terminal events count.
@@ -170,40 +198,22 @@ impl Metrics {
         let outcome = envelope.event_type.rsplit('.').next().unwrap_or_default();
         throughput.ended(order_id, outcome, envelope.occurred_at);
         drop(throughput);
-        *self.outcomes.lock().expect("never poisoned").entry(outcome.to_string()).or_default() += 1;
+        // Only the outcomes it watches: a label never takes a stranger's value.
+        if let Some(outcome) = OUTCOMES.into_iter().find(|o| *o == outcome) {
+            metrics::with_local_recorder(&self.recorder, || {
+                metrics::counter!("jetsaga_saga_outcomes_total", "outcome" => outcome).increment(1);
+            });
+        }
     }
 
     /// The Prometheus text exposition of everything recorded.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP jetsaga_saga_outcomes_total Orders ended since the gateway started, by outcome.\n");
-        out.push_str("# TYPE jetsaga_saga_outcomes_total counter\n");
-        for outcome in ["completed", "failed", "canceled"] {
-            let count = self.outcomes.lock().expect("never poisoned").get(outcome).copied().unwrap_or(0);
-            let _ = writeln!(out, "jetsaga_saga_outcomes_total{{outcome=\"{outcome}\"}} {count}");
-        }
-        out.push_str("# HELP jetsaga_http_requests_total HTTP requests by route, method and status.\n");
-        out.push_str("# TYPE jetsaga_http_requests_total counter\n");
-        for ((route, method, status), count) in self.requests.lock().expect("never poisoned").iter() {
-            let _ = writeln!(
-                out,
-                "jetsaga_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
-            );
-        }
-        out.push_str("# HELP jetsaga_http_request_duration_seconds HTTP request latency by route and method.\n");
-        out.push_str("# TYPE jetsaga_http_request_duration_seconds histogram\n");
-        for ((route, method), latency) in self.latency.lock().expect("never poisoned").iter() {
-            let labels = format!("route=\"{route}\",method=\"{method}\"");
-            for (bound, count) in BUCKETS.iter().zip(latency.buckets) {
-                let _ =
-                    writeln!(out, "jetsaga_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}");
-            }
-            let _ =
-                writeln!(out, "jetsaga_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", latency.count);
-            let _ = writeln!(out, "jetsaga_http_request_duration_seconds_sum{{{labels}}} {}", latency.sum);
-            let _ = writeln!(out, "jetsaga_http_request_duration_seconds_count{{{labels}}} {}", latency.count);
-        }
-        out
+        self.handle.render()
+    }
+
+    /// What `/metrics` serves, for another listener (`jetsaga gateway --metrics-addr`).
+    pub fn handle(&self) -> PrometheusHandle {
+        self.handle.clone()
     }
 }
 
