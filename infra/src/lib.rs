@@ -2,8 +2,9 @@
 //! declarations, so names, subjects and permissions live in one place: the
 //! CloudFormation template (`infra/cloudformation.json`), the NATS
 //! cluster configuration with one user per function (`infra/nats/`) and the
-//! Kubernetes manifests (`infra/kubernetes/`) and the compose file
-//! (`infra/compose/`). A test
+//! Kubernetes manifests (`infra/kubernetes/`), the compose file
+//! (`infra/compose/`) and the Grafana dashboard and Prometheus alerting
+//! rules (`infra/observability/`, `infra/kubernetes/monitoring/`). A test
 //! fails when the checked-in files drift (`jetsaga infra write`
 //! regenerates them).
 
@@ -11,6 +12,7 @@ pub mod cloudformation;
 pub mod compose;
 pub mod kubernetes;
 pub mod nats;
+pub mod observability;
 
 pub use cloudformation::{cloudformation, deployable};
 pub use nats::{nats_accounts, nats_cluster_config};
@@ -22,5 +24,6 @@ pub fn files() -> Vec<(&'static str, String)> {
     let mut files = vec![("infra/cloudformation.json", template), ("infra/nats/cluster.conf", nats_cluster_config())];
     files.extend(kubernetes::files());
     files.extend(compose::files());
+    files.extend(observability::files());
     files
 }

@@ -1,11 +1,15 @@
 //! `--metrics-addr`: Prometheus metrics over HTTP, from what the runtime
-//! records through the `metrics` facade (`jetsaga_messages_total`,
-//! `jetsaga_batch_handling_seconds`, `jetsaga_batch_size`).
+//! records through the `metrics` facade (messages, batches, commits,
+//! outboxes, inboxes, dead letters, sagas; see the README's "Metrics").
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// Latency buckets in seconds: a millisecond to ten seconds.
 const SECONDS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// A saga from end to end: ten milliseconds to past the default saga
+/// deadline of five minutes (the alert on sagas ending past it reads these).
+const SAGA_SECONDS: [f64; 15] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 /// Batch sizes: one message to a full pull of 500.
 const BATCH: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
 
@@ -14,6 +18,8 @@ const BATCH: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
 pub fn serve(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        // Full names match before suffixes.
+        .set_buckets_for_metric(Matcher::Full("jetsaga_saga_duration_seconds".into()), &SAGA_SECONDS)?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)?
         .set_buckets_for_metric(Matcher::Full("jetsaga_batch_size".into()), &BATCH)?
         .install()

@@ -52,6 +52,34 @@ fn an_order_shows_in_the_runners_metrics() {
     assert!(!page.contains("order_id"), "no label may name an order:\n{page}");
 }
 
+/// The metric names the dashboard and the alerting rules use, whose name
+/// starts with `prefix` (a histogram by its base name); panics on PromQL
+/// that does not parse.
+fn referenced(prefix: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for expr in jetsaga_infra::observability::expressions() {
+        let query = expr.replace("$__rate_interval", "1m");
+        promql_parser::parser::parse(&query).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        for word in query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with(prefix) {
+                let base = word.strip_suffix("_bucket").unwrap_or(word);
+                names.insert(base.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Checks that every metric the dashboard and the alerts use that starts
+/// with `prefix` is on `page`.
+fn assert_dashboard_served(page: &str, prefix: &str) {
+    let names = referenced(prefix);
+    assert!(!names.is_empty());
+    for name in names {
+        assert!(page.contains(&format!("\n{name}")), "the dashboard or an alert uses {name}, not served:\n{page}");
+    }
+}
+
 /// The page parsed as Prometheus reads it.
 fn scrape(page: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_string()))).unwrap()
@@ -165,6 +193,18 @@ fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
     assert_eq!(value(&metrics, "jetsaga_outbox_unpublished", &[("function", "order")]), 0.0, "{page}");
     assert!(page.contains("jetsaga_outbox_oldest_age_seconds{function=\"order\"} 0"), "{page}");
     assert!(value(&metrics, "jetsaga_inbox_size", &[("function", "order")]) >= 3.0, "{page}");
+    // What the dashboard and the alerting rules read of a runner is all there.
+    for prefix in [
+        "jetsaga_sagas",
+        "jetsaga_saga_",
+        "jetsaga_consumer",
+        "jetsaga_outbox",
+        "jetsaga_dead",
+        "jetsaga_messages",
+        "jetsaga_commit",
+    ] {
+        assert_dashboard_served(&page, prefix);
+    }
 }
 
 #[test]
@@ -198,4 +238,5 @@ fn a_gateway_serves_its_http_metrics_on_its_metrics_address() {
     assert_eq!(timed, 3.0, "{page}");
     assert!(page.contains("jetsaga_saga_outcomes_total{outcome=\"failed\"} 0"), "{page}");
     assert!(!page.contains("jetsaga_messages_total"), "the gateway's page is its own:\n{page}");
+    assert_dashboard_served(&page, "jetsaga_http");
 }

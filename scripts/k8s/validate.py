@@ -3,7 +3,10 @@ against the Kubernetes schemas (kubernetes-validate, --strict: unknown fields
 fail), KEDA's ScaledObjects against the schema beside this file, and the
 cross-references a cluster would only find at run time: every Deployment's
 ScaledObject, PodDisruptionBudget and Service selectors match pods, every
-Secret key a pod reads is one `scripts/deploy-k8s` creates.
+Secret key a pod reads is one `scripts/deploy-k8s` creates. The optional
+`monitoring/` beside them (Prometheus operator): its ConfigMap by schema,
+every PodMonitor selects pods that have the port it scrapes, the dashboard
+is JSON and the PrometheusRule has the shape of a rule file.
 
     python scripts/k8s/validate.py infra/kubernetes [--kubernetes 1.31]
 """
@@ -12,6 +15,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import jsonschema
 import yaml
@@ -83,6 +87,42 @@ def main():
     scaled = {doc["spec"]["scaleTargetRef"]["name"] for _, doc in docs if doc["kind"] == "ScaledObject"}
     for missing in sorted(set(functions) - scaled):
         problems.append(f"Deployment {missing} has no ScaledObject")
+    ports = {}  # pod name -> its containers' port names
+    for _, doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            ports[doc["metadata"]["name"]] = {p["name"] for c in doc["spec"]["template"]["spec"]["containers"]
+                                              for p in c.get("ports", [])}
+    monitoring = directory / "monitoring"
+    if monitoring.is_dir():
+        for doc in yaml.safe_load_all((monitoring / "monitoring.yaml").read_text()):
+            if not doc:
+                continue
+            kind, name = doc["kind"], doc["metadata"]["name"]
+            docs.append(("monitoring/monitoring.yaml", doc))
+            if kind == "PodMonitor":
+                selector = doc["spec"]["selector"]["matchLabels"]
+                wanted = {e["port"] for e in doc["spec"]["podMetricsEndpoints"]}
+                scraped = [pod for pod, labels in pods.items() if selector.items() <= labels.items() and wanted & ports.get(pod, set())]
+                if not scraped:
+                    problems.append(f"monitoring: PodMonitor {name} scrapes no pod (selector {selector}, ports {wanted})")
+            elif kind == "PrometheusRule":
+                for group in doc["spec"]["groups"]:
+                    for rule in group["rules"]:
+                        if not {"alert", "expr", "for", "labels", "annotations"} <= rule.keys():
+                            problems.append(f"monitoring: rule {rule.get('alert')} lacks a field")
+            elif kind == "ConfigMap":
+                for key, text in doc["data"].items():
+                    if key.endswith(".json"):
+                        json.loads(text)
+        # The built-in kinds by schema (the operator's kinds have none here).
+        configmaps = [d for _, d in docs if d["kind"] == "ConfigMap"]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump_all(configmaps, f)
+            f.flush()
+            result = subprocess.run([str(validate), "-k", args.kubernetes, "--strict", "--quiet", f.name],
+                                    capture_output=True, text=True)
+        if result.returncode != 0:
+            problems.append("kubernetes-validate (monitoring):\n" + result.stdout + result.stderr)
     if problems:
         print("\n".join(problems))
         sys.exit(1)
