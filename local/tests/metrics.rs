@@ -47,7 +47,8 @@ fn an_order_shows_in_the_runners_metrics() {
     let pending = sample(&page, "jetsaga_consumer_pending{function=\"inventory\",stream=\"SAGA\"}");
     assert!(pending.is_some(), "no consumer gauge:\n{page}");
     assert!(page.contains("jetsaga_consumer_ack_pending{function=\"order\",stream=\"COMMANDS\"}"), "{page}");
-    assert!(page.contains("# TYPE jetsaga_batch_handling_seconds histogram"), "{page}");
+    assert!(page.contains("# TYPE jetsaga_message_phase_seconds histogram"), "{page}");
+    assert!(page.contains("jetsaga_message_phase_seconds_count{function=\"order\",phase=\"handling\"}"), "{page}");
     assert!(page.contains("jetsaga_batch_size_bucket{function=\"order\",le=\"1\"}"), "{page}");
     assert!(!page.contains("order_id"), "no label may name an order:\n{page}");
 }
@@ -169,6 +170,12 @@ fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
     // The store gauges are read every 10 s.
     std::thread::sleep(std::time::Duration::from_secs(11));
     let page = get(metrics_port, "/metrics");
+    // The bench's timings endpoint is a view of the same measurements.
+    let timings: serde_json::Value = runtime.block_on(async {
+        let nats = async_nats::connect(url.as_str()).await.unwrap();
+        let answer = nats.request("$JETSAGA.TIMINGS.order", "".into()).await.unwrap();
+        serde_json::from_slice(&answer.payload).unwrap()
+    });
     runner.stop();
     let metrics = scrape(&page);
     let stream = |subject: &str| streams.get(subject).copied().unwrap_or(0.0);
@@ -193,6 +200,11 @@ fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
     assert_eq!(value(&metrics, "jetsaga_outbox_unpublished", &[("function", "order")]), 0.0, "{page}");
     assert!(page.contains("jetsaga_outbox_oldest_age_seconds{function=\"order\"} 0"), "{page}");
     assert!(value(&metrics, "jetsaga_inbox_size", &[("function", "order")]) >= 3.0, "{page}");
+    for (phase, name) in [("handling", "handling"), ("queue_wait", "queue_wait"), ("ack", "ack")] {
+        let seen = value(&metrics, "jetsaga_message_phase_seconds", &[("function", "order"), ("phase", phase)]);
+        assert_eq!(seen, timings[name]["count"].as_f64().unwrap(), "{phase}: {timings}\n{page}");
+        assert!(seen >= 3.0);
+    }
     // What the dashboard and the alerting rules read of a runner is all there.
     for prefix in [
         "jetsaga_sagas",

@@ -58,6 +58,7 @@ impl Publisher {
     /// transaction every [`Processor::mark_published_every`]. A crash before that only means
     /// they are published again on restart, and JetStream drops the copies.
     pub(crate) fn new(engine: Arc<dyn Processor>, js: jetstream::Context) -> Self {
+        let name = engine.name();
         let (sweeper, mut ids) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
         let store = engine.clone();
         let every = engine.mark_published_every();
@@ -79,7 +80,7 @@ impl Publisher {
             sweeper,
             failed: Arc::default(),
             consuming: Arc::default(),
-            timings: Arc::default(),
+            timings: Arc::new(crate::timings::Timings::exported(name)),
             unstored_dead_letters: Arc::default(),
         }
     }

@@ -1,9 +1,13 @@
 //! Where a consumed message's time goes, per function: queue wait
 //! (stored by the server → pulled by a worker), handling (pulled →
 //! committed by the processor), publish (committed → every event's
-//! publish acked) and ack (→ the input's ack sent). Recorded lock-free by
-//! the workers into fixed log-scale histograms, read by `jetsaga bench`
-//! (and anyone curious) through `$JETSAGA.TIMINGS.<function>`.
+//! publish acked) and ack (→ the input's ack sent). Measured once by the
+//! workers and recorded lock-free into fixed log-scale histograms, which
+//! `jetsaga bench` (and anyone curious) reads through
+//! `$JETSAGA.TIMINGS.<function>`, and, in the same call, into the
+//! process's metrics as `jetsaga_message_phase_seconds{function,phase}`
+//! (phases `queue_wait`, `handling`, `publish`, `ack`; one observation per
+//! message): the endpoint and Prometheus show the same numbers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -138,8 +142,11 @@ impl Histogram {
 }
 
 /// One function's latency split, shared by its workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Timings {
+    /// The same phases in the process's metrics ([`Timings::exported`]),
+    /// in [`Timings::phases`]' order; no-ops otherwise.
+    exported: [metrics::Histogram; 4],
     /// Stored by the server → taken by a worker (in the client's buffer, or
     /// the server's, while the worker was busy).
     pub queue: Histogram,
@@ -154,14 +161,69 @@ pub struct Timings {
     messages: AtomicU64,
 }
 
+impl Default for Timings {
+    /// Timings kept here only (as the bench sums them).
+    fn default() -> Self {
+        Self {
+            exported: std::array::from_fn(|_| metrics::Histogram::noop()),
+            queue: Histogram::default(),
+            handling: Histogram::default(),
+            publish: Histogram::default(),
+            ack: Histogram::default(),
+            batches: AtomicU64::default(),
+            messages: AtomicU64::default(),
+        }
+    }
+}
+
+/// Which phase a duration is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Stored → taken.
+    Queue,
+    /// Taken → committed.
+    Handling,
+    /// Committed → published.
+    Publish,
+    /// Published → acked.
+    Ack,
+}
+
+/// The phases' names, as the endpoint and the `phase` label say them.
+const PHASE_NAMES: [&str; 4] = ["queue_wait", "handling", "publish", "ack"];
+
 impl Timings {
+    /// Timings of `function` that also record into the process's metrics
+    /// (the recorder installed when this is called).
+    pub fn exported(function: &str) -> Self {
+        Self {
+            exported: PHASE_NAMES.map(|phase| {
+                metrics::histogram!("jetsaga_message_phase_seconds", "function" => function.to_string(), "phase" => phase)
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Records that each of `messages` messages spent `took` in `phase`
+    /// (every message of a batch shares its batch's phases but the queue's).
+    pub fn record(&self, phase: Phase, took: Duration, messages: u64) {
+        let (histogram, exported) = match phase {
+            Phase::Queue => (&self.queue, &self.exported[0]),
+            Phase::Handling => (&self.handling, &self.exported[1]),
+            Phase::Publish => (&self.publish, &self.exported[2]),
+            Phase::Ack => (&self.ack, &self.exported[3]),
+        };
+        histogram.record(took, messages);
+        exported.record_many(took.as_secs_f64(), usize::try_from(messages).unwrap_or(usize::MAX));
+    }
+
     /// Records a batch's queue waits, one per message (`stored`: when the
     /// server stored each), against `taken`, when the worker took the batch.
     pub fn record_queue(&self, stored: impl Iterator<Item = SystemTime>, taken: SystemTime) {
         let mut n = 0;
         for at in stored {
             // Same host, same clock; a message stored "after" it was taken is a rounding: zero.
-            self.queue.record(taken.duration_since(at).unwrap_or_default(), 1);
+            self.record(Phase::Queue, taken.duration_since(at).unwrap_or_default(), 1);
             n += 1;
         }
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +232,8 @@ impl Timings {
 
     /// The phases, as the timings endpoint names them.
     pub fn phases(&self) -> [(&'static str, &Histogram); 4] {
-        [("queue_wait", &self.queue), ("handling", &self.handling), ("publish", &self.publish), ("ack", &self.ack)]
+        let [queue, handling, publish, ack] = PHASE_NAMES;
+        [(queue, &self.queue), (handling, &self.handling), (publish, &self.publish), (ack, &self.ack)]
     }
 
     /// Adds another [`Timings::summary`] (a copy of the function, or another function).

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::answers::{Answer, Answers, command_key};
 use crate::publisher::Publisher;
+use crate::timings::Phase;
 use crate::{Config, service};
 
 /// How long a batch is kept from redelivery by in-progress acks at most
@@ -44,6 +45,8 @@ pub(crate) struct Worker {
     config: Config,
     /// Set when consuming the command stream: where answers go.
     answers: Option<Answers>,
+    /// `jetsaga_batch_size{function}`, registered once.
+    batch_size: metrics::Histogram,
 }
 
 fn delivered_of(message: &Message) -> i64 {
@@ -56,7 +59,8 @@ fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 
 impl Worker {
     pub(crate) fn new(publisher: Publisher, config: Config, answers: Option<Answers>) -> Self {
-        Self { engine: publisher.engine.clone(), publisher, config, answers }
+        let batch_size = metrics::histogram!("jetsaga_batch_size", "function" => publisher.engine.name());
+        Self { engine: publisher.engine.clone(), publisher, config, answers, batch_size }
     }
 
     pub(crate) async fn run(self, consumer: PullConsumer, cancel: CancellationToken) {
@@ -186,11 +190,8 @@ impl Worker {
         let (outcomes, records, sent) = self
             .in_progress(&batch, async {
                 let outcomes = self.engine.process(&incoming).await;
-                timings.handling.record(taken.elapsed(), batch.len() as u64);
-                metrics::histogram!("jetsaga_batch_handling_seconds", "function" => self.engine.name().to_string())
-                    .record(taken.elapsed().as_secs_f64());
-                metrics::histogram!("jetsaga_batch_size", "function" => self.engine.name().to_string())
-                    .record(batch.len() as f64);
+                timings.record(Phase::Handling, taken.elapsed(), batch.len() as u64);
+                self.batch_size.record(batch.len() as f64);
                 let records: Vec<OutboxRecord> =
                     outcomes.iter().filter_map(Outcome::outbox).flatten().cloned().collect();
                 let sent = self.publisher.send(&records).await;
@@ -200,10 +201,10 @@ impl Worker {
         let committed = Instant::now();
         async move {
             let published = self.in_progress(&batch, self.publisher.confirm(&records, sent)).await;
-            timings.publish.record(committed.elapsed(), batch.len() as u64);
+            timings.record(Phase::Publish, committed.elapsed(), batch.len() as u64);
             let acking = Instant::now();
             self.settle(&batch, dispositions, positions, outcomes, &incoming, published).await;
-            timings.ack.record(acking.elapsed(), batch.len() as u64);
+            timings.record(Phase::Ack, acking.elapsed(), batch.len() as u64);
         }
     }
 
