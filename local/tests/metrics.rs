@@ -107,7 +107,9 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
     let metrics_port = common::free_port();
     let jetsaga = env!("CARGO_BIN_EXE_jetsaga");
-    let runner = common::Runner::start(&["--metrics-addr".into(), format!("127.0.0.1:{metrics_port}")], &[]);
+    // Unacknowledged messages come back after a second.
+    let args = ["--metrics-addr".into(), format!("127.0.0.1:{metrics_port}"), "--ack-wait".into(), "1".into()];
+    let runner = common::Runner::start(&args, &[]);
     let url = runner.nats_url();
     let order = |id: &str, item: &str| {
         let out = Command::new(jetsaga)
@@ -132,8 +134,32 @@ fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
     assert!(order("o-fine-2", "p-mouse:1").contains("completed"));
     assert!(order("o-too-dear", "p-keyboard:40").contains("failed"), "more than the credit allows");
 
-    // An event its reader cannot read: the customer function dead-letters it.
+    // A redelivery: a command sent while the runner is paused is delivered
+    // to it and not acknowledged within the ack wait, so it comes again.
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let signal = |sig: &str| Command::new("kill").args([sig, &runner.pid().to_string()]).status().unwrap();
+    signal("-STOP");
+    runtime.block_on(async {
+        let nats = async_nats::connect(url.as_str()).await.unwrap();
+        let create = serde_json::json!({"order_id": "o-paused", "customer_id": "c-ada", "items": [{"product_id": "p-mouse", "quantity": 1}]});
+        nats.publish("orders.cmd.create", create.to_string().into()).await.unwrap();
+        nats.flush().await.unwrap();
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    signal("-CONT");
+    let started = std::time::Instant::now();
+    loop {
+        let got =
+            Command::new(jetsaga).args(["--nats-url", &url, "order", "get", "o-paused", "--json"]).output().unwrap();
+        let view: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap_or_default();
+        if view["status"] == "completed" {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 30, "o-paused did not complete: {view}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // An event its reader cannot read: the customer function dead-letters it.
     let streams = runtime.block_on(async {
         let nats = async_nats::connect(url.as_str()).await.unwrap();
         let js = async_nats::jetstream::new(nats);
@@ -157,6 +183,13 @@ fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         let mut counts = std::collections::BTreeMap::new();
+        // Deliveries to the order function, redeliveries included, as its consumers count them.
+        for stream in ["SAGA", "COMMANDS"] {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                js.get_consumer_from_stream("order", stream).await.unwrap();
+            let info = consumer.info().await.unwrap();
+            counts.insert(format!("deliveries/{stream}"), info.delivered.consumer_sequence as f64);
+        }
         for (stream, filter) in [("SAGA", "orders.evt.>"), ("DLQ", "dlq.>")] {
             let stream = js.get_stream(stream).await.unwrap();
             let mut subjects = stream.info_with_subjects(filter).await.unwrap();
@@ -182,7 +215,12 @@ fn after_failures_and_a_dead_letter_the_counters_match_the_streams() {
 
     let started = value(&metrics, "jetsaga_sagas_started_total", &[("saga", "order")]);
     assert_eq!(started, stream("orders.evt.created"), "{streams:?}\n{page}");
-    assert_eq!(started, 3.0);
+    assert_eq!(started, 4.0);
+    // Every delivery to the order function is counted once, by what became of it.
+    let handled = value(&metrics, "jetsaga_messages_total", &[("function", "order")]);
+    assert_eq!(handled, stream("deliveries/SAGA") + stream("deliveries/COMMANDS"), "{streams:?}\n{page}");
+    let redelivered = value(&metrics, "jetsaga_redeliveries_total", &[("function", "order")]);
+    assert!(redelivered >= 1.0, "the paused runner's command came again:\n{page}");
     for outcome in ["completed", "failed"] {
         let ended = value(&metrics, "jetsaga_sagas_ended_total", &[("saga", "order"), ("outcome", outcome)]);
         assert_eq!(ended, stream(&format!("orders.evt.{outcome}")), "{outcome}: {streams:?}\n{page}");

@@ -65,6 +65,11 @@ impl Runner {
         Self { child, stdout, stderr, dir }
     }
 
+    /// Its process id (to pause it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The NATS URL it serves.
     pub fn nats_url(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats.url")).unwrap().trim().to_string()

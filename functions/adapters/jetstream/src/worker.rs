@@ -224,6 +224,9 @@ impl Worker {
         for (((i, delivery), outcome), input) in positions.into_iter().zip(outcomes).zip(incoming) {
             let message = &batch[i];
             let delivered = delivered_of(message);
+            if delivered > 1 {
+                metrics::counter!("jetsaga_redeliveries_total", "function" => self.engine.name()).increment(1);
+            }
             let awaited = self.answers.is_some() && service::client_id(message.headers.as_ref()).is_none();
             if awaited && !matches!(outcome, Outcome::Retry(_) | Outcome::Unavailable(_)) {
                 // Final once committed or refused, even if its events are published later.
