@@ -565,6 +565,10 @@ impl Engine {
             Ok(()) => {
                 let milestones = ctx.take_milestones();
                 let (writes, emitted) = ctx.finish();
+                if let Err(reason) = self.declared(&emitted) {
+                    warn!(%reason, trace_id = trace_ids(incoming).0, "undeclared event");
+                    return Err(Outcome::DeadLetter(reason));
+                }
                 overlay.apply(&writes);
                 let receipt = receipt(envelope, &emitted, None);
                 let outbox = self.outbox(incoming, emitted, now);
@@ -577,6 +581,10 @@ impl Engine {
             }
             Err(HandlerError::Rejected { reason, events }) => {
                 drop(ctx);
+                if let Err(reason) = self.declared(&events) {
+                    warn!(%reason, trace_id = trace_ids(incoming).0, "undeclared event");
+                    return Err(Outcome::DeadLetter(reason));
+                }
                 debug!(reason = %reason, "rejected");
                 let receipt = receipt(envelope, &events, Some(&reason));
                 let outbox = self.outbox(incoming, events, now);
@@ -603,6 +611,44 @@ impl Engine {
                 Err(Outcome::Refused(reason))
             }
         }
+    }
+
+    /// Refuses events the function's declaration does not list (its
+    /// `emits`: every subject it publishes, and the schedule subjects it
+    /// schedules on). A handler bug, caught where it happens: undeclared,
+    /// the stream might not keep the event, the function's NATS user might
+    /// not publish it, and readers refuse a schedule's message from subjects
+    /// no declaration names. Nothing is committed; the input is dead-lettered
+    /// with the reason.
+    fn declared(&self, events: &[PendingEvent]) -> Result<(), String> {
+        let spec = self.function.spec();
+        let covered = |subject: &str| {
+            spec.emits.iter().any(|pattern| match pattern.strip_suffix('>') {
+                Some(prefix) => subject.starts_with(prefix),
+                None => *pattern == subject,
+            })
+        };
+        for event in events {
+            if !covered(&event.subject) {
+                return Err(format!(
+                    "{} emitted {}, which its declaration does not list in `emits`",
+                    spec.name, event.subject
+                ));
+            }
+            let on = match &event.schedule {
+                Some(crate::schedule::Schedule::At { subject, .. }) => subject,
+                Some(crate::schedule::Schedule::Cancel { scheduler }) => scheduler,
+                None => continue,
+            };
+            if !covered(on) {
+                let pattern = on.rsplit_once('.').map_or(on.as_str(), |(prefix, _)| prefix);
+                return Err(format!(
+                    "{} scheduled on {on}, which its declaration does not list in `emits` (add \"{pattern}.>\")",
+                    spec.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Turns emitted payloads into envelopes with deterministic ids.
