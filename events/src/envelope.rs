@@ -114,6 +114,13 @@ impl Envelope {
     pub fn data_as<P: Payload>(&self) -> Result<P, DecodeError> {
         decode_value(P::SUBJECT, self.data.clone())
     }
+
+    /// Decodes `data` as any type (one body shared by several subjects, say),
+    /// with the same error as [`Envelope::data_as`]: the subject, the field
+    /// and what was wrong.
+    pub fn data_into<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        decode_value(&self.event_type, self.data.clone())
+    }
 }
 
 /// Why a message could not be decoded: which part, which field, and what

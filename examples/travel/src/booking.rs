@@ -160,8 +160,7 @@ impl Function for Booking {
                 Ok(())
             }
             subject if self.spec().accepts.contains(&subject) => {
-                let add: AddCapacity = serde_json::from_value(event.data.clone())
-                    .map_err(|e| HandlerError::Malformed(format!("{subject}: {e}")))?;
+                let add: AddCapacity = event.data_into()?;
                 if add.resource.is_empty() {
                     return Err(HandlerError::Malformed(format!("{subject}: `resource` must not be empty")));
                 }

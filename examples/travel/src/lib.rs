@@ -39,13 +39,9 @@ pub fn specs() -> Vec<&'static FunctionSpec> {
 /// whichever functions it hosts.
 pub fn runtime_config() -> jetsaga_jetstream::Config {
     jetsaga_jetstream::Config {
-        stream: "TRAVEL".into(),
-        dlq_stream: "TRAVEL_DLQ".into(),
-        command_stream: "TRAVEL_COMMANDS".into(),
-        claim_stream: "TRAVEL_CLAIMS".into(),
         stream_subjects: jetsaga_jetstream::provision::stream_subjects(specs()).into_iter().collect(),
         command_subjects: jetsaga_jetstream::provision::command_subjects(specs()).into_iter().collect(),
-        ..jetsaga_jetstream::Config::default()
+        ..jetsaga_jetstream::Config::named("travel")
     }
     .with_saga(specs())
 }

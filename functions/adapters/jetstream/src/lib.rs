@@ -205,6 +205,20 @@ pub struct Declared {
 pub const DLQ_WARN_PERCENT: u64 = 50;
 
 impl Config {
+    /// The default configuration with the four streams named after `saga`
+    /// (`TRAVEL`, `TRAVEL_DLQ`, `TRAVEL_COMMANDS`, `TRAVEL_CLAIMS` for
+    /// `"travel"`), so several sagas share a NATS account without meeting.
+    pub fn named(saga: &str) -> Self {
+        let name = saga.to_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        Self {
+            dlq_stream: format!("{name}_DLQ"),
+            command_stream: format!("{name}_COMMANDS"),
+            claim_stream: format!("{name}_CLAIMS"),
+            stream: name,
+            ..Self::default()
+        }
+    }
+
     /// Fills [`Config::saga`] from the saga's functions (in every mode
     /// they run in: a function's declarations add up).
     pub fn with_saga<'a>(mut self, specs: impl IntoIterator<Item = &'a FunctionSpec>) -> Self {
@@ -454,6 +468,14 @@ mod tests {
         queries: &[],
     };
     static PAYMENT: FunctionSpec = FunctionSpec { name: "payment", emits: &["payments.evt.refunded"], ..SCHEDULER };
+
+    #[test]
+    fn a_named_saga_has_streams_of_its_own() {
+        let config = Config::named("travel");
+        let names = [&config.stream, &config.dlq_stream, &config.command_stream, &config.claim_stream];
+        assert_eq!(names, ["TRAVEL", "TRAVEL_DLQ", "TRAVEL_COMMANDS", "TRAVEL_CLAIMS"]);
+        assert_eq!(Config::named("car-hire").stream, "CAR_HIRE", "stream names take letters, digits and _");
+    }
 
     #[test]
     fn a_schedule_may_publish_only_what_the_function_scheduling_there_emits() {
