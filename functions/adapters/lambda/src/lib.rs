@@ -99,6 +99,29 @@ pub fn table_name(function: &str) -> String {
     std::env::var("JETSAGA_TABLE").unwrap_or_else(|_| format!("jetsaga-{function}"))
 }
 
+/// Stands in for the exporter in a bootstrap built without the `otel`
+/// feature: says so once if the environment asks for spans.
+#[cfg(not(feature = "otel"))]
+#[derive(Debug)]
+struct NoSpans;
+
+#[cfg(not(feature = "otel"))]
+impl NoSpans {
+    fn warn_if_asked() -> Option<Arc<Self>> {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+        {
+            tracing::warn!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this bootstrap was built without the `otel` feature: \
+                 no spans (build it with `--features jetsaga-lambda/otel`, as `scripts/deploy --traces` does)"
+            );
+        }
+        None
+    }
+
+    fn flush(&self) {}
+}
+
 /// Runs `function` as a Lambda function until the runtime stops it.
 ///
 /// Environment: `JETSAGA_TABLE` (default `jetsaga-<function>`),
@@ -114,7 +137,10 @@ pub async fn serve(function: Arc<dyn Function>) -> Result<(), lambda_runtime::Er
     }
     // Spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT asks: the commit and
     // create spans of each batch, under the bridge's delivery spans.
+    #[cfg(feature = "otel")]
     let spans = jetsaga_otel::install(&format!("jetsaga-{name}"))?.map(Arc::new);
+    #[cfg(not(feature = "otel"))]
+    let spans: Option<Arc<NoSpans>> = NoSpans::warn_if_asked();
     tracing::info!(function = name, table = store.table(), backend = store.backend(), "ready");
     let engine = Engine::new(function, Arc::new(store));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Request>| {

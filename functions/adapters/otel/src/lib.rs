@@ -4,7 +4,7 @@
 //! | Variable | Meaning |
 //! |---|---|
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` (or `_TRACES_ENDPOINT`) | The collector; unset: no spans at all |
-//! | `OTEL_EXPORTER_OTLP_PROTOCOL` (or `_TRACES_PROTOCOL`) | `http/protobuf` (default) or `grpc` |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` (or `_TRACES_PROTOCOL`) | `http/protobuf` (default; feature `http`) or `grpc` (feature `grpc`) |
 //! | `OTEL_SERVICE_NAME` | The service name (default: the process's own, `jetsaga`, `jetsaga-bridge`, …) |
 //! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | Sampling, decided at each saga's root (default `parentbased_always_on`) |
 //! | `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`, `_COMPRESSION` | As the OTLP exporter spec says |
@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanId, TraceId};
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
 
@@ -77,6 +77,14 @@ impl IdGenerator for PlannedIds {
     }
 }
 
+/// The protocols this build exports over.
+const ACCEPTED: &str = match (cfg!(feature = "grpc"), cfg!(feature = "http")) {
+    (true, true) => "grpc or http/protobuf",
+    (true, false) => "grpc (this build has no HTTP exporter)",
+    (false, true) => "http/protobuf (this build has no gRPC exporter)",
+    (false, false) => "nothing: this build has no exporter (features grpc, http)",
+};
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
@@ -102,13 +110,18 @@ pub fn install(service: &str) -> Result<Option<Tracing>, Error> {
         .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|| "http/protobuf".into());
     let exporter = match protocol.as_str() {
+        #[cfg(feature = "grpc")]
         "grpc" => SpanExporter::builder().with_tonic().build(),
-        "http/protobuf" => SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build(),
+        #[cfg(feature = "http")]
+        "http/protobuf" => {
+            use opentelemetry_otlp::{Protocol, WithExportConfig};
+            SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build()
+        }
         _ => {
             return Err(Error::Unsupported {
                 variable: "OTEL_EXPORTER_OTLP_PROTOCOL",
                 value: protocol,
-                accepted: "grpc or http/protobuf",
+                accepted: ACCEPTED,
             });
         }
     }
