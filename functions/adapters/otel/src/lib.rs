@@ -14,6 +14,9 @@
 //! (a saga's root trace id from its correlation id, an event's `create`
 //! span id from the event id), random ones otherwise.
 
+#[cfg(not(any(feature = "grpc", feature = "http")))]
+compile_error!("jetsaga-otel exports over OTLP: enable its `grpc` or `http` feature (or both, the default)");
+
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanId, TraceId};
@@ -82,7 +85,7 @@ const ACCEPTED: &str = match (cfg!(feature = "grpc"), cfg!(feature = "http")) {
     (true, true) => "grpc or http/protobuf",
     (true, false) => "grpc (this build has no HTTP exporter)",
     (false, true) => "http/protobuf (this build has no gRPC exporter)",
-    (false, false) => "nothing: this build has no exporter (features grpc, http)",
+    (false, false) => "",
 };
 
 fn var(name: &str) -> Option<String> {
