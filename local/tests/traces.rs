@@ -67,7 +67,6 @@ fn assert_completed_saga(trace: &[Span]) {
 fn an_order_over_http_and_one_by_nats_pub_are_one_trace_each() {
     let collector = Collector::http();
     let env = collector.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let http_port = common::free_port();
     let runner = common::Runner::start(&["--http-port".into(), http_port.to_string()], &env);
     let base = format!("http://127.0.0.1:{http_port}");
@@ -159,7 +158,6 @@ fn hosting(functions: &[&str], more: &[&str]) -> Vec<String> {
 fn a_deadline_that_fires_after_a_restart_stays_in_its_trace() {
     let collector = Collector::grpc();
     let env = collector.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // No payment function: the order waits for payment until its deadline.
     let args = hosting(&["order", "inventory", "customer"], &["--step-timeout", "payment=8s"]);
     let runner = common::Runner::start(&args, &env);
@@ -196,7 +194,6 @@ fn a_deadline_that_fires_after_a_restart_stays_in_its_trace() {
 fn on_the_lambda_path_an_order_is_one_trace_across_the_bridge_and_the_bootstraps() {
     let collector = Collector::http();
     let env = collector.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let runner = common::Runner::start(&["--lambda".into()], &env);
     let url = runner.nats_url();
     let placed = Command::new(env!("CARGO_BIN_EXE_jetsaga"))
@@ -223,8 +220,7 @@ fn on_the_lambda_path_an_order_is_one_trace_across_the_bridge_and_the_bootstraps
 #[test]
 fn a_dead_letter_and_its_redrive_stay_in_the_trace_of_the_event() {
     let collector = Collector::http();
-    let env = collector.env();
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env = collector.env();
     env.push(("JETSAGA_LOG_FORMAT", "json"));
     let runner = common::Runner::start(&[], &env);
     let url = runner.nats_url();
@@ -287,8 +283,7 @@ fn a_dead_letter_and_its_redrive_stay_in_the_trace_of_the_event() {
 #[test]
 fn sampling_is_decided_once_at_the_root_and_honoured_by_every_step() {
     let collector = Collector::http();
-    let env = collector.env();
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env = collector.env();
     env.extend([("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.5")]);
     let unlimited = ["--max-orders-in-flight", "0", "--max-orders-per-minute", "0"].map(String::from);
     let runner = common::Runner::start(&unlimited, &env);

@@ -161,12 +161,12 @@ impl Collector {
     }
 
     /// The environment that points a jetsaga process here.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
+    pub fn env(&self) -> Vec<(&'static str, &str)> {
         vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint.clone()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", self.protocol.to_string()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &self.endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", self.protocol),
             // Batches sent every 100 ms instead of 5 s: the tests wait less.
-            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ]
     }
 
