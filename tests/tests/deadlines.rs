@@ -64,7 +64,7 @@ async fn completing_cancels_the_deadline_and_a_deadline_after_the_end_changes_no
     headers
         .insert("Nats-Schedule", format!("@at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).as_str());
     headers.insert("Nats-Schedule-Target", ORDERS_EVT_DEADLINE_PASSED);
-    let schedule = jetsaga_core::schedule::subject_for("order", &id);
+    let schedule = jetsaga_core::schedule::name_for("order", &id);
     saga.js.publish_with_headers(schedule, headers, envelope.encode().into()).await.unwrap().await.unwrap();
     wait_until(SETTLE, "the late deadline fired", || async {
         saga.events_for(ORDERS_EVT_DEADLINE_PASSED, &id).await.len() == 1

@@ -31,3 +31,62 @@ async fn creating_the_table_twice_is_harmless_and_a_batch_over_the_limit_is_refu
     assert!(refused.to_string().contains("101 items"), "{refused}");
     store.delete_table().await.unwrap();
 }
+
+/// A table written before schedules had attributes of their own (they were
+/// written into `subj`) needs no migration: its pending records read as new
+/// ones, whether the relay or a redelivery asks.
+#[tokio::test]
+async fn outbox_items_in_the_old_form_read_as_new_ones() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use jetsaga_core::schedule::{Schedule, name_for};
+    let endpoint = Endpoint::start();
+    let client = endpoint.dynamodb().await;
+    let store = DynamoStore::new(client.clone(), "old-form");
+    store.create_table_if_missing().await.unwrap();
+    let name = name_for("order", "o-1");
+    let stored = [
+        ("o1", "orders.evt.created".to_string()),
+        ("o2", format!("{name} @at 2026-12-07T12:00:30.250Z orders.evt.deadline_passed")),
+        ("o3", format!("orders.evt.deadline_canceled purge {name}")),
+    ];
+    let s = |v: &str| AttributeValue::S(v.into());
+    for (id, subject) in &stored {
+        client
+            .put_item()
+            .table_name("old-form")
+            .item("pk", s("outbox"))
+            .item("sk", s(id))
+            .item("ev", s("e1"))
+            .item("subj", s(subject))
+            .item("payload", AttributeValue::B(b"{}".to_vec().into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let outbox = AttributeValue::L(stored.iter().map(|(id, _)| s(id)).collect());
+    client
+        .put_item()
+        .table_name("old-form")
+        .item("pk", s("inbox#e1"))
+        .item("sk", s("inbox"))
+        .item("outbox", outbox)
+        .send()
+        .await
+        .unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:30.250Z").unwrap().to_utc();
+    let record = |id: &str, subject: &str, schedule| jetsaga_core::OutboxRecord {
+        id: id.into(),
+        subject: subject.into(),
+        payload: b"{}".to_vec(),
+        traceparent: None,
+        schedule,
+    };
+    let expected = vec![
+        record("o1", "orders.evt.created", None),
+        record("o2", "orders.evt.deadline_passed", Some(Schedule::At { name: name.clone(), at })),
+        record("o3", "orders.evt.deadline_canceled", Some(Schedule::Cancel { name })),
+    ];
+    assert_eq!(store.unpublished(10).await.unwrap(), expected);
+    assert_eq!(store.processed("e1").await.unwrap(), Some(expected));
+    store.delete_table().await.unwrap();
+}

@@ -376,7 +376,7 @@ async fn a_schedule_cannot_publish_an_event_its_function_does_not_emit() {
     headers
         .insert("Nats-Schedule", format!("@at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).as_str());
     headers.insert("Nats-Schedule-Target", "payments.evt.refunded");
-    let schedule = jetsaga_core::schedule::subject_for("order", "forged");
+    let schedule = jetsaga_core::schedule::name_for("order", "forged");
     saga.js.publish_with_headers(schedule, headers, refund.to_string().into()).await.unwrap().await.unwrap();
     wait_until(WAIT, "the fired forgery to be dead-lettered by loyalty", || async {
         messages(&saga.js, "DLQ", None)

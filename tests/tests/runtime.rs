@@ -695,6 +695,7 @@ async fn events_published_before_a_crash_are_not_doubled_after_the_duplicate_win
             subject: DEPOSITED.into(),
             payload: envelope.to_string().into_bytes(),
             traceparent: None,
+            schedule: None,
         }
     };
     let (published, lost) = (record("published"), record("lost"));
@@ -724,7 +725,7 @@ async fn events_published_before_a_crash_are_not_doubled_after_the_duplicate_win
 #[tokio::test]
 async fn an_old_schedule_found_after_a_crash_does_not_replace_a_newer_one() {
     use jetsaga_core::Store;
-    use jetsaga_core::schedule::{Publication, Schedule};
+    use jetsaga_core::schedule::Schedule;
     jetsaga_tests::init_tracing();
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -738,7 +739,7 @@ async fn an_old_schedule_found_after_a_crash_does_not_replace_a_newer_one() {
     let store = first.store.clone();
     first.stop().await;
 
-    let on = jetsaga_core::schedule::subject_for("ledger", "acc");
+    let on = jetsaga_core::schedule::name_for("ledger", "acc");
     let schedule = |seed: &str, made: chrono::DateTime<chrono::Utc>, due: chrono::DateTime<chrono::Utc>| {
         let id = jetsaga_core::ids::derived_id(made, seed);
         let envelope = json!({
@@ -747,9 +748,10 @@ async fn an_old_schedule_found_after_a_crash_does_not_replace_a_newer_one() {
         });
         jetsaga_core::OutboxRecord {
             id,
-            subject: Schedule::At { subject: on.clone(), at: due }.encode("ledger.evt.opened"),
+            subject: "ledger.evt.opened".into(),
             payload: envelope.to_string().into_bytes(),
             traceparent: None,
+            schedule: Some(Schedule::At { name: on.clone(), at: chrono::SubsecRound::trunc_subsecs(due, 3) }),
         }
     };
     let now = chrono::Utc::now();
@@ -762,14 +764,13 @@ async fn an_old_schedule_found_after_a_crash_does_not_replace_a_newer_one() {
         ..Default::default()
     };
     store.commit(&[commit]).await.unwrap();
-    let publication = Publication::of(&newer.subject);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, newer.id.as_str());
     headers.insert("Jetsaga-Envelope", "1");
-    for (name, value) in &publication.headers {
-        headers.insert(*name, value.as_str());
+    for (name, value) in jetsaga_jetstream::schedule::headers(&newer) {
+        headers.insert(name, value);
     }
-    js.publish_with_headers(publication.subject.clone(), headers, newer.payload.clone().into())
+    js.publish_with_headers(newer.destination().to_string(), headers, newer.payload.clone().into())
         .await
         .unwrap()
         .await
@@ -782,4 +783,87 @@ async fn an_old_schedule_found_after_a_crash_does_not_replace_a_newer_one() {
         messages(&js, "SAGA", Some(&on)).await.iter().filter_map(|m| m.header("Nats-Msg-Id")).collect();
     assert_eq!(held, vec![newer.id.clone()], "the newer schedule alone waits");
     again.stop().await;
+}
+
+/// A store written before schedules were a field of their own (they were
+/// written into the outbox record's subject) is upgraded in place when a
+/// function opens it, and what it still had to publish goes out as it was
+/// meant: the schedule waits under its name and fires on its subject, the
+/// cancel is stored on its subject and ends its schedule.
+#[tokio::test]
+async fn pending_schedules_in_an_old_store_are_published_as_they_were_meant() {
+    use jetsaga_core::Store;
+    use jetsaga_core::schedule::{SCHEDULE_SUBJECTS, Schedule, name_for};
+    use sqlx::Connection;
+    jetsaga_tests::init_tracing();
+    let server = NatsServer::start();
+    let js = jetstream::new(server.connect().await);
+    let config = Config { stream_subjects: vec![SCHEDULE_SUBJECTS.into()], ..fast_config() };
+    // Streams first (a throwaway store), then a schedule the old store's cancel ends.
+    let scratch = tempfile::tempdir().unwrap();
+    Running::start(&server.url(), scratch.path(), config.clone()).await.stop().await;
+    let now = chrono::Utc::now();
+    let envelope = |id: &str, subject: &str| {
+        json!({"id": id, "type": subject, "correlation_id": "c-1", "occurred_at": now.to_rfc3339(),
+               "version": 1, "data": {"account": "acc"}})
+        .to_string()
+    };
+    let (waiting, ended) = (name_for("ledger", "acc"), name_for("ledger", "old"));
+    let doomed = jetsaga_core::OutboxRecord {
+        id: "e-doomed".into(),
+        subject: "ledger.evt.opened".into(),
+        payload: envelope("e-doomed", "ledger.evt.opened").into_bytes(),
+        traceparent: None,
+        schedule: Some(Schedule::At { name: ended.clone(), at: now + chrono::Duration::hours(1) }),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, doomed.id.as_str());
+    headers.insert("Jetsaga-Envelope", "1");
+    for (name, value) in jetsaga_jetstream::schedule::headers(&doomed) {
+        headers.insert(name, value);
+    }
+    js.publish_with_headers(ended.clone(), headers, doomed.payload.into()).await.unwrap().await.unwrap();
+    assert_eq!(messages(&js, "SAGA", Some(&ended)).await.len(), 1, "the schedule to end waits");
+
+    // The old store: its outbox table without schedule columns, two records pending.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let due = (now + chrono::Duration::seconds(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let old = format!(
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL, expires_at INTEGER);
+         CREATE TABLE inbox (event_id TEXT PRIMARY KEY, processed_at_ms INTEGER NOT NULL, receipt TEXT) WITHOUT ROWID;
+         CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, event_id TEXT NOT NULL,
+                              subject TEXT NOT NULL, payload BLOB NOT NULL, traceparent TEXT);
+         INSERT INTO inbox VALUES ('e-in', 0, NULL);
+         INSERT INTO outbox (id, event_id, subject, payload) VALUES
+           ('e-later', 'e-in', '{waiting} @at {due} ledger.evt.opened', CAST('{}' AS BLOB)),
+           ('e-ending', 'e-in', 'ledger.evt.deposited purge {ended}', CAST('{}' AS BLOB));",
+        envelope("e-later", "ledger.evt.opened"),
+        envelope("e-ending", "ledger.evt.deposited"),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(old)).execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+
+    let running = Running::start(&server.url(), dir.path(), config).await;
+    wait_until(WAIT, "the old outbox to be empty", || async {
+        running.store.unpublished(10).await.unwrap().is_empty()
+    })
+    .await;
+    let ids = |stored: &[jetsaga_tests::stream::Stored]| {
+        stored.iter().filter_map(|m| m.header("Nats-Msg-Id")).collect::<Vec<String>>()
+    };
+    assert_eq!(ids(&messages(&js, "SAGA", Some("ledger.evt.deposited")).await), ["e-ending"]);
+    assert!(messages(&js, "SAGA", Some(&ended)).await.is_empty(), "the cancel ended its schedule");
+    let pending = messages(&js, "SAGA", Some(&waiting)).await;
+    assert_eq!(ids(&pending), ["e-later"], "the schedule waits under its name");
+    assert_eq!(pending[0].header("Nats-Schedule-Target").as_deref(), Some("ledger.evt.opened"));
+    wait_until(WAIT, "the schedule to fire", || async {
+        messages(&js, "SAGA", Some("ledger.evt.opened"))
+            .await
+            .iter()
+            .any(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).is_ok_and(|e| e["id"] == "e-later"))
+    })
+    .await;
+    running.stop().await;
 }

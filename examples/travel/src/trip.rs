@@ -203,10 +203,9 @@ mod tests {
         // The deadline is scheduled now and published later, so only the request is out.
         assert_eq!(run.emitted_types(), [TripRequested::SUBJECT]);
         let refused = trips.when(&HotelRefused { trip_id: "t-1".into(), reason: "full".into() }).await;
-        // Published now, ending the deadline: the harness lists it with the schedules.
-        let (ending, failed) = &refused.scheduled[0];
-        assert!(!ending.is_schedule(), "{ending:?}");
-        assert_eq!(failed.data_as::<TripFailed>().unwrap().reason, "hotel: full");
+        // Published now, ending the deadline.
+        assert_eq!(refused.single::<TripFailed>().reason, "hotel: full");
+        assert_eq!(refused.unscheduled, [jetsaga_core::schedule::name_for("trip", "t-1")]);
         let trip: Trip = trips.state(&key("t-1")).await.unwrap();
         assert_eq!(trip.status, TripStatus::Failed);
         // A late car changes nothing.

@@ -16,6 +16,7 @@ fn record(id: &str) -> OutboxRecord {
         subject: "test.evt.done".into(),
         payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        schedule: None,
     }
 }
 
@@ -207,6 +208,27 @@ pub async fn the_outbox_drains(store: Arc<dyn Store>) {
     assert!(store.unpublished(100).await.unwrap().is_empty());
 }
 
+/// A schedule and a cancel come back out of the outbox as they went in,
+/// beside their event's subject, whether read as pending or as a repeat's.
+pub async fn schedules_are_kept_with_their_records(store: Arc<dyn Store>) {
+    use crate::schedule::{Schedule, name_for};
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:30.250Z").unwrap().with_timezone(&chrono::Utc);
+    let scheduled = OutboxRecord {
+        subject: "test.evt.deadline_passed".into(),
+        schedule: Some(Schedule::At { name: name_for("test", "key 1"), at }),
+        ..record("s1")
+    };
+    let cancel = OutboxRecord {
+        subject: "test.evt.deadline_canceled".into(),
+        schedule: Some(Schedule::Cancel { name: name_for("test", "key 1") }),
+        ..record("s2")
+    };
+    let out = vec![record("s0"), scheduled, cancel];
+    store.commit(&[commit("e1", vec![], out.clone())]).await.unwrap();
+    assert_eq!(store.unpublished(10).await.unwrap(), out);
+    assert_eq!(store.processed("e1").await.unwrap(), Some(out));
+}
+
 /// Scans return exactly the keys under a prefix, in order; SQL wildcards are literal.
 pub async fn scans_match_prefixes_literally(store: Arc<dyn Store>) {
     let keys = ["product/b", "product/a", "product_x", "products", "customer/a", "product/%", "product/a/1"];
@@ -336,6 +358,7 @@ macro_rules! store_conformance_tests {
             many_keys_read_at_once,
             the_inbox_refuses_duplicates,
             the_outbox_drains,
+            schedules_are_kept_with_their_records,
             scans_match_prefixes_literally,
             concurrent_writers_on_one_key_have_one_winner,
             old_inbox_records_are_swept_once_their_events_are_out,

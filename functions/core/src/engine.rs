@@ -142,7 +142,7 @@ fn receipt(input: &Envelope, events: &[PendingEvent], rejected: Option<&str>) ->
         // What was published now: a schedule is published later, if ever.
         events: events
             .iter()
-            .filter(|e| !matches!(e.schedule, Some(crate::schedule::Schedule::At { .. })))
+            .filter(|e| e.schedule.as_ref().and_then(|s| s.at()).is_none())
             .map(|e| e.subject.clone())
             .collect(),
         order_id: events.iter().find_map(|e| e.order_id.clone()).or_else(|| input.order_key().map(str::to_string)),
@@ -635,13 +635,9 @@ impl Engine {
                     spec.name, event.subject
                 ));
             }
-            let on = match &event.schedule {
-                Some(crate::schedule::Schedule::At { subject, .. }) => subject,
-                Some(crate::schedule::Schedule::Cancel { scheduler }) => scheduler,
-                None => continue,
-            };
+            let Some(on) = event.schedule.as_ref().map(|s| s.name()) else { continue };
             if !covered(on) {
-                let pattern = on.rsplit_once('.').map_or(on.as_str(), |(prefix, _)| prefix);
+                let pattern = on.rsplit_once('.').map_or(on, |(prefix, _)| prefix);
                 return Err(format!(
                     "{} scheduled on {on}, which its declaration does not list in `emits` (add \"{pattern}.>\")",
                     spec.name
@@ -674,21 +670,16 @@ impl Engine {
                     correlation_id: input.correlation_id.clone(),
                     causation_id: Some(input.id.clone()),
                     // A scheduled event happens when it is published.
-                    occurred_at: match &event.schedule {
-                        Some(crate::schedule::Schedule::At { at, .. }) => *at,
-                        _ => now,
-                    },
+                    occurred_at: event.schedule.as_ref().and_then(|s| s.at()).unwrap_or(now),
                     version: ENVELOPE_VERSION,
                     data: event.data,
                 };
                 OutboxRecord {
                     traceparent: Some(trace.child(&id).to_string()),
                     id,
-                    subject: match &event.schedule {
-                        Some(schedule) => schedule.encode(&event.subject),
-                        None => event.subject,
-                    },
+                    subject: event.subject,
                     payload: envelope.encode(),
+                    schedule: event.schedule,
                 }
             })
             .collect()

@@ -14,7 +14,7 @@ pub struct PendingEvent {
     pub order_id: Option<String>,
     /// Payload.
     pub data: serde_json::Value,
-    /// Published later by JetStream, or ending such a schedule (see [`crate::schedule`]).
+    /// Published later, or ending such a schedule (see [`crate::schedule`]).
     pub schedule: Option<crate::schedule::Schedule>,
 }
 

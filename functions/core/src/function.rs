@@ -233,13 +233,14 @@ impl<'a> Ctx<'a> {
         self.emitted.push(PendingEvent::new(&payload));
     }
 
-    /// Emits `payload` at `at` instead of now: JetStream holds it (one
+    /// Emits `payload` at `at` instead of now: the transport holds it (one
     /// schedule per `key` of this function; a new one replaces the old) and
     /// stores it on its subject then. Committed with the rest, like any event.
     pub fn schedule<P: Payload>(&mut self, function: &str, key: &str, at: DateTime<Utc>, payload: P) {
         let mut event = PendingEvent::new(&payload);
-        event.schedule =
-            Some(crate::schedule::Schedule::At { subject: crate::schedule::subject_for(function, key), at });
+        // To the millisecond, the precision every store and transport keeps.
+        let at = chrono::SubsecRound::trunc_subsecs(at, 3);
+        event.schedule = Some(crate::schedule::Schedule::At { name: crate::schedule::name_for(function, key), at });
         self.emitted.push(event);
     }
 
@@ -247,8 +248,7 @@ impl<'a> Ctx<'a> {
     /// same write (nothing happens to a schedule that fired or never was).
     pub fn unschedule<P: Payload>(&mut self, function: &str, key: &str, payload: P) {
         let mut event = PendingEvent::new(&payload);
-        event.schedule =
-            Some(crate::schedule::Schedule::Cancel { scheduler: crate::schedule::subject_for(function, key) });
+        event.schedule = Some(crate::schedule::Schedule::Cancel { name: crate::schedule::name_for(function, key) });
         self.emitted.push(event);
     }
 

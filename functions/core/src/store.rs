@@ -54,14 +54,16 @@ impl Write {
 /// An event waiting to be published, stored with the state change that produced it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRecord {
-    /// Event id; published as `Nats-Msg-Id`.
+    /// Event id (the transport's de-duplication id).
     pub id: String,
-    /// Subject to publish on.
+    /// The event's subject.
     pub subject: String,
     /// Encoded envelope.
     pub payload: Vec<u8>,
-    /// W3C traceparent to send as a header.
+    /// W3C traceparent to send with it.
     pub traceparent: Option<String>,
+    /// Published later, or ending a schedule (see [`crate::schedule`]).
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 /// Everything one input event changes: its inbox record, the state writes

@@ -218,10 +218,9 @@ pub fn committed(function: &str, incoming: &Incoming, records: &[OutboxRecord], 
         else {
             continue;
         };
-        let publication = crate::schedule::Publication::of(&record.subject);
-        let target = publication.target().unwrap_or(&publication.subject);
+        let target = &record.subject;
         let mut attributes = message_attributes("create", target, &record.id);
-        if publication.is_schedule() {
+        if record.is_scheduled() {
             attributes.push(KeyValue::new("jetsaga.scheduled", true));
         }
         let builder = tracer
@@ -245,12 +244,12 @@ pub fn sent(records: &[OutboxRecord], results: &[Result<(), Cow<'_, str>>], star
         let Some(parent) = sampled_parent(record.traceparent.as_deref()) else {
             continue;
         };
-        let publication = crate::schedule::Publication::of(&record.subject);
+        let destination = record.destination();
         let mut span = tracer
-            .span_builder(format!("send {}", publication.subject))
+            .span_builder(format!("send {destination}"))
             .with_kind(SpanKind::Producer)
             .with_start_time(start)
-            .with_attributes(message_attributes("send", &publication.subject, &record.id))
+            .with_attributes(message_attributes("send", destination, &record.id))
             .start_with_context(tracer, &parent);
         if let Err(reason) = result {
             span.set_status(Status::error(reason.to_string()));

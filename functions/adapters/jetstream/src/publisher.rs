@@ -108,8 +108,6 @@ impl Publisher {
         let at = std::time::SystemTime::now();
         let mut sent = Vec::with_capacity(records.len());
         for record in records {
-            // A schedule, or an event that ends one, says so in its subject.
-            let publication = jetsaga_core::schedule::Publication::of(&record.subject);
             // Headers and subject count too; the server's limit is on the whole message.
             let size = record.payload.len() + record.subject.len() + 256;
             if max_payload > 0 && size > max_payload {
@@ -125,13 +123,13 @@ impl Publisher {
             if let Some(tp) = &record.traceparent {
                 headers.insert(TRACEPARENT_HEADER, tp.as_str());
             }
-            for (name, value) in &publication.headers {
-                headers.insert(*name, value.as_str());
+            for (name, value) in crate::schedule::headers(record) {
+                headers.insert(name, value);
             }
             let payload = Bytes::copy_from_slice(&record.payload);
             sent.push(
                 self.js
-                    .publish_with_headers(publication.subject, headers, payload)
+                    .publish_with_headers(record.destination().to_string(), headers, payload)
                     .await
                     .map_err(|e| Unpublished::Later(e.to_string())),
             );

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use jetsaga_core::{OutboxRecord, ids, schedule::Publication};
+use jetsaga_core::{OutboxRecord, ids};
 use tracing::{info, warn};
 
 /// Records younger than the duplicate window less this are left to the
@@ -68,7 +68,7 @@ impl Recall {
         let old = self.beyond_the_window(records, Utc::now());
         let mut by_subject: BTreeMap<String, Vec<&OutboxRecord>> = BTreeMap::new();
         for record in old {
-            by_subject.entry(Publication::of(&record.subject).subject).or_default().push(record);
+            by_subject.entry(record.destination().to_string()).or_default().push(record);
         }
         let mut found = HashSet::new();
         for (subject, records) in by_subject {
@@ -175,7 +175,7 @@ impl Recall {
         outcome?;
         // A schedule's subject holds one schedule, the newest: a schedule
         // older than one already there would replace it, so it stays out.
-        for record in records.iter().filter(|r| Publication::of(&r.subject).is_schedule()) {
+        for record in records.iter().filter(|r| r.is_scheduled()) {
             let superseded = ids::time_of(&record.id).is_some_and(|at| newest.is_some_and(|newer| newer > at));
             if superseded {
                 found.insert(record.id.clone());

@@ -454,7 +454,7 @@ pub(crate) fn answer_of(outcome: &Outcome, envelope: &Envelope) -> Answer {
             // What was published now (as the receipt a retry is answered from): a schedule comes later, if ever.
             let events: Vec<Envelope> = records
                 .iter()
-                .filter(|r| !jetsaga_core::schedule::Publication::of(&r.subject).is_schedule())
+                .filter(|r| !r.is_scheduled())
                 .filter_map(|r| Envelope::decode(&r.payload).ok())
                 .collect();
             let order_id = events.iter().find_map(|e| e.order_id.clone()).or_else(|| envelope.order_id.clone());

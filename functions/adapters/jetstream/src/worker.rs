@@ -132,7 +132,7 @@ impl Worker {
 
     fn decode(&self, message: &Message) -> Result<Incoming, String> {
         let traceparent = header(message, TRACEPARENT_HEADER).map(str::to_string);
-        if let Some(scheduler) = header(message, "Nats-Scheduler") {
+        if let Some(scheduler) = header(message, crate::schedule::SCHEDULER_HEADER) {
             self.config.check_scheduled(scheduler, &message.subject)?;
         }
         if self.answers.is_some() {

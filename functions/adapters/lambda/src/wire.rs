@@ -2,6 +2,7 @@
 //! JSON, so a function can also be invoked by hand (`cargo lambda invoke`,
 //! the AWS console) with a readable payload.
 
+use jetsaga_core::schedule::Schedule;
 use jetsaga_core::{Incoming, OutboxRecord, Outcome};
 use jetsaga_events::Envelope;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,12 @@ pub struct Event {
     /// W3C trace context to send as a header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Publish it later, or end a schedule with it (see
+    /// [`jetsaga_core::schedule`]). Bridges older than this field would
+    /// publish a scheduled event at once: upgrade the bridge before the
+    /// functions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// What became of one record.
@@ -181,17 +188,28 @@ impl From<&OutboxRecord> for Event {
             subject: record.subject.clone(),
             envelope: String::from_utf8_lossy(&record.payload).into_owned(),
             traceparent: record.traceparent.clone(),
+            schedule: record.schedule.clone(),
         }
     }
 }
 
 impl From<Event> for OutboxRecord {
+    /// A function built before schedules were a field of their own writes
+    /// them into the subject: read as a store reads such records.
     fn from(event: Event) -> Self {
-        Self {
-            id: event.id,
-            subject: event.subject,
-            payload: event.envelope.into_bytes(),
-            traceparent: event.traceparent,
+        let Event { id, subject, envelope, traceparent, schedule } = event;
+        let payload = envelope.into_bytes();
+        if schedule.is_some() || !subject.contains(' ') {
+            return OutboxRecord { id, subject, payload, traceparent, schedule };
+        }
+        match OutboxRecord::from_stored(id.clone(), subject.clone(), payload.clone(), traceparent.clone(), None) {
+            Ok(record) => record,
+            Err(e) => {
+                // Published as given: the server refuses the subject, and
+                // the record waits in the function's outbox for a fix.
+                tracing::warn!(event_id = %id, error = %e, "unreadable event from the function");
+                OutboxRecord { id, subject, payload, traceparent, schedule }
+            }
         }
     }
 }

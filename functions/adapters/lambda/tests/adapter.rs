@@ -49,14 +49,16 @@ async fn order_accepts_creates_and_reports_validation_failures() {
     let bad = CreateOrder { order_id: Some("o-2".into()), customer_id: "c".into(), items: vec![] };
     let response = invoke(&engine, batch(&[good, bad])).await;
     assert_eq!(statuses(&response), ["processed", "rejected"]);
-    // The order's deadline travels like any event: its subject says where it
-    // waits and when the server publishes it (the bridge turns that into headers).
+    // The order's deadline travels like any event, its schedule a field of
+    // its own: which schedule it waits in, and when (the bridge turns that
+    // into headers).
     let subjects = emitted(&response, 0);
-    assert_eq!(subjects[0], "orders.evt.created");
-    let schedule = jetsaga_core::schedule::Publication::of(&subjects[1]);
-    assert_eq!(schedule.subject, jetsaga_core::schedule::subject_for("order", "o-1"), "{subjects:?}");
-    assert!(schedule.is_schedule(), "{subjects:?}");
-    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert_eq!(subjects, ["orders.evt.created", "orders.evt.deadline_passed"]);
+    let schedule = &response["results"][0]["events"][1]["schedule"];
+    assert_eq!(schedule["kind"], "at", "{schedule}");
+    assert_eq!(schedule["name"], jetsaga_core::schedule::name_for("order", "o-1"), "{schedule}");
+    assert!(schedule["at"].as_str().is_some_and(|at| at.ends_with('Z')), "{schedule}");
+    assert_eq!(response["results"][0]["events"][0].get("schedule"), None, "a plain event has none");
     assert_eq!(response["results"][1]["reason"], "invalid order: items must list at least one product");
     assert_eq!(response["batchItemFailures"], json!([]));
     // Events carry the envelope as JSON text and their de-duplication id.
@@ -132,9 +134,10 @@ async fn a_redelivered_batch_returns_the_same_events_and_changes_nothing() {
     let Response::Batch { results: first, .. } = first else { panic!() };
     let Response::Batch { results: again, .. } = again else { panic!() };
     let RecordResult::Processed { events, .. } = &first[0] else { panic!("{first:?}") };
-    let subjects: Vec<&str> = events.iter().map(|e| e.subject.split(' ').next().unwrap()).collect();
-    let schedule = jetsaga_core::schedule::subject_for("order", "o-1");
-    assert_eq!(subjects, ["orders.evt.created", schedule.as_str(), "inventory.cmd.reserve"]);
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects, ["orders.evt.created", "orders.evt.deadline_passed", "inventory.cmd.reserve"]);
+    let schedule = events[1].schedule.as_ref().map(|s| s.name().to_string());
+    assert_eq!(schedule, Some(jetsaga_core::schedule::name_for("order", "o-1")));
     // Not marked published yet, so the same events come back, with how it went the first time.
     let RecordResult::Repeated { events: again_events, receipt, .. } = &again[0] else { panic!("{again:?}") };
     assert_eq!(again_events, events);

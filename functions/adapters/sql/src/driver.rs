@@ -15,6 +15,7 @@ pub enum Column {
     MaybeText,
     Blob,
     Int,
+    MaybeInt,
 }
 
 /// One value read from a row, as its [`Column`] said.
@@ -24,6 +25,7 @@ pub enum Cell {
     MaybeText(Option<String>),
     Blob(Vec<u8>),
     Int(i64),
+    MaybeInt(Option<i64>),
 }
 
 impl Cell {
@@ -54,6 +56,14 @@ impl Cell {
         match self {
             Self::Int(i) => i,
             other => unreachable!("read as an integer: {other:?}"),
+        }
+    }
+
+    pub(crate) fn maybe_int(self) -> Option<i64> {
+        match self {
+            Self::MaybeInt(i) => i,
+            Self::Int(i) => Some(i),
+            other => unreachable!("read as an optional integer: {other:?}"),
         }
     }
 }
@@ -118,6 +128,7 @@ pub(crate) trait RowColumns {
     fn maybe_text(&self, column: usize) -> Result<Option<String>, Self::Error>;
     fn blob(&self, column: usize) -> Result<Vec<u8>, Self::Error>;
     fn int(&self, column: usize) -> Result<i64, Self::Error>;
+    fn maybe_int(&self, column: usize) -> Result<Option<i64>, Self::Error>;
 }
 
 /// Reads `columns` from a row.
@@ -131,6 +142,7 @@ pub(crate) fn cells<R: RowColumns>(row: &R, columns: &[Column]) -> Result<Vec<Ce
                 Column::MaybeText => Cell::MaybeText(row.maybe_text(i)?),
                 Column::Blob => Cell::Blob(row.blob(i)?),
                 Column::Int => Cell::Int(row.int(i)?),
+                Column::MaybeInt => Cell::MaybeInt(row.maybe_int(i)?),
             })
         })
         .collect()

@@ -269,6 +269,8 @@ pub(crate) fn commit_steps<'a>(
                     Bind::Text(&r.subject),
                     Bind::Blob(&r.payload),
                     Bind::MaybeText(r.traceparent.as_deref()),
+                    Bind::MaybeText(r.schedule.as_ref().map(|s| s.name())),
+                    Bind::MaybeInt(r.schedule.as_ref().and_then(|s| s.at_ms())),
                 ]
             })
         })
@@ -277,8 +279,12 @@ pub(crate) fn commit_steps<'a>(
         &mut steps,
         params,
         outbox_rows,
-        5,
-        &|values| format!("INSERT INTO {outbox} (id, event_id, subject, payload, traceparent) {values}"),
+        7,
+        &|values| {
+            format!(
+                "INSERT INTO {outbox} (id, event_id, subject, payload, traceparent, schedule, schedule_at_ms) {values}"
+            )
+        },
         &unchecked,
     );
     steps
@@ -345,6 +351,7 @@ mod tests {
                     subject: "s".into(),
                     payload: b"{}".to_vec(),
                     traceparent: None,
+                    schedule: None,
                 }],
                 receipt: None,
             })
@@ -378,7 +385,7 @@ mod tests {
             [Bind::Text("hot"), _, Bind::Int(1), Bind::Int(51), Bind::MaybeInt(None)]
         ));
         let outbox: Vec<&Bind<'_>> = steps[7..].iter().flat_map(|s| &s.binds).collect();
-        assert_eq!(outbox.len(), 50 * 5, "every outbox row once");
+        assert_eq!(outbox.len(), 50 * 7, "every outbox row once");
         assert!(matches!(outbox[..5], [Bind::Text("o0"), Bind::Text("e0"), Bind::Text("s"), Bind::Blob(b"{}"), _]));
         for step in &steps {
             assert_eq!(step.sql.matches('$').count(), step.binds.len(), "{}", step.sql);

@@ -90,8 +90,12 @@ impl SqlStore<PostgresDriver> {
                  event_id TEXT NOT NULL,
                  subject TEXT NOT NULL,
                  payload BYTEA NOT NULL,
-                 traceparent TEXT
+                 traceparent TEXT,
+                 schedule TEXT,
+                 schedule_at_ms BIGINT
              );
+             ALTER TABLE \"{schema}\".outbox ADD COLUMN IF NOT EXISTS schedule TEXT;
+             ALTER TABLE \"{schema}\".outbox ADD COLUMN IF NOT EXISTS schedule_at_ms BIGINT;
              CREATE INDEX IF NOT EXISTS outbox_event_id ON \"{schema}\".outbox (event_id);
              CREATE INDEX IF NOT EXISTS inbox_processed_at ON \"{schema}\".inbox (processed_at_ms);"
         );
@@ -197,6 +201,10 @@ impl crate::driver::RowColumns for sqlx::postgres::PgRow {
     }
 
     fn int(&self, column: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn maybe_int(&self, column: usize) -> Result<Option<i64>, sqlx::Error> {
         self.try_get(column)
     }
 }

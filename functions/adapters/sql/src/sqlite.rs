@@ -159,7 +159,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     event_id TEXT NOT NULL,
     subject TEXT NOT NULL,
     payload BLOB NOT NULL,
-    traceparent TEXT
+    traceparent TEXT,
+    schedule TEXT,
+    schedule_at_ms INTEGER
 );
 DROP INDEX IF EXISTS outbox_event_id;
 CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at_ms);
@@ -191,23 +193,30 @@ impl SqlStore<SqliteDriver> {
             .run(|connection| connection.execute_batch(SQLITE_SCHEMA))
             .await
             .map_err(|e| driver.open_error("cannot create tables in", e))?;
-        // Stores created before inbox records kept receipts, or before keys
-        // could expire, get the column.
-        let columns = "SELECT name FROM pragma_table_info('inbox') UNION ALL SELECT name FROM pragma_table_info('kv')";
+        // Stores created before inbox records kept receipts, before keys
+        // could expire, or before outbox records had a schedule of their own
+        // (it was written into the subject: such records are read as before,
+        // see `OutboxRecord::from_stored`), get the column.
+        let columns = "SELECT 'inbox.' || name FROM pragma_table_info('inbox') \
+                       UNION ALL SELECT 'kv.' || name FROM pragma_table_info('kv') \
+                       UNION ALL SELECT 'outbox.' || name FROM pragma_table_info('outbox')";
+        let added = [
+            ("inbox.receipt", "ALTER TABLE inbox ADD COLUMN receipt TEXT"),
+            ("kv.expires_at", "ALTER TABLE kv ADD COLUMN expires_at INTEGER"),
+            ("outbox.schedule", "ALTER TABLE outbox ADD COLUMN schedule TEXT"),
+            ("outbox.schedule_at_ms", "ALTER TABLE outbox ADD COLUMN schedule_at_ms INTEGER"),
+        ];
         driver
             .run(|connection| {
-                let (mut has_receipts, mut has_expiry) = (false, false);
+                let mut present = Vec::new();
                 connection.run(columns, &[], false, |row| {
-                    let name = row.text(0)?;
-                    has_receipts |= name == "receipt";
-                    has_expiry |= name == "expires_at";
+                    present.push(row.text(0)?);
                     Ok(())
                 })?;
-                if !has_receipts {
-                    connection.execute_batch("ALTER TABLE inbox ADD COLUMN receipt TEXT")?;
-                }
-                if !has_expiry {
-                    connection.execute_batch("ALTER TABLE kv ADD COLUMN expires_at INTEGER")?;
+                for (column, alter) in added {
+                    if !present.iter().any(|p| p == column) {
+                        connection.execute_batch(alter)?;
+                    }
                 }
                 connection.execute_batch(EXPIRY_INDEX)
             })

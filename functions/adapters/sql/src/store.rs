@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use jetsaga_core::schedule::Schedule;
 use jetsaga_core::{Commit, CommitError, Item, OutboxRecord, Store, StoreError, async_trait, net_changes};
 
 use crate::driver::{Cell, Column, Driver, Refused};
@@ -74,11 +75,11 @@ impl Statements {
             inbox_count: s(format!("SELECT count(*) FROM {prefix}inbox")),
             expired_sweep: s(format!("DELETE FROM {prefix}kv WHERE expires_at <= {}", p(1))),
             outbox_for_event: s(format!(
-                "SELECT id, subject, payload, traceparent FROM {prefix}outbox WHERE event_id = {} ORDER BY seq",
+                "SELECT id, subject, payload, traceparent, schedule, schedule_at_ms FROM {prefix}outbox WHERE event_id = {} ORDER BY seq",
                 p(1)
             )),
             outbox_pending: s(format!(
-                "SELECT id, subject, payload, traceparent FROM {prefix}outbox ORDER BY seq LIMIT {}",
+                "SELECT id, subject, payload, traceparent, schedule, schedule_at_ms FROM {prefix}outbox ORDER BY seq LIMIT {}",
                 p(1)
             )),
         }
@@ -107,7 +108,8 @@ fn key_lists(keys: &[String]) -> impl Iterator<Item = Vec<Bind<'_>>> {
 
 const ITEM: [Column; 2] = [Column::Blob, Column::Int];
 const KEYED_ITEM: [Column; 3] = [Column::Text, Column::Blob, Column::Int];
-const OUTBOX_RECORD: [Column; 4] = [Column::Text, Column::Text, Column::Blob, Column::MaybeText];
+const OUTBOX_RECORD: [Column; 6] =
+    [Column::Text, Column::Text, Column::Blob, Column::MaybeText, Column::MaybeText, Column::MaybeInt];
 
 /// Exclusive upper bound of the keys starting with `prefix`.
 fn prefix_end(prefix: &str) -> String {
@@ -127,14 +129,15 @@ fn keyed_item(row: Vec<Cell>) -> (String, Item) {
     (key.text(), item(value, version))
 }
 
-fn outbox_record(row: Vec<Cell>) -> OutboxRecord {
-    let [id, subject, payload, traceparent]: [Cell; 4] = row.try_into().expect("four columns asked for");
-    OutboxRecord {
-        id: id.text(),
-        subject: subject.text(),
-        payload: payload.blob(),
-        traceparent: traceparent.maybe_text(),
-    }
+fn outbox_record(backend: &'static str, row: Vec<Cell>) -> Result<OutboxRecord, StoreError> {
+    let [id, subject, payload, traceparent, schedule, at_ms]: [Cell; 6] =
+        row.try_into().expect("six columns asked for");
+    let schedule = Schedule::from_fields(schedule.maybe_text(), at_ms.maybe_int());
+    schedule
+        .and_then(|schedule| {
+            OutboxRecord::from_stored(id.text(), subject.text(), payload.blob(), traceparent.maybe_text(), schedule)
+        })
+        .map_err(|e| StoreError::new(backend, e))
 }
 
 /// Outbox records published but not yet removed from the store.
@@ -356,8 +359,8 @@ impl<D: Driver> Store for SqlStore<D> {
             return Ok(None);
         }
         let rows = self.fetch(&self.sql.outbox_for_event, &[Bind::Text(event_id)], &OUTBOX_RECORD).await?;
-        let pending = rows.into_iter().map(outbox_record).filter(|r| !self.published.contains(&r.id));
-        Ok(Some(pending.collect()))
+        let records = rows.into_iter().map(|row| outbox_record(D::BACKEND, row)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(records.into_iter().filter(|r| !self.published.contains(&r.id)).collect()))
     }
 
     async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
@@ -365,7 +368,8 @@ impl<D: Driver> Store for SqlStore<D> {
         let rows = limit.saturating_add(self.published.len());
         let rows = Bind::Int(i64::try_from(rows).unwrap_or(i64::MAX));
         let rows = self.fetch(&self.sql.outbox_pending, &[rows], &OUTBOX_RECORD).await?;
-        Ok(rows.into_iter().map(outbox_record).filter(|r| !self.published.contains(&r.id)).take(limit).collect())
+        let records = rows.into_iter().map(|row| outbox_record(D::BACKEND, row)).collect::<Result<Vec<_>, _>>()?;
+        Ok(records.into_iter().filter(|r| !self.published.contains(&r.id)).take(limit).collect())
     }
 
     async fn receipt(&self, event_id: &str) -> Result<Option<String>, StoreError> {

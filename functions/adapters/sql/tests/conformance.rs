@@ -125,6 +125,7 @@ async fn sqlite_a_cancelled_commit_leaves_nothing_half_done() {
             subject: "s".into(),
             payload: b"{}".to_vec(),
             traceparent: None,
+            schedule: None,
         }],
         receipt: None,
     };
@@ -157,6 +158,7 @@ async fn published_records_leave_the_table(first: Arc<dyn Store>, reopen: impl A
         subject: "orders.evt.created".into(),
         payload: b"{}".to_vec(),
         traceparent: None,
+        schedule: None,
     };
     let commit = |event: &str, records: &[&str]| Commit {
         event_id: event.into(),
@@ -213,7 +215,13 @@ async fn sqlite_an_older_file_loses_the_outbox_event_index() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fn.db");
     let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
-    let record = OutboxRecord { id: "o1".into(), subject: "s".into(), payload: b"{}".to_vec(), traceparent: None };
+    let record = OutboxRecord {
+        id: "o1".into(),
+        subject: "s".into(),
+        payload: b"{}".to_vec(),
+        traceparent: None,
+        schedule: None,
+    };
     store
         .commit(&[Commit { event_id: "e1".into(), outbox: vec![record.clone()], ..Default::default() }])
         .await
@@ -240,4 +248,96 @@ async fn sqlite_an_older_file_loses_the_outbox_event_index() {
     assert_eq!(index_count().await, 0, "opening dropped the index");
     assert_eq!(reopened.processed("e1").await.unwrap(), Some(vec![record.clone()]));
     assert_eq!(reopened.unpublished(10).await.unwrap(), vec![record]);
+}
+
+/// What an outbox held in the old in-band form (the schedule written into
+/// the subject), and the records it must read as after the upgrade.
+fn old_form_outbox() -> (Vec<(&'static str, String)>, Vec<jetsaga_core::OutboxRecord>) {
+    use jetsaga_core::OutboxRecord;
+    use jetsaga_core::schedule::{Schedule, name_for};
+    let name = name_for("order", "o-1");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:30.250Z").unwrap().to_utc();
+    let stored = vec![
+        ("o1", "orders.evt.created".to_string()),
+        ("o2", format!("{name} @at 2026-12-07T12:00:30.250Z orders.evt.deadline_passed")),
+        ("o3", format!("orders.evt.deadline_canceled purge {name}")),
+    ];
+    let record = |id: &str, subject: &str, schedule| OutboxRecord {
+        id: id.into(),
+        subject: subject.into(),
+        payload: b"{}".to_vec(),
+        traceparent: None,
+        schedule,
+    };
+    let expected = vec![
+        record("o1", "orders.evt.created", None),
+        record("o2", "orders.evt.deadline_passed", Some(Schedule::At { name: name.clone(), at })),
+        record("o3", "orders.evt.deadline_canceled", Some(Schedule::Cancel { name })),
+    ];
+    (stored, expected)
+}
+
+/// A SQLite file from before schedules were a field of their own gets the
+/// columns when opened, and its pending records read as new ones.
+#[tokio::test]
+async fn sqlite_an_older_file_with_pending_schedules_is_upgraded_in_place() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fn.db");
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE inbox (event_id TEXT PRIMARY KEY, processed_at_ms INTEGER NOT NULL, receipt TEXT) WITHOUT ROWID;
+         CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, event_id TEXT NOT NULL,
+                              subject TEXT NOT NULL, payload BLOB NOT NULL, traceparent TEXT);
+         INSERT INTO inbox VALUES ('e1', 0, NULL);",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (stored, expected) = old_form_outbox();
+    for (id, subject) in &stored {
+        sqlx::query("INSERT INTO outbox (id, event_id, subject, payload) VALUES (?, 'e1', ?, X'7B7D')")
+            .bind(id)
+            .bind(subject)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    db.close().await.unwrap();
+    let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+    assert_eq!(store.unpublished(10).await.unwrap(), expected);
+    assert_eq!(store.processed("e1").await.unwrap(), Some(expected));
+}
+
+/// The same for a PostgreSQL schema made by an older jetsaga.
+#[tokio::test]
+async fn postgres_an_older_schema_with_pending_schedules_is_upgraded_in_place() {
+    let pool = jetsaga_sql::connect_postgres(&postgres::database_url(), 4).await.unwrap();
+    let schema = format!("old_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA \"{schema}\";
+         CREATE TABLE \"{schema}\".inbox (event_id TEXT PRIMARY KEY, processed_at_ms BIGINT NOT NULL, receipt TEXT);
+         CREATE TABLE \"{schema}\".outbox (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             id TEXT NOT NULL UNIQUE, event_id TEXT NOT NULL, subject TEXT NOT NULL, payload BYTEA NOT NULL,
+             traceparent TEXT);
+         INSERT INTO \"{schema}\".inbox VALUES ('e1', 0, NULL);"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (stored, expected) = old_form_outbox();
+    for (id, subject) in &stored {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO \"{schema}\".outbox (id, event_id, subject, payload) VALUES ($1, 'e1', $2, '\\x7b7d')"
+        )))
+        .bind(id)
+        .bind(subject)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let store = PostgresStore::open(pool, &schema).await.unwrap();
+    assert_eq!(store.unpublished(10).await.unwrap(), expected);
+    assert_eq!(store.processed("e1").await.unwrap(), Some(expected));
+    store.drop_schema().await.unwrap();
 }

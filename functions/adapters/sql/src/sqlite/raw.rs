@@ -168,6 +168,14 @@ impl RowColumns for Row<'_> {
             _ => Ok(unsafe { ffi::sqlite3_column_int64(self.statement.0.as_ptr(), column as c_int) }),
         }
     }
+
+    /// An integer column that may be NULL.
+    fn maybe_int(&self, column: usize) -> Result<Option<i64>, Error> {
+        match self.kind(column) {
+            ffi::SQLITE_NULL => Ok(None),
+            _ => self.int(column).map(Some),
+        }
+    }
 }
 
 /// One SQLite connection, with its prepared statements.
