@@ -28,9 +28,12 @@ pub struct Envelope {
     /// The subject this event is published on, e.g. `orders.evt.created`.
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The saga key, where there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
+    /// The saga this message belongs to (an order, a trip): the key its
+    /// steps keep their state under, chosen by the saga (see
+    /// [`Payload::saga_key`]). Written as `saga_key`; envelopes written
+    /// before it was generic named it `order_id`, which is read too.
+    #[serde(default, rename = "saga_key", alias = "order_id", skip_serializing_if = "Option::is_none")]
+    pub saga_key: Option<String>,
     /// Id shared by every event of one saga (the id of the command that started it).
     pub correlation_id: String,
     /// Id of the event that caused this one.
@@ -94,10 +97,11 @@ impl Envelope {
         serde_json::to_vec(self).expect("an envelope always serializes")
     }
 
-    /// The order this event is about: the envelope's saga key, or the
-    /// payload's `order_id` (a bare command sent with `nats pub`).
-    pub fn order_key(&self) -> Option<&str> {
-        self.order_id.as_deref().or_else(|| self.data.get("order_id").and_then(|v| v.as_str()))
+    /// The saga this message belongs to: the envelope's key, or else the
+    /// payload's string field `field` (a bare command sent with `nats pub`
+    /// carries only its payload).
+    pub fn saga_key_or_field(&self, field: &str) -> Option<&str> {
+        self.saga_key.as_deref().or_else(|| self.data.get(field).and_then(|v| v.as_str()))
     }
 
     /// String field `field` of every object in the payload's array `array`

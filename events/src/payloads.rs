@@ -16,8 +16,9 @@ pub trait Payload:
     /// The subject this payload is published on.
     const SUBJECT: &'static str;
 
-    /// The saga key carried by this payload, if any.
-    fn order_id(&self) -> Option<&str> {
+    /// The saga this payload belongs to, if it names one: the envelope's
+    /// `saga_key` when it is emitted.
+    fn saga_key(&self) -> Option<&str> {
         None
     }
 }
@@ -28,7 +29,7 @@ macro_rules! payloads {
             impl Payload for $ty {
                 const SUBJECT: &'static str = $subject;
                 $(
-                    fn order_id(&self) -> Option<&str> {
+                    fn saga_key(&self) -> Option<&str> {
                         payloads!(@order_id self, $field)
                     }
                 )?
@@ -935,4 +936,11 @@ payloads! {
     GetLoyalty => subjects::LOYALTY_QUERY_GET;
     Authenticate => subjects::USERS_QUERY_AUTHENTICATE;
     GetUser => subjects::USERS_QUERY_GET;
+}
+
+/// The order a shop message is about: the envelope's saga key, or the
+/// payload's `order_id` (a bare command sent with `nats pub` carries only
+/// its payload).
+pub fn order_key(envelope: &crate::Envelope) -> Option<&str> {
+    envelope.saga_key_or_field("order_id")
 }

@@ -50,6 +50,17 @@ fn the_envelope_fixture_round_trips() {
     assert_eq!(again, original);
     let created: jetsaga_events::OrderCreated = envelope.data_as().unwrap();
     assert_eq!(created.order_id, "ord-7f3a");
+    assert_eq!(envelope.saga_key.as_deref(), Some("ord-7f3a"));
+}
+
+/// Envelopes written before the saga key was generic (events still in a
+/// stream, a dead letter or a schedule) name it `order_id`: read the same.
+#[test]
+fn an_envelope_with_the_old_key_name_reads_the_same() {
+    let text = read(&events_dir().join("fixtures/envelope.json"));
+    let old = text.replacen("\"saga_key\"", "\"order_id\"", 1);
+    assert_ne!(old, text);
+    assert_eq!(Envelope::decode(old.as_bytes()).unwrap(), Envelope::decode(text.as_bytes()).unwrap());
 }
 
 #[test]

@@ -103,8 +103,8 @@ impl FlowPrinter {
     /// One line for an event.
     pub fn line(&mut self, envelope: &Envelope) -> String {
         let (tone, text) = Self::describe(envelope);
-        let order = envelope.order_id.as_deref().unwrap_or("-");
-        let since = match envelope.order_id.as_deref() {
+        let order = envelope.saga_key.as_deref().unwrap_or("-");
+        let since = match envelope.saga_key.as_deref() {
             Some(id) if envelope.event_type == "orders.evt.created" => {
                 self.started.insert(id.to_string(), envelope.occurred_at);
                 String::new()
@@ -116,7 +116,7 @@ impl FlowPrinter {
             None => String::new(),
         };
         if matches!(envelope.event_type.as_str(), "orders.evt.completed" | "orders.evt.failed" | "orders.evt.canceled")
-            && let Some(id) = envelope.order_id.as_deref()
+            && let Some(id) = envelope.saga_key.as_deref()
         {
             self.started.remove(id);
         }
@@ -149,7 +149,7 @@ mod tests {
         Envelope {
             id: "e".into(),
             event_type: kind.into(),
-            order_id: Some(order.into()),
+            saga_key: Some(order.into()),
             correlation_id: "c".into(),
             causation_id: None,
             occurred_at: DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc),

@@ -33,7 +33,7 @@ pub async fn trace(client: &Client, stream: &str, order_id: &str, json: bool) ->
     ops::read_stream(&js, stream, start, |sequence, message| {
         if !jetsaga_core::schedule::is_pending_schedule(&message.subject)
             && let Ok(envelope) = Envelope::decode(&message.payload)
-            && envelope.order_id.as_deref() == Some(order_id)
+            && envelope.saga_key.as_deref() == Some(order_id)
         {
             events.push((sequence, envelope));
         }

@@ -107,7 +107,7 @@ pub fn check(expected: &Expected, observed: &Observed) -> Tally {
     // Per order: its events by type, each type with the distinct ids seen.
     let mut by_order: BTreeMap<&str, BTreeMap<&str, Vec<&Envelope>>> = BTreeMap::new();
     for event in &observed.events {
-        if let Some(order_id) = event.order_id.as_deref() {
+        if let Some(order_id) = event.saga_key.as_deref() {
             let of_type = by_order.entry(order_id).or_default().entry(event.event_type.as_str()).or_default();
             if !of_type.iter().any(|e| e.id == event.id) {
                 of_type.push(event);

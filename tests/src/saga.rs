@@ -233,7 +233,7 @@ impl Saga {
 
     /// Events on `subject` for one order.
     pub async fn events_for(&self, subject: &str, order_id: &str) -> Vec<Envelope> {
-        self.events(subject).await.into_iter().filter(|e| e.order_id.as_deref() == Some(order_id)).collect()
+        self.events(subject).await.into_iter().filter(|e| e.saga_key.as_deref() == Some(order_id)).collect()
     }
 
     /// Stops the runtimes started so far (their functions stop answering);

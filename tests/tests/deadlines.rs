@@ -53,7 +53,7 @@ async fn completing_cancels_the_deadline_and_a_deadline_after_the_end_changes_no
     let envelope = jetsaga_events::Envelope {
         id: uuid::Uuid::now_v7().to_string(),
         event_type: ORDERS_EVT_DEADLINE_PASSED.into(),
-        order_id: Some(id.clone()),
+        saga_key: Some(id.clone()),
         correlation_id: id.clone(),
         causation_id: None,
         occurred_at: at,

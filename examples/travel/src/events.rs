@@ -30,7 +30,7 @@ macro_rules! messages {
 
             impl Payload for $name {
                 const SUBJECT: &'static str = $subject;
-                fn order_id(&self) -> Option<&str> {
+                fn saga_key(&self) -> Option<&str> {
                     Some(&self.trip_id)
                 }
             }

@@ -149,6 +149,11 @@ impl Function for TripFunction {
         &TRIP
     }
 
+    /// Travelers send `trips.cmd.book` as a bare payload: its `trip_id` is the saga key.
+    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
+        event.saga_key_or_field("trip_id")
+    }
+
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             BookTrip::SUBJECT => self.book(ctx, event.data_as()?).await,

@@ -52,9 +52,10 @@ pub struct Receipt {
     pub rejected: Option<String>,
     /// Subjects of the events it emitted, in order.
     pub events: Vec<String>,
-    /// The saga key it concerned (for a create, the order it made).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
+    /// The saga it concerned (for a create, the order it made). Receipts
+    /// kept before the key was generic name it `order_id`.
+    #[serde(default, alias = "order_id", skip_serializing_if = "Option::is_none")]
+    pub saga_key: Option<String>,
 }
 
 impl Receipt {
@@ -135,7 +136,7 @@ pub enum Outcome {
 }
 
 /// The receipt of a run that emitted `events` (a rejection if `rejected`).
-fn receipt(input: &Envelope, events: &[PendingEvent], rejected: Option<&str>) -> String {
+fn receipt(input: &Envelope, input_key: Option<&str>, events: &[PendingEvent], rejected: Option<&str>) -> String {
     let receipt = Receipt {
         digest: Receipt::digest_of(input),
         rejected: rejected.map(str::to_string),
@@ -145,7 +146,7 @@ fn receipt(input: &Envelope, events: &[PendingEvent], rejected: Option<&str>) ->
             .filter(|e| e.schedule.as_ref().and_then(|s| s.at()).is_none())
             .map(|e| e.subject.clone())
             .collect(),
-        order_id: events.iter().find_map(|e| e.order_id.clone()).or_else(|| input.order_key().map(str::to_string)),
+        saga_key: events.iter().find_map(|e| e.saga_key.clone()).or_else(|| input_key.map(str::to_string)),
     };
     serde_json::to_string(&receipt).expect("receipts serialize")
 }
@@ -190,7 +191,9 @@ pub fn command_envelope(
         _ => derived_id(at, seed),
     };
     Ok(Envelope {
-        order_id: data.get("order_id").and_then(|v| v.as_str()).map(str::to_string),
+        // A bare payload names its saga in a field of the saga's choosing
+        // (`Function::saga_key` reads it).
+        saga_key: None,
         correlation_id: id.clone(),
         causation_id: None,
         id,
@@ -536,7 +539,7 @@ impl Engine {
             function = self.name(),
             event_id = %envelope.id,
             event_type = %envelope.event_type,
-            order_id = envelope.order_id.as_deref().unwrap_or(""),
+            saga_key = self.function.saga_key(envelope).unwrap_or(""),
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
@@ -570,7 +573,7 @@ impl Engine {
                     return Err(Outcome::DeadLetter(reason));
                 }
                 overlay.apply(&writes);
-                let receipt = receipt(envelope, &emitted, None);
+                let receipt = receipt(envelope, self.function.saga_key(envelope), &emitted, None);
                 let outbox = self.outbox(incoming, emitted, now);
                 debug!(writes = writes.len(), emitted = outbox.len(), "handled");
                 Ok(Ran {
@@ -586,7 +589,7 @@ impl Engine {
                     return Err(Outcome::DeadLetter(reason));
                 }
                 debug!(reason = %reason, "rejected");
-                let receipt = receipt(envelope, &events, Some(&reason));
+                let receipt = receipt(envelope, self.function.saga_key(envelope), &events, Some(&reason));
                 let outbox = self.outbox(incoming, events, now);
                 Ok(Ran {
                     commit: Commit { event_id: inbox_id(envelope), writes: Vec::new(), outbox, receipt: Some(receipt) },
@@ -666,7 +669,7 @@ impl Engine {
                 let envelope = Envelope {
                     id: id.clone(),
                     event_type: event.subject.clone(),
-                    order_id: event.order_id.or_else(|| input.order_id.clone()),
+                    saga_key: event.saga_key.or_else(|| self.function.saga_key(input).map(str::to_string)),
                     correlation_id: input.correlation_id.clone(),
                     causation_id: Some(input.id.clone()),
                     // A scheduled event happens when it is published.
@@ -696,6 +699,17 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// Receipts kept before the saga key was generic name it `order_id`:
+    /// a retry of such an input is still answered with its key.
+    #[test]
+    fn a_receipt_kept_with_the_old_key_name_reads_the_same() {
+        let old: Receipt = serde_json::from_str(r#"{"digest":"d","events":["orders.evt.created"],"order_id":"o-1"}"#)
+            .expect("an old receipt reads");
+        assert_eq!(old.saga_key.as_deref(), Some("o-1"));
+        let again = serde_json::to_string(&old).unwrap();
+        assert!(again.contains(r#""saga_key":"o-1""#), "{again}");
+    }
+
     /// Inbox receipts written before the digest stopped going through
     /// `format!` must still match their redeliveries.
     #[test]
@@ -704,7 +718,7 @@ mod tests {
         let envelope = Envelope {
             id: "e1".into(),
             event_type: "orders.cmd.create".into(),
-            order_id: None,
+            saga_key: None,
             correlation_id: "c1".into(),
             causation_id: None,
             occurred_at: chrono::Utc::now(),

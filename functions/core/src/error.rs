@@ -11,7 +11,7 @@ pub struct PendingEvent {
     /// Subject (and envelope `type`).
     pub subject: String,
     /// Saga key; inherited from the input when `None`.
-    pub order_id: Option<String>,
+    pub saga_key: Option<String>,
     /// Payload.
     pub data: serde_json::Value,
     /// Published later, or ending such a schedule (see [`crate::schedule`]).
@@ -23,7 +23,7 @@ impl PendingEvent {
     pub fn new<P: Payload>(payload: &P) -> Self {
         Self {
             subject: P::SUBJECT.to_string(),
-            order_id: payload.order_id().map(str::to_string),
+            saga_key: payload.saga_key().map(str::to_string),
             data: serde_json::to_value(payload).expect("payloads serialize"),
             schedule: None,
         }

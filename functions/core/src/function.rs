@@ -62,6 +62,14 @@ pub trait Function: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The saga `event` belongs to (logged, kept in receipts, inherited by
+    /// the events it causes): the envelope's `saga_key`. A function whose
+    /// clients send bare payloads names the payload field that holds it,
+    /// e.g. `event.saga_key_or_field("trip_id")`.
+    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
+        event.saga_key.as_deref()
+    }
+
     /// Answers a read-only query on one of `spec().queries`.
     async fn query(&self, ctx: &QueryCtx<'_>, subject: &str, request: &[u8]) -> Result<serde_json::Value, QueryError> {
         let _ = (ctx, request);
@@ -253,11 +261,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// Emits an event that is not in the jetsaga catalog (frameworks users'
-    /// own subjects). `order_id: None` inherits the input's saga key.
-    pub fn emit_raw<T: Serialize>(&mut self, subject: &str, order_id: Option<&str>, data: &T) {
+    /// own subjects). `saga_key: None` inherits the input's.
+    pub fn emit_raw<T: Serialize>(&mut self, subject: &str, saga_key: Option<&str>, data: &T) {
         self.emitted.push(PendingEvent {
             subject: subject.to_string(),
-            order_id: order_id.map(str::to_string),
+            saga_key: saga_key.map(str::to_string),
             data: serde_json::to_value(data).expect("event payloads serialize"),
             schedule: None,
         });

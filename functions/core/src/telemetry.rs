@@ -151,7 +151,7 @@ impl Delivery {
             KeyValue::new("jetsaga.function", function.to_string()),
             KeyValue::new("jetsaga.delivery.attempt", i64::try_from(attempt).unwrap_or(i64::MAX)),
         ]);
-        if let Some(key) = envelope.order_key() {
+        if let Some(key) = envelope.saga_key.as_deref() {
             attributes.push(KeyValue::new("jetsaga.saga.key", key.to_string()));
         }
         let builder = tracer

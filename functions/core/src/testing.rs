@@ -57,7 +57,7 @@ pub fn envelope_for<P: Payload>(payload: &P) -> Envelope {
         correlation_id: id.clone(),
         id,
         event_type: P::SUBJECT.to_string(),
-        order_id: payload.order_id().map(str::to_string),
+        saga_key: payload.saga_key().map(str::to_string),
         causation_id: None,
         occurred_at: Utc::now(),
         version: ENVELOPE_VERSION,

@@ -149,7 +149,7 @@ async fn emitted_events_carry_saga_metadata_and_trace_context() {
     let out = &run.emitted[0];
     assert_eq!(out.causation_id.as_deref(), Some(input.id.as_str()));
     assert_eq!(out.correlation_id, input.correlation_id);
-    assert_eq!(out.order_id.as_deref(), Some("o-1"));
+    assert_eq!(out.saga_key.as_deref(), Some("o-1"));
     assert_ne!(out.id, input.id);
 }
 
@@ -296,7 +296,7 @@ async fn a_retry_gets_the_first_answer_and_a_reused_id_is_a_conflict() {
     };
     assert_eq!(receipt.rejected.as_deref(), Some("want 12, have 10"));
     assert_eq!(receipt.events, ["inventory.evt.reservation_failed"]);
-    assert_eq!(receipt.order_id.as_deref(), Some("o-1"), "the order its failure event names");
+    assert_eq!(receipt.saga_key.as_deref(), Some("o-1"), "the order its failure event names");
 
     // The same id with another payload is not a retry: it is refused, and changes nothing.
     let mut reused = greedy.clone();

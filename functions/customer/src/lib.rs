@@ -197,8 +197,13 @@ impl Function for CustomerCredit {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
+        jetsaga_events::order_key(event)
+    }
+
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
-        let mut keys: Vec<String> = event.order_key().map(|id| CREDIT_HOLDS.key(id)).into_iter().collect();
+        let mut keys: Vec<String> =
+            jetsaga_events::order_key(event).map(|id| CREDIT_HOLDS.key(id)).into_iter().collect();
         if let Some(id) = event.data.get("customer_id").and_then(|v| v.as_str()) {
             keys.push(customer_key(id));
         }

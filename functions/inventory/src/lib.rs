@@ -220,8 +220,13 @@ impl Function for Inventory {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
+        jetsaga_events::order_key(event)
+    }
+
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
-        let mut keys: Vec<String> = event.order_key().map(|id| RESERVATIONS.key(id)).into_iter().collect();
+        let mut keys: Vec<String> =
+            jetsaga_events::order_key(event).map(|id| RESERVATIONS.key(id)).into_iter().collect();
         keys.extend(event.data_strings("items", "product_id").into_iter().map(product_key));
         if event.event_type == INVENTORY_CMD_UPSERT_PRODUCT
             && let Some(id) = event.data.get("product_id").and_then(|v| v.as_str())

@@ -132,8 +132,12 @@ impl Function for Loyalty {
         &SPEC
     }
 
+    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
+        jetsaga_events::order_key(event)
+    }
+
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
-        let mut keys: Vec<String> = event.order_key().map(|id| POINTS.key(id)).into_iter().collect();
+        let mut keys: Vec<String> = jetsaga_events::order_key(event).map(|id| POINTS.key(id)).into_iter().collect();
         if let Some(id) = event.data.get("customer_id").and_then(|v| v.as_str()) {
             keys.push(account_key(id));
         }

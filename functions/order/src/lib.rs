@@ -667,7 +667,7 @@ impl Orders {
 
     /// Moves the order along on another step's event, by [`next_status`].
     async fn follow(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let Some(order_id) = event.order_key().map(str::to_string) else {
+        let Some(order_id) = jetsaga_events::order_key(event).map(str::to_string) else {
             return Err(HandlerError::malformed(format!("{} without an order_id", event.event_type)));
         };
         let Some(mut target) = Target::of(&event.event_type) else {
@@ -932,17 +932,21 @@ impl Function for Orders {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
+        jetsaga_events::order_key(event)
+    }
+
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
         // A create without a client-chosen id names the order after the command.
         let order_id = match event.event_type.as_str() {
             ORDERS_CMD_CREATE => {
-                let order = key(event.order_key().unwrap_or(&event.id));
+                let order = key(jetsaga_events::order_key(event).unwrap_or(&event.id));
                 return match event.data.get("customer_id").and_then(|c| c.as_str()) {
                     Some(customer) if self.limits.any() => vec![order, customer_key(customer)],
                     _ => vec![order],
                 };
             }
-            _ => match event.order_key() {
+            _ => match jetsaga_events::order_key(event) {
                 Some(order_id) => order_id,
                 None => return Vec::new(),
             },

@@ -132,8 +132,12 @@ impl Function for Shipping {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
     }
 
+    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
+        jetsaga_events::order_key(event)
+    }
+
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
-        event.order_key().map(|id| SHIPMENTS.key(id)).into_iter().collect()
+        jetsaga_events::order_key(event).map(|id| SHIPMENTS.key(id)).into_iter().collect()
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {

@@ -136,7 +136,7 @@ pub(crate) async fn drive(
             let kind = message.subject.as_str().rsplit('.').next().unwrap_or("").to_string();
             if matches!(kind.as_str(), "completed" | "failed" | "canceled")
                 && let Ok(envelope) = Envelope::decode(&message.payload)
-                && let Some(order_id) = envelope.order_id
+                && let Some(order_id) = envelope.saga_key
                 && done_tx.send((order_id, kind, Instant::now())).is_err()
             {
                 break;

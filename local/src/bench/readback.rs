@@ -55,7 +55,7 @@ pub(crate) async fn read(js: &jetstream::Context, first_seq: u64) -> anyhow::Res
         if let Ok(envelope) = Envelope::decode(&message.payload)
             // Every order on the benchmark's own server is the benchmark's
             // (`b-…` over NATS, the gateway's `o-…` with --http).
-            && let Some(order_id) = envelope.order_id.clone()
+            && let Some(order_id) = envelope.saga_key.clone()
         {
             if matches!(
                 envelope.event_type.as_str(),

@@ -481,7 +481,7 @@ async fn create_order(
         h
     });
     let answer: Value = request(&gateway.nats, ORDERS_CMD_CREATE, nats_headers, &create).await?;
-    let order_id = answer["order_id"].as_str().map(str::to_string).or(order_id).unwrap_or_default();
+    let order_id = answer["saga_key"].as_str().map(str::to_string).or(order_id).unwrap_or_default();
     accepted(order_id)
 }
 

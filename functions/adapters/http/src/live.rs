@@ -123,7 +123,7 @@ impl Item {
         let sequence = message.info().ok()?.stream_sequence;
         Some(Item {
             sequence,
-            order_id: envelope.order_id.clone()?,
+            order_id: envelope.saga_key.clone()?,
             event_type: envelope.event_type.clone(),
             envelope: String::from_utf8_lossy(&envelope.encode()).into_owned(),
         })

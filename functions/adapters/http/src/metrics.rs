@@ -189,7 +189,7 @@ impl Metrics {
 
     /// An event of the saga stream: creations and terminal events count.
     fn saga_event(&self, envelope: &jetsaga_events::Envelope) {
-        let Some(order_id) = envelope.order_id.as_deref() else { return };
+        let Some(order_id) = envelope.saga_key.as_deref() else { return };
         let mut throughput = self.throughput.lock().expect("never poisoned");
         if envelope.event_type == "orders.evt.created" {
             throughput.created(order_id, envelope.occurred_at);

@@ -439,10 +439,13 @@ pub(crate) fn intake_check(subject: &str, size: usize, headers: Option<&HeaderMa
 
 /// The answer to a processed command; the same on a retry.
 pub(crate) fn answer_of(outcome: &Outcome, envelope: &Envelope) -> Answer {
-    let reply = |order_id: Option<String>, events: Vec<String>, repeated: bool| {
+    let reply = |saga_key: Option<String>, events: Vec<String>, repeated: bool| {
         let mut reply = json!({"event_id": envelope.id, "events": events});
-        if let Some(order_id) = order_id {
-            reply["order_id"] = json!(order_id);
+        if let Some(key) = saga_key {
+            reply["saga_key"] = json!(key);
+            // The same, under the name clients written before the key was
+            // generic read (deprecated; see CHANGELOG.md).
+            reply["order_id"] = json!(key);
         }
         if repeated {
             reply["repeated"] = json!(true);
@@ -457,14 +460,14 @@ pub(crate) fn answer_of(outcome: &Outcome, envelope: &Envelope) -> Answer {
                 .filter(|r| !r.is_scheduled())
                 .filter_map(|r| Envelope::decode(&r.payload).ok())
                 .collect();
-            let order_id = events.iter().find_map(|e| e.order_id.clone()).or_else(|| envelope.order_id.clone());
-            Ok(reply(order_id, events.into_iter().map(|e| e.event_type).collect(), false))
+            let key = events.iter().find_map(|e| e.saga_key.clone()).or_else(|| envelope.saga_key.clone());
+            Ok(reply(key, events.into_iter().map(|e| e.event_type).collect(), false))
         }
         Outcome::Rejected { reason, .. } => Err((422, reason.clone())),
         // A retry: the first answer again.
         Outcome::Repeated { receipt, .. } => match &receipt.rejected {
             Some(reason) => Err((422, reason.clone())),
-            None => Ok(reply(receipt.order_id.clone(), receipt.events.clone(), true)),
+            None => Ok(reply(receipt.saga_key.clone(), receipt.events.clone(), true)),
         },
         Outcome::Conflict(reason) => Err((409, reason.clone())),
         Outcome::Retry(reason) | Outcome::Unavailable(reason) => {

@@ -142,7 +142,7 @@ async fn a_redelivered_batch_returns_the_same_events_and_changes_nothing() {
     let RecordResult::Repeated { events: again_events, receipt, .. } = &again[0] else { panic!("{again:?}") };
     assert_eq!(again_events, events);
     assert_eq!(receipt.events, ["orders.evt.created", "inventory.cmd.reserve"]);
-    assert_eq!(receipt.order_id.as_deref(), Some("o-1"));
+    assert_eq!(receipt.saga_key.as_deref(), Some("o-1"));
 }
 
 #[tokio::test]
