@@ -16,6 +16,7 @@ static SPEC: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &[],
     queries: &["orders.query.get"],
+    key_field: None,
 };
 
 #[tokio::test]

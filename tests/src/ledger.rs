@@ -57,6 +57,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &["ledger.evt.deposited", "ledger.evt.opened"],
     queries: &["ledger.query.balance"],
+    key_field: None,
 };
 
 #[async_trait]

@@ -43,6 +43,7 @@ pub static FLIGHT: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &[FlightBooked::SUBJECT, FlightRefused::SUBJECT],
     queries: &[FLIGHTS_QUERY_FREE],
+    key_field: Some("trip_id"),
 };
 
 /// The hotel step's declaration.
@@ -54,6 +55,7 @@ pub static HOTEL: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &[HotelBooked::SUBJECT, HotelRefused::SUBJECT],
     queries: &[HOTELS_QUERY_FREE],
+    key_field: Some("trip_id"),
 };
 
 /// The car step's declaration.
@@ -65,6 +67,7 @@ pub static CAR: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &[CarBooked::SUBJECT, CarRefused::SUBJECT],
     queries: &[CARS_QUERY_FREE],
+    key_field: Some("trip_id"),
 };
 
 impl Booking {

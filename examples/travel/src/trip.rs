@@ -75,6 +75,7 @@ pub static TRIP: FunctionSpec = FunctionSpec {
         "schedules.trip.>",
     ],
     queries: &[GetTrip::SUBJECT],
+    key_field: Some("trip_id"),
 };
 
 fn key(trip_id: &str) -> String {
@@ -147,11 +148,6 @@ impl TripFunction {
 impl Function for TripFunction {
     fn spec(&self) -> &'static FunctionSpec {
         &TRIP
-    }
-
-    /// Travelers send `trips.cmd.book` as a bare payload: its `trip_id` is the saga key.
-    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
-        event.saga_key_or_field("trip_id")
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {

@@ -136,7 +136,7 @@ pub enum Outcome {
 }
 
 /// The receipt of a run that emitted `events` (a rejection if `rejected`).
-fn receipt(input: &Envelope, input_key: Option<&str>, events: &[PendingEvent], rejected: Option<&str>) -> String {
+fn receipt(input: &Envelope, events: &[PendingEvent], rejected: Option<&str>) -> String {
     let receipt = Receipt {
         digest: Receipt::digest_of(input),
         rejected: rejected.map(str::to_string),
@@ -146,7 +146,7 @@ fn receipt(input: &Envelope, input_key: Option<&str>, events: &[PendingEvent], r
             .filter(|e| e.schedule.as_ref().and_then(|s| s.at()).is_none())
             .map(|e| e.subject.clone())
             .collect(),
-        saga_key: events.iter().find_map(|e| e.saga_key.clone()).or_else(|| input_key.map(str::to_string)),
+        saga_key: events.iter().find_map(|e| e.saga_key.clone()).or_else(|| input.saga_key.clone()),
     };
     serde_json::to_string(&receipt).expect("receipts serialize")
 }
@@ -181,6 +181,7 @@ pub fn command_envelope(
     id: Option<&str>,
     seed: &str,
     at: DateTime<Utc>,
+    key_field: Option<&str>,
 ) -> Result<Envelope, DecodeError> {
     let data: serde_json::Value = jetsaga_events::envelope::decode_json(subject, body)?;
     if !data.is_object() {
@@ -191,9 +192,8 @@ pub fn command_envelope(
         _ => derived_id(at, seed),
     };
     Ok(Envelope {
-        // A bare payload names its saga in a field of the saga's choosing
-        // (`Function::saga_key` reads it).
-        saga_key: None,
+        // A bare payload names its saga in the field its function declares.
+        saga_key: key_field.and_then(|field| data.get(field)?.as_str()).map(str::to_string),
         correlation_id: id.clone(),
         causation_id: None,
         id,
@@ -539,7 +539,7 @@ impl Engine {
             function = self.name(),
             event_id = %envelope.id,
             event_type = %envelope.event_type,
-            saga_key = self.function.saga_key(envelope).unwrap_or(""),
+            saga_key = envelope.saga_key.as_deref().unwrap_or(""),
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
@@ -573,7 +573,7 @@ impl Engine {
                     return Err(Outcome::DeadLetter(reason));
                 }
                 overlay.apply(&writes);
-                let receipt = receipt(envelope, self.function.saga_key(envelope), &emitted, None);
+                let receipt = receipt(envelope, &emitted, None);
                 let outbox = self.outbox(incoming, emitted, now);
                 debug!(writes = writes.len(), emitted = outbox.len(), "handled");
                 Ok(Ran {
@@ -589,7 +589,7 @@ impl Engine {
                     return Err(Outcome::DeadLetter(reason));
                 }
                 debug!(reason = %reason, "rejected");
-                let receipt = receipt(envelope, self.function.saga_key(envelope), &events, Some(&reason));
+                let receipt = receipt(envelope, &events, Some(&reason));
                 let outbox = self.outbox(incoming, events, now);
                 Ok(Ran {
                     commit: Commit { event_id: inbox_id(envelope), writes: Vec::new(), outbox, receipt: Some(receipt) },
@@ -669,7 +669,7 @@ impl Engine {
                 let envelope = Envelope {
                     id: id.clone(),
                     event_type: event.subject.clone(),
-                    saga_key: event.saga_key.or_else(|| self.function.saga_key(input).map(str::to_string)),
+                    saga_key: event.saga_key.or_else(|| input.saga_key.clone()),
                     correlation_id: input.correlation_id.clone(),
                     causation_id: Some(input.id.clone()),
                     // A scheduled event happens when it is published.

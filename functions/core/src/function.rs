@@ -35,6 +35,11 @@ pub struct FunctionSpec {
     pub emits: &'static [&'static str],
     /// Query subjects served (request/reply).
     pub queries: &'static [&'static str],
+    /// The payload field that names the saga in a command a client sends
+    /// as a bare payload (`order_id`, `trip_id`): the runtime puts it in
+    /// the envelope's `saga_key` when it wraps one. `None` when the
+    /// function's commands belong to no saga.
+    pub key_field: Option<&'static str>,
 }
 
 /// A saga step: stateless code over its own store.
@@ -60,14 +65,6 @@ pub trait Function: Send + Sync + 'static {
     fn prefetch(&self, event: &Envelope) -> Vec<String> {
         let _ = event;
         Vec::new()
-    }
-
-    /// The saga `event` belongs to (logged, kept in receipts, inherited by
-    /// the events it causes): the envelope's `saga_key`. A function whose
-    /// clients send bare payloads names the payload field that holds it,
-    /// e.g. `event.saga_key_or_field("trip_id")`.
-    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
-        event.saga_key.as_deref()
     }
 
     /// Answers a read-only query on one of `spec().queries`.

@@ -204,6 +204,7 @@ mod tests {
         direct: &[],
         emits: &["hold.evt.>"],
         queries: &[],
+        key_field: None,
     };
 
     #[async_trait]

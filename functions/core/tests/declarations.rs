@@ -14,6 +14,7 @@ static SPEC: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &["orders.evt.completed"],
     queries: &[],
+    key_field: None,
 };
 
 /// Emits a declared event, then what `extra` says.

@@ -24,6 +24,7 @@ static SPEC: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &["inventory.evt.released", "inventory.evt.reservation_failed"],
     queries: &[],
+    key_field: None,
 };
 
 #[async_trait]

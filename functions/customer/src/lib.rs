@@ -80,6 +80,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         CUSTOMERS_EVT_CREDIT_RELEASED,
     ],
     queries: &[CUSTOMERS_QUERY_GET, CUSTOMERS_QUERY_LIST],
+    key_field: Some("order_id"),
 };
 
 /// Declaration in the orchestrated saga: the orchestrator's commands.
@@ -195,10 +196,6 @@ fn view(customer: Customer) -> CustomerView {
 impl Function for CustomerCredit {
     fn spec(&self) -> &'static FunctionSpec {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
-    }
-
-    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
-        jetsaga_events::order_key(event)
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {

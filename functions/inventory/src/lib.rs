@@ -72,6 +72,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         INVENTORY_EVT_CONSUMED,
     ],
     queries: &[INVENTORY_QUERY_PRODUCTS],
+    key_field: Some("order_id"),
 };
 
 /// Declaration in the orchestrated saga: the orchestrator's commands.
@@ -218,10 +219,6 @@ impl Inventory {
 impl Function for Inventory {
     fn spec(&self) -> &'static FunctionSpec {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
-    }
-
-    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
-        jetsaga_events::order_key(event)
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {

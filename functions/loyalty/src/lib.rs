@@ -58,6 +58,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &[LOYALTY_EVT_POINTS_AWARDED, LOYALTY_EVT_POINTS_REVOKED],
     queries: &[LOYALTY_QUERY_GET],
+    key_field: Some("order_id"),
 };
 
 impl Loyalty {
@@ -130,10 +131,6 @@ impl Loyalty {
 impl Function for Loyalty {
     fn spec(&self) -> &'static FunctionSpec {
         &SPEC
-    }
-
-    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
-        jetsaga_events::order_key(event)
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {

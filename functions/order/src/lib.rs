@@ -400,6 +400,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
         ORDER_SCHEDULES,
     ],
     queries: &[ORDERS_QUERY_GET, ORDERS_QUERY_LIST],
+    key_field: Some("order_id"),
 };
 
 /// Declaration in the orchestrated saga: the same order state machine,
@@ -930,10 +931,6 @@ async fn list(
 impl Function for Orders {
     fn spec(&self) -> &'static FunctionSpec {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
-    }
-
-    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
-        jetsaga_events::order_key(event)
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {

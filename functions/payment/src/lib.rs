@@ -47,6 +47,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &[PAYMENTS_EVT_EXECUTED, PAYMENTS_EVT_FAILED, PAYMENTS_EVT_REFUNDED],
     queries: &[],
+    key_field: Some("order_id"),
 };
 
 /// Declaration in the orchestrated saga: the orchestrator's commands.
@@ -99,10 +100,6 @@ impl Payments {
 impl Function for Payments {
     fn spec(&self) -> &'static FunctionSpec {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
-    }
-
-    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
-        jetsaga_events::order_key(event)
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {

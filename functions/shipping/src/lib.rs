@@ -58,6 +58,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     direct: &[],
     emits: &[SHIPPING_EVT_SCHEDULED, SHIPPING_EVT_INFORMED, SHIPPING_EVT_FAILED, SHIPPING_EVT_CANCELED],
     queries: &[],
+    key_field: Some("order_id"),
 };
 
 /// Declaration in the orchestrated saga: the orchestrator's schedule
@@ -130,10 +131,6 @@ impl Shipping {
 impl Function for Shipping {
     fn spec(&self) -> &'static FunctionSpec {
         self.mode.select(&SPEC, &ORCHESTRATED_SPEC)
-    }
-
-    fn saga_key<'a>(&self, event: &'a Envelope) -> Option<&'a str> {
-        jetsaga_events::order_key(event)
     }
 
     fn prefetch(&self, event: &Envelope) -> Vec<String> {

@@ -125,6 +125,7 @@ pub static SPEC: FunctionSpec = FunctionSpec {
     direct: &[USERS_CMD_SIGN_UP],
     emits: &[USERS_EVT_SIGNED_UP, USERS_EVT_ROLE_CHANGED],
     queries: &[USERS_QUERY_AUTHENTICATE, USERS_QUERY_GET],
+    key_field: None,
 };
 
 impl Users {

@@ -467,6 +467,7 @@ mod tests {
         direct: &[],
         emits: &["orders.evt.deadline_passed", "schedules.order.>"],
         queries: &[],
+        key_field: None,
     };
     static PAYMENT: FunctionSpec = FunctionSpec { name: "payment", emits: &["payments.evt.refunded"], ..SCHEDULER };
 

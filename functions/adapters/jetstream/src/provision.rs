@@ -387,6 +387,7 @@ mod tests {
             direct: &[],
             emits,
             queries: &[],
+            key_field: None,
         };
         let (order, other) = (spec("order", &["schedules.order.>"]), spec("other", &["other.evt.done"]));
         assert!(needs_schedules(&config, &[&order, &other]));

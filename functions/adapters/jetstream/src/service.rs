@@ -231,10 +231,13 @@ pub(crate) struct Intake {
 #[derive(Clone, Debug)]
 struct CommandBatcher {
     queue: tokio::sync::mpsc::Sender<(Incoming, tokio::sync::oneshot::Sender<Outcome>)>,
+    /// Where the function's bare commands name their saga.
+    key_field: Option<&'static str>,
 }
 
 impl CommandBatcher {
     fn new(processor: Arc<dyn Processor>, batches_in_flight: usize) -> Self {
+        let key_field = processor.spec().key_field;
         let (queue, mut commands) =
             tokio::sync::mpsc::channel::<(Incoming, tokio::sync::oneshot::Sender<Outcome>)>(4 * COMMAND_BATCH);
         let slots = Arc::new(tokio::sync::Semaphore::new(batches_in_flight.max(1)));
@@ -260,7 +263,7 @@ impl CommandBatcher {
                 });
             }
         });
-        Self { queue }
+        Self { queue, key_field }
     }
 
     async fn process(&self, incoming: Incoming) -> Outcome {
@@ -357,7 +360,7 @@ async fn process_now(
     id: &str,
 ) -> Answer {
     let message = &request.message;
-    let envelope = match command_envelope(subject, &message.payload, Some(id), id, Utc::now()) {
+    let envelope = match command_envelope(subject, &message.payload, Some(id), id, Utc::now(), batcher.key_field) {
         Ok(envelope) => envelope,
         Err(e) => return Err((400, e.to_string())),
     };

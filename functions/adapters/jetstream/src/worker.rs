@@ -153,7 +153,8 @@ impl Worker {
             let info = message.info().map_err(|e| format!("not a JetStream message: {e}"))?;
             let seed = format!("{}/{}", info.stream, info.stream_sequence);
             let id = header(message, "Nats-Msg-Id");
-            command_envelope(&message.subject, &message.payload, id, &seed, info.published)
+            let key_field = self.engine.spec().key_field;
+            command_envelope(&message.subject, &message.payload, id, &seed, info.published, key_field)
                 .map_err(|e| e.to_string())?
         };
         Ok(Incoming { envelope, traceparent })
