@@ -1,4 +1,8 @@
-//! The jetsaga event catalog: the public wire contract.
+//! The shop's event catalog: the public wire contract of the order saga.
+//!
+//! The framework's part of the contract (the [`Envelope`], [`Payload`],
+//! the subject grammar, the operations service) is `jetsaga-envelope`,
+//! re-exported here so that the shop's crates need only this one.
 //!
 //! - [`envelope`]: the [`Envelope`] every event travels in, and decoding
 //!   with errors that name the bad field ([`DecodeError`]).
@@ -14,12 +18,11 @@
 //! Sample payloads for `nats pub` live in `events/samples/`.
 
 pub mod catalog;
-pub mod envelope;
 pub mod limits;
-pub mod ops;
 pub mod payloads;
 pub mod subjects;
-pub mod whole;
+
+pub use jetsaga_envelope::{envelope, ops, whole};
 
 pub use envelope::{DecodeError, ENVELOPE_HEADER, ENVELOPE_VERSION, Envelope, TRACEPARENT_HEADER, decode_payload};
 pub use payloads::*;

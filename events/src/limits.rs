@@ -6,8 +6,7 @@
 
 use crate::{CancelOrder, CreateCustomer, CreateOrder, LogOut, SetRole, SignUp, UpsertProduct};
 
-/// Largest command body accepted, in bytes.
-pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+pub use jetsaga_envelope::MAX_COMMAND_BYTES;
 /// Longest id (`order_id`, `customer_id`, `product_id`), in characters.
 pub const MAX_ID_CHARS: usize = 128;
 /// Longest name (product, customer), in characters.

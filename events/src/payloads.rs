@@ -9,19 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::subjects;
 
-/// A message body with a fixed subject.
-pub trait Payload:
-    Serialize + serde::de::DeserializeOwned + JsonSchema + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static
-{
-    /// The subject this payload is published on.
-    const SUBJECT: &'static str;
-
-    /// The saga this payload belongs to, if it names one: the envelope's
-    /// `saga_key` when it is emitted.
-    fn saga_key(&self) -> Option<&str> {
-        None
-    }
-}
+pub use jetsaga_envelope::Payload;
 
 macro_rules! payloads {
     ($($ty:ident => $subject:path $(, order_id = $field:ident)?;)*) => {

@@ -5,41 +5,7 @@
 //! the runtime (always full envelopes), `query` subjects are request/reply
 //! and never stored in a stream.
 
-/// The kind part of a subject.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SubjectKind {
-    /// A request from outside (or from the orchestrator).
-    Command,
-    /// A fact published by the runtime.
-    Event,
-    /// Read-only request/reply.
-    Query,
-}
-
-impl SubjectKind {
-    /// The middle token of the subject.
-    pub fn token(self) -> &'static str {
-        match self {
-            Self::Command => "cmd",
-            Self::Event => "evt",
-            Self::Query => "query",
-        }
-    }
-}
-
-/// Splits a subject into context and kind, if it follows the naming rule.
-pub fn parse(subject: &str) -> Option<(&str, SubjectKind)> {
-    let mut parts = subject.splitn(3, '.');
-    let context = parts.next()?;
-    let kind = match parts.next()? {
-        "cmd" => SubjectKind::Command,
-        "evt" => SubjectKind::Event,
-        "query" => SubjectKind::Query,
-        _ => return None,
-    };
-    parts.next()?;
-    Some((context, kind))
-}
+pub use jetsaga_envelope::subject::{SubjectKind, parse};
 
 pub const ORDERS_CMD_CREATE: &str = "orders.cmd.create";
 pub const ORDERS_CMD_CANCEL: &str = "orders.cmd.cancel";
@@ -98,17 +64,3 @@ pub const CUSTOMERS_QUERY_LIST: &str = "customers.query.list";
 pub const LOYALTY_QUERY_GET: &str = "loyalty.query.get";
 pub const USERS_QUERY_AUTHENTICATE: &str = "users.query.authenticate";
 pub const USERS_QUERY_GET: &str = "users.query.get";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_context_and_kind() {
-        assert_eq!(parse("orders.cmd.create"), Some(("orders", SubjectKind::Command)));
-        assert_eq!(parse("inventory.evt.reserved"), Some(("inventory", SubjectKind::Event)));
-        assert_eq!(parse("orders.query.get"), Some(("orders", SubjectKind::Query)));
-        assert_eq!(parse("orders.other.get"), None);
-        assert_eq!(parse("orders.cmd"), None);
-    }
-}

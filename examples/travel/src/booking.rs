@@ -5,7 +5,7 @@
 
 use jetsaga_core::hold::Holds;
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, QueryCtx, QueryError, async_trait};
-use jetsaga_events::{Envelope, Payload};
+use jetsaga_envelope::{Envelope, Payload};
 use serde::{Deserialize, Serialize};
 
 use crate::events::*;

@@ -1,6 +1,6 @@
 //! The trip saga's messages: one type per subject, the trip id its saga key.
 
-use jetsaga_events::Payload;
+use jetsaga_envelope::Payload;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jetsaga_core::{Ctx, Function, FunctionSpec, HandlerError, QueryCtx, QueryError, async_trait};
-use jetsaga_events::{Envelope, Payload};
+use jetsaga_envelope::{Envelope, Payload};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

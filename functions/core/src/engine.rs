@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
-use jetsaga_events::{DecodeError, ENVELOPE_VERSION, Envelope};
+use jetsaga_envelope::{DecodeError, ENVELOPE_VERSION, Envelope};
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -183,7 +183,7 @@ pub fn command_envelope(
     at: DateTime<Utc>,
     key_field: Option<&str>,
 ) -> Result<Envelope, DecodeError> {
-    let data: serde_json::Value = jetsaga_events::envelope::decode_json(subject, body)?;
+    let data: serde_json::Value = jetsaga_envelope::envelope::decode_json(subject, body)?;
     if !data.is_object() {
         return Err(DecodeError::new(subject, ".", format!("expected a JSON object, got {data}")));
     }
@@ -210,8 +210,8 @@ pub fn command_envelope(
 /// sender can take an event's id before the event comes (which would turn
 /// that event into a conflict, and a dead letter).
 pub fn inbox_id(envelope: &Envelope) -> String {
-    match jetsaga_events::subjects::parse(&envelope.event_type) {
-        Some((_, jetsaga_events::subjects::SubjectKind::Command)) => format!("cmd:{}", envelope.id),
+    match jetsaga_envelope::subject::parse(&envelope.event_type) {
+        Some((_, jetsaga_envelope::subject::SubjectKind::Command)) => format!("cmd:{}", envelope.id),
         _ => envelope.id.clone(),
     }
 }
@@ -722,7 +722,7 @@ mod tests {
             correlation_id: "c1".into(),
             causation_id: None,
             occurred_at: chrono::Utc::now(),
-            version: jetsaga_events::ENVELOPE_VERSION,
+            version: jetsaga_envelope::ENVELOPE_VERSION,
             data: data.clone(),
         };
         let written_before = crate::ids::digest(&format!("orders.cmd.create\n{data}"));

@@ -1,7 +1,7 @@
 //! Typed handler and query errors. The kind decides what the runtime does,
 //! so a saga never has to guess whether to retry.
 
-use jetsaga_events::{DecodeError, Payload};
+use jetsaga_envelope::{DecodeError, Payload};
 
 use crate::store::StoreError;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use jetsaga_events::{Envelope, Payload};
+use jetsaga_envelope::{Envelope, Payload};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::{HandlerError, PendingEvent, QueryError};

@@ -1,7 +1,7 @@
 //! The jetsaga handler contract, free of any transport or database.
 //!
 //! - [`Function`]: a saga step. It declares its subscriptions in a
-//!   [`FunctionSpec`], handles one [`Envelope`](jetsaga_events::Envelope)
+//!   [`FunctionSpec`], handles one [`Envelope`](jetsaga_envelope::Envelope)
 //!   at a time through a [`Ctx`], and answers read-only queries.
 //! - [`HandlerError`]: retryable, rejected or malformed; the kind decides
 //!   whether the runtime naks, publishes a failure event or dead-letters.
@@ -37,4 +37,4 @@ pub use store::{
 };
 
 pub use async_trait::async_trait;
-pub use jetsaga_events as events;
+pub use jetsaga_envelope as envelope;

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use jetsaga_events::{ENVELOPE_VERSION, Envelope, Payload};
+use jetsaga_envelope::{ENVELOPE_VERSION, Envelope, Payload};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::engine::{Engine, Incoming, Outcome};

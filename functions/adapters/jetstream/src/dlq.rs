@@ -4,7 +4,7 @@
 
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
-use jetsaga_events::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
+use jetsaga_envelope::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
 
 /// Function that dead-lettered the message.
 pub const FUNCTION: &str = "Jetsaga-Dlq-Function";
@@ -25,7 +25,7 @@ pub fn subject_for(function: &str) -> String {
     format!("dlq.{function}")
 }
 
-pub use jetsaga_events::ops::DeadLetter;
+pub use jetsaga_envelope::ops::DeadLetter;
 
 /// The original headers a dead letter keeps: trace context and the
 /// envelope marker. Nothing else crosses over, on the way in or on a

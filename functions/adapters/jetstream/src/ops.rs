@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{Config, RuntimeError, dlq};
 
-pub use jetsaga_events::ops::*;
+pub use jetsaga_envelope::ops::*;
 
 /// The micro service's name (`nats micro ls`).
 pub const SERVICE_NAME: &str = "jetsaga-ops";
@@ -169,8 +169,8 @@ pub fn redrive_refusal(config: &Config, stored_on: &str, letter: &DeadLetter) ->
         ));
     }
     let is_command = matches!(
-        jetsaga_events::subjects::parse(&letter.subject),
-        Some((_, jetsaga_events::subjects::SubjectKind::Command))
+        jetsaga_envelope::subject::parse(&letter.subject),
+        Some((_, jetsaga_envelope::subject::SubjectKind::Command))
     );
     if letter.origin.starts_with("request/") && !is_command {
         return Some(format!(

@@ -8,8 +8,8 @@ use futures::future::join_all;
 use std::sync::Arc;
 
 use jetsaga_core::{OutboxRecord, Processor};
-use jetsaga_events::limits::MAX_COMMAND_BYTES;
-use jetsaga_events::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
+use jetsaga_envelope::MAX_COMMAND_BYTES;
+use jetsaga_envelope::{ENVELOPE_HEADER, TRACEPARENT_HEADER};
 use tracing::{debug, error, warn};
 
 use crate::dlq;

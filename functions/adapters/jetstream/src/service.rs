@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use jetsaga_core::telemetry::Delivery;
 use jetsaga_core::{Incoming, Outcome, Processor, command_envelope, ids};
-use jetsaga_events::limits::MAX_COMMAND_BYTES;
-use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
+use jetsaga_envelope::MAX_COMMAND_BYTES;
+use jetsaga_envelope::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

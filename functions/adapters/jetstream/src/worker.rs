@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use jetsaga_core::telemetry::Delivery;
 use jetsaga_core::{Incoming, OutboxRecord, Outcome, Processor, command_envelope};
-use jetsaga_events::subjects::{self, SubjectKind};
-use jetsaga_events::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
+use jetsaga_envelope::subject::{self as subjects, SubjectKind};
+use jetsaga_envelope::{ENVELOPE_HEADER, Envelope, TRACEPARENT_HEADER};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 

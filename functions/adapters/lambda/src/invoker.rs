@@ -225,7 +225,7 @@ impl Processor for LambdaProcessor {
         let body: serde_json::Value = if request.iter().all(u8::is_ascii_whitespace) {
             serde_json::json!({})
         } else {
-            jetsaga_events::envelope::decode_json(subject, request)?
+            jetsaga_envelope::envelope::decode_json(subject, request)?
         };
         match self.invoke(&Request::Query { subject: subject.into(), request: body }).await {
             Ok(Response::Query { reply: Some(reply), .. }) => Ok(reply),

@@ -4,7 +4,7 @@
 
 use jetsaga_core::schedule::Schedule;
 use jetsaga_core::{Incoming, OutboxRecord, Outcome};
-use jetsaga_events::Envelope;
+use jetsaga_envelope::Envelope;
 use serde::{Deserialize, Serialize};
 
 /// An invocation.
