@@ -311,7 +311,9 @@ async def drive(args, url, passwords, podman, health, ca):
         try:
             while True:
                 message = await sub.next_msg(timeout=2)
-                order_id = json.loads(message.data).get("order_id")
+                envelope = json.loads(message.data)
+                # `saga_key`; envelopes written before it was generic say `order_id`.
+                order_id = envelope.get("saga_key") or envelope.get("order_id")
                 if order_id in statuses:
                     ends[order_id] = ends.get(order_id, 0) + 1
         except Exception:

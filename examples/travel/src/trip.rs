@@ -51,18 +51,29 @@ pub struct TripFunction {
     pub deadline: Duration,
 }
 
+jetsaga_envelope::inputs! {
+    /// What the trip function takes: the traveler's booking, and what the
+    /// steps and its own deadline answer.
+    pub enum TripInput {
+        accepts {
+            Book(BookTrip),
+        }
+        subscribes {
+            CarBooked(CarBooked),
+            FlightRefused(FlightRefused),
+            HotelRefused(HotelRefused),
+            CarRefused(CarRefused),
+            DeadlinePassed(TripDeadlinePassed),
+        }
+    }
+}
+
 /// Its declaration.
 pub static TRIP: FunctionSpec = FunctionSpec {
     name: "trip",
     description: "Trips: book a flight, a hotel and a car, or none of them",
-    subscribes: &[
-        CarBooked::SUBJECT,
-        FlightRefused::SUBJECT,
-        HotelRefused::SUBJECT,
-        CarRefused::SUBJECT,
-        TripDeadlinePassed::SUBJECT,
-    ],
-    accepts: &[BookTrip::SUBJECT],
+    subscribes: TripInput::SUBSCRIBES,
+    accepts: TripInput::ACCEPTS,
     direct: &[],
     // Its deadlines live on `schedules.trip.<key>`: declared, so the stream
     // keeps them and readers take what they publish (the engine refuses a
@@ -151,27 +162,18 @@ impl Function for TripFunction {
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        match event.event_type.as_str() {
-            BookTrip::SUBJECT => self.book(ctx, event.data_as()?).await,
-            CarBooked::SUBJECT => self.end(ctx, &event.data_as::<CarBooked>()?.trip_id, None, false).await,
-            FlightRefused::SUBJECT => {
-                let e: FlightRefused = event.data_as()?;
+        match TripInput::decode(event)? {
+            TripInput::Book(booking) => self.book(ctx, booking).await,
+            TripInput::CarBooked(e) => self.end(ctx, &e.trip_id, None, false).await,
+            TripInput::FlightRefused(e) => {
                 self.end(ctx, &e.trip_id, Some(format!("flight: {}", e.reason)), false).await
             }
-            HotelRefused::SUBJECT => {
-                let e: HotelRefused = event.data_as()?;
-                self.end(ctx, &e.trip_id, Some(format!("hotel: {}", e.reason)), false).await
-            }
-            CarRefused::SUBJECT => {
-                let e: CarRefused = event.data_as()?;
-                self.end(ctx, &e.trip_id, Some(format!("car: {}", e.reason)), false).await
-            }
-            TripDeadlinePassed::SUBJECT => {
-                let e: TripDeadlinePassed = event.data_as()?;
+            TripInput::HotelRefused(e) => self.end(ctx, &e.trip_id, Some(format!("hotel: {}", e.reason)), false).await,
+            TripInput::CarRefused(e) => self.end(ctx, &e.trip_id, Some(format!("car: {}", e.reason)), false).await,
+            TripInput::DeadlinePassed(e) => {
                 let reason = format!("not booked within {:?}", self.deadline);
                 self.end(ctx, &e.trip_id, Some(reason), true).await
             }
-            other => Err(HandlerError::Malformed(format!("trip does not take {other}"))),
         }
     }
 
