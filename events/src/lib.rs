@@ -22,7 +22,7 @@ pub mod limits;
 pub mod payloads;
 pub mod subjects;
 
-pub use jetsaga_envelope::{envelope, ops, whole};
+pub use jetsaga_envelope::{envelope, inputs, ops, whole};
 
 pub use envelope::{DecodeError, ENVELOPE_HEADER, ENVELOPE_VERSION, Envelope, TRACEPARENT_HEADER, decode_payload};
 pub use payloads::*;

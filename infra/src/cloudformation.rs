@@ -334,7 +334,7 @@ pub fn cloudformation() -> Value {
         alarm(
             "jetsaga: messages in the DLQ stream (inspect with `jetsaga dlq list`, redrive with `jetsaga dlq redrive`)",
             ("Jetsaga", "DeadLetters", "Maximum"),
-            json!([{"Name": "Stream", "Value": "DLQ"}]),
+            json!([{"Name": "Stream", "Value": jetsaga_jetstream::streams::DLQ}]),
         ),
     );
 

@@ -150,7 +150,7 @@ async fn report_dead_letters(nats: async_nats::Client, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let depth = match js.get_stream("DLQ").await {
+        let depth = match js.get_stream(jetsaga_jetstream::streams::DLQ).await {
             Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
             Err(_) => 0,
         };
@@ -159,7 +159,7 @@ async fn report_dead_letters(nats: async_nats::Client, every: Duration) {
                 "Timestamp": chrono::Utc::now().timestamp_millis(),
                 "CloudWatchMetrics": [{"Namespace": "Jetsaga", "Dimensions": [["Stream"]], "Metrics": [{"Name": "DeadLetters", "Unit": "Count"}]}]
             },
-            "Stream": "DLQ",
+            "Stream": jetsaga_jetstream::streams::DLQ,
             "DeadLetters": depth
         });
         println!("{line}");

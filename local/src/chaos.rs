@@ -1045,7 +1045,7 @@ async fn settle(
     let js = jetstream::new(nats.clone());
     let unpublished = loop {
         let mut busy = false;
-        let stream = js.get_stream("SAGA").await?;
+        let stream = js.get_stream(jetsaga_jetstream::streams::SAGA).await?;
         // (A function that subscribes to nothing, only takes commands, has no consumer here.)
         for name in names.iter().filter(|n| crate::saga::subscribes(n)) {
             let mut consumer =
@@ -1062,7 +1062,7 @@ async fn settle(
     };
     let products = client.products().await?.products;
     let customers = client.customers().await?.customers;
-    let dead_letters = match js.get_stream("DLQ").await {
+    let dead_letters = match js.get_stream(jetsaga_jetstream::streams::DLQ).await {
         Ok(mut dlq) => dlq.info().await?.state.messages,
         Err(_) => 0,
     };
@@ -1100,7 +1100,7 @@ async fn kept_creates(js: &jetstream::Context) -> anyhow::Result<BTreeSet<String
 
 /// Every envelope in the saga stream, in order.
 async fn read_stream(js: &jetstream::Context) -> anyhow::Result<Vec<Envelope>> {
-    let messages = read_all(js, "SAGA").await?;
+    let messages = read_all(js, jetsaga_jetstream::streams::SAGA).await?;
     Ok(messages
         .iter()
         .filter(|message| !jetsaga_core::schedule::is_pending_schedule(&message.subject))

@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "NATS_URL")]
     nats_url: Option<String>,
     /// The saga stream.
-    #[arg(long, global = true, default_value = "SAGA", hide_default_value = false)]
+    #[arg(long, global = true, default_value = jetsaga_jetstream::streams::SAGA, hide_default_value = false)]
     stream: String,
     /// How log lines look on stderr: `text` for a terminal, or `json`, one
     /// object per line (level, target, message, fields and the spans it
@@ -691,15 +691,22 @@ impl Cli {
             }
             Command::Trace { order_id, json } => inspect::trace(&client, &self.stream, &order_id, json).await?,
             Command::Watch { json } => inspect::watch(&client, json).await?,
-            Command::Status { json } => inspect::status(&client, &self.stream, "DLQ", json).await?,
-            Command::Dlq(DlqCommand::List { json }) => inspect::dlq_list(&client, "DLQ", json).await?,
+            Command::Status { json } => {
+                inspect::status(&client, &self.stream, jetsaga_jetstream::streams::DLQ, json).await?
+            }
+            Command::Dlq(DlqCommand::List { json }) => {
+                inspect::dlq_list(&client, jetsaga_jetstream::streams::DLQ, json).await?
+            }
             Command::Dlq(DlqCommand::Show { sequence, json }) => {
-                inspect::dlq_show(&client, "DLQ", sequence, json).await?
+                inspect::dlq_show(&client, jetsaga_jetstream::streams::DLQ, sequence, json).await?
             }
             Command::Dlq(DlqCommand::Redrive { sequence, all }) => {
-                inspect::dlq_redrive(&client, "DLQ", if all { None } else { sequence }).await?
+                inspect::dlq_redrive(&client, jetsaga_jetstream::streams::DLQ, if all { None } else { sequence })
+                    .await?
             }
-            Command::Dlq(DlqCommand::Delete { sequence }) => inspect::dlq_delete(&client, "DLQ", sequence).await?,
+            Command::Dlq(DlqCommand::Delete { sequence }) => {
+                inspect::dlq_delete(&client, jetsaga_jetstream::streams::DLQ, sequence).await?
+            }
             Command::Users(command) => {
                 let (email, role) = match command {
                     UsersCommand::GrantAdmin { email } => (email, jetsaga_events::Role::Admin),

@@ -122,6 +122,7 @@ pub fn serve(
         ..Gateway::new(nats, keys)
     });
     let metrics = gateway.metrics.handle();
+    jetsaga_http::start_upkeep(&gateway);
     let app = jetsaga_http::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

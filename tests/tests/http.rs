@@ -49,6 +49,7 @@ impl Api {
         let gateway = Arc::new(gateway);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        jetsaga_http::start_upkeep(&gateway);
         let app = jetsaga_http::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { base, http: reqwest::Client::new(), saga }

@@ -304,6 +304,7 @@ async fn gateway_as_its_user(server: &NatsServer, auth: &Auth) -> (String, async
     let gateway = std::sync::Arc::new(jetsaga_http::Gateway::new(nats.clone(), keys));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    jetsaga_http::start_upkeep(&gateway);
     let app = jetsaga_http::router(gateway).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (base, nats)

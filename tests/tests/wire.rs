@@ -37,7 +37,8 @@ async fn nats_py_drives_the_saga_with_plain_json() {
     assert_eq!(seen["published"]["order_id"], "py-pub-1");
     assert_eq!(seen["published"]["status"], "completed");
     assert_eq!(seen["published"]["total_cents"], 4999 + 2 * 1999);
-    let requested_id = seen["requested_reply"]["order_id"].as_str().expect("nats req is answered with the order id");
+    let requested_id = seen["requested_reply"]["saga_key"].as_str().expect("nats req is answered with the saga key");
+    assert_eq!(seen["requested_reply"]["order_id"], requested_id, "and, deprecated, under its old name");
     assert_eq!(seen["requested"]["order_id"], requested_id);
     assert_eq!(seen["requested"]["status"], "completed");
     assert_eq!(seen["validation_error"]["headers"]["Nats-Service-Error-Code"], "422");
@@ -51,7 +52,7 @@ async fn nats_py_drives_the_saga_with_plain_json() {
     let completed: Vec<&serde_json::Value> = events.iter().filter(|e| e["subject"] == "orders.evt.completed").collect();
     assert_eq!(completed.len(), 2, "nats-py saw both completions");
     let envelope = &completed[0]["envelope"];
-    for field in ["id", "type", "order_id", "correlation_id", "causation_id", "occurred_at", "version", "data"] {
+    for field in ["id", "type", "saga_key", "correlation_id", "causation_id", "occurred_at", "version", "data"] {
         assert!(envelope.get(field).is_some(), "envelope field {field} missing: {envelope}");
     }
     assert!(completed[0]["headers"]["traceparent"].as_str().is_some_and(|t| t.starts_with("00-")));

@@ -54,7 +54,7 @@ async def main():
     bad = await nc.request("orders.cmd.create", json.dumps({"customer_id": "c-ada", "items": []}).encode(), timeout=10)
 
     first = await wait_terminal(nc, "py-pub-1")
-    second = await wait_terminal(nc, requested["order_id"])
+    second = await wait_terminal(nc, requested["saga_key"])
     products = json.loads((await nc.request("inventory.query.products", b"{}", timeout=5)).data)
     await asyncio.sleep(0.2)
     await nc.drain()

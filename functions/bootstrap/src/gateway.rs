@@ -93,7 +93,9 @@ pub async fn serve(settings: GatewaySettings) -> Result<(), lambda_runtime::Erro
         opened_per_user: Some(jetsaga_http::limits::LIVE_VIEWS_PER_USER),
         ..jetsaga_http::live::LiveLimits::default()
     });
-    let router = jetsaga_http::router(Arc::new(gateway));
+    let gateway = Arc::new(gateway);
+    jetsaga_http::start_upkeep(&gateway);
+    let router = jetsaga_http::router(gateway);
     let service = ServiceBuilder::new().map_request(with_client_address).service(router);
     lambda_http::run_with_streaming_response(service).await
 }

@@ -49,12 +49,23 @@ fn account_key(customer_id: &str) -> String {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Loyalty;
 
+jetsaga_events::inputs! {
+    /// What loyalty takes: it follows the saga's events.
+    pub enum LoyaltyInput {
+        subscribes {
+            Paid(PaymentExecuted),
+            Completed(OrderCompleted),
+            Refunded(PaymentRefunded),
+        }
+    }
+}
+
 /// Declaration (the same in both saga modes: it follows events).
 pub static SPEC: FunctionSpec = FunctionSpec {
     name: "loyalty",
     description: "Loyalty: a point per dollar of every completed order, taken back if it is refunded",
-    subscribes: &[PAYMENTS_EVT_EXECUTED, ORDERS_EVT_COMPLETED, PAYMENTS_EVT_REFUNDED],
-    accepts: &[],
+    subscribes: LoyaltyInput::SUBSCRIBES,
+    accepts: LoyaltyInput::ACCEPTS,
     direct: &[],
     emits: &[LOYALTY_EVT_POINTS_AWARDED, LOYALTY_EVT_POINTS_REVOKED],
     queries: &[LOYALTY_QUERY_GET],
@@ -142,11 +153,10 @@ impl Function for Loyalty {
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        match event.event_type.as_str() {
-            PAYMENTS_EVT_EXECUTED => self.earn(ctx, event.data_as()?).await,
-            ORDERS_EVT_COMPLETED => self.award(ctx, &event.data_as::<OrderCompleted>()?.order_id).await,
-            PAYMENTS_EVT_REFUNDED => self.refund(ctx, &event.data_as::<PaymentRefunded>()?.order_id).await,
-            other => Err(HandlerError::malformed(format!("loyalty does not handle {other}"))),
+        match LoyaltyInput::decode(event)? {
+            LoyaltyInput::Paid(paid) => self.earn(ctx, paid).await,
+            LoyaltyInput::Completed(completed) => self.award(ctx, &completed.order_id).await,
+            LoyaltyInput::Refunded(refunded) => self.refund(ctx, &refunded.order_id).await,
         }
     }
 

@@ -230,7 +230,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let server_cpu_before = server_pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0);
 
     let products = load::seed(&client, args.orders).await?;
-    let first_seq = js.get_stream("SAGA").await?.info().await?.state.last_sequence;
+    let first_seq = js.get_stream(jetsaga_jetstream::streams::SAGA).await?.info().await?.state.last_sequence;
 
     let gateway = if args.http { Some(http_entry(&client, &url, &dir).await?) } else { None };
     // With --http, the NATS orders carry a Nats-Msg-Id as the gateway's do (see `Entry::Nats`).
@@ -307,7 +307,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         events: history,
         products: list.products,
         customers: client.customers().await?.customers,
-        dead_letters: match js.get_stream("DLQ").await {
+        dead_letters: match js.get_stream(jetsaga_jetstream::streams::DLQ).await {
             Ok(mut dlq) => dlq.info().await?.state.messages,
             Err(_) => 0,
         },

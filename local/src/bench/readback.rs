@@ -26,7 +26,7 @@ pub(crate) struct Record {
 /// before the stream has stored it (with `sync_interval: always` storing
 /// waits for the disk): it reads until the stream stops growing.
 pub(crate) async fn read(js: &jetstream::Context, first_seq: u64) -> anyhow::Result<Record> {
-    let mut saga_stream = js.get_stream("SAGA").await?;
+    let mut saga_stream = js.get_stream(jetsaga_jetstream::streams::SAGA).await?;
     let mut last_seq = saga_stream.info().await?.state.last_sequence;
     let (mut stored, mut bytes) = (0u64, 0usize);
     let mut per_order: HashMap<String, Vec<Envelope>> = HashMap::new();

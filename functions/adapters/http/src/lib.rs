@@ -108,20 +108,27 @@ impl Gateway {
     }
 }
 
-/// The gateway's routes, with its limits and security headers.
+/// Starts the gateway's background work, in the current Tokio runtime:
+/// counting orders as they end, from the saga stream (for `GET /metrics`
+/// and `GET /api/throughput`), and forgetting the pace of clients gone
+/// quiet (so that their records do not grow without bound). Call it once
+/// beside [`router`]; it stops by itself when the gateway is dropped.
+pub fn start_upkeep(gateway: &Arc<Gateway>) {
+    metrics::count_outcomes(Arc::downgrade(gateway));
+    let weak = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            let Some(gateway) = weak.upgrade() else { return };
+            gateway.pace.forget_quiet();
+        }
+    });
+}
+
+/// The gateway's routes, with its limits and security headers. Starts
+/// nothing: see [`start_upkeep`].
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        metrics::count_outcomes(Arc::downgrade(&gateway));
-        let weak = Arc::downgrade(&gateway);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                let Some(gateway) = weak.upgrade() else { return };
-                gateway.pace.forget_quiet();
-            }
-        });
-    }
     // Cross-origin calls only from the origins configured, with credentials
     // (the session cookie); none by default, and the UI is same-origin.
     let cors = (!gateway.cors_origins.is_empty()).then(|| {

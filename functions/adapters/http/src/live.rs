@@ -44,7 +44,7 @@ use crate::auth::Session;
 use crate::problem::Problem;
 
 /// The stream the saga's events are in.
-pub const SAGA_STREAM: &str = "SAGA";
+pub const SAGA_STREAM: &str = jetsaga_jetstream::streams::SAGA;
 
 /// How long the stream goes on after the terminal event.
 pub const SETTLE: Duration = Duration::from_secs(2);

@@ -273,7 +273,7 @@ pub(crate) async fn ready(State(gateway): State<Arc<Gateway>>) -> Result<axum::J
 }
 
 /// The stream that keeps commands.
-pub const COMMAND_STREAM: &str = "COMMANDS";
+pub const COMMAND_STREAM: &str = jetsaga_jetstream::streams::COMMANDS;
 
 /// Counts orders as they end, with their latency: reads the creations and
 /// terminal events that reach the saga stream from now on, through an

@@ -48,6 +48,20 @@ use tracing::{info, warn};
 pub use dlq::DeadLetter;
 pub use provision::{MIN_SERVER_VERSION, check_server_version};
 
+/// The names of the four streams a saga uses, by default ([`Config::named`]
+/// gives another saga's). Defined here once: every reader of the streams
+/// (the gateway, the CLI, chaos, the bench) takes them from here.
+pub mod streams {
+    /// The saga's events, commands from the orchestrator, and schedules.
+    pub const SAGA: &str = "SAGA";
+    /// Dead letters, subjects `dlq.<function>`.
+    pub const DLQ: &str = "DLQ";
+    /// Every command clients send, until it is processed.
+    pub const COMMANDS: &str = "COMMANDS";
+    /// Which copy answers a command sent with request/reply.
+    pub const CLAIMS: &str = "CLAIMS";
+}
+
 /// Errors that stop the runtime from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -160,11 +174,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            stream: "SAGA".into(),
-            dlq_stream: "DLQ".into(),
-            command_stream: "COMMANDS".into(),
+            stream: streams::SAGA.into(),
+            dlq_stream: streams::DLQ.into(),
+            command_stream: streams::COMMANDS.into(),
             command_subjects: Vec::new(),
-            claim_stream: "CLAIMS".into(),
+            claim_stream: streams::CLAIMS.into(),
             answer_timeout: Duration::from_secs(10),
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
