@@ -400,11 +400,11 @@ fn sse_event() -> Value {
                         "contentMediaType": "application/json",
                         "contentSchema": {
                             "type": "object",
-                            "required": ["id", "type", "order_id", "occurred_at", "data"],
+                            "required": ["id", "type", "saga_key", "occurred_at", "data"],
                             "properties": {
                                 "id": {"type": "string"},
                                 "type": {"type": "string"},
-                                "order_id": {"type": "string"},
+                                "saga_key": {"type": "string", "description": "The order (called `order_id` before 2026-12-07)"},
                                 "occurred_at": {"type": "string", "format": "date-time"},
                                 "data": {"type": "object"}
                             }
