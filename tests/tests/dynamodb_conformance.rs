@@ -38,17 +38,11 @@ async fn creating_the_table_twice_is_harmless_and_a_batch_over_the_limit_is_refu
 #[tokio::test]
 async fn outbox_items_in_the_old_form_read_as_new_ones() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use jetsaga_core::schedule::{Schedule, name_for};
     let endpoint = Endpoint::start();
     let client = endpoint.dynamodb().await;
     let store = DynamoStore::new(client.clone(), "old-form");
     store.create_table_if_missing().await.unwrap();
-    let name = name_for("order", "o-1");
-    let stored = [
-        ("o1", "orders.evt.created".to_string()),
-        ("o2", format!("{name} @at 2026-12-07T12:00:30.250Z orders.evt.deadline_passed")),
-        ("o3", format!("orders.evt.deadline_canceled purge {name}")),
-    ];
+    let (stored, expected) = jetsaga_core::conformance::old_form_outbox();
     let s = |v: &str| AttributeValue::S(v.into());
     for (id, subject) in &stored {
         client
@@ -73,19 +67,6 @@ async fn outbox_items_in_the_old_form_read_as_new_ones() {
         .send()
         .await
         .unwrap();
-    let at = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:30.250Z").unwrap().to_utc();
-    let record = |id: &str, subject: &str, schedule| jetsaga_core::OutboxRecord {
-        id: id.into(),
-        subject: subject.into(),
-        payload: b"{}".to_vec(),
-        traceparent: None,
-        schedule,
-    };
-    let expected = vec![
-        record("o1", "orders.evt.created", None),
-        record("o2", "orders.evt.deadline_passed", Some(Schedule::At { name: name.clone(), at })),
-        record("o3", "orders.evt.deadline_canceled", Some(Schedule::Cancel { name })),
-    ];
     assert_eq!(store.unpublished(10).await.unwrap(), expected);
     assert_eq!(store.processed("e1").await.unwrap(), Some(expected));
     store.delete_table().await.unwrap();

@@ -229,6 +229,34 @@ pub async fn schedules_are_kept_with_their_records(store: Arc<dyn Store>) {
     assert_eq!(store.processed("e1").await.unwrap(), Some(out));
 }
 
+/// What an outbox held in the old in-band form (the schedule written into
+/// the subject): `(id, stored subject)` pairs, and the records each store
+/// must read them as after the upgrade. Each backend's upgrade test writes
+/// the pairs in its own old layout (with payload `{}`).
+pub fn old_form_outbox() -> (Vec<(&'static str, String)>, Vec<OutboxRecord>) {
+    use crate::schedule::{Schedule, name_for};
+    let name = name_for("order", "o-1");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:30.250Z").unwrap().to_utc();
+    let stored = vec![
+        ("o1", "orders.evt.created".to_string()),
+        ("o2", format!("{name} @at 2026-12-07T12:00:30.250Z orders.evt.deadline_passed")),
+        ("o3", format!("orders.evt.deadline_canceled purge {name}")),
+    ];
+    let record = |id: &str, subject: &str, schedule| OutboxRecord {
+        id: id.into(),
+        subject: subject.into(),
+        payload: b"{}".to_vec(),
+        traceparent: None,
+        schedule,
+    };
+    let expected = vec![
+        record("o1", "orders.evt.created", None),
+        record("o2", "orders.evt.deadline_passed", Some(Schedule::At { name: name.clone(), at })),
+        record("o3", "orders.evt.deadline_canceled", Some(Schedule::Cancel { name })),
+    ];
+    (stored, expected)
+}
+
 /// Scans return exactly the keys under a prefix, in order; SQL wildcards are literal.
 pub async fn scans_match_prefixes_literally(store: Arc<dyn Store>) {
     let keys = ["product/b", "product/a", "product_x", "products", "customer/a", "product/%", "product/a/1"];

@@ -250,33 +250,6 @@ async fn sqlite_an_older_file_loses_the_outbox_event_index() {
     assert_eq!(reopened.unpublished(10).await.unwrap(), vec![record]);
 }
 
-/// What an outbox held in the old in-band form (the schedule written into
-/// the subject), and the records it must read as after the upgrade.
-fn old_form_outbox() -> (Vec<(&'static str, String)>, Vec<jetsaga_core::OutboxRecord>) {
-    use jetsaga_core::OutboxRecord;
-    use jetsaga_core::schedule::{Schedule, name_for};
-    let name = name_for("order", "o-1");
-    let at = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:30.250Z").unwrap().to_utc();
-    let stored = vec![
-        ("o1", "orders.evt.created".to_string()),
-        ("o2", format!("{name} @at 2026-12-07T12:00:30.250Z orders.evt.deadline_passed")),
-        ("o3", format!("orders.evt.deadline_canceled purge {name}")),
-    ];
-    let record = |id: &str, subject: &str, schedule| OutboxRecord {
-        id: id.into(),
-        subject: subject.into(),
-        payload: b"{}".to_vec(),
-        traceparent: None,
-        schedule,
-    };
-    let expected = vec![
-        record("o1", "orders.evt.created", None),
-        record("o2", "orders.evt.deadline_passed", Some(Schedule::At { name: name.clone(), at })),
-        record("o3", "orders.evt.deadline_canceled", Some(Schedule::Cancel { name })),
-    ];
-    (stored, expected)
-}
-
 /// A SQLite file from before schedules were a field of their own gets the
 /// columns when opened, and its pending records read as new ones.
 #[tokio::test]
@@ -294,7 +267,7 @@ async fn sqlite_an_older_file_with_pending_schedules_is_upgraded_in_place() {
     .execute(&mut db)
     .await
     .unwrap();
-    let (stored, expected) = old_form_outbox();
+    let (stored, expected) = jetsaga_core::conformance::old_form_outbox();
     for (id, subject) in &stored {
         sqlx::query("INSERT INTO outbox (id, event_id, subject, payload) VALUES (?, 'e1', ?, X'7B7D')")
             .bind(id)
@@ -325,7 +298,7 @@ async fn postgres_an_older_schema_with_pending_schedules_is_upgraded_in_place() 
     .execute(&pool)
     .await
     .unwrap();
-    let (stored, expected) = old_form_outbox();
+    let (stored, expected) = jetsaga_core::conformance::old_form_outbox();
     for (id, subject) in &stored {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO \"{schema}\".outbox (id, event_id, subject, payload) VALUES ($1, 'e1', $2, '\\x7b7d')"
