@@ -37,9 +37,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
 use jetsaga_events::subjects::*;
-use jetsaga_events::{CreateCustomer, Envelope, UpsertProduct};
+use jetsaga_events::{CreateCustomer, UpsertProduct};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -51,6 +50,7 @@ use crate::saga::SagaOptions;
 use crate::server::{self, NatsProcess};
 use crate::tools::{self, Process};
 use crate::up::{SagaKind, StoreKind};
+use jetsaga_runner::chaos::{Answer, GIVE_UP_AFTER, Rng, send};
 
 /// Options of `jetsaga chaos`.
 #[derive(Clone, Debug, clap::Args)]
@@ -155,8 +155,6 @@ const LAMBDA_INVOKE_TIMEOUT: Duration = Duration::from_secs(10);
 const LAMBDA_BATCH: usize = 10;
 /// How long the saga may take to settle after the last create.
 const SETTLE: Duration = Duration::from_secs(180);
-/// How long one command is retried (through restarts) before the client gives up.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 /// How long the client waits for each attempt's answer before sending it
 /// again. On the Lambda path a command is an invocation that may queue
 /// behind the function's batches and is given up by the bridge only after
@@ -196,29 +194,6 @@ pub struct Report {
     pub tally: Tally,
     /// The command that reproduces the run.
     pub reproduce: String,
-}
-
-/// SplitMix64: a tiny seeded generator, so a seed reproduces a run on any machine.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn between(&mut self, low: f64, high: f64) -> Duration {
-        Duration::from_secs_f64(low + (high - low) * self.unit())
-    }
 }
 
 /// The catalog: prices (one under $1, so lone cheap orders fail payment) and limited stock.
@@ -462,51 +437,6 @@ impl Drop for Fleet {
             drop(node.process.take());
         }
     }
-}
-
-/// A command's fate at the client.
-#[derive(Debug)]
-enum Answer {
-    Ok,
-    Refused(u16, String),
-    GaveUp(String),
-}
-
-/// Sends a command, retrying through restarts and outages with the same
-/// `Nats-Msg-Id`, so a retry of something that went through is answered,
-/// not done twice.
-/// Each attempt waits `patience` for its answer.
-async fn send(nats: &async_nats::Client, subject: &str, body: &Value, msg_id: &str, patience: Duration) -> Answer {
-    let deadline = Instant::now() + GIVE_UP_AFTER;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id);
-        let request = async_nats::client::Request::new()
-            .headers(headers)
-            .payload(body.to_string().into())
-            .timeout(Some(patience));
-        let request = nats.send_request(subject.to_string(), request);
-        match tokio::time::timeout(patience + Duration::from_secs(1), request).await {
-            Ok(Ok(reply)) => {
-                let code = reply
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Service-Error-Code"))
-                    .and_then(|v| v.as_str().parse::<u16>().ok());
-                let value: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
-                match code {
-                    None => return Answer::Ok,
-                    Some(503) => last = value["error"].as_str().unwrap_or("unavailable").to_string(),
-                    Some(code) => return Answer::Refused(code, value["error"].as_str().unwrap_or("").to_string()),
-                }
-            }
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = format!("no answer within {patience:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Answer::GaveUp(last)
 }
 
 /// Runs the suite.
@@ -1053,7 +983,7 @@ async fn settle(
             let info = consumer.info().await?;
             busy |= info.num_pending > 0 || info.num_ack_pending > 0;
         }
-        let backlog = outbox_backlog(nats, names).await?;
+        let backlog = jetsaga_runner::connect::outbox_backlog(nats, names).await?;
         busy |= backlog.values().any(|n| *n > 0);
         if !busy || Instant::now() > deadline {
             break backlog;
@@ -1066,72 +996,24 @@ async fn settle(
         Ok(mut dlq) => dlq.info().await?.state.messages,
         Err(_) => 0,
     };
-    Ok(Observed { events: read_stream(&js).await?, products, customers, dead_letters, unpublished })
-}
-
-/// Committed events not yet published, per function (as each function's outbox endpoint says).
-pub(crate) async fn outbox_backlog(
-    nats: &async_nats::Client,
-    names: &[String],
-) -> anyhow::Result<BTreeMap<String, u64>> {
-    let mut backlog = BTreeMap::new();
-    for name in names {
-        // No answer (a function restarting, a slow Lambda) counts as not known to be empty.
-        let request = nats.request(jetsaga_jetstream::service::outbox_subject(name), "".into());
-        let n = match tokio::time::timeout(Duration::from_secs(10), request).await {
-            Ok(Ok(reply)) => serde_json::from_slice::<Value>(&reply.payload)?["unpublished"].as_u64(),
-            _ => None,
-        };
-        backlog.insert(name.clone(), n.unwrap_or(u64::MAX));
-    }
-    Ok(backlog)
+    Ok(Observed {
+        events: jetsaga_runner::history::read_events(&js, jetsaga_jetstream::streams::SAGA).await?,
+        products,
+        customers,
+        dead_letters,
+        unpublished,
+    })
 }
 
 /// The order ids of the creates the command stream holds.
 async fn kept_creates(js: &jetstream::Context) -> anyhow::Result<BTreeSet<String>> {
-    let commands = read_all(js, &jetsaga_jetstream::Config::default().command_stream).await?;
+    let commands = jetsaga_runner::history::read_all(js, &jetsaga_jetstream::Config::default().command_stream).await?;
     Ok(commands
         .iter()
         .filter(|message| message.subject.as_str() == ORDERS_CMD_CREATE)
         .filter_map(|message| serde_json::from_slice::<Value>(&message.payload).ok())
         .filter_map(|body| body["order_id"].as_str().map(str::to_string))
         .collect())
-}
-
-/// Every envelope in the saga stream, in order.
-async fn read_stream(js: &jetstream::Context) -> anyhow::Result<Vec<Envelope>> {
-    let messages = read_all(js, jetsaga_jetstream::streams::SAGA).await?;
-    Ok(messages
-        .iter()
-        .filter(|message| !jetsaga_core::schedule::is_pending_schedule(&message.subject))
-        .filter_map(|message| Envelope::decode(&message.payload).ok())
-        .collect())
-}
-
-/// Every message of a stream, in order, up to its last sequence when
-/// asked; an error if the read stalls before (never a silent partial read,
-/// which would let the checker miss what it did not see).
-async fn read_all(js: &jetstream::Context, name: &str) -> anyhow::Result<Vec<jetstream::Message>> {
-    let mut stream = js.get_stream(name).await?;
-    let last = stream.info().await?.state.last_sequence;
-    let mut read = Vec::new();
-    if last == 0 {
-        return Ok(read);
-    }
-    let reader = stream.create_consumer(consumer::pull::OrderedConfig::default()).await?;
-    let mut messages = reader.messages().await?;
-    loop {
-        let message = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-            Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(e))) => anyhow::bail!("reading {name} stalled: {e}"),
-            Ok(None) | Err(_) => anyhow::bail!("reading {name} stalled after {} of {last} messages", read.len()),
-        };
-        let sequence = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-        read.push(message);
-        if sequence >= last {
-            return Ok(read);
-        }
-    }
 }
 
 /// Prints a report.

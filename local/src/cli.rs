@@ -36,27 +36,15 @@ pub struct Cli {
     command: Command,
 }
 
-/// The format of log lines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines (colours on a terminal).
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use jetsaga_runner::cli::LogFormat;
 
 /// Starts logging to stderr in `format`; `RUST_LOG` picks what is logged
 /// (by default warnings, and the runtime's and runner's own story).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,jetsaga_jetstream=info,jetsaga_local=info,jetsaga_otel=info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.init(),
-        // Fields at the top level, beside `timestamp`, `level`, `target` and
-        // `message`, and the spans (function, …) the event happened in.
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).with_span_list(true).init(),
-    }
+    jetsaga_runner::cli::init_logging(
+        format,
+        "warn,jetsaga_jetstream=info,jetsaga_runner=info,jetsaga_local=info,jetsaga_otel=info",
+    );
 }
 
 // Parsed once at start: the size of its largest variant costs nothing.
@@ -166,7 +154,7 @@ enum Command {
     },
     /// Inspect and redrive dead letters.
     #[command(subcommand)]
-    Dlq(DlqCommand),
+    Dlq(jetsaga_runner::cli::DlqCommand),
     /// Manage users of the HTTP API.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -281,38 +269,6 @@ enum OrderCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DlqCommand {
-    /// List dead letters.
-    List {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one dead letter with its payload.
-    Show {
-        /// Sequence number from `dlq list`.
-        sequence: u64,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Publish dead letters to their subject again and remove the ones that went through.
-    Redrive {
-        /// Sequence number from `dlq list`.
-        #[arg(required_unless_present = "all")]
-        sequence: Option<u64>,
-        /// Redrive every dead letter.
-        #[arg(long, conflicts_with = "sequence")]
-        all: bool,
-    },
-    /// Remove a dead letter for good, without sending it again.
-    Delete {
-        /// Sequence number from `dlq list`.
-        sequence: u64,
     },
 }
 
@@ -692,20 +648,12 @@ impl Cli {
             Command::Trace { order_id, json } => inspect::trace(&client, &self.stream, &order_id, json).await?,
             Command::Watch { json } => inspect::watch(&client, json).await?,
             Command::Status { json } => {
-                inspect::status(&client, &self.stream, jetsaga_jetstream::streams::DLQ, json).await?
+                let config = jetsaga_jetstream::Config { stream: self.stream.clone(), ..Default::default() };
+                jetsaga_runner::inspect::status(&client.nats, &config, Some("jetsaga sagas --stuck"), json).await?
             }
-            Command::Dlq(DlqCommand::List { json }) => {
-                inspect::dlq_list(&client, jetsaga_jetstream::streams::DLQ, json).await?
-            }
-            Command::Dlq(DlqCommand::Show { sequence, json }) => {
-                inspect::dlq_show(&client, jetsaga_jetstream::streams::DLQ, sequence, json).await?
-            }
-            Command::Dlq(DlqCommand::Redrive { sequence, all }) => {
-                inspect::dlq_redrive(&client, jetsaga_jetstream::streams::DLQ, if all { None } else { sequence })
-                    .await?
-            }
-            Command::Dlq(DlqCommand::Delete { sequence }) => {
-                inspect::dlq_delete(&client, jetsaga_jetstream::streams::DLQ, sequence).await?
+            Command::Dlq(command) => {
+                let config = jetsaga_jetstream::Config::default().with_saga(crate::saga::every_spec());
+                jetsaga_runner::inspect::dlq(&client.nats, &config, command).await?
             }
             Command::Users(command) => {
                 let (email, role) = match command {

@@ -28,6 +28,6 @@ pub mod invariants;
 pub mod lambda_local;
 pub mod metrics;
 pub mod saga;
-pub mod server;
-pub mod tools;
 pub mod up;
+
+pub use jetsaga_runner::{server, tools};

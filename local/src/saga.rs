@@ -1,11 +1,7 @@
 //! The saga's functions (defined once, in `jetsaga-saga`) and their
 //! stores: how each is paired with its storage backend.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use jetsaga_core::{Engine, Store};
-use jetsaga_sql::{Durability, PostgresStore, SqliteStore};
+use jetsaga_core::Engine;
 
 pub use jetsaga_saga::{Deadlines, OrderLimits, SagaOptions, all_names, human, mode_name, names};
 
@@ -13,13 +9,7 @@ pub use jetsaga_saga::{Deadlines, OrderLimits, SagaOptions, all_names, human, mo
 /// same streams, whichever functions it hosts.
 pub fn runtime_config(options: &SagaOptions) -> jetsaga_jetstream::Config {
     let functions = options.functions();
-    let specs = || functions.iter().map(|f| f.spec());
-    jetsaga_jetstream::Config {
-        stream_subjects: jetsaga_jetstream::provision::stream_subjects(specs()).into_iter().collect(),
-        command_subjects: jetsaga_jetstream::provision::command_subjects(specs()).into_iter().collect(),
-        ..jetsaga_jetstream::Config::default()
-    }
-    .with_saga(specs())
+    jetsaga_jetstream::Config::default().for_saga(functions.iter().map(|f| f.spec()))
 }
 
 /// Every function's declaration in every saga mode it runs in.
@@ -39,67 +29,10 @@ pub fn subscribes(name: &str) -> bool {
     jetsaga_saga::step(name).is_some_and(|step| step.modes.iter().any(|mode| !step.spec(*mode).subscribes.is_empty()))
 }
 
-/// Where functions keep their state.
-#[derive(Clone, Debug)]
-pub enum StoreConfig {
-    /// One SQLite file per function in this directory.
-    Sqlite {
-        /// Directory of the `<function>.db` files.
-        dir: PathBuf,
-        /// fsync policy.
-        durability: Durability,
-    },
-    /// One schema per function (`<prefix><function>`) in this database.
-    Postgres {
-        /// Connection URL.
-        url: String,
-        /// Schema name prefix.
-        schema_prefix: String,
-    },
-}
+pub use jetsaga_runner::stores::StoreConfig;
 
-impl StoreConfig {
-    /// SQLite files under `dir` with the default durability.
-    pub fn sqlite(dir: impl AsRef<Path>) -> Self {
-        Self::Sqlite { dir: dir.as_ref().to_path_buf(), durability: Durability::Normal }
-    }
-
-    /// A short description for the startup banner.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Sqlite { dir, durability } => {
-                format!("SQLite files in {} (synchronous={durability:?})", dir.display())
-            }
-            Self::Postgres { schema_prefix, .. } => format!("PostgreSQL schemas {schema_prefix}<function>"),
-        }
-    }
-
-    /// Opens the stores of `names` and pairs each with its function.
-    pub async fn engines(&self, names: &[String], options: &SagaOptions) -> Result<Vec<Engine>, String> {
-        let pool = match self {
-            Self::Postgres { url, .. } => {
-                Some(jetsaga_sql::connect_postgres(url, 5 * names.len() as u32).await.map_err(|e| e.to_string())?)
-            }
-            Self::Sqlite { .. } => None,
-        };
-        let mut engines = Vec::new();
-        for name in names {
-            let function = options.function(name)?;
-            let store: Arc<dyn Store> = match self {
-                Self::Sqlite { dir, durability } => Arc::new(
-                    SqliteStore::open(dir.join(format!("{name}.db")), *durability).await.map_err(|e| e.to_string())?,
-                ),
-                Self::Postgres { schema_prefix, .. } => {
-                    let pool = pool.clone().expect("pool opened above");
-                    Arc::new(
-                        PostgresStore::open(pool, &format!("{schema_prefix}{name}"))
-                            .await
-                            .map_err(|e| e.to_string())?,
-                    )
-                }
-            };
-            engines.push(Engine::new(function, store));
-        }
-        Ok(engines)
-    }
+/// The functions called `names`, paired with their stores.
+pub async fn engines(stores: &StoreConfig, names: &[String], options: &SagaOptions) -> Result<Vec<Engine>, String> {
+    let functions = names.iter().map(|name| options.function(name)).collect::<Result<Vec<_>, _>>()?;
+    stores.engines(functions).await.map_err(|e| format!("{e:#}"))
 }

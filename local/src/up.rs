@@ -277,7 +277,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         banner.push(format!("  state:  DynamoDB tables {prefix}<function> at {}", local.dynamodb.url));
         _lambda_local = Some(local);
     } else {
-        for engine in stores.engines(&names, &options).await.map_err(anyhow::Error::msg)? {
+        for engine in crate::saga::engines(&stores, &names, &options).await.map_err(anyhow::Error::msg)? {
             runtime = runtime.with(engine);
         }
         banner.push(format!("  state:  {}", stores.describe()));

@@ -16,7 +16,7 @@ use tempfile::TempDir;
 /// Finds a nats-server 2.10+ binary (the same search as `jetsaga up`), or
 /// panics saying how to get one.
 pub fn server_binary() -> PathBuf {
-    jetsaga_local::server::find_binary().unwrap_or_else(|e| panic!("{e}"))
+    jetsaga_runner::server::find_binary().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A nats-server process with JetStream.

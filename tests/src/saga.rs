@@ -124,7 +124,7 @@ impl Saga {
         let mut runtime = Runtime::new(self.server.connect().await, config).serving_operations();
         match &mut self.hosting {
             Hosting::Local(stores) => {
-                let engines = stores.engines(&names, &self.options).await.unwrap_or_else(|e| {
+                let engines = jetsaga_local::saga::engines(stores, &names, &self.options).await.unwrap_or_else(|e| {
                     panic!("{e}\n(PostgreSQL tests need a server at DATABASE_URL or 127.0.0.1:5432; scripts/setup starts it)")
                 });
                 for engine in engines {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-const FRAMEWORK: [&str; 8] = [
+const FRAMEWORK: [&str; 9] = [
     "jetsaga-envelope",
     "jetsaga-core",
     "jetsaga-sql",
@@ -14,6 +14,7 @@ const FRAMEWORK: [&str; 8] = [
     "jetsaga-jetstream",
     "jetsaga-lambda",
     "jetsaga-otel",
+    "jetsaga-runner",
     "travel-saga",
 ];
 

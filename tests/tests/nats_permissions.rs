@@ -110,7 +110,7 @@ async fn each_function_runs_with_only_its_own_permissions_by(auth: Auth) {
     let mut running = Vec::new();
     let names = options.names();
     for name in names.iter().copied() {
-        let engines = stores.engines(&[name.to_string()], &options).await.unwrap();
+        let engines = jetsaga_local::saga::engines(&stores, &[name.to_string()], &options).await.unwrap();
         let config = Config { provision: false, ..config.clone() };
         let mut runtime = Runtime::new(connect_as(&server, &auth, name).await, config);
         for engine in engines {

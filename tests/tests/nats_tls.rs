@@ -141,7 +141,8 @@ async fn the_generated_cluster_is_tls_only_and_admits_only_nodes_of_its_ca() {
         .await
         .unwrap();
     let names: Vec<String> = options.names().iter().map(|s| s.to_string()).collect();
-    let engines = StoreConfig::sqlite(dir.path().join("stores")).engines(&names, &options).await.unwrap();
+    let engines =
+        jetsaga_local::saga::engines(&StoreConfig::sqlite(dir.path().join("stores")), &names, &options).await.unwrap();
     let mut runtime =
         Runtime::new(connect(&b, "bridge", &with_ca).await.unwrap(), Config { provision: false, ..config });
     for engine in engines {

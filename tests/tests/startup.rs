@@ -23,7 +23,7 @@ async fn ten_runtimes_starting_together_all_come_up_with_every_subject() {
         let stores = StoreConfig::sqlite(dir.path());
         let mut runtimes = Vec::new();
         for name in options.names().iter().chain(options.names().iter()) {
-            let engines = stores.engines(&[name.to_string()], &options).await.unwrap();
+            let engines = jetsaga_local::saga::engines(&stores, &[name.to_string()], &options).await.unwrap();
             let config = runtime_config(&options);
             let mut runtime = Runtime::new(server.connect().await, config);
             for engine in engines {

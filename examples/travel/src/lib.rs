@@ -7,6 +7,7 @@
 //! and what it could not get for free, is in `examples/travel/README.md`.
 
 pub mod booking;
+pub mod chaos;
 pub mod events;
 pub mod trip;
 
@@ -35,15 +36,56 @@ pub fn specs() -> Vec<&'static FunctionSpec> {
     vec![&trip::TRIP, &booking::FLIGHT, &booking::HOTEL, &booking::CAR]
 }
 
+/// The trip saga, as the runner ([`jetsaga_runner::Runner`]) runs it:
+/// its streams are `TRAVEL`, `TRAVEL_DLQ`, `TRAVEL_COMMANDS` and
+/// `TRAVEL_CLAIMS`, so it can share a NATS account with another saga.
+#[derive(Clone, Copy, Debug)]
+pub struct TravelSaga {
+    /// How long a trip may take before it fails and gives everything back.
+    pub deadline: Duration,
+}
+
+impl jetsaga_runner::Saga for TravelSaga {
+    fn name(&self) -> &str {
+        "travel"
+    }
+
+    fn functions(&self) -> Vec<Arc<dyn Function>> {
+        functions(self.deadline)
+    }
+
+    fn describe(&self, event: &jetsaga_envelope::Envelope) -> String {
+        describe(event)
+    }
+}
+
 /// The runtime's configuration: every process asks for the same streams,
 /// whichever functions it hosts.
 pub fn runtime_config() -> jetsaga_jetstream::Config {
-    jetsaga_jetstream::Config {
-        stream_subjects: jetsaga_jetstream::provision::stream_subjects(specs()).into_iter().collect(),
-        command_subjects: jetsaga_jetstream::provision::command_subjects(specs()).into_iter().collect(),
-        ..jetsaga_jetstream::Config::named("travel")
-    }
-    .with_saga(specs())
+    jetsaga_jetstream::Config::named("travel").for_saga(specs())
+}
+
+/// An event in a traveler's words: `t-1  flight LH-400 booked`.
+pub fn describe(event: &jetsaga_envelope::Envelope) -> String {
+    let trip = event.saga_key.as_deref().unwrap_or("-");
+    let field = |name: &str| event.data[name].as_str().unwrap_or("?").to_string();
+    let itinerary = |name: &str| event.data["itinerary"][name].as_str().unwrap_or("?").to_string();
+    let what = match event.event_type.as_str() {
+        "trips.evt.requested" => {
+            format!("requested: flight {}, hotel {}, car {}", itinerary("flight"), itinerary("hotel"), itinerary("car"))
+        }
+        "flights.evt.booked" => format!("flight {} booked", itinerary("flight")),
+        "hotels.evt.booked" => format!("hotel {} booked", itinerary("hotel")),
+        "cars.evt.booked" => "car booked".to_string(),
+        "flights.evt.refused" | "hotels.evt.refused" | "cars.evt.refused" => {
+            format!("{} refused: {}", event.event_type.split('.').next().unwrap_or("?"), field("reason"))
+        }
+        "trips.evt.confirmed" => "CONFIRMED: flight, hotel and car".to_string(),
+        "trips.evt.failed" => format!("FAILED: {} (everything held is given back)", field("reason")),
+        "trips.evt.deadline_passed" => "deadline passed".to_string(),
+        other => format!("{other} {}", event.data),
+    };
+    format!("{trip:<14} {what}")
 }
 
 /// The functions called `names` (all when empty), each over its own SQLite file in `dir`.

@@ -1,48 +1,31 @@
-//! `travel`: runs the trip saga's functions on a NATS JetStream server.
+//! `travel`: the trip saga's own binary. The runner library gives it
+//! `up`, `run`, `status`, `trace`, `watch`, `dlq` and `chaos`; see
+//! `travel --help`.
 //!
 //! ```sh
-//! travel --nats-url nats://127.0.0.1:4222 --data-dir .travel
+//! travel up                    # its own nats-server, every function, events as they flow
 //! nats req flights.cmd.add_seats '{"resource":"LH-400","count":10}'
 //! nats req trips.cmd.book '{"trip_id":"t-1","traveler":"ada","itinerary":{"flight":"LH-400","hotel":"h-harbour","car":"car-jfk","nights":3}}'
-//! nats req trips.query.get '{"trip_id":"t-1"}'
+//! travel trace t-1
+//! travel chaos --sagas 300     # kills, pauses and server restarts; the trip's own invariants
 //! ```
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use travel_saga::TravelSaga;
 
-/// Run the trip saga's functions (all, or those named) with SQLite stores.
-#[derive(Debug, Parser)]
-struct Args {
-    /// The NATS server (2.14+: deadlines are message schedules).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// Where each function keeps its SQLite file.
-    #[arg(long, default_value = ".travel")]
-    data_dir: PathBuf,
-    /// Host only this function (repeat for several): trip, flights, hotels, cars.
-    #[arg(long = "function", value_name = "NAME")]
-    functions: Vec<String>,
-    /// Seconds a trip may take before it fails and gives everything back.
-    #[arg(long, default_value_t = 60)]
-    deadline_secs: u64,
+/// The trip saga's own options.
+#[derive(Debug, clap::Args)]
+struct TripOptions {
+    /// How long a trip may take before it fails and gives everything back (`60s`, `5m`).
+    #[arg(long, global = true, default_value = "60s", value_parser = |s: &str| jetsaga_core::duration::parse_wait("--deadline", s))]
+    deadline: Duration,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
-    let args = Args::parse();
-    let deadline = Duration::from_secs(args.deadline_secs);
-    let nats = async_nats::connect(&args.nats_url).await?;
-    let mut runtime = jetsaga_jetstream::Runtime::new(nats, travel_saga::runtime_config());
-    for engine in travel_saga::engines(&args.data_dir, &args.functions, deadline).await? {
-        runtime = runtime.with(engine);
-    }
-    runtime
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+fn main() -> std::process::ExitCode {
+    jetsaga_runner::Runner::main(|options: &TripOptions| {
+        jetsaga_runner::Runner::new(TravelSaga { deadline: options.deadline })
+            .with_chaos(travel_saga::chaos::Trips, travel_saga::chaos::TripLedger)
+            .forward(["--deadline".to_string(), format!("{}ms", options.deadline.as_millis())])
+    })
 }

@@ -17,6 +17,7 @@
 
 pub mod conformance;
 pub mod cpu;
+pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod function;

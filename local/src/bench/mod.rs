@@ -311,7 +311,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             Ok(mut dlq) => dlq.info().await?.state.messages,
             Err(_) => 0,
         },
-        unpublished: crate::chaos::outbox_backlog(&nats, &names).await?,
+        unpublished: jetsaga_runner::connect::outbox_backlog(&nats, &names).await?,
     };
     let tally = crate::invariants::check(&expected, &observed);
     problems.extend(tally.findings.iter().take(20).map(ToString::to_string));

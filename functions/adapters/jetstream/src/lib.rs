@@ -234,6 +234,21 @@ impl Config {
         }
     }
 
+    /// This configuration for a whole saga: its streams capture every
+    /// subject of `specs` ([`provision::stream_subjects`],
+    /// [`provision::command_subjects`]) and [`Config::saga`] holds their
+    /// declarations, so every process asks for the same streams, whichever
+    /// functions it hosts.
+    pub fn for_saga<'a>(self, specs: impl IntoIterator<Item = &'a FunctionSpec>) -> Self {
+        let specs: Vec<&FunctionSpec> = specs.into_iter().collect();
+        Self {
+            stream_subjects: provision::stream_subjects(specs.iter().copied()).into_iter().collect(),
+            command_subjects: provision::command_subjects(specs.iter().copied()).into_iter().collect(),
+            ..self
+        }
+        .with_saga(specs)
+    }
+
     /// Fills [`Config::saga`] from the saga's functions (in every mode
     /// they run in: a function's declarations add up).
     pub fn with_saga<'a>(mut self, specs: impl IntoIterator<Item = &'a FunctionSpec>) -> Self {
