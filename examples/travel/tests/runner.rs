@@ -123,3 +123,21 @@ fn travel_chaos_loses_and_doubles_nothing() {
     );
     assert!(report["faults"]["kill"].as_u64() > Some(0) && report["faults"]["server"].as_u64() > Some(0), "{text}");
 }
+
+#[test]
+fn travel_bench_measures_every_trip_against_raw_jetstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("bench.json");
+    let out = travel().args(["bench", "--sagas", "200", "--window", "32", "--json"]).arg(&report).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "travel bench failed:\n{text}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["ended"], 200, "{text}");
+    // Each trip is at least requested, one step's answer and its end.
+    assert!(report["messages_per_saga"].as_f64().unwrap() >= 3.0, "{text}");
+    let ratio = report["ratio_to_raw"].as_f64().unwrap();
+    assert!(ratio > 0.0 && ratio < 1.0, "a saga cannot beat raw JetStream carrying its messages: {text}");
+    let latency = &report["latency"];
+    assert!(latency["p50_ms"].as_f64() <= latency["p99_ms"].as_f64(), "{text}");
+    assert!(text.contains("ratio to raw:"), "{text}");
+}

@@ -81,6 +81,10 @@ pub enum Verb {
     /// invariants. Exit code 1 when it finds a problem, 2 when it could
     /// not run.
     Chaos(ChaosArgs),
+    /// Sagas per second and start-to-end latency with the saga's workload,
+    /// against raw JetStream measured on the same server in the same run
+    /// (the ratio is what compares across machines).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// The dead-letter verbs.
@@ -167,7 +171,8 @@ impl Runner {
         Self { saga: Arc::new(saga), chaos: None, forward: Vec::new() }
     }
 
-    /// What `chaos` drives through the saga and what it checks afterwards.
+    /// What `chaos` and `bench` drive through the saga, and what `chaos`
+    /// checks afterwards.
     pub fn with_chaos(mut self, workload: impl Workload + 'static, invariants: impl Invariants + 'static) -> Self {
         self.chaos = Some((Box::new(workload), Box::new(invariants)));
         self
@@ -213,7 +218,7 @@ impl Runner {
             }
             Verb::Chaos(args) => {
                 let Some((workload, invariants)) = &self.chaos else {
-                    anyhow::bail!("the {} saga declares no chaos workload (Runner::with_chaos)", self.saga.name());
+                    anyhow::bail!("the {} saga declares no workload (Runner::with_chaos)", self.saga.name());
                 };
                 let exe = std::env::current_exe()?;
                 let report =
@@ -227,6 +232,18 @@ impl Runner {
                     0 => Ok(()),
                     n => Err(crate::chaos::Found(n).into()),
                 }
+            }
+            Verb::Bench(args) => {
+                let Some((workload, _)) = &self.chaos else {
+                    anyhow::bail!("the {} saga declares no workload (Runner::with_chaos)", self.saga.name());
+                };
+                let exe = std::env::current_exe()?;
+                let report = crate::bench::run(&self.saga, workload.as_ref(), &exe, &self.forward, &args).await?;
+                if let Some(path) = &args.json {
+                    std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+                }
+                crate::bench::print(&report);
+                Ok(())
             }
         }
     }

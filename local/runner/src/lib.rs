@@ -21,14 +21,16 @@
 //! ```
 //!
 //! - [`Saga`]: what the runner needs to know of a saga (its name and functions).
-//! - [`cli`]: the verbs (`up`, `run`, `status`, `dlq`, `trace`, `watch`, `chaos`).
+//! - [`cli`]: the verbs (`up`, `run`, `status`, `dlq`, `trace`, `watch`, `chaos`, `bench`).
 //! - [`host`]: hosting functions on a NATS server, ours or one already running.
 //! - [`stores`]: where functions keep their state (SQLite files, PostgreSQL schemas).
 //! - [`inspect`]: read-only views of the streams; [`history`]: reading a stream whole.
+//! - [`bench`]: sagas per second and latency against raw JetStream, with the saga's workload.
 //! - [`chaos`]: fault injection over any saga, with the saga's own workload and invariants.
 //! - [`connect`]: connecting as an operator, waiting for functions.
 //! - [`server`], [`tools`]: finding and starting nats-server and other local tools.
 
+pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod connect;

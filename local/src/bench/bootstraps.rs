@@ -69,12 +69,11 @@ pub fn measure_bootstraps(dir: &std::path::Path, runs: usize) -> anyhow::Result<
             times.push(elapsed);
         }
         let first = times.remove(0);
-        times.sort_by(|a, b| a.total_cmp(b));
         figures.push(BootstrapFigure {
             name: function.to_string(),
             bytes: std::fs::metadata(&binary)?.len(),
             first_init_ms: first,
-            median_init_ms: times[times.len() / 2],
+            median_init_ms: jetsaga_runner::bench::Latency::of(times).p50_ms,
         });
     }
     Ok(figures)

@@ -12,7 +12,7 @@
 //!
 //! The rooms: `runners` (the processes under test and what they cost),
 //! `load` (catalog, orders, their ends as they happen), `readback` (the run
-//! as the stream stored it), `raw` (the JetStream baseline), `report`
+//! as the stream stored it), `report`
 //! (table and plot), `bootstraps` (`--bootstraps`); this file ties a run
 //! together and checks it with the chaos suite's invariants.
 
@@ -30,7 +30,6 @@ use crate::up::{SagaKind, StoreKind};
 
 mod bootstraps;
 mod load;
-mod raw;
 mod readback;
 mod report;
 mod runners;
@@ -330,7 +329,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     drop(runners);
 
     // The raw JetStream baseline: same server, same message count and size.
-    let raw_msgs_per_sec = raw::raw_baseline(&js, stored.max(1) as usize, message_bytes.max(16)).await?;
+    let raw_msgs_per_sec =
+        jetsaga_runner::bench::raw_baseline(&js, stored.max(1) as usize, message_bytes.max(16)).await?;
     let raw_bound = raw_msgs_per_sec / messages_per_saga.max(1.0);
     let sagas_per_sec = finished.len() as f64 / saga_seconds.max(1e-9);
     drop(nats_server);

@@ -1,40 +1,8 @@
 //! What a run measured, as a table for a person and as a plot.
 
-use serde::Serialize;
-
 use super::Report;
 
-/// Latency summary in milliseconds.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Latency {
-    /// Median.
-    pub p50_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Worst.
-    pub max_ms: f64,
-    /// Mean.
-    pub mean_ms: f64,
-}
-
-impl Latency {
-    pub(crate) fn of(mut samples: Vec<f64>) -> Self {
-        if samples.is_empty() {
-            return Self::default();
-        }
-        samples.sort_by(|a, b| a.total_cmp(b));
-        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-        Self {
-            p50_ms: at(0.5),
-            p90_ms: at(0.9),
-            p99_ms: at(0.99),
-            max_ms: *samples.last().unwrap(),
-            mean_ms: samples.iter().sum::<f64>() / samples.len() as f64,
-        }
-    }
-}
+pub use jetsaga_runner::bench::Latency;
 
 /// The report as a table a person reads.
 pub fn print(report: &Report) {

@@ -1,0 +1,339 @@
+//! `bench`: how many sagas per second, and how long one saga takes, for
+//! any saga, measured against raw JetStream on the same server in the
+//! same run.
+//!
+//! The saga runs as one process of the saga's own binary (`run`, every
+//! function) on a nats-server of its own; the bench drives the saga's
+//! [`Workload`] (as fast as a window allows, or paced), times each saga
+//! from its start to its terminal event, then measures the raw baseline
+//! with as many messages of the same size (async publish with a window,
+//! a durable pull consumer with explicit acks, no handler, no store).
+//! Throughput is reported as a share of `raw msg/s ÷ messages per saga`,
+//! so a noisy, shared machine still gives a comparable figure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use jetsaga_envelope::Envelope;
+use serde::Serialize;
+
+use crate::Saga;
+use crate::chaos::{Answer, Rng, Workload, send};
+use crate::server::NatsProcess;
+use crate::tools::{self, Process};
+
+/// Options of `bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Sagas to run.
+    #[arg(long, default_value_t = 2000)]
+    pub sagas: usize,
+    /// Sagas started per second (paced); without it, as fast as --window allows.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Sagas in flight at most when not paced.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Seed of the workload's choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Latency summary in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Worst.
+    pub max_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+}
+
+impl Latency {
+    /// The summary of `samples` (milliseconds; nearest-rank percentiles).
+    pub fn of(mut samples: Vec<f64>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+        Self {
+            p50_ms: at(0.5),
+            p90_ms: at(0.9),
+            p99_ms: at(0.99),
+            max_ms: samples[samples.len() - 1],
+            mean_ms: samples.iter().sum::<f64>() / samples.len() as f64,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The saga.
+    pub saga: String,
+    /// Sagas started.
+    pub sagas: usize,
+    /// Sagas whose terminal event was seen.
+    pub ended: usize,
+    /// How they ended: terminal subject → count.
+    pub outcomes: std::collections::BTreeMap<String, usize>,
+    /// Paced rate, if any.
+    pub rate: Option<u32>,
+    /// Window when not paced.
+    pub window: usize,
+    /// Sagas per second, from the first start to the last end.
+    pub sagas_per_sec: f64,
+    /// Start to terminal event, per saga.
+    pub latency: Latency,
+    /// Messages in the saga stream per saga.
+    pub messages_per_saga: f64,
+    /// Their mean size in bytes.
+    pub message_bytes: usize,
+    /// Raw JetStream on the same server: messages per second.
+    pub raw_msgs_per_sec: f64,
+    /// The raw bound: `raw msg/s ÷ messages per saga`.
+    pub raw_bound_sagas_per_sec: f64,
+    /// `sagas/s ÷ raw bound`.
+    pub ratio_to_raw: f64,
+}
+
+/// Runs the bench over `saga`, its functions in one `exe <forward> run` process.
+pub async fn run(
+    saga: &Arc<dyn Saga>,
+    workload: &dyn Workload,
+    exe: &Path,
+    forward: &[String],
+    args: &BenchArgs,
+) -> anyhow::Result<Report> {
+    if args.sagas == 0 || args.window == 0 || args.rate == Some(0) {
+        anyhow::bail!("--sagas, --window and --rate must be at least 1");
+    }
+    let dir = tempfile::Builder::new().prefix(&format!("{}-bench-", saga.name())).tempdir()?;
+    let port = tools::free_port()?;
+    let binary = crate::server::find_binary().map_err(anyhow::Error::msg)?;
+    let _server = NatsProcess::start(binary, port, &dir.path().join("nats")).map_err(anyhow::Error::msg)?;
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut worker_args: Vec<String> =
+        vec!["--nats-url".into(), url.clone(), "--data-dir".into(), dir.path().join("functions").display().to_string()];
+    worker_args.extend(forward.iter().cloned());
+    worker_args.extend(["run".to_string(), "--quiet".to_string()]);
+    let log = std::fs::File::create(dir.path().join("functions.log"))?;
+    let child = tools::tied_command(exe)
+        .args(&worker_args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let _functions = Process::new(child, format!("{} run", exe.display()));
+
+    let nats = async_nats::connect(url.as_str()).await?;
+    let names: Vec<String> = crate::specs(saga.as_ref()).iter().map(|f| f.name.to_string()).collect();
+    crate::connect::wait_for_functions(&nats, &names, Duration::from_secs(60)).await?;
+    for command in workload.setup(args.sagas) {
+        let id = format!("setup-{}-{}", command.subject, command.body);
+        match send(&nats, &command.subject, &command.body, &id, Duration::from_secs(10)).await {
+            Answer::Ok => {}
+            Answer::Refused(code, error) => {
+                anyhow::bail!("the setup command {} was refused ({code}): {error}", command.subject)
+            }
+            Answer::GaveUp(why) => anyhow::bail!("the setup command {} was not answered: {why}", command.subject),
+        }
+    }
+    let config = saga.runtime_config();
+    eprintln!(
+        "{} bench: {} sagas, {}",
+        saga.name(),
+        args.sagas,
+        args.rate.map_or(format!("window {}", args.window), |r| format!("paced at {r}/s"))
+    );
+
+    // Terminal events as they happen, by key.
+    let mut subscriptions = Vec::new();
+    for subject in &config.stream_subjects {
+        subscriptions.push(nats.subscribe(subject.clone()).await?);
+    }
+    let mut events = futures::stream::select_all(subscriptions);
+    let mut rng = Rng(args.seed);
+    let starts: Vec<_> = (0..args.sagas).map(|i| workload.start(i, &mut rng)).collect();
+    let is_terminal = |event: &Envelope| workload.is_terminal(event);
+    let mut ends: HashMap<String, (String, Instant)> = HashMap::new();
+    let mut sent_at: HashMap<String, Instant> = HashMap::new();
+    let window = Arc::new(tokio::sync::Semaphore::new(args.window));
+    let mut pace = args.rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r))));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut permits: HashMap<String, tokio::sync::OwnedSemaphorePermit> = HashMap::new();
+    let started = Instant::now();
+    let mut next = 0;
+    let deadline = Duration::from_secs(60 + (args.sagas / 20) as u64);
+    while ends.len() < args.sagas && started.elapsed() < deadline {
+        tokio::select! {
+            biased;
+            Some(message) = events.next() => {
+                if let Ok(event) = Envelope::decode(&message.payload)
+                    && is_terminal(&event)
+                    && let Some(key) = event.saga_key.clone()
+                {
+                    permits.remove(&key);
+                    ends.entry(key).or_insert((event.event_type, Instant::now()));
+                }
+            }
+            _ = async { if let Some(pace) = pace.as_mut() { pace.tick().await; } }, if next < starts.len() => {
+                let Ok(permit) = window.clone().try_acquire_owned() else {
+                    // The window is full: wait for an end (the select's other branch).
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    continue;
+                };
+                let start = starts[next].clone();
+                next += 1;
+                sent_at.insert(start.key.clone(), Instant::now());
+                permits.insert(start.key.clone(), permit);
+                let nats = nats.clone();
+                in_flight.spawn(async move {
+                    let id = format!("start-{}", start.key);
+                    (start.key.clone(), send(&nats, &start.command.subject, &start.command.body, &id, Duration::from_secs(10)).await)
+                });
+            }
+            Some(sent) = in_flight.join_next() => {
+                if let Ok((key, answer)) = sent && !matches!(answer, Answer::Ok) {
+                    anyhow::bail!("the start of {key} was not accepted: {answer:?}");
+                }
+            }
+        }
+    }
+    let last_end = ends.values().map(|(_, at)| *at).max().unwrap_or_else(Instant::now);
+    let seconds = (last_end - started).as_secs_f64().max(f64::EPSILON);
+    let latency = Latency::of(
+        ends.iter()
+            .filter_map(|(key, (_, at))| sent_at.get(key).map(|sent| (*at - *sent).as_secs_f64() * 1000.0))
+            .collect(),
+    );
+    let mut outcomes = std::collections::BTreeMap::new();
+    for (subject, _) in ends.values() {
+        *outcomes.entry(subject.clone()).or_insert(0) += 1;
+    }
+
+    let js = jetstream::new(nats.clone());
+    let info = js.get_stream(&config.stream).await?.info().await?.state.clone();
+    let messages_per_saga = info.messages as f64 / args.sagas as f64;
+    let message_bytes = (info.bytes / info.messages.max(1)) as usize;
+    eprintln!("  {} of {} sagas ended; the raw baseline…", ends.len(), args.sagas);
+    let raw = raw_baseline(&js, (info.messages as usize).max(1000), message_bytes).await?;
+    let bound = raw / messages_per_saga.max(1.0);
+    let sagas_per_sec = ends.len() as f64 / seconds;
+    Ok(Report {
+        saga: saga.name().to_string(),
+        sagas: args.sagas,
+        ended: ends.len(),
+        outcomes,
+        rate: args.rate,
+        window: args.window,
+        sagas_per_sec,
+        latency,
+        messages_per_saga,
+        message_bytes,
+        raw_msgs_per_sec: raw,
+        raw_bound_sagas_per_sec: bound,
+        ratio_to_raw: sagas_per_sec / bound,
+    })
+}
+
+/// Publishes `count` messages of `size` bytes with async acks (window 1024)
+/// while a durable pull consumer with explicit acks consumes them; returns
+/// messages per second from the first publish to the last ack.
+pub async fn raw_baseline(js: &jetstream::Context, count: usize, size: usize) -> anyhow::Result<f64> {
+    let stream = js
+        .create_stream(stream::Config {
+            name: "BENCH_RAW".into(),
+            subjects: vec!["bench.raw".into()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("raw".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await?;
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut messages = consumer.messages().await?;
+        let mut seen = 0;
+        while seen < count {
+            match messages.next().await {
+                Some(Ok(message)) => {
+                    message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    seen += 1;
+                }
+                Some(Err(e)) => anyhow::bail!("raw consumer: {e}"),
+                None => break,
+            }
+        }
+        anyhow::Ok(())
+    });
+    let mut acks = FuturesUnordered::new();
+    for _ in 0..count {
+        while acks.len() >= 1024 {
+            if let Some(result) = acks.next().await {
+                result?;
+            }
+        }
+        let ack = js.publish("bench.raw", payload.clone()).await?;
+        acks.push(ack.into_future());
+    }
+    while let Some(result) = acks.next().await {
+        result?;
+    }
+    consume.await??;
+    let elapsed = start.elapsed().as_secs_f64();
+    js.delete_stream("BENCH_RAW").await?;
+    Ok(count as f64 / elapsed)
+}
+
+/// Prints a report.
+pub fn print(report: &Report) {
+    let outcomes: Vec<String> = report.outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("{} bench: {} sagas, {} ended ({})", report.saga, report.sagas, report.ended, outcomes.join(", "));
+    println!("  sagas/s:        {:.0}", report.sagas_per_sec);
+    println!(
+        "  raw JetStream:  {:.0} msg/s  ({:.1} messages/saga of {} B -> bound {:.0} sagas/s)",
+        report.raw_msgs_per_sec, report.messages_per_saga, report.message_bytes, report.raw_bound_sagas_per_sec
+    );
+    println!("  ratio to raw:   {:.1}%", report.ratio_to_raw * 100.0);
+    let l = &report.latency;
+    println!(
+        "  latency (ms):   p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
+        l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Latency;
+
+    #[test]
+    fn percentiles_are_nearest_rank_over_sorted_samples() {
+        let latency = Latency::of((1..=100).rev().map(f64::from).collect());
+        assert_eq!((latency.p50_ms, latency.p90_ms, latency.p99_ms, latency.max_ms), (51.0, 90.0, 99.0, 100.0));
+        assert_eq!(latency.mean_ms, 50.5);
+        assert_eq!(Latency::of(Vec::new()), Latency::default());
+    }
+}
