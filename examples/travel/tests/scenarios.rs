@@ -170,3 +170,50 @@ async fn a_trip_fails_at_its_deadline_and_a_late_booking_is_given_back() {
     cars.stop().await;
     hosted.stop().await;
 }
+
+/// The trip saga and the shop on one NATS account: each provisions its
+/// own four streams (none captures the other's subjects), and each one's
+/// dead letters go to its own dead-letter stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trip_saga_shares_a_nats_server_with_the_shop() {
+    use jetsaga_local::saga::{SagaOptions, StoreConfig};
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let options = SagaOptions::default();
+    let shop_names: Vec<String> = options.names().iter().map(|n| n.to_string()).collect();
+    let mut shop =
+        jetsaga_jetstream::Runtime::new(server.connect().await, jetsaga_local::saga::runtime_config(&options));
+    let shop_stores = StoreConfig::sqlite(dir.path().join("shop"));
+    for engine in jetsaga_local::saga::engines(&shop_stores, &shop_names, &options).await.unwrap() {
+        shop = shop.with(engine);
+    }
+    shop.provision().await.expect("the shop provisions beside nothing");
+    let hosted = host(&server, &dir.path().join("travel"), &[], Duration::from_secs(60)).await;
+    let nats = server.connect().await;
+    seed(&nats, true).await;
+    book(&nats, "t-1", "car-jfk").await;
+    assert_eq!(ended(&nats, "t-1").await.status, TripStatus::Confirmed);
+    // The shop provisions again beside the trip saga (as every process of it does at start).
+    shop.provision().await.expect("the shop provisions beside the trip saga");
+
+    let js = async_nats::jetstream::new(nats.clone());
+    let subjects = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream(name).await.unwrap();
+            let mut subjects = stream.info().await.unwrap().config.subjects.clone();
+            subjects.sort();
+            subjects
+        }
+    };
+    assert_eq!(subjects("TRAVEL_DLQ").await, ["$JETSAGA.DLQ.TRAVEL.>"]);
+    assert_eq!(subjects("TRAVEL_CLAIMS").await, ["$JETSAGA.CLAIM.TRAVEL.*.*"]);
+    assert_eq!(subjects("DLQ").await, ["dlq.>"], "the shop's dead-letter stream is as it always was");
+    assert_eq!(subjects("CLAIMS").await, ["$JETSAGA.CLAIM.*.*"], "the shop's claim stream is as it always was");
+    // A letter of the trip saga lands in its own dead-letter stream, not the shop's.
+    let config = travel_saga::runtime_config();
+    js.publish(config.dlq_subject("trip"), "x".into()).await.unwrap().await.unwrap();
+    assert_eq!(js.get_stream("TRAVEL_DLQ").await.unwrap().info().await.unwrap().state.messages, 1);
+    assert_eq!(js.get_stream("DLQ").await.unwrap().info().await.unwrap().state.messages, 0);
+    hosted.stop().await;
+}

@@ -81,6 +81,8 @@ pub(crate) struct Answers {
     /// The command stream, and whether it is known to exist.
     command_stream: Arc<str>,
     captured: Arc<AtomicBool>,
+    /// `$JETSAGA.CLAIM.<function>.` (or the saga's own, [`crate::Config::claim_subject`]).
+    claims: Arc<str>,
 }
 
 impl std::fmt::Debug for Answers {
@@ -95,7 +97,7 @@ impl Answers {
     pub(crate) async fn start(
         client: &async_nats::Client,
         function: &'static str,
-        command_stream: &str,
+        config: &crate::Config,
         cancel: CancellationToken,
     ) -> Result<Self, RuntimeError> {
         let mut answers = client.subscribe(answer_subject(function, "*")).await.map_err(|e| RuntimeError::Service {
@@ -107,8 +109,9 @@ impl Answers {
             js: jetstream::new(client.clone()),
             function,
             pending: Arc::default(),
-            command_stream: command_stream.into(),
+            command_stream: config.command_stream.as_str().into(),
             captured: Arc::default(),
+            claims: config.claim_subject(function, "").into(),
         };
         let dispatcher = this.clone();
         tokio::spawn(async move {
@@ -229,7 +232,7 @@ impl Answers {
     async fn claim(&self, sequence: u64) -> bool {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-        let subject = claim_subject(self.function, &sequence.to_string());
+        let subject = format!("{}{sequence}", self.claims);
         let acked = match self.js.publish_with_headers(subject, headers, bytes::Bytes::new()).await {
             Ok(ack) => ack.await.map(|_| ()),
             Err(e) => Err(e),

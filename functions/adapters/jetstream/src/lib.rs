@@ -94,8 +94,15 @@ pub enum RuntimeError {
 pub struct Config {
     /// The stream holding every command and event (`SAGA`).
     pub stream: String,
-    /// The dead-letter stream (`DLQ`), subjects `dlq.<function>`.
+    /// The dead-letter stream (`DLQ`), subjects [`Config::dlq_subject`].
     pub dlq_stream: String,
+    /// Sets the saga's dead-letter and claim subjects apart from other
+    /// sagas' on the same NATS account (two streams may not capture the
+    /// same subject): `None`, the default saga's `dlq.<function>` and
+    /// `$JETSAGA.CLAIM.<function>.<sequence>`; `Some("TRAVEL")`,
+    /// `$JETSAGA.DLQ.TRAVEL.<function>` and
+    /// `$JETSAGA.CLAIM.TRAVEL.<function>.<sequence>`. [`Config::named`] sets it.
+    pub scope: Option<String>,
     /// The stream capturing every command clients send (`COMMANDS`), so a
     /// `nats pub` sent while no copy of its function runs is processed
     /// when one comes up. It never answers a publish itself (`no_ack`):
@@ -176,6 +183,7 @@ impl Default for Config {
         Self {
             stream: streams::SAGA.into(),
             dlq_stream: streams::DLQ.into(),
+            scope: None,
             command_stream: streams::COMMANDS.into(),
             command_subjects: Vec::new(),
             claim_stream: streams::CLAIMS.into(),
@@ -229,9 +237,39 @@ impl Config {
             dlq_stream: format!("{name}_DLQ"),
             command_stream: format!("{name}_COMMANDS"),
             claim_stream: format!("{name}_CLAIMS"),
+            scope: Some(name.clone()),
             stream: name,
             ..Self::default()
         }
+    }
+
+    /// Where `function`'s dead letters are published.
+    pub fn dlq_subject(&self, function: &str) -> String {
+        match &self.scope {
+            None => dlq::subject_for(function),
+            Some(scope) => format!("$JETSAGA.DLQ.{scope}.{function}"),
+        }
+    }
+
+    /// What the dead-letter stream captures: every [`Config::dlq_subject`].
+    pub fn dlq_filter(&self) -> String {
+        match &self.scope {
+            None => "dlq.>".into(),
+            Some(scope) => format!("$JETSAGA.DLQ.{scope}.>"),
+        }
+    }
+
+    /// Where a copy of `function` claims the answer to the command at `sequence`.
+    pub fn claim_subject(&self, function: &str, sequence: &str) -> String {
+        match &self.scope {
+            None => answers::claim_subject(function, sequence),
+            Some(scope) => format!("$JETSAGA.CLAIM.{scope}.{function}.{sequence}"),
+        }
+    }
+
+    /// What the claim stream captures: every [`Config::claim_subject`].
+    pub fn claim_filter(&self) -> String {
+        self.claim_subject("*", "*")
     }
 
     /// This configuration for a whole saga: its streams capture every
@@ -408,7 +446,8 @@ impl Runtime {
         for engine in &self.engines {
             // One publisher and one outbox relay per function, whichever
             // path (consumer, command intake) committed the events.
-            let publisher = publisher::Publisher::new(engine.clone(), self.js.clone());
+            let dead_letters = self.config.dlq_subject(engine.name());
+            let publisher = publisher::Publisher::new(engine.clone(), self.js.clone(), dead_letters);
             let recall = recall::Recall {
                 function: engine.spec().name.to_string(),
                 duplicate_window: self.config.duplicate_window,
@@ -419,9 +458,7 @@ impl Runtime {
             }
             // Every function gets a service, even without endpoints, so
             // `$SRV.PING` / `nats micro ls` shows what is running where.
-            let answers =
-                answers::Answers::start(&self.client, engine.name(), &self.config.command_stream, cancel.clone())
-                    .await?;
+            let answers = answers::Answers::start(&self.client, engine.name(), &self.config, cancel.clone()).await?;
             let intake = service::Intake {
                 answer_timeout: self.config.answer_timeout,
                 batches_in_flight: self.config.concurrency.max(1),

@@ -152,10 +152,11 @@ async fn stored_letter(
 /// any event on their behalf.
 pub fn redrive_refusal(config: &Config, stored_on: &str, letter: &DeadLetter) -> Option<String> {
     let function = &letter.function;
-    if stored_on != dlq::subject_for(function) {
+    if stored_on != config.dlq_subject(function) {
         return Some(format!(
             "it was stored on {stored_on} but names the function {function:?}: only the runtime's own dead letters \
-             (on dlq.<function>) are sent again"
+             (on {}) are sent again",
+            config.dlq_subject(function)
         ));
     }
     let Some(declared) = config.saga.get(function) else {

@@ -170,11 +170,11 @@ async fn provision_once(js: &jetstream::Context, config: &Config, specs: &[&Func
         ..Default::default()
     };
     ensure_stream(js, saga_config(subjects.clone()), &subjects).await?;
-    let dlq_subjects: BTreeSet<String> = ["dlq.>".to_string()].into();
+    let dlq_subjects: BTreeSet<String> = [config.dlq_filter()].into();
     let dlq = stream::Config {
         name: config.dlq_stream.clone(),
         description: Some("jetsaga dead letters: messages a function could not process, with the reason".into()),
-        subjects: vec!["dlq.>".into()],
+        subjects: dlq_subjects.iter().cloned().collect(),
         storage: stream::StorageType::File,
         num_replicas: config.replicas,
         duplicate_window: config.duplicate_window,
@@ -209,7 +209,7 @@ async fn provision_once(js: &jetstream::Context, config: &Config, specs: &[&Func
     };
     if !commands.is_empty() {
         ensure_stream(js, command_stream, &commands).await?;
-        let claim_subjects: BTreeSet<String> = [crate::answers::claim_subject("*", "*")].into();
+        let claim_subjects: BTreeSet<String> = [config.claim_filter()].into();
         let claims = stream::Config {
             name: config.claim_stream.clone(),
             description: Some(

@@ -36,6 +36,8 @@ pub(crate) struct Publisher {
     /// Dead letters that could not be stored since it started (reported by
     /// its outbox endpoint; `jetsaga status` warns).
     pub(crate) unstored_dead_letters: Arc<std::sync::atomic::AtomicU64>,
+    /// Where its dead letters go ([`crate::Config::dlq_subject`]).
+    dead_letters: Arc<str>,
 }
 
 /// Records handed to the connection, their acks still to come (one per
@@ -57,7 +59,7 @@ impl Publisher {
     /// off the hot path: ids are collected and removed in one store
     /// transaction every [`Processor::mark_published_every`]. A crash before that only means
     /// they are published again on restart, and JetStream drops the copies.
-    pub(crate) fn new(engine: Arc<dyn Processor>, js: jetstream::Context) -> Self {
+    pub(crate) fn new(engine: Arc<dyn Processor>, js: jetstream::Context, dead_letters: String) -> Self {
         let name = engine.name();
         let (sweeper, mut ids) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
         let store = engine.clone();
@@ -82,6 +84,7 @@ impl Publisher {
             consuming: Arc::default(),
             timings: Arc::new(crate::timings::Timings::exported(name)),
             unstored_dead_letters: Arc::default(),
+            dead_letters: dead_letters.into(),
         }
     }
 
@@ -197,7 +200,7 @@ impl Publisher {
         let payload = if payload.len() > MAX_COMMAND_BYTES { payload.slice(..OVERSIZED_EXCERPT) } else { payload };
         let headers = dlq::headers(headers, name, reason, attempts, subject, origin);
         let stored = async {
-            let ack = self.js.publish_with_headers(dlq::subject_for(name), headers, payload).await?;
+            let ack = self.js.publish_with_headers(self.dead_letters.to_string(), headers, payload).await?;
             ack.await
         };
         if let Err(e) = stored.await {
