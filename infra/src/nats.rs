@@ -2,70 +2,15 @@
 //! allowed exactly its subjects, and a `bridge` user with their union.
 
 use jetsaga_core::FunctionSpec;
+use jetsaga_jetstream::permissions::function_user;
 
 use crate::cloudformation::deployable;
 
 /// The subjects a process hosting `specs` as NATS user `user` needs, and
-/// nothing more: publish what its functions emit, its dead letters, and
-/// read and ack its own consumers; receive its commands and queries and
-/// the replies sent to its own inbox prefix (`_INBOX_<user>`). No stream or
-/// consumer management: `jetsaga provision` does that as `admin`.
+/// nothing more ([`jetsaga_jetstream::permissions::function_user`]).
 fn permissions(user: &str, specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
-    let mut publish = Vec::new();
-    let mut subscribe = vec![
-        format!("{}.>", jetsaga_jetstream::service::inbox_prefix(user)),
-        "$SRV.PING".into(),
-        "$SRV.INFO".into(),
-        "$SRV.STATS".into(),
-    ];
-    for spec in specs {
-        let name = spec.name;
-        publish.extend(spec.emits.iter().map(|s| s.to_string()));
-        publish.push(format!("dlq.{name}"));
-        let defaults = jetsaga_jetstream::Config::default();
-        let streams =
-            [(&defaults.stream, !spec.subscribes.is_empty()), (&defaults.command_stream, !spec.accepts.is_empty())];
-        for (stream, _) in streams.iter().filter(|(_, consumes)| *consumes) {
-            publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.{name}"));
-            publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"));
-            publish.push(format!("$JS.ACK.{stream}.{name}.>"));
-        }
-        // Reading back its own subjects before publishing again beyond the
-        // duplicate window (`recall`): which stream holds a subject, and one
-        // consumer of its own, filtered on a subject it emits, and no other.
-        // (What a function emits, events, schedules and the orchestrator's
-        // commands alike, is kept by the saga stream.)
-        publish.push("$JS.API.STREAM.NAMES".to_string());
-        let recall = jetsaga_jetstream::recall::consumer_name(name);
-        let stream = &defaults.stream;
-        publish.extend(spec.emits.iter().map(|s| format!("$JS.API.CONSUMER.CREATE.{stream}.{recall}.{s}")));
-        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{recall}"));
-        publish.push(format!("$JS.API.CONSUMER.DELETE.{stream}.{recall}"));
-        if !spec.accepts.is_empty() {
-            // Whether the command stream exists (was a request's command kept?),
-            // and answers to requests for commands processed from it.
-            publish.push(format!("$JS.API.STREAM.INFO.{}", defaults.command_stream));
-            let answers = jetsaga_jetstream::answers::answer_subject(name, "*");
-            publish.push(answers.clone());
-            publish.push(jetsaga_jetstream::answers::claim_subject(name, "*"));
-            subscribe.push(answers);
-        }
-        subscribe.extend(spec.queries.iter().chain(spec.accepts).chain(spec.direct).map(|s| s.to_string()));
-        subscribe.push(jetsaga_jetstream::service::outbox_subject(name));
-        subscribe.push(jetsaga_jetstream::service::redrive_subject(name));
-        subscribe.push(jetsaga_jetstream::timings::timings_subject(name));
-        subscribe.push(format!("$SRV.*.{name}"));
-        subscribe.push(format!("$SRV.*.{name}.>"));
-    }
-    publish.sort();
-    publish.dedup();
-    subscribe.sort();
-    subscribe.dedup();
-    (publish, subscribe)
-}
-
-fn quoted(subjects: &[String]) -> String {
-    subjects.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    let permissions = function_user(user, specs, &jetsaga_jetstream::Config::default());
+    (permissions.publish, permissions.subscribe)
 }
 
 /// The HTTP gateway's subjects: the commands and queries clients send
@@ -159,35 +104,13 @@ fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
     (publish, subscribe)
 }
 
-/// What one NATS user may do (and it may answer requests: one reply each).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Permissions {
-    /// Subjects it may publish to.
-    pub publish: Vec<String>,
-    /// Subjects it may not publish to, although `publish` covers them.
-    pub deny_publish: Vec<String>,
-    /// Subjects it may subscribe to.
-    pub subscribe: Vec<String>,
-}
+pub use jetsaga_jetstream::permissions::Permissions;
 
 /// The NATS user of the HTTP gateway.
 pub const GATEWAY_USER: &str = "gateway";
 
 /// The NATS user of a process that hosts only the operations service.
 pub const OPS_USER: &str = "ops";
-
-fn account_user(name: &str, permissions: Option<&Permissions>) -> String {
-    let password = format!("$JETSAGA_{}_PASSWORD", name.to_uppercase());
-    let Some(Permissions { publish, deny_publish, subscribe }) = permissions else {
-        return format!("      {{ user: \"{name}\", password: {password} }}\n");
-    };
-    let deny = if deny_publish.is_empty() { String::new() } else { format!(", deny: [{}]", quoted(deny_publish)) };
-    format!(
-        "      {{\n        user: \"{name}\", password: {password}\n        permissions: {{\n          publish: {{ allow: [{}]{deny} }}\n          subscribe: {{ allow: [{}] }}\n          allow_responses: true\n        }}\n      }}\n",
-        quoted(publish),
-        quoted(subscribe)
-    )
-}
 
 /// Every NATS user and what it may do (`None`: everything, the `admin`
 /// that provisions and runs the CLI): one user per function allowed
@@ -224,9 +147,7 @@ pub fn user_permissions() -> Vec<(String, Option<Permissions>)> {
 /// `SAGA`. Passwords come from environment variables
 /// (`$JETSAGA_<USER>_PASSWORD`) when the server starts.
 pub fn nats_accounts() -> String {
-    let users: String =
-        user_permissions().iter().map(|(name, permissions)| account_user(name, permissions.as_ref())).collect();
-    format!("accounts {{\n  SAGA {{\n    jetstream: enabled\n    users: [\n{users}    ]\n  }}\n}}\n")
+    jetsaga_jetstream::permissions::accounts("SAGA", &user_permissions())
 }
 
 /// Where a node finds its certificate, its key and the cluster's CA (the

@@ -141,3 +141,111 @@ fn travel_bench_measures_every_trip_against_raw_jetstream() {
     assert!(latency["p50_ms"].as_f64() <= latency["p99_ms"].as_f64(), "{text}");
     assert!(text.contains("ratio to raw:"), "{text}");
 }
+
+/// `travel nats-accounts` gives each function a NATS user with exactly its
+/// subjects: the saga runs with every function as its own user (after
+/// `travel provision` as `admin`), and a function refused what another's
+/// declarations allow is refused by the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_travel_function_runs_as_its_own_nats_user_with_only_its_subjects() {
+    let users = ["admin", "trip", "flights", "hotels", "cars"];
+    let password = |user: &str| format!("{user}-secret");
+    let accounts = travel().arg("nats-accounts").output().unwrap();
+    assert!(accounts.status.success());
+    let mut config = String::from_utf8(accounts.stdout).unwrap();
+    for user in users {
+        config =
+            config.replace(&format!("$JETSAGA_{}_PASSWORD", user.to_uppercase()), &format!("\"{}\"", password(user)));
+    }
+    assert!(config.starts_with("accounts {\n  TRAVEL {") && !config.contains("$JETSAGA_"), "{config}");
+    let server = jetsaga_tests::nats::NatsServer::start_with_config(&config);
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let as_user = |user: &str| {
+        let mut command = travel();
+        command.env("NATS_USER", user).env("NATS_PASSWORD", password(user)).arg("--nats-url").arg(&url);
+        command.arg("--data-dir").arg(dir.path());
+        command
+    };
+    let provisioned = as_user("admin").arg("provision").output().unwrap();
+    assert!(provisioned.status.success(), "{}", String::from_utf8_lossy(&provisioned.stderr));
+    let mut functions = Processes(Vec::new());
+    for name in &users[1..] {
+        let child = as_user(name)
+            .args(["run", "--function", name, "--no-provision", "--quiet"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        functions.0.push(child);
+    }
+    let connect = |user: &'static str| {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+            .custom_inbox_prefix(jetsaga_jetstream::service::inbox_prefix(user))
+            .connect(url.clone())
+    };
+    let admin = connect("admin").await.unwrap();
+    jetsaga_runner::connect::wait_for_functions(
+        &admin,
+        &users[1..].iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    for (subject, resource) in
+        [("flights.cmd.add_seats", "LH-400"), ("hotels.cmd.add_rooms", "h-harbour"), ("cars.cmd.add_cars", "car-jfk")]
+    {
+        request(&admin, subject, json!({"resource": resource, "count": 2})).await;
+    }
+    let itinerary = json!({"flight": "LH-400", "hotel": "h-harbour", "car": "car-jfk", "nights": 3});
+    request(&admin, "trips.cmd.book", json!({"trip_id": "t-1", "traveler": "ada", "itinerary": itinerary})).await;
+    let started = Instant::now();
+    while request(&admin, "trips.query.get", json!({"trip_id": "t-1"})).await["status"] != "confirmed" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "t-1 was not confirmed with every function as its own user"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // What the trip may do, the flights step may not: confirm a trip, read the trip's consumer.
+    let refused = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| !matches!(result, Ok(Ok(())));
+    const WITHIN: Duration = Duration::from_secs(3);
+    let trip = connect("trip").await.unwrap();
+    let flights = connect("flights").await.unwrap();
+    // The JetStream API as the runtime asks it (a stream lookup is more than a function may do).
+    let consumer_info = |nats: async_nats::Client| async move {
+        let answer = nats.request("$JS.API.CONSUMER.INFO.TRAVEL.trip", "".into()).await.map_err(|e| e.to_string())?;
+        let answer: Value = serde_json::from_slice(&answer.payload).map_err(|e| e.to_string())?;
+        if answer["error"].is_null() { Ok(()) } else { Err(answer["error"].to_string()) }
+    };
+    assert!(
+        !refused(tokio::time::timeout(WITHIN, consumer_info(trip.clone())).await),
+        "the trip reads its own consumer"
+    );
+    assert!(
+        refused(tokio::time::timeout(WITHIN, consumer_info(flights.clone())).await),
+        "flights read the trip's consumer"
+    );
+    let confirm = |js: async_nats::jetstream::Context| async move {
+        let ack = js.publish("trips.evt.confirmed", "{}".into()).await.map_err(|e| e.to_string())?;
+        ack.await.map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert!(
+        refused(tokio::time::timeout(WITHIN, confirm(async_nats::jetstream::new(flights))).await),
+        "flights confirmed a trip"
+    );
+    drop(functions);
+}
+
+/// Child processes stopped when dropped, also when a test fails.
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

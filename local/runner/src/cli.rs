@@ -52,6 +52,19 @@ pub enum Verb {
     /// Run the named functions (all by default) against a running NATS
     /// server: a process of a deployment, or one copy among several.
     Run(RunArgs),
+    /// Create or update the saga's streams and consumers: an
+    /// administrator's deploy step, after which each function's process
+    /// runs as its own NATS user with `run --no-provision`.
+    Provision,
+    /// Print the `accounts { }` block of a nats-server configuration for
+    /// the saga: `admin`, and one user per function allowed exactly the
+    /// subjects its declarations imply; passwords from
+    /// `$JETSAGA_<USER>_PASSWORD` when the server starts.
+    NatsAccounts {
+        /// The account's name [default: the saga's, in capitals].
+        #[arg(long)]
+        account: Option<String>,
+    },
     /// Streams, consumers, outboxes and dead letters at a glance.
     Status {
         /// Print JSON instead of text.
@@ -200,6 +213,13 @@ impl Runner {
         match verb {
             Verb::Up(args) => crate::host::up(&self.saga, options.nats_url.as_deref(), &data_dir, &args).await,
             Verb::Run(args) => crate::host::run(&self.saga, &url(), &data_dir, &args).await,
+            Verb::Provision => crate::host::provision(&self.saga, &url()).await,
+            Verb::NatsAccounts { account } => {
+                let account = account.unwrap_or_else(|| self.saga.name().to_uppercase());
+                let users = jetsaga_jetstream::permissions::saga_users(&crate::specs(self.saga.as_ref()), &config);
+                print!("{}", jetsaga_jetstream::permissions::accounts(&account, &users));
+                Ok(())
+            }
             Verb::Status { json } => {
                 let nats = crate::connect::connect(&url(), &format!("{} status", self.saga.name())).await?;
                 crate::inspect::status(&nats, &config, None, json).await

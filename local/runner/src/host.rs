@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// sends it again (`30s`, `500ms`).
     #[arg(long, default_value = "30s", value_parser = |s: &str| jetsaga_core::duration::parse_wait("--ack-wait", s))]
     pub ack_wait: Duration,
+    /// Do not create or update the streams and consumers: they were
+    /// provisioned by an administrator (`provision`), and this process's
+    /// NATS user may not manage streams.
+    #[arg(long)]
+    pub no_provision: bool,
     /// Print nothing but errors.
     #[arg(long)]
     pub quiet: bool,
@@ -158,7 +163,8 @@ where
         connect = connect.custom_inbox_prefix(jetsaga_jetstream::service::inbox_prefix(name));
     }
     let nats = connect.retry_on_initial_connect().connect(crate::connect::servers(url)).await?;
-    let config = jetsaga_jetstream::Config { ack_wait: args.ack_wait, ..saga.runtime_config() };
+    let config =
+        jetsaga_jetstream::Config { ack_wait: args.ack_wait, provision: !args.no_provision, ..saga.runtime_config() };
     let mut runtime = Runtime::new(nats.clone(), config);
     if args.functions.is_empty() {
         // The whole saga in one process answers the operations too.
@@ -213,4 +219,23 @@ where
             println!("{}", describe(&event));
         }
     }
+}
+
+/// `provision`: creates or updates the saga's streams and every function's
+/// consumers, as the NATS user this process connects as (an administrator).
+pub async fn provision(saga: &Arc<dyn Saga>, url: &str) -> anyhow::Result<()> {
+    let nats = crate::connect::connect(url, &format!("{} provision", saga.name())).await?;
+    let config = saga.runtime_config();
+    let specs = crate::specs(saga.as_ref());
+    let js = async_nats::jetstream::new(nats.clone());
+    jetsaga_jetstream::provision::provision(&nats, &js, &config, &specs).await?;
+    println!(
+        "provisioned {}, {}, {} and {} for {}",
+        config.stream,
+        config.dlq_stream,
+        config.command_stream,
+        config.claim_stream,
+        specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
 }

@@ -24,6 +24,7 @@ pub mod answers;
 pub mod dlq;
 pub mod gauges;
 pub mod ops;
+pub mod permissions;
 pub mod provision;
 mod publisher;
 pub mod recall;
