@@ -563,8 +563,8 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         };
         let beside = exe.parent().map(Path::to_path_buf).unwrap_or_default();
         let bootstrap = beside.join(crate::lambda_local::BOOTSTRAP_BINARY);
-        let local =
-            LambdaLocal::start(bootstrap, options, None, &format!("chaos-{seed}-")).map_err(anyhow::Error::msg)?;
+        let local = crate::lambda_local::start(bootstrap, &options, None, &format!("chaos-{seed}-"))
+            .map_err(anyhow::Error::msg)?;
         for copy in 0..args.copies {
             for name in &names {
                 processes.push((format!("bootstrap-{name}-{copy}"), Role::Bootstrap, vec![name.clone()]));

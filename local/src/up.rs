@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::client::Client;
 use crate::flow::FlowPrinter;
-use crate::lambda_local::{LambdaLocal, bootstrap_beside_current_exe, function_name};
+use crate::lambda_local::{bootstrap_beside_current_exe, function_name};
 use crate::saga::{SagaOptions, StoreConfig};
 use crate::server::{self, NatsProcess};
 use jetsaga_events::SagaMode;
@@ -262,7 +262,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut banner = Vec::new();
     if args.lambda {
         let prefix = format!("{}-", args.table_prefix.trim_end_matches('-'));
-        let mut local = LambdaLocal::start(bootstrap_beside_current_exe(), options.clone(), args.lambda_port, &prefix)
+        let mut local = crate::lambda_local::start(bootstrap_beside_current_exe(), &options, args.lambda_port, &prefix)
             .map_err(anyhow::Error::msg)?;
         let client = LambdaProcessor::client(Some(&local.invoke_url)).await;
         for name in &names {

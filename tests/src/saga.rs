@@ -98,7 +98,7 @@ impl Saga {
             Backend::Lambda(bootstrap) => {
                 let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
                 Hosting::Lambda(Box::new(
-                    LambdaLocal::start(bootstrap.into(), options.clone(), None, &prefix)
+                    jetsaga_local::lambda_local::start(bootstrap.into(), &options, None, &prefix)
                         .unwrap_or_else(|e| panic!("{e}")),
                 ))
             }

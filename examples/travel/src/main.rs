@@ -18,7 +18,7 @@ use travel_saga::TravelSaga;
 #[derive(Debug, clap::Args)]
 struct TripOptions {
     /// How long a trip may take before it fails and gives everything back (`60s`, `5m`).
-    #[arg(long, global = true, default_value = "60s", value_parser = |s: &str| jetsaga_core::duration::parse_wait("--deadline", s))]
+    #[arg(long, global = true, env = "TRAVEL_DEADLINE", default_value = "60s", value_parser = |s: &str| jetsaga_core::duration::parse_wait("--deadline", s))]
     deadline: Duration,
 }
 

@@ -249,3 +249,60 @@ impl Drop for Processes {
         }
     }
 }
+
+/// The trip saga on the Lambda path, as on AWS: the `travel` binary is each
+/// function's bootstrap under cargo-lambda's emulator (storing in DynamoDB,
+/// moto's server here), and `travel bridge` feeds them from JetStream.
+#[tokio::test(flavor = "multi_thread")]
+async fn travel_runs_as_lambda_bootstraps_fed_by_its_bridge() {
+    let server = jetsaga_tests::nats::NatsServer::start();
+    let names: Vec<String> = ["trip", "flights", "hotels", "cars"].map(String::from).to_vec();
+    let bootstrap = std::path::PathBuf::from(env!("CARGO_BIN_EXE_travel"));
+    let env = vec![("TRAVEL_DEADLINE".to_string(), "60s".to_string())];
+    let mut lambda = jetsaga_runner::lambda_local::LambdaLocal::start(bootstrap, &names, env, None, "travel-")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for name in &names {
+        lambda.spawn(name).unwrap();
+    }
+    let bridge = travel()
+        .args([
+            "--nats-url",
+            &server.url(),
+            "bridge",
+            "--lambda-endpoint",
+            &lambda.invoke_url,
+            "--invoke-timeout",
+            "10s",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _bridge = Processes(vec![bridge]);
+    let nats = server.connect().await;
+    jetsaga_runner::connect::wait_for_functions(&nats, &names, Duration::from_secs(90)).await.unwrap();
+    for (subject, resource) in
+        [("flights.cmd.add_seats", "LH-400"), ("hotels.cmd.add_rooms", "h-harbour"), ("cars.cmd.add_cars", "car-jfk")]
+    {
+        request(&nats, subject, json!({"resource": resource, "count": 2})).await;
+    }
+    let itinerary = json!({"flight": "LH-400", "hotel": "h-harbour", "car": "car-nowhere", "nights": 3});
+    request(&nats, "trips.cmd.book", json!({"trip_id": "t-refused", "traveler": "ada", "itinerary": itinerary})).await;
+    let itinerary = json!({"flight": "LH-400", "hotel": "h-harbour", "car": "car-jfk", "nights": 3});
+    request(&nats, "trips.cmd.book", json!({"trip_id": "t-1", "traveler": "ada", "itinerary": itinerary})).await;
+    let started = Instant::now();
+    for (trip, status) in [("t-1", "confirmed"), ("t-refused", "failed")] {
+        while request(&nats, "trips.query.get", json!({"trip_id": trip})).await["status"] != status {
+            assert!(started.elapsed() < Duration::from_secs(60), "{trip} did not end {status} on Lambda");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The refused trip's seat and room came back; the confirmed one keeps one of each.
+    let started = Instant::now();
+    while request(&nats, "flights.query.free", json!({"resource": "LH-400"})).await["free"] != 1
+        || request(&nats, "hotels.query.free", json!({"resource": "h-harbour"})).await["free"] != 1
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "the refused trip's seat and room did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

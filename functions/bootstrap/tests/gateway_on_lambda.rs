@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use jetsaga_events::{OrderStatus, SagaMode};
-use jetsaga_local::lambda_local::LambdaLocal;
 use jetsaga_tests::saga::{Backend, SETTLE, Saga, Setup};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -19,9 +18,14 @@ const PASSWORD: &str = "correct horse battery staple";
 async fn the_gateway_serves_the_api_through_a_function_url() {
     let saga = Saga::start(Setup { backend: Backend::Sqlite, mode: SagaMode::Choreographed }).await;
     saga.product("p-a", 1250, 10).await;
-    let mut lambda = LambdaLocal::start(BOOTSTRAP.into(), Default::default(), None, "gw-").unwrap();
-    lambda.spawn_gateway(&saga.server.url(), "a test signing secret of at least 32 bytes").unwrap();
-    let api = lambda.gateway_url();
+    let mut lambda = jetsaga_local::lambda_local::start(BOOTSTRAP.into(), &Default::default(), None, "gw-").unwrap();
+    jetsaga_local::lambda_local::spawn_gateway(
+        &mut lambda,
+        &saga.server.url(),
+        "a test signing secret of at least 32 bytes",
+    )
+    .unwrap();
+    let api = jetsaga_local::lambda_local::gateway_url(&lambda);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
 
     // The first call waits for the bootstrap to poll the emulator.

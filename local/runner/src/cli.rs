@@ -94,6 +94,16 @@ pub enum Verb {
     /// invariants. Exit code 1 when it finds a problem, 2 when it could
     /// not run.
     Chaos(ChaosArgs),
+    /// Run as a Lambda function: the function `JETSAGA_FUNCTION` names,
+    /// storing in DynamoDB (`JETSAGA_TABLE`, `AWS_ENDPOINT_URL`). Started
+    /// by Lambda as the `bootstrap`, with no arguments, the binary does this
+    /// by itself.
+    #[cfg(feature = "lambda")]
+    Lambda,
+    /// Feed the saga's functions on Lambda from JetStream: each function's
+    /// consumer invokes its Lambda in batches and publishes what it returns.
+    #[cfg(feature = "lambda")]
+    Bridge(crate::lambda::BridgeArgs),
     /// Sagas per second and start-to-end latency with the saga's workload,
     /// against raw JetStream measured on the same server in the same run
     /// (the ratio is what compares across machines).
@@ -214,6 +224,10 @@ impl Runner {
             Verb::Up(args) => crate::host::up(&self.saga, options.nats_url.as_deref(), &data_dir, &args).await,
             Verb::Run(args) => crate::host::run(&self.saga, &url(), &data_dir, &args).await,
             Verb::Provision => crate::host::provision(&self.saga, &url()).await,
+            #[cfg(feature = "lambda")]
+            Verb::Lambda => crate::lambda::serve(&self.saga).await,
+            #[cfg(feature = "lambda")]
+            Verb::Bridge(args) => crate::lambda::bridge(&self.saga, &url(), &args).await,
             Verb::NatsAccounts { account } => {
                 let account = account.unwrap_or_else(|| self.saga.name().to_uppercase());
                 let users = jetsaga_jetstream::permissions::saga_users(&crate::specs(self.saga.as_ref()), &config);
@@ -273,6 +287,24 @@ impl Runner {
     /// the verb. Exit code 0 when it worked, 1 when chaos found problems,
     /// 2 when it could not run (the error is printed).
     pub fn main<O: clap::Args + std::fmt::Debug>(build: impl FnOnce(&O) -> Runner) -> std::process::ExitCode {
+        #[cfg(feature = "lambda")]
+        if crate::lambda::started_by_lambda() {
+            // Lambda starts the bootstrap with no arguments: the saga's
+            // options come from the environment (their `env` names).
+            let cli = Cli::<O>::parse_from([program(), "lambda".into()]);
+            let runner = build(&cli.saga);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            return match runtime
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(runner.run(&cli.options, cli.verb)))
+            {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
         let cli = Cli::<O>::parse();
         init_logging(cli.options.log_format, "warn,jetsaga_jetstream=info,jetsaga_runner=info");
         let runner = build(&cli.saga);

@@ -143,19 +143,7 @@ where
     D: FnMut(&jetsaga_envelope::Envelope) -> String + Send + 'static,
 {
     let all = saga.functions();
-    let names: Vec<String> = all.iter().map(|f| f.spec().name.to_string()).collect();
-    let chosen = if args.functions.is_empty() {
-        all
-    } else {
-        let mut chosen = Vec::new();
-        for name in &args.functions {
-            let function = all.iter().find(|f| f.spec().name == name).ok_or_else(|| {
-                anyhow::anyhow!("no function {name:?} in the {} saga: choose from {}", saga.name(), names.join(", "))
-            })?;
-            chosen.push(function.clone());
-        }
-        chosen
-    };
+    let chosen = choose(saga.as_ref(), &all, &args.functions)?;
     let hosted: Vec<String> = chosen.iter().map(|f| f.spec().name.to_string()).collect();
     let mut connect = crate::connect::connect_options(&format!("{} ({})", saga.name(), hosted.join(",")))?;
     if let [name] = hosted.as_slice() {
@@ -174,14 +162,7 @@ where
         runtime = runtime.with(engine);
     }
     let ready = runtime.readiness();
-    let shutdown = async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM can be watched");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    };
+    let shutdown = shutdown_signal();
     let announce = async {
         while !ready.is_ready() {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -238,4 +219,35 @@ pub async fn provision(saga: &Arc<dyn Saga>, url: &str) -> anyhow::Result<()> {
         specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
     );
     Ok(())
+}
+
+/// The functions called `names` (all when none is named); an unknown name
+/// is an error that lists the saga's functions.
+pub(crate) fn choose(
+    saga: &dyn Saga,
+    all: &[Arc<dyn jetsaga_core::Function>],
+    names: &[String],
+) -> anyhow::Result<Vec<Arc<dyn jetsaga_core::Function>>> {
+    if names.is_empty() {
+        return Ok(all.to_vec());
+    }
+    let choices: Vec<&str> = all.iter().map(|f| f.spec().name).collect();
+    names
+        .iter()
+        .map(|name| {
+            all.iter().find(|f| f.spec().name == name).cloned().ok_or_else(|| {
+                anyhow::anyhow!("no function {name:?} in the {} saga: choose from {}", saga.name(), choices.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what an orchestrator sends to stop a process).
+pub(crate) async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM can be watched");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }

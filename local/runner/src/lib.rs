@@ -27,6 +27,8 @@
 //! - [`inspect`]: read-only views of the streams; [`history`]: reading a stream whole.
 //! - [`bench`]: sagas per second and latency against raw JetStream, with the saga's workload.
 //! - [`chaos`]: fault injection over any saga, with the saga's own workload and invariants.
+//! - [`lambda`] (feature `lambda`): the binary as a Lambda bootstrap, and the JetStream→Lambda bridge;
+//!   [`lambda_local`]: the functions' bootstraps under cargo-lambda's emulator, storing in moto.
 //! - [`connect`]: connecting as an operator, waiting for functions.
 //! - [`server`], [`tools`]: finding and starting nats-server and other local tools.
 
@@ -37,6 +39,10 @@ pub mod connect;
 pub mod history;
 pub mod host;
 pub mod inspect;
+#[cfg(feature = "lambda")]
+pub mod lambda;
+#[cfg(feature = "lambda")]
+pub mod lambda_local;
 pub mod server;
 pub mod stores;
 pub mod tools;
