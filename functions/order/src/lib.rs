@@ -33,6 +33,16 @@ use jetsaga_events::subjects::*;
 use jetsaga_events::*;
 use serde::{Deserialize, Serialize};
 
+mod deadlines;
+mod list;
+mod orchestration;
+
+pub use deadlines::*;
+pub use jetsaga_events::limits::MAX_PAGE;
+pub use list::MAX_LIST_READS;
+use list::{index, list, position};
+use orchestration::{Target, next_status, orchestrate};
+
 /// An order and its saga history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
@@ -150,34 +160,6 @@ fn key(order_id: &str) -> String {
     format!("order/{order_id}")
 }
 
-/// The lists' indexes: a key per order under each, sorted newest first
-/// (see [`position`]), holding the order id. A list reads a page of one
-/// index and then those orders, so its cost is the page's, not the
-/// store's; an order's keys are written with it and kept as long.
-mod index {
-    /// Every order.
-    pub(super) const EVERY: &str = "orders-by-time/";
-    /// Orders not ended (the stuck list reads these only).
-    pub(super) const OPEN: &str = "orders-open/";
-
-    /// One customer's orders. A `/` or `%` in the id is escaped, so that no
-    /// customer's prefix is another's.
-    pub(super) fn of_customer(customer_id: &str) -> String {
-        format!("orders-of/{}/", customer_id.replace('%', "%25").replace('/', "%2F"))
-    }
-}
-
-/// Where an order sorts in the indexes, newest first; also the lists' cursor.
-fn position(created_at: DateTime<Utc>, order_id: &str) -> String {
-    format!("{:020}:{order_id}", i64::MAX - created_at.timestamp_micros().max(0))
-}
-
-/// Positions from here on are of orders created before `until`.
-fn position_before(until: DateTime<Utc>) -> String {
-    // ';' sorts right after ':': past every order created at `until` itself.
-    format!("{:020};", i64::MAX - until.timestamp_micros().max(0))
-}
-
 /// The order function; in orchestrated mode, the orchestrator. By default
 /// choreographed, with the default deadlines.
 #[derive(Clone, Debug)]
@@ -196,112 +178,6 @@ pub struct Orders {
 
 /// How long ended orders are kept by default: 30 days.
 pub const DEFAULT_KEEP_ENDED: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
-
-/// How long an order may wait for each step, and in all, before it fails
-/// (and everything it holds is given back).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Deadlines {
-    /// Each step's wait, by step name (`inventory`, `customer`, `payment`,
-    /// `shipping`); [`Deadlines::step`] for the others.
-    pub steps: std::collections::BTreeMap<String, std::time::Duration>,
-    /// A step's wait unless `steps` says otherwise.
-    pub step: std::time::Duration,
-    /// The whole order's wait, from its creation to its end.
-    pub saga: std::time::Duration,
-}
-
-/// A step's wait by default.
-pub const DEFAULT_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// An order's wait in all by default.
-pub const DEFAULT_SAGA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// What the order waits for in each status it can still fail in.
-pub const WAITS: [(OrderStatus, &str); 4] = [
-    (OrderStatus::Pending, "inventory"),
-    (OrderStatus::StockReserved, "customer"),
-    (OrderStatus::CreditReserved, "payment"),
-    (OrderStatus::Paid, "shipping"),
-];
-
-impl Default for Deadlines {
-    fn default() -> Self {
-        Self { steps: Default::default(), step: DEFAULT_STEP_TIMEOUT, saga: DEFAULT_SAGA_TIMEOUT }
-    }
-}
-
-impl Deadlines {
-    /// How long `step` may take.
-    pub fn step(&self, step: &str) -> std::time::Duration {
-        self.steps.get(step).copied().unwrap_or(self.step)
-    }
-
-    /// The deadline of an order created at `created` that enters `status` at `now`, if it waits for a step.
-    fn for_status(&self, status: OrderStatus, created: DateTime<Utc>, now: DateTime<Utc>) -> Option<PendingDeadline> {
-        let (_, step) = WAITS.iter().find(|(s, _)| *s == status)?;
-        let wait = self.step(step);
-        let step_due = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-        let saga_due = created + chrono::Duration::from_std(self.saga).unwrap_or(chrono::Duration::MAX);
-        Some(if saga_due < step_due {
-            PendingDeadline { waiting_for: "saga".into(), status, after_ms: millis(self.saga), due_at: saga_due }
-        } else {
-            PendingDeadline { waiting_for: step.to_string(), status, after_ms: millis(wait), due_at: step_due }
-        })
-    }
-}
-
-impl Deadlines {
-    /// Deadlines from settings as people write them: `steps` each `30s`
-    /// (every step) or `payment=10s` (one step), `saga` like `5m`. Waits
-    /// are `<number><ms|s|m|h>` (a bare number is seconds), from 100 ms to 7 days.
-    pub fn from_settings(steps: &[String], saga: Option<&str>) -> Result<Self, String> {
-        let mut deadlines = Self::default();
-        for setting in steps.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
-            match setting.split_once('=') {
-                None => deadlines.step = parse_wait("step timeout", setting)?,
-                Some((step, wait)) => {
-                    let step = step.trim();
-                    if !WAITS.iter().any(|(_, name)| *name == step) {
-                        let names: Vec<&str> = WAITS.iter().map(|(_, name)| *name).collect();
-                        return Err(format!(
-                            "step timeout {setting:?}: {step:?} is not a step the order waits for (one of {})",
-                            names.join(", ")
-                        ));
-                    }
-                    deadlines.steps.insert(step.to_string(), parse_wait("step timeout", wait.trim())?);
-                }
-            }
-        }
-        if let Some(saga) = saga {
-            deadlines.saga = parse_wait("saga timeout", saga.trim())?;
-        }
-        Ok(deadlines)
-    }
-}
-
-impl Deadlines {
-    /// The settings [`Deadlines::from_settings`] reads back: the step waits
-    /// (`30000ms,payment=1000ms`) and the saga's (`300000ms`).
-    pub fn settings(&self) -> (String, String) {
-        let mut steps = vec![format!("{}ms", millis(self.step))];
-        steps.extend(self.steps.iter().map(|(step, wait)| format!("{step}={}ms", millis(*wait))));
-        (steps.join(","), format!("{}ms", millis(self.saga)))
-    }
-}
-
-pub use jetsaga_core::duration::{human, parse_retention, parse_wait};
-
-fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Why a deadline failed an order, in a person's words.
-pub fn deadline_reason(deadline: &PendingDeadline) -> String {
-    match deadline.waiting_for.as_str() {
-        "saga" => format!("the order did not end within {}", human(deadline.after_ms)),
-        step => format!("{step} did not answer within {}", human(deadline.after_ms)),
-    }
-}
 
 impl Default for Orders {
     fn default() -> Self {
@@ -702,182 +578,6 @@ impl Orders {
     }
 }
 
-/// The orchestrator's table: the command each step gets when an order
-/// enters a status. A failed or canceled order tells every step to give
-/// back what it may hold; each of those commands is idempotent and leaves a
-/// tombstone where nothing was held, so commands still in flight for the
-/// order find it ended.
-fn orchestrate(ctx: &mut Ctx<'_>, order: &Order) {
-    let order_id = order.order_id.clone();
-    let customer_id = order.customer_id.clone();
-    let amount_cents = order.total_cents.unwrap_or(0);
-    match order.status {
-        OrderStatus::Pending => ctx.emit(ReserveInventory { order_id, customer_id, items: order.items.clone() }),
-        OrderStatus::StockReserved => ctx.emit(ReserveCredit { order_id, customer_id, amount_cents }),
-        OrderStatus::CreditReserved => ctx.emit(ExecutePayment { order_id, customer_id, amount_cents }),
-        OrderStatus::Paid => ctx.emit(ScheduleShipment { order_id, customer_id, lines: order.lines.clone() }),
-        OrderStatus::Completed => ctx.emit(ConsumeInventory { order_id }),
-        OrderStatus::Failed | OrderStatus::Canceled => {
-            ctx.emit(ReleaseInventory { order_id: order_id.clone() });
-            ctx.emit(ReleaseCredit { order_id: order_id.clone() });
-            ctx.emit(RefundPayment { order_id });
-        }
-        // Shipping answers a cancel request itself, and a shipped order waits for its worker.
-        OrderStatus::Canceling | OrderStatus::Shipped => {}
-    }
-}
-
-/// Where another step's event points an order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Target {
-    /// A step of the happy path is done: the order is at least this far.
-    Reached(OrderStatus),
-    /// A step failed (named): the order fails unless it is past failing.
-    Fail(&'static str),
-    /// Shipping confirmed that nothing was dispatched: a cancel completes.
-    CancelConfirmed,
-}
-
-impl Target {
-    fn of(event_type: &str) -> Option<Self> {
-        Some(match event_type {
-            INVENTORY_EVT_RESERVED => Self::Reached(OrderStatus::StockReserved),
-            CUSTOMERS_EVT_CREDIT_RESERVED => Self::Reached(OrderStatus::CreditReserved),
-            PAYMENTS_EVT_EXECUTED => Self::Reached(OrderStatus::Paid),
-            SHIPPING_EVT_SCHEDULED => Self::Reached(OrderStatus::Shipped),
-            SHIPPING_EVT_INFORMED => Self::Reached(OrderStatus::Completed),
-            INVENTORY_EVT_RESERVATION_FAILED => Self::Fail("inventory"),
-            CUSTOMERS_EVT_CREDIT_REJECTED => Self::Fail("customer"),
-            PAYMENTS_EVT_FAILED => Self::Fail("payment"),
-            SHIPPING_EVT_FAILED => Self::Fail("shipping"),
-            SHIPPING_EVT_CANCELED => Self::CancelConfirmed,
-            _ => return None,
-        })
-    }
-}
-
-/// Position on the happy path; `None` off it (failed, canceling, canceled).
-fn progress(status: OrderStatus) -> Option<u8> {
-    Some(match status {
-        OrderStatus::Pending => 0,
-        OrderStatus::StockReserved => 1,
-        OrderStatus::CreditReserved => 2,
-        OrderStatus::Paid => 3,
-        OrderStatus::Shipped => 4,
-        OrderStatus::Completed => 5,
-        OrderStatus::Failed | OrderStatus::Canceling | OrderStatus::Canceled => return None,
-    })
-}
-
-/// The order's transition table: the status an event moves it to, or
-/// `None` if the event changes no status (stale, duplicate, or too late).
-///
-/// Status only moves forward. Events may arrive out of order (a nak'd
-/// message comes back after later ones), so a later step's event moves the
-/// order straight there, and an earlier step's event arriving after it is
-/// stale. While a cancel is pending only shipping decides: a dispatch wins
-/// (the cancel is refused), a confirmation cancels; failures change nothing.
-fn next_status(status: OrderStatus, target: Target) -> Option<OrderStatus> {
-    use OrderStatus::*;
-    match (status, target) {
-        (Completed | Failed | Canceled, _) => None,
-        (Canceling, Target::Reached(to @ (Shipped | Completed))) => Some(to),
-        (Canceling, Target::CancelConfirmed) => Some(Canceled),
-        (Canceling, _) | (_, Target::CancelConfirmed) => None,
-        (from, Target::Reached(to)) => (progress(to) > progress(from)).then_some(to),
-        (from, Target::Fail(_)) => (progress(from) < progress(Shipped)).then_some(Failed),
-    }
-}
-
-pub use jetsaga_events::limits::MAX_PAGE;
-
-/// Index entries a list reads at most to fill one page: past it, the page
-/// ends early with a cursor to go on from (filters that match few orders
-/// cost pages, not unbounded reads).
-pub const MAX_LIST_READS: usize = 1_000;
-
-/// Lists orders. Past due ("stuck"): not ended, and past the deadline it
-/// waits under, or (waiting under none: deadlines off, or shipped or
-/// canceling) older than the whole order's wait.
-async fn list(
-    ctx: &QueryCtx<'_>,
-    request: ListOrders,
-    saga_wait: std::time::Duration,
-) -> Result<OrderPage, QueryError> {
-    let limit = request.limit.unwrap_or(20);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(QueryError::BadRequest(format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
-    }
-    let limit = limit as usize;
-    let prefix = match (&request.customer_id, request.past_due) {
-        (_, Some(true)) => index::OPEN.to_string(),
-        (Some(customer_id), _) => index::of_customer(customer_id),
-        (None, _) => index::EVERY.to_string(),
-    };
-    let now = Utc::now();
-    let matches = |o: &Order, created_at: DateTime<Utc>| {
-        let saga_due = created_at + chrono::Duration::from_std(saga_wait).unwrap_or_default();
-        let due = o.deadline.as_ref().map(|d| d.due_at).unwrap_or(saga_due);
-        request.customer_id.as_ref().is_none_or(|c| *c == o.customer_id)
-            && request.status.is_none_or(|s| s == o.status)
-            && (request.past_due != Some(true) || (!o.status.is_terminal() && due < now))
-    };
-    let mut after = [request.after.clone(), request.created_until.map(position_before)]
-        .into_iter()
-        .flatten()
-        .max()
-        .map(|position| format!("{prefix}{position}"));
-    let (mut orders, mut read, mut more) = (Vec::new(), 0, false);
-    'pages: loop {
-        if read >= MAX_LIST_READS {
-            // Read as much as one page may: the next goes on from here.
-            more = true;
-            break;
-        }
-        let want = (limit + 1 - orders.len()).min(MAX_LIST_READS - read);
-        let entries: Vec<(String, String)> = ctx.scan_page(&prefix, after.as_deref(), want).await?;
-        read += entries.len();
-        let keys: Vec<String> = entries.iter().map(|(_, order_id)| key(order_id)).collect();
-        for ((entry, _), order) in entries.iter().zip(ctx.get_many::<Order>(&keys).await?) {
-            after = Some(entry.clone());
-            // Gone meanwhile (its retention ended): nothing to list.
-            let Some(order) = order else { continue };
-            let created_at = order.timeline.first().map_or(now, |e| e.at);
-            if request.created_from.is_some_and(|from| created_at < from) {
-                break 'pages; // the rest are older still
-            }
-            if !matches(&order, created_at) {
-                continue;
-            }
-            if orders.len() == limit {
-                more = true;
-                break 'pages;
-            }
-            let summary = OrderSummary {
-                order_id: order.order_id,
-                customer_id: order.customer_id,
-                status: order.status,
-                total_cents: order.total_cents,
-                reason: order.reason,
-                created_at,
-            };
-            orders.push((position(created_at, &summary.order_id), summary));
-        }
-        if entries.len() < want {
-            break; // the index ends here
-        }
-    }
-    let next = if more {
-        match orders.len() {
-            n if n == limit => orders.last().map(|(position, _)| position.clone()),
-            _ => after.as_deref().and_then(|a| a.strip_prefix(prefix.as_str())).map(str::to_string),
-        }
-    } else {
-        None
-    };
-    Ok(OrderPage { orders: orders.into_iter().map(|(_, o)| o).collect(), next })
-}
-
 #[async_trait]
 impl Function for Orders {
     fn spec(&self) -> &'static FunctionSpec {
@@ -934,6 +634,7 @@ impl Function for Orders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::orchestration::progress;
     use jetsaga_core::testing::TestFunction;
 
     fn create(order_id: Option<&str>, items: &[(&str, u32)]) -> CreateOrder {
