@@ -83,6 +83,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Prove effectively-once: drive orders while killing and pausing functions
     /// and servers, then check that nothing was lost, doubled or left stuck.
+    /// Exit code 1 when it finds a problem, 2 when it could not run.
     Chaos(crate::chaos::ChaosArgs),
     /// Create or update the streams and every function's consumer (a deploy
     /// step, as an administrator); functions then run with `up --no-provision`.
@@ -480,7 +481,7 @@ impl Cli {
                     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
                 }
                 if !report.tally.findings.is_empty() {
-                    anyhow::bail!("{} findings (seed {}): see above", report.tally.findings.len(), report.seed);
+                    return Err(jetsaga_runner::chaos::Found(report.tally.findings.len()).into());
                 }
                 return Ok(());
             }

@@ -22,14 +22,19 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // It ran, and found problems (chaos): 1; it could not run: 2.
+        Err(e) if e.downcast_ref::<jetsaga_runner::chaos::Found>().is_some() => {
+            eprintln!("{e}: see above");
+            std::process::ExitCode::from(1)
+        }
         Err(e) if format == jetsaga_local::cli::LogFormat::Json => {
             // Every line of a JSON log is JSON, the last word too.
             tracing::error!(error = format!("{e:#}"), "jetsaga stopped on an error");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(2)
         }
     }
 }
