@@ -34,12 +34,54 @@ pub enum Booking {
     Car,
 }
 
+jetsaga_envelope::inputs! {
+    /// What the flight step takes: seats, and the trip's events.
+    pub enum FlightInput {
+        accepts {
+            AddSeats(AddSeats),
+        }
+        subscribes {
+            Requested(TripRequested),
+            Failed(TripFailed),
+            Confirmed(TripConfirmed),
+        }
+    }
+}
+
+jetsaga_envelope::inputs! {
+    /// What the hotel step takes: rooms, the booked flight, the trip's end.
+    pub enum HotelInput {
+        accepts {
+            AddRooms(AddRooms),
+        }
+        subscribes {
+            FlightBooked(FlightBooked),
+            Failed(TripFailed),
+            Confirmed(TripConfirmed),
+        }
+    }
+}
+
+jetsaga_envelope::inputs! {
+    /// What the car step takes: cars, the booked room, the trip's end.
+    pub enum CarInput {
+        accepts {
+            AddCars(AddCars),
+        }
+        subscribes {
+            HotelBooked(HotelBooked),
+            Failed(TripFailed),
+            Confirmed(TripConfirmed),
+        }
+    }
+}
+
 /// The flight step's declaration.
 pub static FLIGHT: FunctionSpec = FunctionSpec {
     name: "flights",
     description: "Flights: a seat per trip, given back if the trip fails",
-    subscribes: &[TripRequested::SUBJECT, TripFailed::SUBJECT, TripConfirmed::SUBJECT],
-    accepts: &[FLIGHTS_ADD_SEATS],
+    subscribes: FlightInput::SUBSCRIBES,
+    accepts: FlightInput::ACCEPTS,
     direct: &[],
     emits: &[FlightBooked::SUBJECT, FlightRefused::SUBJECT],
     queries: &[FLIGHTS_QUERY_FREE],
@@ -50,8 +92,8 @@ pub static FLIGHT: FunctionSpec = FunctionSpec {
 pub static HOTEL: FunctionSpec = FunctionSpec {
     name: "hotels",
     description: "Hotels: a room per trip, given back if the trip fails",
-    subscribes: &[FlightBooked::SUBJECT, TripFailed::SUBJECT, TripConfirmed::SUBJECT],
-    accepts: &[HOTELS_ADD_ROOMS],
+    subscribes: HotelInput::SUBSCRIBES,
+    accepts: HotelInput::ACCEPTS,
     direct: &[],
     emits: &[HotelBooked::SUBJECT, HotelRefused::SUBJECT],
     queries: &[HOTELS_QUERY_FREE],
@@ -62,33 +104,49 @@ pub static HOTEL: FunctionSpec = FunctionSpec {
 pub static CAR: FunctionSpec = FunctionSpec {
     name: "cars",
     description: "Cars: a car per trip, given back if the trip fails",
-    subscribes: &[HotelBooked::SUBJECT, TripFailed::SUBJECT, TripConfirmed::SUBJECT],
-    accepts: &[CARS_ADD_CARS],
+    subscribes: CarInput::SUBSCRIBES,
+    accepts: CarInput::ACCEPTS,
     direct: &[],
     emits: &[CarBooked::SUBJECT, CarRefused::SUBJECT],
     queries: &[CARS_QUERY_FREE],
     key_field: Some("trip_id"),
 };
 
+/// What any of the three steps is asked to do, whichever its input type.
+enum Step {
+    /// Book for the trip.
+    Book(String, Itinerary),
+    /// The trip failed: give back what is held for it.
+    Release(String),
+    /// The trip is confirmed: keep what is held for it.
+    Keep(String),
+    /// More capacity for a resource.
+    Add(String, u32),
+}
+
 impl Booking {
-    /// The event that asks this step to book, and what it books.
-    fn request(self, event: &Envelope) -> Result<Option<(String, Itinerary)>, HandlerError> {
-        let (trip_id, itinerary) = match (self, event.event_type.as_str()) {
-            (Self::Flight, TripRequested::SUBJECT) => {
-                let e: TripRequested = event.data_as()?;
-                (e.trip_id, e.itinerary)
-            }
-            (Self::Hotel, FlightBooked::SUBJECT) => {
-                let e: FlightBooked = event.data_as()?;
-                (e.trip_id, e.itinerary)
-            }
-            (Self::Car, HotelBooked::SUBJECT) => {
-                let e: HotelBooked = event.data_as()?;
-                (e.trip_id, e.itinerary)
-            }
-            _ => return Ok(None),
-        };
-        Ok(Some((trip_id, itinerary)))
+    /// What `event` asks of this step, decoded as the type of its subject.
+    fn decode(self, event: &Envelope) -> Result<Step, HandlerError> {
+        Ok(match self {
+            Self::Flight => match FlightInput::decode(event)? {
+                FlightInput::AddSeats(add) => Step::Add(add.resource, add.count),
+                FlightInput::Requested(e) => Step::Book(e.trip_id, e.itinerary),
+                FlightInput::Failed(e) => Step::Release(e.trip_id),
+                FlightInput::Confirmed(e) => Step::Keep(e.trip_id),
+            },
+            Self::Hotel => match HotelInput::decode(event)? {
+                HotelInput::AddRooms(add) => Step::Add(add.resource, add.count),
+                HotelInput::FlightBooked(e) => Step::Book(e.trip_id, e.itinerary),
+                HotelInput::Failed(e) => Step::Release(e.trip_id),
+                HotelInput::Confirmed(e) => Step::Keep(e.trip_id),
+            },
+            Self::Car => match CarInput::decode(event)? {
+                CarInput::AddCars(add) => Step::Add(add.resource, add.count),
+                CarInput::HotelBooked(e) => Step::Book(e.trip_id, e.itinerary),
+                CarInput::Failed(e) => Step::Release(e.trip_id),
+                CarInput::Confirmed(e) => Step::Keep(e.trip_id),
+            },
+        })
     }
 
     fn resource(self, itinerary: &Itinerary) -> &str {
@@ -145,33 +203,28 @@ impl Function for Booking {
     }
 
     async fn handle(&self, ctx: &mut Ctx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        if let Some((trip_id, itinerary)) = self.request(event)? {
-            return self.book(ctx, trip_id, itinerary).await;
-        }
-        match event.event_type.as_str() {
-            TripFailed::SUBJECT => {
-                let failed: TripFailed = event.data_as()?;
-                if let Some(held) = HELD.release(ctx, &failed.trip_id).await? {
+        match self.decode(event)? {
+            Step::Book(trip_id, itinerary) => self.book(ctx, trip_id, itinerary).await,
+            Step::Release(trip_id) => {
+                if let Some(held) = HELD.release(ctx, &trip_id).await? {
                     let free: u32 = ctx.get(&free_key(&held.resource)).await?.unwrap_or(0);
                     ctx.put(&free_key(&held.resource), &(free + 1));
                 }
                 Ok(())
             }
-            TripConfirmed::SUBJECT => {
-                let confirmed: TripConfirmed = event.data_as()?;
-                HELD.consume(ctx, &confirmed.trip_id).await?;
+            Step::Keep(trip_id) => {
+                HELD.consume(ctx, &trip_id).await?;
                 Ok(())
             }
-            subject if self.spec().accepts.contains(&subject) => {
-                let add: AddCapacity = event.data_into()?;
-                if add.resource.is_empty() {
+            Step::Add(resource, count) => {
+                if resource.is_empty() {
+                    let subject = &event.event_type;
                     return Err(HandlerError::Malformed(format!("{subject}: `resource` must not be empty")));
                 }
-                let free: u32 = ctx.get(&free_key(&add.resource)).await?.unwrap_or(0);
-                ctx.put(&free_key(&add.resource), &free.saturating_add(add.count));
+                let free: u32 = ctx.get(&free_key(&resource)).await?.unwrap_or(0);
+                ctx.put(&free_key(&resource), &free.saturating_add(count));
                 Ok(())
             }
-            other => Err(HandlerError::Malformed(format!("{} does not take {other}", self.spec().name))),
         }
     }
 

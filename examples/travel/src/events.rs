@@ -65,22 +65,40 @@ messages! {
     GetTrip = "trips.query.get" {}
 }
 
-/// `flights.cmd.add_seats`, `hotels.cmd.add_rooms`, `cars.cmd.add_cars`:
-/// capacity for a resource (no saga).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct AddCapacity {
-    /// The flight, hotel or car site.
-    pub resource: String,
-    /// How many more.
-    pub count: u32,
+macro_rules! capacity {
+    ($($(#[$doc:meta])* $name:ident = $subject:literal),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+            pub struct $name {
+                /// The flight, hotel or car site.
+                pub resource: String,
+                /// How many more.
+                pub count: u32,
+            }
+
+            impl Payload for $name {
+                const SUBJECT: &'static str = $subject;
+            }
+        )*
+    };
+}
+
+capacity! {
+    /// `flights.cmd.add_seats`: seats on a flight (no saga).
+    AddSeats = "flights.cmd.add_seats",
+    /// `hotels.cmd.add_rooms`: rooms in a hotel (no saga).
+    AddRooms = "hotels.cmd.add_rooms",
+    /// `cars.cmd.add_cars`: cars at a site (no saga).
+    AddCars = "cars.cmd.add_cars",
 }
 
 /// `flights.cmd.add_seats`.
-pub const FLIGHTS_ADD_SEATS: &str = "flights.cmd.add_seats";
+pub const FLIGHTS_ADD_SEATS: &str = AddSeats::SUBJECT;
 /// `hotels.cmd.add_rooms`.
-pub const HOTELS_ADD_ROOMS: &str = "hotels.cmd.add_rooms";
+pub const HOTELS_ADD_ROOMS: &str = AddRooms::SUBJECT;
 /// `cars.cmd.add_cars`.
-pub const CARS_ADD_CARS: &str = "cars.cmd.add_cars";
+pub const CARS_ADD_CARS: &str = AddCars::SUBJECT;
 /// `flights.query.free`: seats left on a flight.
 pub const FLIGHTS_QUERY_FREE: &str = "flights.query.free";
 /// `hotels.query.free`: rooms left in a hotel.
