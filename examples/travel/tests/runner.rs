@@ -306,3 +306,36 @@ async fn travel_runs_as_lambda_bootstraps_fed_by_its_bridge() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `travel chaos` with every function's state in PostgreSQL (a schema
+/// each, shared by its copies, dropped after the run).
+#[test]
+fn travel_chaos_on_postgres_loses_and_doubles_nothing() {
+    let url = jetsaga_tests::saga::database_url();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("chaos.json");
+    let out = travel()
+        .args([
+            "chaos",
+            "--store",
+            "postgres",
+            "--database-url",
+            &url,
+            "--sagas",
+            "120",
+            "--rate",
+            "40",
+            "--seed",
+            "31",
+        ])
+        .args(["--fault-every", "700ms", "--json"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "travel chaos on PostgreSQL failed ({:?}):\n{text}", out.status.code());
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!((report["findings"].clone(), report["accepted"].clone()), (json!([]), json!(120)), "{text}");
+    assert!(text.contains("PostgreSQL stores"), "{text}");
+    assert!(report["faults"]["server"].as_u64() > Some(0), "{text}");
+}

@@ -150,6 +150,12 @@ pub struct ChaosArgs {
     /// Copies of each function process.
     #[arg(long, default_value_t = 2)]
     pub copies: usize,
+    /// Where the functions keep their state (shared by a function's copies).
+    #[arg(long, value_enum, default_value_t = crate::host::StoreKind::Sqlite)]
+    pub store: crate::host::StoreKind,
+    /// PostgreSQL URL, for `--store postgres` (the run's schemas are dropped after it).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -348,6 +354,16 @@ async fn run_in(
     let url = format!("nats://127.0.0.1:{port}");
     std::fs::create_dir_all(dir.join("logs"))?;
 
+    let postgres = match args.store {
+        crate::host::StoreKind::Sqlite => None,
+        crate::host::StoreKind::Postgres => Some(
+            args.database_url
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("--store postgres needs --database-url (or DATABASE_URL)"))?,
+        ),
+    };
+    // The run's own schemas, dropped when it ends.
+    let schema_prefix = format!("{}_chaos_{}_{seed}_", saga.name(), std::process::id());
     let mut workers = Vec::new();
     for copy in 0..args.copies {
         for name in &names {
@@ -359,6 +375,11 @@ async fn run_in(
             ];
             worker_args.extend(forward.iter().cloned());
             worker_args.extend(["run", "--function", name, "--ack-wait", ACK_WAIT, "--quiet"].map(String::from));
+            if let Some(url) = &postgres {
+                worker_args.extend(
+                    ["--store", "postgres", "--database-url", url, "--schema-prefix", &schema_prefix].map(String::from),
+                );
+            }
             let mut worker = Worker {
                 function: name.clone(),
                 args: worker_args,
@@ -383,12 +404,13 @@ async fn run_in(
     }
     let faults = args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(",");
     println!(
-        "{} chaos: seed {seed}, {} sagas at {}/s, {} copies of each of {}, faults: {faults}",
+        "{} chaos: seed {seed}, {} sagas at {}/s, {} copies of each of {}, {} stores, faults: {faults}",
         saga.name(),
         args.sagas,
         args.rate,
         args.copies,
-        names.join(", ")
+        names.join(", "),
+        if postgres.is_some() { "PostgreSQL" } else { "SQLite" }
     );
 
     // The load: each start on its own task, paced.
@@ -580,14 +602,18 @@ async fn run_in(
     }
     drop(workers);
     drop(server);
+    if let Some(url) = &postgres {
+        drop_schemas(url, &schema_prefix, &names).await;
+    }
 
     let reproduce = format!(
-        "{} chaos --seed {seed} --sagas {} --rate {} --faults {faults} --fault-every {}ms --copies {}",
+        "{} chaos --seed {seed} --sagas {} --rate {} --faults {faults} --fault-every {}ms --copies {} --store {}",
         crate::cli::program(),
         args.sagas,
         args.rate,
         args.fault_every.as_millis(),
-        args.copies
+        args.copies,
+        if postgres.is_some() { "postgres" } else { "sqlite" }
     );
     Ok(Report {
         seed,
@@ -600,6 +626,16 @@ async fn run_in(
         seconds: started_at.elapsed().as_secs_f64(),
         reproduce,
     })
+}
+
+/// Drops the run's PostgreSQL schemas (`<prefix><function>`).
+async fn drop_schemas(url: &str, prefix: &str, names: &[String]) {
+    let Ok(pool) = jetsaga_sql::connect_postgres(url, 1).await else { return };
+    for name in names {
+        if let Ok(store) = jetsaga_sql::PostgresStore::open(pool.clone(), &format!("{prefix}{name}")).await {
+            let _ = store.drop_schema().await;
+        }
+    }
 }
 
 /// Waits until every accepted saga has ended, every consumer has nothing
