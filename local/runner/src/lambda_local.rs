@@ -69,12 +69,14 @@ const SERIAL_MOTO: &str = include_str!("serial_moto.py");
 /// The emulator plus the function processes started so far.
 #[derive(Debug)]
 pub struct LambdaLocal {
+    // Fields drop in order: the bootstraps stop before the emulator
+    // and the endpoint they talk to, so none reports losing them.
+    functions: Vec<Process>,
     /// Where the functions store.
     pub dynamodb: DynamoEndpoint,
     /// The emulator's Invoke API (`http://127.0.0.1:<port>`).
     pub invoke_url: String,
     _emulator: Process,
-    functions: Vec<Process>,
     bootstraps: Bootstraps,
     /// The emulator's working directory (its manifest and its log).
     _emulator_dir: tempfile::TempDir,
