@@ -144,16 +144,7 @@ pub async fn run(
     let nats = async_nats::connect(url.as_str()).await?;
     let names: Vec<String> = crate::specs(saga.as_ref()).iter().map(|f| f.name.to_string()).collect();
     crate::connect::wait_for_functions(&nats, &names, Duration::from_secs(60)).await?;
-    for command in workload.setup(args.sagas) {
-        let id = format!("setup-{}-{}", command.subject, command.body);
-        match send(&nats, &command.subject, &command.body, &id, Duration::from_secs(10)).await {
-            Answer::Ok => {}
-            Answer::Refused(code, error) => {
-                anyhow::bail!("the setup command {} was refused ({code}): {error}", command.subject)
-            }
-            Answer::GaveUp(why) => anyhow::bail!("the setup command {} was not answered: {why}", command.subject),
-        }
-    }
+    crate::chaos::prepare(&nats, workload, args.sagas, "setup").await?;
     let config = saga.runtime_config();
     eprintln!(
         "{} bench: {} sagas, {}",

@@ -307,6 +307,27 @@ impl Worker {
     }
 }
 
+/// Sends the workload's setup commands for `sagas` sagas, each retried
+/// (with the id `<id_prefix>-<subject>-<body>`) until it is answered.
+pub(crate) async fn prepare(
+    nats: &async_nats::Client,
+    workload: &dyn Workload,
+    sagas: usize,
+    id_prefix: &str,
+) -> anyhow::Result<()> {
+    for command in workload.setup(sagas) {
+        let id = format!("{id_prefix}-{}-{}", command.subject, command.body);
+        match send(nats, &command.subject, &command.body, &id, PATIENCE).await {
+            Answer::Ok => {}
+            Answer::Refused(code, error) => {
+                anyhow::bail!("the setup command {} was refused ({code}): {error}", command.subject)
+            }
+            Answer::GaveUp(why) => anyhow::bail!("the setup command {} was not answered: {why}", command.subject),
+        }
+    }
+    Ok(())
+}
+
 /// Runs the suite over `saga`: the functions run as `exe <forward> run
 /// --function <name>` processes (`forward`: the saga binary's own options).
 pub async fn run(
@@ -392,16 +413,7 @@ async fn run_in(
     }
     let nats = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(url.as_str()).await?;
     crate::connect::wait_for_functions(&nats, &names, Duration::from_secs(90)).await?;
-    for command in workload.setup(args.sagas) {
-        let id = format!("setup-{seed}-{}-{}", command.subject, command.body);
-        match send(&nats, &command.subject, &command.body, &id, PATIENCE).await {
-            Answer::Ok => {}
-            Answer::Refused(code, error) => {
-                anyhow::bail!("the setup command {} was refused ({code}): {error}", command.subject)
-            }
-            Answer::GaveUp(why) => anyhow::bail!("the setup command {} was not answered: {why}", command.subject),
-        }
-    }
+    prepare(&nats, workload, args.sagas, &format!("setup-{seed}")).await?;
     let faults = args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(",");
     println!(
         "{} chaos: seed {seed}, {} sagas at {}/s, {} copies of each of {}, {} stores, faults: {faults}",
