@@ -2,7 +2,7 @@
 //! allowed exactly its subjects, and a `bridge` user with their union.
 
 use jetsaga_core::FunctionSpec;
-use jetsaga_jetstream::permissions::function_user;
+use jetsaga_jetstream::permissions::{BRIDGE_USER, bridge_user, function_user, operations_user};
 
 use crate::cloudformation::deployable;
 
@@ -62,48 +62,6 @@ fn gateway_permissions(specs: &[&FunctionSpec]) -> Permissions {
     Permissions { publish, deny_publish, subscribe }
 }
 
-/// What the host of the `jetsaga-ops` service needs: the state of the
-/// streams and of every function's consumer (`jetsaga status`, the DLQ
-/// depth), each function's outbox figures, the dead letters (read with
-/// ephemeral consumers, removed once redriven), handing a dead event back
-/// to its function and asking a dead command again. No stream or consumer
-/// management, and no event: it may write none (the `ops` user has only
-/// these; the `bridge`, which hosts it on AWS, has them besides its own).
-fn ops_permissions(specs: &[&FunctionSpec]) -> (Vec<String>, Vec<String>) {
-    let defaults = jetsaga_jetstream::Config::default();
-    let (saga, commands, dlq) = (&defaults.stream, &defaults.command_stream, &defaults.dlq_stream);
-    let mut publish = Vec::new();
-    for stream in [saga, commands, dlq] {
-        publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
-    }
-    for stream in [saga, commands] {
-        publish.push(format!("$JS.API.CONSUMER.NAMES.{stream}"));
-        publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.*"));
-        // A dead letter's original, to check the letter against before a redrive.
-        publish.push(format!("$JS.API.STREAM.MSG.GET.{stream}"));
-    }
-    publish.push(format!("$JS.API.STREAM.MSG.GET.{dlq}"));
-    publish.push(format!("$JS.API.DIRECT.GET.{dlq}"));
-    publish.push(format!("$JS.API.STREAM.MSG.DELETE.{dlq}"));
-    publish.push(format!("$JS.API.CONSUMER.CREATE.{dlq}"));
-    for api in ["CREATE", "MSG.NEXT", "DELETE", "INFO"] {
-        publish.push(format!("$JS.API.CONSUMER.{api}.{dlq}.>"));
-    }
-    publish.push(jetsaga_jetstream::service::outbox_subject("*"));
-    publish.push(jetsaga_jetstream::timings::timings_subject("*"));
-    // A dead event goes back to its function, which processes it as itself;
-    // a dead command is asked again, as any client may. No event.
-    publish.push(jetsaga_jetstream::service::redrive_subject("*"));
-    publish.extend(specs.iter().flat_map(|spec| spec.accepts.iter().chain(spec.direct)).map(|s| s.to_string()));
-    let service = jetsaga_jetstream::ops::SERVICE_NAME;
-    let mut subscribe: Vec<String> = jetsaga_events::ops::OPS_SUBJECTS.iter().map(|s| s.to_string()).collect();
-    // Discovery of the service (`nats micro ls` asks all services at once).
-    subscribe.extend(["$SRV.PING", "$SRV.INFO", "$SRV.STATS"].map(String::from));
-    subscribe.push(format!("$SRV.*.{service}"));
-    subscribe.push(format!("$SRV.*.{service}.>"));
-    (publish, subscribe)
-}
-
 pub use jetsaga_jetstream::permissions::Permissions;
 
 /// The NATS user of the HTTP gateway.
@@ -126,20 +84,13 @@ pub fn user_permissions() -> Vec<(String, Option<Permissions>)> {
         users.push((name.to_string(), Some(Permissions { publish, deny_publish: Vec::new(), subscribe })));
     }
     let specs: Vec<&FunctionSpec> = all.iter().map(|(_, s)| *s).collect();
+    let config = jetsaga_jetstream::Config::default();
     // The bridge also hosts the operations service (status, dead letters, redrive).
-    let (mut publish, mut subscribe) = permissions("bridge", &specs);
-    let (ops_publish, ops_subscribe) = ops_permissions(&specs);
-    publish.extend(ops_publish);
-    subscribe.extend(ops_subscribe);
-    for list in [&mut publish, &mut subscribe] {
-        list.sort();
-        list.dedup();
-    }
-    users.push(("bridge".to_string(), Some(Permissions { publish, deny_publish: Vec::new(), subscribe })));
+    users.push((BRIDGE_USER.to_string(), Some(bridge_user(&specs, &config))));
     users.push((GATEWAY_USER.to_string(), Some(gateway_permissions(&specs))));
-    let (publish, mut subscribe) = ops_permissions(&specs);
-    subscribe.insert(0, format!("{}.>", jetsaga_jetstream::service::inbox_prefix(OPS_USER)));
-    users.push((OPS_USER.to_string(), Some(Permissions { publish, deny_publish: Vec::new(), subscribe })));
+    let mut ops = operations_user(&specs, &config);
+    ops.subscribe.insert(0, format!("{}.>", jetsaga_jetstream::service::inbox_prefix(OPS_USER)));
+    users.push((OPS_USER.to_string(), Some(ops)));
     users
 }
 

@@ -115,7 +115,11 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         .connect(crate::client::servers(&args.nats_url))
         .await?;
     if args.metrics_interval_secs > 0 {
-        tokio::spawn(report_dead_letters(nats.clone(), Duration::from_secs(args.metrics_interval_secs)));
+        tokio::spawn(jetsaga_runner::metrics::report_dead_letters(
+            nats.clone(),
+            jetsaga_jetstream::streams::DLQ.into(),
+            Duration::from_secs(args.metrics_interval_secs),
+        ));
     }
     // The bridge also answers the operations (status, dead letters, redrive) for the HTTP admin API.
     let mut runtime = Runtime::new(nats.clone(), config).serving_operations();
@@ -141,27 +145,4 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
     };
     host(runtime, nats, &args.nats_url, &names, hosting, &options).await
-}
-
-/// Prints the DLQ depth as a CloudWatch Embedded Metric Format line (the
-/// Lambda and ECS log drivers turn these into metrics without an API call).
-async fn report_dead_letters(nats: async_nats::Client, every: Duration) {
-    let js = async_nats::jetstream::new(nats);
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let depth = match js.get_stream(jetsaga_jetstream::streams::DLQ).await {
-            Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
-            Err(_) => 0,
-        };
-        let line = serde_json::json!({
-            "_aws": {
-                "Timestamp": chrono::Utc::now().timestamp_millis(),
-                "CloudWatchMetrics": [{"Namespace": "Jetsaga", "Dimensions": [["Stream"]], "Metrics": [{"Name": "DeadLetters", "Unit": "Count"}]}]
-            },
-            "Stream": jetsaga_jetstream::streams::DLQ,
-            "DeadLetters": depth
-        });
-        println!("{line}");
-    }
 }

@@ -21,6 +21,23 @@ fn output(args: &[&str], dir: &std::path::Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `travel nats-accounts` with each user's password `<user>-secret`.
+fn accounts_with_passwords() -> String {
+    let accounts = travel().arg("nats-accounts").output().unwrap();
+    assert!(accounts.status.success());
+    let mut config = String::from_utf8(accounts.stdout).unwrap();
+    while let Some(start) = config.find("$JETSAGA_") {
+        let end = start + config[start..].find("_PASSWORD").expect("a password variable") + "_PASSWORD".len();
+        let user = config[start + "$JETSAGA_".len()..end - "_PASSWORD".len()].to_lowercase();
+        config.replace_range(start..end, &format!("\"{user}-secret\""));
+    }
+    config
+}
+
+fn password(user: &str) -> String {
+    format!("{user}-secret")
+}
+
 async fn request(nats: &async_nats::Client, subject: &str, body: Value) -> Value {
     let answer = nats.request(subject.to_string(), body.to_string().into()).await.unwrap();
     serde_json::from_slice(&answer.payload).unwrap()
@@ -149,15 +166,11 @@ fn travel_bench_measures_every_trip_against_raw_jetstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_travel_function_runs_as_its_own_nats_user_with_only_its_subjects() {
     let users = ["admin", "trip", "flights", "hotels", "cars"];
-    let password = |user: &str| format!("{user}-secret");
-    let accounts = travel().arg("nats-accounts").output().unwrap();
-    assert!(accounts.status.success());
-    let mut config = String::from_utf8(accounts.stdout).unwrap();
-    for user in users {
-        config =
-            config.replace(&format!("$JETSAGA_{}_PASSWORD", user.to_uppercase()), &format!("\"{}\"", password(user)));
+    let config = accounts_with_passwords();
+    assert!(config.starts_with("accounts {\n  TRAVEL {"), "{config}");
+    for user in users.iter().chain(&["bridge"]) {
+        assert!(config.contains(&format!("user: \"{user}\"")), "no NATS user {user}: {config}");
     }
-    assert!(config.starts_with("accounts {\n  TRAVEL {") && !config.contains("$JETSAGA_"), "{config}");
     let server = jetsaga_tests::nats::NatsServer::start_with_config(&config);
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
@@ -255,7 +268,16 @@ impl Drop for Processes {
 /// moto's server here), and `travel bridge` feeds them from JetStream.
 #[tokio::test(flavor = "multi_thread")]
 async fn travel_runs_as_lambda_bootstraps_fed_by_its_bridge() {
-    let server = jetsaga_tests::nats::NatsServer::start();
+    // The bridge as on AWS: its own NATS user (`travel nats-accounts`),
+    // binding to what an administrator provisioned.
+    let server = jetsaga_tests::nats::NatsServer::start_with_config(&accounts_with_passwords());
+    let as_user = |user: &str| {
+        let mut command = travel();
+        command.env("NATS_USER", user).env("NATS_PASSWORD", password(user)).arg("--nats-url").arg(server.url());
+        command
+    };
+    let provisioned = as_user("admin").arg("provision").output().unwrap();
+    assert!(provisioned.status.success(), "{}", String::from_utf8_lossy(&provisioned.stderr));
     let names: Vec<String> = ["trip", "flights", "hotels", "cars"].map(String::from).to_vec();
     let bootstrap = std::path::PathBuf::from(env!("CARGO_BIN_EXE_travel"));
     let env = vec![("TRAVEL_DEADLINE".to_string(), "60s".to_string())];
@@ -264,22 +286,17 @@ async fn travel_runs_as_lambda_bootstraps_fed_by_its_bridge() {
     for name in &names {
         lambda.spawn(name).unwrap();
     }
-    let bridge = travel()
-        .args([
-            "--nats-url",
-            &server.url(),
-            "bridge",
-            "--lambda-endpoint",
-            &lambda.invoke_url,
-            "--invoke-timeout",
-            "10s",
-        ])
+    let bridge = as_user("bridge")
+        .args(["bridge", "--lambda-endpoint", &lambda.invoke_url, "--invoke-timeout", "10s", "--no-provision"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let _bridge = Processes(vec![bridge]);
-    let nats = server.connect().await;
+    let nats = async_nats::ConnectOptions::with_user_and_password("admin".into(), password("admin"))
+        .connect(server.url())
+        .await
+        .unwrap();
     jetsaga_runner::connect::wait_for_functions(&nats, &names, Duration::from_secs(90)).await.unwrap();
     for (subject, resource) in
         [("flights.cmd.add_seats", "LH-400"), ("hotels.cmd.add_rooms", "h-harbour"), ("cars.cmd.add_cars", "car-jfk")]
@@ -305,6 +322,17 @@ async fn travel_runs_as_lambda_bootstraps_fed_by_its_bridge() {
         assert!(started.elapsed() < Duration::from_secs(30), "the refused trip's seat and room did not come back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // What the bridge may not do: manage the streams, or speak for a function as an event.
+    let bridge = async_nats::ConnectOptions::with_user_and_password("bridge".into(), password("bridge"))
+        .custom_inbox_prefix(jetsaga_jetstream::service::inbox_prefix("bridge"))
+        .connect(server.url())
+        .await
+        .unwrap();
+    let deleted =
+        tokio::time::timeout(Duration::from_secs(3), bridge.request("$JS.API.STREAM.DELETE.TRAVEL", "".into())).await;
+    assert!(!matches!(deleted, Ok(Ok(_))), "the bridge deleted the saga's stream");
+    let info = async_nats::jetstream::new(nats.clone()).get_stream("TRAVEL").await;
+    assert!(info.is_ok(), "the saga's stream is gone");
 }
 
 /// `travel chaos` with every function's state in PostgreSQL (a schema

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::Saga;
 use crate::chaos::{ChaosArgs, Invariants, Workload};
+use crate::cloudformation::{SagaOption, Template};
 use crate::host::{RunArgs, UpArgs};
 
 /// The runner's options, for every verb.
@@ -104,10 +105,29 @@ pub enum Verb {
     /// consumer invokes its Lambda in batches and publishes what it returns.
     #[cfg(feature = "lambda")]
     Bridge(crate::lambda::BridgeArgs),
+    /// The saga's deployment files: its CloudFormation template (per
+    /// function a Lambda running this binary as its bootstrap, a DynamoDB
+    /// table and a role allowed only that table; the bridge on ECS Fargate
+    /// allowed only to invoke them; alarms) and its NATS accounts.
+    #[command(subcommand)]
+    Infra(InfraCommand),
     /// Sagas per second and start-to-end latency with the saga's workload,
     /// against raw JetStream measured on the same server in the same run
     /// (the ratio is what compares across machines).
     Bench(crate::bench::BenchArgs),
+}
+
+/// The deployment-file verbs.
+#[derive(Debug, Subcommand)]
+pub enum InfraCommand {
+    /// Print the CloudFormation template.
+    Template,
+    /// Write `cloudformation.json` and `nats-accounts.conf` into a directory.
+    Write {
+        /// Where to write them.
+        #[arg(long, default_value = "infra")]
+        dir: PathBuf,
+    },
 }
 
 /// The dead-letter verbs.
@@ -180,6 +200,8 @@ pub struct Runner {
     saga: Arc<dyn Saga>,
     chaos: Option<(Box<dyn Workload>, Box<dyn Invariants>)>,
     forward: Vec<String>,
+    /// The saga's own options that reach a Lambda (their `env` names).
+    options: Vec<SagaOption>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -191,7 +213,7 @@ impl std::fmt::Debug for Runner {
 impl Runner {
     /// The runner for `saga`.
     pub fn new(saga: impl Saga) -> Self {
-        Self { saga: Arc::new(saga), chaos: None, forward: Vec::new() }
+        Self { saga: Arc::new(saga), chaos: None, forward: Vec::new(), options: Vec::new() }
     }
 
     /// What `chaos` and `bench` drive through the saga, and what `chaos`
@@ -206,6 +228,18 @@ impl Runner {
     pub fn forward(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.forward = args.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// The saga's own options, which the template passes to every function
+    /// as parameters ([`Runner::main`] sets them from its `O`).
+    pub fn with_options(mut self, options: Vec<SagaOption>) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The saga's CloudFormation template, for the binary named `binary`.
+    pub fn template(&self, binary: &str) -> serde_json::Value {
+        Template::for_saga(self.saga.as_ref(), &self.options, binary)
     }
 
     /// Runs `verb`.
@@ -234,6 +268,7 @@ impl Runner {
                 print!("{}", jetsaga_jetstream::permissions::accounts(&account, &users));
                 Ok(())
             }
+            Verb::Infra(command) => self.infra(command, &config),
             Verb::Status { json } => {
                 let nats = crate::connect::connect(&url(), &format!("{} status", self.saga.name())).await?;
                 crate::inspect::status(&nats, &config, None, json).await
@@ -282,6 +317,31 @@ impl Runner {
         }
     }
 
+    fn infra(&self, command: InfraCommand, config: &jetsaga_jetstream::Config) -> anyhow::Result<()> {
+        let binary = program();
+        let template = serde_json::to_string_pretty(&self.template(&binary))? + "\n";
+        match command {
+            InfraCommand::Template => print!("{template}"),
+            InfraCommand::Write { dir } => {
+                std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+                let users = jetsaga_jetstream::permissions::saga_users(&crate::specs(self.saga.as_ref()), config);
+                let accounts = jetsaga_jetstream::permissions::accounts(&self.saga.name().to_uppercase(), &users);
+                for (file, contents) in [("cloudformation.json", template), ("nats-accounts.conf", accounts)] {
+                    let path = dir.join(file);
+                    std::fs::write(&path, contents)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                println!(
+                    "next: cargo lambda build --release --arm64 --bin {binary} --output-format zip --lambda-dir {dir}/build\n      \
+                     then aws cloudformation package and deploy {dir}/cloudformation.json (docs/writing-a-saga.md)",
+                    dir = dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// A saga binary's `main`: parses [`Cli`] (the saga's options `O`
     /// first: `build` makes the runner from them), starts logging, runs
     /// the verb. Exit code 0 when it worked, 1 when chaos found problems,
@@ -292,7 +352,7 @@ impl Runner {
             // Lambda starts the bootstrap with no arguments: the saga's
             // options come from the environment (their `env` names).
             let cli = Cli::<O>::parse_from([program(), "lambda".into()]);
-            let runner = build(&cli.saga);
+            let runner = build(&cli.saga).with_options(SagaOption::of::<O>());
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             return match runtime
                 .map_err(anyhow::Error::from)
@@ -307,7 +367,7 @@ impl Runner {
         }
         let cli = Cli::<O>::parse();
         init_logging(cli.options.log_format, "warn,jetsaga_jetstream=info,jetsaga_runner=info");
-        let runner = build(&cli.saga);
+        let runner = build(&cli.saga).with_options(SagaOption::of::<O>());
         let runtime = match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime,
             Err(e) => {

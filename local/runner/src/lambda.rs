@@ -52,25 +52,38 @@ pub struct BridgeArgs {
     /// Most records per invocation.
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
+    /// Invocations in flight per function (each on its own pull subscription).
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Replicas of the saga's streams when the bridge provisions them (3 on a three-node cluster).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// How long an invocation may take before its batch is redelivered (`60s`).
     #[arg(long, default_value = "60s", value_parser = |s: &str| jetsaga_core::duration::parse_wait("--invoke-timeout", s))]
     pub invoke_timeout: Duration,
     /// Do not create or update the streams and consumers (an administrator provisioned them).
     #[arg(long)]
     pub no_provision: bool,
+    /// Every N seconds, print the dead-letter stream's depth as a
+    /// CloudWatch embedded-metric line (namespace Jetsaga, metric
+    /// DeadLetters) for the template's alarm; 0 turns it off.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub metrics_interval_secs: u64,
 }
 
 /// `bridge`: every function (or those named) as a Lambda invoked from its
 /// consumers, until Ctrl-C or SIGTERM. It also answers the operations.
 pub async fn bridge(saga: &Arc<dyn Saga>, url: &str, args: &BridgeArgs) -> anyhow::Result<()> {
-    if args.batch_size == 0 {
-        anyhow::bail!("--batch-size must be at least 1");
+    if args.batch_size == 0 || args.concurrency == 0 || args.replicas == 0 {
+        anyhow::bail!("--batch-size, --concurrency and --replicas must be at least 1");
     }
     let functions = saga.functions();
     let chosen = crate::host::choose(saga.as_ref(), &functions, &args.functions)?;
     let client = jetsaga_lambda::invoker::LambdaProcessor::client(args.lambda_endpoint.as_deref()).await;
     let config = jetsaga_jetstream::Config {
         batch_size: args.batch_size,
+        concurrency: args.concurrency,
+        replicas: args.replicas,
         provision: !args.no_provision,
         ..saga.runtime_config()
     };
@@ -79,6 +92,13 @@ pub async fn bridge(saga: &Arc<dyn Saga>, url: &str, args: &BridgeArgs) -> anyho
         .retry_on_initial_connect()
         .connect(crate::connect::servers(url))
         .await?;
+    if args.metrics_interval_secs > 0 {
+        tokio::spawn(crate::metrics::report_dead_letters(
+            nats.clone(),
+            config.dlq_stream.clone(),
+            Duration::from_secs(args.metrics_interval_secs),
+        ));
+    }
     let mut runtime = jetsaga_jetstream::Runtime::new(nats, config).serving_operations();
     for function in &chosen {
         let spec = function.spec();

@@ -29,12 +29,14 @@
 //! - [`chaos`]: fault injection over any saga, with the saga's own workload and invariants.
 //! - [`lambda`] (feature `lambda`): the binary as a Lambda bootstrap, and the JetStream→Lambda bridge;
 //!   [`lambda_local`]: the functions' bootstraps under cargo-lambda's emulator, storing in moto.
+//! - [`cloudformation`]: the saga's AWS template (`infra`); [`metrics`]: the lines its alarms read.
 //! - [`connect`]: connecting as an operator, waiting for functions.
 //! - [`server`], [`tools`]: finding and starting nats-server and other local tools.
 
 pub mod bench;
 pub mod chaos;
 pub mod cli;
+pub mod cloudformation;
 pub mod connect;
 pub mod history;
 pub mod host;
@@ -43,6 +45,7 @@ pub mod inspect;
 pub mod lambda;
 #[cfg(feature = "lambda")]
 pub mod lambda_local;
+pub mod metrics;
 pub mod server;
 pub mod stores;
 pub mod tools;

@@ -19,13 +19,72 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
 }
 
+/// The NATS user of the JetStream→Lambda bridge.
+pub const BRIDGE_USER: &str = "bridge";
+
 /// A saga's NATS users: `admin` (`None`: everything, for provisioning and
-/// the operator's tools) and one user per function with exactly
-/// [`function_user`]'s subjects.
+/// the operator's tools), one user per function with exactly
+/// [`function_user`]'s subjects, and the `bridge` ([`bridge_user`]).
 pub fn saga_users(specs: &[&FunctionSpec], config: &Config) -> Vec<(String, Option<Permissions>)> {
     let mut users = vec![("admin".to_string(), None)];
     users.extend(specs.iter().map(|spec| (spec.name.to_string(), Some(function_user(spec.name, &[spec], config)))));
+    users.push((BRIDGE_USER.to_string(), Some(bridge_user(specs, config))));
     users
+}
+
+/// The bridge, which hosts every function on Lambda and the operations
+/// service: the union of the functions' subjects and [`operations_user`]'s.
+pub fn bridge_user(specs: &[&FunctionSpec], config: &Config) -> Permissions {
+    let mut bridge = function_user(BRIDGE_USER, specs, config);
+    let operations = operations_user(specs, config);
+    bridge.publish.extend(operations.publish);
+    bridge.subscribe.extend(operations.subscribe);
+    for list in [&mut bridge.publish, &mut bridge.subscribe] {
+        list.sort();
+        list.dedup();
+    }
+    bridge
+}
+
+/// What the host of the operations service needs: the state of the
+/// streams and of every function's consumer (`status`, the DLQ depth),
+/// each function's outbox figures, the dead letters (read with ephemeral
+/// consumers, removed once redriven), handing a dead event back to its
+/// function and asking a dead command again. No stream or consumer
+/// management, and no event: it may write none. Its own inbox is the
+/// caller's to add (a user hosting only this, or one hosting functions too).
+pub fn operations_user(specs: &[&FunctionSpec], config: &Config) -> Permissions {
+    let (saga, commands, dlq) = (&config.stream, &config.command_stream, &config.dlq_stream);
+    let mut publish = Vec::new();
+    for stream in [saga, commands, dlq] {
+        publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
+    }
+    for stream in [saga, commands] {
+        publish.push(format!("$JS.API.CONSUMER.NAMES.{stream}"));
+        publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.*"));
+        // A dead letter's original, to check the letter against before a redrive.
+        publish.push(format!("$JS.API.STREAM.MSG.GET.{stream}"));
+    }
+    publish.push(format!("$JS.API.STREAM.MSG.GET.{dlq}"));
+    publish.push(format!("$JS.API.DIRECT.GET.{dlq}"));
+    publish.push(format!("$JS.API.STREAM.MSG.DELETE.{dlq}"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.{dlq}"));
+    for api in ["CREATE", "MSG.NEXT", "DELETE", "INFO"] {
+        publish.push(format!("$JS.API.CONSUMER.{api}.{dlq}.>"));
+    }
+    publish.push(crate::service::outbox_subject("*"));
+    publish.push(crate::timings::timings_subject("*"));
+    // A dead event goes back to its function, which processes it as itself;
+    // a dead command is asked again, as any client may. No event.
+    publish.push(crate::service::redrive_subject("*"));
+    publish.extend(specs.iter().flat_map(|spec| spec.accepts.iter().chain(spec.direct)).map(|s| s.to_string()));
+    let service = crate::ops::SERVICE_NAME;
+    let mut subscribe: Vec<String> = jetsaga_envelope::ops::OPS_SUBJECTS.iter().map(|s| s.to_string()).collect();
+    // Discovery of the service (`nats micro ls` asks all services at once).
+    subscribe.extend(["$SRV.PING", "$SRV.INFO", "$SRV.STATS"].map(String::from));
+    subscribe.push(format!("$SRV.*.{service}"));
+    subscribe.push(format!("$SRV.*.{service}.>"));
+    Permissions { publish, deny_publish: Vec::new(), subscribe }
 }
 
 /// The `accounts { }` block of a nats-server configuration: `users` in the

@@ -25,6 +25,14 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 /// background (SQLite's own threshold).
 const CHECKPOINT_PAGES: u32 = 1000;
 
+/// Pages of write-ahead log past which a write waits for the checkpoint
+/// under way: a writer faster than the disk (a slow fsync of the database
+/// file, a shared CI disk) would otherwise grow the log without bound, as
+/// the checkpoint never catches up. SQLite itself checkpoints inside the
+/// commit; this keeps commits off the disk's path until the log is 3× past
+/// the threshold (about 12 MiB), then falls back to that throttle.
+const BACKLOG_PAGES: u32 = 3 * CHECKPOINT_PAGES;
+
 /// How durable SQLite commits are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -84,6 +92,8 @@ struct Checkpointer {
     writer: Shared,
     /// A checkpoint is under way (at most one at a time).
     running: AtomicBool,
+    /// Wakes the writes waiting for a checkpoint to end (see [`BACKLOG_PAGES`]).
+    ended: tokio::sync::Notify,
     durability: Durability,
     path: PathBuf,
 }
@@ -109,6 +119,18 @@ impl Checkpointer {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot checkpoint the write-ahead log; tried again after later commits");
         }
         self.running.store(false, Ordering::Release);
+        self.ended.notify_waiters();
+    }
+
+    /// Waits for the checkpoint under way, if any, to end.
+    async fn wait(&self) {
+        let ended = self.ended.notified();
+        tokio::pin!(ended);
+        // Registered before `running` is read, so an end in between is not missed.
+        ended.as_mut().enable();
+        if self.running.load(Ordering::Acquire) {
+            ended.await;
+        }
     }
 }
 
@@ -183,6 +205,7 @@ impl SqlStore<SqliteDriver> {
             own: std::sync::Mutex::default(),
             writer: connection.clone(),
             running: AtomicBool::new(false),
+            ended: tokio::sync::Notify::new(),
             durability,
             path: path.to_path_buf(),
         });
@@ -296,11 +319,15 @@ impl SqliteDriver {
     }
 
     /// Runs a write: with the thread marked as blocking when it fsyncs;
-    /// then has the log checkpointed if it is due.
+    /// then has the log checkpointed if it is due. A write first waits for
+    /// the checkpoint under way when the log is [`BACKLOG_PAGES`] long.
     async fn write<T>(
         &self,
         mut work: impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>,
     ) -> Result<T, raw::Error> {
+        if self.wal_pages.load(Ordering::Relaxed) >= BACKLOG_PAGES {
+            self.checkpointer.wait().await;
+        }
         let fsyncs = self.durability == Durability::Full;
         let done = self.run(|connection| if fsyncs { blocking(|| work(connection)) } else { work(connection) }).await;
         self.checkpoint_when_due();
