@@ -6,7 +6,7 @@
 
 use jetsaga_core::FunctionSpec;
 use jetsaga_events::SagaMode;
-use jetsaga_runner::cloudformation::{Template, alarm};
+use jetsaga_runner::cloudformation::{Template, alarm, bridge_arguments};
 use jetsaga_saga::STEPS;
 use serde_json::{Value, json};
 
@@ -79,23 +79,11 @@ pub fn cloudformation() -> Value {
         let Value::Object(environment) = environment else { unreachable!("an object literal") };
         template.function(name, spec.description, environment, condition(name));
     }
-    template.bridge(vec![
-        json!("bridge"),
-        json!("--saga"),
-        json!({"Ref": "SagaMode"}),
-        json!("--function-prefix"),
-        json!({"Ref": "Prefix"}),
-        json!("--batch-size"),
-        json!({"Ref": "BridgeBatchSize"}),
-        json!("--concurrency"),
-        json!({"Ref": "BridgeConcurrency"}),
-        json!("--replicas"),
-        json!({"Ref": "StreamReplicas"}),
-        json!("--metrics-interval-secs"),
-        json!("60"),
-        json!("--quiet"),
-        json!("--no-provision"),
-    ]);
+    // The shop's bridge also takes the saga mode, and prints no flow.
+    let mut command = vec![json!("bridge"), json!("--saga"), json!({"Ref": "SagaMode"})];
+    command.extend(bridge_arguments());
+    command.push(json!("--quiet"));
+    template.bridge(command);
     gateway(&mut template);
     template.dead_letters_alarm(jetsaga_jetstream::streams::DLQ, "jetsaga");
     template.build()

@@ -157,6 +157,15 @@ fn travel_bench_measures_every_trip_against_raw_jetstream() {
     let latency = &report["latency"];
     assert!(latency["p50_ms"].as_f64() <= latency["p99_ms"].as_f64(), "{text}");
     assert!(text.contains("ratio to raw:"), "{text}");
+    // The targets, against a raw chain of as many hops as a trip has messages.
+    let targets = &report["targets"];
+    let hops = targets["hops"].as_u64().unwrap();
+    assert_eq!(hops, report["messages_per_saga"].as_f64().unwrap().round() as u64, "{text}");
+    let chain = targets["raw_chain"]["p50_ms"].as_f64().unwrap();
+    assert!(chain > 0.0, "no raw chain of {hops} hops measured: {text}");
+    let p50_ratio = targets["p50_ratio"].as_f64().unwrap();
+    assert!((p50_ratio - latency["p50_ms"].as_f64().unwrap() / chain).abs() < 1e-6, "{text}");
+    assert!(text.contains(">= 50%") && text.contains("(judged at --rate 500)"), "{text}");
 }
 
 /// `travel nats-accounts` gives each function a NATS user with exactly its

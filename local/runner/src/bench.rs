@@ -110,6 +110,140 @@ pub struct Report {
     pub raw_bound_sagas_per_sec: f64,
     /// `sagas/s ÷ raw bound`.
     pub ratio_to_raw: f64,
+    /// The run against the performance targets.
+    pub targets: Targets,
+}
+
+/// Throughput target: sagas/s at least this share of the raw bound.
+pub const THROUGHPUT_TARGET: f64 = 0.5;
+/// Latency targets, at [`TARGET_RATE`]: a saga's p50 within this many times
+/// the raw chain's p50 …
+pub const P50_TARGET: f64 = 3.0;
+/// … and its p99 within this many times the raw chain's p99.
+pub const P99_TARGET: f64 = 10.0;
+/// The paced rate (sagas/s) the latency targets are stated for.
+pub const TARGET_RATE: u32 = 500;
+
+/// How a run compares with the targets, each a ratio to raw JetStream
+/// measured on the same server in the same run (so that a busy, shared
+/// machine moves both sides of the ratio alike).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Targets {
+    /// `sagas/s ÷ raw bound` (target ≥ [`THROUGHPUT_TARGET`]).
+    pub throughput_ratio: f64,
+    /// Messages of a saga, as raw hops in a row.
+    pub hops: usize,
+    /// The raw chain: `hops` raw publish→consume hops in a row (publish,
+    /// wait for the stream's ack, the consumer receives it, acks it, and
+    /// publishes the next), on an idle server.
+    pub raw_chain: Latency,
+    /// The saga's p50 ÷ the raw chain's p50 (target ≤ [`P50_TARGET`] at [`TARGET_RATE`]/s).
+    pub p50_ratio: f64,
+    /// The saga's p99 ÷ the raw chain's p99 (target ≤ [`P99_TARGET`] at [`TARGET_RATE`]/s).
+    pub p99_ratio: f64,
+}
+
+impl Targets {
+    /// Measures the raw chain of `messages_per_saga` hops (rounded) of
+    /// `size` bytes, and sets the saga's figures against it.
+    pub async fn measure(
+        js: &jetstream::Context,
+        messages_per_saga: f64,
+        size: usize,
+        ratio_to_raw: f64,
+        latency: &Latency,
+    ) -> anyhow::Result<Self> {
+        let hops = (messages_per_saga.round() as usize).max(1);
+        let raw_chain = raw_chain(js, hops, 300, size).await?;
+        Ok(Self {
+            throughput_ratio: ratio_to_raw,
+            hops,
+            p50_ratio: latency.p50_ms / raw_chain.p50_ms.max(1e-9),
+            p99_ratio: latency.p99_ms / raw_chain.p99_ms.max(1e-9),
+            raw_chain,
+        })
+    }
+
+    /// The targets as lines a person reads; `rate` is the run's paced rate
+    /// (the latency targets hold at [`TARGET_RATE`]/s).
+    pub fn lines(&self, rate: Option<u32>) -> Vec<String> {
+        let verdict = |applies: bool, met: bool, when: &str| match (applies, met) {
+            (false, _) => format!("(judged {when})"),
+            (true, true) => "met".to_string(),
+            (true, false) => "NOT met".to_string(),
+        };
+        let row = |what: &str, measured: String, goal: String, verdict: String| {
+            format!("{what:<11} {measured:<46} {goal:<13} {verdict}")
+        };
+        let chain = &self.raw_chain;
+        let at_target_rate = rate == Some(TARGET_RATE);
+        let judged_at = format!("at --rate {TARGET_RATE}");
+        vec![
+            row(
+                "throughput",
+                format!("{:.1}% of the raw bound", self.throughput_ratio * 100.0),
+                format!(">= {:.0}%", THROUGHPUT_TARGET * 100.0),
+                verdict(rate.is_none(), self.throughput_ratio >= THROUGHPUT_TARGET, "without --rate"),
+            ),
+            row(
+                "p50",
+                format!("{:.1}x the raw chain's ({:.2} ms, {} hops)", self.p50_ratio, chain.p50_ms, self.hops),
+                format!("<= {P50_TARGET:.0}x"),
+                verdict(at_target_rate, self.p50_ratio <= P50_TARGET, &judged_at),
+            ),
+            row(
+                "p99",
+                format!("{:.1}x the raw chain's ({:.2} ms)", self.p99_ratio, chain.p99_ms),
+                format!("<= {P99_TARGET:.0}x"),
+                verdict(at_target_rate, self.p99_ratio <= P99_TARGET, &judged_at),
+            ),
+        ]
+    }
+}
+
+/// `chains` times, `hops` messages of `size` bytes in a row through one
+/// stream and a durable pull consumer with explicit acks: each is
+/// published (its ack awaited), received, acked, then the next published,
+/// as a saga's steps hand over. Returns the latency of a whole chain
+/// (after a few chains of warm-up).
+pub async fn raw_chain(js: &jetstream::Context, hops: usize, chains: usize, size: usize) -> anyhow::Result<Latency> {
+    const WARM_UP: usize = 10;
+    let stream = js
+        .create_stream(stream::Config {
+            name: "BENCH_CHAIN".into(),
+            subjects: vec!["bench.chain".into()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("chain".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let payload = bytes::Bytes::from(vec![b'x'; size.max(16)]);
+    let mut samples = Vec::with_capacity(chains);
+    for chain in 0..chains + WARM_UP {
+        let started = Instant::now();
+        for _ in 0..hops {
+            js.publish("bench.chain", payload.clone()).await?.await?;
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("the raw chain's message did not arrive within 10 s"))?
+                .ok_or_else(|| anyhow::anyhow!("the raw chain's consumer ended"))?
+                .map_err(|e| anyhow::anyhow!("raw chain consumer: {e}"))?;
+            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        if chain >= WARM_UP {
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    drop(messages);
+    js.delete_stream("BENCH_CHAIN").await?;
+    Ok(Latency::of(samples))
 }
 
 /// Runs the bench over `saga`, its functions in one `exe <forward> run` process.
@@ -226,6 +360,7 @@ pub async fn run(
     let raw = raw_baseline(&js, (info.messages as usize).max(1000), message_bytes).await?;
     let bound = raw / messages_per_saga.max(1.0);
     let sagas_per_sec = ends.len() as f64 / seconds;
+    let targets = Targets::measure(&js, messages_per_saga, message_bytes, sagas_per_sec / bound, &latency).await?;
     Ok(Report {
         saga: saga.name().to_string(),
         sagas: args.sagas,
@@ -240,6 +375,7 @@ pub async fn run(
         raw_msgs_per_sec: raw,
         raw_bound_sagas_per_sec: bound,
         ratio_to_raw: sagas_per_sec / bound,
+        targets,
     })
 }
 
@@ -314,6 +450,10 @@ pub fn print(report: &Report) {
         "  latency (ms):   p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
         l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
     );
+    println!("  targets (ratios to raw JetStream in this run):");
+    for line in report.targets.lines(report.rate) {
+        println!("    {line}");
+    }
 }
 
 #[cfg(test)]

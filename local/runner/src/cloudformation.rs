@@ -134,20 +134,9 @@ impl Template {
             let spec = function.spec();
             template.function(spec.name, spec.description, environment.clone(), None);
         }
-        template.bridge(vec![
-            json!("bridge"),
-            json!("--function-prefix"),
-            json!({"Ref": "Prefix"}),
-            json!("--batch-size"),
-            json!({"Ref": "BridgeBatchSize"}),
-            json!("--concurrency"),
-            json!({"Ref": "BridgeConcurrency"}),
-            json!("--replicas"),
-            json!({"Ref": "StreamReplicas"}),
-            json!("--metrics-interval-secs"),
-            json!("60"),
-            json!("--no-provision"),
-        ]);
+        let mut command = vec![json!("bridge")];
+        command.extend(bridge_arguments());
+        template.bridge(command);
         template.dead_letters_alarm(&saga.runtime_config().dlq_stream, binary);
         template.build()
     }
@@ -442,6 +431,26 @@ impl Template {
             "Outputs": self.outputs
         })
     }
+}
+
+/// The arguments of `bridge` that the template's parameters set: the
+/// functions' names, batch size, concurrency, stream replicas, the
+/// dead-letter metric each minute, and no provisioning (the bridge's NATS
+/// user may not manage streams).
+pub fn bridge_arguments() -> Vec<Value> {
+    vec![
+        json!("--function-prefix"),
+        json!({"Ref": "Prefix"}),
+        json!("--batch-size"),
+        json!({"Ref": "BridgeBatchSize"}),
+        json!("--concurrency"),
+        json!({"Ref": "BridgeConcurrency"}),
+        json!("--replicas"),
+        json!({"Ref": "StreamReplicas"}),
+        json!("--metrics-interval-secs"),
+        json!("60"),
+        json!("--no-provision"),
+    ]
 }
 
 fn into_map(value: Value) -> Map<String, Value> {

@@ -139,6 +139,8 @@ pub struct Report {
     pub raw_bound_sagas_per_sec: f64,
     /// Saga throughput as a share of the raw bound.
     pub ratio_to_raw: f64,
+    /// The run against the performance targets (ratios to raw JetStream in this run).
+    pub targets: jetsaga_runner::bench::Targets,
     /// Command sent → terminal event received.
     pub latency: Latency,
     /// With `--http`: the orders that went in through the HTTP gateway
@@ -333,6 +335,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         jetsaga_runner::bench::raw_baseline(&js, stored.max(1) as usize, message_bytes.max(16)).await?;
     let raw_bound = raw_msgs_per_sec / messages_per_saga.max(1.0);
     let sagas_per_sec = finished.len() as f64 / saga_seconds.max(1e-9);
+    let ratio_to_raw = sagas_per_sec / raw_bound.max(1e-9);
+    let targets =
+        jetsaga_runner::bench::Targets::measure(&js, messages_per_saga, message_bytes.max(16), ratio_to_raw, &latency)
+            .await?;
     drop(nats_server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Report {
@@ -354,7 +360,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         message_bytes,
         raw_msgs_per_sec,
         raw_bound_sagas_per_sec: raw_bound,
-        ratio_to_raw: sagas_per_sec / raw_bound.max(1e-9),
+        ratio_to_raw,
+        targets,
         latency,
         http,
         step_ms,

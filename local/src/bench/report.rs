@@ -72,6 +72,10 @@ pub fn print(report: &Report) {
             h.p99_ms - n.p99_ms
         );
     }
+    println!("  targets (ratios to raw JetStream in this run):");
+    for line in report.targets.lines(report.rate) {
+        println!("    {line}");
+    }
     println!("  outcomes:          {:?}; failures {:?}", report.outcomes, report.failure_reasons);
     if report.correct {
         println!(
