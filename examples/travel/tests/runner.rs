@@ -159,8 +159,9 @@ fn travel_bench_measures_every_trip_against_raw_jetstream() {
     assert!(text.contains("ratio to raw:"), "{text}");
     // The targets, against a raw chain of as many hops as a trip has messages.
     let targets = &report["targets"];
+    // A trip's path: its command, then requested, flight, hotel, car, confirmed (or fewer when refused).
     let hops = targets["hops"].as_u64().unwrap();
-    assert_eq!(hops, report["messages_per_saga"].as_f64().unwrap().round() as u64, "{text}");
+    assert!((3..=6).contains(&hops), "{hops} hops from a trip's command to its end: {text}");
     let chain = targets["raw_chain"]["p50_ms"].as_f64().unwrap();
     assert!(chain > 0.0, "no raw chain of {hops} hops measured: {text}");
     let p50_ratio = targets["p50_ratio"].as_f64().unwrap();

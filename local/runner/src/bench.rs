@@ -131,7 +131,10 @@ pub const TARGET_RATE: u32 = 500;
 pub struct Targets {
     /// `sagas/s ÷ raw bound` (target ≥ [`THROUGHPUT_TARGET`]).
     pub throughput_ratio: f64,
-    /// Messages of a saga, as raw hops in a row.
+    /// The messages from a saga's start to its end, one after another: its
+    /// command, then each event that caused the next, up to its terminal
+    /// event (by causation ids; the median over the run's sagas). A
+    /// saga's other messages (schedules, events off that path) do not count.
     pub hops: usize,
     /// The raw chain: `hops` raw publish→consume hops in a row (publish,
     /// wait for the stream's ack, the consumer receives it, acks it, and
@@ -144,16 +147,16 @@ pub struct Targets {
 }
 
 impl Targets {
-    /// Measures the raw chain of `messages_per_saga` hops (rounded) of
+    /// Measures the raw chain of `hops` hops ([`critical_path`]) of
     /// `size` bytes, and sets the saga's figures against it.
     pub async fn measure(
         js: &jetstream::Context,
-        messages_per_saga: f64,
+        hops: usize,
         size: usize,
         ratio_to_raw: f64,
         latency: &Latency,
     ) -> anyhow::Result<Self> {
-        let hops = (messages_per_saga.round() as usize).max(1);
+        let hops = hops.max(1);
         let raw_chain = raw_chain(js, hops, 300, size).await?;
         Ok(Self {
             throughput_ratio: ratio_to_raw,
@@ -199,6 +202,37 @@ impl Targets {
             ),
         ]
     }
+}
+
+/// The messages from a saga's start to its end, one after another, as the
+/// median over the sagas whose terminal event is in `events`: the command
+/// that started it, then the events back from the terminal one, each the
+/// cause of the next (`causation_id`), to the first (caused by the command).
+pub fn critical_path(events: &[Envelope], is_terminal: impl Fn(&Envelope) -> bool) -> Option<usize> {
+    let causes: HashMap<&str, Option<&str>> =
+        events.iter().map(|e| (e.id.as_str(), e.causation_id.as_deref())).collect();
+    let mut lengths: Vec<usize> = events
+        .iter()
+        .filter(|e| is_terminal(e))
+        .map(|terminal| {
+            // The command, and the terminal event.
+            let mut length = 2;
+            let mut cause = terminal.causation_id.as_deref();
+            while let Some(id) = cause
+                && let Some(next) = causes.get(id)
+                && length <= events.len()
+            {
+                length += 1;
+                cause = *next;
+            }
+            length
+        })
+        .collect();
+    if lengths.is_empty() {
+        return None;
+    }
+    lengths.sort_unstable();
+    Some(lengths[lengths.len() / 2])
 }
 
 /// `chains` times, `hops` messages of `size` bytes in a row through one
@@ -360,7 +394,9 @@ pub async fn run(
     let raw = raw_baseline(&js, (info.messages as usize).max(1000), message_bytes).await?;
     let bound = raw / messages_per_saga.max(1.0);
     let sagas_per_sec = ends.len() as f64 / seconds;
-    let targets = Targets::measure(&js, messages_per_saga, message_bytes, sagas_per_sec / bound, &latency).await?;
+    let events = crate::history::read_events(&js, &config.stream).await?;
+    let hops = critical_path(&events, |e| workload.is_terminal(e)).unwrap_or(messages_per_saga.round() as usize);
+    let targets = Targets::measure(&js, hops, message_bytes, sagas_per_sec / bound, &latency).await?;
     Ok(Report {
         saga: saga.name().to_string(),
         sagas: args.sagas,
@@ -459,6 +495,31 @@ pub fn print(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::Latency;
+
+    #[test]
+    fn the_critical_path_follows_causes_back_from_the_terminal_event() {
+        use jetsaga_envelope::Envelope;
+        let event = |id: &str, cause: &str, kind: &str| Envelope {
+            id: id.into(),
+            event_type: kind.into(),
+            saga_key: Some("t-1".into()),
+            correlation_id: "cmd".into(),
+            causation_id: Some(cause.into()),
+            occurred_at: chrono::Utc::now(),
+            version: 1,
+            data: serde_json::json!({}),
+        };
+        // cmd -> a -> b -> end, and a schedule off the path (caused by a).
+        let events = vec![
+            event("a", "cmd", "t.evt.started"),
+            event("s", "a", "t.evt.deadline"),
+            event("b", "a", "t.evt.booked"),
+            event("end", "b", "t.evt.ended"),
+        ];
+        let is_end = |e: &Envelope| e.event_type == "t.evt.ended";
+        assert_eq!(super::critical_path(&events, is_end), Some(4), "the command and three events");
+        assert_eq!(super::critical_path(&events[..3], is_end), None, "no saga ended");
+    }
 
     #[test]
     fn percentiles_are_nearest_rank_over_sorted_samples() {

@@ -281,6 +281,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         problems.push(format!("{missing_in_stream} terminal events seen live are missing from the stream"));
     }
     let step_ms = readback::step_ms(&mut per_order);
+    // The raw chain the latency targets compare with is as long as an order's path from its command to its end.
+    let terminal = |e: &jetsaga_events::Envelope| {
+        matches!(e.event_type.as_str(), "orders.evt.completed" | "orders.evt.failed" | "orders.evt.canceled")
+    };
+    let critical_path = jetsaga_runner::bench::critical_path(&history, terminal);
     let mut outcomes: HashMap<String, usize> = HashMap::new();
     for (kind, _) in finished.values() {
         *outcomes.entry(kind.clone()).or_default() += 1;
@@ -336,9 +341,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let raw_bound = raw_msgs_per_sec / messages_per_saga.max(1.0);
     let sagas_per_sec = finished.len() as f64 / saga_seconds.max(1e-9);
     let ratio_to_raw = sagas_per_sec / raw_bound.max(1e-9);
-    let targets =
-        jetsaga_runner::bench::Targets::measure(&js, messages_per_saga, message_bytes.max(16), ratio_to_raw, &latency)
-            .await?;
+    let targets = jetsaga_runner::bench::Targets::measure(
+        &js,
+        critical_path.unwrap_or(messages_per_saga.round() as usize),
+        message_bytes.max(16),
+        ratio_to_raw,
+        &latency,
+    )
+    .await?;
     drop(nats_server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Report {
