@@ -242,21 +242,7 @@ pub fn critical_path(events: &[Envelope], is_terminal: impl Fn(&Envelope) -> boo
 /// (after a few chains of warm-up).
 pub async fn raw_chain(js: &jetstream::Context, hops: usize, chains: usize, size: usize) -> anyhow::Result<Latency> {
     const WARM_UP: usize = 10;
-    let stream = js
-        .create_stream(stream::Config {
-            name: "BENCH_CHAIN".into(),
-            subjects: vec!["bench.chain".into()],
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("chain".into()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await?;
+    let consumer = raw_stream(js, "BENCH_CHAIN", "bench.chain", "chain", 1000).await?;
     let mut messages = consumer.messages().await?;
     let payload = bytes::Bytes::from(vec![b'x'; size.max(16)]);
     let mut samples = Vec::with_capacity(chains);
@@ -415,26 +401,39 @@ pub async fn run(
     })
 }
 
-/// Publishes `count` messages of `size` bytes with async acks (window 1024)
-/// while a durable pull consumer with explicit acks consumes them; returns
-/// messages per second from the first publish to the last ack.
-pub async fn raw_baseline(js: &jetstream::Context, count: usize, size: usize) -> anyhow::Result<f64> {
+/// A file stream `name` on `subject` and its durable pull consumer
+/// `durable` with explicit acks: what a function's input is, without the function.
+async fn raw_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subject: &str,
+    durable: &str,
+    max_ack_pending: i64,
+) -> anyhow::Result<consumer::PullConsumer> {
     let stream = js
         .create_stream(stream::Config {
-            name: "BENCH_RAW".into(),
-            subjects: vec!["bench.raw".into()],
+            name: name.into(),
+            subjects: vec![subject.into()],
             storage: stream::StorageType::File,
             ..Default::default()
         })
         .await?;
     let consumer = stream
         .create_consumer(consumer::pull::Config {
-            durable_name: Some("raw".into()),
+            durable_name: Some(durable.into()),
             ack_policy: consumer::AckPolicy::Explicit,
-            max_ack_pending: 20_000,
+            max_ack_pending,
             ..Default::default()
         })
         .await?;
+    Ok(consumer)
+}
+
+/// Publishes `count` messages of `size` bytes with async acks (window 1024)
+/// while a durable pull consumer with explicit acks consumes them; returns
+/// messages per second from the first publish to the last ack.
+pub async fn raw_baseline(js: &jetstream::Context, count: usize, size: usize) -> anyhow::Result<f64> {
+    let consumer = raw_stream(js, "BENCH_RAW", "bench.raw", "raw", 20_000).await?;
     let payload = bytes::Bytes::from(vec![b'x'; size]);
     let start = Instant::now();
     let consume = tokio::spawn(async move {
