@@ -1,7 +1,7 @@
 //! SQLite: one database file per function, WAL mode, one connection,
-//! driven in place on the caller's thread (see `raw.rs` for why).
+//! driven in place on the caller's thread (see `sqlite/connection.rs` for why).
 
-mod raw;
+mod connection;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -13,6 +13,8 @@ use jetsaga_core::{StoreError, async_trait};
 use crate::driver::{Cell, Column, Driver, Refused, RowColumns, cells};
 use crate::plan::{Bind, Check, Params, Refusal, Step};
 use crate::store::{SqlStore, Statements};
+
+use self::connection::Connection;
 
 /// How long a commit waits for another connection's write lock (another
 /// process on the same file) before it fails.
@@ -48,7 +50,7 @@ pub enum Durability {
 pub type SqliteStore = SqlStore<SqliteDriver>;
 
 /// The connection, to use alone; `None` once closed (the next use opens it again).
-type Shared = Arc<tokio::sync::Mutex<Option<raw::Connection>>>;
+type Shared = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
 /// The SQLite side of a [`SqliteStore`]: one connection, owned, used in place.
 ///
@@ -88,7 +90,7 @@ pub struct SqliteDriver {
 /// copied, and the next commit starts it over.
 #[derive(Debug)]
 struct Checkpointer {
-    own: std::sync::Mutex<Option<raw::Connection>>,
+    own: std::sync::Mutex<Option<Connection>>,
     writer: Shared,
     /// A checkpoint is under way (at most one at a time).
     running: AtomicBool,
@@ -135,8 +137,8 @@ impl Checkpointer {
 }
 
 /// Opens a connection to the store's file, set up as every use needs.
-fn connect(path: &Path, durability: Durability) -> Result<raw::Connection, raw::Error> {
-    let mut connection = raw::Connection::open(path)?;
+fn connect(path: &Path, durability: Durability) -> Result<Connection, connection::Error> {
+    let mut connection = Connection::open(path)?;
     let synchronous = match durability {
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
@@ -261,11 +263,11 @@ impl SqlStore<SqliteDriver> {
 }
 
 impl SqliteDriver {
-    fn open_error(&self, what: &str, e: raw::Error) -> StoreError {
+    fn open_error(&self, what: &str, e: connection::Error) -> StoreError {
         StoreError::new("sqlite", format!("{what} {}: {e}", self.path.display()))
     }
 
-    fn connect(&self) -> Result<raw::Connection, raw::Error> {
+    fn connect(&self) -> Result<Connection, connection::Error> {
         let mut connection = connect(&self.path, self.durability)?;
         connection.count_wal_pages(self.wal_pages.clone());
         Ok(connection)
@@ -286,8 +288,8 @@ impl SqliteDriver {
     /// rolled back first.
     async fn with<T>(
         &self,
-        work: &mut impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>,
-    ) -> Result<T, raw::Error> {
+        work: &mut impl FnMut(&mut Connection) -> Result<T, connection::Error>,
+    ) -> Result<T, connection::Error> {
         let mut connection = self.connection.lock().await;
         if connection.is_none() {
             *connection = Some(self.connect()?);
@@ -303,8 +305,8 @@ impl SqliteDriver {
     /// another connection holds the database's lock.
     async fn run<T>(
         &self,
-        mut work: impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>,
-    ) -> Result<T, raw::Error> {
+        mut work: impl FnMut(&mut Connection) -> Result<T, connection::Error>,
+    ) -> Result<T, connection::Error> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
@@ -323,8 +325,8 @@ impl SqliteDriver {
     /// the checkpoint under way when the log is [`BACKLOG_PAGES`] long.
     async fn write<T>(
         &self,
-        mut work: impl FnMut(&mut raw::Connection) -> Result<T, raw::Error>,
-    ) -> Result<T, raw::Error> {
+        mut work: impl FnMut(&mut Connection) -> Result<T, connection::Error>,
+    ) -> Result<T, connection::Error> {
         if self.wal_pages.load(Ordering::Relaxed) >= BACKLOG_PAGES {
             self.checkpointer.wait().await;
         }
@@ -348,7 +350,7 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 
 /// Runs a commit's statements in the transaction open on `connection`,
 /// checking each as it runs; stops at the first check that fails.
-fn run_steps(connection: &mut raw::Connection, steps: &[Step<'_>]) -> Result<Option<Refused>, raw::Error> {
+fn run_steps(connection: &mut Connection, steps: &[Step<'_>]) -> Result<Option<Refused>, connection::Error> {
     for step in steps {
         let mut found = None;
         let changed = connection.run(&step.sql, &step.binds, true, |row| {
@@ -433,7 +435,7 @@ mod tests {
     async fn a_store_from_before_retentions_is_upgraded_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let mut old = raw::Connection::open(&path).unwrap();
+        let mut old = Connection::open(&path).unwrap();
         old.execute_batch(
             "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
              INSERT INTO kv VALUES ('order/1', X'7B7D', 3);",
