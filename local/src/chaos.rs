@@ -329,6 +329,16 @@ struct Containers {
 }
 
 impl Containers {
+    /// Checks the runtime's command line, and opens the functions' store
+    /// directory to the image's non-root user.
+    fn prepare(image: &str, runtime: &str, data_dir: &Path) -> anyhow::Result<Self> {
+        let runtime: Vec<String> = runtime.split_whitespace().map(String::from).collect();
+        anyhow::ensure!(!runtime.is_empty(), "--container-runtime is empty");
+        std::fs::create_dir_all(data_dir)?;
+        std::fs::set_permissions(data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+        Ok(Self { runtime, image: image.into(), data_dir: data_dir.into() })
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.runtime[0]);
         command.args(&self.runtime[1..]);
@@ -494,15 +504,98 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         Some(runner) => runner.clone(),
         None => std::env::current_exe()?,
     };
-    // The servers: one node, or three routed into a cluster.
-    let size = if args.cluster { 3 } else { 1 };
+    let nodes = start_servers(&nats_binary, args.cluster, dir)?;
+    let url = nodes.iter().map(|node| format!("nats://127.0.0.1:{}", node.port)).collect::<Vec<_>>().join(",");
+    let run = RunShape::of(args);
+    let (processes, lambda) = processes(args, &run, nodes.len(), &exe, seed, dir)?;
+    let containers = args
+        .containers
+        .as_ref()
+        .map(|image| Containers::prepare(image, &args.container_runtime, &dir.join("functions")))
+        .transpose()?;
+    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), lambda, containers };
+    for Launch { label, role, args } in processes {
+        let log = dir.join("logs").join(format!("{label}.log"));
+        let container = fleet.containers.as_ref().map(|_| format!("jetsaga-chaos-{seed}-{label}"));
+        let mut worker = Worker { role, args, log, process: None, paused: false, container };
+        fleet.spawn(&mut worker)?;
+        fleet.workers.push(worker);
+    }
+    let nats =
+        async_nats::ConnectOptions::new().retry_on_initial_connect().connect(crate::client::servers(&url)).await?;
+    let client = Client::new(nats.clone(), url.clone());
+    client.wait_for_services(&run.names, Duration::from_secs(90)).await?;
+    let (initial_stock, initial_credit) = seed_shop(&client, args.orders).await?;
+
+    println!(
+        "jetsaga chaos: seed {seed}, {} orders at {}/s, {}, {}, {}, {} copies of each function, faults: {}",
+        args.orders,
+        args.rate,
+        run.saga,
+        run.store,
+        if args.cluster { "3-node cluster (R3)" } else { "single node" },
+        args.copies,
+        args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(",")
+    );
+
+    let planned = plan(seed, args.orders, args.cancel_share, args.publish_share);
+    let published: BTreeSet<String> = planned.iter().filter(|o| o.publish).map(|o| o.order_id.clone()).collect();
+    let started = Instant::now();
+    let load = Load::start(nats.clone(), planned, args.rate, if args.lambda { LAMBDA_PATIENCE } else { PATIENCE });
+    let mut faults = Faults::new(args, seed, run.ack_wait);
+    let mut last_progress = Instant::now();
+    while !load.task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = Instant::now();
+        faults.tend(&mut fleet, now)?;
+        if last_progress.elapsed() > Duration::from_secs(1) {
+            eprint!("\r  {} accepted, {} faults so far ", load.accepted.lock().await.len(), faults.injected());
+            last_progress = Instant::now();
+        }
+        faults.inject_when_due(&mut fleet, now);
+    }
+    let Load { task, accepted, unanswered, cancels } = load;
+    task.await?;
+    faults.heal(&mut fleet).await?;
+    let mut accepted = accepted.lock().await.clone();
+    let kept = kept_plain_publishes(&nats, &published).await?;
+    accepted.extend(kept.iter().cloned());
+    eprintln!("\r  {} accepted, {} faults; settling…          ", accepted.len(), faults.injected());
+
+    // Settle: every accepted order ends, consumers drain, outboxes empty, nothing held.
+    let observed = settle(&client, &nats, &run.names, &accepted).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let expected = Expected { accepted, initial_stock, initial_credit };
+    let mut tally = invariants::check(&expected, &observed);
+    tally.findings.extend(faults.exited.into_iter().map(|what| invariants::Finding { order_id: None, what }));
+    fleet.stop();
+    Ok(Report {
+        seed,
+        orders: args.orders,
+        store: run.store.into(),
+        saga: run.saga.into(),
+        topology: if args.cluster { "3-node cluster, R3".into() } else { "single node".into() },
+        faults: faults.counts,
+        unanswered: unanswered.load(Ordering::Relaxed),
+        published: published.len(),
+        published_kept: kept.len(),
+        cancels: cancels.load(Ordering::Relaxed),
+        seconds,
+        tally,
+        reproduce: reproduce(args, seed, &run),
+    })
+}
+
+/// Starts the servers: one node, or three routed into a cluster.
+fn start_servers(nats_binary: &Path, cluster: bool, dir: &Path) -> anyhow::Result<Vec<Node>> {
+    let size = if cluster { 3 } else { 1 };
     let ports: Vec<u16> = (0..size).map(|_| tools::free_port()).collect::<Result<_, _>>()?;
     let cluster_ports: Vec<u16> = (0..size).map(|_| tools::free_port()).collect::<Result<_, _>>()?;
     let mut nodes = Vec::new();
     for i in 0..size {
         let node_dir = dir.join(format!("nats-{i}"));
         std::fs::create_dir_all(&node_dir)?;
-        let config = if args.cluster {
+        let config = if cluster {
             let routes: Vec<String> = cluster_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
             let path = node_dir.join("node.conf");
             std::fs::write(
@@ -521,41 +614,65 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     }
     // Cluster nodes wait for each other: start them together.
     let started: Vec<anyhow::Result<Node>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = nodes
-            .into_iter()
-            .map(|mut node| {
-                let binary = nats_binary.clone();
-                scope.spawn(move || node.start(&binary).map(|()| node))
-            })
-            .collect();
+        let handles: Vec<_> =
+            nodes.into_iter().map(|mut node| scope.spawn(move || node.start(nats_binary).map(|()| node))).collect();
         handles.into_iter().map(|h| h.join().expect("a node start does not panic")).collect()
     });
-    let nodes: Vec<Node> = started.into_iter().collect::<anyhow::Result<_>>()?;
-    let url = ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    started.into_iter().collect()
+}
 
-    let saga = match args.saga {
-        SagaKind::Choreographed => "choreographed",
-        SagaKind::Orchestrated => "orchestrated",
-    };
-    let store = match (args.lambda, args.store) {
-        (true, _) => "dynamodb",
-        (false, StoreKind::Sqlite) => "sqlite",
-        (false, StoreKind::Postgres) => "postgres",
-    };
-    let names: Vec<String> = crate::saga::names(args.saga.into()).iter().map(|s| s.to_string()).collect();
-    let ack_wait = if args.lambda { LAMBDA_ACK_WAIT } else { ACK_WAIT };
+/// What a run's options make of it: names for the report, the functions, the ack wait.
+struct RunShape {
+    saga: &'static str,
+    store: &'static str,
+    names: Vec<String>,
+    ack_wait: Duration,
+}
+
+impl RunShape {
+    fn of(args: &ChaosArgs) -> Self {
+        let saga = match args.saga {
+            SagaKind::Choreographed => "choreographed",
+            SagaKind::Orchestrated => "orchestrated",
+        };
+        let store = match (args.lambda, args.store) {
+            (true, _) => "dynamodb",
+            (false, StoreKind::Sqlite) => "sqlite",
+            (false, StoreKind::Postgres) => "postgres",
+        };
+        let names = crate::saga::names(args.saga.into()).iter().map(|s| s.to_string()).collect();
+        Self { saga, store, names, ack_wait: if args.lambda { LAMBDA_ACK_WAIT } else { ACK_WAIT } }
+    }
+}
+
+/// A process of the saga to start: its label (its log's name), its role, its arguments.
+struct Launch {
+    label: String,
+    role: Role,
+    args: Vec<String>,
+}
+
+/// The saga's processes: every function
+/// as its own process, `copies` times; on the Lambda path every bootstrap
+/// `copies` times and `copies` bridges, with the emulator they run under.
+fn processes(
+    args: &ChaosArgs,
+    run: &RunShape,
+    replicas: usize,
+    exe: &Path,
+    seed: u64,
+    dir: &Path,
+) -> anyhow::Result<(Vec<Launch>, Option<LambdaLocal>)> {
     let common_args: Vec<String> = vec![
         "--saga".into(),
-        saga.into(),
+        run.saga.into(),
         "--replicas".into(),
-        size.to_string(),
+        replicas.to_string(),
         "--ack-wait".into(),
-        ack_wait.as_secs_f64().to_string(),
+        run.ack_wait.as_secs_f64().to_string(),
     ];
-    // Every function as its own process, `copies` times; on the Lambda
-    // path every bootstrap `copies` times and `copies` bridges.
-    let mut processes: Vec<(String, Role, Vec<String>)> = Vec::new();
-    let lambda = if args.lambda {
+    let mut processes = Vec::new();
+    if args.lambda {
         let options = SagaOptions {
             mode: args.saga.into(),
             order_limits: crate::saga::OrderLimits::UNLIMITED,
@@ -566,8 +683,12 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
         let local = crate::lambda_local::start(bootstrap, &options, None, &format!("chaos-{seed}-"))
             .map_err(anyhow::Error::msg)?;
         for copy in 0..args.copies {
-            for name in &names {
-                processes.push((format!("bootstrap-{name}-{copy}"), Role::Bootstrap, vec![name.clone()]));
+            for name in &run.names {
+                processes.push(Launch {
+                    label: format!("bootstrap-{name}-{copy}"),
+                    role: Role::Bootstrap,
+                    args: vec![name.clone()],
+                });
             }
             let mut bridge: Vec<String> = vec!["bridge".into(), "--lambda-endpoint".into(), local.invoke_url.clone()];
             bridge.extend(common_args.iter().cloned());
@@ -577,72 +698,50 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
                 "--batch-size".into(),
                 LAMBDA_BATCH.to_string(),
             ]);
-            processes.push((format!("bridge-{copy}"), Role::Bridge, bridge));
+            processes.push(Launch { label: format!("bridge-{copy}"), role: Role::Bridge, args: bridge });
         }
-        Some(local)
-    } else {
-        let mut function_args = common_args.clone();
-        function_args.extend([
-            "--store".into(),
-            store.into(),
-            "--data-dir".into(),
-            dir.join("functions").display().to_string(),
-            "--schema-prefix".into(),
-            schema_prefix(seed),
-            // The load is a few customers at hundreds of orders a second, by design.
-            "--max-orders-in-flight".into(),
-            "0".into(),
-            "--max-orders-per-minute".into(),
-            "0".into(),
-        ]);
-        if let Some(db) = &args.database_url {
-            function_args.extend(["--database-url".into(), db.clone()]);
-        }
-        if args.faults.contains(&Fault::Hang) {
-            function_args.extend(["--step-timeout".into(), format!("{}s", HANG_STEP_TIMEOUT.as_secs())]);
-        }
-        for copy in 0..args.copies {
-            for name in &names {
-                let mut up: Vec<String> =
-                    vec!["up".into(), "--no-seed".into(), "--no-http".into(), "--function".into(), name.clone()];
-                up.extend(function_args.iter().cloned());
-                processes.push((format!("{name}-{copy}"), Role::Function, up));
-            }
-        }
-        None
-    };
-    let containers = match &args.containers {
-        Some(image) => {
-            let runtime: Vec<String> = args.container_runtime.split_whitespace().map(String::from).collect();
-            anyhow::ensure!(!runtime.is_empty(), "--container-runtime is empty");
-            // The functions' stores, written by the image's non-root user.
-            let data_dir = dir.join("functions");
-            std::fs::create_dir_all(&data_dir)?;
-            std::fs::set_permissions(&data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
-            Some(Containers { runtime, image: image.clone(), data_dir })
-        }
-        None => None,
-    };
-    let mut fleet = Fleet { exe, nats_binary, url: url.clone(), nodes, workers: Vec::new(), lambda, containers };
-    for (label, role, args) in processes {
-        let log = dir.join("logs").join(format!("{label}.log"));
-        let container = fleet.containers.as_ref().map(|_| format!("jetsaga-chaos-{seed}-{label}"));
-        let mut worker = Worker { role, args, log, process: None, paused: false, container };
-        fleet.spawn(&mut worker)?;
-        fleet.workers.push(worker);
+        return Ok((processes, Some(local)));
     }
-    let nats =
-        async_nats::ConnectOptions::new().retry_on_initial_connect().connect(crate::client::servers(&url)).await?;
-    let client = Client::new(nats.clone(), url.clone());
-    client.wait_for_services(&names, Duration::from_secs(90)).await?;
+    let mut function_args = common_args;
+    function_args.extend([
+        "--store".into(),
+        run.store.into(),
+        "--data-dir".into(),
+        dir.join("functions").display().to_string(),
+        "--schema-prefix".into(),
+        schema_prefix(seed),
+        // The load is a few customers at hundreds of orders a second, by design.
+        "--max-orders-in-flight".into(),
+        "0".into(),
+        "--max-orders-per-minute".into(),
+        "0".into(),
+    ]);
+    if let Some(db) = &args.database_url {
+        function_args.extend(["--database-url".into(), db.clone()]);
+    }
+    if args.faults.contains(&Fault::Hang) {
+        function_args.extend(["--step-timeout".into(), format!("{}s", HANG_STEP_TIMEOUT.as_secs())]);
+    }
+    for copy in 0..args.copies {
+        for name in &run.names {
+            let mut up: Vec<String> =
+                vec!["up".into(), "--no-seed".into(), "--no-http".into(), "--function".into(), name.clone()];
+            up.extend(function_args.iter().cloned());
+            processes.push(Launch { label: format!("{name}-{copy}"), role: Role::Function, args: up });
+        }
+    }
+    Ok((processes, None))
+}
 
-    // The catalog and the customers.
-    let catalog = catalog(args.orders);
+/// Creates the catalog and the customers; returns the stock and credit
+/// every product and customer starts with, which the checker expects back.
+async fn seed_shop(client: &Client, orders: usize) -> anyhow::Result<(BTreeMap<String, u32>, BTreeMap<String, u64>)> {
+    let catalog = catalog(orders);
     for (id, price, stock) in &catalog {
         let upsert = UpsertProduct { product_id: id.clone(), name: id.clone(), price_cents: *price, stock: *stock };
         client.command(INVENTORY_CMD_UPSERT_PRODUCT, &upsert).await?;
     }
-    for (id, limit) in customers(args.orders) {
+    for (id, limit) in customers(orders) {
         client
             .command(
                 CUSTOMERS_CMD_CREATE,
@@ -650,238 +749,280 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
             )
             .await?;
     }
-    let expected_catalog: BTreeMap<String, u32> = catalog.iter().map(|(id, _, stock)| (id.clone(), *stock)).collect();
-    let expected_credit: BTreeMap<String, u64> = customers(args.orders).into_iter().map(|(id, _)| (id, 0)).collect();
+    let stock = catalog.into_iter().map(|(id, _, stock)| (id, stock)).collect();
+    let credit = customers(orders).into_iter().map(|(id, _)| (id, 0)).collect();
+    Ok((stock, credit))
+}
 
-    println!(
-        "jetsaga chaos: seed {seed}, {} orders at {}/s, {saga}, {store}, {}, {} copies of each function, faults: {}",
-        args.orders,
-        args.rate,
-        if args.cluster { "3-node cluster (R3)" } else { "single node" },
-        args.copies,
-        args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(",")
-    );
+/// The load: each create on its own task, paced; a share canceled right after.
+struct Load {
+    task: tokio::task::JoinHandle<()>,
+    accepted: Arc<Mutex<BTreeSet<String>>>,
+    unanswered: Arc<AtomicUsize>,
+    cancels: Arc<AtomicUsize>,
+}
 
-    // The load: each create on its own task, paced; a share canceled right after.
-    let planned = plan(seed, args.orders, args.cancel_share, args.publish_share);
-    let published: BTreeSet<String> = planned.iter().filter(|o| o.publish).map(|o| o.order_id.clone()).collect();
-    let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let unanswered = Arc::new(AtomicUsize::new(0));
-    let cancels = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let load = {
-        let (nats, accepted, unanswered, cancels) =
-            (nats.clone(), accepted.clone(), unanswered.clone(), cancels.clone());
-        let rate = args.rate;
-        let patience = if args.lambda { LAMBDA_PATIENCE } else { PATIENCE };
-        tokio::spawn(async move {
+impl Load {
+    fn start(nats: async_nats::Client, planned: Vec<Planned>, rate: u32, patience: Duration) -> Self {
+        let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let cancels = Arc::new(AtomicUsize::new(0));
+        let (shared_accepted, shared_unanswered, shared_cancels) =
+            (accepted.clone(), unanswered.clone(), cancels.clone());
+        let task = tokio::spawn(async move {
             let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
             let mut tasks = tokio::task::JoinSet::new();
             for order in planned {
                 pace.tick().await;
                 let (nats, accepted, unanswered, cancels) =
-                    (nats.clone(), accepted.clone(), unanswered.clone(), cancels.clone());
-                tasks.spawn(async move {
-                    if order.publish {
-                        // As a developer would: `nats pub orders.cmd.create '{...}'`, once.
-                        if let Err(e) = nats.publish(ORDERS_CMD_CREATE, order.body.to_string().into()).await {
-                            eprintln!("\n  publish of {} failed: {e}", order.order_id);
-                        }
-                        return;
-                    }
-                    match send(&nats, ORDERS_CMD_CREATE, &order.body, &format!("create-{}", order.order_id), patience)
-                        .await
-                    {
-                        Answer::Ok => {
-                            accepted.lock().await.insert(order.order_id.clone());
-                        }
-                        Answer::Refused(code, error) => {
-                            eprintln!("\n  create {} refused ({code}): {error}", order.order_id);
-                            return;
-                        }
-                        Answer::GaveUp(why) => {
-                            unanswered.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("\n  create {} unanswered after {GIVE_UP_AFTER:?}: {why}", order.order_id);
-                            return;
-                        }
-                    }
-                    if order.cancel {
-                        cancels.fetch_add(1, Ordering::Relaxed);
-                        let body = json!({"order_id": order.order_id, "reason": "chaos"});
-                        // Refused (already shipped) is a fine answer too.
-                        let _ = send(&nats, ORDERS_CMD_CANCEL, &body, &format!("cancel-{}", order.order_id), patience)
-                            .await;
-                    }
-                });
+                    (nats.clone(), shared_accepted.clone(), shared_unanswered.clone(), shared_cancels.clone());
+                tasks.spawn(async move { drive(&nats, order, patience, &accepted, &unanswered, &cancels).await });
                 while tasks.try_join_next().is_some() {}
             }
             while tasks.join_next().await.is_some() {}
-        })
-    };
+        });
+        Self { task, accepted, unanswered, cancels }
+    }
+}
 
-    // The faults, on a schedule drawn from the seed, until the load is sent.
-    let mut rng = Rng(seed ^ 0x00c0_ffee);
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    let mut restarts: Vec<(Instant, usize)> = Vec::new(); // worker index
-    let mut resumes: Vec<(Instant, usize)> = Vec::new();
-    let mut node_down: Option<(Instant, usize)> = None;
-    let mut exited: Vec<String> = Vec::new();
-    let mut next_fault = Instant::now() + rng.between(0.5 * args.fault_every, 1.5 * args.fault_every);
-    let mut last_progress = Instant::now();
-    while !load.is_finished() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = Instant::now();
-        for (_, i) in restarts.extract_if(.., |(at, _)| *at <= now) {
+/// Sends one planned order: a plain publish, or a create answered (then
+/// perhaps canceled), counting what happened.
+async fn drive(
+    nats: &async_nats::Client,
+    order: Planned,
+    patience: Duration,
+    accepted: &Mutex<BTreeSet<String>>,
+    unanswered: &AtomicUsize,
+    cancels: &AtomicUsize,
+) {
+    if order.publish {
+        // As a developer would: `nats pub orders.cmd.create '{...}'`, once.
+        if let Err(e) = nats.publish(ORDERS_CMD_CREATE, order.body.to_string().into()).await {
+            eprintln!("\n  publish of {} failed: {e}", order.order_id);
+        }
+        return;
+    }
+    match send(nats, ORDERS_CMD_CREATE, &order.body, &format!("create-{}", order.order_id), patience).await {
+        Answer::Ok => {
+            accepted.lock().await.insert(order.order_id.clone());
+        }
+        Answer::Refused(code, error) => {
+            eprintln!("\n  create {} refused ({code}): {error}", order.order_id);
+            return;
+        }
+        Answer::GaveUp(why) => {
+            unanswered.fetch_add(1, Ordering::Relaxed);
+            eprintln!("\n  create {} unanswered after {GIVE_UP_AFTER:?}: {why}", order.order_id);
+            return;
+        }
+    }
+    if order.cancel {
+        cancels.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"order_id": order.order_id, "reason": "chaos"});
+        // Refused (already shipped) is a fine answer too.
+        let _ = send(nats, ORDERS_CMD_CANCEL, &body, &format!("cancel-{}", order.order_id), patience).await;
+    }
+}
+
+/// The fault schedule, drawn from the seed, and what is still to be undone.
+struct Faults {
+    faults: Vec<Fault>,
+    every: f64,
+    cluster: bool,
+    ack_wait: Duration,
+    rng: Rng,
+    /// Faults injected, by kind.
+    counts: BTreeMap<String, usize>,
+    /// Workers to start again, and when.
+    restarts: Vec<(Instant, usize)>,
+    /// Workers to resume, and when.
+    resumes: Vec<(Instant, usize)>,
+    /// The node that is down, and when it starts again.
+    node_down: Option<(Instant, usize)>,
+    /// Processes that exited by themselves: findings.
+    exited: Vec<String>,
+    next_fault: Instant,
+}
+
+impl Faults {
+    fn new(args: &ChaosArgs, seed: u64, ack_wait: Duration) -> Self {
+        let mut rng = Rng(seed ^ 0x00c0_ffee);
+        let next_fault = Instant::now() + rng.between(0.5 * args.fault_every, 1.5 * args.fault_every);
+        Self {
+            faults: args.faults.clone(),
+            every: args.fault_every,
+            cluster: args.cluster,
+            ack_wait,
+            rng,
+            counts: BTreeMap::new(),
+            restarts: Vec::new(),
+            resumes: Vec::new(),
+            node_down: None,
+            exited: Vec::new(),
+            next_fault,
+        }
+    }
+
+    fn injected(&self) -> usize {
+        self.counts.values().sum()
+    }
+
+    /// Undoes what is due: restarts, resumes, a node's restart. A process
+    /// that exits by itself gave up on something it should have waited
+    /// out: a finding, and it is started again.
+    fn tend(&mut self, fleet: &mut Fleet, now: Instant) -> anyhow::Result<()> {
+        for (_, i) in self.restarts.extract_if(.., |(at, _)| *at <= now) {
             fleet.respawn(i)?;
         }
-        for (_, i) in resumes.extract_if(.., |(at, _)| *at <= now) {
+        for (_, i) in self.resumes.extract_if(.., |(at, _)| *at <= now) {
             fleet.signal(i, "CONT");
             fleet.workers[i].paused = false;
         }
-        // A process that exits by itself gave up on something it should
-        // have waited out: a finding, and it is started again.
         for (i, worker) in fleet.workers.iter_mut().enumerate() {
-            if restarts.iter().any(|(_, r)| *r == i) {
+            if self.restarts.iter().any(|(_, r)| *r == i) {
                 continue;
             }
             if let Some(status) = worker.process.as_mut().and_then(Process::exited) {
                 let last = std::fs::read_to_string(&worker.log).unwrap_or_default();
                 let last = last.lines().last().unwrap_or("").to_string();
-                exited.push(format!("{} exited by itself ({status}): {last}", worker.log.display()));
-                restarts.push((now, i));
+                self.exited.push(format!("{} exited by itself ({status}): {last}", worker.log.display()));
+                self.restarts.push((now, i));
             }
         }
-        if let Some((at, i)) = node_down
+        if let Some((at, i)) = self.node_down
             && at <= now
         {
             fleet.nodes[i].start(&fleet.nats_binary)?;
-            node_down = None;
+            self.node_down = None;
         }
-        if last_progress.elapsed() > Duration::from_secs(1) {
-            eprint!("\r  {} accepted, {} faults so far ", accepted.lock().await.len(), counts.values().sum::<usize>());
-            last_progress = Instant::now();
+        Ok(())
+    }
+
+    /// The next fault on the schedule, once it is due.
+    fn inject_when_due(&mut self, fleet: &mut Fleet, now: Instant) {
+        if now < self.next_fault || self.faults.is_empty() {
+            return;
         }
-        if now < next_fault || args.faults.is_empty() {
-            continue;
-        }
-        next_fault = now + rng.between(0.5 * args.fault_every, 1.5 * args.fault_every);
-        // Kills are what a deploy or a crash does most: they get three times the weight.
-        let weighted: Vec<Fault> =
-            args.faults.iter().flat_map(|f| std::iter::repeat_n(*f, if *f == Fault::Kill { 3 } else { 1 })).collect();
-        let mut fault = weighted[rng.below(weighted.len())];
-        // A run with `hang` hangs a step early (its second fault), so that even
-        // a short run has orders outlive their deadline.
-        if args.faults.contains(&Fault::Hang)
-            && counts.values().sum::<usize>() == 1
-            && !counts.keys().any(|k| k.starts_with("hang"))
-        {
-            fault = Fault::Hang;
-        }
-        let busy: BTreeSet<usize> = restarts.iter().chain(&resumes).map(|(_, i)| *i).collect();
+        self.next_fault = now + self.rng.between(0.5 * self.every, 1.5 * self.every);
+        let fault = self.pick();
+        let busy: BTreeSet<usize> = self.restarts.iter().chain(&self.resumes).map(|(_, i)| *i).collect();
         let idle: Vec<usize> = (0..fleet.workers.len()).filter(|i| !busy.contains(i)).collect();
-        let mut key = format!("{fault:?}").to_lowercase();
-        match fault {
+        let key = match fault {
             Fault::Kill if !idle.is_empty() => {
-                let i = idle[rng.below(idle.len())];
-                key = fault_key(fault, fleet.workers[i].role);
+                let i = idle[self.rng.below(idle.len())];
                 fleet.signal(i, "KILL");
-                restarts.push((now + rng.between(0.2, 1.5), i));
+                self.restarts.push((now + self.rng.between(0.2, 1.5), i));
+                fault_key(fault, fleet.workers[i].role)
             }
             Fault::Pause if !idle.is_empty() => {
-                let i = idle[rng.below(idle.len())];
-                key = fault_key(fault, fleet.workers[i].role);
+                let i = idle[self.rng.below(idle.len())];
                 fleet.signal(i, "STOP");
                 fleet.workers[i].paused = true;
-                resumes.push((now + ack_wait + rng.between(0.5, 2.0), i));
+                self.resumes.push((now + self.ack_wait + self.rng.between(0.5, 2.0), i));
+                fault_key(fault, fleet.workers[i].role)
             }
             Fault::Hang => {
                 // Every copy of one step, so no other copy takes its messages over.
-                let step = HANGING_STEPS[rng.below(HANGING_STEPS.len())];
+                let step = HANGING_STEPS[self.rng.below(HANGING_STEPS.len())];
                 let copies: Vec<usize> = idle
                     .iter()
                     .copied()
-                    .filter(|i| {
-                        let args = &fleet.workers[*i].args;
-                        args.windows(2).any(|w| w[0] == "--function" && w[1] == step)
-                    })
+                    .filter(|i| fleet.workers[*i].args.windows(2).any(|w| w[0] == "--function" && w[1] == step))
                     .collect();
                 if copies.is_empty() {
-                    continue;
+                    return;
                 }
-                let until = now + HANG_STEP_TIMEOUT + rng.between(1.0, 3.0);
+                let until = now + HANG_STEP_TIMEOUT + self.rng.between(1.0, 3.0);
                 for i in copies {
                     fleet.signal(i, "STOP");
                     fleet.workers[i].paused = true;
-                    resumes.push((until, i));
+                    self.resumes.push((until, i));
                 }
-                key = format!("hang {step}");
+                format!("hang {step}")
             }
-            Fault::Server if node_down.is_none() => {
-                let i = rng.below(fleet.nodes.len());
+            Fault::Server if self.node_down.is_none() => {
+                let i = self.rng.below(fleet.nodes.len());
                 if let Some(process) = &fleet.nodes[i].process {
                     process.signal_program("KILL");
                 }
                 drop(fleet.nodes[i].process.take());
                 // A cluster keeps a quorum meanwhile; a single node is simply away.
-                node_down = Some((now + if args.cluster { rng.between(2.0, 5.0) } else { rng.between(0.5, 2.0) }, i));
+                let away = if self.cluster { self.rng.between(2.0, 5.0) } else { self.rng.between(0.5, 2.0) };
+                self.node_down = Some((now + away, i));
+                "server".into()
             }
-            _ => continue,
+            _ => return,
+        };
+        *self.counts.entry(key).or_default() += 1;
+    }
+
+    /// Draws the next fault. Kills are what a deploy or a crash does most:
+    /// they get three times the weight. A run with `hang` hangs a step
+    /// early (its second fault), so that even a short run has orders
+    /// outlive their deadline.
+    fn pick(&mut self) -> Fault {
+        let weighted: Vec<Fault> =
+            self.faults.iter().flat_map(|f| std::iter::repeat_n(*f, if *f == Fault::Kill { 3 } else { 1 })).collect();
+        let fault = weighted[self.rng.below(weighted.len())];
+        let hung = self.counts.keys().any(|k| k.starts_with("hang"));
+        if self.faults.contains(&Fault::Hang) && self.injected() == 1 && !hung { Fault::Hang } else { fault }
+    }
+
+    /// Heals everything before settling. Pauses and hangs last as long as
+    /// they were meant to (a hang past the step's deadline is the point),
+    /// then resume.
+    async fn heal(&mut self, fleet: &mut Fleet) -> anyhow::Result<()> {
+        for (_, i) in self.restarts.drain(..) {
+            fleet.respawn(i)?;
         }
-        *counts.entry(key).or_default() += 1;
+        self.resumes.sort_by_key(|(at, _)| *at);
+        for (at, i) in self.resumes.drain(..) {
+            tokio::time::sleep_until(at.into()).await;
+            fleet.signal(i, "CONT");
+        }
+        if let Some((_, i)) = self.node_down.take() {
+            fleet.nodes[i].start(&fleet.nats_binary)?;
+        }
+        Ok(())
     }
-    load.await?;
-    // Heal everything before settling.
-    for (_, i) in restarts.drain(..) {
-        fleet.respawn(i)?;
-    }
-    // Pauses and hangs last as long as they were meant to (a hang past the
-    // step's deadline is the point), then resume.
-    resumes.sort_by_key(|(at, _)| *at);
-    for (at, i) in resumes.drain(..) {
-        tokio::time::sleep_until(at.into()).await;
-        fleet.signal(i, "CONT");
-    }
-    if let Some((_, i)) = node_down.take() {
-        fleet.nodes[i].start(&fleet.nats_binary)?;
-    }
-    let mut accepted = accepted.lock().await.clone();
-    // What the server kept of the plain publishes must end like what was answered.
+}
+
+/// Of the creates sent as plain publishes, those the command stream kept:
+/// they must end like the answered ones.
+async fn kept_plain_publishes(
+    nats: &async_nats::Client,
+    published: &BTreeSet<String>,
+) -> anyhow::Result<BTreeSet<String>> {
     nats.flush().await?;
     let js = jetstream::new(nats.clone());
     // Right after a node restart the cluster may still be electing leaders.
     let deadline = Instant::now() + Duration::from_secs(90);
-    let kept_all = loop {
+    loop {
         match kept_creates(&js).await {
-            Ok(kept) => break kept,
+            Ok(kept) => return Ok(kept.into_iter().filter(|id| published.contains(id)).collect()),
             Err(e) if Instant::now() < deadline => {
                 eprintln!("\n  reading the command stream: {e}; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => return Err(e),
         }
-    };
-    let kept: BTreeSet<String> = kept_all.into_iter().filter(|id| published.contains(id)).collect();
-    accepted.extend(kept.iter().cloned());
-    eprintln!("\r  {} accepted, {} faults; settling…          ", accepted.len(), counts.values().sum::<usize>());
+    }
+}
 
-    // Settle: every accepted order ends, consumers drain, outboxes empty, nothing held.
-    let observed = settle(&client, &nats, &names, &accepted).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let expected = Expected { accepted, initial_stock: expected_catalog, initial_credit: expected_credit };
-    let mut tally = invariants::check(&expected, &observed);
-    tally.findings.extend(exited.into_iter().map(|what| invariants::Finding { order_id: None, what }));
-    fleet.stop();
-
+/// The command that runs the same orders and fault schedule again.
+fn reproduce(args: &ChaosArgs, seed: u64, run: &RunShape) -> String {
     let mut reproduce = format!(
-        "jetsaga chaos --seed {seed} --orders {} --rate {} --faults {} --fault-every {} --saga {saga} --copies {} --cancel-share {}",
+        "jetsaga chaos --seed {seed} --orders {} --rate {} --faults {} --fault-every {} --saga {} --copies {} \
+         --cancel-share {} --publish-share {}",
         args.orders,
         args.rate,
         args.faults.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(","),
         args.fault_every,
+        run.saga,
         args.copies,
-        args.cancel_share
+        args.cancel_share,
+        args.publish_share
     );
-    reproduce.push_str(&format!(" --publish-share {}", args.publish_share));
     if args.cluster {
         reproduce.push_str(" --cluster");
     }
@@ -891,23 +1032,9 @@ async fn run_in(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<Repor
     if args.lambda {
         reproduce.push_str(" --lambda");
     } else {
-        reproduce.push_str(&format!(" --store {store}"));
+        reproduce.push_str(&format!(" --store {}", run.store));
     }
-    Ok(Report {
-        seed,
-        orders: args.orders,
-        store: store.into(),
-        saga: saga.into(),
-        topology: if args.cluster { "3-node cluster, R3".into() } else { "single node".into() },
-        faults: counts,
-        unanswered: unanswered.load(Ordering::Relaxed),
-        published: published.len(),
-        published_kept: kept.len(),
-        cancels: cancels.load(Ordering::Relaxed),
-        seconds,
-        tally,
-        reproduce,
-    })
+    reproduce
 }
 
 /// The PostgreSQL schemas of one run: `<prefix><function>`.

@@ -1,14 +1,15 @@
-//! The `jetsaga` command line.
+//! The `jetsaga` command line: its arguments, and which verb runs where.
+
+mod serve;
+mod shop;
+mod tools;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use jetsaga_events::subjects::*;
-use jetsaga_events::{CancelOrder, CreateOrder, OrderItem, OrderView};
+use jetsaga_events::OrderItem;
 
 use crate::client::Client;
-use crate::flow::dollars;
 use crate::{bench, bridge, inspect, up};
 
 /// Run and inspect the jetsaga order saga on NATS JetStream.
@@ -291,112 +292,6 @@ fn nats_url(cli: &Cli) -> String {
     std::fs::read_to_string(file).map(|s| s.trim().to_string()).unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-fn print_order(view: &OrderView) {
-    println!("order {}  {:?}", view.order_id, view.status);
-    println!("  customer: {}", view.customer_id);
-    for item in &view.items {
-        println!("  item:     {} × {}", item.quantity, item.product_id);
-    }
-    if let Some(total) = view.total_cents {
-        println!("  total:    {}", dollars(total));
-    }
-    if let Some(reason) = &view.reason {
-        println!("  reason:   {reason}");
-    }
-    if let Some(deadline) = &view.deadline {
-        println!("  deadline: {}", crate::inspect::describe_deadline(deadline, chrono::Utc::now()));
-    }
-    println!("  timeline:");
-    for entry in &view.timeline {
-        let note = entry.note.as_ref().map(|n| format!("  ({n})")).unwrap_or_default();
-        println!("    {}  {}{note}", entry.at.format("%H:%M:%S%.3f"), entry.event);
-    }
-}
-
-fn functions_command(mode: jetsaga_events::SagaMode, names: bool, json: bool) {
-    let functions = crate::saga::SagaOptions::mode(mode).functions();
-    if names {
-        for function in &functions {
-            println!("{}", function.spec().name);
-        }
-        return;
-    }
-    let specs: Vec<serde_json::Value> = functions
-        .iter()
-        .map(|f| {
-            let spec = f.spec();
-            serde_json::json!({
-                "name": spec.name,
-                "description": spec.description,
-                "subscribes": spec.subscribes,
-                "accepts": spec.accepts,
-                "direct": spec.direct,
-                "emits": spec.emits,
-                "queries": spec.queries,
-            })
-        })
-        .collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&specs).unwrap_or_default());
-        return;
-    }
-    println!("the {} saga:", crate::saga::mode_name(mode));
-    for spec in &specs {
-        println!("\n{}: {}", spec["name"].as_str().unwrap_or(""), spec["description"].as_str().unwrap_or(""));
-        for field in ["subscribes", "accepts", "direct", "emits", "queries"] {
-            let subjects: Vec<&str> = spec[field].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
-            if !subjects.is_empty() {
-                println!("  {field:<11} {}", subjects.join(", "));
-            }
-        }
-    }
-}
-
-fn infra_command(command: InfraCommand) -> anyhow::Result<()> {
-    match command {
-        InfraCommand::Template => print!("{}", jetsaga_infra::files()[0].1),
-        InfraCommand::NatsConfig => print!("{}", jetsaga_infra::nats_cluster_config()),
-        InfraCommand::Credentials { out, owner, jwt: true, own } => {
-            anyhow::ensure!(own.is_empty(), "--own goes with password credentials (compose), not with --jwt");
-            let made = crate::credentials::write_decentralized(&out, owner)?;
-            println!(
-                "credentials in {}: {} NATS users as JWTs ({} new), operator keys {}, account SAGA is {}",
-                out.display(),
-                made.users,
-                made.new_users,
-                if made.new_operator { "made" } else { "kept" },
-                made.account
-            );
-        }
-        InfraCommand::Credentials { out, owner, jwt: false, own } => {
-            let made = crate::credentials::write(&out, owner)?;
-            for dir in own.iter() {
-                let owner = owner.expect("clap requires --owner with --own");
-                std::os::unix::fs::chown(dir, Some(owner), Some(owner))
-                    .map_err(|e| anyhow::anyhow!("cannot hand {} to user {owner}: {e}", dir.display()))?;
-            }
-            println!(
-                "credentials in {}: {} NATS users ({} new passwords), certificate {}",
-                out.display(),
-                made.users,
-                made.new_passwords,
-                if made.new_certificate { "made (a new private CA)" } else { "kept" }
-            );
-        }
-        InfraCommand::Write { root } => {
-            for (path, contents) in jetsaga_infra::files() {
-                let path = root.join(path);
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::write(&path, contents)?;
-                println!("wrote {}", path.display());
-            }
-        }
-    }
-    Ok(())
-}
-
 impl Cli {
     /// The service name its spans are exported under, unless
     /// `OTEL_SERVICE_NAME` says otherwise.
@@ -411,265 +306,48 @@ impl Cli {
 
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
+        let url = nats_url(&self);
         match self.command {
-            Command::Up(args) => return up::run(args).await,
-            Command::Bridge(args) => return bridge::run(args).await,
-            Command::Gateway { ref http, ref data_dir, metrics_addr } => {
-                let url = nats_url(&self);
-                // Its NATS user (infra/nats) may read replies under its own inbox prefix only.
-                let nats = crate::client::connect_options("jetsaga gateway")?
-                    .custom_inbox_prefix(crate::client::inbox_prefix(jetsaga_infra::nats::GATEWAY_USER))
-                    .retry_on_initial_connect()
-                    .connect(crate::client::servers(&url))
-                    .await?;
-                let keys = crate::gateway::keys(http, data_dir)?;
-                let listener = crate::gateway::bind(http).await?;
-                let (served, metrics) = crate::gateway::serve(listener, nats, keys, http)?;
-                if let Some(addr) = metrics_addr {
-                    crate::metrics::serve_page(addr, metrics).await?;
-                }
-                println!("jetsaga gateway: the HTTP API at {served}/api/..., the saga at {url}; Ctrl-C stops it");
-                up::shutdown_signal().await;
-                return Ok(());
+            Command::Up(args) => up::run(args).await,
+            Command::Bridge(args) => bridge::run(args).await,
+            Command::Gateway { http, data_dir, metrics_addr } => {
+                serve::gateway(&url, &http, &data_dir, metrics_addr).await
             }
-            Command::Ops { saga, health_port } => {
-                let url = nats_url(&self);
-                // Its NATS user (`ops` in infra/nats) reads replies under its own inbox prefix only.
-                let nats = crate::client::connect_options("jetsaga ops")?
-                    .custom_inbox_prefix(crate::client::inbox_prefix(jetsaga_infra::nats::OPS_USER))
-                    .retry_on_initial_connect()
-                    .connect(crate::client::servers(&url))
-                    .await?;
-                if let Some(port) = health_port {
-                    crate::health::serve(port, crate::health::Probe { nats: nats.clone(), ready: None }).await?;
-                }
-                let options = crate::saga::SagaOptions { mode: saga.into(), ..Default::default() };
-                let cancel = tokio_util::sync::CancellationToken::new();
-                let served =
-                    jetsaga_jetstream::ops::serve(&nats, crate::saga::runtime_config(&options), cancel.clone())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot serve the operations: {e}"))?;
-                println!("jetsaga ops: status, dead letters and redrive for {url}; Ctrl-C stops it");
-                up::shutdown_signal().await;
-                cancel.cancel();
-                let _ = served.await;
-                return Ok(());
-            }
-            Command::Infra(command) => return infra_command(command),
+            Command::Ops { saga, health_port } => serve::ops(&url, saga, health_port).await,
+            Command::Infra(command) => tools::infra(command),
             Command::Functions { saga, names, json } => {
-                functions_command(saga.into(), names, json);
-                return Ok(());
+                tools::functions(saga.into(), names, json);
+                Ok(())
             }
-            Command::Bench(args) if args.bootstraps.is_some() => {
-                let dir = args.bootstraps.clone().expect("checked by the guard");
-                let figures = bench::measure_bootstraps(&dir, 11)?;
-                println!("{:<24} {:>12} {:>16} {:>17}", "bootstrap", "bytes", "first init (ms)", "median init (ms)");
-                for f in &figures {
-                    println!("{:<24} {:>12} {:>16.1} {:>17.1}", f.name, f.bytes, f.first_init_ms, f.median_init_ms);
-                }
-                if let Some(path) = args.json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
-                }
-                return Ok(());
-            }
-            Command::Provision(ref args) => return up::provision(args.clone(), &nats_url(&self), &self.stream).await,
-            Command::Chaos(args) => {
-                let json_path = args.json.clone();
-                let report = crate::chaos::run(args).await?;
-                crate::chaos::print(&report);
-                if let Some(path) = json_path {
-                    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
-                }
-                if !report.tally.findings.is_empty() {
-                    return Err(jetsaga_runner::chaos::Found(report.tally.findings.len()).into());
-                }
-                return Ok(());
-            }
-            Command::Bench(args) => {
-                let (json_path, svg_path) = (args.json.clone(), args.svg.clone());
-                let report = bench::run(args).await?;
-                bench::print(&report);
-                if let Some(path) = json_path {
-                    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
-                    println!("  json:              {}", path.display());
-                }
-                if let Some(path) = svg_path {
-                    std::fs::write(&path, bench::svg(&report))?;
-                    println!("  plot:              {}", path.display());
-                }
-                if !report.correct {
-                    anyhow::bail!("the run lost or doubled something: {}", report.problems.join("; "));
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
-        let client = Client::connect(&nats_url(&self)).await?;
-        let print = |value: &serde_json::Value| println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
-        match self.command {
-            Command::Up(_)
-            | Command::Gateway { .. }
-            | Command::Bridge(_)
-            | Command::Infra(_)
-            | Command::Functions { .. }
-            | Command::Bench(_)
-            | Command::Chaos(_)
-            | Command::Provision(_)
-            | Command::Ops { .. } => {
-                unreachable!("handled above")
-            }
-            Command::Seed { wait_seconds } => {
-                use jetsaga_events::subjects::{CUSTOMERS_CMD_CREATE, INVENTORY_CMD_UPSERT_PRODUCT};
-                let wait = Duration::from_secs(wait_seconds);
-                client.wait_for_services(&["inventory".into(), "customer".into()], wait).await?;
-                up::seed(&client, &[INVENTORY_CMD_UPSERT_PRODUCT, CUSTOMERS_CMD_CREATE]).await?;
-                println!("demo data: {} products, {} customers", up::DEMO_PRODUCTS.len(), up::DEMO_CUSTOMERS.len());
-            }
-            Command::Order(OrderCommand::Create { customer, items, order_id, wait, json }) => {
-                let create = CreateOrder { order_id, customer_id: customer, items };
-                let reply = client.command(ORDERS_CMD_CREATE, &create).await?;
-                let id = reply["order_id"].as_str().unwrap_or_default().to_string();
-                if !wait {
-                    if json {
-                        print(&reply)
-                    } else {
-                        println!("order {id} accepted")
-                    }
-                    return Ok(());
-                }
-                let view = client.wait_terminal(&id, Duration::from_secs(30)).await?;
-                if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
-            }
-            Command::Order(OrderCommand::Get { order_id, json }) => {
-                let view = client.order(&order_id).await?;
-                if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
-            }
-            Command::Order(OrderCommand::Cancel { order_id, reason, wait, json }) => {
-                let reply =
-                    client.command(ORDERS_CMD_CANCEL, &CancelOrder { order_id: order_id.clone(), reason }).await?;
-                if wait {
-                    let view = client.wait_terminal(&order_id, Duration::from_secs(30)).await?;
-                    if json { print(&serde_json::to_value(&view)?) } else { print_order(&view) }
-                } else if json {
-                    print(&reply)
-                } else {
-                    println!("cancel of order {order_id} requested");
-                }
-            }
+            Command::Bench(args) => tools::bench(args).await,
+            Command::Chaos(args) => tools::chaos(args).await,
+            Command::Provision(args) => up::provision(args, &url, &self.stream).await,
+            Command::Seed { wait_seconds } => shop::seed(&Client::connect(&url).await?, wait_seconds).await,
+            Command::Order(command) => shop::order(&Client::connect(&url).await?, command).await,
             Command::Sagas { status, customer, stuck, limit, json } => {
-                let status = status
-                    .map(|s| {
-                        serde_json::from_value::<jetsaga_events::OrderStatus>(serde_json::Value::String(s.clone()))
-                            .map_err(|_| anyhow::anyhow!("--status {s:?}: not a status (pending, stock_reserved, credit_reserved, paid, shipped, completed, failed, canceling, canceled)"))
-                    })
-                    .transpose()?;
-                let mut list = jetsaga_events::ListOrders {
-                    customer_id: customer,
-                    status,
-                    limit: Some(limit),
-                    past_due: stuck.then_some(true),
-                    ..Default::default()
-                };
-                // A page ends early where filters skip many orders: go on until it is full.
-                let mut page = jetsaga_events::OrderPage { orders: Vec::new(), next: None };
-                loop {
-                    let part: jetsaga_events::OrderPage =
-                        client.query(jetsaga_events::subjects::ORDERS_QUERY_LIST, &list).await?;
-                    page.orders.extend(part.orders);
-                    page.next = part.next;
-                    let wanted = limit as usize - page.orders.len().min(limit as usize);
-                    if wanted == 0 || page.next.is_none() {
-                        break;
-                    }
-                    list.limit = Some(wanted as u32);
-                    list.after = page.next.clone();
-                }
-                if json {
-                    print(&serde_json::to_value(&page)?);
-                } else if page.orders.is_empty() {
-                    println!(
-                        "{}",
-                        if stuck { "no stuck orders: every order waiting is within its deadline" } else { "no orders" }
-                    );
-                } else {
-                    println!("{:<40} {:<14} {:<16} {:>10}  created", "order", "customer", "status", "total");
-                    for o in &page.orders {
-                        let total = o.total_cents.map(dollars).unwrap_or_default();
-                        println!(
-                            "{:<40} {:<14} {:<16} {:>10}  {}{}",
-                            o.order_id,
-                            o.customer_id,
-                            serde_json::to_value(o.status)?.as_str().unwrap_or_default().to_string(),
-                            total,
-                            o.created_at.format("%Y-%m-%d %H:%M:%S"),
-                            o.reason.as_ref().map(|r| format!("  ({r})")).unwrap_or_default()
-                        );
-                    }
-                }
+                let filter = shop::SagaFilter { status, customer, stuck, limit };
+                shop::sagas(&Client::connect(&url).await?, filter, json).await
             }
-            Command::Products { json } => {
-                let list = client.products().await?;
-                if json {
-                    print(&serde_json::to_value(&list)?);
-                } else {
-                    println!("{:<14} {:<38} {:>10} {:>7} {:>9}", "product", "name", "price", "stock", "reserved");
-                    for p in list.products {
-                        println!(
-                            "{:<14} {:<38} {:>10} {:>7} {:>9}",
-                            p.product_id,
-                            p.name,
-                            dollars(p.price_cents),
-                            p.stock,
-                            p.reserved
-                        );
-                    }
-                }
-            }
+            Command::Products { json } => shop::products(&Client::connect(&url).await?, json).await,
             Command::Customers { customer_id, json } => {
-                let customers = match customer_id {
-                    Some(id) => vec![client.customer(&id).await?],
-                    None => client.customers().await?.customers,
-                };
-                if json {
-                    print(&serde_json::to_value(&customers)?);
-                } else {
-                    println!("{:<10} {:<20} {:>12} {:>12} {:>12}", "customer", "name", "limit", "used", "available");
-                    for c in customers {
-                        println!(
-                            "{:<10} {:<20} {:>12} {:>12} {:>12}",
-                            c.customer_id,
-                            c.name,
-                            dollars(c.credit_limit_cents),
-                            dollars(c.used_cents),
-                            dollars(c.available_cents)
-                        );
-                    }
-                }
+                shop::customers(&Client::connect(&url).await?, customer_id, json).await
             }
-            Command::Trace { order_id, json } => inspect::trace(&client, &self.stream, &order_id, json).await?,
-            Command::Watch { json } => inspect::watch(&client, json).await?,
+            Command::Users(command) => shop::users(&Client::connect(&url).await?, command).await,
+            Command::Trace { order_id, json } => {
+                inspect::trace(&Client::connect(&url).await?, &self.stream, &order_id, json).await
+            }
+            Command::Watch { json } => inspect::watch(&Client::connect(&url).await?, json).await,
             Command::Status { json } => {
+                let client = Client::connect(&url).await?;
                 let config = jetsaga_jetstream::Config { stream: self.stream.clone(), ..Default::default() };
-                jetsaga_runner::inspect::status(&client.nats, &config, Some("jetsaga sagas --stuck"), json).await?
+                jetsaga_runner::inspect::status(&client.nats, &config, Some("jetsaga sagas --stuck"), json).await
             }
             Command::Dlq(command) => {
+                let client = Client::connect(&url).await?;
                 let config = jetsaga_jetstream::Config::default().with_saga(crate::saga::every_spec());
-                jetsaga_runner::inspect::dlq(&client.nats, &config, command).await?
-            }
-            Command::Users(command) => {
-                let (email, role) = match command {
-                    UsersCommand::GrantAdmin { email } => (email, jetsaga_events::Role::Admin),
-                    UsersCommand::RevokeAdmin { email } => (email, jetsaga_events::Role::Customer),
-                };
-                let set = jetsaga_events::SetRole { email: email.clone(), role };
-                let reply = client.command(USERS_CMD_SET_ROLE, &set).await?;
-                let changed = reply["events"].as_array().is_some_and(|e| !e.is_empty());
-                let role = serde_json::to_value(role)?;
-                let role = role.as_str().unwrap_or("");
-                println!("{email} {} {role}", if changed { "is now" } else { "already was" });
+                jetsaga_runner::inspect::dlq(&client.nats, &config, command).await
             }
         }
-        Ok(())
     }
 }
 
