@@ -29,7 +29,8 @@
 //! - [`chaos`]: fault injection over any saga, with the saga's own workload and invariants.
 //! - [`lambda`] (feature `lambda`): the binary as a Lambda bootstrap, and the JetStream→Lambda bridge;
 //!   [`lambda_local`]: the functions' bootstraps under cargo-lambda's emulator, storing in moto.
-//! - [`cloudformation`]: the saga's AWS template (`infra`); [`metrics`]: the lines its alarms read.
+//! - [`cloudformation`]: the saga's AWS template (`infra`); [`metrics`]: the lines its alarms read;
+//!   [`cost`] (feature `lambda`): what sagas cost on Lambda, from what the invocations reported.
 //! - [`connect`]: connecting as an operator, waiting for functions.
 //! - [`server`], [`tools`]: finding and starting nats-server and other local tools.
 
@@ -38,6 +39,8 @@ pub mod chaos;
 pub mod cli;
 pub mod cloudformation;
 pub mod connect;
+#[cfg(feature = "lambda")]
+pub mod cost;
 pub mod history;
 pub mod host;
 pub mod inspect;

@@ -104,6 +104,13 @@ pub enum Layout {
     OneProcess,
     /// One process per function.
     PerFunction,
+    /// The Lambda path: each function's bootstrap (built beside this
+    /// binary: `cargo build -p jetsaga-bootstrap`) under cargo-lambda's
+    /// emulator, storing in DynamoDB (moto's server, or AWS_ENDPOINT_URL),
+    /// fed by `jetsaga bridge` (--copies of it); prints what the run would
+    /// cost on AWS, per million orders. The emulator, not Lambda, sets the
+    /// pace here: run it paced (--rate 20) and read the bill, not the speed.
+    Lambda,
 }
 
 /// Everything one run measured.
@@ -160,6 +167,9 @@ pub struct Report {
     pub nats_server_cpu_seconds: f64,
     /// Peak resident memory of the largest runner process (MiB).
     pub runner_peak_rss_mib: f64,
+    /// With `--layout lambda`: what the run's invocations would cost on
+    /// AWS, per million orders, beside Step Functions.
+    pub cost: Option<jetsaga_runner::cost::Bill>,
     /// Completed, failed, canceled.
     pub outcomes: HashMap<String, usize>,
     /// Terminal events delivered twice to plain subscribers (re-published
@@ -225,7 +235,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let runners = runners::start(&args, &url, &dir)?;
     let names: Vec<String> = crate::saga::names(args.saga.into()).iter().map(|s| s.to_string()).collect();
     client.wait_for_services(&names, Duration::from_secs(60)).await?;
-    let runner_pids: Vec<u32> = runners.iter().filter_map(Process::program_pid).collect();
+    let runner_pids: Vec<u32> = runners.processes.iter().filter_map(Process::program_pid).collect();
     let cpu_before: f64 = runner_pids.iter().filter_map(|p| runners::proc_usage(*p)).map(|u| u.0).sum();
     let server_pid = nats_server.program_pid();
     let server_cpu_before = server_pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0);
@@ -247,7 +257,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let samples = latencies(&sent_at, &over_nats);
     let latency = Latency::of(samples.clone());
 
-    let split = split::gather(&nats, &names, args.copies).await?;
+    // (Bridges and bootstraps keep no phase timings.)
+    let split =
+        if args.layout == Layout::Lambda { Vec::new() } else { split::gather(&nats, &names, args.copies).await? };
     let usage: Vec<(f64, u64)> = runner_pids.iter().filter_map(|p| runners::proc_usage(*p)).collect();
     let runner_cpu_seconds = usage.iter().map(|u| u.0).sum::<f64>() - cpu_before;
     let nats_server_cpu_seconds = server_pid.and_then(runners::proc_usage).map_or(0.0, |u| u.0) - server_cpu_before;
@@ -333,13 +345,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     }
     let messages_per_saga = stored as f64 / args.orders as f64;
     let message_bytes = if stored > 0 { bytes / stored as usize } else { 0 };
+    let sagas_per_sec = finished.len() as f64 / saga_seconds.max(1e-9);
+    let cost = match &runners.lambda {
+        Some(_) => {
+            let usage = jetsaga_runner::cost::Usage::from_logs(&runners.bootstrap_logs)?;
+            let rate = args.rate.map_or(sagas_per_sec, f64::from);
+            Some(jetsaga_runner::cost::Bill::new(
+                &usage,
+                finished.len(),
+                BILLED_MEMORY_MB,
+                rate,
+                ORDER_STATE_MACHINE,
+                jetsaga_runner::cost::US_EAST_1,
+            ))
+        }
+        None => None,
+    };
     drop(runners);
 
     // The raw JetStream baseline: same server, same message count and size.
     let raw_msgs_per_sec =
         jetsaga_runner::bench::raw_baseline(&js, stored.max(1) as usize, message_bytes.max(16)).await?;
     let raw_bound = raw_msgs_per_sec / messages_per_saga.max(1.0);
-    let sagas_per_sec = finished.len() as f64 / saga_seconds.max(1e-9);
     let ratio_to_raw = sagas_per_sec / raw_bound.max(1e-9);
     let targets = jetsaga_runner::bench::Targets::measure(
         &js,
@@ -356,12 +383,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         rate: args.rate,
         layout: args.layout,
         copies: args.copies,
-        store: format!("{:?}", args.store).to_lowercase(),
+        store: if args.layout == Layout::Lambda {
+            "dynamodb".into()
+        } else {
+            format!("{:?}", args.store).to_lowercase()
+        },
         saga: format!("{:?}", args.saga).to_lowercase(),
         durability: format!(
-            "JetStream file store, sync_interval {}; SQLite WAL synchronous={}",
+            "JetStream file store, sync_interval {}; {}",
             if args.nats_sync_always { "always" } else { "default (2 min)" },
-            if args.sync_full { "FULL" } else { "NORMAL" }
+            match (args.layout, args.sync_full) {
+                (Layout::Lambda, _) => "DynamoDB transactions",
+                (_, true) => "SQLite WAL synchronous=FULL",
+                (_, false) => "SQLite WAL synchronous=NORMAL",
+            }
         ),
         deadlines: !args.no_deadlines,
         sagas_per_sec,
@@ -380,6 +415,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         runner_cpu_ms_per_saga: runner_cpu_seconds * 1000.0 / finished.len().max(1) as f64,
         nats_server_cpu_seconds,
         runner_peak_rss_mib,
+        cost,
         outcomes,
         republished_terminal_events: duplicates.len(),
         dead_letters: tally.dead_letters,
@@ -391,6 +427,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         samples,
     })
 }
+
+/// The memory size the template gives each function (its `MemorySize` default).
+const BILLED_MEMORY_MB: u32 = 128;
+
+/// The order saga as a Step Functions state machine, for the bill's
+/// comparison. Transitions on the way to a completed order (each state
+/// entered is one): reserve stock, reserve credit, execute payment,
+/// schedule shipping (Tasks, 4), a Parallel state consuming the stock and
+/// awarding points (1 + 2 branch states), the Succeed state (1): 8, before
+/// any retry or compensation. An Express execution's duration: the four
+/// Task invocations and the branches, at about 25 ms each with the
+/// service's own time per state, is taken as 200 ms (two of Express's
+/// 100 ms steps) at its 64 MB minimum. The tasks' own Lambda and DynamoDB
+/// cost comes on top of either, as it does for jetsaga.
+const ORDER_STATE_MACHINE: jetsaga_runner::cost::StateMachine =
+    jetsaga_runner::cost::StateMachine { transitions: 8, express_duration_ms: 200.0, express_memory_mb: 64.0 };
 
 /// Command sent → terminal event received, in ms, for every order seen to end.
 fn latencies(sent_at: &HashMap<String, Instant>, finished: &HashMap<String, (String, Instant)>) -> Vec<f64> {

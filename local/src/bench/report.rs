@@ -33,11 +33,15 @@ pub fn print(report: &Report) {
         "  per step (ms):     {}",
         report.step_ms.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ")
     );
-    println!("  where a consumed message's time goes (ms, p50 / p99):");
-    println!(
-        "    {:<13} {:>8} {:>6}  {:>13}  {:>13}  {:>13}  {:>13}",
-        "function", "messages", "batch", "queue wait", "handling", "publish", "ack"
-    );
+    if !report.split.is_empty() {
+        println!("  where a consumed message's time goes (ms, p50 / p99):");
+    }
+    if !report.split.is_empty() {
+        println!(
+            "    {:<13} {:>8} {:>6}  {:>13}  {:>13}  {:>13}  {:>13}",
+            "function", "messages", "batch", "queue wait", "handling", "publish", "ack"
+        );
+    }
     let phase = |p: &super::Phase| format!("{:.2} / {:.1}", p.p50_ms, p.p99_ms);
     for s in &report.split {
         println!(
@@ -71,6 +75,31 @@ pub fn print(report: &Report) {
             h.p99_ms / n.p99_ms.max(1e-9),
             h.p99_ms - n.p99_ms
         );
+    }
+    if let Some(cost) = &report.cost {
+        println!("  on AWS (from the bootstraps' invocation lines):");
+        for line in cost.lines() {
+            println!("  {line}");
+        }
+        let calls: Vec<String> = cost
+            .invocations
+            .iter()
+            .flat_map(|(function, requests)| {
+                requests.iter().map(move |(request, n)| {
+                    format!("{function} {request} {:.2}", *n as f64 / cost.sagas.max(1) as f64)
+                })
+            })
+            .collect();
+        println!("    invocations per saga: {}", calls.join(", "));
+        let n = cost.sagas.max(1) as f64;
+        let by_function: Vec<String> = cost
+            .by_function
+            .iter()
+            .map(|(function, u)| {
+                format!("{function} {:.1} / {:.1} / {:.1}", u.write_units / n, u.read_units / n, u.billed_ms / n)
+            })
+            .collect();
+        println!("    per saga by function (write units / read units / billed ms): {}", by_function.join(", "));
     }
     println!("  targets (ratios to raw JetStream in this run):");
     for line in report.targets.lines(report.rate) {

@@ -1,21 +1,34 @@
 //! The runner processes under test: this very binary running `jetsaga up`
 //! against the benchmark's own nats-server, and what they cost.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::lambda_local::LambdaLocal;
 use crate::tools::{self, Process};
 use crate::up::{SagaKind, StoreKind};
 
 use super::{BenchArgs, Layout};
 
+/// What runs the saga during a run: its processes, and on the Lambda
+/// path the emulator and DynamoDB endpoint they use and where each
+/// bootstrap's stdout (its per-invocation cost lines) went.
+pub(crate) struct Runners {
+    pub(crate) processes: Vec<Process>,
+    pub(crate) lambda: Option<LambdaLocal>,
+    pub(crate) bootstrap_logs: Vec<PathBuf>,
+}
+
 /// Starts the runners of `args` (one process, or one per function; each
-/// `args.copies` times), storing under `dir`.
-pub(crate) fn start(args: &BenchArgs, url: &str, dir: &Path) -> anyhow::Result<Vec<Process>> {
+/// `args.copies` times; or the Lambda path), storing under `dir`.
+pub(crate) fn start(args: &BenchArgs, url: &str, dir: &Path) -> anyhow::Result<Runners> {
+    if args.layout == Layout::Lambda {
+        return start_lambda(args, url, dir);
+    }
     let exe = std::env::current_exe()?;
     let functions: Vec<Vec<&str>> = match args.layout {
-        Layout::OneProcess => vec![Vec::new()],
         Layout::PerFunction => crate::saga::names(args.saga.into()).into_iter().map(|f| vec![f]).collect(),
+        Layout::OneProcess | Layout::Lambda => vec![Vec::new()],
     };
     let schema_prefix = format!("bench_{}_", std::process::id());
     let mut runners = Vec::new();
@@ -62,7 +75,43 @@ pub(crate) fn start(args: &BenchArgs, url: &str, dir: &Path) -> anyhow::Result<V
             runners.push(Process::new(child, format!("runner {copy}")));
         }
     }
-    Ok(runners)
+    Ok(Runners { processes: runners, lambda: None, bootstrap_logs: Vec::new() })
+}
+
+/// The Lambda path: every function's bootstrap (beside this binary) under
+/// cargo-lambda's emulator, storing in DynamoDB (moto's server, or
+/// `AWS_ENDPOINT_URL`), fed by `args.copies` `jetsaga bridge` processes.
+fn start_lambda(args: &BenchArgs, url: &str, dir: &Path) -> anyhow::Result<Runners> {
+    let exe = std::env::current_exe()?;
+    let options = crate::saga::SagaOptions {
+        mode: args.saga.into(),
+        order_limits: crate::saga::OrderLimits::UNLIMITED,
+        deadlines: if args.no_deadlines { None } else { crate::saga::SagaOptions::default().deadlines },
+        ..crate::saga::SagaOptions::default()
+    };
+    let bootstrap = crate::lambda_local::bootstrap_beside_current_exe();
+    let local = crate::lambda_local::start(bootstrap, &options, None, &format!("bench-{}-", std::process::id()))
+        .map_err(anyhow::Error::msg)?;
+    let mut processes = Vec::new();
+    let mut bootstrap_logs = Vec::new();
+    for name in crate::saga::names(args.saga.into()) {
+        let log = dir.join(format!("bootstrap-{name}.log"));
+        let mut command = local.bootstraps().command(name).map_err(anyhow::Error::msg)?;
+        command.env("RUST_LOG", "error").stdout(std::fs::File::create(&log)?).stderr(Stdio::inherit());
+        processes.push(Process::new(command.spawn()?, crate::lambda_local::function_name(name)));
+        bootstrap_logs.push(log);
+    }
+    for copy in 0..args.copies {
+        let child = tools::tied_command(&exe)
+            .args(["bridge", "--nats-url", url, "--quiet", "--lambda-endpoint", &local.invoke_url])
+            .args(["--saga", crate::saga::mode_name(options.mode)])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        processes.push(Process::new(child, format!("bridge {copy}")));
+    }
+    Ok(Runners { processes, lambda: Some(local), bootstrap_logs })
 }
 
 /// Starts `jetsaga gateway` (this binary) in front of the saga at `url`;

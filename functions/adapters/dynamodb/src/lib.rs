@@ -22,7 +22,10 @@
 //! `AWS_ENDPOINT_URL` points the client at a DynamoDB-compatible endpoint
 //! (moto's server, LocalStack).
 
+pub mod capacity;
+
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -34,6 +37,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_smithy_http_client::tls;
 use jetsaga_core::schedule::Schedule;
+
+use crate::capacity::Meter;
 use jetsaga_core::{
     Commit, CommitError, Effect, Expect, Item, KeyChange, OutboxRecord, Store, StoreError, net_changes,
 };
@@ -106,6 +111,7 @@ async fn back_off_unprocessed(attempt: &mut u32, operation: &str) -> Result<(), 
 pub struct DynamoStore {
     client: Client,
     table: String,
+    meter: Arc<Meter>,
 }
 
 /// What a transaction action stands for, to explain a cancellation.
@@ -118,7 +124,12 @@ enum Action {
 impl DynamoStore {
     /// A store on `table` using `client`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), meter: Arc::default() }
+    }
+
+    /// The request units this store's requests consumed (see [`capacity`]).
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     /// A store on `table`, configured from the environment the way Lambda
@@ -223,6 +234,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| sdk_err("get_item", e))?;
+        self.meter.read(inbox.item());
         Ok(inbox.item().cloned())
     }
 
@@ -261,6 +273,7 @@ impl DynamoStore {
                 }
             }
         }
+        self.meter.read_each(keys.len(), &found);
         Ok(found)
     }
 
@@ -396,6 +409,7 @@ impl Store for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk_err("get_item", e))?;
+        self.meter.read(out.item());
         out.item().map(|item| Self::state_item(item).map(|(_, item)| item)).transpose()
     }
 
@@ -442,6 +456,9 @@ impl Store for DynamoStore {
                     .map(|o| (o.items.unwrap_or_default(), o.last_evaluated_key))
                     .map_err(|e| sdk_err("scan", e))?
             };
+            // (A scan is billed for what it reads, not for what its filter
+            // keeps; the store scans only for a prefix without a `/`.)
+            self.meter.read(&page.0);
             for item in &page.0 {
                 found.push(Self::state_item(item)?);
             }
@@ -486,6 +503,7 @@ impl Store for DynamoStore {
                     .expression_attribute_values(":prefix", s(prefix)),
             };
             let page = query.send().await.map_err(|e| sdk_err("query", e))?;
+            self.meter.read(page.items());
             for item in page.items() {
                 let (key, item) = Self::state_item(item)?;
                 if !key.starts_with(prefix) {
@@ -562,6 +580,8 @@ impl Store for DynamoStore {
                 message: format!("{} items, DynamoDB allows {MAX_TRANSACTION_ITEMS} per transaction", actions.len()),
             });
         }
+        // A transaction DynamoDB cancels is billed too.
+        self.meter.transaction(&actions);
         match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -626,6 +646,7 @@ impl Store for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk_err("query", e))?;
+        self.meter.read(out.items());
         out.items().iter().map(Self::outbox_record).collect()
     }
 
@@ -650,6 +671,7 @@ impl Store for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| sdk_err("scan", e))?;
+            self.meter.read(page.items());
             for item in page.items() {
                 let waiting = item
                     .get("outbox")
@@ -665,6 +687,7 @@ impl Store for DynamoStore {
                         .send()
                         .await
                         .map_err(|e| sdk_err("delete_item", e))?;
+                    self.meter.write(item);
                     swept += 1;
                 }
             }
@@ -694,6 +717,7 @@ impl Store for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| sdk_err("scan", e))?;
+            self.meter.read(page.items());
             for item in page.items() {
                 let (Some(pk), Some(sk)) = (item.get("pk").cloned(), item.get("sk").cloned()) else { continue };
                 let deleted = self
@@ -706,6 +730,7 @@ impl Store for DynamoStore {
                     .expression_attribute_values(":now", n(now))
                     .send()
                     .await;
+                self.meter.write(item);
                 match deleted {
                     Ok(_) => swept += 1,
                     Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
@@ -740,6 +765,9 @@ impl Store for DynamoStore {
                 .collect::<Result<Vec<_>, StoreError>>()?;
             let mut attempt = 0u32;
             while !deletes.is_empty() {
+                for delete in deletes.iter().filter_map(WriteRequest::delete_request) {
+                    self.meter.write(delete.key());
+                }
                 let out = self
                     .client
                     .batch_write_item()

@@ -9,6 +9,8 @@
 //!   plus `batchItemFailures` so one bad record never fails its batch; or
 //!   a query.
 //! - [`wire`]: the request and response types, shared with the bridge.
+//! - [`metrics`]: one line per invocation with what it cost (handler time,
+//!   DynamoDB request units).
 //! - `invoker` (feature): the bridge side, a [`Processor`](jetsaga_core::Processor)
 //!   that invokes a function through the Lambda Invoke API.
 //!
@@ -19,6 +21,7 @@
 
 #[cfg(feature = "invoker")]
 pub mod invoker;
+pub mod metrics;
 pub mod wire;
 
 use std::sync::Arc;
@@ -142,12 +145,24 @@ pub async fn serve(function: Arc<dyn Function>) -> Result<(), lambda_runtime::Er
     #[cfg(not(feature = "otel"))]
     let spans: Option<Arc<NoSpans>> = NoSpans::warn_if_asked();
     tracing::info!(function = name, table = store.table(), backend = store.backend(), "ready");
-    let engine = Engine::new(function, Arc::new(store));
+    let store = Arc::new(store);
+    let engine = Engine::new(function, store.clone());
+    let metered = metrics::enabled();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Request>| {
         let engine = engine.clone();
         let spans = spans.clone();
+        let store = store.clone();
         async move {
+            // One invocation at a time per sandbox: the meter's count since
+            // the last one is this one's.
+            let (request, records) = (event.payload.kind(), event.payload.records());
+            let started = std::time::Instant::now();
             let response = handle(&engine, event.payload).await;
+            if metered {
+                let handler_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let units = store.meter().take();
+                println!("{}", metrics::Invocation::new(name, request, records, handler_ms, units).line());
+            }
             if let Some(spans) = spans {
                 // Sent before answering: a sandbox is frozen between
                 // invocations, and a batch left in memory may never go.

@@ -36,6 +36,26 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// What is asked, as the wire's `kind` names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Batch { .. } => "batch",
+            Self::Query { .. } => "query",
+            Self::Outbox { .. } => "outbox",
+            Self::MarkPublished { .. } => "mark_published",
+        }
+    }
+
+    /// Records in a batch; 0 for the other requests.
+    pub fn records(&self) -> usize {
+        match self {
+            Self::Batch { records } => records.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// One event and its trace context.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
