@@ -107,6 +107,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         ack_wait: Duration::from_secs_f64(args.ack_wait),
         provision: !args.no_provision,
+        // Each processing is an invocation: a keyed command runs once, from the stream.
+        keyed_commands_from_stream: true,
         ..crate::saga::runtime_config(&options)
     };
     let nats = crate::client::connect_options(&format!("jetsaga bridge ({})", names.join(",")))?

@@ -31,6 +31,8 @@ pub struct Prices {
     /// Step Functions Express: per request and per GB-second (first tier).
     pub express_request: f64,
     pub express_gb_second: f64,
+    /// Lambda durable functions: per durable operation (a step, a wait).
+    pub durable_operation: f64,
 }
 
 /// us-east-1 list prices (first tiers, no free tier).
@@ -46,6 +48,7 @@ pub const US_EAST_1: Prices = Prices {
     standard_transition: 0.025 / 1e3,
     express_request: 1.00 / 1e6,
     express_gb_second: 0.000_016_67,
+    durable_operation: 8.00 / 1e6,
 };
 
 /// The bridge's Fargate task in the template: 0.25 vCPU, 0.5 GB.
@@ -133,22 +136,27 @@ pub struct Bill {
     pub dynamodb_writes: f64,
     pub bridge: f64,
     pub total: f64,
-    /// The same saga on Step Functions, dollars per million.
+    /// The same saga on Step Functions and as a Lambda durable function,
+    /// dollars per million, for the orchestration alone.
     pub step_functions_standard: f64,
     pub step_functions_express: f64,
-    /// What those two are computed from.
+    pub durable_functions: f64,
+    /// What those are computed from.
     pub transitions_per_saga: u32,
     pub express_duration_ms: f64,
+    pub durable_operations_per_saga: u32,
 }
 
-/// How a saga runs on Step Functions, for the comparison: the state
-/// transitions of one run (each state entered counts one), and an Express
-/// execution's billed duration and memory.
+/// How a saga runs on the managed orchestrators, for the comparison: the
+/// state transitions of one Step Functions run (each state entered counts
+/// one), an Express execution's billed duration and memory, and the
+/// durable operations (steps, waits) of one Lambda durable execution.
 #[derive(Clone, Copy, Debug)]
 pub struct StateMachine {
     pub transitions: u32,
     pub express_duration_ms: f64,
     pub express_memory_mb: f64,
+    pub durable_operations: u32,
 }
 
 impl Bill {
@@ -196,8 +204,10 @@ impl Bill {
             step_functions_standard: f64::from(machine.transitions) * prices.standard_transition * million,
             step_functions_express: (prices.express_request + express_seconds * express_gb * prices.express_gb_second)
                 * million,
+            durable_functions: f64::from(machine.durable_operations) * prices.durable_operation * million,
             transitions_per_saga: machine.transitions,
             express_duration_ms: machine.express_duration_ms,
+            durable_operations_per_saga: machine.durable_operations,
             prices,
         }
     }
@@ -224,11 +234,14 @@ impl Bill {
                 self.sagas_per_sec
             ),
             format!(
-                "  Step Functions:    Standard {:.2} ({} transitions), Express {:.2} ({:.0} ms) $ per million ({} list prices of {})",
+                "  orchestration alone elsewhere, $ per million: Step Functions Standard {:.2} ({} transitions), \
+                 Express {:.2} ({:.0} ms), Lambda durable functions {:.2} ({} operations); {} list prices of {}",
                 self.step_functions_standard,
                 self.transitions_per_saga,
                 self.step_functions_express,
                 self.express_duration_ms,
+                self.durable_functions,
+                self.durable_operations_per_saga,
                 self.prices.region,
                 self.prices.as_of
             ),
@@ -254,7 +267,12 @@ mod tests {
         assert_eq!(usage.billed_ms, 3.0 + 1.0 + 1.0, "each invocation rounds up to the millisecond, at least one");
         assert_eq!(usage.by_function["order"].write_units, 10.0);
         assert_eq!(usage.by_function["payment"].billed_ms, 1.0);
-        let machine = StateMachine { transitions: 10, express_duration_ms: 250.0, express_memory_mb: 64.0 };
+        let machine = StateMachine {
+            transitions: 10,
+            express_duration_ms: 250.0,
+            express_memory_mb: 64.0,
+            durable_operations: 6,
+        };
         let bill = Bill::new(&usage, 1, 1024, 100.0, machine, US_EAST_1);
         assert!((bill.lambda_requests - 0.60).abs() < 1e-9, "{}", bill.lambda_requests);
         assert!((bill.lambda_duration - 0.005 * 13.3334).abs() < 1e-6, "{}", bill.lambda_duration);
@@ -266,6 +284,7 @@ mod tests {
             bill.lambda_requests + bill.lambda_duration + bill.dynamodb_reads + bill.dynamodb_writes + bill.bridge;
         assert!((bill.total - parts).abs() < 1e-9);
         assert!((bill.step_functions_standard - 250.0).abs() < 1e-9);
+        assert!((bill.durable_functions - 48.0).abs() < 1e-9);
         // 300 ms (three 100 ms steps) at 64 MB.
         assert!((bill.step_functions_express - (1.0 + 0.3 * 0.0625 * 16.67)).abs() < 1e-6);
     }

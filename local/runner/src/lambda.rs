@@ -85,6 +85,8 @@ pub async fn bridge(saga: &Arc<dyn Saga>, url: &str, args: &BridgeArgs) -> anyho
         concurrency: args.concurrency,
         replicas: args.replicas,
         provision: !args.no_provision,
+        // Each processing is an invocation: a keyed command runs once, from the stream.
+        keyed_commands_from_stream: true,
         ..saga.runtime_config()
     };
     let nats = crate::connect::connect_options(&format!("{} bridge", saga.name()))?

@@ -120,6 +120,14 @@ pub struct Config {
     /// be processed from the command stream before it is answered that it
     /// is stored but not processed yet.
     pub answer_timeout: Duration,
+    /// Process a command sent with `Nats-Msg-Id` from the command stream
+    /// too, as one without: its request waits for the stream copy's answer
+    /// (for `answer_timeout` at most; then it is processed at once, which
+    /// its id makes safe). Off, such a command is processed at the request
+    /// endpoint and its stream copy, processed after it, finds it done:
+    /// cheap in a runner, but on Lambda (the bridge turns it on) each is an
+    /// invocation, so every keyed command would be invoked twice.
+    pub keyed_commands_from_stream: bool,
     /// Deliveries before a retryable failure is dead-lettered.
     pub max_deliver: i64,
     /// How long the server waits for an ack before redelivering.
@@ -189,6 +197,7 @@ impl Default for Config {
             command_subjects: Vec::new(),
             claim_stream: streams::CLAIMS.into(),
             answer_timeout: Duration::from_secs(10),
+            keyed_commands_from_stream: false,
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 4096,
@@ -462,6 +471,7 @@ impl Runtime {
             let answers = answers::Answers::start(&self.client, engine.name(), &self.config, cancel.clone()).await?;
             let intake = service::Intake {
                 answer_timeout: self.config.answer_timeout,
+                keyed_from_stream: self.config.keyed_commands_from_stream,
                 batches_in_flight: self.config.concurrency.max(1),
             };
             services

@@ -83,6 +83,7 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
     let answer_timeout = intake.answer_timeout;
+    let keyed_from_stream = intake.keyed_from_stream;
     let engine = publisher.engine.clone();
     let spec = engine.spec();
     let err = |e: async_nats::Error| RuntimeError::Service { function: spec.name.into(), message: e.to_string() };
@@ -145,7 +146,16 @@ pub(crate) async fn serve(
                                 .await
                                 .map_err(|e| (e.code(), e.to_string())),
                             Kind::Command => {
-                                match accept(&publisher, &batcher, &answers, answer_timeout, subject, &request).await {
+                                match accept(
+                                    &publisher,
+                                    &batcher,
+                                    &answers,
+                                    (answer_timeout, keyed_from_stream),
+                                    subject,
+                                    &request,
+                                )
+                                .await
+                                {
                                     Some(answer) => answer,
                                     None => return,
                                 }
@@ -220,6 +230,9 @@ pub(crate) struct Intake {
     /// How long a request for a command without `Nats-Msg-Id` waits for the
     /// command stream's copy to be processed.
     pub answer_timeout: Duration,
+    /// Commands with a `Nats-Msg-Id` are processed from the command stream
+    /// too ([`crate::Config::keyed_commands_from_stream`]).
+    pub keyed_from_stream: bool,
     /// Batches of request/reply commands processed at once (the function's
     /// `concurrency`): one slow batch (a Lambda invocation whose instance
     /// died, waited out until the invoke timeout) then holds up only itself.
@@ -278,13 +291,15 @@ impl CommandBatcher {
 /// Takes one command from a client. With a `Nats-Msg-Id` it is processed
 /// here at once: the id is its identity, so the stream's copy of it is
 /// recognized as the same command. Without one only the stream's copy is
-/// processed, and a request waits for that copy's answer. `None`: a plain
-/// publish without id, nothing to do here.
+/// processed, and a request waits for that copy's answer. With
+/// `keyed_from_stream` a keyed command's request waits for its stream
+/// copy's answer too, and is processed here only if none comes in time.
+/// `None`: a plain publish that the stream's copy stands for, nothing to do here.
 async fn accept(
     publisher: &Publisher,
     batcher: &CommandBatcher,
     answers: &Answers,
-    answer_timeout: Duration,
+    (answer_timeout, keyed_from_stream): (Duration, bool),
     subject: &str,
     request: &Request,
 ) -> Option<Answer> {
@@ -293,6 +308,16 @@ async fn accept(
     // Refused at once; the stream's copy is dead-lettered by the consumer.
     if let Err(reason) = intake_check(subject, message.payload.len(), headers) {
         return Some(Err((400, reason)));
+    }
+    if let Some(id) = client_id(headers).filter(|_| keyed_from_stream) {
+        message.reply.as_ref()?;
+        if answers.captured().await.unwrap_or(false) {
+            let key = command_key(subject, &message.payload);
+            if let Some(answer) = answers.wait(&key, answer_timeout).await {
+                return Some(answer);
+            }
+        }
+        return Some(process_now(publisher, batcher, subject, request, id).await);
     }
     let Some(id) = client_id(headers) else {
         message.reply.as_ref()?;

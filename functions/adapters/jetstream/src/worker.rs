@@ -228,7 +228,7 @@ impl Worker {
             if delivered > 1 {
                 metrics::counter!("jetsaga_redeliveries_total", "function" => self.engine.name()).increment(1);
             }
-            let awaited = self.answers.is_some() && service::client_id(message.headers.as_ref()).is_none();
+            let awaited = self.answers.is_some() && self.answered_here(message);
             if awaited && !matches!(outcome, Outcome::Retry(_) | Outcome::Unavailable(_)) {
                 // Final once committed or refused, even if its events are published later.
                 answers[i] = Some(service::answer_of(&outcome, &input.envelope));
@@ -323,7 +323,7 @@ impl Worker {
         answers: Vec<Option<Answer>>,
     ) {
         for ((message, disposition), answer) in batch.iter().zip(dispositions).zip(answers) {
-            if service::client_id(message.headers.as_ref()).is_some() {
+            if !self.answered_here(message) {
                 continue;
             }
             let answer = match (disposition, answer) {
@@ -335,6 +335,13 @@ impl Worker {
             let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
             answerer.send(&command_key(&message.subject, &message.payload), sequence, &answer).await;
         }
+    }
+
+    /// Whether a command's requester waits for this copy's answer: always
+    /// without `Nats-Msg-Id`; with one, only where keyed commands are
+    /// processed from the stream (else the request endpoint answered it).
+    fn answered_here(&self, message: &Message) -> bool {
+        self.config.keyed_commands_from_stream || service::client_id(message.headers.as_ref()).is_none()
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), String> {
