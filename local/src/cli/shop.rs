@@ -32,29 +32,30 @@ pub(super) async fn order(client: &Client, command: OrderCommand) -> anyhow::Res
             let create = CreateOrder { order_id, customer_id: customer, items };
             let reply = client.command(ORDERS_CMD_CREATE, &create).await?;
             let id = reply["order_id"].as_str().unwrap_or_default().to_string();
-            if wait {
-                let view = client.wait_terminal(&id, Duration::from_secs(30)).await?;
-                show_order(&view, json)?;
-            } else if json {
-                print_json(&reply);
-            } else {
-                println!("order {id} accepted");
-            }
+            answered(client, &id, &reply, wait, json, &format!("order {id} accepted")).await?;
         }
         OrderCommand::Get { order_id, json } => show_order(&client.order(&order_id).await?, json)?,
         OrderCommand::Cancel { order_id, reason, wait, json } => {
             let reply = client.command(ORDERS_CMD_CANCEL, &CancelOrder { order_id: order_id.clone(), reason }).await?;
-            if wait {
-                let view = client.wait_terminal(&order_id, Duration::from_secs(30)).await?;
-                show_order(&view, json)?;
-            } else if json {
-                print_json(&reply);
-            } else {
-                println!("cancel of order {order_id} requested");
-            }
+            answered(client, &order_id, &reply, wait, json, &format!("cancel of order {order_id} requested")).await?;
         }
     }
     Ok(())
+}
+
+/// After a command on an order: with `wait`, how the order ended; else the
+/// reply as JSON, or `said`.
+async fn answered(client: &Client, id: &str, reply: &Value, wait: bool, json: bool, said: &str) -> anyhow::Result<()> {
+    if wait {
+        show_order(&client.wait_terminal(id, Duration::from_secs(30)).await?, json)
+    } else {
+        if json {
+            print_json(reply);
+        } else {
+            println!("{said}");
+        }
+        Ok(())
+    }
 }
 
 fn show_order(view: &OrderView, json: bool) -> anyhow::Result<()> {

@@ -82,8 +82,6 @@ pub(crate) async fn serve(
     intake: Intake,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, RuntimeError> {
-    let answer_timeout = intake.answer_timeout;
-    let keyed_from_stream = intake.keyed_from_stream;
     let engine = publisher.engine.clone();
     let spec = engine.spec();
     let err = |e: async_nats::Error| RuntimeError::Service { function: spec.name.into(), message: e.to_string() };
@@ -146,16 +144,7 @@ pub(crate) async fn serve(
                                 .await
                                 .map_err(|e| (e.code(), e.to_string())),
                             Kind::Command => {
-                                match accept(
-                                    &publisher,
-                                    &batcher,
-                                    &answers,
-                                    (answer_timeout, keyed_from_stream),
-                                    subject,
-                                    &request,
-                                )
-                                .await
-                                {
+                                match accept(&publisher, &batcher, &answers, &intake, subject, &request).await {
                                     Some(answer) => answer,
                                     None => return,
                                 }
@@ -299,17 +288,18 @@ async fn accept(
     publisher: &Publisher,
     batcher: &CommandBatcher,
     answers: &Answers,
-    (answer_timeout, keyed_from_stream): (Duration, bool),
+    intake: &Intake,
     subject: &str,
     request: &Request,
 ) -> Option<Answer> {
+    let answer_timeout = intake.answer_timeout;
     let message = &request.message;
     let headers = message.headers.as_ref();
     // Refused at once; the stream's copy is dead-lettered by the consumer.
     if let Err(reason) = intake_check(subject, message.payload.len(), headers) {
         return Some(Err((400, reason)));
     }
-    if let Some(id) = client_id(headers).filter(|_| keyed_from_stream) {
+    if let Some(id) = client_id(headers).filter(|_| intake.keyed_from_stream) {
         message.reply.as_ref()?;
         if answers.captured().await.unwrap_or(false) {
             let key = command_key(subject, &message.payload);
